@@ -1,0 +1,58 @@
+"""lmshrink: compress language models by posing each compression decision as an optimization problem.
+
+The top-level names are light: heavy ones (torch, transformers) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .core import (  # noqa: E402
+    ArchitectureAdapter,
+    BinaryQuadraticProblem,
+    Block,
+    Constraint,
+    LmshrinkError,
+    Objective,
+    Option,
+    Solution,
+    SolutionSet,
+    Solver,
+    load_problem,
+)
+from .plugins import hookimpl  # noqa: E402
+
+_LAZY = {
+    "prune": ("lmshrink.pipeline.prune", "prune"),
+    "load_model": ("lmshrink.models", "load_model"),
+    "load_compressed": ("lmshrink.compress.io", "load_compressed"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'lmshrink' has no attribute {name!r}")
+
+
+__all__ = [
+    "ArchitectureAdapter",
+    "BinaryQuadraticProblem",
+    "Block",
+    "Constraint",
+    "LmshrinkError",
+    "Objective",
+    "Option",
+    "Solution",
+    "SolutionSet",
+    "Solver",
+    "__version__",
+    "hookimpl",
+    "load_problem",
+    *_LAZY,
+]

@@ -1,0 +1,16 @@
+"""Registers lmshrink's built-in subcommands through the same hook a plugin uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..plugins import hookimpl
+
+
+@hookimpl
+def lmshrink_register_commands(register: Any) -> None:
+    from . import plugins_cmd, prune_cmd, solve_cmd
+
+    register(prune_cmd.COMMAND)
+    register(solve_cmd.COMMAND)
+    register(plugins_cmd.COMMAND)

@@ -1,0 +1,88 @@
+"""The ArchitectureAdapter contract: where the blocks of a model are, how to gate them and remove them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+#: block kinds an adapter may report
+BLOCK_KINDS = ("layer", "attention", "mlp", "mamba", "moe")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One removable unit of a model.
+
+    ``index`` is its 0-based position in the adapter's block list (the problem's variable index), ``name`` its
+    module path (e.g. ``model.layers.3`` or ``model.layers.3.self_attn``), ``kind`` one of :data:`BLOCK_KINDS`,
+    and ``layer`` the 0-based decoder layer it belongs to.
+    """
+
+    index: int
+    name: str
+    kind: str
+    layer: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "kind": self.kind, "layer": self.layer}
+
+
+class Gates:
+    """Scalar gates on blocks, installed by :meth:`ArchitectureAdapter.gate`.
+
+    ``values`` is a torch tensor of shape ``(N,)`` (one gate per block) or ``(B, N)`` (one gate per block and per
+    sample of the batch, which gives per-sample gradients from a single batched backward pass). Gate 1 leaves the
+    block unchanged, gate 0 skips it.
+    """
+
+    def __init__(self, values: Any) -> None:
+        self.values = values
+
+    def __call__(self, block: int, like: Any) -> Any:
+        """The gate of ``block`` shaped to broadcast against an activation ``like`` of shape (B, T, ...)."""
+        g = self.values[..., block]
+        if g.dim() == 0:
+            return g.to(like.dtype)
+        return g.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class ArchitectureAdapter(ABC):
+    """Base class of every architecture adapter plugin."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: granularities this adapter can gate and remove, the first is the default
+    granularities: ClassVar[tuple[str, ...]] = ("layer",)
+
+    @abstractmethod
+    def matches(self, model: Any) -> bool:
+        """Whether this adapter understands ``model``."""
+
+    @abstractmethod
+    def blocks(self, model: Any, granularity: str = "layer") -> list[Block]:
+        """The removable blocks of ``model``, in order."""
+
+    @abstractmethod
+    def gate(self, model: Any, gates: Gates, granularity: str = "layer") -> AbstractContextManager[None]:
+        """Context manager that installs ``gates`` on the blocks of ``model`` and removes them on exit."""
+
+    @abstractmethod
+    def remove(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> Any:
+        """Delete the blocks at ``indices`` and rewrite the config; returns the (smaller) model."""
+
+    def linear_layers(self, model: Any) -> dict[str, Any]:
+        """The weight matrices that SVD compression may factor, by module path."""
+        raise NotImplementedError(f"Adapter {self.name!r} does not list linear layers.")
+
+    def save_format(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> str:
+        """``"transformers"`` when the pruned model is expressible in its own config, else ``"lmshrink"``."""
+        return "transformers"
+
+    def iter_kinds(self, model: Any, granularity: str = "layer") -> Iterator[str]:
+        return (b.kind for b in self.blocks(model, granularity))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

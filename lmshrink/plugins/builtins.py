@@ -1,0 +1,10 @@
+"""The modules that register lmshrink's own plugins, through the same hooks a third party uses."""
+
+BUILTIN_MODULES = (
+    "lmshrink.solvers.exact",
+    "lmshrink.solvers.anneal",
+    "lmshrink.objectives.fisher",
+    "lmshrink.objectives.pairs",
+    "lmshrink.adapters.llama",
+    "lmshrink.cli.commands",
+)

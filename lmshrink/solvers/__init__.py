@@ -1,0 +1,1 @@
+"""Built-in solver backends, one module each. Optional backends import their libraries lazily."""
