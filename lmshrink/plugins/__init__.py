@@ -10,7 +10,7 @@ from .registry import Entry, Registry
 
 
 def get_solver(name: str, problem: Any = None) -> Any:
-    """A new instance of the solver called ``name`` (the one that supports ``problem``, when given)."""
+    """A new instance of the solver called ``name`` (the one that supports ``problem``, an instance or a class)."""
     if problem is None:
         return registry("solver").create(name)
     return registry("solver").for_problem(name, problem)

@@ -20,7 +20,8 @@ class Entry:
 
     @property
     def description(self) -> str:
-        doc = getattr(self.obj, "description", "") or (getattr(self.obj, "__doc__", "") or "")
+        doc = (getattr(self.obj, "description", "") or getattr(self.obj, "help", "")
+               or getattr(self.obj, "__doc__", "") or "")
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
     @property
@@ -71,14 +72,17 @@ class Registry:
         return self.get(name)(*args, **kwargs)
 
     def for_problem(self, name: str, problem: Any) -> Any:
-        """An instance of the plugin called ``name`` that supports ``problem``."""
+        """An instance of the plugin called ``name`` that supports ``problem`` (an instance or a problem class)."""
         self.entry(name)  # unknown-name error first
-        candidates = [e.obj() for e in self._entries[name]]
-        for obj in candidates:
-            if obj.supports(problem):
-                return obj
+        for entry in self._entries[name]:
+            if isinstance(problem, type):
+                if any(issubclass(problem, t) for t in entry.problem_types):
+                    return entry.obj()
+            elif entry.obj().supports(problem):
+                return entry.obj()
         kinds = sorted({t.__name__ for e in self._entries[name] for t in e.problem_types})
-        raise LmshrinkError(f"{self.kind} {name!r} solves {', '.join(kinds)}, not {type(problem).__name__}.")
+        given = problem.__name__ if isinstance(problem, type) else type(problem).__name__
+        raise LmshrinkError(f"{self.kind} {name!r} solves {', '.join(kinds)}, not {given}.")
 
     def names(self) -> list[str]:
         return sorted(self._entries)

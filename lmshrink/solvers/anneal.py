@@ -39,6 +39,37 @@ def _flip_delta(lin: np.ndarray, Q: np.ndarray, F: np.ndarray, x: np.ndarray, k:
     return (1 - 2 * xk) * (lin[k] + qd + F[r, k] - 2 * qd * xk)
 
 
+def swap_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: int) -> np.ndarray:
+    """Every feasible one-swap (or, for free variables, one-flip) neighbour of the ``count`` lowest distinct states.
+
+    Annealing reads tend to meet in a few states; their neighbours are the low-lying excitations a ranked
+    candidate list needs.
+    """
+    distinct = np.unique(states, axis=0)
+    feasible = distinct[[problem.is_feasible(s) for s in distinct]]
+    if len(feasible) == 0:
+        return np.zeros((0, problem.num_variables), dtype=states.dtype)
+    seeds = feasible[np.argsort(problem.energies(feasible))[:count]]
+    out = []
+    for s in seeds:
+        for c in problem.constraints:
+            idx = np.array(c.indices)
+            on, off = idx[s[idx] == 1], idx[s[idx] == 0]
+            if len(on) == 0 or len(off) == 0:
+                continue
+            block = np.repeat(s[None], len(on) * len(off), axis=0)
+            ii, jj = np.repeat(on, len(off)), np.tile(off, len(on))
+            rows = np.arange(len(block))
+            block[rows, ii] = 0
+            block[rows, jj] = 1
+            out.append(block)
+        for k in problem.free_indices:
+            t = s.copy()
+            t[k] ^= 1
+            out.append(t[None])
+    return np.concatenate(out) if out else np.zeros((0, problem.num_variables), dtype=states.dtype)
+
+
 class AnnealSolver(Solver):
     """Simulated annealing that keeps every cardinality constraint exactly by swap moves."""
 
@@ -121,6 +152,8 @@ class AnnealSolver(Solver):
                 best_x[better] = x[better]
                 best_e[better] = energy[better]
         states = np.concatenate([best_x, x])
+        if num_solutions > 1:
+            states = np.concatenate([states, swap_neighbours(problem, states, num_solutions)])
         return Samples(states, {"num_reads": R, "num_sweeps": int(num_sweeps), "beta_range": [float(hot), float(cold)]})
 
     @staticmethod

@@ -1,0 +1,250 @@
+"""Sub-layer removal for Llama-shaped decoders: delete a layer's attention or its MLP, keep the rest.
+
+A decoder layer computes ``h + attn(norm₁(h))`` then ``h + mlp(norm₂(h))``. Removing one branch replaces it by a
+module without parameters that returns zeros of the right shape (:class:`RemovedAttention`,
+:class:`RemovedMLP`), so the residual passes through unchanged and the branch's weights are really gone from
+the saved file. The layer's now-unused norm stays (it holds a single vector).
+
+Plain transformers cannot express "layer 3 has no attention", so such a model is saved in lmshrink's own format
+(:mod:`lmshrink.compress.io`): this module registers the ``remove_sublayers`` transform that replays the
+replacement on a freshly built stock model before the weights load. When both branches of a layer go, the
+layer is removed as a whole layer (renumbering the rest and rewriting the config), which plain transformers
+does express; a model whose removed units are all whole layers keeps the plain transformers format.
+
+The recorded transform is a snapshot of the model's current structure (which branches of which layers are
+gone, in the final layer numbering); every removal refreshes it in place, so a later layer removal that
+renumbers the layers keeps it correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..compress.io import _ATTR as _TRANSFORMS_ATTR
+from ..compress.io import record_transform, register_transform
+from ..core import Block, LmshrinkError
+
+TRANSFORM = "remove_sublayers"
+#: the default location of the decoder layers of a Llama-shaped model
+LAYERS_PATH = "model.layers"
+#: the removable branches of a Llama-shaped decoder layer: attribute → block kind
+BRANCHES: dict[str, str] = {"self_attn": "attention", "mlp": "mlp"}
+
+
+class RemovedAttention(nn.Module):
+    """Stands in for a deleted attention branch: no parameters, returns ``(zeros_like(h), None)``.
+
+    It still keeps the KV cache's bookkeeping right: the decoder reads the number of tokens already seen from
+    the cache of its first layer (``past_key_values.get_seq_length()``, layer 0), so a layer whose attention is
+    gone must still advance its cache entry. For a dynamic cache it appends keys and values of shape
+    (batch, 1, tokens, 1), a negligible amount of memory; for a preallocated (static) cache it writes zeros of
+    the cache's own shape.
+    """
+
+    def __init__(self, layer_idx: int, num_key_value_heads: int = 1, head_dim: int = 1) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+
+    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        if hidden_states is None:
+            hidden_states = args[0]
+        cache = kwargs.get("past_key_values")
+        if cache is not None and hasattr(cache, "update"):
+            self._advance_cache(cache, hidden_states)
+        return torch.zeros_like(hidden_states), None
+
+    def _advance_cache(self, cache: Any, hidden_states: torch.Tensor) -> None:
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        layer = layers[self.layer_idx] if layers is not None and self.layer_idx < len(layers) else None
+        batch, tokens = hidden_states.shape[:2]
+        if layer is None or isinstance(layer, DynamicLayer):
+            shape = (batch, 1, tokens, 1)
+        else:
+            shape = (batch, self.num_key_value_heads, tokens, self.head_dim)
+        zeros = hidden_states.new_zeros(shape)
+        cache.update(zeros, zeros, self.layer_idx)
+
+    def extra_repr(self) -> str:
+        return f"layer_idx={self.layer_idx}"
+
+
+class RemovedMLP(nn.Module):
+    """Stands in for a deleted MLP branch: no parameters, returns zeros shaped like its input."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+def is_removed(module: Any) -> bool:
+    """Whether ``module`` is a placeholder for a deleted branch."""
+    return isinstance(module, (RemovedAttention, RemovedMLP))
+
+
+def _get(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _kv_shape(config: Any) -> tuple[int, int]:
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
+    return int(kv_heads), int(head_dim)
+
+
+def placeholder(model: Any, attr: str, layer_idx: int) -> nn.Module:
+    """The parameter-free module that replaces branch ``attr`` of decoder layer ``layer_idx``."""
+    if BRANCHES.get(attr) == "attention":
+        return RemovedAttention(layer_idx, *_kv_shape(model.config))
+    if attr in BRANCHES:
+        return RemovedMLP()
+    raise LmshrinkError(f"Unknown decoder-layer branch {attr!r}; expected one of {list(BRANCHES)}.")
+
+
+def present_branches(layer: Any) -> list[str]:
+    """The branch attributes of ``layer`` that are still there (in forward order)."""
+    return [attr for attr in BRANCHES if hasattr(layer, attr) and not is_removed(getattr(layer, attr))]
+
+
+def removed_branches(model: Any, layers_path: str = LAYERS_PATH) -> dict[int, list[str]]:
+    """Layer index → branch attributes already deleted from that layer."""
+    out: dict[int, list[str]] = {}
+    for i, layer in enumerate(_get(model, layers_path)):
+        gone = [attr for attr in BRANCHES if is_removed(getattr(layer, attr, None))]
+        if gone:
+            out[i] = gone
+    return out
+
+
+def sublayer_blocks(model: Any, layers_path: str = LAYERS_PATH) -> list[Block]:
+    """One block per branch still present, in order: the attention then the MLP of layer 0, then layer 1, ...
+
+    Deleted branches are not listed, so the indices always refer to the model as it is now.
+    """
+    out: list[Block] = []
+    for i, layer in enumerate(_get(model, layers_path)):
+        for attr in present_branches(layer):
+            out.append(Block(len(out), f"{layers_path}.{i}.{attr}", BRANCHES[attr], i))
+    return out
+
+
+def _plan(model: Any, indices: Sequence[int], layers_path: str) -> tuple[dict[int, list[str]], list[int]]:
+    """Split a sub-layer removal into single branches to replace and whole layers to delete."""
+    blocks = sublayer_blocks(model, layers_path)
+    chosen = [int(i) for i in indices]
+    bad = [i for i in chosen if not 0 <= i < len(blocks)]
+    if bad:
+        raise LmshrinkError(f"Block index {bad[0]} is out of range for a model with {len(blocks)} sub-layer blocks.")
+    if len(set(chosen)) != len(chosen):
+        raise LmshrinkError("A block index is listed twice.")
+    by_layer: dict[int, list[str]] = {}
+    for i in sorted(chosen):
+        block = blocks[i]
+        by_layer.setdefault(block.layer, []).append(block.name.rsplit(".", 1)[1])
+    layers = _get(model, layers_path)
+    partial: dict[int, list[str]] = {}
+    whole: list[int] = []
+    for layer_idx, attrs in by_layer.items():
+        if set(attrs) == set(present_branches(layers[layer_idx])):
+            whole.append(layer_idx)
+        else:
+            partial[layer_idx] = attrs
+    return partial, sorted(whole)
+
+
+def sublayer_save_format(model: Any, indices: Sequence[int], granularity: str, layers_path: str = LAYERS_PATH) -> str:
+    """``"lmshrink"`` when removing ``indices`` (of the *current* model) leaves some layer with one branch only.
+
+    Call it before :func:`remove_sublayers`. A model that already lacks a branch somewhere is always
+    ``"lmshrink"``; a removal whose units are all whole layers (at granularity ``layer``, or both branches of a
+    layer at ``sublayer``) is ``"transformers"``.
+    """
+    if removed_branches(model, layers_path):
+        return "lmshrink"
+    if granularity != "sublayer" or not indices:
+        return "transformers"
+    partial, _ = _plan(model, indices, layers_path)
+    return "lmshrink" if partial else "transformers"
+
+
+def remove_sublayers(adapter: Any, model: Any, indices: Sequence[int], layers_path: str = LAYERS_PATH) -> Any:
+    """Delete the sub-layer blocks at ``indices`` (indices into ``adapter.blocks(model, "sublayer")``).
+
+    A layer that loses its last branch is removed as a whole layer through ``adapter.remove(..., "layer")``
+    (which renumbers the layers and rewrites the config); any other branch is replaced by a parameter-free
+    placeholder. The ``remove_sublayers`` transform recorded on the model is refreshed, so
+    :func:`lmshrink.compress.io.save_compressed` writes a model that :func:`~lmshrink.compress.io.load_compressed`
+    rebuilds. Returns the model.
+    """
+    partial, whole = _plan(model, indices, layers_path)
+    layers = _get(model, layers_path)
+    if len(whole) == len(layers):
+        raise LmshrinkError("Refusing to remove every layer of the model.")
+    for layer_idx, attrs in partial.items():
+        for attr in attrs:
+            setattr(layers[layer_idx], attr, placeholder(model, attr, layer_idx))
+    if whole:
+        model = adapter.remove(model, whole, "layer")  # renumbers, rewrites the config, refreshes the record
+    sync_record(model, layers_path)
+    return model
+
+
+def sync_record(model: Any, layers_path: str = LAYERS_PATH) -> None:
+    """Make the ``remove_sublayers`` transform recorded on ``model`` match its current structure.
+
+    Called after every structural change of the layer list (sub-layer removal, and layer removal, which
+    renumbers the layers). The record keeps its position among the model's other transforms.
+    """
+    gone = removed_branches(model, layers_path)
+    transforms = getattr(model, _TRANSFORMS_ATTR, None) or []
+    position = next((k for k, t in enumerate(transforms) if t.get("type") == TRANSFORM), None)
+    spec = {
+        "type": TRANSFORM,
+        "layers": layers_path,
+        "removed": [[layer_idx, attr] for layer_idx in sorted(gone) for attr in gone[layer_idx]],
+    }
+    if position is None:
+        if gone:
+            record_transform(model, spec)
+        return
+    del transforms[position]
+    if gone:
+        transforms.insert(position, spec)
+    # drop any stale duplicate
+    transforms[:] = [t for k, t in enumerate(transforms) if t.get("type") != TRANSFORM or k == position]
+
+
+@register_transform(TRANSFORM)
+def _replay(model: Any, spec: dict[str, Any]) -> None:
+    """Replace the listed branches of a freshly built stock model by their placeholders."""
+    layers_path = spec.get("layers", LAYERS_PATH)
+    layers = _get(model, layers_path)
+    for layer_idx, attr in spec["removed"]:
+        layer_idx = int(layer_idx)
+        if not 0 <= layer_idx < len(layers):
+            raise LmshrinkError(f"remove_sublayers names layer {layer_idx} of a model with {len(layers)} layers.")
+        setattr(layers[layer_idx], attr, placeholder(model, attr, layer_idx))
+
+
+__all__ = [
+    "BRANCHES",
+    "RemovedAttention",
+    "RemovedMLP",
+    "is_removed",
+    "placeholder",
+    "present_branches",
+    "remove_sublayers",
+    "removed_branches",
+    "sublayer_blocks",
+    "sublayer_save_format",
+    "sync_record",
+]

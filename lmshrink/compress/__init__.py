@@ -1,0 +1,1 @@
+"""Model surgery that plain transformers cannot express, and lmshrink's own save format."""

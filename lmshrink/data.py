@@ -1,0 +1,171 @@
+"""Calibration and evaluation text: the embedded default, local files, or a Hugging Face dataset.
+
+The embedded default is the Python documentation that ships with CPython (``pydoc_data.topics``). Its topics are
+split, by a fixed rule, into a calibration part and a disjoint held-out evaluation part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.errors import LmshrinkError
+
+DEFAULT_DATA = "pydoc"
+#: every EVAL_EVERY-th topic (sorted by name) is held out for evaluation
+EVAL_EVERY = 5
+
+
+@dataclass
+class TextSplit:
+    """Raw calibration and evaluation texts and where they came from."""
+
+    calibration: list[str]
+    evaluation: list[str]
+    source: str
+
+
+@dataclass
+class Calibration:
+    """``input_ids`` (a LongTensor of shape (samples, seq_len)) and a description of the source."""
+
+    input_ids: Any
+    source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def fingerprint(self) -> str:
+        """A short hash of the token ids, for caches keyed on the calibration data."""
+        arr = self.input_ids.detach().cpu().numpy().astype(np.int64)
+        return hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
+
+    def subset(self, n: int) -> Calibration:
+        """The first ``n`` samples."""
+        return Calibration(self.input_ids[:n], self.source, dict(self.info, samples=min(n, self.num_samples)))
+
+
+def pydoc_texts() -> TextSplit:
+    """CPython's own documentation topics, split disjointly: every 5th topic (by name) is held out."""
+    from pydoc_data.topics import topics
+
+    names = sorted(topics)
+    calib = [topics[k] for i, k in enumerate(names) if i % EVAL_EVERY != EVAL_EVERY - 1]
+    held = [topics[k] for i, k in enumerate(names) if i % EVAL_EVERY == EVAL_EVERY - 1]
+    return TextSplit(calib, held, f"pydoc_data.topics ({len(calib)} calibration / {len(held)} evaluation topics)")
+
+
+def _read_local(path: Path) -> list[str]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".md"))
+        return [t for f in files for t in _read_local(f)]
+    if path.suffix == ".jsonl":
+        texts = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LmshrinkError(f"{path}:{n} is not valid JSON: {exc}") from exc
+            if not isinstance(row, dict) or "text" not in row:
+                raise LmshrinkError(f"{path}:{n} has no 'text' field.")
+            texts.append(str(row["text"]))
+        return texts
+    return [path.read_text(encoding="utf-8")]
+
+
+def _split(texts: list[str], source: str) -> TextSplit:
+    """Hold out every 5th document; a single document is split at 80% of its characters."""
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise LmshrinkError(f"No text found in {source}.")
+    if len(texts) < EVAL_EVERY:
+        joined = "\n\n".join(texts)
+        cut = int(len(joined) * 0.8)
+        return TextSplit([joined[:cut]], [joined[cut:]], f"{source} (first 80% calibration / last 20% evaluation)")
+    calib = [t for i, t in enumerate(texts) if i % EVAL_EVERY != EVAL_EVERY - 1]
+    held = [t for i, t in enumerate(texts) if i % EVAL_EVERY == EVAL_EVERY - 1]
+    return TextSplit(calib, held, f"{source} ({len(calib)} calibration / {len(held)} evaluation documents)")
+
+
+def load_texts(data: str | list[str] | None = None) -> TextSplit:
+    """Texts from ``data``: None or "pydoc" for the embedded default, local .txt/.jsonl files or folders,
+    or a Hugging Face dataset name (``name``, ``name:config`` or ``name:config:split``) with a ``text`` column."""
+    if data is None or data == DEFAULT_DATA:
+        return pydoc_texts()
+    paths = [data] if isinstance(data, str) else list(data)
+    local = [Path(p) for p in paths if Path(p).exists()]
+    if local and len(local) == len(paths):
+        texts = [t for p in local for t in _read_local(p)]
+        return _split(texts, ", ".join(str(p) for p in local))
+    if len(paths) != 1:
+        missing = [p for p in paths if not Path(p).exists()]
+        raise LmshrinkError(f"No such file: {missing[0]}")
+    return _hf_texts(paths[0])
+
+
+def _hf_texts(spec: str) -> TextSplit:
+    if spec.endswith((".txt", ".jsonl")):
+        raise LmshrinkError(f"No such file: {spec}")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise LmshrinkError(
+            f"{spec!r} is not a local file; reading it as a Hugging Face dataset needs: pip install datasets"
+        ) from exc
+    name, _, rest = spec.partition(":")
+    config, _, split = rest.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split or "train")
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
+        raise LmshrinkError(f"Could not load dataset {spec!r}: {exc}") from exc
+    column = "text" if "text" in ds.column_names else ds.column_names[0]
+    return _split([str(t) for t in ds[column]], f"dataset {spec}")
+
+
+def tokenize_texts(tokenizer: Any, texts: list[str]) -> np.ndarray:
+    """Token ids of the texts joined by the end-of-sequence token."""
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
+        ids.append(sep)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def make_calibration(tokenizer: Any, texts: TextSplit, samples: int, seq_len: int, seed: int = 0) -> Calibration:
+    """``samples`` windows of ``seq_len`` tokens drawn without overlap from the calibration texts."""
+    import torch
+
+    ids = tokenize_texts(tokenizer, texts.calibration)
+    windows = len(ids) // seq_len
+    if windows < samples:
+        raise LmshrinkError(
+            f"The calibration text has {len(ids):,} tokens: {windows} windows of {seq_len}, fewer than the "
+            f"{samples} samples asked for. Lower --samples or --seq-len, or give more text with --data."
+        )
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.choice(windows, size=samples, replace=False)) * seq_len
+    batch = np.stack([ids[s : s + seq_len] for s in starts])
+    info = {"samples": samples, "seq_len": seq_len, "seed": seed, "tokens_available": int(len(ids))}
+    return Calibration(torch.from_numpy(batch), texts.source, info)
+
+
+def evaluation_ids(tokenizer: Any, texts: TextSplit, max_tokens: int) -> Any:
+    """The first ``max_tokens`` token ids of the held-out evaluation texts, as a 1-D LongTensor."""
+    import torch
+
+    ids = tokenize_texts(tokenizer, texts.evaluation)[:max_tokens]
+    return torch.from_numpy(ids)

@@ -1,0 +1,1 @@
+"""Measuring models: calibration loss, perplexity, lm-eval tasks."""

@@ -1,0 +1,1 @@
+"""Built-in objectives: how a compression decision becomes an optimization problem."""

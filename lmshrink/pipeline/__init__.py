@@ -1,0 +1,1 @@
+"""End-to-end flows: model + text → problem → solution → compressed model → report."""

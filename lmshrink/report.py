@@ -1,0 +1,79 @@
+"""Run records: timings of each stage, library versions, and writing report.json / report.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .core.problem import _json_default
+
+LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "dwave-samplers", "dwave-system",
+             "qiskit", "qiskit-optimization", "pyomo", "highspy", "lm-eval")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of lmshrink and the libraries it may use (absent ones left out)."""
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class Timings:
+    """Wall time of named stages: ``with timings("solve"): ...``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def default_out_dir(root: str | Path = "lmshrink-out") -> Path:
+    """``./lmshrink-out/<timestamp>``, made unique."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / stamp
+    k = 1
+    while path.exists():
+        k += 1
+        path = Path(root) / f"{stamp}-{k}"
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=_json_default))
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; floats printed with 6 significant digits."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.6g}"
+        return "" if v is None else str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

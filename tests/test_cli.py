@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lmshrink.cli import main
+from lmshrink.core import load_problem
+from test_problem import random_problem
+
+
+def test_solve_prints_json_without_loading_a_model(tmp_path, capsys):
+    path = random_problem(n=10, m=3).save(tmp_path / "p.json")
+    assert main(["solve", str(path), "--solver", "exact", "--top-k", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["solver"] == "exact" and isinstance(out["time_s"], float)
+    assert len(out["solutions"]) == 4 and all(len(s["indices"]) == 3 for s in out["solutions"])
+    p = load_problem(path)
+    for s in out["solutions"]:
+        assert s["energy"] == pytest.approx(p.energy(p.state(s["indices"])))
+    assert [s["energy"] for s in out["solutions"]] == sorted(s["energy"] for s in out["solutions"])
+
+
+def test_solve_with_options_and_bad_input(tmp_path, capsys):
+    path = random_problem(n=10, m=3).save(tmp_path / "p.json")
+    assert main(["solve", str(path), "--solver", "anneal", "--option", "num_reads=4", "--option", "num_sweeps=50"]) == 0
+    assert "energy" in capsys.readouterr().out
+    assert main(["solve", str(path), "--solver", "anneal", "--option", "num_read=4"]) == 2
+    assert "Did you mean 'num_reads'" in capsys.readouterr().err
+    assert main(["solve", str(tmp_path / "missing.json")]) == 2
+    assert "No problem file" in capsys.readouterr().err
+    assert main(["solve", str(path), "--solver", "exakt"]) == 2
+    assert "Did you mean 'exact'" in capsys.readouterr().err
+
+
+def test_prune_on_a_model_directory(tiny_model_dir, text_file, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    code = main(["prune", "--model", str(tiny_model_dir), "--data", str(text_file), "--remove", "2", "--samples", "8",
+                 "--seq-len", "32", "--solver", "exact", "--rerank", "3", "--eval-tokens", "512", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["removed"]) == 2 and report["num_blocks"] == 6
+    assert report["saved_format"] == "transformers"
+    assert set(report["timings_s"]) >= {"load model", "objective", "solve", "rerank", "perplexity before", "save"}
+    reranked = [c for c in report["candidates"] if c["loss"] is not None]
+    assert len(reranked) == 3
+    assert report["plan"]["loss"] == min(c["loss"] for c in reranked)
+    assert report["perplexity_after"]["tokens"] == report["perplexity_before"]["tokens"]
+    problem = load_problem(out / "problem.json")
+    assert problem.num_variables == 6 and problem.constraints[0].equals == 2
+    best = report["candidates"][0]
+    assert best["energy"] == pytest.approx(problem.energy(problem.state(best["indices"])))
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_hidden_layers == 4
+    assert "## Held-out perplexity" in (out / "report.md").read_text()
+    assert "removed 2/6 blocks" in capsys.readouterr().out
+
+
+def test_prune_refuses_bad_requests_before_loading(tmp_path, capsys):
+    assert main(["prune", "--solver", "anneel", "--out", str(tmp_path / "x")]) == 2
+    assert "Did you mean 'anneal'" in capsys.readouterr().err
+    assert main(["prune", "--remove", "six", "--out", str(tmp_path / "y")]) == 2
+    assert "expected a count" in capsys.readouterr().err
