@@ -17,8 +17,8 @@ import numpy as np
 from .core.errors import LmshrinkError
 
 DEFAULT_DATA = "pydoc"
-#: every EVAL_EVERY-th topic (sorted by name) is held out for evaluation
-EVAL_EVERY = 5
+#: share of the characters held out for evaluation
+EVAL_FRACTION = 0.2
 
 
 @dataclass
@@ -56,13 +56,30 @@ class Calibration:
         return Calibration(self.input_ids[:n], self.source, dict(self.info, samples=min(n, self.num_samples)))
 
 
+def holdout(texts: list[str]) -> tuple[list[str], list[str]]:
+    """Split whole documents, in order, into calibration and evaluation parts.
+
+    Walking the documents in order, one goes to evaluation whenever the evaluation part holds less than
+    ``EVAL_FRACTION`` of the characters seen so far: about a fifth of the text, spread over the whole collection,
+    and no document in both parts.
+    """
+    calib, held = [], []
+    seen = held_chars = 0
+    for t in texts:
+        seen += len(t)
+        if held_chars < EVAL_FRACTION * seen and calib:
+            held.append(t)
+            held_chars += len(t)
+        else:
+            calib.append(t)
+    return calib, held
+
+
 def pydoc_texts() -> TextSplit:
-    """CPython's own documentation topics, split disjointly: every 5th topic (by name) is held out."""
+    """CPython's own documentation topics (sorted by name), split disjointly by :func:`holdout`."""
     from pydoc_data.topics import topics
 
-    names = sorted(topics)
-    calib = [topics[k] for i, k in enumerate(names) if i % EVAL_EVERY != EVAL_EVERY - 1]
-    held = [topics[k] for i, k in enumerate(names) if i % EVAL_EVERY == EVAL_EVERY - 1]
+    calib, held = holdout([topics[k] for k in sorted(topics)])
     return TextSplit(calib, held, f"pydoc_data.topics ({len(calib)} calibration / {len(held)} evaluation topics)")
 
 
@@ -87,16 +104,15 @@ def _read_local(path: Path) -> list[str]:
 
 
 def _split(texts: list[str], source: str) -> TextSplit:
-    """Hold out every 5th document; a single document is split at 80% of its characters."""
+    """Hold out about a fifth of the documents (:func:`holdout`); fewer than 5 are joined and cut at 80%."""
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise LmshrinkError(f"No text found in {source}.")
-    if len(texts) < EVAL_EVERY:
+    if len(texts) < 5:
         joined = "\n\n".join(texts)
-        cut = int(len(joined) * 0.8)
+        cut = int(len(joined) * (1 - EVAL_FRACTION))
         return TextSplit([joined[:cut]], [joined[cut:]], f"{source} (first 80% calibration / last 20% evaluation)")
-    calib = [t for i, t in enumerate(texts) if i % EVAL_EVERY != EVAL_EVERY - 1]
-    held = [t for i, t in enumerate(texts) if i % EVAL_EVERY == EVAL_EVERY - 1]
+    calib, held = holdout(texts)
     return TextSplit(calib, held, f"{source} ({len(calib)} calibration / {len(held)} evaluation documents)")
 
 

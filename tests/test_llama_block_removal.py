@@ -95,11 +95,25 @@ def test_fisher_problem_is_the_empirical_fisher():
     assert q.metadata["cached_measurement"] is True  # gradients reused from the first build
 
 
-def test_pairs_problem_reproduces_measured_single_and_pair_losses():
+@pytest.mark.parametrize("granularity", ["layer", "sublayer"])
+def test_pairs_problem_reproduces_measured_single_and_pair_losses(granularity):
     model = tiny_llama(4)
     calib = Calibration(batch(4), "random tokens")
-    p = get_objective("pairs").build(model, ADAPTER, calib, samples=4, progress=False)
+    p = get_objective("pairs").build(model, ADAPTER, calib, samples=4, batch_size=3, granularity=granularity,
+                                     progress=False)
     base = calibration_loss(model, calib.input_ids)
-    for removed in [(0,), (2,), (1, 3), (0, 2)]:
-        measured = calibration_loss(model, calib.input_ids, adapter=ADAPTER, removed=removed)
+    for removed in [(0,), (2,), (1, 3), (0, 2), (2, 3), (0, 7) if granularity == "sublayer" else (0, 3)]:
+        measured = calibration_loss(model, calib.input_ids, adapter=ADAPTER, removed=removed, granularity=granularity)
         assert p.energy(p.state(removed)) == pytest.approx(measured - base, rel=1e-5, abs=1e-6)
+
+
+def test_midstack_measurement_equals_whole_forward_passes():
+    from lmshrink.objectives.pairs import _full_losses, _midstack_losses
+
+    model = tiny_llama(5)
+    ids = batch(3)
+    for granularity in ("layer", "sublayer"):
+        full = _full_losses(model, ADAPTER, ids, granularity, lambda: None)
+        mid = _midstack_losses(model, ADAPTER, ids, granularity, lambda: None)
+        for a, b in zip(full, mid):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

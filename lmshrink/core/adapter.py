@@ -73,6 +73,13 @@ class ArchitectureAdapter(ABC):
     def remove(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> Any:
         """Delete the blocks at ``indices`` and rewrite the config; returns the (smaller) model."""
 
+    def layer_list(self, model: Any) -> tuple[Any, str] | None:
+        """``(parent module, attribute)`` of the ``nn.ModuleList`` of decoder layers, when ``model(inputs_embeds=h)``
+        runs exactly those layers in order on ``h`` (no embedding scaling). This optional capability lets a
+        measurement start a forward pass mid-stack from a cached hidden state; None (the default) means
+        unsupported, and measurements run the whole model instead."""
+        return None
+
     def linear_layers(self, model: Any) -> dict[str, Any]:
         """The weight matrices that SVD compression may factor, by module path."""
         raise NotImplementedError(f"Adapter {self.name!r} does not list linear layers.")
