@@ -60,3 +60,10 @@ def test_unknown_option_lists_valid_ones():
     p = random_problem()
     with pytest.raises(LmshrinkError, match=r"Did you mean 'num_reads'\?.*num_sweeps"):
         get_solver("anneal").solve(p, num_read=3)
+
+
+def test_anneal_honours_a_time_limit_with_feasible_states():
+    p = random_problem(n=120, m=10, seed=6)
+    result = get_solver("anneal").solve(p, num_solutions=3, seed=0, time_limit=0.2, num_sweeps=10**6)
+    assert result.info["stopped_early_at_sweep"] < 10**6
+    assert all(p.is_feasible(s.x) for s in result)

@@ -9,6 +9,7 @@ accepted 1% of the time).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,12 @@ class AnnealSolver(Solver):
         choice = rng.choice(len(movers), size=steps, p=weights)
         u = np.log(rng.random((steps, R)))
         rows = np.arange(R)
+        deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
+        stopped_at = None
         for t in range(steps):
+            if deadline is not None and t % 256 == 0 and time.perf_counter() > deadline:
+                stopped_at = t  # out of time: keep the best states found so far
+                break
             kind, k, _ = movers[choice[t]]
             if kind == "swap":
                 a = rng.integers(0, ones[k].shape[1], R)
@@ -154,7 +160,10 @@ class AnnealSolver(Solver):
         states = np.concatenate([best_x, x])
         if num_solutions > 1:
             states = np.concatenate([states, swap_neighbours(problem, states, num_solutions)])
-        return Samples(states, {"num_reads": R, "num_sweeps": int(num_sweeps), "beta_range": [float(hot), float(cold)]})
+        info = {"num_reads": R, "num_sweeps": int(num_sweeps), "beta_range": [float(hot), float(cold)]}
+        if stopped_at is not None:
+            info["stopped_early_at_sweep"] = stopped_at // n
+        return Samples(states, info)
 
     @staticmethod
     def _beta_range(problem, x, F, ones, zeros, free, rng) -> tuple[float, float]:
