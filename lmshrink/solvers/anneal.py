@@ -119,23 +119,28 @@ class AnnealSolver(Solver):
 
         hot, cold = beta_range if beta_range is not None else self._beta_range(problem, x, F, ones, zeros, free, rng)
         steps = max(int(num_sweeps) * n, 1)
-        betas = np.geomspace(hot, cold, steps)
-        choice = rng.choice(len(movers), size=steps, p=weights)
-        u = np.log(rng.random((steps, R)))
+        ratio = (cold / hot) ** (1.0 / max(steps - 1, 1))  # geometric schedule β_t = β_hot · ratio^t
         rows = np.arange(R)
         deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
         stopped_at = None
+        chunk = 1024
         for t in range(steps):
-            if deadline is not None and t % 256 == 0 and time.perf_counter() > deadline:
-                stopped_at = t  # out of time: keep the best states found so far
-                break
-            kind, k, _ = movers[choice[t]]
+            if t % chunk == 0:  # random numbers in chunks: memory stays flat however long the schedule
+                if deadline is not None and time.perf_counter() > deadline:
+                    stopped_at = t  # out of time: keep the best states found so far
+                    break
+                size = min(chunk, steps - t)
+                choice = rng.choice(len(movers), size=size, p=weights)
+                u = np.log(rng.random((size, R)))
+            beta = hot * ratio**t
+            c = t % chunk
+            kind, k, _ = movers[choice[c]]
             if kind == "swap":
                 a = rng.integers(0, ones[k].shape[1], R)
                 b = rng.integers(0, zeros[k].shape[1], R)
                 i, j = ones[k][rows, a], zeros[k][rows, b]
                 delta = _swap_delta(lin, Q, F, i, j)
-                acc = -betas[t] * delta > u[t]
+                acc = -beta * delta > u[c]
                 if acc.any():
                     r = rows[acc]
                     x[r, i[acc]] = 0
@@ -146,7 +151,7 @@ class AnnealSolver(Solver):
             else:
                 kk = free[rng.integers(0, len(free), R)]
                 delta = _flip_delta(lin, Q, F, x, kk)
-                acc = -betas[t] * delta > u[t]
+                acc = -beta * delta > u[c]
                 if acc.any():
                     r = rows[acc]
                     sign = 1 - 2 * x[r, kk[acc]].astype(np.float64)
