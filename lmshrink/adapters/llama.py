@@ -153,6 +153,9 @@ class LlamaAdapter(ArchitectureAdapter):
 
         return sublayer_save_format(model, indices, granularity)
 
+    def layer_list(self, model: Any) -> tuple[Any, str]:
+        return model.model, "layers"
+
     def linear_layers(self, model: Any) -> dict[str, Any]:
         out = {}
         for i, layer in enumerate(_layers(model)):

@@ -41,8 +41,8 @@ class RemovedAttention(nn.Module):
     It still keeps the KV cache's bookkeeping right: the decoder reads the number of tokens already seen from
     the cache of its first layer (``past_key_values.get_seq_length()``, layer 0), so a layer whose attention is
     gone must still advance its cache entry. For a dynamic cache it appends keys and values of shape
-    (batch, 1, tokens, 1), a negligible amount of memory; for a preallocated (static) cache it writes zeros of
-    the cache's own shape.
+    (batch, 1, tokens, 1), a negligible amount of memory; for any other cache layer (static, quantized) it
+    writes zeros of the attention's own key/value shape.
     """
 
     def __init__(self, layer_idx: int, num_key_value_heads: int = 1, head_dim: int = 1) -> None:
@@ -60,12 +60,12 @@ class RemovedAttention(nn.Module):
         return torch.zeros_like(hidden_states), None
 
     def _advance_cache(self, cache: Any, hidden_states: torch.Tensor) -> None:
-        from transformers.cache_utils import DynamicLayer
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
         layers = getattr(cache, "layers", None)
         layer = layers[self.layer_idx] if layers is not None and self.layer_idx < len(layers) else None
         batch, tokens = hidden_states.shape[:2]
-        if layer is None or isinstance(layer, DynamicLayer):
+        if layer is None or type(layer) in (DynamicLayer, DynamicSlidingWindowLayer):
             shape = (batch, 1, tokens, 1)
         else:
             shape = (batch, self.num_key_value_heads, tokens, self.head_dim)

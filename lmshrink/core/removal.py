@@ -23,11 +23,13 @@ def parse_remove(text: str | int) -> dict[str | None, int]:
         if not part:
             continue
         key, sep, value = part.partition("=")
+        name = key.strip() if sep else None
+        if sep and not name:
+            raise LmshrinkError(f"--remove {text!r}: a kind=count pair has no kind.")
+        if name in spec:
+            raise LmshrinkError(f"--remove {text!r}: {'the total' if name is None else repr(name)} is given twice.")
         try:
-            if sep:
-                spec[key.strip()] = int(value)
-            else:
-                spec[None] = int(key)
+            spec[name] = int(value if sep else key)
         except ValueError:
             raise LmshrinkError(f"--remove {text!r}: expected a count like 6 or kind=count pairs like moe=2,attention=1.") from None
     if not spec or any(v < 0 for v in spec.values()):
@@ -40,6 +42,14 @@ def parse_remove(text: str | int) -> dict[str | None, int]:
 def removal_constraints(blocks: Sequence[Block], spec: RemovalSpec, kinds: Sequence[str] | None = None) -> list[Constraint]:
     """One cardinality constraint per group; blocks outside every named group get a 'kept' constraint (= 0)."""
     present = sorted({b.kind for b in blocks})
+    if kinds is not None:
+        kinds = list(dict.fromkeys(kinds))
+        outside = [k for k in spec if k is not None and k not in kinds]
+        if outside:
+            raise LmshrinkError(
+                f"--remove names kind {outside[0]!r}, which --kinds ({', '.join(kinds)}) leaves out; per-kind counts "
+                "need no --kinds."
+            )
     for kind in list(kinds or []) + [k for k in spec if k is not None]:
         if kind not in present:
             raise LmshrinkError(

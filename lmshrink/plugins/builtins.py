@@ -6,5 +6,6 @@ BUILTIN_MODULES = (
     "lmshrink.objectives.fisher",
     "lmshrink.objectives.pairs",
     "lmshrink.adapters.llama",
+    "lmshrink.adapters.nemotron_h",
     "lmshrink.cli.commands",
 )
