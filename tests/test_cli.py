@@ -64,3 +64,15 @@ def test_prune_refuses_bad_requests_before_loading(tmp_path, capsys):
     assert "Did you mean 'anneal'" in capsys.readouterr().err
     assert main(["prune", "--remove", "six", "--out", str(tmp_path / "y")]) == 2
     assert "expected a count" in capsys.readouterr().err
+
+
+def test_option_strings_are_typed_and_checked_against_choices():
+    from lmshrink.core import LmshrinkError, Option
+    from lmshrink.core.options import parse_option_strings
+
+    declared = {"mode": Option("a", "", str, choices=("a", "b")), "reads": Option(4, ""), "fast": Option(False, "")}
+    assert parse_option_strings("S", declared, ["mode=b", "reads=7", "fast=yes"]) == {"mode": "b", "reads": 7, "fast": True}
+    with pytest.raises(LmshrinkError, match=r"must be one of \['a', 'b'\]"):
+        parse_option_strings("S", declared, ["mode=c"])
+    with pytest.raises(LmshrinkError, match="Did you mean 'reads'"):
+        parse_option_strings("S", declared, ["read=1"])

@@ -33,16 +33,19 @@ class Option:
         return kind(text)
 
 
+def check_name(owner: str, declared: Mapping[str, Option], name: str) -> Option:
+    """The declared option ``name``, or an error with a suggestion and the valid names."""
+    if name not in declared:
+        valid = ", ".join(sorted(declared)) or "(none)"
+        raise LmshrinkError(f"{owner} has no option {name!r}.{did_you_mean(name, declared)} Valid options: {valid}.")
+    return declared[name]
+
+
 def validate_options(owner: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``given`` over the declared defaults; reject unknown names and values outside ``choices``."""
     out = {name: opt.default for name, opt in declared.items()}
     for name, value in given.items():
-        if name not in declared:
-            valid = ", ".join(sorted(declared)) or "(none)"
-            raise LmshrinkError(
-                f"{owner} has no option {name!r}.{did_you_mean(name, declared)} Valid options: {valid}."
-            )
-        opt = declared[name]
+        opt = check_name(owner, declared, name)
         if opt.choices is not None and value not in opt.choices:
             raise LmshrinkError(f"{owner} option {name}={value!r} must be one of {list(opt.choices)}.")
         out[name] = value
@@ -50,18 +53,19 @@ def validate_options(owner: str, declared: Mapping[str, Option], given: Mapping[
 
 
 def parse_option_strings(owner: str, declared: Mapping[str, Option], items: list[str]) -> dict[str, Any]:
-    """Parse ``["KEY=VALUE", ...]`` from the command line into typed options (validated by name)."""
+    """Parse ``["KEY=VALUE", ...]`` from the command line into typed, validated options."""
     parsed: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise LmshrinkError(f"Option {item!r} must look like KEY=VALUE.")
         key, value = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        validate_options(owner, declared, {key: None})  # name check with did-you-mean
+        opt = check_name(owner, declared, key)
         try:
-            parsed[key] = declared[key].parse(value)
+            parsed[key] = opt.parse(value)
         except (TypeError, ValueError) as exc:
             raise LmshrinkError(f"{owner} option {key}: cannot read {value!r}: {exc}") from exc
+    validate_options(owner, declared, parsed)  # values outside ``choices``
     return parsed
 
 

@@ -7,5 +7,10 @@ BUILTIN_MODULES = (
     "lmshrink.objectives.pairs",
     "lmshrink.adapters.llama",
     "lmshrink.adapters.nemotron_h",
+    "lmshrink.solvers.milp",
+    "lmshrink.solvers.dwave",
+    "lmshrink.solvers.qaoa",
+    "lmshrink.solvers.tabu",
+    "lmshrink.solvers.fermigrad",
     "lmshrink.cli.commands",
 )
