@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..core import ArchitectureAdapter, Block, Gates, LmshrinkError
+from ..core.adapter import scaled_output_hook
 from ..plugins import hookimpl
 
 LINEAR_NAMES = (
@@ -111,7 +112,7 @@ class LlamaAdapter(ArchitectureAdapter):
         try:
             for block in self.blocks(model, granularity):
                 module = _module(model, block.name)
-                hook = _layer_hook if granularity == "layer" else _branch_hook
+                hook = _layer_hook if granularity == "layer" else scaled_output_hook
                 handles.append(module.register_forward_hook(hook(gates, block.index), with_kwargs=True))
             yield
         finally:
@@ -186,15 +187,6 @@ def _layer_hook(gates: Gates, index: int):
             g = gates(index, output[0])
             return (_mix(h, output[0], g), *output[1:])
         return _mix(h, output, gates(index, output))
-
-    return hook
-
-
-def _branch_hook(gates: Gates, index: int):
-    def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (output[0] * gates(index, output[0]), *output[1:])
-        return output * gates(index, output)
 
     return hook
 

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..core import ArchitectureAdapter, Block, Gates, LmshrinkError
+from ..core.adapter import scaled_output_hook
 from ..plugins import hookimpl
 from .llama import remap_per_layer_overrides, renumber_layer
 
@@ -173,7 +174,7 @@ class NemotronHAdapter(ArchitectureAdapter):
         try:
             for block in self.blocks(model, granularity):
                 mixer = decoder.layers[block.index].mixer
-                handles.append(mixer.register_forward_hook(_mixer_hook(gates, block.index)))
+                handles.append(mixer.register_forward_hook(scaled_output_hook(gates, block.index), with_kwargs=True))
             yield
         finally:
             for h in handles:
@@ -233,15 +234,6 @@ class NemotronHAdapter(ArchitectureAdapter):
                 if isinstance(module, nn.Linear):
                     out[f"{prefix}.layers.{i}.{name}"] = module
         return out
-
-
-def _mixer_hook(gates: Gates, index: int):
-    def hook(module: Any, args: tuple, output: Any) -> Any:
-        if isinstance(output, tuple):  # attention returns (output, weights)
-            return (output[0] * gates(index, output[0]), *output[1:])
-        return output * gates(index, output)
-
-    return hook
 
 
 @hookimpl

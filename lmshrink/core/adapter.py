@@ -49,6 +49,19 @@ class Gates:
         return g.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def scaled_output_hook(gates: Gates, index: int):
+    """A forward hook (``register_forward_hook(hook, with_kwargs=True)``) that multiplies a branch's output by the
+    gate of block ``index``: for a residual branch ``h + f(h)`` this gives ``h + g·f(h)``, exact at g = 0 and 1.
+    Tuple outputs (attention's ``(output, weights)``) keep their other members."""
+
+    def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (output[0] * gates(index, output[0]), *output[1:])
+        return output * gates(index, output)
+
+    return hook
+
+
 class ArchitectureAdapter(ABC):
     """Base class of every architecture adapter plugin."""
 
