@@ -1,8 +1,6 @@
 import json
 
-import numpy as np
 import pytest
-import torch
 
 from lmshrink.cli import main
 from lmshrink.core import load_problem

@@ -1,6 +1,5 @@
 import textwrap
 
-import numpy as np
 import pytest
 
 from lmshrink import plugins
