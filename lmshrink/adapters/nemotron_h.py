@@ -194,18 +194,25 @@ class NemotronHAdapter(ArchitectureAdapter):
         keep = [i for i in range(n) if i not in drop]
         if not keep:
             raise LmshrinkError("Refusing to remove every block of the model.")
-        kinds = block_kinds(model.config)
-        if "attention" in kinds and all(kinds[i] != "attention" for i in keep):
-            raise LmshrinkError(
-                "Refusing to remove every attention block: transformers cannot run a Nemotron-H model without one "
-                "(its cache counts the tokens seen in an attention layer, so even model(ids) with the default "
-                "use_cache=True fails). Keep at least one attention block, e.g. --remove attention=N-1."
-            )
+        reason = self.removal_error(model, drop, granularity)
+        if reason:
+            raise LmshrinkError(reason)
         decoder.layers = nn.ModuleList([layers[i] for i in keep])
         for new_idx, block in enumerate(decoder.layers):
             renumber_layer(block, new_idx)  # the block and its mixer: cache entries are addressed by layer_idx
         rewrite_config(model.config, keep)
         return model
+
+    def removal_error(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> str | None:
+        kinds = block_kinds(model.config)
+        drop = set(int(i) for i in indices)
+        if "attention" in kinds and all(kinds[i] != "attention" or i in drop for i in range(len(kinds))):
+            return (
+                "Refusing to remove every attention block: transformers cannot run a Nemotron-H model without one "
+                "(its cache counts the tokens seen in an attention layer, so even model(ids) with the default "
+                "use_cache=True fails). Keep at least one attention block, e.g. --remove attention=N-1."
+            )
+        return None
 
     def layer_list(self, model: Any) -> tuple[Any, str]:
         """The decoder's ``layers``: ``model(inputs_embeds=h)`` runs exactly them, in order, on ``h``."""

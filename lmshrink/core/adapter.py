@@ -93,6 +93,11 @@ class ArchitectureAdapter(ABC):
         unsupported, and measurements run the whole model instead."""
         return None
 
+    def removal_error(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> str | None:
+        """Why removing ``indices`` would leave a model the architecture cannot run, or None when it can.
+        The pipeline skips candidates with an error and checks per-kind requests before solving."""
+        return None
+
     def linear_layers(self, model: Any) -> dict[str, Any]:
         """The weight matrices that SVD compression may factor, by module path."""
         raise NotImplementedError(f"Adapter {self.name!r} does not list linear layers.")
