@@ -18,6 +18,14 @@ LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "d
              "qiskit", "qiskit-optimization", "pyomo", "highspy", "lm-eval")
 
 
+def log(progress: bool, message: str) -> None:
+    """A one-line progress message on stderr (``[lmshrink] ...``) unless ``progress`` is off."""
+    if progress:
+        import sys
+
+        print(f"[lmshrink] {message}", file=sys.stderr, flush=True)
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of lmshrink and the libraries it may use (absent ones left out)."""
     out = {"python": platform.python_version()}

@@ -3,24 +3,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 
 from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, single_thread, tiny_llama, tiny_nemotron_h, tiny_tokenizer
-
-
-def _require_pipeline(solvers=()):
-    try:
-        importlib.import_module("lmshrink.pipeline.prune")
-    except ImportError as exc:
-        pytest.skip(f"lmshrink.pipeline.prune is not importable yet: {exc}")
-    from lmshrink.plugins import registry
-
-    for name in solvers:
-        if name not in registry("solver"):
-            pytest.skip(f"solver {name!r} is not registered yet")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,7 +43,6 @@ def _prune(model_dir, text, out, *extra):
 
 
 def test_prune_moe_exact_and_milp_agree_and_reload(nano_dir, calibration_text, tmp_path):
-    _require_pipeline(["exact", "milp"])
     from transformers import AutoModelForCausalLM
 
     from lmshrink.adapters.nemotron_h import pattern_of
@@ -79,7 +65,6 @@ def test_prune_moe_exact_and_milp_agree_and_reload(nano_dir, calibration_text, t
 
 
 def test_prune_sublayer_saves_lmshrink_format(calibration_text, tmp_path):
-    _require_pipeline(["exact"])
     import lmshrink
     from lmshrink.adapters.sublayer import RemovedAttention
 
@@ -94,3 +79,29 @@ def test_prune_sublayer_saves_lmshrink_format(calibration_text, tmp_path):
     model = lmshrink.load_compressed(saved)
     layer = report["removed"][0]["layer"]
     assert isinstance(model.model.layers[layer].self_attn, RemovedAttention)
+
+
+def test_a_request_the_architecture_cannot_run_is_refused_before_solving(nano_dir, calibration_text, tmp_path, capsys):
+    from lmshrink.cli import main
+
+    out = tmp_path / "all-attention"
+    argv = ["prune", "--model", str(nano_dir), "--data", str(calibration_text), "--samples", "4", "--seq-len", "16",
+            "--no-eval", "--quiet", "--out", str(out), "--remove", "attention=6", "--solver", "exact"]
+    assert main(argv) == 2
+    assert "Keep at least one attention block" in capsys.readouterr().err
+    assert not (out / "problem.json").exists()  # refused before the gradients were taken
+
+
+def test_candidates_the_architecture_cannot_run_are_skipped(nano_dir, calibration_text, tmp_path):
+    # "M*E*" with 2 of {attention, moe} removed: 3 candidates, one of which ({1, 3}) drops every attention block
+    model_dir = tmp_path / "tiny"
+    tiny_nemotron_h("M*E*").save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    report = _prune(model_dir, calibration_text, tmp_path / "out", "--remove", "2", "--kinds", "attention,moe",
+                    "--solver", "exact", "--top-k", "3")
+    removed = {b["index"] for b in report["removed"]}
+    assert removed != {1, 3}  # both attention blocks: never chosen
+    skipped = [c for c in report["candidates"] if c["error"]]
+    assert [set(c["indices"]) for c in skipped] == [{1, 3}]
+    valid = [c for c in report["candidates"] if not c["error"]]
+    assert report["plan"]["energy"] == valid[0]["energy"]

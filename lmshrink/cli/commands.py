@@ -9,8 +9,10 @@ from ..plugins import hookimpl
 
 @hookimpl
 def lmshrink_register_commands(register: Any) -> None:
-    from . import plugins_cmd, prune_cmd, solve_cmd
+    from . import eval_cmd, plugins_cmd, prune_cmd, solve_cmd, svd_cmd
 
     register(prune_cmd.COMMAND)
     register(solve_cmd.COMMAND)
     register(plugins_cmd.COMMAND)
+    register(svd_cmd.COMMAND)
+    register(eval_cmd.COMMAND)

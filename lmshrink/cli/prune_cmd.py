@@ -26,6 +26,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default ./lmshrink-out/<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    # removal methods (lmshrink.baselines) and lm-eval
+    p.add_argument("--method", default=None, help="a removal method instead of objective + solver: sleb, angular, "
+                   "block-influence-iterative (the one-shot baselines are objectives: --objective block-influence "
+                   "or norm-ratio)")
+    p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE", help="removal-method option")
+    p.add_argument("--eval-tasks", nargs="+", default=None, metavar="TASK",
+                   help="lm-eval tasks to run on the pruned model, e.g. lmshrink_pydoc_cloze (offline) or hellaswag")
+    p.add_argument("--eval-limit", type=float, default=None, help="examples per lm-eval task (count, or fraction < 1)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,6 +44,13 @@ def _run(args: argparse.Namespace) -> int:
 
     solver = get_solver(args.solver, BinaryQuadraticProblem)
     objective = get_objective(args.objective)
+    method_options = {}
+    if args.method:
+        from ..baselines import get_method
+
+        method = get_method(args.method)
+        method_options = parse_option_strings(f"Method {method.name!r}", method.options, args.method_option)
+    eval_limit = int(args.eval_limit) if args.eval_limit is not None and args.eval_limit >= 1 else args.eval_limit
     result = prune(
         args.model,
         remove=args.remove,
@@ -55,6 +70,10 @@ def _run(args: argparse.Namespace) -> int:
         eval_tokens=args.eval_tokens,
         evaluate=not args.no_eval,
         progress=not args.quiet,
+        method=args.method,
+        method_options=method_options,
+        eval_tasks=args.eval_tasks,
+        eval_limit=eval_limit,
     )
     r = result.report
     removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
@@ -62,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     if r["perplexity_before"]:
         print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
               f"on {r['perplexity_after']['tokens']} held-out tokens")
+    for row in (r.get("lm_eval") or {}).get("scores", []):
+        print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
     print(f"wrote {result.out}")
     return 0
 

@@ -37,3 +37,7 @@ __all__ = [
     "UnknownNameError",
     "load_problem",
 ]
+
+from .rank import RankAllocationProblem  # noqa: E402
+
+__all__ += ["RankAllocationProblem"]

@@ -37,3 +37,9 @@ def lmshrink_register_adapters(register: Register) -> None:
 @hookspec
 def lmshrink_register_commands(register: Register) -> None:
     """Register :class:`lmshrink.cli.Command` objects: subcommands of the ``lmshrink`` command line."""
+
+
+@hookspec
+def lmshrink_register_methods(register: Register) -> None:
+    """Register :class:`lmshrink.baselines.RemovalMethod` subclasses: removal procedures that choose blocks
+    themselves (iterative or greedy baselines) instead of posing a problem for a solver."""

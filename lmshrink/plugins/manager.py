@@ -19,6 +19,7 @@ _HOOKS = {
     "objective": "lmshrink_register_objectives",
     "adapter": "lmshrink_register_adapters",
     "command": "lmshrink_register_commands",
+    "method": "lmshrink_register_methods",
 }
 
 

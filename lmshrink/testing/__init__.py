@@ -1,58 +1,8 @@
 """Test helpers for lmshrink and its plugins: tiny models and the adapter conformance suite.
 
 Importing this package needs torch and transformers (and pytest only to run the tests, not to import them).
+The public names are listed once, in :mod:`lmshrink.testing.adapters`.
 """
 
-from .adapters import (
-    ATOL,
-    NEMOTRON_3_NANO_PATTERN,
-    AdapterConformance,
-    UnsupportedModel,
-    check_blocks,
-    check_gate_gradients,
-    check_gate_zero_is_removal,
-    check_gates_one,
-    check_generation,
-    check_incremental_decoding,
-    check_refuses,
-    check_save_reload,
-    default_removals,
-    load_pruned,
-    logits,
-    removal_sets,
-    run_conformance,
-    sample_ids,
-    save_pruned,
-    single_thread,
-    tiny_llama,
-    tiny_nemotron_h,
-    tiny_qwen3,
-    tiny_tokenizer,
-)
-
-__all__ = [
-    "ATOL",
-    "AdapterConformance",
-    "NEMOTRON_3_NANO_PATTERN",
-    "UnsupportedModel",
-    "check_blocks",
-    "check_gate_gradients",
-    "check_gate_zero_is_removal",
-    "check_gates_one",
-    "check_generation",
-    "check_incremental_decoding",
-    "check_refuses",
-    "check_save_reload",
-    "default_removals",
-    "load_pruned",
-    "logits",
-    "removal_sets",
-    "run_conformance",
-    "sample_ids",
-    "save_pruned",
-    "single_thread",
-    "tiny_llama",
-    "tiny_nemotron_h",
-    "tiny_qwen3",
-    "tiny_tokenizer",
-]
+from .adapters import *  # noqa: F401,F403
+from .adapters import __all__  # noqa: F401

@@ -1,0 +1,185 @@
+"""Helpers shared by the benchmark studies: statistics, CSV/JSON/Markdown output, plotting, logging."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: relative tolerance for "hit the optimum"
+HIT_RTOL = 1e-9
+
+
+# --- statistics --------------------------------------------------------------------------------------------------
+def rankdata(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n of ``values``, ties getting the mean of the ranks they span (like ``scipy.stats.rankdata``)."""
+    a = np.asarray(values, dtype=float)
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a))
+    sorted_a = a[order]
+    i = 0
+    while i < len(a):
+        j = i
+        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the (tie-averaged) ranks; NaN when either side
+    is constant or has fewer than 2 values."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"spearman: {x.shape} and {y.shape} differ.")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry / denom) if denom > 0 else float("nan")
+
+
+def hits(energies: Sequence[float], target: float, rtol: float = HIT_RTOL) -> np.ndarray:
+    """Which energies reach ``target`` within ``rtol`` relative (absolute near 0):
+    E ≤ target + rtol·max(1, |target|)."""
+    e = np.asarray(energies, dtype=float)
+    return e <= target + rtol * max(1.0, abs(target))
+
+
+def tts(time_per_run: float, p: float, confidence: float = 0.99) -> float:
+    """Time to solution: t·ln(1 − confidence)/ln(1 − p) runs' worth of time to hit the target with that
+    confidence; ∞ when p = 0 and t when p = 1 (one run suffices)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"p = {p} is not a probability.")
+    if p == 0:
+        return math.inf
+    if p >= confidence:
+        return float(time_per_run)
+    return float(time_per_run) * math.log(1 - confidence) / math.log(1 - p)
+
+
+# --- output ------------------------------------------------------------------------------------------------------
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Rows of dicts as CSV (lists joined by spaces, floats as repr)."""
+    rows = list(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _csv_cell(r.get(k)) for k in cols})
+    return path
+
+
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    if v is None:
+        return ""
+    return v
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    from lmshrink.report import write_json as _write
+
+    return _write(path, data)
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """A table cell: floats with ``digits`` significant digits, ∞ and NaN spelled out, None empty."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "∞"
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.{digits}g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**9:
+        return f"{v:.3g}"
+    return str(v).replace("|", "\\|")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v, digits) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def environment(module: str | None = None) -> dict[str, Any]:
+    """Where a study ran: library versions, CPU count, load, torch threads, the command line (as
+    ``python -m module ARGS`` when ``module`` is given)."""
+    from lmshrink.report import library_versions
+
+    head = ["python", "-m", module] if module else [Path(sys.executable).name, sys.argv[0]]
+    env: dict[str, Any] = {"versions": library_versions(), "platform": platform.platform(),
+                           "cpus": os.cpu_count(), "command": " ".join([*head, *sys.argv[1:]])}
+    if hasattr(os, "getloadavg"):
+        env["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    try:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+class Log:
+    """Timestamped progress lines on stderr (and kept for the report)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.start = time.perf_counter()
+        self.quiet = quiet
+        self.lines: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.perf_counter() - self.start:7.1f} s] {message}"
+        self.lines.append(line)
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def dump_settings(settings: dict[str, Any]) -> str:
+    """Settings as a fenced JSON block for a report."""
+    return "```json\n" + json.dumps(settings, indent=1, default=str) + "\n```"
+
+
+def study_main(argv: list[str] | None, *, run: Any, parse_args: Any, rerender: Any, default_dir: str) -> int:
+    """The command line of a study: ``--render [DIR]`` redraws a finished run's plots and report.md, anything
+    else is parsed by ``parse_args`` and run."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--render"]:
+        print(rerender(args[1] if len(args) > 1 else default_dir))
+        return 0
+    run(parse_args(argv))
+    return 0

@@ -1,0 +1,590 @@
+"""Solver study: every installed binary solver on a suite of block-removal problems, under stated budgets.
+
+Suite:
+
+- the real Fisher problems of the model (default: the embedded SmolLM2) at layer and sub-layer granularity, for
+  several M;
+- the Nemotron-H pattern problem: a tiny random Nemotron-H model with the 52-block layout of
+  Nemotron-3-Nano-30B-A3B and its Fisher problem with per-kind removal counts;
+- generated Fisher-like problems H = AᵀA/m (random per-sample gradients with unequal block scales) up to N = 128.
+
+Each stochastic solver runs once per seed; exact solvers (``Solver.exact``) once. Measured per problem and
+solver: best energy, relative gap to the proven optimum (exact enumeration or MILP; else the best energy any
+run found, flagged "best known"), success probability p (fraction of runs within 1e-9 relative of it), mean
+time per run t, time to target (mean time of the successful runs) and TTS99 = t·ln(0.01)/ln(1 − p).
+
+Run ``python -m benchmarks.solvers`` (see benchmarks/README.md); ``--quick`` is the CI-sized version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..common import Log, dump_settings, environment, hits, pyplot, study_main, table, tts, write_csv, write_json
+
+#: the 52-block layout of NVIDIA-Nemotron-3-Nano-30B-A3B (M Mamba2, E MoE, * attention)
+NEMOTRON_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
+#: per-kind removal counts of the Nemotron-H problem
+NEMOTRON_REMOVE = {"mamba": 4, "moe": 4, "attention": 1}
+#: above this many feasible states the reference optimum comes from MILP instead of enumeration
+EXACT_LIMIT = 3_000_000
+
+FULL = {"repeats": 5, "sizes": "12,32,64,128", "layer_remove": "4,8,12", "sublayer_remove": "8,16", "samples": 64,
+        "seq_len": 128, "time_limit": 60.0, "reference_time": 300.0, "qaoa_max": 12}
+QUICK = {"repeats": 3, "sizes": "8,24", "layer_remove": "6", "sublayer_remove": "", "samples": 8, "seq_len": 64,
+         "time_limit": 20.0, "reference_time": 30.0, "qaoa_max": 8}
+
+
+@dataclass
+class Settings:
+    """Everything that defines a run (written into the report)."""
+
+    out: str = "benchmarks/results/solvers"
+    model: str | None = None
+    use_model: bool = True
+    nemotron: bool = True
+    sizes: list[int] = field(default_factory=lambda: [12, 32, 64, 128])
+    layer_remove: list[int] = field(default_factory=lambda: [4, 8, 12])
+    sublayer_remove: list[int] = field(default_factory=lambda: [8, 16])
+    samples: int = 64
+    seq_len: int = 128
+    repeats: int = 5
+    reads: int = 32
+    time_limit: float = 60.0
+    reference_time: float = 300.0
+    qaoa_max: int = 12
+    solvers: list[str] | None = None
+    seed: int = 0
+    quick: bool = False
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in str(text).split(",") if v.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.solvers", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="benchmarks/results/solvers", help="output folder")
+    p.add_argument("--model", default=None, help="model whose Fisher problems join the suite (default: SmolLM2)")
+    p.add_argument("--no-model", action="store_true", help="leave the model's problems out")
+    p.add_argument("--no-nemotron", action="store_true", help="leave the Nemotron-H pattern problem out")
+    p.add_argument("--sizes", default=None, help="N of the generated problems (default 12,32,64,128; quick 8,24)")
+    p.add_argument("--layer-remove", default=None, help="M of the layer problems (default 4,8,12; quick 6)")
+    p.add_argument("--sublayer-remove", default=None, help="M of the sub-layer problems (default 8,16; quick none)")
+    p.add_argument("--samples", type=int, default=None, help="calibration samples for the model's problems")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per calibration sample")
+    p.add_argument("--repeats", type=int, default=None, help="seeds per stochastic solver (default 5; quick 3)")
+    p.add_argument("--reads", type=int, default=32, help="num_reads of every solver that has that option (32)")
+    p.add_argument("--time-limit", type=float, default=None, help="time_limit passed to every run (default 60 s)")
+    p.add_argument("--reference-time", type=float, default=None, help="MILP time for the reference (default 300 s)")
+    p.add_argument("--qaoa-max", type=int, default=None, help="largest N given to qaoa (default 12; quick 8)")
+    p.add_argument("--solvers", default=None, help="comma-separated subset of the installed solvers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
+    a = p.parse_args(argv)
+    base = QUICK if a.quick else FULL
+    pick = lambda v, k: base[k] if v is None else v  # noqa: E731
+    return Settings(
+        out=a.out, model=a.model, use_model=not a.no_model, nemotron=not a.no_nemotron,
+        sizes=_ints(pick(a.sizes, "sizes")), layer_remove=_ints(pick(a.layer_remove, "layer_remove")),
+        sublayer_remove=_ints(pick(a.sublayer_remove, "sublayer_remove")), samples=pick(a.samples, "samples"),
+        seq_len=pick(a.seq_len, "seq_len"), repeats=pick(a.repeats, "repeats"), reads=a.reads,
+        time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
+        qaoa_max=pick(a.qaoa_max, "qaoa_max"), solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None,
+        seed=a.seed, quick=a.quick,
+    )
+
+
+# --- the suite ---------------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One problem of the suite."""
+
+    name: str
+    family: str
+    problem: Any
+    note: str = ""
+
+
+def generated_problem(n: int, m: int, *, seed: int = 0, spread: float = 1.0, samples: int | None = None) -> Any:
+    """A Fisher-like problem: H = AᵀA/s from s = 2N random per-sample gradients, block i scaled by
+    exp(spread·N(0, 1)) (unequal blocks); minimise xᵀHx subject to Σx = m."""
+    from lmshrink.core import BinaryQuadraticProblem, Constraint
+
+    rng = np.random.default_rng(seed)
+    s = samples or 2 * n
+    A = rng.normal(size=(s, n)) * np.exp(spread * rng.normal(size=n))
+    return BinaryQuadraticProblem([f"block{i}" for i in range(n)], np.zeros(n), A.T @ A / s, 0.0,
+                                  [Constraint(tuple(range(n)), m, "remove")],
+                                  {"generator": "fisher-like", "seed": seed, "samples": s, "spread": spread})
+
+
+def model_cases(settings: Settings, log: Log) -> tuple[list[Case], dict[str, str]]:
+    """Fisher problems of the model at layer and (where the adapter has it) sub-layer granularity."""
+    from lmshrink.core.removal import removal_constraints, with_constraints
+    from lmshrink.data import load_texts, make_calibration
+    from lmshrink.models import load_model
+    from lmshrink.plugins import find_adapter, get_objective
+
+    notes: dict[str, str] = {}
+    loaded = load_model(settings.model)
+    model, tok = loaded.model, loaded.tokenizer
+    adapter = find_adapter(model)
+    calib = make_calibration(tok, load_texts(None), settings.samples, settings.seq_len, settings.seed)
+    short = "smollm2" if settings.model is None else Path(str(settings.model)).name.lower()
+    cases = []
+    for gran, ms in (("layer", settings.layer_remove), ("sublayer", settings.sublayer_remove)):
+        if not ms:
+            continue
+        if gran not in adapter.granularities:
+            notes[f"{short}-{gran}"] = f"adapter {adapter.name} has no {gran} granularity"
+            continue
+        t = time.perf_counter()
+        problem = get_objective("fisher").build(model, adapter, calib, granularity=gran, progress=False)
+        log(f"{loaded.name}: fisher problem at {gran} granularity (N={problem.num_variables}) in "
+            f"{time.perf_counter() - t:.1f} s")
+        blocks = adapter.blocks(model, gran)
+        for m in ms:
+            if m >= len(blocks):
+                continue
+            p = with_constraints(problem, removal_constraints(blocks, {None: m}))
+            p.metadata["remove"] = {"total": m}
+            cases.append(Case(f"{short}-{gran}-M{m}", f"{short} {gran}", p,
+                              f"{loaded.name}, {calib.num_samples}×{calib.seq_len} calibration tokens"))
+    return cases, notes
+
+
+def nemotron_case(settings: Settings, log: Log, samples: int = 16, seq_len: int = 64
+                  ) -> tuple[list[Case], dict[str, str]]:
+    """The Fisher problem of a tiny random Nemotron-H with the 52-block pattern, per-kind counts, from
+    ``samples`` × ``seq_len`` calibration tokens."""
+    try:
+        from lmshrink.testing import tiny_nemotron_h, tiny_tokenizer
+    except ImportError as exc:
+        return [], {"nemotron-h": f"not available ({exc})"}
+    from lmshrink.core.removal import removal_constraints, with_constraints
+    from lmshrink.data import load_texts, make_calibration
+    from lmshrink.plugins import find_adapter, get_objective
+
+    t = time.perf_counter()
+    try:
+        model = tiny_nemotron_h(NEMOTRON_PATTERN, seed=settings.seed)
+    except Exception as exc:  # noqa: BLE001 - transformers without NemotronH, ...
+        return [], {"nemotron-h": f"cannot build a Nemotron-H model here: {type(exc).__name__}: {exc}"}
+    adapter = find_adapter(model)
+    calib = make_calibration(tiny_tokenizer(), load_texts(None), samples, seq_len, settings.seed)
+    problem = get_objective("fisher").build(model, adapter, calib, progress=False)
+    blocks = adapter.blocks(model)
+    problem = with_constraints(problem, removal_constraints(blocks, NEMOTRON_REMOVE))
+    problem.metadata["remove"] = dict(NEMOTRON_REMOVE)
+    spec = ",".join(f"{k}={v}" for k, v in NEMOTRON_REMOVE.items())
+    log(f"nemotron-h: fisher problem N={problem.num_variables} ({spec}) in {time.perf_counter() - t:.1f} s")
+    return [Case("nemotron-h-52", "nemotron-h", problem,
+                 f"tiny random Nemotron-H, pattern {NEMOTRON_PATTERN}, remove {spec}, {samples}×{seq_len} calibration "
+                 "tokens")], {}
+
+
+# --- solvers -----------------------------------------------------------------------------------------------------
+def budget(name: str, options: dict[str, Any], n: int, reads: int) -> dict[str, Any]:
+    """The options each solver runs with: ``num_reads = reads`` where the solver has it, D-Wave's mock sampler
+    with a Pegasus graph large enough for a clique of n, QAOA on the exact statevector."""
+    opts: dict[str, Any] = {}
+    if "num_reads" in options:
+        opts["num_reads"] = reads
+    if name == "dwave":
+        opts["sampler"] = "mock-pegasus"
+        if n > 36:
+            opts["mock_shape"] = [8] if n <= 84 else [16]
+    if name == "qaoa":
+        opts["backend"] = "statevector"
+    return opts
+
+
+def binary_solvers(only: list[str] | None) -> list[Any]:
+    """Registry entries of every installed solver of binary problems (optionally a named subset)."""
+    from lmshrink.core import BinaryQuadraticProblem
+    from lmshrink.plugins import registry
+
+    entries = [e for e in registry("solver") if any(issubclass(BinaryQuadraticProblem, t) for t in e.problem_types)]
+    if only is not None:
+        unknown = set(only) - {e.name for e in entries}
+        if unknown:
+            raise SystemExit(f"unknown solver(s): {', '.join(sorted(unknown))}; installed: "
+                             f"{', '.join(e.name for e in entries)}")
+        entries = [e for e in entries if e.name in only]
+    return entries
+
+
+def probe(entry: Any, reads: int) -> str | None:
+    """Run the solver on a 4-variable problem: None when it works, else why it cannot run here."""
+    from lmshrink.core import LmshrinkError
+
+    solver = entry.obj()
+    p = generated_problem(4, 2, seed=1)
+    try:
+        solver.solve(p, num_solutions=1, seed=0, time_limit=30, **budget(entry.name, solver.options, 4, reads))
+    except LmshrinkError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure
+        return f"fails on a 4-variable problem: {type(exc).__name__}: {exc}"
+    return None
+
+
+def reference(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
+    """The proven optimum (exact enumeration when small, else MILP) or the best it found."""
+    from lmshrink.core import LmshrinkError
+    from lmshrink.plugins import get_solver
+    from lmshrink.solvers.exact import count_feasible
+
+    states = count_feasible(case.problem)
+    name = "exact" if states <= EXACT_LIMIT else "milp"
+    t = time.perf_counter()
+    try:
+        solver = get_solver(name, case.problem)
+        sols = solver.solve(case.problem, num_solutions=1, seed=0,
+                            time_limit=None if name == "exact" else settings.reference_time)
+    except LmshrinkError as exc:
+        log(f"{case.name}: no reference from {name} ({exc})")
+        return {"solver": name, "energy": None, "proven": False, "time_s": time.perf_counter() - t,
+                "error": str(exc), "feasible_states": states}
+    proven = name == "exact" or bool(sols.info.get("optimal"))
+    return {"solver": name, "energy": float(sols.best.energy), "proven": proven, "time_s": sols.time_s,
+            "indices": list(sols.best.indices), "feasible_states": states, "info_gap": sols.info.get("gap")}
+
+
+# --- the study ---------------------------------------------------------------------------------------------------
+def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
+    """Run the study and write its files under ``settings.out``; returns the summary (also in summary.json)."""
+    from lmshrink.core import ProblemTooLargeError
+    from lmshrink.solvers.exact import count_feasible
+
+    log = log or Log()
+    out = Path(settings.out)
+    (out / "problems").mkdir(parents=True, exist_ok=True)
+    notes: dict[str, str] = {}
+    cases: list[Case] = []
+    if settings.use_model:
+        c, n_ = model_cases(settings, log)
+        cases += c
+        notes.update(n_)
+    if settings.nemotron:
+        c, n_ = nemotron_case(settings, log)
+        cases += c
+        notes.update(n_)
+    for n in settings.sizes:
+        m = max(1, n // 4)
+        cases.append(Case(f"fisher-like-N{n}", "generated", generated_problem(n, m, seed=settings.seed + n),
+                          f"H = AᵀA/{2 * n}, unequal block scales, M = {m}"))
+    for case in cases:
+        case.problem.save(out / "problems" / f"{case.name}.json")
+
+    entries = binary_solvers(settings.solvers)
+    unavailable: dict[str, str] = {}
+    solvers = []
+    for e in entries:
+        why = probe(e, settings.reads)
+        if why:
+            unavailable[e.name] = why
+            log(f"solver {e.name}: skipped ({why})")
+        else:
+            solvers.append(e)
+    log(f"{len(cases)} problems; solvers: {', '.join(e.name for e in solvers)}")
+
+    runs: list[dict[str, Any]] = []
+    refs: dict[str, dict[str, Any]] = {}
+    case_skips: list[dict[str, str]] = []
+    for case in cases:
+        p = case.problem
+        n = p.num_variables
+        ref = reference(case, settings, log)
+        refs[case.name] = ref
+        log(f"{case.name}: N={n}, reference {ref['solver']} E*={ref['energy']} "
+            f"({'proven' if ref['proven'] else 'not proven'}) in {ref['time_s']:.1f} s")
+        for e in solvers:
+            solver = e.obj()
+            if e.name == "qaoa" and n > settings.qaoa_max:
+                case_skips.append({"case": case.name, "solver": e.name,
+                                   "why": f"runs only on N ≤ {settings.qaoa_max} (a statevector of N qubits)"})
+                continue
+            if e.name == "exact" and count_feasible(p) > EXACT_LIMIT:
+                case_skips.append({"case": case.name, "solver": e.name,
+                                   "why": f"more than {EXACT_LIMIT:,} feasible states to enumerate"})
+                continue
+            deterministic = bool(getattr(solver, "exact", False))
+            seeds = [settings.seed] if deterministic else [settings.seed + k for k in range(settings.repeats)]
+            opts = budget(e.name, solver.options, n, settings.reads)
+            limit = settings.reference_time if deterministic else settings.time_limit
+            for seed in seeds:
+                if e.name == ref["solver"] and ref.get("energy") is not None and deterministic:
+                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": ref["energy"],
+                                 "time_s": ref["time_s"], "indices": ref.get("indices"), "error": ""})
+                    continue
+                try:
+                    sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
+                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": float(sols.best.energy),
+                                 "time_s": sols.time_s, "indices": list(sols.best.indices), "error": ""})
+                except ProblemTooLargeError as exc:
+                    case_skips.append({"case": case.name, "solver": e.name, "why": str(exc)})
+                    break
+                except Exception as exc:  # noqa: BLE001 - record the failure and go on
+                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": None, "time_s": None,
+                                 "indices": None, "error": f"{type(exc).__name__}: {exc}"})
+            done = [r for r in runs if r["case"] == case.name and r["solver"] == e.name]
+            if done:
+                ok = [r["energy"] for r in done if r["energy"] is not None]
+                log(f"  {e.name}: {len(done)} run(s), best {min(ok) if ok else None}, "
+                    f"{np.mean([r['time_s'] for r in done if r['time_s'] is not None] or [float('nan')]):.2f} s/run")
+
+    targets = {c.name: target_energy(refs[c.name], [r["energy"] for r in runs if r["case"] == c.name]) for c in cases}
+    summary_rows = summarise(cases, refs, runs)
+    summary = {
+        "settings": asdict(settings), "cases": [_case_row(c, refs[c.name], targets[c.name]) for c in cases],
+        "summary": summary_rows, "unavailable": unavailable, "notes": notes, "case_skips": case_skips,
+        "solvers": {e.name: {"package": e.package, "version": e.version,
+                             "budget": budget(e.name, e.obj().options, 4, settings.reads),
+                             "exact": bool(getattr(e.obj, "exact", False))} for e in solvers},
+        "total_seconds": log.elapsed, "environment": environment("benchmarks.solvers"),
+    }
+    write_csv(out / "runs.csv", runs, ["case", "solver", "seed", "energy", "time_s", "indices", "error"])
+    write_csv(out / "summary.csv", summary_rows)
+    write_csv(out / "cases.csv", summary["cases"])
+    summary["plots"] = make_plots(out, summary)
+    summary["total_seconds"] = log.elapsed
+    write_json(out / "summary.json", summary)
+    (out / "report.md").write_text(render(summary))
+    log(f"wrote {out}/report.md")
+    return summary
+
+
+def target_energy(ref: dict[str, Any], energies: list[float | None]) -> float | None:
+    """The proven optimum, else the lowest energy the reference or any run found."""
+    if ref["proven"]:
+        return ref["energy"]
+    found = [e for e in energies if e is not None] + ([ref["energy"]] if ref["energy"] is not None else [])
+    return min(found) if found else None
+
+
+def _case_row(case: Case, ref: dict[str, Any], target: float | None) -> dict[str, Any]:
+    p = case.problem
+    return {"case": case.name, "family": case.family, "N": p.num_variables,
+            "constraints": "; ".join(f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}" for c in p.constraints
+                                     if c.equals or c.name != "kept"),
+            "feasible_states": ref["feasible_states"], "target": target, "proven": ref["proven"],
+            "reference": ref["solver"], "reference_energy": ref["energy"], "reference_s": ref["time_s"],
+            "note": case.note}
+
+
+def summarise(cases: list[Case], refs: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (problem, solver): best energy, gap, success probability, mean time, time to target, TTS99."""
+    rows = []
+    for case in cases:
+        ref = refs[case.name]
+        target = target_energy(ref, [r["energy"] for r in runs if r["case"] == case.name])
+        if target is None:
+            continue
+        for solver in dict.fromkeys(r["solver"] for r in runs if r["case"] == case.name):
+            rs = [r for r in runs if r["case"] == case.name and r["solver"] == solver]
+            good = [r for r in rs if r["energy"] is not None]
+            if not good:
+                rows.append({"case": case.name, "solver": solver, "runs": len(rs), "errors": len(rs),
+                             "error": rs[0]["error"]})
+                continue
+            e = np.array([r["energy"] for r in good])
+            t = np.array([r["time_s"] for r in good])
+            hit = hits(e, target)
+            p = float(hit.mean())
+            scale = max(abs(target), 1e-12)
+            rows.append({
+                "case": case.name, "solver": solver, "runs": len(rs), "errors": len(rs) - len(good),
+                "best_energy": float(e.min()), "target": target, "target_proven": bool(ref["proven"]),
+                "best_gap": float((e.min() - target) / scale), "mean_gap": float(np.mean((e - target) / scale)),
+                "success_p": p, "time_per_run_s": float(t.mean()),
+                "time_to_target_s": float(t[hit].mean()) if hit.any() else math.inf,
+                "tts99_s": tts(float(t.mean()), p), "error": "",
+            })
+    return rows
+
+
+# --- plots and report --------------------------------------------------------------------------------------------
+def make_plots(out: Path, summary: dict[str, Any]) -> list[str]:
+    """tts99.png (TTS99 per problem and solver) and success.png (success-probability heat map)."""
+    plt = pyplot()
+    rows = [r for r in summary["summary"] if "success_p" in r]
+    if not rows:
+        return []
+    cases = [c["case"] for c in summary["cases"] if any(r["case"] == c["case"] for r in rows)]
+    solvers = list(dict.fromkeys(r["solver"] for r in rows))
+    get = {(r["case"], r["solver"]): r for r in rows}
+    files = []
+
+    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(cases) + 3), 4.6))
+    width = 0.8 / max(len(solvers), 1)
+    finite = [r["tts99_s"] for r in rows if math.isfinite(r["tts99_s"])]
+    top = max(finite) * 3 if finite else 1.0
+    for k, s in enumerate(solvers):
+        xs, ys, inf_x = [], [], []
+        for i, c in enumerate(cases):
+            r = get.get((c, s))
+            if r is None:
+                continue
+            if math.isfinite(r["tts99_s"]):
+                xs.append(i + k * width)
+                ys.append(max(r["tts99_s"], 1e-4))
+            else:
+                inf_x.append(i + k * width)
+        bars = ax.bar(xs, ys, width, label=s)
+        if inf_x:
+            ax.scatter(inf_x, [top] * len(inf_x), marker="x", color=bars.patches[0].get_facecolor() if bars.patches
+                       else "k")
+    ax.set_yscale("log")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+    ax.set_xticklabels(cases, rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel("TTS99 (s, log scale; × = never hit)")
+    ax.set_title("Time to solution with 99% confidence")
+    ax.legend(fontsize=7, ncol=min(len(solvers), 4))
+    ax.grid(alpha=0.3, axis="y", which="both")
+    fig.tight_layout()
+    fig.savefig(out / "tts99.png", dpi=120)
+    plt.close(fig)
+    files.append("tts99.png")
+
+    grid = np.full((len(cases), len(solvers)), np.nan)
+    for i, c in enumerate(cases):
+        for j, s in enumerate(solvers):
+            if (c, s) in get:
+                grid[i, j] = get[(c, s)]["success_p"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(solvers) + 3, 0.4 * len(cases) + 1.5))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(cases)):
+        for j in range(len(solvers)):
+            ax.text(j, i, "—" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(solvers)))
+    ax.set_xticklabels(solvers, fontsize=8)
+    ax.set_yticks(range(len(cases)))
+    ax.set_yticklabels(cases, fontsize=7)
+    ax.set_title("Success probability (— = not run)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out / "success.png", dpi=120)
+    plt.close(fig)
+    files.append("success.png")
+    return files
+
+
+def render(summary: dict[str, Any]) -> str:
+    """report.md of the study."""
+    s = summary["settings"]
+    rows = [r for r in summary["summary"] if "success_p" in r]
+    cases = [c["case"] for c in summary["cases"]]
+    solvers = list(dict.fromkeys(r["solver"] for r in rows))
+    get = {(r["case"], r["solver"]): r for r in rows}
+    cell = lambda c, sv, k: get[(c, sv)][k] if (c, sv) in get else None  # noqa: E731
+    budgets = "; ".join(f"`{k}` {v['budget'] or 'defaults'}" + (" (exact: one run)" if v["exact"] else "")
+                        + (" on a Pegasus P4 graph (P8 for N > 36, P16 for N > 84)" if k == "dwave" else "")
+                        for k, v in summary["solvers"].items())
+    lines = [
+        "# Solver study",
+        "",
+        f"{len(cases)} problems × {len(summary['solvers'])} solvers; run time {summary['total_seconds'] / 60:.1f} min"
+        + (" (quick mode)." if s["quick"] else "."),
+        "",
+        f"**Budget per run**: each solver's defaults except {budgets}; `time_limit` = {s['time_limit']} s passed to "
+        f"every heuristic run and {s['reference_time']} s to exact ones (solvers that honour it stop there). "
+        f"Stochastic solvers run {s['repeats']} times (seeds {s['seed']}..{s['seed'] + s['repeats'] - 1}), exact "
+        "solvers once. TTS99 = t·ln(0.01)/ln(1 − p) with t the mean wall time per run and p the success "
+        "probability (∞ when p = 0, t when p ≥ 0.99); a run succeeds when its best energy is within 1e-9 relative "
+        "of the target. Time to target: mean wall time of the successful runs.",
+        "",
+        "## Problems",
+        "",
+        table(["problem", "N", "constraints", "feasible states", "target energy", "target is", "reference run"],
+              [[c["case"], c["N"], c["constraints"], c["feasible_states"], c["target"],
+                f"proven optimum ({c['reference']})" if c["proven"] else "best energy any run found",
+                f"{c['reference']}: {c['reference_s']:.3g} s" + ("" if c["proven"] else
+                f", not proven, E = {c['reference_energy']:.6g}" if c["reference_energy"] is not None else
+                ", no solution")] for c in summary["cases"]], 6),
+        "",
+        *[f"- `{c['case']}`: {c['note']}" for c in summary["cases"] if c["note"]],
+        "",
+        "## Success probability",
+        "",
+        table(["problem", *solvers], [[c, *[cell(c, sv, "success_p") for sv in solvers]] for c in cases], 3),
+        "",
+        "![success](success.png)",
+        "",
+        "## TTS99 (seconds)",
+        "",
+        table(["problem", *solvers], [[c, *[cell(c, sv, "tts99_s") for sv in solvers]] for c in cases], 3),
+        "",
+        "![tts99](tts99.png)",
+        "",
+        "## Relative gap of the best run to the target",
+        "",
+        table(["problem", *solvers], [[c, *[cell(c, sv, "best_gap") for sv in solvers]] for c in cases], 3),
+        "",
+        "## Mean wall time per run (seconds) and time to target",
+        "",
+        table(["problem", *solvers],
+              [[c, *[None if (c, sv) not in get else f"{get[(c, sv)]['time_per_run_s']:.3g} / "
+                     + (f"{get[(c, sv)]['time_to_target_s']:.3g}" if math.isfinite(get[(c, sv)]['time_to_target_s'])
+                        else "∞") for sv in solvers]] for c in cases]),
+        "",
+    ]
+    if summary["unavailable"] or summary["notes"] or summary["case_skips"]:
+        lines += ["## Not run", ""]
+        lines += [f"- solver `{k}`: {v}" for k, v in summary["unavailable"].items()]
+        lines += [f"- problem `{k}`: {v}" for k, v in summary["notes"].items()]
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for d in summary["case_skips"]:
+            grouped.setdefault((d["solver"], d["why"]), []).append(d["case"])
+        lines += [f"- `{solver}` not run on {', '.join(f'`{c}`' for c in names)}: {why}"
+                  for (solver, why), names in grouped.items()]
+        errs = [r for r in summary["summary"] if r.get("error")]
+        lines += [f"- `{r['solver']}` on `{r['case']}` failed: {r['error']}" for r in errs]
+        lines += [""]
+    lines += [
+        "## Files and reruns",
+        "",
+        "`runs.csv` (every run: energy, seconds, chosen indices), `summary.csv` (the tables above), `cases.csv`, "
+        "`summary.json`, `problems/<problem>.json`. Rerun any solver on a problem without a model, e.g. "
+        "`lmshrink solve problems/fisher-like-N32.json --solver tabu --option num_reads=32 --json`.",
+        "",
+        "## Settings",
+        "",
+        dump_settings(s),
+        "",
+        "Solvers: " + ", ".join(f"{k} ({v['package']} {v['version']})" for k, v in summary["solvers"].items()) + ".",
+        "",
+        "Command: `" + summary["environment"]["command"] + "`",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["environment"]["versions"].items())
+        + f"; {summary['environment']['cpus']} CPUs"
+        + (f", load average (1, 5, 15 min) at the end of the run {summary['environment']['load_average']}."
+           if summary["environment"].get("load_average") else "."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def rerender(out: str | Path) -> Path:
+    """Redraw the plots and rewrite report.md of a finished run from its summary.json."""
+    import json
+
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())  # Infinity and NaN read back as floats
+    make_plots(out, summary)
+    path = out / "report.md"
+    path.write_text(render(summary))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.solvers [options]``, or ``--render DIR`` to redo a run's report."""
+    return study_main(argv, run=run, parse_args=parse_args, rerender=rerender, default_dir="benchmarks/results/solvers")

@@ -1,0 +1,61 @@
+"""SLEB-style greedy removal (Song et al. 2024): at each step, remove the block whose removal gives the lowest
+measured calibration loss on the model pruned so far; repeat M times.
+
+Every step measures the loss of every allowed block (gated to 0 together with the blocks already removed), so a
+run costs about N·M forward passes over the samples used: the default uses the first 4 calibration samples,
+like the ``pairs`` objective. Per-kind counts are honoured (a block is a candidate while its group has removals
+left), at any granularity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..core import Option
+from ..plugins import hookimpl
+from .base import RemovalMethod, Selection, greedy_order, step_logger
+
+
+class GreedyLossRemoval(RemovalMethod):
+    """Greedy block removal by measured calibration loss, recomputed after each removal."""
+
+    name = "sleb"
+    description = "SLEB baseline: greedily remove the block whose removal gives the lowest measured loss."
+    nested = True
+    options = {
+        "samples": Option(4, "calibration samples per loss measurement (the first ones; None: all)", int),
+        "batch_size": Option(8, "samples per forward pass", int),
+    }
+
+    def __init__(self, loss: Callable[[Sequence[int]], float] | None = None) -> None:
+        #: optional oracle ``loss(removed_indices)`` used instead of measuring, e.g. a memo a caller shares with
+        #: other measurements on the same samples (the benchmark does); None measures with calibration_loss
+        self.loss = loss
+
+    def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, samples, batch_size):
+        from ..evaluate.loss import calibration_loss
+
+        ids = calibration.input_ids if samples is None else calibration.input_ids[:samples]
+        measured = 0
+
+        def loss(removed: list[int]) -> float:
+            if self.loss is not None:
+                return self.loss(removed)
+            return calibration_loss(model, ids, adapter=adapter, removed=removed, granularity=granularity,
+                                    batch_size=batch_size)
+
+        def score(removed: list[int], allowed: list[int]) -> dict[int, float]:
+            nonlocal measured
+            measured += len(allowed)
+            return {i: loss(removed + [i]) for i in allowed}
+
+        order, trace = greedy_order(constraints, score, on_step=step_logger(progress, self.name))
+        return Selection([sorted(order)], [trace[-1]["score"]] if trace else None, order, trace,
+                         {"samples": int(ids.shape[0]), "loss_measurements": measured,
+                          "step_score": "calibration loss with the block removed"})
+
+
+@hookimpl
+def lmshrink_register_methods(register: Any) -> None:
+    register(GreedyLossRemoval)

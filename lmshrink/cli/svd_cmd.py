@@ -1,0 +1,75 @@
+"""``lmshrink svd --ratio 0.8 [--solver fermigrad|milp|uniform] [--pivga]``: whitened-SVD compression with
+per-matrix ranks chosen by a solver."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import Command
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", type=float, default=0.8,
+                   help="fraction of the parameters of the decomposed matrices (q,k,v,o,gate,up,down) to keep; default 0.8")
+    p.add_argument("--solver", default="fermigrad",
+                   help="rank allocation: fermigrad (model loss, default), milp (exact on whitened error), uniform, "
+                        "or any solver of rank-allocation problems (see `lmshrink plugins`)")
+    p.add_argument("--pivga", action="store_true", help="store gauge-fixed factors: r(m+n)−r² numbers instead of r(m+n)")
+    p.add_argument("--model", default=None, help="HF model directory, hub id or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--data", nargs="+", default=None, help="local .txt/.jsonl files or an HF dataset name (default: CPython's pydoc topics)")
+    p.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory (default ./lmshrink-out/<timestamp>)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option (repeatable)")
+    p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="fermi-rank objective option, e.g. target=ce, batch_size=8, normalize=true, eps=1e-6")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds for the solver")
+    p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity (default 16384)")
+    p.add_argument("--no-eval", action="store_true", help="skip perplexity")
+    p.add_argument("--export-dense", action="store_true",
+                   help="also write dense/: a plain transformers model with W_r multiplied back")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..core.options import parse_option_strings
+    from ..core.rank import RankAllocationProblem
+    from ..objectives.fermi_rank import FermiRankObjective
+    from ..pipeline.svd import svd_compress
+    from ..plugins import get_solver
+
+    solver = get_solver(args.solver, RankAllocationProblem)
+    result = svd_compress(
+        args.model,
+        ratio=args.ratio,
+        solver=args.solver,
+        pivga=args.pivga,
+        data=args.data,
+        samples=args.samples,
+        seq_len=args.seq_len,
+        seed=args.seed,
+        out=args.out,
+        solver_options=parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option),
+        objective_options=parse_option_strings("Objective 'fermi-rank'", FermiRankObjective.options,
+                                               args.objective_option),
+        time_limit=args.time_limit,
+        eval_tokens=args.eval_tokens,
+        evaluate=not args.no_eval,
+        export_dense=args.export_dense,
+        progress=not args.quiet,
+    )
+    r = result.report
+    p = r["params"]
+    print(f"kept {p['kept_stored']:,} of {p['decomposed_dense']:,} decomposed parameters "
+          f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa {p['kept_ratio_pivga']:.4f}); "
+          f"{len(p['dense_matrices'])} matrices kept dense")
+    if r["perplexity_before"]:
+        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
+              f"on {r['perplexity_after']['tokens']} held-out tokens")
+    print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'))")
+    return 0
+
+
+COMMAND = Command("svd", "Compress the linear layers by whitened SVD with per-matrix ranks chosen by a solver.",
+                  _add_arguments, _run)

@@ -1,0 +1,242 @@
+"""``fermi-rank``: SVD rank allocation as a :class:`~lmshrink.core.RankAllocationProblem`, with a loss oracle.
+
+The objective computes the whitened SVD of every decomposed matrix (:mod:`lmshrink.compress.svd`) and poses the
+rank allocation: per matrix its whitened singular values σ_{l,i}, one global budget ``ratio · Σ_l m_l n_l``, and
+the energy Σ_l w_l Σ_{i≥r_l} σ_{l,i}² (the summed calibration truncation error; w_l = 1, or 1/Σ_i σ_{l,i}² with
+``normalize``).
+
+That energy treats every matrix's output error alike, although the network is not equally sensitive to each. So
+the problem also carries a *loss oracle* (:class:`SoftTruncationLoss`, runtime only, never saved): given one soft
+keep-mask f_l ∈ [0, 1]^{k_l} per matrix it returns the model's calibration loss with every matrix replaced by its
+soft truncation
+
+    W_l(f_l) = left_l · diag(f_l) · right_l            (= U Σ diag(f) Vᵀ S⁻¹, the whitened SVD)            (1)
+
+differentiable in the masks only (the factors and the rest of the model stay frozen). The loss is the KL
+divergence from the uncompressed model's next-token distribution (``target="kl"``, the teacher forward runs on
+the same minibatch without grad) or the plain next-token cross-entropy (``target="ce"``). With
+``teacher_top_k = K`` the teacher's K likeliest tokens per position are computed once per calibration sample and
+kept (K·(T−1) numbers per sample instead of a teacher forward pass per call), and the KL is taken between the
+coarse-grained distributions over those K tokens plus one "any other token" bucket. Each call takes the next
+minibatch of ``batch_size`` calibration samples, cycling through a seeded shuffle. The ``fermigrad``
+solver uses the oracle when present; a solver that reads the problem from a file sees only the σ's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from ..core import Objective, Option
+from ..core.rank import RankAllocationProblem
+from ..plugins import hookimpl
+
+
+class SoftTruncationLoss:
+    """Loss oracle: calibration loss of ``model`` with every factored matrix soft-truncated by the given masks.
+
+    ``masks[l]`` belongs to ``names[l]`` (the problem's order) and has length min(m_l, n_l). Calling the oracle
+    returns a scalar tensor whose gradient flows to the masks only.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        factors: Any,
+        names: Sequence[str],
+        input_ids: Any,
+        *,
+        target: str = "kl",
+        batch_size: int = 4,
+        seed: int = 0,
+        teacher_top_k: int = 0,
+    ) -> None:
+        import torch
+
+        if target not in ("kl", "ce"):
+            raise ValueError(f"target must be 'kl' or 'ce', not {target!r}")
+        self.model = model
+        self.names = list(names)
+        self.factors = [factors.factors[n] for n in self.names]
+        self.input_ids = input_ids
+        self.target = target
+        self.batch_size = max(1, int(batch_size))
+        self.teacher_top_k = max(0, int(teacher_top_k))
+        #: per calibration sample: the teacher's top-K log-probabilities and token ids at every position
+        self._teacher: dict[int, tuple[Any, Any]] = {}
+        self._rng = np.random.default_rng(seed)
+        self._order: list[int] = []
+        self.calls = 0
+        dtype = next(model.parameters()).dtype
+        self._left = [f.left.to(dtype) for f in self.factors]
+        self._right = [f.right.to(dtype) for f in self.factors]
+        self._bias = [None if f.bias is None else f.bias.to(dtype) for f in self.factors]
+        self._torch = torch
+
+    def _next_batch(self) -> list[int]:
+        n = int(self.input_ids.shape[0])
+        if len(self._order) < self.batch_size:
+            self._order.extend(self._rng.permutation(n).tolist())
+        take, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        return take
+
+    def _teacher_top_k(self, take: list[int]) -> tuple[Any, Any]:
+        """(log-probs, token ids), each (B, T−1, K): the uncompressed model's K likeliest tokens, cached per sample."""
+        torch = self._torch
+        import torch.nn.functional as F
+
+        missing = [i for i in take if i not in self._teacher]
+        if missing:
+            with torch.no_grad():
+                logits = self.model(input_ids=self.input_ids[missing], use_cache=False).logits[:, :-1].float()
+                k = min(self.teacher_top_k, logits.shape[-1])
+                values, ids = torch.topk(F.log_softmax(logits, dim=-1), k, dim=-1)
+            for row, i in enumerate(missing):
+                self._teacher[i] = (values[row].clone(), ids[row].clone())
+        return (torch.stack([self._teacher[i][0] for i in take]), torch.stack([self._teacher[i][1] for i in take]))
+
+    @contextmanager
+    def soft(self, masks: Sequence[Any]) -> Iterator[None]:
+        """Swap every factored layer for its soft truncation (1) with ``masks``; restore the layers on exit."""
+        from ..compress.svd import SoftTruncatedLinear
+
+        if len(masks) != len(self.names):
+            raise ValueError(f"{len(masks)} masks for {len(self.names)} matrices")
+        saved = []
+        # the rest of the model is frozen too: gradients flow to the masks only, no weight gradients are kept
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            for name, left, right, bias, mask in zip(self.names, self._left, self._right, self._bias, masks):
+                parent, _, child = name.rpartition(".")
+                owner = self.model.get_submodule(parent)
+                saved.append((owner, child, getattr(owner, child)))
+                setattr(owner, child, SoftTruncatedLinear(left, right, mask, bias))
+            yield
+        finally:
+            for owner, child, module in reversed(saved):
+                setattr(owner, child, module)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+    def __call__(self, masks: Sequence[Any]) -> Any:
+        torch = self._torch
+        import torch.nn.functional as F
+
+        take = self._next_batch()
+        batch = self.input_ids[take]
+        self.calls += 1
+        teacher = top = None
+        if self.target == "kl" and self.teacher_top_k:
+            top = self._teacher_top_k(take)
+        elif self.target == "kl":
+            with torch.no_grad():
+                teacher = F.log_softmax(self.model(input_ids=batch, use_cache=False).logits[:, :-1].float(), dim=-1)
+        with self.soft(masks):
+            logits = self.model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        logp = F.log_softmax(logits, dim=-1)
+        if self.target == "ce":
+            return F.nll_loss(logp.reshape(-1, logp.shape[-1]), batch[:, 1:].reshape(-1))
+        if teacher is not None:
+            # KL(p_teacher ‖ p_student) per token, averaged over tokens
+            return (teacher.exp() * (teacher - logp)).sum(-1).mean()
+        # coarse-grained KL over the teacher's top-K tokens plus one bucket "every other token" (by the data
+        # processing inequality a lower bound of the full KL, equal to it as K → vocabulary size):
+        #   Σ_{j∈K} p_j (log p_j − log q_j) + p_rest (log p_rest − log q_rest),  p_rest = 1 − Σ_{j∈K} p_j
+        lp, ids = top
+        lq = logp.gather(-1, ids)
+        log_rest_p = torch.log1p(-torch.clamp(lp.exp().sum(-1), max=1 - 1e-7))
+        log_rest_q = torch.log1p(-torch.clamp(lq.exp().sum(-1), max=1 - 1e-7))
+        kl = (lp.exp() * (lp - lq)).sum(-1) + log_rest_p.exp() * (log_rest_p - log_rest_q)
+        return kl.mean()
+
+
+def rank_problem(
+    factors: Any,
+    ratio: float,
+    *,
+    pivga: bool = False,
+    normalize: bool = False,
+    min_rank: int = 1,
+    metadata: dict[str, Any] | None = None,
+) -> RankAllocationProblem:
+    """The rank-allocation problem of ``factors`` (an :class:`~lmshrink.compress.svd.SvdFactors`) at ``ratio``."""
+    names = factors.names
+    shapes = [factors.factors[n].shape for n in names]
+    sigmas = [factors.factors[n].sigma for n in names]
+    total = sum(m * n for m, n in shapes)
+    weights = None
+    if normalize:
+        weights = np.array([1.0 / max(float((s**2).sum()), 1e-300) for s in sigmas])
+    meta = dict(metadata or {})
+    meta.setdefault("ratio", float(ratio))
+    return RankAllocationProblem(
+        names=names,
+        shapes=shapes,
+        singular_values=sigmas,
+        budget=float(np.floor(ratio * total + 1e-9)),
+        pivga=pivga,
+        min_rank=min_rank,
+        weights=weights,
+        metadata=meta,
+    )
+
+
+class FermiRankObjective(Objective):
+    """Whitened-SVD rank allocation under a parameter budget, with a soft-truncation loss oracle for fermigrad."""
+
+    name = "fermi-rank"
+    description = "SVD rank allocation (whitened truncation error) with a differentiable soft-truncation loss oracle."
+    options = {
+        "ratio": Option(0.8, "fraction of the decomposed matrices' parameters to keep", float),
+        "pivga": Option(False, "count PivGa costs r(m+n)−r² instead of r(m+n)", bool),
+        "target": Option("kl", "oracle loss: kl (to the uncompressed model) or ce (next-token)", str, ("kl", "ce")),
+        "oracle": Option(True, "attach the soft-truncation loss oracle (runtime only, never saved)", bool),
+        "batch_size": Option(2, "calibration samples per oracle call", int),
+        "teacher_top_k": Option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)", int),
+        "gram_batch_size": Option(8, "samples per forward pass when collecting the whitening statistics", int),
+        "eps": Option(1e-6, "relative regularization eps·trace/d first tried in the Cholesky factorization", float),
+        "normalize": Option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy", bool),
+        "min_rank": Option(1, "smallest rank allowed", int),
+        "seed": Option(0, "seed of the oracle's minibatch order", int),
+        "progress": Option(True, "show progress bars", bool),
+    }
+
+    #: the factors of the last build (the pipeline compresses the model with them after solving)
+    factors: Any = None
+
+    def build_problem(self, model, adapter, calibration, *, ratio, pivga, target, oracle, batch_size,
+                      teacher_top_k, gram_batch_size, eps, normalize, min_rank, seed, progress) -> RankAllocationProblem:
+        from ..compress.svd import svd_factors
+
+        linears = adapter.linear_layers(model)
+        factors = svd_factors(model, linears, calibration.input_ids, batch_size=gram_batch_size, eps=eps,
+                              progress=progress)
+        self.factors = factors
+        meta = {
+            "model": getattr(model.config, "name_or_path", "") or type(model).__name__,
+            "architecture": type(model).__name__,
+            "adapter": adapter.name,
+            "objective": self.name,
+            "options": {"ratio": ratio, "pivga": pivga, "target": target, "eps": eps, "normalize": normalize,
+                        "batch_size": batch_size, "teacher_top_k": teacher_top_k},
+            "calibration": {"source": calibration.source, **calibration.info},
+            "whitening": factors.info.get("whitening", {}),
+        }
+        problem = rank_problem(factors, ratio, pivga=pivga, normalize=normalize, min_rank=min_rank, metadata=meta)
+        if oracle:
+            problem.loss = SoftTruncationLoss(model, factors, problem.names, calibration.input_ids, target=target,
+                                              batch_size=batch_size, seed=seed, teacher_top_k=teacher_top_k)
+        return problem
+
+
+@hookimpl
+def lmshrink_register_objectives(register: Any) -> None:
+    register(FermiRankObjective)
+
+
+__all__ = ["FermiRankObjective", "SoftTruncationLoss", "rank_problem"]

@@ -1,0 +1,38 @@
+"""``uniform``: the same kept-parameter ratio in every matrix (the SVD-LLM baseline).
+
+Matrix l gets the largest allowed rank whose cost is at most ``ratio · m_l n_l``, where ratio = budget / Σ_l m_l n_l
+(so the total never exceeds the budget). At ratio 1 every matrix stays dense. With ``fill`` the few numbers left
+over by rounding are then spent greedily on the steps with the most whitened error removed per number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import Option, Samples, Solver
+from ..core.rank import RankAllocationProblem, repair_ranks, uniform_ranks
+from ..plugins import hookimpl
+
+
+class UniformSolver(Solver):
+    """Every matrix keeps the same fraction of its parameters."""
+
+    name = "uniform"
+    description = "The same kept-parameter ratio in every matrix (SVD-LLM's uniform truncation)."
+    problem_types = (RankAllocationProblem,)
+    exact = False
+    options = {
+        "fill": Option(False, "spend what rounding leaves over on the best further rank steps", bool),
+    }
+
+    def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, fill: bool) -> Samples:
+        x = uniform_ranks(problem)
+        if fill or problem.cost(x) > problem.budget:  # over budget only when a min rank alone exceeds its share
+            x = repair_ranks(problem, x, fill=fill)
+        return Samples(x[None, :], {"ratio": problem.ratio, "fill": fill})
+
+
+@hookimpl
+def lmshrink_register_solvers(register: Any) -> None:
+    register(UniformSolver)
