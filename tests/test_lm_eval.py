@@ -41,8 +41,8 @@ def test_run_lm_eval_in_memory():
     assert set(metrics) == {"acc", "acc_norm"}
     assert all(0 <= r["value"] <= 1 and r["task"] == LOCAL_TASK for r in metrics.values())
     assert result["n_samples"][LOCAL_TASK]["effective"] == 6
-    with pytest.raises(LmshrinkError, match="Unknown lm-eval task"):
-        run_lm_eval(model, tok, ["lmshrink_no_such_task"], limit=2)
+    with pytest.raises(LmshrinkError, match="Unknown lm-eval task 'lmshrink_pydoc_clze'. Did you mean 'lmshrink_pydoc_cloze'"):
+        run_lm_eval(model, tok, ["lmshrink_pydoc_clze"], limit=2)
 
 
 def test_eval_cli_on_transformers_and_lmshrink_dirs(tiny_model_dir, tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 from lmshrink import plugins
 from lmshrink.cli import main
-from lmshrink.core import UnknownNameError
+from lmshrink.core import LmshrinkError, UnknownNameError
 from test_problem import random_problem
 
 PLUGIN = '''
@@ -66,6 +66,17 @@ def test_builtins_come_through_the_same_hooks():
     assert {"fisher", "pairs"} <= set(plugins.registry("objective").names())
     assert "llama" in plugins.registry("adapter").names()
     assert {"prune", "solve", "plugins"} <= set(plugins.registry("command").names())
+
+
+def test_solvers_sharing_a_name_are_picked_by_problem_type():
+    from lmshrink.core import BinaryQuadraticProblem, RankAllocationProblem
+
+    for name in ("milp", "fermigrad"):
+        binary, rank = plugins.get_solver(name, BinaryQuadraticProblem), plugins.get_solver(name, RankAllocationProblem)
+        assert binary.problem_types == (BinaryQuadraticProblem,) and rank.problem_types == (RankAllocationProblem,)
+        assert type(plugins.get_solver(name)) is type(binary)  # without a type: the block-removal one
+        with pytest.raises(LmshrinkError, match=rf"get_solver\('{name}', problem\)"):
+            rank.solve(BinaryQuadraticProblem(["a", "b"], [0.0, 0.0], [[0, 0], [0, 0]]))
 
 
 def test_unknown_names_suggest_the_closest():

@@ -154,12 +154,12 @@ def greedy_order(
 
 def step_logger(progress: bool, name: str) -> Callable[[dict[str, Any]], None] | None:
     """An ``on_step`` callback for :func:`greedy_order` that prints each step to stderr (None when quiet)."""
-    import sys
+    from ..report import log
 
     if not progress:
         return None
-    return lambda fact: print(f"[lmshrink] {name}: step {fact['step']} removes block {fact['removed']} "
-                              f"(score {fact['score']:.6g})", file=sys.stderr, flush=True)
+    return lambda fact: log(True, f"{name}: step {fact['step']} removes block {fact['removed']} "
+                                  f"(score {fact['score']:.6g})")
 
 
 def get_method(name: str) -> RemovalMethod:

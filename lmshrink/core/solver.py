@@ -68,7 +68,10 @@ class Solver(ABC):
         """Solve ``problem`` and return up to ``num_solutions`` distinct feasible solutions, lowest energy first."""
         if not self.supports(problem):
             kinds = ", ".join(t.__name__ for t in self.problem_types)
-            raise LmshrinkError(f"Solver {self.name!r} solves {kinds}, not {type(problem).__name__}.")
+            raise LmshrinkError(
+                f"Solver {self.name!r} solves {kinds}, not {type(problem).__name__}. Solvers may share a name across "
+                f"problem types: lmshrink.plugins.get_solver({self.name!r}, problem) picks the one for this problem."
+            )
         if num_solutions < 1:
             raise LmshrinkError("num_solutions must be at least 1.")
         opts = validate_options(f"Solver {self.name!r}", self.options, options)

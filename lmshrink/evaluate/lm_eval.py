@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import LmshrinkError, require
+from ..core.errors import LmshrinkError, did_you_mean, require
 from .tasks import TASKS_DIR
 
 #: the offline task lmshrink ships
@@ -76,9 +76,10 @@ def run_lm_eval(
     manager = task_manager(names, include_path)
     unknown = [t for t in names if not _known(manager, t)]
     if unknown:
+        hint = did_you_mean(unknown[0], getattr(manager, "all_tasks", None) or [LOCAL_TASK])
         raise LmshrinkError(
-            f"Unknown lm-eval task {unknown[0]!r}. lmshrink's offline task is {LOCAL_TASK!r}; lm-eval's own tasks "
-            "(hellaswag, arc_easy, mmlu, ...) are listed by `lm-eval ls tasks`."
+            f"Unknown lm-eval task {unknown[0]!r}.{hint} lmshrink's offline task is {LOCAL_TASK!r}; lm-eval's own "
+            "tasks (hellaswag, arc_easy, mmlu, ...) are listed by `lm-eval ls tasks`."
         )
     if device is None:
         device = str(next(model.parameters()).device)

@@ -12,6 +12,7 @@ from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionS
 from ..core.removal import parse_remove, removal_constraints, with_constraints
 from ..report import Timings, default_out_dir, library_versions, write_json
 from ..report import log as _log
+from .inputs import load_inputs
 
 
 @dataclass
@@ -65,11 +66,10 @@ def prune(
     """
     import torch
 
-    from ..data import evaluation_ids, load_texts, make_calibration
+    from ..data import evaluation_ids
     from ..evaluate.loss import calibration_loss
     from ..evaluate.perplexity import perplexity
-    from ..models import LoadedModel, load_model
-    from ..plugins import find_adapter, get_objective, get_solver
+    from ..plugins import get_objective, get_solver
 
     spec = parse_remove(remove)
     timings = Timings()
@@ -87,16 +87,11 @@ def prune(
     if "progress" in objective_plugin.options:
         obj_opts.setdefault("progress", progress)
 
-    with timings("load model"):
-        _log(progress, "loading model" + (f" {model}" if isinstance(model, str) else " (embedded default)" if model is None else ""))
-        loaded = model if isinstance(model, LoadedModel) else load_model(model)
-        net, tokenizer = loaded.model, loaded.tokenizer
-        net.eval()
-        adapter = find_adapter(net)
-        blocks = adapter.blocks(net, granularity)
-    with timings("data"):
-        texts = load_texts(data)
-        calibration = make_calibration(tokenizer, texts, samples, seq_len, seed)
+    inputs = load_inputs(model, data=data, samples=samples, seq_len=seq_len, seed=seed, timings=timings,
+                         progress=progress)
+    loaded, net, tokenizer, adapter = inputs.loaded, inputs.model, inputs.tokenizer, inputs.adapter
+    texts, calibration = inputs.texts, inputs.calibration
+    blocks = adapter.blocks(net, granularity)
     constraints = removal_constraints(blocks, spec, kinds)
     _check_request(adapter, net, blocks, constraints, granularity)
     _log(progress, f"{type(net).__name__}: {len(blocks)} blocks ({granularity}); adapter {adapter.name}; "

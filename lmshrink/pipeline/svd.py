@@ -15,6 +15,7 @@ from ..core import LmshrinkError, SolutionSet
 from ..core.rank import RankAllocationProblem
 from ..report import Timings, default_out_dir, library_versions, markdown_table, write_json
 from ..report import log as _log
+from .inputs import load_inputs
 
 
 @dataclass
@@ -64,11 +65,10 @@ def svd_compress(
     import torch
 
     from ..compress.svd import compress_model
-    from ..data import evaluation_ids, load_texts, make_calibration
+    from ..data import evaluation_ids
     from ..evaluate.perplexity import perplexity
-    from ..models import LoadedModel, load_model
     from ..objectives.fermi_rank import FermiRankObjective
-    from ..plugins import find_adapter, get_solver
+    from ..plugins import get_solver
 
     if not 0 < ratio <= 1:
         raise LmshrinkError(f"ratio must be in (0, 1], not {ratio}.")
@@ -85,16 +85,11 @@ def svd_compress(
     validate_options(f"Objective {objective.name!r}", objective.options, obj_opts)  # typos fail before loading
     solver_plugin = get_solver(solver, RankAllocationProblem)
 
-    with timings("load model"):
-        _log(progress, "loading model" + (f" {model}" if isinstance(model, str) else " (embedded default)" if model is None else ""))
-        loaded = model if isinstance(model, LoadedModel) else load_model(model)
-        net, tokenizer = loaded.model, loaded.tokenizer
-        net.eval()
-        adapter = find_adapter(net)
-    with timings("data"):
-        texts = load_texts(data)
-        calibration = make_calibration(tokenizer, texts, samples, seq_len, seed)
-        eval_ids = evaluation_ids(tokenizer, texts, eval_tokens) if evaluate else None
+    inputs = load_inputs(model, data=data, samples=samples, seq_len=seq_len, seed=seed, timings=timings,
+                         progress=progress)
+    loaded, net, tokenizer, adapter = inputs.loaded, inputs.model, inputs.tokenizer, inputs.adapter
+    texts, calibration = inputs.texts, inputs.calibration
+    eval_ids = evaluation_ids(tokenizer, texts, eval_tokens) if evaluate else None
     params_before = sum(p.numel() for p in net.parameters())
     _log(progress, f"{type(net).__name__}: {len(adapter.linear_layers(net))} matrices to decompose; calibration "
                    f"{calibration.num_samples}×{calibration.seq_len} tokens from {texts.source}")

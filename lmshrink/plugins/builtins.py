@@ -1,24 +1,31 @@
-"""The modules that register lmshrink's own plugins, through the same hooks a third party uses."""
+"""The modules that register lmshrink's own plugins, through the same hooks a third party uses.
+
+Order matters only where two solvers share a name (``milp``, ``fermigrad``): the first registered is what
+``get_solver(name)`` returns without a problem type, so the binary (block-removal) solvers come first.
+"""
 
 BUILTIN_MODULES = (
+    # binary problems: solvers, objectives, removal methods
     "lmshrink.solvers.exact",
     "lmshrink.solvers.anneal",
-    "lmshrink.objectives.fisher",
-    "lmshrink.objectives.pairs",
-    "lmshrink.adapters.llama",
-    "lmshrink.adapters.nemotron_h",
-    "lmshrink.cli.commands",
-    "lmshrink.solvers.rank_fermigrad",
-    "lmshrink.solvers.rank_milp",
-    "lmshrink.solvers.uniform",
-    "lmshrink.objectives.fermi_rank",
     "lmshrink.solvers.milp",
     "lmshrink.solvers.dwave",
     "lmshrink.solvers.qaoa",
     "lmshrink.solvers.tabu",
     "lmshrink.solvers.fermigrad",
+    "lmshrink.objectives.fisher",
+    "lmshrink.objectives.pairs",
     "lmshrink.baselines.block_influence",
     "lmshrink.baselines.norm_ratio",
     "lmshrink.baselines.angular",
     "lmshrink.baselines.sleb",
+    # rank allocation for SVD compression
+    "lmshrink.solvers.rank_fermigrad",
+    "lmshrink.solvers.rank_milp",
+    "lmshrink.solvers.uniform",
+    "lmshrink.objectives.fermi_rank",
+    # architectures and commands
+    "lmshrink.adapters.llama",
+    "lmshrink.adapters.nemotron_h",
+    "lmshrink.cli.commands",
 )
