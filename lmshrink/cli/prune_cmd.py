@@ -16,7 +16,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration sample (default 128)")
     p.add_argument("--objective", default="fisher", help="objective (see `lmshrink plugins`); default fisher")
-    p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE", help="objective option")
+    p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="objective option, e.g. first_order=true (fisher: add the first-order term, which chooses "
+                        "better removals from M ≈ 6 on; see README)")
     p.add_argument("--solver", default="anneal", help="solver (see `lmshrink plugins`); default anneal")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option")
     p.add_argument("--top-k", type=int, default=10, help="candidates kept from the solver (default 10)")
