@@ -10,13 +10,16 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from .errors import LmshrinkError
 
 _FORMATS: dict[str, type[Problem]] = {}
+
+
+_P = TypeVar("_P", bound="Problem")
 
 
 class Problem:
@@ -48,6 +51,14 @@ class Problem:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Problem:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def load(cls: type[_P], path: str | Path) -> _P:
+        """Read a problem file written by :meth:`save`; refuses a file that holds another kind of problem."""
+        problem = load_problem(path)
+        if not isinstance(problem, cls):
+            raise LmshrinkError(f"{str(path)!r} holds a {type(problem).__name__}, not a {cls.__name__}.")
+        return problem
 
     def save(self, path: str | Path) -> Path:
         """Write the problem as ``.json`` or, for ``.npz`` paths, as compressed numpy arrays."""
@@ -289,13 +300,6 @@ class BinaryQuadraticProblem(Problem):
             constraints=[Constraint(**c) for c in data.get("constraints", [])],
             metadata=dict(data.get("metadata", {})),
         )
-
-    @classmethod
-    def load(cls, path: str | Path) -> BinaryQuadraticProblem:
-        problem = load_problem(path)
-        if not isinstance(problem, cls):
-            raise LmshrinkError(f"{str(path)!r} holds a {type(problem).__name__}, not a {cls.__name__}.")
-        return problem
 
     def __repr__(self) -> str:
         cons = ", ".join(f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}" for c in self.constraints)

@@ -33,13 +33,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .errors import LmshrinkError
-from .problem import Problem, load_problem
+from .problem import Problem
 
 #: signature of the optional loss oracle: soft keep-masks (one 1-D torch tensor of length k_l per matrix, values in
 #: [0, 1]) → scalar torch tensor, differentiable with respect to the masks
@@ -335,13 +334,6 @@ class RankAllocationProblem(Problem):
             weights=None if weights is None or np.asarray(weights).ndim == 0 else np.asarray(weights),
             metadata=dict(data.get("metadata", {})),
         )
-
-    @classmethod
-    def load(cls, path: str | Path) -> RankAllocationProblem:
-        problem = load_problem(path)
-        if not isinstance(problem, cls):
-            raise LmshrinkError(f"{str(path)!r} holds a {type(problem).__name__}, not a {cls.__name__}.")
-        return problem
 
     def with_budget(self, budget: float) -> RankAllocationProblem:
         """The same matrices (and loss oracle) under another budget."""
