@@ -29,3 +29,13 @@ def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("text") / "docs.txt"
     path.write_text(tiny_text())
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny-model tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny matrices gain nothing from threads, and on a busy machine the thread pool makes them much slower."""
+    from lmshrink.testing import single_thread
+
+    with single_thread():
+        yield

@@ -9,17 +9,13 @@ from lmshrink.adapters.nemotron_h import NemotronHAdapter
 from lmshrink.testing import (
     NEMOTRON_3_NANO_PATTERN,
     AdapterConformance,
-    single_thread,
     tiny_llama,
     tiny_nemotron_h,
     tiny_qwen3,
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TestLlamaLayers(AdapterConformance):

@@ -15,17 +15,14 @@ from lmshrink.adapters.nemotron_h import NemotronHAdapter, block_kinds, pattern_
 from lmshrink.core import BinaryQuadraticProblem, LmshrinkError
 from lmshrink.core.removal import parse_remove, removal_constraints, with_constraints
 from lmshrink.plugins import find_adapter, get_solver
-from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, logits, sample_ids, single_thread, tiny_llama, tiny_nemotron_h
+from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, logits, sample_ids, tiny_llama, tiny_nemotron_h
 
 NANO = NEMOTRON_3_NANO_PATTERN
 ADAPTER = NemotronHAdapter()
 KIND = {"M": "mamba", "E": "moe", "*": "attention", "-": "mlp"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,10 @@ import json
 
 import pytest
 
-from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, single_thread, tiny_llama, tiny_nemotron_h, tiny_tokenizer
+from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, tiny_llama, tiny_nemotron_h, tiny_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

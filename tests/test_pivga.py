@@ -10,15 +10,7 @@ from lmshrink.compress.pivga import PivGaLinear, gauge_fix, pivot_rows
 from lmshrink.compress.svd import LowRankLinear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_pair(m, n, r, seed=0):

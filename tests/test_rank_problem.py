@@ -14,15 +14,7 @@ from lmshrink.core.rank import repair_ranks
 from lmshrink.plugins import get_solver
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_rank_problem(shapes, ratio, *, seed=0, pivga=False, **kw) -> RankAllocationProblem:

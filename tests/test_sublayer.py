@@ -20,7 +20,6 @@ from lmshrink.testing import (
     check_generation,
     logits,
     sample_ids,
-    single_thread,
     tiny_llama,
     tiny_qwen3,
 )
@@ -28,10 +27,7 @@ from lmshrink.testing import (
 ADAPTER = LlamaAdapter()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gated(model, removed, granularity="sublayer"):

@@ -21,15 +21,7 @@ from lmshrink.plugins import get_solver
 from tiny import tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(tie=False, seed=0):

@@ -11,15 +11,7 @@ from lmshrink.compress.svd import collect_grams, factorize, soft_weight, whiten
 from tiny import tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
