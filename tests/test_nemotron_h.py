@@ -4,13 +4,13 @@ per-kind removal constraints on the Nemotron-3-Nano pattern."""
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from lmshrink.compat import cache_argument, output_cache
 from lmshrink.adapters.nemotron_h import NemotronHAdapter, block_kinds, pattern_of, rewrite_config
 from lmshrink.core import BinaryQuadraticProblem, LmshrinkError
 from lmshrink.core.removal import parse_remove, removal_constraints, with_constraints
@@ -30,18 +30,16 @@ def nano():
     return tiny_nemotron_h(NANO)
 
 
-def test_tiny_nano_model_has_the_exact_pattern_and_is_fast(nano):
+def test_tiny_nano_model_has_the_exact_pattern_and_stays_tiny(nano):
     assert len(NANO) == 52 and (NANO.count("M"), NANO.count("E"), NANO.count("*")) == (23, 23, 6)
     assert pattern_of(nano.config) == NANO
     assert nano.config.hybrid_override_pattern == NANO
     assert len(nano.model.layers) == 52
+    # the suite's cost is set by the model's size (its speed is a benchmark matter, not a test's)
+    assert sum(p.numel() for p in nano.parameters()) < 2_000_000
     ids = sample_ids(nano, batch=4, seq_len=32)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        logits(nano, ids)
-        times.append(time.perf_counter() - start)
-    assert min(times) < 1.0, f"a forward pass of the tiny 52-block model took {min(times):.2f} s"
+    out = logits(nano, ids)
+    assert out.shape == (4, 32, nano.config.vocab_size) and torch.isfinite(out).all()
 
 
 def test_blocks_and_kinds_come_from_the_config(nano):
@@ -116,13 +114,13 @@ def test_cache_entries_follow_the_renumbered_blocks(nano):
     assert [type(layer) for layer in cache.layers] == [expected[c] for c in left]
     ids = sample_ids(model, batch=1, seq_len=6)
     with torch.no_grad():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})
     for i, c in enumerate(left):
         if c == "*":
             assert cache.layers[i].get_seq_length() == 6
         if c == "M":
             assert cache.get_recurrent_state(i) is not None and cache.get_conv_state(i) is not None
-    assert out.past_key_values.get_seq_length() == 6
+    assert output_cache(out).get_seq_length() == 6
 
 
 def test_refuses_to_remove_every_attention_block(nano):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..compat import cache_from_kwargs
 from ..compress.io import _ATTR as _TRANSFORMS_ATTR
 from ..compress.io import record_transform, register_transform
 from ..core import Block, LmshrinkError
@@ -39,7 +40,7 @@ class RemovedAttention(nn.Module):
     """Stands in for a deleted attention branch: no parameters, returns ``(zeros_like(h), None)``.
 
     It still keeps the KV cache's bookkeeping right: the decoder reads the number of tokens already seen from
-    the cache of its first layer (``past_key_values.get_seq_length()``, layer 0), so a layer whose attention is
+    the cache of its first layer (``cache.get_seq_length()``, layer 0), so a layer whose attention is
     gone must still advance its cache entry. For a dynamic cache it appends keys and values of shape
     (batch, 1, tokens, 1), a negligible amount of memory; for any other cache layer (static, quantized) it
     writes zeros of the attention's own key/value shape.
@@ -54,7 +55,7 @@ class RemovedAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
         if hidden_states is None:
             hidden_states = args[0]
-        cache = kwargs.get("past_key_values")
+        cache = cache_from_kwargs(kwargs)
         if cache is not None and hasattr(cache, "update"):
             self._advance_cache(cache, hidden_states)
         return torch.zeros_like(hidden_states), None

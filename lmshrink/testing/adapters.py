@@ -51,6 +51,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..compat import cache_argument, output_cache
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
 
 ModelFactory = Callable[[], Any]
@@ -475,11 +476,10 @@ def check_incremental_decoding(model: Any, input_ids: torch.Tensor | None = None
     split = ids.shape[1] - 3
     with torch.no_grad():
         full = model(input_ids=ids, use_cache=False).logits.float()
-        out = model(input_ids=ids[:, :split], use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(model(input_ids=ids[:, :split], use_cache=True))
         for t in range(split, ids.shape[1]):
-            step = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
-            cache = step.past_key_values
+            step = model(input_ids=ids[:, t : t + 1], use_cache=True, **{cache_argument(model): cache})
+            cache = output_cache(step)
             _assert_close(step.logits[:, -1].float(), full[:, t], atol, f"cached decoding step at position {t}")
 
 

@@ -1,0 +1,39 @@
+"""Differences between the transformers releases lmshrink supports, in one place.
+
+transformers 5.24 renamed the cache argument of every forward pass and the cache field of every output from
+``past_key_values`` to ``cache`` (the old names still work there, with a deprecation warning, until 5.40).
+Earlier releases know only ``past_key_values``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+#: keyword names under which a decoder passes the KV cache to its sub-modules, newest first
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def cache_from_kwargs(kwargs: dict[str, Any]) -> Any:
+    """The cache a decoder layer passed to a sub-module, under whichever name this release uses (None if none)."""
+    for name in CACHE_KWARGS:
+        value = kwargs.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword ``model.forward`` takes its cache under: ``cache`` (transformers ≥ 5.24) or ``past_key_values``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+        return CACHE_KWARGS[-1]
+    return next((name for name in CACHE_KWARGS if name in params), CACHE_KWARGS[-1])
+
+
+def output_cache(output: Any) -> Any:
+    """The cache a forward pass returned (``output.cache`` or, before 5.24, ``output.past_key_values``)."""
+    if "cache" in getattr(type(output), "__dataclass_fields__", {}):
+        return output.cache
+    return output.past_key_values
