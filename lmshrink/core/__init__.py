@@ -10,7 +10,7 @@ from .errors import (
 )
 from .objective import Objective
 from .options import Option
-from .plan import RemovalPlan
+from .plan import RankPlan, RemovalPlan
 from .problem import BinaryQuadraticProblem, Constraint, Problem, load_problem
 from .solution import Solution, SolutionSet
 from .solver import Samples, Solver
@@ -29,6 +29,7 @@ __all__ = [
     "Option",
     "Problem",
     "ProblemTooLargeError",
+    "RankPlan",
     "RemovalPlan",
     "Samples",
     "Solution",
@@ -38,6 +39,6 @@ __all__ = [
     "load_problem",
 ]
 
-from .rank import RankAllocationProblem  # noqa: E402
+from .rank import LossOracle, RankAllocationProblem  # noqa: E402
 
-__all__ += ["RankAllocationProblem"]
+__all__ += ["LossOracle", "RankAllocationProblem"]
