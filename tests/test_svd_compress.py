@@ -357,3 +357,15 @@ def test_cli_svd_smoke(tmp_path, tiny_model_dir, text_file):
     assert "Ranks per matrix" in (out / "report.md").read_text()
     # the saved problem solves from the file with every rank solver
     assert main(["solve", str(out / "problem.json"), "--solver", "uniform", "--top-k", "1"]) == 0
+    # plan.json applied to a fresh copy of the model, on the same calibration, gives the saved model's logits
+    from lmshrink.pipeline.inputs import load_inputs
+    from lmshrink.plugins import get_objective
+    from lmshrink.report import Timings
+
+    inputs = load_inputs(str(tiny_model_dir), data=[str(text_file)], samples=8, seq_len=32, seed=0,
+                         timings=Timings(), progress=False)
+    objective = get_objective("fermi-rank")
+    factors = objective.whiten(inputs.model, inputs.adapter, inputs.calibration, objective.validate({"progress": False}))
+    apply_plan(inputs.model, factors, plan)
+    probe = inputs.calibration.input_ids[:2]
+    assert torch.equal(logits(inputs.model, probe), logits(model, probe))
