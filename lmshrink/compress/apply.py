@@ -12,18 +12,11 @@ import torch.nn as nn
 
 from ..core.errors import LmshrinkError
 from ..core.plan import RankPlan
-from ..core.rank import break_even_rank
 from .factoring import SvdFactors
 from .io import record_transform
 from .low_rank import TRANSFORM, LowRankLinear, replace_module
 from .pivga import TRANSFORM as PIVGA_TRANSFORM
 from .pivga import PivGaLinear
-
-
-def is_dense_rank(shape: tuple[int, int], rank: int, pivga: bool) -> bool:
-    """Whether ``rank`` means "keep dense" (at or above the break-even rank of the cost model)."""
-    m, n = shape
-    return int(rank) >= break_even_rank(m, n, pivga)
 
 
 @dataclass
@@ -107,4 +100,4 @@ def compress_model(model: nn.Module, factors: SvdFactors, ranks: Mapping[str, in
     return apply_plan(model, factors, RankPlan.from_ranks(shapes, ranks, pivga=pivga), dtype=dtype)
 
 
-__all__ = ["CompressionSummary", "apply_plan", "check_plan", "compress_model", "is_dense_rank"]
+__all__ = ["CompressionSummary", "apply_plan", "check_plan", "compress_model"]

@@ -16,7 +16,7 @@ The pieces, one module each:
 from __future__ import annotations
 
 from . import replay as _replay  # noqa: F401  (registers the low_rank and pivga transforms)
-from .apply import CompressionSummary, apply_plan, check_plan, compress_model, is_dense_rank
+from .apply import CompressionSummary, apply_plan, check_plan, compress_model
 from .export import densify, export_dense
 from .factoring import MatrixFactors, SvdFactors, factorize, soft_weight, svd_factors
 from .gram import GramStats, collect_grams, input_groups
@@ -40,7 +40,6 @@ __all__ = [
     "export_dense",
     "factorize",
     "input_groups",
-    "is_dense_rank",
     "replace_module",
     "soft_weight",
     "svd_factors",
