@@ -317,6 +317,8 @@ def test_factors_round_trip_through_safetensors_and_refuse_other_inputs(tmp_path
         assert g.shape == f.shape and g.whitening == f.whitening
         np.testing.assert_array_equal(g.sigma, f.sigma)
         assert torch.equal(g.left, f.left) and torch.equal(g.right, f.right)
+        assert g.left.stride() == f.left.stride() and g.right.stride() == f.right.stride()  # same layout, same sums
+    assert any(not f.left.is_contiguous() for f in factors.factors.values())  # (eigh's U is column-major)
     with pytest.raises(LmshrinkError, match="computed from other inputs"):
         SvdFactors.load(path, key={"samples": 16})
     data = path.read_bytes()

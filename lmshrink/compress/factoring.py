@@ -108,19 +108,27 @@ class SvdFactors:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
+        transposed: list[str] = []
         matrices = []
         for name, f in self.factors.items():
             tensors[f"{name}.sigma"] = torch.from_numpy(np.ascontiguousarray(f.sigma, dtype=np.float64))
-            tensors[f"{name}.left"] = f.left.contiguous()
-            tensors[f"{name}.right"] = f.right.contiguous()
-            if f.bias is not None:
-                tensors[f"{name}.bias"] = f.bias.contiguous()
+            for part, t in (("left", f.left), ("right", f.right), ("bias", f.bias)):
+                if t is None:
+                    continue
+                # a column-major factor is stored as its (row-major) transpose and read back as the same view: the
+                # memory layout decides the summation order of later reductions, so it is kept for equal results
+                if t.dim() == 2 and not t.is_contiguous() and t.T.is_contiguous():
+                    tensors[f"{name}.{part}"] = t.T
+                    transposed.append(f"{name}.{part}")
+                else:
+                    tensors[f"{name}.{part}"] = t.contiguous()
             matrices.append({"name": name, "shape": list(f.shape), "whitening": f.whitening})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_file(tensors, str(tmp))
         os.replace(tmp, path)
         side = {"format": FACTORS_FORMAT, "key": dict(key or {}), "tensors": path.name, "sha256": _sha256(path),
-                "tokens": self.tokens, "groups": self.groups, "info": self.info, "matrices": matrices}
+                "transposed": transposed, "tokens": self.tokens, "groups": self.groups, "info": self.info,
+                "matrices": matrices}
         meta = _side_file(path)
         tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(side, indent=1))
@@ -148,6 +156,8 @@ class SvdFactors:
             raise LmshrinkError(f"{str(path)!r} does not match the checksum in {meta.name}: the file changed or is "
                                 f"incomplete.")
         tensors = load_file(str(path))
+        for key_ in side.get("transposed", []):
+            tensors[key_] = tensors[key_].T
         factors = {}
         for m in side["matrices"]:
             name = m["name"]
