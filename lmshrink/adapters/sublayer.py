@@ -212,7 +212,7 @@ def _validate(model: Any, spec: dict[str, Any]) -> None:
     layers_path = spec.get("layers", LAYERS_PATH)
     layers = resolve_module(model, layers_path)
     if not isinstance(layers, nn.ModuleList):
-        raise LmshrinkError(f"{layers_path} is a {type(layers).__name__}, not a list of decoder layers.")
+        raise LmshrinkError(f"{layers_path} ({type(layers).__name__}) is not a list of decoder layers.")
     removed = spec["removed"]
     if not isinstance(removed, list):
         raise LmshrinkError(f"'removed' is a {type(removed).__name__}, not a list of [layer, branch] pairs.")
@@ -220,7 +220,7 @@ def _validate(model: Any, spec: dict[str, Any]) -> None:
     for pair in removed:
         if not (isinstance(pair, list) and len(pair) == 2):
             raise LmshrinkError(f"Entry {pair!r} of 'removed' is not a [layer, branch] pair.")
-        layer_idx = check_int(pair[0], f"Layer {pair[0]!r} of 'removed'", 0, len(layers) - 1)
+        layer_idx = check_int(pair[0], "A layer index in 'removed'", 0, len(layers) - 1)
         attr = pair[1]
         if attr not in BRANCHES:
             raise LmshrinkError(f"Branch {attr!r} of layer {layer_idx} is not one of {list(BRANCHES)}.")

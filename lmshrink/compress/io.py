@@ -183,7 +183,7 @@ def validate_layer_ranks(model: Any, spec: dict[str, Any]) -> None:
     for path, rank in layers.items():
         module = resolve_module(model, path)
         if not isinstance(module, nn.Linear):
-            raise LmshrinkError(f"{path} is a {type(module).__name__}, not a linear layer.")
+            raise LmshrinkError(f"{path} ({type(module).__name__}) is not a linear layer.")
         check_int(rank, f"The rank of {path}", 0, min(module.in_features, module.out_features))
 
 
@@ -276,7 +276,7 @@ def validate_transforms(path: str | Path, config: Any, transforms: list[dict[str
             shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except Exception as exc:
         raise LmshrinkError(f"{weights} cannot be read as safetensors ({exc}).") from None
-    for name, shape in shapes.items():
+    for name, shape in sorted(shapes.items()):
         if name not in expected:
             raise LmshrinkError(f"{weights} holds {name}, which the model described by its configs does not have.")
         if shape != expected[name]:
