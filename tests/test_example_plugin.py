@@ -86,6 +86,7 @@ def test_the_installed_plugin_is_found_through_its_entry_point(installed, name):
     assert entry.package == distribution and entry.version == "0.1.0"
     assert str(installed) in sys.modules[package].__file__
     assert plugins.find_adapter(make()).name == name
+    assert not any(plugins.get_adapter(builtin).matches(make()) for builtin in ("llama", "nemotron_h"))
     # built-in adapters still win for their own models
     assert plugins.find_adapter(tiny_llama()).name == "llama"
 

@@ -92,7 +92,8 @@ def _discover() -> None:
     from ..plugins import registry
 
     for entry in registry("adapter"):
-        for name, declared in entry.obj().transforms().items():
+        declare = getattr(entry.obj(), "transforms", None)
+        for name, declared in (declare() if declare else {}).items():
             _TRANSFORMS.setdefault(name, declared)
 
 
