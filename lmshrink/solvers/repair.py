@@ -19,6 +19,8 @@ applies them to any solver's samples is :class:`lmshrink.solvers.composites.Repa
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..core import BinaryQuadraticProblem
@@ -64,14 +66,16 @@ def repair(problem: BinaryQuadraticProblem, states: np.ndarray) -> tuple[np.ndar
     return X.astype(np.int8), changed
 
 
-def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps: int | None = None) -> np.ndarray:
+def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps: int | None = None,
+                 deadline: float | None = None) -> np.ndarray:
     """Best-improvement descent by constraint-preserving moves until each row is a 1-swap local minimum.
 
     A swap of ``i`` (a 1) and ``j`` (a 0) in one group changes the energy by
     ``Δ = −(l_i − Q_ii + F_i) + (l_j + Q_jj + F_j) − 2 Q_ij`` with ``F = 2 Q x`` (the same formula the ``anneal``
     solver uses); a free variable moves by a single flip. Rows must already be feasible; they stay feasible.
     Ties go to the first pair (i, j) in the group's order. Memory stays bounded: each step looks at one
-    (ones × zeros) table per row of a group, a few rows at a time, never at a (rows × N × N) array.
+    (ones × zeros) table per row of a group, a few rows at a time, never at a (rows × N × N) array. With a
+    ``deadline`` (``time.perf_counter()`` seconds) the descent stops after the step that passes it.
     """
     X = np.array(np.atleast_2d(states), dtype=np.float64)
     n = problem.num_variables
@@ -84,7 +88,7 @@ def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps:
     active = np.ones(len(X), dtype=bool)
     steps = max_steps if max_steps is not None else 10 * n + 10
     for _ in range(steps):
-        if not active.any():
+        if not active.any() or (deadline is not None and time.perf_counter() > deadline):
             break
         r = np.flatnonzero(active)
         best = np.zeros(len(r))
