@@ -458,3 +458,74 @@ def test_cli_passes_typed_options_to_the_mock_annealer(tmp_path, capsys):
     assert main(["solve", str(path), "--solver", "dwave", "--option", "sampler=qpuu"]) == 2
     assert ("option sampler must be one of 'qpu', 'mock-pegasus', 'mock-zephyr', not 'qpuu' (did you mean 'qpu'?)."
             in capsys.readouterr().err)
+
+
+def _solve_text_and_json(tmp_path, capsys, problem, argv):
+    from lmshrink.cli import main
+
+    path = problem.save(tmp_path / "problem.json")
+    assert main(["solve", str(path), *argv]) == 0
+    text = capsys.readouterr().out
+    assert main(["solve", str(path), *argv, "--json"]) == 0
+    return text, json.loads(capsys.readouterr().out)
+
+
+def test_cli_text_says_what_the_json_says_about_proof_and_time_limit(tmp_path, capsys):
+    needs("pyomo.environ", "highspy")
+    text, out = _solve_text_and_json(tmp_path, capsys, random_problem([(6, 2)], seed=4), ["--solver", "exact"])
+    assert out["proven_optimal"] is True and "proof: the best is proven optimal" in text
+    hard = fisher_problem(80, 8, seed=1, spread=0.2)
+    text, out = _solve_text_and_json(tmp_path, capsys, hard, ["--solver", "milp", "--time-limit", "0.5",
+                                                             "--top-k", "1"])
+    assert out["proven_optimal"] is False and out["stopped_early"] is True
+    assert "proof: none, the best is not proven optimal" in text and "stopped early" in text
+    assert "heuristic" in _solve_text_and_json(tmp_path, capsys, hard, ["--solver", "anneal", "--option",
+                                                                       "num_sweeps=20"])[0]
+
+
+def test_cli_text_says_what_the_json_says_about_raw_samples_penalty_and_mock(tmp_path, capsys):
+    needs("dwave.system", "dwave.samplers", "minorminer")
+    p = random_problem([(6, 2), (5, 2)], free=1, seed=5)
+    text, out = _solve_text_and_json(tmp_path, capsys, p, [
+        "--solver", "dwave", "--option", "sampler=mock-pegasus", "--option", "num_reads=30", "--option",
+        "mock_sweeps=200", "--option", "penalty=0.05"])
+    raw, info = out["raw"], out["info"]
+    assert info["mock"] is True and "note: offline MockDWaveSampler" in text
+    assert info["penalty"] == 0.05 and "penalty weight: 0.05 (given)" in text
+    assert raw["num_samples"] == 30 and raw["num_feasible"] < 30 and info["num_repaired"] == 30 - raw["num_feasible"]
+    assert (f"raw samples: 30, {raw['feasible_fraction']:.0%} feasible" in text
+            and f"{info['num_repaired']} repaired" in text and "before penalty, repair, polish" in text)
+    # the penalty chosen from the problem is reported with its rule
+    default = get_solver("dwave", p).solve(p, sampler="mock-pegasus", num_reads=10, mock_sweeps=50, seed=0)
+    from lmshrink.solvers.composites import choose_penalty
+
+    assert (default.info["penalty"], default.info["penalty_rule"]) == choose_penalty(p)
+
+
+def test_cli_text_says_which_variables_qaoa_fixed_and_what_the_classical_presolve_found(tmp_path, capsys):
+    needs("qiskit", "qiskit_optimization")
+    p = random_problem([(10, 3)], seed=8)
+    text, out = _solve_text_and_json(tmp_path, capsys, p, ["--solver", "qaoa", "--top-k", "2", "--option",
+                                                          "max_qubits=6", "--option", "maxiter=5"])
+    info = out["info"]
+    assert info["num_fixed"] == 4 and f"fixed classically: 4 variables" in text
+    assert all(f"{k}={v}" in text for k, v in info["fixed_variables"].items())
+    classical = info["reduction"]["classical_best_energy"]
+    assert f"classical pre-solve (anneal) best energy {classical:.6g}" in text
+    assert f"qaoa's own best {out['raw']['best_energy']:.6g}" in text
+
+
+def test_choose_penalty_takes_the_smaller_of_two_valid_bounds_and_keeps_the_minimum_feasible():
+    from lmshrink.solvers.composites import choose_penalty
+
+    for p in (fisher_problem(12, 4, seed=14, kinds=2), random_problem([(5, 2), (4, 1)], free=3, seed=13)):
+        weight, rule = choose_penalty(p)
+        assert weight <= p.default_penalty()
+        assert rule in ("largest single-flip energy change", "greedy feasible energy minus a lower bound of the "
+                        "objective")
+        lin, quad, off = p.penalty_qubo(weight)
+        n = p.num_variables
+        X = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8)
+        penalised = off + X @ lin + np.einsum("ki,ki->k", X @ quad, X)
+        assert p.is_feasible(X[np.argmin(penalised)])  # the penalty form's minimum is feasible
+        assert penalised.min() == pytest.approx(brute_force(p)[0])
