@@ -4,10 +4,7 @@ README's solver example is that plugin's file, under 60 lines."""
 
 from __future__ import annotations
 
-import importlib
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,36 +13,25 @@ import pytest
 import lmshrink.plugins as plugins
 from lmshrink.cli import main
 from lmshrink.testing import random_problem, run_solver_conformance
+from plugin_packages import forget_modules, pip_install
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "examples" / "solver_plugin"
 SOLVER_FILE = PLUGIN / "src" / "lmshrink_greedy" / "solver.py"
 
 
-def _forget_plugin_modules() -> None:
-    for name in [m for m in sys.modules if m == "lmshrink_greedy" or m.startswith("lmshrink_greedy.")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
-    source = target.parent / "lmshrink-greedy-src"
-    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-           "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=target.parent)
-    if done.returncode != 0:
-        pytest.fail(f"pip could not install the example plugin:\n{done.stdout}\n{done.stderr}")
+    pip_install(PLUGIN, target)
     sys.path.insert(0, str(target))
-    _forget_plugin_modules()
+    forget_modules("lmshrink_greedy")  # import it from the fresh install, not from an earlier import
     plugins.reset()
     try:
         yield target
     finally:
         sys.path.remove(str(target))
-        _forget_plugin_modules()
+        forget_modules("lmshrink_greedy")
         plugins.reset()
 
 
