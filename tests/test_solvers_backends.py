@@ -456,7 +456,7 @@ def test_cli_passes_typed_options_to_the_mock_annealer(tmp_path, capsys):
     assert out["info"]["topology"] == {"type": "zephyr", "shape": [3, 4]}
     assert out["info"]["options"]["polish"] is False
     assert main(["solve", str(path), "--solver", "dwave", "--option", "sampler=qpuu"]) == 2
-    assert ("option sampler must be one of 'qpu', 'mock-pegasus', 'mock-zephyr', not 'qpuu' (did you mean 'qpu'?)."
+    assert ("option sampler must be one of ['qpu', 'mock-pegasus', 'mock-zephyr'], not 'qpuu' (did you mean 'qpu'?)."
             in capsys.readouterr().err)
 
 

@@ -296,7 +296,7 @@ class _Choices(_Kind):
         raise _Bad()
 
     def describe(self) -> str:
-        return "one of " + ", ".join(repr(c) for c in self.choices)
+        return f"one of {list(self.choices)}"
 
 
 class _AtLeast(_Kind):

@@ -31,8 +31,6 @@ from .repair import repair, swap_descent
 class RepairComposite(Composite):
     """Greedy repair to feasibility, then (option ``polish``) a swap descent and the best states' neighbours."""
 
-    step = "repair"
-
     def __init__(self, child: Solver, *, polish: bool = True) -> None:
         self._polish_default = bool(polish)
         super().__init__(child)
