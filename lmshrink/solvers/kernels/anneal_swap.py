@@ -29,7 +29,7 @@ import numpy as np
 
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import require
-from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout
+from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The compiled annealing kernel")
 njit, prange = numba.njit, numba.prange
@@ -212,9 +212,8 @@ class _Reads:
                                           dtype=np.int64)
         self.ones_start = np.concatenate([[0], np.cumsum(lay.equals)[:-1]]).astype(np.int64)
         self.zeros_start = np.concatenate([[0], np.cumsum(lay.size - lay.equals)[:-1]]).astype(np.int64)
-        xf = self.x.astype(np.float64)
-        self.F = 2.0 * xf @ Q
-        self.E = xf @ lin + np.einsum("ri,ri->r", xf @ Q, xf)
+        self.F = 2.0 * self.x.astype(np.float64) @ Q
+        self.E = qubo_energies(self.x, lin, Q)
         self.rng = streams.generate_state(reads, np.uint64)
 
     def copy(self) -> _Reads:
@@ -357,9 +356,8 @@ def greedy_descent(linear: np.ndarray, Q: np.ndarray, groups: list[np.ndarray] |
                                              dtype=np.int64)
     ones_start = np.concatenate([[0], np.cumsum(lay.equals)[:-1]]).astype(np.int64)
     zeros_start = np.concatenate([[0], np.cumsum(lay.size - lay.equals)[:-1]]).astype(np.int64)
-    xf = x.astype(np.float64)
-    F = 2.0 * xf @ Q
-    E = xf @ lin + np.einsum("ri,ri->r", xf @ Q, xf)
+    F = 2.0 * x.astype(np.float64) @ Q
+    E = qubo_energies(x, lin, Q)
     _quench(lin, Q, np.diag(Q).copy(), lay.equals, lay.size, cat(ones), ones_start, cat(zeros), zeros_start,
             lay.free, x, F, E, 1e-12 * energy_scale(lin, Q), np.zeros(1))
     return x[0], float(E[0])

@@ -87,3 +87,9 @@ def energy_scale(linear: np.ndarray, Q: np.ndarray) -> float:
     """The largest energy change one flip can make, ``max_i |l_i + Q_ii| + 2 Σ_{j≠i} |Q_ij|`` (≥ 1e-300)."""
     off = np.abs(Q).sum(axis=1) - np.abs(np.diag(Q))
     return float(max((np.abs(linear + np.diag(Q)) + 2 * off).max(initial=0.0), 1e-300))
+
+
+def qubo_energies(X: np.ndarray, linear: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """``l·x + xᵀQx`` of each row of a (k, N) 0/1 matrix."""
+    X = np.asarray(X, dtype=np.float64)
+    return X @ linear + np.einsum("ki,ki->k", X @ Q, X)

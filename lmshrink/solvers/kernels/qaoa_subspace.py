@@ -30,7 +30,7 @@ import numpy as np
 
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import ProblemTooLargeError, require
-from .layout import Layout, check_qubo, make_layout, problem_layout
+from .layout import Layout, check_qubo, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The subspace QAOA simulator")
 
@@ -114,8 +114,8 @@ class SubspaceQAOA:
         n = self.layout.n
         self.energies = np.empty(self.dim)
         for s in range(0, self.dim, 1 << 16):  # in chunks: (dim, n) float64 would be large
-            X = self.states(slice(s, s + (1 << 16))).astype(np.float64)
-            self.energies[s : s + len(X)] = offset + X @ lin + np.einsum("ki,ki->k", X @ Q, X)
+            X = self.states(slice(s, s + (1 << 16)))
+            self.energies[s : s + len(X)] = offset + qubo_energies(X, lin, Q)
         self.scale = float(scale) if scale is not None else float(self.energies.std()) or 1.0
         self.reference = float(reference) if reference is not None else float(self.energies.mean())
         self.h = (self.energies - self.reference) / self.scale
