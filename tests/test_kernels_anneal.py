@@ -15,10 +15,10 @@ def _groups(problem):
     return [lay.group(g) for g in range(lay.num_groups)], lay.equals.tolist()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_energies_tracked_incrementally_equal_recomputed_and_states_are_feasible(seed):
+@pytest.mark.parametrize("seed, replicas", [(0, 1), (1, 1), (2, 4)])
+def test_energies_tracked_incrementally_equal_recomputed_and_states_are_feasible(seed, replicas):
     p = random_problem([(7, 3), (6, 2), (3, 3)], free=4, seed=seed)
-    res = anneal_problem(p, num_reads=16, num_sweeps=150, seed=seed)
+    res = anneal_problem(p, num_reads=16, num_sweeps=150, replicas=replicas, seed=seed)
     for states, energies in ((res.final_states, res.final_energies), (res.best_states, res.best_energies)):
         assert all(p.is_feasible(x) for x in states)
         np.testing.assert_allclose(energies, p.energies(states), rtol=0, atol=1e-9)
@@ -29,17 +29,21 @@ def test_energies_tracked_incrementally_equal_recomputed_and_states_are_feasible
 def test_final_states_reach_the_brute_force_optimum():
     p = random_problem([(8, 3), (5, 2)], free=3, seed=5)
     best, _ = brute_force(p)
-    res = anneal_problem(p, num_reads=32, num_sweeps=300, seed=0)
+    res = anneal_problem(p, num_reads=32, num_sweeps=300, replicas=1, seed=0)
     assert res.final_energies.min() == pytest.approx(best, abs=1e-9)
     assert np.isclose(res.best_energies, best, atol=1e-9).all()
-    # the first excited state lies only 0.063 above the optimum, behind a barrier: reads freeze into either,
-    # the optimum more often
+    # the first excited state lies only 0.063 above the optimum, behind a barrier: annealed reads freeze into
+    # either, the optimum more often; parallel tempering keeps exchanging them until the cold replica sits in
+    # the optimum
     assert np.mean(np.isclose(res.final_energies, best, atol=1e-9)) >= 0.4
+    pt = anneal_problem(p, num_reads=32, num_sweeps=300, replicas=8, seed=0)
+    assert np.mean(np.isclose(pt.final_energies, best, atol=1e-9)) >= 0.8  # β_cold leaves the 0.063 gap e^{2} odds
+    assert 0 < pt.info["exchange_rate"] < 1
 
 
 def test_final_states_are_one_swap_local_minima():
     p = fisher_problem(24, 6, seed=3)
-    res = anneal_problem(p, num_reads=8, num_sweeps=5, seed=1)  # far too short to anneal: the quench does the work
+    res = anneal_problem(p, num_reads=8, num_sweeps=5, replicas=1, seed=1)  # too short: the quench does the work
     for x, e in zip(res.final_states, res.final_energies):
         on, off = np.flatnonzero(x), np.flatnonzero(x == 0)
         for i in on:
@@ -51,9 +55,9 @@ def test_final_states_are_one_swap_local_minima():
 
 def test_same_seed_same_output_other_seed_other_path():
     p = random_problem([(10, 4)], free=2, seed=2)
-    a = anneal_problem(p, num_reads=8, num_sweeps=50, seed=7)
-    b = anneal_problem(p, num_reads=8, num_sweeps=50, seed=7)
-    c = anneal_problem(p, num_reads=8, num_sweeps=50, seed=8)
+    a = anneal_problem(p, num_reads=8, num_sweeps=50, replicas=3, seed=7)
+    b = anneal_problem(p, num_reads=8, num_sweeps=50, replicas=3, seed=7)
+    c = anneal_problem(p, num_reads=8, num_sweeps=50, replicas=3, seed=8)
     np.testing.assert_array_equal(a.final_states, b.final_states)
     np.testing.assert_array_equal(a.best_energies, b.best_energies)
     assert a.info["beta_range"] == b.info["beta_range"]
@@ -62,7 +66,7 @@ def test_same_seed_same_output_other_seed_other_path():
 
 def test_schedule_ends_cold_and_the_quench_only_finishes():
     p = fisher_problem(40, 10, seed=1)
-    res = anneal_problem(p, num_reads=4, num_sweeps=100, seed=0)
+    res = anneal_problem(p, num_reads=4, num_sweeps=100, replicas=1, seed=0)
     hot, cold = res.info["beta_range"]
     # β_cold accepts the smallest uphill move out of a local minimum with probability 1e-3
     assert np.exp(-cold * res.info["smallest_uphill"]) == pytest.approx(1e-3, rel=1e-6)
@@ -97,7 +101,7 @@ def test_greedy_descent_is_a_feasible_local_minimum():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_reads": 0}, "num_reads"), ({"time_limit": 0}, "time_limit"), ({"beta_hot": -1.0}, "beta_hot")],
+    [({"num_reads": 0}, "num_reads"), ({"replicas": 0}, "replicas"), ({"time_limit": 0}, "time_limit"), ({"beta_hot": -1.0}, "beta_hot")],
 )
 def test_bad_input_is_one_clear_error(kwargs, match):
     p = random_problem([(5, 2)], seed=0)

@@ -8,7 +8,8 @@ from problems import fisher_problem, random_problem
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")
-from lmshrink.solvers.kernels.qaoa_subspace import interp, optimize, ramp, subspace_problem  # noqa: E402
+from lmshrink.core import LmshrinkError  # noqa: E402
+from lmshrink.solvers.kernels.qaoa_subspace import interp, objective, optimize, ramp, subspace_problem  # noqa: E402
 
 
 @pytest.mark.parametrize("mixer", ["ring", "complete"])
@@ -65,3 +66,22 @@ def test_optimize_amplifies_the_optimum_over_uniform():
     assert out["p_optimal_over_uniform"] > 3
     assert out["depths"][1]["expectation"] <= out["depths"][0]["expectation"] + 1e-9
     assert out["best_sampled"]["energy"] >= out["optimum"] - 1e-12
+
+
+def test_objectives_by_hand():
+    p = random_problem([(4, 2)], seed=3)  # 6 feasible states
+    sim = subspace_problem(p)
+    x = np.array([0.3, 0.8])
+    probs, h = sim.probabilities(x), sim.h
+    assert objective(sim)(x) == pytest.approx(probs @ h)
+    # CVaR_α: the lowest α of the mass, state by state from the lowest h
+    order = np.argsort(h)
+    alpha, left, total = 0.3, 0.3, 0.0
+    for i in order:
+        take = min(probs[i], left)
+        total += take * h[i]
+        left -= take
+    assert objective(sim, cvar_alpha=alpha)(x) == pytest.approx(total / alpha)
+    assert objective(sim, gibbs_eta=2.0)(x) == pytest.approx(-np.log(probs @ np.exp(-2.0 * (h - h.min()))))
+    with pytest.raises(LmshrinkError, match="cvar_alpha"):
+        objective(sim, cvar_alpha=1.5)

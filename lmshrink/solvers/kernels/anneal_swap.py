@@ -1,4 +1,4 @@
-"""Simulated annealing at fixed magnetization, compiled with numba: Kawasaki swap moves, many reads in parallel.
+"""Annealing at fixed magnetization, compiled with numba: Kawasaki swap moves, many reads in parallel.
 
 Energy ``E(x) = l·x + xᵀQx`` (Q symmetric) over 0/1 vectors in which each group ``g`` holds exactly ``M_g`` ones.
 Every read keeps the local field ``F = 2Qx`` (``F_k = 2 Σ_j Q_kj x_j``), from which one move's energy change is
@@ -9,11 +9,18 @@ O(1) (the ``anneal`` solver's formulas):
 
 and an accepted move updates ``F += 2(Q_j· − Q_i·)`` (or ``± 2Q_k·``) in O(N). A sweep is N proposals; the
 mover is a group with probability ∝ its size (free variables together count as one mover of their number).
-Moves are accepted with the Metropolis rule ``min(1, e^{−βΔ})``, β raised geometrically per sweep from β_hot to
-β_cold, after which every read descends greedily (best improvement) to a 1-swap local minimum. Defaults: β_hot
+Moves are accepted with the Metropolis rule ``min(1, e^{−βΔ})``. Two schedules between β_hot and β_cold:
+
+- ``replicas=1``, simulated annealing: β raised geometrically per sweep from β_hot to β_cold;
+- ``replicas=L > 1`` (default 8), parallel tempering: each read is L replicas on a fixed geometric ladder of
+  β from β_hot to β_cold, neighbouring replicas exchanging states after every sweep; the read's final state is
+  its coldest replica's. On real layer problems low states several swaps apart lie within 0.2% of each other
+  (SmolLM2, M = 12); annealed reads freeze into either, the exchanges keep carrying the lower one to the cold end.
+
+Either way every read ends with a greedy descent (best improvement) to a 1-swap local minimum. Defaults: β_hot
 accepts the median uphill move of a random state with probability 1/2; β_cold accepts the smallest uphill move
-out of a 1-swap local minimum (the smallest over greedy descents from the reads' random starts) with probability
-1e-3, so the schedule ends cold and the quench only finishes the job.
+out of a 1-swap local minimum (the smallest over greedy descents from the random starts) with probability 1e-3,
+so the run ends cold and the quench only finishes the job.
 
 Reads run in parallel (``numba.prange``); each has its own splitmix64 stream (Steele, Lea & Flood, OOPSLA 2014)
 seeded from ``numpy.random.SeedSequence(seed)``, so the output depends on the seed only, not on the threads.
@@ -100,26 +107,54 @@ def _apply(r, a, b, i, j, Q, ones, zeros, x, F):
             F[r, k] += 2.0 * s * Q[i, k]
 
 
+@njit(cache=True)
+def _metropolis_sweep(row, read, beta, lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free,
+                      mover_group, mover_cum, x, F, E, best_x, best_E, rng):
+    """N proposals on ``row`` at β, accepted with probability min(1, e^{−βΔ}); the lowest state seen is kept as
+    ``best_x[read]``. Returns the number of accepted moves."""
+    acc = 0
+    for _ in range(x.shape[1]):
+        d, a, b, i, j = _propose(row, lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free,
+                                 mover_group, mover_cum, x, F, rng)
+        if d <= 0.0 or _uniform(rng, row) < math.exp(-beta * d):
+            _apply(row, a, b, i, j, Q, ones, zeros, x, F)
+            E[row] += d
+            acc += 1
+            if E[row] < best_E[read]:
+                best_E[read] = E[row]
+                best_x[read, :] = x[row, :]
+    return acc
+
+
 @njit(parallel=True, cache=True)
 def _sweeps(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, mover_group, mover_cum,
             x, F, E, best_x, best_E, rng, betas, s0, s1, accepted):
     """Sweeps s0..s1−1 of every read (N proposals each, Metropolis at β = betas[s])."""
-    R, n = x.shape
-    for r in prange(R):
-        acc = 0
+    for r in prange(x.shape[0]):
         for s in range(s0, s1):
-            beta = betas[s]
-            for _ in range(n):
-                d, a, b, i, j = _propose(r, lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free,
-                                         mover_group, mover_cum, x, F, rng)
-                if d <= 0.0 or _uniform(rng, r) < math.exp(-beta * d):
-                    _apply(r, a, b, i, j, Q, ones, zeros, x, F)
-                    E[r] += d
-                    acc += 1
-                    if E[r] < best_E[r]:
-                        best_E[r] = E[r]
-                        best_x[r, :] = x[r, :]
-        accepted[r] += acc
+            accepted[r] += _metropolis_sweep(r, r, betas[s], lin, Q, qd, equals, size, ones, ones_start, zeros,
+                                             zeros_start, free, mover_group, mover_cum, x, F, E, best_x, best_E, rng)
+
+
+@njit(parallel=True, cache=True)
+def _pt_sweeps(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, mover_group, mover_cum,
+               x, F, E, best_x, best_E, rng, ladder, perm, s0, s1, accepted, exchanges):
+    """Parallel tempering: read r owns rows perm[r, :], row perm[r, t] at β = ladder[t] (hot to cold). A sweep is
+    N proposals per replica, then an exchange attempt between each neighbouring pair of temperatures, accepted
+    with probability min(1, e^{(β_t − β_{t+1})(E_t − E_{t+1})}) (Swendsen & Wang 1986; Hukushima & Nemoto 1996)."""
+    R, L = perm.shape
+    for r in prange(R):
+        for s in range(s0, s1):
+            for t in range(L):
+                accepted[r] += _metropolis_sweep(perm[r, t], r, ladder[t], lin, Q, qd, equals, size, ones,
+                                                 ones_start, zeros, zeros_start, free, mover_group, mover_cum, x, F,
+                                                 E, best_x, best_E, rng)
+            for t in range(L - 1):
+                lo, hi = perm[r, t], perm[r, t + 1]
+                arg = (ladder[t] - ladder[t + 1]) * (E[lo] - E[hi])
+                if arg >= 0.0 or _uniform(rng, perm[r, 0]) < math.exp(arg):
+                    perm[r, t], perm[r, t + 1] = hi, lo
+                    exchanges[r] += 1
 
 
 @njit(parallel=True, cache=True)
@@ -216,9 +251,12 @@ class _Reads:
         self.E = qubo_energies(self.x, lin, Q)
         self.rng = streams.generate_state(reads, np.uint64)
 
-    def copy(self) -> _Reads:
+    def take(self, rows: np.ndarray | slice = slice(None)) -> _Reads:
+        """A copy holding only ``rows`` (all by default)."""
         out = object.__new__(_Reads)
-        out.__dict__ = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        per_row = ("x", "F", "E", "ones", "zeros", "rng")
+        out.__dict__ = {k: (np.ascontiguousarray(v[rows]) if k in per_row else v.copy() if isinstance(v, np.ndarray)
+                            else v) for k, v in self.__dict__.items()}
         return out
 
 
@@ -237,7 +275,7 @@ def default_beta_range(lin: np.ndarray, Q: np.ndarray, lay: Layout, reads: _Read
     """(β_hot, β_cold, smallest uphill move): see the module docstring. ``reads`` is left unchanged."""
     qd = np.diag(Q).copy()
     group, cum = _movers(lay)
-    probe = reads.copy()
+    probe = reads.take()
     d = _sample_deltas(lin, Q, qd, lay.equals, lay.size, probe.ones, probe.ones_start, probe.zeros,
                        probe.zeros_start, lay.free, group, cum, probe.x, probe.F, probe.rng, 16).ravel()
     tol = 1e-12 * energy_scale(lin, Q)
@@ -261,6 +299,7 @@ def anneal_swap(
     *,
     num_reads: int = 32,
     num_sweeps: int = 1000,
+    replicas: int = 8,
     beta_hot: float | None = None,
     beta_cold: float | None = None,
     seed: int | None = None,
@@ -269,61 +308,74 @@ def anneal_swap(
     """Anneal ``num_reads`` reads of ``min l·x + xᵀQx`` s.t. exactly ``equals[g]`` ones in each of ``groups``.
 
     Variables in no group are free (single flips). ``beta_hot``/``beta_cold`` default as in the module docstring.
-    ``time_limit`` (seconds) cuts the schedule short; the quench still runs and ``info["sweeps_done"]`` says where
-    it stopped. The same ``seed`` gives the same output whatever the number of threads.
+    With ``replicas = L > 1`` each read is instead a parallel-tempering chain of L replicas on the fixed geometric
+    ladder β_hot … β_cold, ``num_sweeps`` sweeps per replica; its final state is the coldest replica's (quenched).
+    ``time_limit`` (seconds) cuts the run short; the quench still runs and ``info["sweeps_done"]`` says where it
+    stopped. The same ``seed`` gives the same output whatever the number of threads.
     """
     lin, Q = check_qubo(linear, Q)
     lay = make_layout(len(lin), groups, equals)
-    R, S = int(num_reads), int(num_sweeps)
-    if R < 1 or S < 0:
-        raise LmshrinkError(f"num_reads must be ≥ 1 and num_sweeps ≥ 0 (got {R} and {S}).")
+    R, S, L = int(num_reads), int(num_sweeps), int(replicas)
+    if R < 1 or S < 0 or L < 1:
+        raise LmshrinkError(f"num_reads and replicas must be ≥ 1 and num_sweeps ≥ 0 (got {R}, {L} and {S}).")
     if time_limit is not None and not time_limit > 0:
         raise LmshrinkError(f"time_limit must be positive (got {time_limit}).")
     for name, b in (("beta_hot", beta_hot), ("beta_cold", beta_cold)):
         if b is not None and not (math.isfinite(b) and b > 0):
             raise LmshrinkError(f"{name} must be a positive number (got {b}).")
     start = time.perf_counter()
-    reads = _Reads(lin, Q, lay, R, seed)
+    reads = _Reads(lin, Q, lay, R * L, seed)  # read r owns rows r·L … r·L + L − 1
     group, cum = _movers(lay)
     qd = np.diag(Q).copy()
     tol = 1e-12 * energy_scale(lin, Q)
-    info: dict[str, Any] = {"num_reads": R, "num_sweeps": S, "seed_entropy": int(reads.entropy)}
+    info: dict[str, Any] = {"num_reads": R, "num_sweeps": S, "replicas": L, "seed_entropy": int(reads.entropy)}
     done = 0
     accepted = np.zeros(R, dtype=np.int64)
-    best_x, best_E = reads.x.copy(), reads.E.copy()
-    if len(group):
-        hot, cold, smallest = default_beta_range(lin, Q, lay, reads)
-        hot = hot if beta_hot is None else float(beta_hot)
-        cold = cold if beta_cold is None else float(beta_cold)
-        betas = hot * (cold / hot) ** (np.arange(S) / max(S - 1, 1))  # geometric: β_s = β_hot (β_cold/β_hot)^{s/(S−1)}
-        info.update(beta_range=[hot, cold], smallest_uphill=smallest)
-        deadline = None if time_limit is None else start + float(time_limit)
-        # without a deadline one call runs every sweep; with one, the deadline is checked between chunks of
-        # sweeps sized to about 0.1 s each (a parallel launch costs milliseconds on a loaded machine)
-        chunk = S if deadline is None else max(1, S // 100)
-        while done < S:
-            now = time.perf_counter()
-            if deadline is not None and now > deadline:
-                info["stopped_early"] = True
-                break
-            s1 = min(S, done + chunk)
-            _sweeps(lin, Q, qd, lay.equals, lay.size, reads.ones, reads.ones_start, reads.zeros, reads.zeros_start,
-                    lay.free, group, cum, reads.x, reads.F, reads.E, best_x, best_E, reads.rng, betas, done, s1,
-                    accepted)
-            chunk = max(1, int(0.1 * (s1 - done) / max(time.perf_counter() - now, 1e-6)))
-            done = s1
-        t_anneal = time.perf_counter() - start
-        up = np.full(R, np.inf)
-        _quench(lin, Q, qd, lay.equals, lay.size, reads.ones, reads.ones_start, reads.zeros, reads.zeros_start,
-                lay.free, reads.x, reads.F, reads.E, tol, up)
-        info.update(anneal_time_s=t_anneal, acceptance=float(accepted.sum()) / max(R * done * lay.n, 1))
-    else:
-        info["note"] = "every variable is fixed by the constraints"
-    info["sweeps_done"] = done
-    improved = reads.E < best_E
-    best_x[improved], best_E[improved] = reads.x[improved], reads.E[improved]
+    first = reads.E.reshape(R, L).argmin(axis=1) + np.arange(R) * L
+    best_x, best_E = reads.x[first].copy(), reads.E[first].copy()
+    perm = np.arange(R * L, dtype=np.int64).reshape(R, L)
+    if not len(group):
+        info.update(note="every variable is fixed by the constraints", sweeps_done=0, time_s=time.perf_counter() - start)
+        return AnnealResult(reads.x[perm[:, -1]], reads.E[perm[:, -1]], best_x, best_E, info)
+    hot, cold, smallest = default_beta_range(lin, Q, lay, reads)
+    hot = hot if beta_hot is None else float(beta_hot)
+    cold = cold if beta_cold is None else float(beta_cold)
+    info.update(beta_range=[hot, cold], smallest_uphill=smallest)
+    if L == 1:  # geometric schedule β_s = β_hot (β_cold/β_hot)^{s/(S−1)}
+        betas = hot * (cold / hot) ** (np.arange(S) / max(S - 1, 1))
+    else:  # geometric ladder β_t = β_hot (β_cold/β_hot)^{t/(L−1)}
+        ladder = hot * (cold / hot) ** (np.arange(L) / (L - 1))
+        exchanges = np.zeros(R, dtype=np.int64)
+    deadline = None if time_limit is None else start + float(time_limit)
+    # without a deadline one call runs every sweep; with one, the deadline is checked between chunks of sweeps
+    # sized to about 0.1 s each (a parallel launch costs milliseconds on a loaded machine)
+    chunk = S if deadline is None else max(1, S // 100)
+    args = (lin, Q, qd, lay.equals, lay.size, reads.ones, reads.ones_start, reads.zeros, reads.zeros_start,
+            lay.free, group, cum, reads.x, reads.F, reads.E, best_x, best_E, reads.rng)
+    while done < S:
+        now = time.perf_counter()
+        if deadline is not None and now > deadline:
+            info["stopped_early"] = True
+            break
+        s1 = min(S, done + chunk)
+        if L == 1:
+            _sweeps(*args, betas, done, s1, accepted)
+        else:
+            _pt_sweeps(*args, ladder, perm, done, s1, accepted, exchanges)
+        chunk = max(1, int(0.1 * (s1 - done) / max(time.perf_counter() - now, 1e-6)))
+        done = s1
+    info.update(anneal_time_s=time.perf_counter() - start, sweeps_done=done,
+                acceptance=float(accepted.sum()) / max(R * L * done * lay.n, 1))
+    if L > 1:
+        info["exchange_rate"] = float(exchanges.sum()) / max(R * (L - 1) * done, 1)
+    final = reads.take(perm[:, -1])  # each read's coldest replica
+    up = np.full(R, np.inf)
+    _quench(lin, Q, qd, lay.equals, lay.size, final.ones, final.ones_start, final.zeros, final.zeros_start,
+            lay.free, final.x, final.F, final.E, tol, up)
+    improved = final.E < best_E
+    best_x[improved], best_E[improved] = final.x[improved], final.E[improved]
     info["time_s"] = time.perf_counter() - start
-    return AnnealResult(reads.x, reads.E, best_x, best_E, info)
+    return AnnealResult(final.x, final.E, best_x, best_E, info)
 
 
 def anneal_problem(problem: BinaryQuadraticProblem, **options: Any) -> AnnealResult:
