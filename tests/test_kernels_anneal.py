@@ -101,7 +101,8 @@ def test_greedy_descent_is_a_feasible_local_minimum():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_reads": 0}, "num_reads"), ({"replicas": 0}, "replicas"), ({"time_limit": 0}, "time_limit"), ({"beta_hot": -1.0}, "beta_hot")],
+    [({"num_reads": 0}, "num_reads"), ({"replicas": 0}, "replicas"), ({"time_limit": 0}, "time_limit"),
+     ({"beta_hot": -1.0}, "beta_hot")],
 )
 def test_bad_input_is_one_clear_error(kwargs, match):
     p = random_problem([(5, 2)], seed=0)

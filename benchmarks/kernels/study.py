@@ -1,8 +1,10 @@
 """The compiled kernels against today's solvers, side by side in one process.
 
 1. Annealing at N = 128 with 32 reads: today's ``anneal`` (numpy) vs the numba swap kernel, as simulated annealing
-   and as parallel tempering (sweeps/s counting every replica's sweeps, final-state hit rate, TTS99), and dwave-samplers' SimulatedAnnealingSampler and TabuSampler on the penalty BQM at the best
-   of a small penalty sweep (raw samples: no repair), on a Fisher-like, a low-spread and a planted instance.
+   and as parallel tempering (sweeps/s counting every replica's sweeps, final-state hit rate, TTS99), the
+   "greedy + swap descent" baseline, and dwave-samplers' SimulatedAnnealingSampler and TabuSampler on the penalty
+   BQM at the best of a small penalty sweep (raw samples: no repair), on a Fisher-like, a low-spread and a planted
+   instance.
 2. Proven top-k: branch and bound vs ``exact`` (enumeration rate × feasible states, when it refuses) vs ``milp``,
    for top-10 at N = 80, M = 8 and top-1 at N = 128, M = 16 (Fisher-like).
 3. QAOA: the subspace simulator vs qiskit's statevector of the same circuit at 12 qubits (time per evaluation,
@@ -35,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sub-problem; without it those rows are skipped")
     p.add_argument("--quick", action="store_true", help="small budgets (a few minutes)")
     p.add_argument("--time-limit", type=float, default=None, help="per proof run (default 60 s; quick 10 s)")
+    p.add_argument("--sections", default="anneal,topk,smollm2,qaoa",
+                   help="comma-separated subset of anneal, topk, smollm2, qaoa (default: all)")
     return p.parse_args(argv)
 
 
@@ -215,7 +219,8 @@ def qaoa_section(problem: Any, quick: bool, log: Log) -> dict[str, Any]:
         sub, _ = restrict(problem, fixed)
         sim = subspace_problem(sub)
         out["real_sub_problem"] = []
-        for label, kw in (("expectation", {}), ("CVaR α=0.1", {"cvar_alpha": 0.1}), ("Gibbs η=50", {"gibbs_eta": 50.0})):
+        objectives = (("expectation", {}), ("CVaR α=0.1", {"cvar_alpha": 0.1}), ("Gibbs η=50", {"gibbs_eta": 50.0}))
+        for label, kw in objectives:
             t = time.perf_counter()
             result = optimize(sim, p_max=3, maxiter=100, shots=1024, seed=0, **kw)
             out["real_sub_problem"].append({
@@ -268,47 +273,56 @@ def smollm2_section(problem: Any, limit: float, log: Log) -> list[dict[str, Any]
 
 
 def render(data: dict[str, Any]) -> str:
+    """report.md of a run: one table or paragraph per section that ran."""
+    env = data["environment"]
     lines = ["# Compiled kernels vs today's solvers", "",
-             f"Measured side by side in one process (`{data['environment']['command']}`), load average "
-             f"{data['environment'].get('load_average')} on {data['environment']['cpus']} CPUs: the machine was shared "
-             "and busy, so ratios hold better than seconds.", "", "## Annealing, N = 128, 32 reads", ""]
-    lines.append(table(["case", "reference", "solver", "sweeps (all replicas)", "time s", "sweeps/s", "feasible", "final-state hit",
-                        "TTS99 s (per read)", "penalty"],
-                       [[r["case"], r["reference"], r["solver"], r.get("sweeps"), r["time_s"], r.get("sweeps_per_s"),
-                         r["feasible"], r["hit_final"], r["tts99_s"], r.get("penalty")] for r in data["anneal"]]))
-    lines += ["", "## Proven top-k", ""]
-    lines.append(table(["case", "solver", "time s", "proven", "k-th energy", "nodes", "root bound", "note"],
-                       [[r["case"], r["solver"], r["time_s"], r.get("proven"), r.get("kth_energy"), r.get("nodes"),
-                         r.get("root_bound"), r.get("note", "")] for r in data["topk"]]))
+             f"Measured side by side in one process (`{env['command']}`), load average {env.get('load_average')} on "
+             f"{env['cpus']} CPUs: the machine was shared and busy, so ratios hold better than seconds."]
+    if data.get("anneal"):
+        lines += ["", "## Annealing, N = 128, 32 reads", ""]
+        lines.append(table(
+            ["case", "reference", "solver", "sweeps (all replicas)", "time s", "sweeps/s", "feasible",
+             "final-state hit", "TTS99 s (per read)", "penalty"],
+            [[r["case"], r["reference"], r["solver"], r.get("sweeps"), r["time_s"], r.get("sweeps_per_s"),
+              r["feasible"], r["hit_final"], r["tts99_s"], r.get("penalty")] for r in data["anneal"]]))
+    if data.get("topk"):
+        lines += ["", "## Proven top-k", ""]
+        lines.append(table(
+            ["case", "solver", "time s", "proven", "k-th energy", "nodes", "root bound", "note"],
+            [[r["case"], r["solver"], r["time_s"], r.get("proven"), r.get("kth_energy"), r.get("nodes"),
+              r.get("root_bound"), r.get("note", "")] for r in data["topk"]]))
     if data.get("smollm2"):
         lines += ["", "## SmolLM2 layer problems, 32 reads × 1000 sweeps (per replica)", ""]
-        lines.append(table(["M", "optimum", "proven", "B&B s", "annealing s", "final-state hit", "best-seen hit",
-                            "tempering (8 replicas, default) s", "final-state hit", "best-seen hit"],
-                           [[r["M"], r["optimum"], r["proven"], r["bnb_s"], r["sa_s"], r["sa_hit_final"],
-                             r["sa_hit_best_seen"], r["pt_s"], r["pt_hit_final"], r["pt_hit_best_seen"]]
-                            for r in data["smollm2"]]))
-    q = data["qaoa"]
-    s = q["same_circuit"]
-    lines += ["", "## QAOA", "",
-              f"Same circuit, 12 qubits, p = 3: qiskit Statevector {s['qiskit_statevector_s'] * 1e3:.1f} ms, "
-              f"Aer statevector {s.get('aer_statevector_s', math.nan) * 1e3:.1f} ms, subspace "
-              f"{s['subspace_s'] * 1e3:.3f} ms per evaluation ({s['speedup']:.0f}× qiskit); largest probability "
-              f"difference {s['max_prob_diff']:.1e}, expectation difference {s['expectation_diff']:.1e}."]
+        lines.append(table(
+            ["M", "optimum", "proven", "B&B s", "annealing s", "final-state hit", "best-seen hit",
+             "tempering (8 replicas, default) s", "final-state hit", "best-seen hit"],
+            [[r["M"], r["optimum"], r["proven"], r["bnb_s"], r["sa_s"], r["sa_hit_final"], r["sa_hit_best_seen"],
+              r["pt_s"], r["pt_hit_final"], r["pt_hit_best_seen"]] for r in data["smollm2"]]))
+    q = data.get("qaoa") or {}
+    if q:
+        s = q["same_circuit"]
+        lines += ["", "## QAOA", "",
+                  f"Same circuit, 12 qubits, p = 3: qiskit Statevector {s['qiskit_statevector_s'] * 1e3:.1f} ms, "
+                  f"Aer statevector {s.get('aer_statevector_s', math.nan) * 1e3:.1f} ms, subspace "
+                  f"{s['subspace_s'] * 1e3:.3f} ms per evaluation ({s['speedup']:.0f}× qiskit); largest probability "
+                  f"difference {s['max_prob_diff']:.1e}, expectation difference {s['expectation_diff']:.1e}."]
     if q.get("real_sub_problem"):
         r0 = q["real_sub_problem"][0]
-        lines += ["", f"Real 12-qubit sub-problem, fixed as `qaoa` fixes ({r0['constraints']}, dim {r0['dim']}, uniform "
-                  f"{r0['uniform']:.4f}); angles by linear ramp at p = 1, then INTERP to p = 2, 3, COBYLA at each:", ""]
-        lines.append(table(["objective", "P(opt)/uniform p=1", "p=2", "p=3", "best of 1024 samples optimal",
-                            "its probability/uniform", "evaluations", "time s"],
-                           [[r["objective"], *[v / r["uniform"] for v in r["p_optimal_by_depth"]],
-                             r["best_sampled"]["optimal"], r["best_sampled"]["over_uniform"], r["evaluations"],
-                             r["time_s"]] for r in q["real_sub_problem"]]))
-    g = q["large"]
-    lines += ["", f"{g['qubits']} qubits, M = {g['M']}, no fixing (dim {g['dim']:,}): build {g['build_s']:.1f} s, "
-              f"optimizer run p = 1→3 {g['optimizer_run_s']:.1f} s ({g['evaluations']} evaluations; COBYLA at p = 1, 2, 3: "
-              f"{', '.join(f'{t:.1f} s' for t in g.get('per_depth_s', []))}), "
-              f"P(optimum) {g['p_optimal_over_uniform']:.1f}× uniform.", ""]
-    return "\n".join(lines)
+        lines += ["", f"Real 12-qubit sub-problem, fixed as `qaoa` fixes ({r0['constraints']}, dim {r0['dim']}, "
+                  f"uniform {r0['uniform']:.4f}); angles by linear ramp at p = 1, then INTERP to p = 2, 3, COBYLA at "
+                  "each:", ""]
+        lines.append(table(
+            ["objective", "P(opt)/uniform p=1", "p=2", "p=3", "best of 1024 samples optimal",
+             "its probability/uniform", "evaluations", "time s"],
+            [[r["objective"], *[v / r["uniform"] for v in r["p_optimal_by_depth"]], r["best_sampled"]["optimal"],
+              r["best_sampled"]["over_uniform"], r["evaluations"], r["time_s"]] for r in q["real_sub_problem"]]))
+    if q.get("large"):
+        g = q["large"]
+        lines += ["", f"{g['qubits']} qubits, M = {g['M']}, no fixing (dim {g['dim']:,}): build {g['build_s']:.1f} s, "
+                  f"optimizer run p = 1→3 {g['optimizer_run_s']:.1f} s ({g['evaluations']} evaluations; COBYLA at "
+                  f"p = 1, 2, 3: {', '.join(f'{t:.1f} s' for t in g.get('per_depth_s', []))}), P(optimum) "
+                  f"{g['p_optimal_over_uniform']:.1f}× uniform."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,19 +336,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     real = load_problem(args.problem) if args.problem else None
+    sections = {v.strip() for v in args.sections.split(",")}
+    unknown = sections - {"anneal", "topk", "smollm2", "qaoa"}
+    if unknown:
+        raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     anneal_problem(generated_problem(8, 2), num_reads=2, num_sweeps=2)  # compile (or load) the kernels first
-    cases = []
-    for name, p in (("fisher-like N=128 M=32", generated_problem(128, 32, seed=128)),
-                    ("low-spread N=128 M=32", low_spread_problem(128, 32, seed=0)),
-                    ("planted N=128 M=32", planted_problem(128, 32, seed=0))):
-        target, how = reference(p, limit)
-        cases.append((name, p, target, how))
     data: dict[str, Any] = {"environment": environment("benchmarks.kernels"), "quick": args.quick,
-                            "time_limit": limit}
-    data["anneal"] = anneal_section(cases, args.quick, log)
-    data["topk"] = topk_section(limit, args.quick, log)
-    data["smollm2"] = smollm2_section(real, limit, log) if real is not None else []
-    data["qaoa"] = qaoa_section(real, args.quick, log)
+                            "time_limit": limit, "anneal": [], "topk": [], "smollm2": [], "qaoa": {}}
+    if "anneal" in sections:
+        cases = []
+        for name, p in (("fisher-like N=128 M=32", generated_problem(128, 32, seed=128)),
+                        ("low-spread N=128 M=32", low_spread_problem(128, 32, seed=0)),
+                        ("planted N=128 M=32", planted_problem(128, 32, seed=0))):
+            target, how = reference(p, limit)
+            cases.append((name, p, target, how))
+        data["anneal"] = anneal_section(cases, args.quick, log)
+    if "topk" in sections:
+        data["topk"] = topk_section(limit, args.quick, log)
+    if "smollm2" in sections and real is not None:
+        data["smollm2"] = smollm2_section(real, limit, log)
+    if "qaoa" in sections:
+        data["qaoa"] = qaoa_section(real, args.quick, log)
     data["environment"]["load_average_end"] = environment()["load_average"]
     write_json(out / "results.json", data)
     (out / "report.md").write_text(render(data))

@@ -68,7 +68,8 @@ def _below(state: np.ndarray, r: int, n: int) -> int:
 
 # --- moves -----------------------------------------------------------------------------------------------------------
 @njit(cache=True)
-def _propose(r, lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, mover_group, mover_cum, x, F, rng):
+def _propose(r, lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, mover_group, mover_cum, x, F,
+             rng):
     """Draw one move for read ``r``: returns (Δ, a, b, i, j); a swap has a ≥ 0 (slots in ones/zeros), a flip a = −1."""
     u = _uniform(rng, r)
     m = 0
@@ -335,7 +336,8 @@ def anneal_swap(
     best_x, best_E = reads.x[first].copy(), reads.E[first].copy()
     perm = np.arange(R * L, dtype=np.int64).reshape(R, L)
     if not len(group):
-        info.update(note="every variable is fixed by the constraints", sweeps_done=0, time_s=time.perf_counter() - start)
+        info.update(note="every variable is fixed by the constraints", sweeps_done=0,
+                    time_s=time.perf_counter() - start)
         return AnnealResult(reads.x[perm[:, -1]], reads.E[perm[:, -1]], best_x, best_E, info)
     hot, cold, smallest = default_beta_range(lin, Q, lay, reads)
     hot = hot if beta_hot is None else float(beta_hot)

@@ -17,8 +17,9 @@ Gilmore–Lawler-type bound (Gilmore 1962; Lawler 1963, for the quadratic assign
 
 The sums of smallest couplings walk each row of Q sorted once at the start, so a node costs O(|C| (r + |I ∪ O|)).
 Search: depth first, branching on the candidate of smallest ``w_j`` (first "on", then "off"); a group with
-``r_g = 0`` sets its candidates off and one with ``r_g = |C_g|`` sets them on. The k best complete states are kept,
-seeded with greedy + swap descent and its one-swap neighbours; a node is pruned when ``LB ≥ E_k − tol`` (``E_k``
+``r_g = 0`` sets its candidates off and one with ``r_g = |C_g|`` sets them on, and a candidate whose forced value
+would lift the bound to the k-th energy takes the other value (reduced-cost fixing, :func:`_fix_by_bound`). The k
+best complete states are kept, seeded with greedy + swap descent and a short anneal and their one-swap neighbours; a node is pruned when ``LB ≥ E_k − tol`` (``E_k``
 the k-th best energy so far, ``tol`` = 1e-9 × the largest one-flip energy change), so the result is the proven k
 lowest up to ties within ``tol``. The certificate in ``info``: nodes explored, the smallest bound of a pruned
 node (≥ E_k − tol when proven), the root bound and E_k.
@@ -134,6 +135,59 @@ def _bound(status, f, Qo, order, gof, need, ncand, nfree_cand, E, w, buf, taken)
 
 
 @njit(cache=True)
+def _fix_by_bound(lb, limit, status, w, gof, need, buf, fixes, f, Q, ncand, trail, tl, E):
+    """Fix candidates whose value the bound decides (reduced-cost fixing); returns (number fixed, trail length).
+
+    In group g let w_(r) and w_(r+1) be the r_g-th and (r_g+1)-th smallest w among its candidates. Forcing j on
+    gives the bound LB + max(0, w_j − w_(r)); forcing it off, LB + w_(r+1) − w_j when w_j ≤ w_(r) (else LB). A free
+    candidate: LB + max(0, w_j) on, LB + max(0, −w_j) off. A side whose bound reaches ``limit`` (the k-th energy
+    − tol) holds no better state, so j takes the other value. All decisions use this node's w, then are applied.
+    """
+    n = len(w)
+    G = len(need)
+    wr = np.full(max(G, 1), np.inf)
+    wr1 = np.full(max(G, 1), np.inf)
+    for g in range(G):
+        if need[g] <= 0:
+            continue
+        c = 0
+        for j in range(n):
+            if status[j] == _CAND and gof[j] == g:
+                buf[c] = w[j]
+                c += 1
+        srt = np.sort(buf[:c])
+        wr[g] = srt[need[g] - 1]
+        if c > need[g]:
+            wr1[g] = srt[need[g]]
+    nfix = 0
+    for j in range(n):
+        if status[j] != _CAND:
+            continue
+        g = gof[j]
+        if g >= 0:
+            if need[g] <= 0:
+                continue
+            on_b = lb + max(0.0, w[j] - wr[g])
+            off_b = lb + (wr1[g] - w[j]) if w[j] <= wr[g] else lb
+        else:
+            on_b = lb + max(0.0, w[j])
+            off_b = lb + max(0.0, -w[j])
+        if on_b >= limit:
+            fixes[nfix] = -(j + 1)  # off
+            nfix += 1
+        elif off_b >= limit:
+            fixes[nfix] = j + 1  # on
+            nfix += 1
+    for t in range(nfix):
+        v = fixes[t]
+        if v < 0:
+            tl = _decide(-v - 1, _OFF, status, f, Q, gof, need, ncand, trail, tl, E)
+        else:
+            tl = _decide(v - 1, _ON, status, f, Q, gof, need, ncand, trail, tl, E)
+    return nfix, tl
+
+
+@njit(cache=True)
 def _insert(x_on, energy, top_x, top_E, count, tol):
     """Insert a complete state into the k best (sorted ascending) unless already there; returns the new count."""
     k = len(top_E)
@@ -165,13 +219,14 @@ def _search(Q, Qo, order, gof, status, f, need, ncand, trail, E, fr_trail, fr_ba
     """Run the depth-first search for at most ``budget`` nodes; every piece of state lives in the arrays, so a
     later call resumes where this one stopped. Returns (depth, count): depth −1 when the search is complete.
 
-    stats: [nodes, leaves, pruned, min pruned bound, root bound].
+    stats: [nodes, leaves, pruned, min pruned bound, root bound, variables fixed by the bound].
     """
     n = len(f)
     G = len(need)
     w = np.empty(n)
     buf = np.empty(n)
     taken = np.zeros(max(G, 1), dtype=np.int64)
+    fixes = np.empty(n, dtype=np.int64)
     x_on = np.zeros(n, dtype=np.int8)
     tl = trail_length(status)  # every decided variable is on the trail
     d = depth
@@ -181,28 +236,35 @@ def _search(Q, Qo, order, gof, status, f, need, ncand, trail, E, fr_trail, fr_ba
         if phase == 0:  # a new node: propagate, bound, branch
             used += 1
             stats[0] += 1
-            infeasible = False
-            for g in range(G):
-                if need[g] < 0 or need[g] > ncand[g]:
-                    infeasible = True
-            if not infeasible:
+            kth = top_E[len(top_E) - 1] if count == len(top_E) else np.inf
+            while True:  # propagate, bound, fix by the bound, until nothing more is fixed
+                infeasible = False
+                for g in range(G):
+                    if need[g] < 0 or need[g] > ncand[g]:
+                        infeasible = True
+                if not infeasible:
+                    for j in range(n):
+                        g = gof[j]
+                        if status[j] == _CAND and g >= 0:
+                            if need[g] == 0:
+                                tl = _decide(j, _OFF, status, f, Q, gof, need, ncand, trail, tl, E)
+                            elif need[g] == ncand[g]:
+                                tl = _decide(j, _ON, status, f, Q, gof, need, ncand, trail, tl, E)
+                nfree = 0
                 for j in range(n):
-                    g = gof[j]
-                    if status[j] == _CAND and g >= 0:
-                        if need[g] == 0:
-                            tl = _decide(j, _OFF, status, f, Q, gof, need, ncand, trail, tl, E)
-                        elif need[g] == ncand[g]:
-                            tl = _decide(j, _ON, status, f, Q, gof, need, ncand, trail, tl, E)
+                    if status[j] == _CAND and gof[j] < 0:
+                        nfree += 1
+                lb, v = (np.inf, -1) if infeasible else _bound(status, f, Qo, order, gof, need, ncand, nfree, E, w,
+                                                               buf, taken)
+                if infeasible or v < 0 or lb >= kth - tol or kth == np.inf:
+                    break
+                nfix, tl = _fix_by_bound(lb, kth - tol, status, w, gof, need, buf, fixes, f, Q, ncand, trail, tl, E)
+                if nfix == 0:
+                    break
+                stats[5] += nfix
             fr_base[d] = tl
-            nfree = 0
-            for j in range(n):
-                if status[j] == _CAND and gof[j] < 0:
-                    nfree += 1
-            lb, v = (np.inf, -1) if infeasible else _bound(status, f, Qo, order, gof, need, ncand, nfree, E, w, buf,
-                                                           taken)
             if stats[0] == 1:
                 stats[4] = lb
-            kth = top_E[len(top_E) - 1] if count == len(top_E) else np.inf
             if infeasible or lb >= kth - tol:
                 stats[2] += 1
                 if not infeasible and lb < stats[3]:
@@ -376,8 +438,9 @@ def topk_bnb(
     """The proven ``k`` lowest feasible states of ``l·x + xᵀQx`` (see the module docstring).
 
     With ``time_limit`` (seconds) the search may stop early: ``info["proven"]`` is then False and the states are
-    the best found. ``seed_reads`` reads of :func:`~.anneal_swap.anneal_swap` (200 sweeps, seed 0) join greedy +
-    swap descent as first incumbents (0: greedy only); the result does not depend on them, the time does. Fewer than k states come back only when fewer are feasible.
+    the best found. ``seed_reads`` reads of :func:`~.anneal_swap.anneal_swap` (annealing, 200 sweeps, seed 0)
+    join greedy + swap descent as first incumbents (0: greedy only); the result does not depend on them, the
+    time does.
     """
     lin, Q = check_qubo(linear, Q)
     lay = make_layout(len(lin), groups, equals)
@@ -397,18 +460,20 @@ def topk_bnb(
     x0, _ = greedy_descent(lin, Q, group_list, lay.equals.tolist())
     seeds = x0[None]
     if seed_reads:
-        run = anneal_swap(lin, Q, group_list, lay.equals.tolist(), num_reads=int(seed_reads), num_sweeps=200, seed=0)
+        run = anneal_swap(lin, Q, group_list, lay.equals.tolist(), num_reads=int(seed_reads), num_sweeps=200,
+                          replicas=1, seed=0)
         seeds = np.unique(np.concatenate([seeds, run.best_states, run.final_states]), axis=0)
-    seeds = np.unique(np.concatenate([_neighbours(x, lay) for x in seeds[np.argsort(qubo_energies(seeds, lin, Q))[:k]]]),
-                      axis=0)
+    best = seeds[np.argsort(qubo_energies(seeds, lin, Q))[:k]]
+    seeds = np.unique(np.concatenate([_neighbours(x, lay) for x in best]), axis=0)
     seed_E = qubo_energies(seeds, lin, Q)
     seeds, seed_E = seeds[np.argsort(seed_E, kind="stable")[:k]], np.sort(seed_E, kind="stable")[:k]
     a = lin + np.diag(Q)
     u, _ = best_shift(a, Q, lay, float(seed_E[-1]))
     a, Qr = reformulate(a, Q, lay, u)  # the same energies on feasible states, a tighter bound
     Qo = Qr - np.diag(np.diag(Qr))
-    order = np.ascontiguousarray(np.argsort(Qo + np.diag(np.full(n, np.inf)), axis=1, kind="stable")[:, : max(n - 1, 0)])
-    order = order.astype(np.int64) if n > 1 else np.zeros((n, 0), dtype=np.int64)
+    # each row's other variables by increasing coupling (the variable itself last, dropped)
+    order = np.argsort(Qo + np.diag(np.full(n, np.inf)), axis=1, kind="stable")[:, : max(n - 1, 0)]
+    order = np.ascontiguousarray(order, dtype=np.int64)
 
     top_x = np.zeros((k, n), dtype=np.int8)
     top_E = np.full(k, np.inf)
@@ -426,7 +491,7 @@ def topk_bnb(
     fr_base = np.zeros(n + 2, dtype=np.int64)
     fr_var = np.zeros(n + 2, dtype=np.int64)
     fr_phase = np.zeros(n + 2, dtype=np.int64)
-    stats = np.array([0.0, 0.0, 0.0, np.inf, np.nan])
+    stats = np.array([0.0, 0.0, 0.0, np.inf, np.nan, 0.0])
     depth = 0
     deadline = None if time_limit is None else start + float(time_limit)
     budget = 20_000
@@ -448,6 +513,7 @@ def topk_bnb(
         "nodes": int(stats[0]),
         "leaves": int(stats[1]),
         "pruned": int(stats[2]),
+        "fixed_by_bound": int(stats[5]),
         "min_pruned_bound": float(stats[3]),
         "root_bound": float(stats[4]),
         "root_bound_unshifted": float(root_bound(lin + np.diag(Q), Q, lay, np.zeros(n))[0]),
