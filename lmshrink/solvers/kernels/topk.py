@@ -83,6 +83,17 @@ def _undo(to, status, f, Q, gof, need, ncand, trail, tl, E):
 
 
 @njit(cache=True)
+def _sorted_w(g, status, gof, w, buf):
+    """The w_j of group g's candidates, ascending."""
+    c = 0
+    for j in range(len(w)):
+        if status[j] == _CAND and gof[j] == g:
+            buf[c] = w[j]
+            c += 1
+    return np.sort(buf[:c])
+
+
+@njit(cache=True)
 def _bound(status, f, Qo, order, gof, need, ncand, nfree_cand, E, w, buf, taken):
     """(LB, branching variable) of the current node; variable −1 when every variable is decided. ``w`` gets w_j."""
     n = len(f)
@@ -120,12 +131,7 @@ def _bound(status, f, Qo, order, gof, need, ncand, nfree_cand, E, w, buf, taken)
     for g in range(G):
         if need[g] == 0:
             continue
-        c = 0
-        for j in range(n):
-            if status[j] == _CAND and gof[j] == g:
-                buf[c] = w[j]
-                c += 1
-        s = np.sort(buf[:c])
+        s = _sorted_w(g, status, gof, w, buf)
         for t in range(need[g]):
             lb += s[t]
     for j in range(n):
@@ -150,14 +156,9 @@ def _fix_by_bound(lb, limit, status, w, gof, need, buf, fixes, f, Q, ncand, trai
     for g in range(G):
         if need[g] <= 0:
             continue
-        c = 0
-        for j in range(n):
-            if status[j] == _CAND and gof[j] == g:
-                buf[c] = w[j]
-                c += 1
-        srt = np.sort(buf[:c])
+        srt = _sorted_w(g, status, gof, w, buf)
         wr[g] = srt[need[g] - 1]
-        if c > need[g]:
+        if len(srt) > need[g]:
             wr1[g] = srt[need[g]]
     nfix = 0
     for j in range(n):
