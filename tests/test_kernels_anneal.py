@@ -113,3 +113,13 @@ def test_bad_input_is_one_clear_error(kwargs, match):
         anneal_swap(p.linear, p.quadratic, groups, [6])
     with pytest.raises(LmshrinkError, match="symmetric"):
         anneal_swap(p.linear, p.quadratic + np.triu(np.ones((5, 5)), 1), groups, equals)
+
+
+def test_without_numba_one_sentence_names_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "try:\n    import lmshrink.solvers.kernels.topk\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out.startswith("MissingDependencyError") and "pip install 'lmshrink[fast]'" in out
