@@ -49,7 +49,12 @@ def _run(args: argparse.Namespace) -> int:
     from ..pipeline.config import PruneConfig
     from ..pipeline.prune import prune
 
-    result = prune(args.model, _config(args))
+    config = _config(args)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # transformers' own loading and saving bars
+    result = prune(args.model, config)
     r = result.report
     removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
     print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
