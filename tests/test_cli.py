@@ -122,3 +122,19 @@ def test_a_failing_evaluation_is_recorded_and_the_saved_model_kept(tiny_model_di
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 4
+
+
+def test_an_interrupted_evaluation_keeps_the_saved_model(tiny_model_dir, text_file, tmp_path, capsys, monkeypatch):
+    import lmshrink.pipeline.prune as pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "evaluate_pruned", interrupted)
+    out = tmp_path / "run"
+    assert main(_small_prune(tiny_model_dir, text_file, out)) == 130
+    assert "lmshrink: interrupted" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["perplexity_after"] is None
+    assert report["errors"] == [{"stage": "evaluation", "error": "interrupted; the pruned model is saved"}]
+    assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()

@@ -20,6 +20,8 @@ class Evaluation:
     perplexity: dict[str, float] | None = None
     lm_eval: dict[str, Any] | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+    #: False when the evaluation was interrupted
+    finished: bool = True
 
 
 def held_out_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:

@@ -123,21 +123,23 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
                                eval_limit=config.eval_limit, seed=config.seed, timings=timings,
                                progress=config.progress)
     except KeyboardInterrupt:
-        record(Evaluation(errors=[{"stage": "evaluation", "error": "interrupted; the pruned model is saved"}]))
+        record(Evaluation(errors=[{"stage": "evaluation", "error": "interrupted; the pruned model is saved"}],
+                          finished=False))
         raise
 
 
 def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal: Proposal, plan: RemovalPlan,
                  before: dict[str, float] | None, evaluation: Evaluation | None, timings: Timings, *,
                  parameters: tuple[int, int], save_format: str, saved: bool) -> dict[str, Any]:
-    """What report.json holds; ``evaluation`` None means the pruned model is still being evaluated."""
+    """What report.json holds. ``status`` is "evaluating" while the saved model is evaluated (``evaluation``
+    None), "complete" after, "interrupted" when the evaluation was cut short."""
     config, problem = request.config, proposal.problem
     settings = config.settings()
     settings.update(eval_tasks=request.eval_tasks, objective_options=getattr(request.source, "objective_options",
                                                                              config.objective_options))
     return {
         "command": "prune",
-        "status": "evaluating" if evaluation is None else "complete",
+        "status": "evaluating" if evaluation is None else "complete" if evaluation.finished else "interrupted",
         "errors": evaluation.errors if evaluation is not None else [],
         "model": inputs.loaded.name,
         "architecture": type(inputs.model).__name__,
