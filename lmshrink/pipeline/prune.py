@@ -66,9 +66,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
     proposal = request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
                                       timings=timings, progress=progress)
-    chosen = _select(proposal.candidates, inputs, target, config, timings)
-    plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
-                       {"candidate_rank": chosen.rank, **({"method": config.method} if config.method else {})})
+    plan = _select(proposal.candidates, inputs, target, config, timings)
     before = None
     if eval_ids is not None:
         with timings("perplexity before"):
@@ -98,8 +96,9 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
 
 def _select(candidates: list[Candidate], inputs: Inputs, target: Target, config: PruneConfig,
-            timings: Timings) -> Candidate:
-    """Set aside candidates the architecture cannot run; pick one, re-ranked by calibration loss with ``rerank``."""
+            timings: Timings) -> RemovalPlan:
+    """Set aside candidates the architecture cannot run; pick one, re-ranked by calibration loss with ``rerank``;
+    the plan that removes its blocks."""
     from ..evaluate.loss import calibration_loss
 
     runnable = mark_unrunnable(inputs.adapter, inputs.model, candidates, config.granularity)
@@ -111,7 +110,9 @@ def _select(candidates: list[Candidate], inputs: Inputs, target: Target, config:
             return calibration_loss(inputs.model, inputs.calibration.input_ids, adapter=inputs.adapter,
                                     removed=cand.indices, granularity=config.granularity)
 
-    return select(runnable, config.rerank, measure, progress=config.progress)
+    chosen = select(runnable, config.rerank, measure, progress=config.progress)
+    return RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
+                       {"candidate_rank": chosen.rank, **({"method": config.method} if config.method else {})})
 
 
 def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, timings: Timings,
