@@ -135,15 +135,20 @@ def _first_line(exc: BaseException) -> str:
 
 def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
     """``(name, count)`` of every parameter or buffer that holds NaN or infinite values."""
+    import numpy as np
     import torch
+
+    def finite(t: Any) -> bool:
+        # numpy on CPU: torch's thread pool makes this scan tens of times slower on a busy machine
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            return bool(np.isfinite(t.numpy()).all())
+        return bool(torch.isfinite(t).all())
 
     bad = []
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point() or tensor.is_complex():
-                count = int((~torch.isfinite(tensor)).sum())
-                if count:
-                    bad.append((name, count))
+            if (tensor.is_floating_point() or tensor.is_complex()) and not finite(tensor.detach()):
+                bad.append((name, int((~torch.isfinite(tensor)).sum())))
     return bad
 
 

@@ -21,11 +21,16 @@ def weights_digest(model: Any) -> str:
     import torch
 
     digest = hashlib.sha256()
+    seen: dict[tuple[int, int], str] = {}  # tied weights (embeddings and LM head) are hashed once
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             t = tensor.detach()
             digest.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
-            if t.numel():
+            storage = (t.data_ptr(), t.nbytes)
+            if storage in seen:
+                digest.update(f"same as {seen[storage]};".encode())
+            elif t.numel():
+                seen[storage] = name
                 digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
