@@ -147,3 +147,31 @@ def test_orphans_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     (tmp_path / "unrelated.txt").write_text("kept")
     assert sorted(remove_orphans(tmp_path)) == sorted([orphan_file, orphan_dir])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "unrelated.txt"])
+
+
+def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch):
+    """The de-quantized default model lives in the cache; a damaged copy is named and replaced, not loaded."""
+    import lmshrink.models as models
+    from tiny import tiny_tokenizer
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    conversions = []
+
+    def convert(path, dtype, label):
+        conversions.append(path)
+        return models.LoadedModel(tiny_llama(2), tiny_tokenizer(), label)
+
+    monkeypatch.setattr(models, "_load_gguf", convert)
+    first = models._load_gguf_cached(gguf, torch.float32, "tiny")
+    target = cache_dir() / "models" / f"model-{gguf.stat().st_size}-float32"
+    assert len(conversions) == 1 and (target / "model.safetensors").exists()
+    again = models._load_gguf_cached(gguf, torch.float32, "tiny")  # read from the cache
+    assert len(conversions) == 1 and weights_digest(again.model) == weights_digest(first.model)
+    data = (target / "model.safetensors").read_bytes()
+    (target / "model.safetensors").write_bytes(data[:100])
+    with pytest.warns(UserWarning, match=rf"The converted model cached in {target} is unreadable .*; converting the "
+                                         "GGUF file again\\."):
+        models._load_gguf_cached(gguf, torch.float32, "tiny")
+    assert len(conversions) == 2
+    assert weights_digest(models._load_gguf_cached(gguf, torch.float32, "tiny").model) == weights_digest(first.model)
