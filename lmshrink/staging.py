@@ -2,18 +2,22 @@
 
 Everything lmshrink writes that takes time (an output directory, a cache entry, a converted model) is written
 under a temporary name next to its target and renamed into place, which is atomic on one file system. The
-temporary name carries the writer's process id, ``<name>.lmshrink-tmp-<pid>-<token>``: a process that was
-killed (``kill -9``) cannot clean up after itself, so the next run that writes into the same folder removes
-every temporary entry whose process is no longer running (:func:`remove_orphans`).
+temporary name carries the writer's machine and process id, ``.<name>.lmshrink-tmp-<host>.<pid>-<token>``
+(``<host>`` a short hash of the host name): a process that was killed (``kill -9``) cannot clean up after
+itself, so the next run on the same machine that writes into the same folder removes every temporary entry
+whose process is no longer running (:func:`remove_orphans`). Entries of other machines (a shared file system)
+are left alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,17 +26,22 @@ from pathlib import Path
 
 from .core.errors import LmshrinkError
 
-#: what marks a temporary name; followed by ``<pid>-<token>``
+#: what marks a temporary name; followed by ``<host>.<pid>-<token>``
 TEMP_MARK = ".lmshrink-tmp-"
-_TEMP_NAME = re.compile(re.escape(TEMP_MARK) + r"(\d+)-[0-9a-f]{8}")
+_TEMP_NAME = re.compile(re.escape(TEMP_MARK) + r"([0-9a-f]{6})\.(\d+)-[0-9a-f]{8}")
 #: test hook: ``<point>:<file>`` makes :func:`checkpoint` announce reaching ``<point>`` in ``<file>`` and wait
 HOLD_ENV = "LMSHRINK_TEST_HOLD"
 
 
+def host_tag() -> str:
+    """A short hash of this machine's host name, part of every temporary name."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
 def temp_path(target: str | Path, suffix: str = "") -> Path:
-    """A fresh temporary path next to ``target``, named after it and this process: ``.<name>.lmshrink-tmp-<pid>-<token>``."""
+    """A fresh temporary path next to ``target``, named after it, this machine and this process."""
     target = Path(target)
-    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{target.name}{TEMP_MARK}{host_tag()}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,10 +60,10 @@ def remove_orphans(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    removed = []
+    removed, host = [], host_tag()
     for entry in folder.iterdir():
         match = _TEMP_NAME.search(entry.name)
-        if match is None or pid_alive(int(match.group(1))):
+        if match is None or match.group(1) != host or pid_alive(int(match.group(2))):
             continue
         _remove(entry)
         removed.append(entry)

@@ -164,6 +164,8 @@ def test_removing_every_block_is_refused_before_measuring(tiny_model_dir, text_f
     code = main(_prune(["--remove", "12", "--granularity", "sublayer"], tiny_model_dir, text_file, out))
     _check_refused(capsys, code, "--remove 12 would remove all 12 blocks of the model (sublayer); remove at most 11.",
                    out)
+    code = main(_prune(["--remove", "30"], tiny_model_dir, text_file, out))
+    _check_refused(capsys, code, "--remove asks for 30 blocks, but the model has only 6.", out)
 
 
 @pytest.fixture(scope="module")

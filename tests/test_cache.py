@@ -14,7 +14,7 @@ from lmshrink.cache import cache_dir, cached_arrays
 from lmshrink.data import Calibration
 from lmshrink.objectives.common import measurement_key, model_identity, weights_digest
 from lmshrink.plugins import find_adapter, get_objective
-from lmshrink.staging import TEMP_MARK, remove_orphans, temp_path
+from lmshrink.staging import TEMP_MARK, host_tag, remove_orphans, temp_path
 
 from tiny import tiny_llama
 
@@ -137,16 +137,20 @@ def test_concurrent_writers_use_their_own_temp_files():
 def test_orphans_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    orphan_file = tmp_path / f".k.npz{TEMP_MARK}{dead.pid}-0123abcd.npz"
-    orphan_dir = tmp_path / f".out{TEMP_MARK}{dead.pid}-89abcdef"
+    host = host_tag()
+    other_host = "000000" if host != "000000" else "111111"
+    orphan_file = tmp_path / f".k.npz{TEMP_MARK}{host}.{dead.pid}-0123abcd.npz"
+    orphan_dir = tmp_path / f".out{TEMP_MARK}{host}.{dead.pid}-89abcdef"
+    elsewhere = tmp_path / f".out{TEMP_MARK}{other_host}.{dead.pid}-89abcdef"  # another machine's: unknown state
     live = temp_path(tmp_path / "mine")
     orphan_file.write_bytes(b"half")
     orphan_dir.mkdir()
     (orphan_dir / "model").mkdir()
+    elsewhere.mkdir()
     live.write_text("being written")
     (tmp_path / "unrelated.txt").write_text("kept")
     assert sorted(remove_orphans(tmp_path)) == sorted([orphan_file, orphan_dir])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "unrelated.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "unrelated.txt"])
 
 
 def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch):

@@ -144,10 +144,10 @@ def residual_statistics(
     if angular:
         ang = (ang_sum / tokens).numpy()
         out["angular"] = ang + ang.T
-    for name in ("cosine", "norm_ratio", "angular"):
+    for name, what in (("cosine", "cosine"), ("norm_ratio", "norm ratio"), ("angular", "angular distance")):
         if name in out:
-            require_finite(out[name], f"the hidden states around each block ({name})", model, adapter, input_ids,
-                           granularity)
+            require_finite(out[name], f"the {what} of the hidden states around each block", model, adapter,
+                           input_ids, granularity)
     return out
 
 
