@@ -6,6 +6,7 @@ test); the others (removing every block, NaN weights) right after it loads, befo
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 import lmshrink.models
 from lmshrink.cli import main
-from lmshrink.core import LmshrinkError
+from lmshrink.core import LmshrinkError, Option
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,10 +78,13 @@ BEFORE_LOADING = {
     "non-empty out": (["--out", "{tmp}/full"], "--out {tmp}/full already holds files (old.txt); pass --overwrite to "
                       "replace it, or choose another directory.", None),
 }
-SOLVER_OPTION_VALUES = {  # checked by the typed solver options (the solver contract), before loading
-    "num_reads=0": "num_reads",
-    "num_reads=none": "num_reads",
+SOLVER_OPTION_VALUES = {  # checked by the solver contract's typed options, called before the model loads
+    ("anneal", "num_reads=0"): "Solver 'anneal' option num_reads must be an integer ≥ 1, not '0'.",
+    ("anneal", "num_reads=none"): "Solver 'anneal' option num_reads must be an integer ≥ 1, not 'none'.",
+    ("exact", "max_states=none"): "Solver 'exact' option max_states must be an integer ≥ 1, not 'none'.",
 }
+#: whether this tree has the typed solver options (their range and None checks)
+TYPED_SOLVER_OPTIONS = "minimum" in {f.name for f in dataclasses.fields(Option)}
 
 
 @pytest.fixture
@@ -135,14 +139,13 @@ def test_bad_input_is_refused_before_loading(case, bad_inputs, tiny_model_dir, t
     _check_refused(capsys, code, message.format(**fill), out)
 
 
-@pytest.mark.xfail(reason="type and range checks of solver option values belong to the typed solver options of "
-                          "the solver contract; remove this mark once they are in", strict=False)
-@pytest.mark.parametrize("option", list(SOLVER_OPTION_VALUES))
-def test_bad_solver_option_values_are_refused_before_loading(option, bad_inputs, tiny_model_dir, text_file, capsys):
-    code = main(_prune(["--solver", "anneal", "--option", option], tiny_model_dir, text_file, bad_inputs / "out"))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and SOLVER_OPTION_VALUES[option] in err[0]
-    assert not (bad_inputs / "out").exists()
+@pytest.mark.skipif(not TYPED_SOLVER_OPTIONS, reason="needs the typed solver options of the solver contract")
+@pytest.mark.parametrize("solver, option", list(SOLVER_OPTION_VALUES))
+def test_bad_solver_option_values_are_refused_before_loading(solver, option, bad_inputs, tiny_model_dir, text_file,
+                                                             capsys):
+    out = bad_inputs / "out"
+    code = main(_prune(["--solver", solver, "--option", option], tiny_model_dir, text_file, out))
+    _check_refused(capsys, code, SOLVER_OPTION_VALUES[solver, option], out)
 
 
 def test_unknown_lm_eval_task_is_refused_before_loading(bad_inputs, tiny_model_dir, text_file, capsys):
