@@ -102,16 +102,30 @@ def deferred_interrupts() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+#: what an earlier run left in an output directory: ``overwrite`` replaces only a directory holding one of these
+RUN_OUTPUTS = ("report.json", "problem.json", "model")
+
+
 def check_output_dir(target: str | Path, overwrite: bool) -> None:
-    """Refuse an output directory that already holds files, unless ``overwrite`` (it is then replaced whole)."""
+    """Refuse an output directory that already holds files, unless ``overwrite`` (it is then replaced whole).
+
+    ``overwrite`` replaces only an earlier run's output (a directory holding report.json, problem.json or model/),
+    never the working directory or one above it.
+    """
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise LmshrinkError(f"--out {target} is a file, not a directory.")
-    if not overwrite and target.is_dir() and any(target.iterdir()):
-        names = sorted(p.name for p in target.iterdir())
+    names = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    if not names:
+        return
+    if not overwrite:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise LmshrinkError(f"--out {target} already holds files ({shown}); pass --overwrite to replace it, or "
                             "choose another directory.")
+    cwd = Path.cwd().resolve()
+    if target.resolve() == cwd or target.resolve() in cwd.parents or not set(names) & set(RUN_OUTPUTS):
+        raise LmshrinkError(f"--overwrite replaces only an earlier run's output directory (with report.json, "
+                            f"problem.json or model/), and {target} is not one; remove it yourself if it should go.")
 
 
 class StagedDir:

@@ -83,12 +83,14 @@ def _small_prune(model, text, out, *extra):
 
 def test_prune_refuses_a_used_out_and_overwrite_replaces_it_whole(tiny_model_dir, text_file, tmp_path, capsys):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "lmshrink_config.json").write_text("{}")  # a stale file that would make the new model fail to load
+    (out / "model").mkdir(parents=True)  # an earlier run's output with a stale file that would break the new model
+    (out / "model" / "lmshrink_config.json").write_text("{}")
+    (out / "report.json").write_text("{}")
     assert main(_small_prune(tiny_model_dir, text_file, out)) == 2
-    assert "already holds files (lmshrink_config.json); pass --overwrite" in capsys.readouterr().err
+    assert "already holds files (model, report.json); pass --overwrite" in capsys.readouterr().err
     assert main(_small_prune(tiny_model_dir, text_file, out, "--overwrite")) == 0
     assert sorted(p.name for p in out.iterdir()) == ["model", "problem.json", "report.json", "report.md"]
+    assert not (out / "model" / "lmshrink_config.json").exists()
     assert json.loads((out / "report.json").read_text())["status"] == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary directory left next to it
 
@@ -138,3 +140,14 @@ def test_an_interrupted_evaluation_keeps_the_saved_model(tiny_model_dir, text_fi
     assert report["status"] == "interrupted" and report["perplexity_after"] is None
     assert report["errors"] == [{"stage": "evaluation", "error": "interrupted; the pruned model is saved"}]
     assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
+
+
+def test_overwrite_never_replaces_what_is_not_an_earlier_run(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(notes)
+    for out in (notes, tmp_path, notes / "."):
+        assert main(["prune", "--out", str(out), "--overwrite", "--quiet"]) == 2
+        assert "--overwrite replaces only an earlier run's output directory" in capsys.readouterr().err
+    assert (notes / "thesis.tex").read_text() == "years of work"
