@@ -69,6 +69,8 @@ def load_model(name: str | None = None, *, dtype: str = "float32") -> LoadedMode
         from .compress.io import load_compressed
 
         model, tokenizer = load_compressed(p, with_tokenizer=True)
+        if tokenizer is None:  # checked after the format's own validation, which reads the model first
+            raise LmshrinkError(_no_tokenizer(name))
         return LoadedModel(model, tokenizer, str(p))
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
@@ -111,9 +113,13 @@ def check_model_source(name: str | None) -> None:
     for file in weights:
         if file.suffix == ".safetensors":
             check_safetensors(file)
-    if not entries & set(TOKENIZER_FILES):
-        raise LmshrinkError(f"--model {name} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save the "
-                            "tokenizer into the model directory (tokenizer.save_pretrained).")
+    if LMSHRINK_CONFIG not in entries and not entries & set(TOKENIZER_FILES):
+        raise LmshrinkError(_no_tokenizer(name))
+
+
+def _no_tokenizer(name: str) -> str:
+    return (f"--model {name} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save the tokenizer into the "
+            "model directory (tokenizer.save_pretrained).")
 
 
 def check_safetensors(path: Path) -> None:

@@ -226,3 +226,19 @@ def test_sleb_refuses_non_finite_losses_and_says_where():
                        r"without blocks \[0\] .*first in the output of the input embeddings\.$"):
         get_method("sleb").select(model, find_adapter(model), calibration, 1)
 
+
+
+def test_a_model_in_lmshrink_format_without_tokenizer_is_refused(tmp_path, text_file, capsys):
+    """lmshrink's own format is validated while the model is built; a missing tokenizer is said right after."""
+    from lmshrink.compress.io import save_compressed
+    from lmshrink.plugins import find_adapter
+    from tiny import tiny_llama
+
+    model = tiny_llama(4)
+    adapter = find_adapter(model)
+    assert adapter.save_format(model, [0], "sublayer") == "lmshrink"
+    path = save_compressed(adapter.remove(model, [0], "sublayer"), tmp_path / "model")
+    out = tmp_path / "out"
+    code = main(_prune([], path, text_file, out))
+    _check_refused(capsys, code, f"--model {path} has no tokenizer (tokenizer.json or tokenizer_config.json); save "
+                   "the tokenizer into the model directory (tokenizer.save_pretrained).", out)
