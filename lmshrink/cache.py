@@ -36,6 +36,14 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def remove_cache_orphans() -> None:
+    """Remove what killed writers left in every folder of the cache (measurements, converted models)."""
+    folder = cache_dir()
+    if folder is not None and folder.is_dir():
+        for sub in folder.iterdir():
+            remove_orphans(sub)
+
+
 def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
     """Arrays stored under ``kind/key.npz``, computed (and stored) when missing or unreadable.
 

@@ -153,6 +153,19 @@ def test_orphans_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "unrelated.txt"])
 
 
+def test_prune_sweeps_the_whole_cache_before_it_starts(tmp_path, capsys):
+    """A measurement kind this run never writes is swept too (no orphan survives the next run)."""
+    from lmshrink.cli import main
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = cache_dir() / "pairs" / f".k.npz{TEMP_MARK}{host_tag()}.{dead.pid}-0123abcd.npz"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half")
+    assert main(["prune", "--samples", "0", "--out", str(tmp_path / "out")]) == 2  # refused, after the sweep
+    assert not orphan.exists() and "--samples must be at least 1" in capsys.readouterr().err
+
+
 def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch):
     """The de-quantized default model lives in the cache; a damaged copy is named and replaced, not loaded."""
     import lmshrink.models as models

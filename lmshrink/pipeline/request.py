@@ -29,9 +29,13 @@ class PruneRequest:
 
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy."""
+    from ..cache import remove_cache_orphans
     from ..models import check_model_source
     from ..staging import check_output_dir, remove_orphans
 
+    out = Path(config.out) if config.out is not None else default_out_dir()
+    remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
+    remove_cache_orphans()
     config.check()
     spec = parse_remove(config.remove)
     source = _candidate_source(config)
@@ -42,9 +46,7 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
         eval_tasks, _ = check_tasks(config.eval_tasks)
     if model is None or isinstance(model, str):
         check_model_source(model)
-    out = Path(config.out) if config.out is not None else default_out_dir()
     check_output_dir(out, config.overwrite)
-    remove_orphans(out.parent)
     return PruneRequest(config, spec, source, eval_tasks, out)
 
 
