@@ -16,13 +16,14 @@ from lmshrink.core import BinaryQuadraticProblem, LmshrinkError
 from lmshrink.core.removal import parse_remove, removal_constraints, with_constraints
 from lmshrink.plugins import find_adapter, get_solver
 from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, logits, sample_ids, tiny_llama, tiny_nemotron_h
+from tiny import needs_transformers
 
 NANO = NEMOTRON_3_NANO_PATTERN
 ADAPTER = NemotronHAdapter()
 KIND = {"M": "mamba", "E": "moe", "*": "attention", "-": "mlp"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), needs_transformers("nemotron_h")]
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +144,6 @@ def test_config_rewrite_covers_stored_pattern_and_layer_count_and_leaves_mtp_alo
     ADAPTER.remove(model, [1])
     assert model.config.layers_block_type == ["linear_attention"]
     assert model.config.mtp_layers_block_type == mtp
-
-
-def test_heterogeneous_per_layer_overrides_are_renumbered():
-    from transformers import LlamaConfig
-
-    from lmshrink.adapters.llama import rewrite_per_layer_config
-
-    config = LlamaConfig(num_hidden_layers=4, per_layer_config={1: {"intermediate_size": 48}, 3: {"intermediate_size": 96}})
-    config.num_hidden_layers = 3
-    assert "per_layer_config" in rewrite_per_layer_config(config, [0, 1, 3], 4)
-    assert config._heterogeneity_spec.per_layer_overrides == {1: {"intermediate_size": 48}, 2: {"intermediate_size": 96}}
 
 
 def test_mid_stack_forward_from_a_cached_hidden_state(nano):
