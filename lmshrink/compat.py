@@ -16,7 +16,9 @@ from typing import Any
 #: models and config features lmshrink supports that are newer than its transformers floor:
 #: feature -> (the first transformers release that has it, what it is, in words)
 TRANSFORMERS_SINCE = {
-    "nemotron_h": ("5.3", "Nemotron-H models"),  # NemotronHConfig, NemotronHForCausalLM
+    # NemotronHConfig exists from 5.3, but its block names (layers_block_type "linear_attention", MLP blocks "-")
+    # are those the adapter reads only from 5.13
+    "nemotron_h": ("5.13", "Nemotron-H models"),
     "per_layer_config": ("5.14", "heterogeneous configs (per_layer_config)"),
 }
 

@@ -103,7 +103,7 @@ def test_removal_rewrites_the_config_and_plain_transformers_reloads_it(nano, tmp
 def test_cache_entries_follow_the_renumbered_blocks(nano):
     import copy
 
-    from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer, LinearAttentionLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, LinearAttentionLayer
 
     model = ADAPTER.remove(copy.deepcopy(nano), [0, 1, 5])  # the first Mamba2, MoE and attention blocks
     left = pattern_of(model.config)
@@ -111,8 +111,15 @@ def test_cache_entries_follow_the_renumbered_blocks(nano):
         assert block.layer_idx == i
         assert getattr(block.mixer, "layer_idx", i) == i
     cache = DynamicCache(config=model.config)
-    expected = {"M": LinearAttentionLayer, "*": DynamicLayer, "E": DummyLayer}
-    assert [type(layer) for layer in cache.layers] == [expected[c] for c in left]
+    expected = {"M": LinearAttentionLayer, "*": DynamicLayer}
+    try:  # transformers >= 5.23 gives blocks that keep no state a placeholder; older releases some unused layer
+        from transformers.cache_utils import DummyLayer
+
+        expected["E"] = DummyLayer
+    except ImportError:
+        pass
+    assert len(cache.layers) == len(left)
+    assert [type(cache.layers[i]) for i, c in enumerate(left) if c in expected] == [expected[c] for c in left if c in expected]
     ids = sample_ids(model, batch=1, seq_len=6)
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})
@@ -120,7 +127,10 @@ def test_cache_entries_follow_the_renumbered_blocks(nano):
         if c == "*":
             assert cache.layers[i].get_seq_length() == 6
         if c == "M":
-            assert cache.get_recurrent_state(i) is not None and cache.get_conv_state(i) is not None
+            if hasattr(cache, "get_recurrent_state"):  # transformers >= 5.23
+                assert cache.get_recurrent_state(i) is not None and cache.get_conv_state(i) is not None
+            else:
+                assert cache.layers[i].is_conv_states_initialized and cache.layers[i].is_recurrent_states_initialized
     assert output_cache(out).get_seq_length() == 6
 
 
