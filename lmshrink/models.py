@@ -159,13 +159,19 @@ def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
 
 
 def _load_gguf_cached(path: Path, dtype: Any, label: str) -> LoadedModel:
-    """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder."""
+    """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder.
+
+    The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
+    may not read.
+    """
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .cache import cache_dir
 
     folder = cache_dir()
-    target = folder / "models" / f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}" if folder else None
+    name = f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}-transformers{transformers.__version__}"
+    target = folder / "models" / name if folder else None
     if target is not None and target.exists():
         try:
             check_model_source(str(target))
