@@ -264,9 +264,10 @@ def test_a_plan_of_other_matrices_is_refused(tiny):
 @pytest.mark.parametrize("pivga", [False, True])
 @pytest.mark.parametrize("edit, message", [
     (lambda layers: layers.update({"model.layers.0.mlp": 3}), "not a linear layer"),
-    (lambda layers: layers.update({"model.embed_tokens.weight": 3}), "not a linear layer"),
-    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": 49}), "must be a whole number in 0..48"),
-    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": "3"}), "must be a whole number"),
+    (lambda layers: layers.update({"model.embed_tokens.weight": 3}), "not a module of the LlamaForCausalLM"),
+    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": 49}), "q_proj is 49, outside 0..48"),
+    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": "3"}), "q_proj is '3', not an integer"),
+    (lambda layers: layers.update({"__class__": 3}), "not a module path"),
 ])
 def test_a_saved_low_rank_transform_is_checked_before_it_is_replayed(tmp_path, tiny, pivga, edit, message):
     import copy

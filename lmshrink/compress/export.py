@@ -11,18 +11,15 @@ import torch
 import torch.nn as nn
 
 from ..core.errors import LmshrinkError
-from .io import transforms_of
+from .io import clear_transforms, transforms_of
 from .low_rank import TRANSFORM, replace_module
 from .pivga import TRANSFORM as PIVGA_TRANSFORM
 
 
 def densify(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every factored layer multiplied back into a plain ``nn.Linear`` (no transforms)."""
-    from .io import _ATTR
-
     dense = copy.deepcopy(model)
-    if hasattr(dense, _ATTR):
-        object.__delattr__(dense, _ATTR)
+    clear_transforms(dense)
     targets = [(name, mod) for name, mod in dense.named_modules() if hasattr(mod, "dense_weight")]
     with torch.no_grad():
         for name, mod in targets:
