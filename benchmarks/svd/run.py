@@ -105,7 +105,7 @@ class Methods:
 
         name, _ = METHODS[method]
         solver = get_solver(name, RankAllocationProblem)
-        if name != "fermigrad":
+        if "loss" not in solver.options:
             return solver.solve(problem)
         opts = self.options(method, ratio)
         if opts["target"] not in self.oracles:  # its teacher cache is shared by every ratio

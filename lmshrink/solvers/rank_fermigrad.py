@@ -98,7 +98,8 @@ def check_oracle(oracle: Any, problem: RankAllocationProblem) -> None:
 class RankFermiGradSolver(Solver):
     """Fermi-function soft truncation trained by gradient descent (loss oracle or proxy), then budget repair."""
 
-    name = "fermigrad"
+    name = "rank-fermigrad"
+    aliases = ("fermigrad",)
     description = ("Rank allocation: Fermi-function truncation levels trained on the model loss (or the whitened "
                    "error) at fixed budget, T → 0, exact repair.")
     problem_types = (RankAllocationProblem,)
