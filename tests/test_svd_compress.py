@@ -372,3 +372,35 @@ def test_cli_svd_smoke(tmp_path, tiny_model_dir, text_file):
     apply_plan(inputs.model, factors, plan)
     probe = inputs.calibration.input_ids[:2]
     assert torch.equal(logits(inputs.model, probe), logits(model, probe))
+
+
+def test_svd_output_is_checked_first_and_written_whole_or_not_at_all(tmp_path, tiny_model_dir, text_file, capsys,
+                                                                     monkeypatch):
+    import lmshrink.compress.io as io
+    import lmshrink.pipeline.svd as svd
+
+    settings = dict(ratio=0.7, solver="uniform", data=[str(text_file)], samples=4, seq_len=16, evaluate=False,
+                    progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    # refused before the model loads: the loader is never reached
+    monkeypatch.setattr(svd, "load_inputs", lambda *a, **k: pytest.fail("loaded the model"))
+    assert main(["svd", "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]) == 2
+    assert "already holds files (notes.txt)" in capsys.readouterr().err
+    monkeypatch.undo()
+    # a save that fails half-way leaves nothing behind, not even its temporary directory
+    monkeypatch.setattr(io, "save_compressed", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        svd.svd_compress(str(tiny_model_dir), out=tmp_path / "fresh", **settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    monkeypatch.undo()
+    result = svd.svd_compress(str(tiny_model_dir), out=tmp_path / "fresh", **settings)
+    assert sorted(p.name for p in result.out.iterdir()) == ["model", "plan.json", "problem.json", "report.json",
+                                                            "report.md"]
+    assert json.loads((result.out / "report.json").read_text())["verify"]["identical"]
+    # an earlier run's output is replaced whole with overwrite
+    (result.out / "stale.txt").write_text("old")
+    again = svd.svd_compress(str(tiny_model_dir), out=result.out, overwrite=True, **settings)
+    assert not (again.out / "stale.txt").exists() and (again.out / "plan.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "out"]

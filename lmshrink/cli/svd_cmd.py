@@ -21,6 +21,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default ./lmshrink-out/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (an earlier run's) whole")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option (repeatable)")
     p.add_argument("--objective", default="fermi-rank",
                    help="rank objective: whitens the matrices and poses the problem (default fermi-rank)")
@@ -53,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
         seed=args.seed,
         out=args.out,
+        overwrite=args.overwrite,
         solver_options=parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option),
         objective_options=parse_option_strings(f"Objective {objective.name!r}", objective.options,
                                                args.objective_option),

@@ -1,5 +1,5 @@
-"""The SVD flow, stage by stage: load → evaluate (before) → whiten → problem → solve → plan → compress → save →
-evaluate (after) → report.
+"""The SVD flow, stage by stage: load → evaluate (before) → whiten → problem → solve → plan → compress →
+evaluate (after) → save (with the report).
 
 The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the
 matrices the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down
@@ -7,10 +7,15 @@ of every Llama block) and poses the :class:`~lmshrink.core.RankAllocationProblem
 solver that declares the option ``loss``, such as ``fermigrad``, gets the objective's loss oracle); the best
 solution becomes a :class:`~lmshrink.core.RankPlan`, and the compression applies the plan to the whitened
 factors. ``ratio`` is the fraction of the decomposed matrices' parameters the compressed model keeps.
+
+The output directory is checked before any slow work and written last: ``problem.json``, ``plan.json``,
+``model/`` (and ``dense/``), ``report.json`` and ``report.md`` go into a temporary directory next to it, which is
+renamed into place once complete (:class:`~lmshrink.staging.StagedDir`), so ``out`` holds a whole result or nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ class SvdConfig:
     evaluate: bool = True
     save: bool = True
     export_dense: bool = False
+    overwrite: bool = False
     verify: bool = True
     progress: bool = True
 
@@ -108,8 +114,9 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     stores the factors gauge-fixed, so the same budget buys higher ranks; ``objective_options`` go to the objective
     (``fermi-rank``: ``target``, ``batch_size``, ``normalize``, ``eps``, ...). Writes ``model/`` (reload with
     :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json``, ``report.md`` and, with
-    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``. ``verify`` reloads the saved model and
-    records the largest logit difference.
+    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``, which must be empty or absent (with
+    ``overwrite``, an earlier run's output is replaced whole). ``verify`` reloads the saved model and records the
+    largest logit difference.
     """
     import torch
 
@@ -131,22 +138,22 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     eval_ids = evaluation_tokens(inputs, config)
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
     factors = whiten(plugins, inputs, timings, config.progress)
-    problem = pose(plugins, factors, inputs, out, timings)
+    problem = pose(plugins, factors, inputs, timings)
     solutions = solve(plugins, problem, factors, inputs, config, timings)
-    plan = make_plan(problem, solutions, plugins, out)
+    plan = make_plan(problem, solutions, plugins)
     summary = compress(net, factors, plan, timings)
     del factors
-    verified = save(inputs, plan, config, out, timings)
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
-    from .svd_report import svd_report, write_report
+    from .svd_report import svd_report
 
-    report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings)
-    if out is not None:
-        write_report(out, report)
+    def report(verified: dict[str, Any] | None) -> dict[str, Any]:
+        return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
+                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings)
+
+    out, final = save(inputs, problem, plan, config, out, timings, report)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
-    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)
+    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, final)
 
 
 # --- stages ------------------------------------------------------------------------------------------------------
@@ -171,10 +178,13 @@ def resolve_plugins(config: SvdConfig) -> Plugins:
 
 
 def output_dir(config: SvdConfig) -> Path | None:
-    """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), created; None when nothing is written."""
+    """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked to be writable by this run (empty
+    or absent, or an earlier run's with ``overwrite``) but not created yet; None when nothing is written."""
+    from ..staging import check_output_dir
+
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        check_output_dir(out, config.overwrite)
     return out
 
 
@@ -202,14 +212,11 @@ def whiten(plugins: Plugins, inputs: Inputs, timings: Timings, progress: bool) -
         return plugins.objective.whiten(inputs.model, inputs.adapter, inputs.calibration, plugins.objective_options)
 
 
-def pose(plugins: Plugins, factors: Any, inputs: Inputs, out: Path | None, timings: Timings) -> RankAllocationProblem:
-    """The objective's rank-allocation problem, saved as ``problem.json``."""
+def pose(plugins: Plugins, factors: Any, inputs: Inputs, timings: Timings) -> RankAllocationProblem:
+    """The objective's rank-allocation problem."""
     with timings("problem"):
-        problem = plugins.objective.pose(factors, inputs.model, inputs.adapter, inputs.calibration,
-                                         plugins.objective_options)
-        if out is not None:
-            problem.save(out / "problem.json")
-    return problem
+        return plugins.objective.pose(factors, inputs.model, inputs.adapter, inputs.calibration,
+                                      plugins.objective_options)
 
 
 def solve(plugins: Plugins, problem: RankAllocationProblem, factors: Any, inputs: Inputs, config: SvdConfig,
@@ -232,13 +239,10 @@ def solve(plugins: Plugins, problem: RankAllocationProblem, factors: Any, inputs
     return solutions
 
 
-def make_plan(problem: RankAllocationProblem, solutions: SolutionSet, plugins: Plugins, out: Path | None) -> RankPlan:
-    """The best allocation as a :class:`RankPlan`, saved as ``plan.json``."""
+def make_plan(problem: RankAllocationProblem, solutions: SolutionSet, plugins: Plugins) -> RankPlan:
+    """The best allocation as a :class:`RankPlan`."""
     source = {"solver": solutions.solver, "objective": plugins.objective.name, "problem": "problem.json"}
-    plan = RankPlan.from_solution(problem, solutions.best.x, source=source)
-    if out is not None:
-        plan.save(out / "plan.json")
-    return plan
+    return RankPlan.from_solution(problem, solutions.best.x, source=source)
 
 
 def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
@@ -249,33 +253,51 @@ def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
         return apply_plan(net, factors, plan)
 
 
-def save(inputs: Inputs, plan: RankPlan, config: SvdConfig, out: Path | None,
-         timings: Timings) -> dict[str, Any] | None:
-    """``model/`` in lmshrink's format (and ``dense/`` with ``export_dense``); with ``verify``, the reloaded model's
-    logits compared with the compressed model's."""
-    if not config.save or out is None:
-        return None
-    import torch
-
+def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,
+         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]]) -> tuple[Path | None, dict]:
+    """``problem.json``, ``plan.json``, ``model/`` in lmshrink's format (when saving; and ``dense/`` with
+    ``export_dense``), ``report.json`` and ``report.md``, written into a temporary directory and renamed to ``out``
+    together. With ``verify``, the staged model is reloaded and its logits compared with the compressed model's
+    before the rename. Returns ``out`` and the report (``report(verified)``)."""
+    if out is None:
+        return None, report(None)
     from ..compress.export import export_dense
-    from ..compress.io import load_compressed, save_compressed
+    from ..compress.io import save_compressed
+    from ..staging import StagedDir
+    from .svd_report import write_report
 
     net, tokenizer = inputs.model, inputs.tokenizer
-    with timings("save"):
-        info = {"command": "svd", "ratio": config.ratio, "solver": config.solver, "pivga": config.pivga,
-                "ranks": plan.ranks}
-        save_compressed(net, out / "model", tokenizer=tokenizer, info=info)
-        if config.export_dense:
-            export_dense(net, out / "dense", tokenizer)
-    if not config.verify:
-        return None
-    with timings("verify reload"):
-        reloaded = load_compressed(out / "model")
-        probe = inputs.calibration.input_ids[:2, : min(64, inputs.calibration.seq_len)]
-        with torch.no_grad():
-            a = net(input_ids=probe, use_cache=False).logits
-            b = reloaded(input_ids=probe, use_cache=False).logits
-        return {"max_abs_logit_diff": float((a - b).abs().max()), "identical": bool(torch.equal(a, b))}
+    with StagedDir(out, overwrite=config.overwrite) as stage:
+        verified = None
+        with timings("save"):
+            problem.save(stage.path / "problem.json")
+            plan.save(stage.path / "plan.json")
+            if config.save:
+                info = {"command": "svd", "ratio": config.ratio, "solver": config.solver, "pivga": config.pivga,
+                        "ranks": plan.ranks}
+                save_compressed(net, stage.path / "model", tokenizer=tokenizer, info=info)
+                if config.export_dense:
+                    export_dense(net, stage.path / "dense", tokenizer)
+        if config.save and config.verify:
+            with timings("verify reload"):
+                verified = verify_reload(net, stage.path / "model", inputs.calibration)
+        final = report(verified)
+        write_report(stage.path, final)
+        return stage.commit(), final
+
+
+def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:
+    """The largest logit difference between ``net`` and the model saved at ``path``, on two calibration samples."""
+    import torch
+
+    from ..compress.io import load_compressed
+
+    reloaded = load_compressed(path)
+    probe = calibration.input_ids[:2, : min(64, calibration.seq_len)]
+    with torch.no_grad():
+        a = net(input_ids=probe, use_cache=False).logits
+        b = reloaded(input_ids=probe, use_cache=False).logits
+    return {"max_abs_logit_diff": float((a - b).abs().max()), "identical": bool(torch.equal(a, b))}
 
 
 __all__ = ["SvdConfig", "SvdResult", "svd_compress"]
