@@ -245,9 +245,9 @@ def test_repair_takes_best_value_per_cost():
     assert list(repair_ranks(p, [4, 4], fill=False)) == [3, 1]
 
 
-@pytest.mark.parametrize("solver", ["uniform", "fermigrad", "milp"])
+@pytest.mark.parametrize("solver", ["uniform", "fermigrad", "milp", "rank-milp"])
 def test_lmshrink_solve_reads_a_rank_problem(tmp_path, capsys, solver):
-    if solver == "milp":
+    if solver.endswith("milp"):
         pytest.importorskip("pyomo")
     p = random_rank_problem(SHAPES, 0.6, seed=3)
     path = p.save(tmp_path / "rank.json")
@@ -255,5 +255,6 @@ def test_lmshrink_solve_reads_a_rank_problem(tmp_path, capsys, solver):
     assert main(["solve", str(path), "--solver", solver, "--top-k", "1", "--json", *extra]) == 0
     out = json.loads(capsys.readouterr().out)
     x = out["solutions"][0]["x"]
+    assert out["solver"] == "rank-" + solver.removeprefix("rank-")  # the alias names the rank solver
     assert p.is_feasible(x)
     assert out["solutions"][0]["energy"] == pytest.approx(p.energy(x))
