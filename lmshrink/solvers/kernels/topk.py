@@ -380,13 +380,16 @@ def reformulate(a: np.ndarray, Q: np.ndarray, lay: Layout, u: np.ndarray) -> tup
     return a2, Q2
 
 
-def best_shift(a: np.ndarray, Q: np.ndarray, lay: Layout, target: float, iters: int = 300) -> tuple[np.ndarray, float]:
+def best_shift(a: np.ndarray, Q: np.ndarray, lay: Layout, target: float, iters: int = 300,
+               deadline: float | None = None) -> tuple[np.ndarray, float]:
     """Supergradient ascent on the root bound over ``u`` (Polyak steps toward ``target``, an incumbent's energy);
-    returns the best u found and its bound."""
+    returns the best u found and its bound. Stops early once ``deadline`` (``time.perf_counter()``) has passed."""
     u = np.zeros(lay.n)
     best_u, best = u.copy(), -np.inf
     step = 1.0
     for it in range(iters):
+        if deadline is not None and it and time.perf_counter() > deadline:
+            break
         lb, g = root_bound(a, Q, lay, u)
         if lb > best:
             best_u, best = u.copy(), lb
@@ -469,7 +472,8 @@ def topk_bnb(
     seed_E = qubo_energies(seeds, lin, Q)
     seeds, seed_E = seeds[np.argsort(seed_E, kind="stable")[:k]], np.sort(seed_E, kind="stable")[:k]
     a = lin + np.diag(Q)
-    u, _ = best_shift(a, Q, lay, float(seed_E[-1]))
+    deadline = None if time_limit is None else start + float(time_limit)
+    u, shifted_root = best_shift(a, Q, lay, float(seed_E[-1]), deadline=deadline)
     a, Qr = reformulate(a, Q, lay, u)  # the same energies on feasible states, a tighter bound
     Qo = Qr - np.diag(np.diag(Qr))
     # each row's other variables by increasing coupling (the variable itself last, dropped)
@@ -494,7 +498,6 @@ def topk_bnb(
     fr_phase = np.zeros(n + 2, dtype=np.int64)
     stats = np.array([0.0, 0.0, 0.0, np.inf, np.nan, 0.0])
     depth = 0
-    deadline = None if time_limit is None else start + float(time_limit)
     budget = 20_000
     while depth >= 0:
         t0 = time.perf_counter()
@@ -516,7 +519,8 @@ def topk_bnb(
         "pruned": int(stats[2]),
         "fixed_by_bound": int(stats[5]),
         "min_pruned_bound": float(stats[3]),
-        "root_bound": float(stats[4]),
+        # the search's root bound, or the shifted one when the time limit came before the root was searched
+        "root_bound": float(stats[4]) if math.isfinite(stats[4]) else float(shifted_root),
         "root_bound_unshifted": float(root_bound(lin + np.diag(Q), Q, lay, np.zeros(n))[0]),
         "kth_energy": kth,
         "tolerance": tol,
