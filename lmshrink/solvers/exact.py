@@ -3,7 +3,8 @@
 Two methods, the faster one by default (``method="auto"``):
 
 - **branch and bound** (:func:`lmshrink.solvers.kernels.topk.topk_bnb`, compiled with numba): depth-first search
-  with a Lagrangian-shifted Gilmore–Lawler bound and reduced-cost fixing; the k best complete states are kept and a
+  with a Lagrangian-shifted Gilmore–Lawler bound, a convex-relaxation bound (Frank–Wolfe) where it is the
+  stronger one, and reduced-cost fixing; the k best complete states are kept and a
   subtree is pruned when its bound reaches the k-th energy. Chosen when the problem has more than
   :data:`ENUMERATE_UP_TO` feasible states (below that its fixed cost, a short anneal for incumbents and the
   bound's Lagrangian multipliers, about 0.2 s, is more than enumerating) and numba is installed. Its certificate
