@@ -106,7 +106,7 @@ def test_solver_study_small(tmp_path):
 
     out = tmp_path / "solvers"
     settings = parse_args(["--no-model", "--no-nemotron", "--sizes", "6,10", "--solvers", "exact,anneal",
-                           "--repeats", "2", "--reads", "4", "--out", str(out), "--quick"])
+                           "--repeats", "2", "--reads", "4", "--out", str(out), "--quick", "--families", "fisher-like"])
     summary = run(settings, Log(quiet=True))
     for name in ("report.md", "runs.csv", "summary.csv", "cases.csv", "summary.json", "tts99.png", "success.png"):
         assert (out / name).exists(), name
@@ -122,7 +122,7 @@ def test_solver_study_small(tmp_path):
         problem = load_problem(out / "problems" / f"{case}.json")
         assert problem.num_variables == n and problem.constraints[0].equals == n // 4
     runs = _read_csv(out / "runs.csv")
-    assert len(runs) == 2 * (1 + 2)
+    assert len(runs) == 2 * (1 + 2 + 1)  # exact, two anneal seeds, the baseline
     assert "## TTS99" in (out / "report.md").read_text()
     data = json.loads((out / "summary.json").read_text())
     assert data["solvers"]["anneal"]["budget"] == {"num_reads": 4}

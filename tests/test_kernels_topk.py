@@ -7,7 +7,14 @@ from problems import brute_force, fisher_problem, random_problem
 pytest.importorskip("numba")
 from lmshrink.core import LmshrinkError  # noqa: E402
 from lmshrink.solvers.kernels.layout import problem_layout  # noqa: E402
-from lmshrink.solvers.kernels.topk import reformulate, root_bound, topk_bnb, topk_problem  # noqa: E402
+from lmshrink.solvers.kernels.topk import (  # noqa: E402
+    convex_root_bound,
+    convex_shift,
+    reformulate,
+    root_bound,
+    topk_bnb,
+    topk_problem,
+)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -69,3 +76,39 @@ def test_bad_input_is_one_clear_error():
         topk_bnb(p.linear, p.quadratic, [np.arange(5)], [2], k=0)
     with pytest.raises(LmshrinkError, match="overlaps"):
         topk_bnb(p.linear, p.quadratic, [np.arange(5), [0]], [2, 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("convex", [True, False])
+def test_with_and_without_the_convex_bound_the_k_lowest_equal_brute_force(seed, convex):
+    p = (random_problem([(7, 3), (6, 2)], free=2, seed=seed) if seed % 2 else
+         fisher_problem(16, 6, seed=seed, kinds=1 + seed % 3, shared=0.5 * (seed % 4)))
+    _, energies = brute_force(p)
+    res = topk_problem(p, k=5, convex=convex)
+    assert res.info["proven"] and res.info["convex_bound"] == convex
+    np.testing.assert_allclose(res.energies, energies[:5], rtol=0, atol=1e-9)
+    assert res.info["min_pruned_bound"] >= res.info["kth_energy"] - res.info["tolerance"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_convex_shift_keeps_q_semidefinite_and_the_root_bound_is_valid(seed):
+    for p in (fisher_problem(20, 5, seed=seed), random_problem([(8, 3), (7, 2)], free=2, seed=seed)):
+        d = convex_shift(p.quadratic)
+        assert np.linalg.eigvalsh(p.quadratic - np.diag(d))[0] >= -1e-12 * np.abs(p.quadratic).max()
+        lay = problem_layout(p)
+        optimum, _ = brute_force(p)
+        assert convex_root_bound(p.linear, p.quadratic, lay, d) + p.offset <= optimum + 1e-9
+    # on a Fisher matrix the shift follows the block scales and lifts the root bound far above the Lagrangian one
+    p = fisher_problem(20, 5, seed=seed)
+    lay = problem_layout(p)
+    lagrangian = root_bound(p.linear + np.diag(p.quadratic), p.quadratic, lay, np.zeros(20))[0]
+    assert convex_root_bound(p.linear, p.quadratic, lay, convex_shift(p.quadratic)) > lagrangian
+
+
+def test_the_convex_bound_prunes_most_of_a_fisher_search():
+    p = fisher_problem(48, 12, seed=0)
+    with_cvx, without = topk_problem(p, k=1, convex=True), topk_problem(p, k=1, convex=False)
+    assert with_cvx.info["proven"] and without.info["proven"]
+    np.testing.assert_allclose(with_cvx.energies, without.energies, rtol=0, atol=1e-12)
+    assert with_cvx.info["nodes"] * 5 < without.info["nodes"] and with_cvx.info["pruned_by_convex_bound"] > 0
+    assert topk_problem(p, k=1).info["convex_bound"]  # chosen by default: its root bound is the better one

@@ -220,7 +220,7 @@ def test_restrict_keeps_energies():
 def test_qaoa_xy_is_always_feasible_and_reports_circuit_facts():
     needs("qiskit", "qiskit_optimization")
     p = random_problem([(4, 2), (3, 1)], free=1, seed=7)
-    result = get_solver("qaoa", p).solve(p, num_solutions=3, seed=0, maxiter=20)
+    result = get_solver("qaoa", p).solve(p, num_solutions=3, seed=0, maxiter=20, backend="statevector")
     info = result.info
     assert info["measured_feasible_fraction"] == pytest.approx(1.0)
     assert info["num_repaired"] == 0
@@ -234,7 +234,7 @@ def test_qaoa_penalty_formulation_repairs_and_reduction_reports_fixed_variables(
     needs("qiskit", "qiskit_optimization")
     p = random_problem([(10, 3)], seed=8)
     result = get_solver("qaoa", p).solve(p, num_solutions=3, seed=0, formulation="penalty", max_qubits=6,
-                                         maxiter=20)
+                                         maxiter=20, backend="statevector")
     info = result.info
     assert info["num_fixed"] == 4 and info["num_qubits"] == 6
     assert set(info["fixed_variables"]) <= set(p.variables)
@@ -357,7 +357,8 @@ def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradie
         ("dwave", "dwave.system", "dwave", {"sampler": "mock-pegasus"}),
         ("dwave-hybrid", "dimod", "dwave", {"sampler": "mock"}),
         ("tabu", "dwave.samplers", "dwave", {}),
-        ("qaoa", "qiskit_optimization.minimum_eigensolvers", "qaoa", {}),
+        ("qaoa", "qiskit_optimization.minimum_eigensolvers", "qaoa", {"backend": "statevector"}),
+        ("qaoa", "numba", "qaoa", {}),
         ("qaoa", "qiskit_ibm_runtime", "ibm", {"backend": "ibm"}),
     ],
 )

@@ -6,7 +6,15 @@ Suite:
   several M;
 - the Nemotron-H pattern problem: a tiny random Nemotron-H model with the 52-block layout of
   Nemotron-3-Nano-30B-A3B and its Fisher problem with per-kind removal counts;
-- generated Fisher-like problems H = AᵀA/m (random per-sample gradients with unequal block scales) up to N = 128.
+- generated Fisher-like problems H = AᵀA/m (random per-sample gradients with unequal block scales) up to N = 128;
+- the families on which the trivial baseline fails (:mod:`lmshrink.solvers.kernels.instances`): low scale spread
+  with a shared direction (couplings decide, not the diagonal) and planted-solution problems whose unique optimum
+  is known by construction (energy 0), disguised so that greedy starts far from it.
+
+Every problem also gets the trivial baseline, "greedy + swap descent" (the M smallest diagonal entries per group,
+then best-improvement swaps to a 1-swap local minimum), as a row of its own: a solver whose best energy does not
+beat it is shown as such. ``--equal-time S`` gives every heuristic that honours ``time_limit`` the same wall budget:
+``time_limit`` = S and its effort option (``capabilities.budget_options["effort"]``) unbounded, so it runs until S.
 
 Nothing here names a solver: each solver's capabilities (:class:`lmshrink.core.SolverCapabilities`) say which
 option carries the equal read budget, which options run it offline where it needs credentials, whether its result
@@ -51,6 +59,9 @@ from ..common import (
 NEMOTRON_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
 #: per-kind removal counts of the Nemotron-H problem
 NEMOTRON_REMOVE = {"mamba": 4, "moe": 4, "attention": 1}
+#: the study's own row: not a registered solver
+BASELINE = "greedy+swap (baseline)"
+FAMILIES = ("fisher-like", "low-spread", "planted")
 FULL = {"repeats": 5, "sizes": "12,32,64,128", "layer_remove": "4,8,12", "sublayer_remove": "8,16", "samples": 64,
         "seq_len": 128, "time_limit": 60.0, "reference_time": 300.0, "max_qubits": 12}
 QUICK = {"repeats": 3, "sizes": "8,24", "layer_remove": "6", "sublayer_remove": "", "samples": 8, "seq_len": 64,
@@ -79,6 +90,10 @@ class Settings:
     #: solvers whose cost grows exponentially with the variables (simulated qubits) run only up to this many
     max_qubits: int = 12
     solvers: list[str] | None = None
+    #: generated families, each at every size in ``sizes``
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    #: every heuristic that honours time_limit runs exactly this long (effort option unbounded); None: defaults
+    equal_time: float | None = None
     seed: int = 0
     quick: bool = False
 
@@ -108,9 +123,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--max-qubits", type=int, default=None,
                    help="largest N for solvers whose cost grows exponentially with N (default 12; quick 8)")
     p.add_argument("--solvers", default=None, help="comma-separated subset of the installed solvers")
+    p.add_argument("--families", default=",".join(FAMILIES),
+                   help=f"generated families, comma-separated (default {','.join(FAMILIES)})")
+    p.add_argument("--equal-time", type=float, default=None,
+                   help="seconds per run for every heuristic that honours time_limit, its effort option unbounded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
     a = p.parse_args(argv)
+    families = [f.strip() for f in a.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        p.error(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    if a.equal_time is not None and not a.equal_time > 0:
+        p.error(f"--equal-time must be a positive number of seconds, not {a.equal_time}")
     base = QUICK if a.quick else FULL
     pick = lambda v, k: base[k] if v is None else v  # noqa: E731
     return Settings(
@@ -119,8 +144,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         sublayer_remove=_ints(pick(a.sublayer_remove, "sublayer_remove")), samples=pick(a.samples, "samples"),
         seq_len=pick(a.seq_len, "seq_len"), repeats=pick(a.repeats, "repeats"), reads=a.reads,
         time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
-        max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"), solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None,
-        seed=a.seed, quick=a.quick,
+        max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"),
+        solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None, families=families,
+        equal_time=a.equal_time, seed=a.seed, quick=a.quick,
     )
 
 
@@ -133,6 +159,8 @@ class Case:
     family: str
     problem: Any
     note: str = ""
+    #: the optimum's energy where the construction proves it (planted problems)
+    known_optimum: float | None = None
 
 
 def generated_problem(n: int, m: int, *, seed: int = 0, spread: float = 1.0, samples: int | None = None) -> Any:
@@ -213,14 +241,63 @@ def nemotron_case(settings: Settings, log: Log, samples: int = 16, seq_len: int 
                  "tokens")], {}
 
 
+def generated_cases(settings: Settings) -> list[Case]:
+    """The generated families at every size, M = N/4."""
+    from lmshrink.solvers.kernels.instances import low_spread_problem, planted_problem
+
+    cases = []
+    for n in settings.sizes:
+        m = max(1, n // 4)
+        seed = settings.seed + n
+        if "fisher-like" in settings.families:
+            cases.append(Case(f"fisher-like-N{n}", "fisher-like", generated_problem(n, m, seed=seed),
+                              f"H = AᵀA/{2 * n}, unequal block scales, M = {m}"))
+        if "low-spread" in settings.families:
+            cases.append(Case(f"low-spread-N{n}", "low-spread", low_spread_problem(n, m, seed=seed),
+                              f"H = AᵀA/{2 * n}, block scales exp(0.1·N(0,1)) and a shared direction, M = {m}"))
+        if "planted" in settings.families and m >= 2:
+            p = planted_problem(n, m, seed=seed)
+            cases.append(Case(f"planted-N{n}", "planted", p, f"planted unique optimum at energy 0, disguised, M = {m}",
+                              known_optimum=float(p.metadata["optimum"])))
+    return cases
+
+
+def baseline_run(case: Case) -> dict[str, Any]:
+    """The runs.csv row of "greedy + swap descent" on ``case`` (one deterministic run; needs numba)."""
+    row: dict[str, Any] = {"case": case.name, "solver": BASELINE, "seed": 0, "energy": None, "time_s": None,
+                           "indices": None, "raw_energy": None, "raw_feasible_fraction": None, "error": ""}
+    try:
+        from lmshrink.solvers.kernels.anneal_swap import greedy_descent
+        from lmshrink.solvers.kernels.layout import problem_layout
+    except ImportError as exc:  # MissingDependencyError is an ImportError too
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    p = case.problem
+    lay = problem_layout(p)
+    t = time.perf_counter()
+    x, _ = greedy_descent(p.linear, p.quadratic, [lay.group(g) for g in range(lay.num_groups)], lay.equals.tolist())
+    energy = float(p.energy(x))  # no repair or polish of someone else's samples: raw is the result
+    row.update(energy=energy, time_s=time.perf_counter() - t, indices=np.flatnonzero(x).tolist(), raw_energy=energy,
+               raw_feasible_fraction=1.0)
+    return row
+
+
 # --- solvers -----------------------------------------------------------------------------------------------------
-def budget(solver: Any, reads: int) -> dict[str, Any]:
+#: the effort option's value under ``--equal-time``: more than any run reaches before its time limit
+UNBOUNDED_EFFORT = 10**9
+
+
+def budget(solver: Any, reads: int, equal_time: float | None = None) -> dict[str, Any]:
     """The options a solver runs with: its read-budget option (``capabilities.budget_options["reads"]``) set to
-    ``reads``, and its offline options where it needs credentials or the network (local simulators and mocks)."""
+    ``reads``, its effort option unbounded under ``equal_time`` (when it honours ``time_limit``), and its offline
+    options where it needs credentials or the network (local simulators and mocks)."""
     caps = solver.capabilities
     opts: dict[str, Any] = {}
     if "reads" in caps.budget_options:
         opts[caps.budget_options["reads"]] = reads
+    if equal_time is not None and caps.honours_time_limit and not caps.proves_optimality \
+            and "effort" in caps.budget_options:
+        opts[caps.budget_options["effort"]] = UNBOUNDED_EFFORT
     if caps.needs_credentials or caps.needs_network:
         opts.update(caps.offline_options)
     return opts
@@ -276,6 +353,9 @@ def reference(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
     from lmshrink.plugins import registry
 
     states = case.problem.num_feasible_states()
+    if case.known_optimum is not None:
+        return {"solver": "construction", "energy": case.known_optimum, "proven": True, "time_s": 0.0,
+                "feasible_states": states}
     provers = [e for e in registry("solver") if e.supports(case.problem) and e.create().capabilities.proves_optimality]
     provers = [e for e in provers if too_large(e.create(), case.problem, settings) is None]
     provers.sort(key=lambda e: e.create().capabilities.exponential_in != "feasible_states")
@@ -324,10 +404,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         c, n_ = nemotron_case(settings, log)
         cases += c
         notes.update(n_)
-    for n in settings.sizes:
-        m = max(1, n // 4)
-        cases.append(Case(f"fisher-like-N{n}", "generated", generated_problem(n, m, seed=settings.seed + n),
-                          f"H = AᵀA/{2 * n}, unequal block scales, M = {m}"))
+    cases += generated_cases(settings)
     for case in cases:
         case.problem.save(out / "problems" / f"{case.name}.json")
 
@@ -353,6 +430,9 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         refs[case.name] = ref
         log(f"{case.name}: N={n}, reference {ref['solver']} E*={ref['energy']} "
             f"({'proven' if ref['proven'] else 'not proven'}) in {ref['time_s']:.1f} s")
+        base = baseline_run(case)
+        runs.append(base)
+        log(f"  {BASELINE}: {base['energy'] if base['energy'] is not None else base['error']}")
         for e in solvers:
             solver = e.create()
             why = too_large(solver, p, settings)
@@ -361,8 +441,8 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
                 continue
             caps = solver.capabilities
             seeds = [settings.seed] if caps.deterministic else [settings.seed + k for k in range(settings.repeats)]
-            opts = budget(solver, settings.reads)
-            limit = settings.reference_time if caps.proves_optimality else settings.time_limit
+            opts = budget(solver, settings.reads, settings.equal_time)
+            limit = settings.reference_time if caps.proves_optimality else settings.equal_time or settings.time_limit
             for seed in seeds:
                 if e.name == ref["solver"] and ref.get("energy") is not None and caps.deterministic:
                     runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": ref["energy"],
@@ -392,6 +472,8 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         "settings": asdict(settings), "cases": [_case_row(c, refs[c.name], targets[c.name]) for c in cases],
         "summary": summary_rows, "unavailable": unavailable, "notes": notes, "case_skips": case_skips,
         "solvers": {e.name: _solver_row(e, settings) for e in solvers},
+        "baseline": {"name": BASELINE, "description": "the M smallest diagonal entries per group, then "
+                     "best-improvement swap descent to a 1-swap local minimum (deterministic: one run)"},
         "total_seconds": log.elapsed, "environment": environment("benchmarks.solvers"),
     }
     write_csv(out / "runs.csv", runs, ["case", "solver", "seed", "energy", "time_s", "indices", "raw_energy",
@@ -410,7 +492,8 @@ def _solver_row(entry: Any, settings: Settings) -> dict[str, Any]:
     """What the report says about a solver: provider, the options it ran with, and the capabilities behind them."""
     solver = entry.create()
     caps = solver.capabilities
-    return {"package": entry.package, "version": entry.version, "budget": budget(solver, settings.reads),
+    return {"package": entry.package, "version": entry.version,
+            "budget": budget(solver, settings.reads, settings.equal_time),
             "deterministic": caps.deterministic, "proves_optimality": caps.proves_optimality,
             "offline": bool(caps.needs_credentials or caps.needs_network), "postprocessing": list(caps.postprocessing),
             "description": entry.description}
@@ -442,6 +525,7 @@ def summarise(cases: list[Case], refs: dict[str, dict[str, Any]], runs: list[dic
         target = target_energy(ref, [r["energy"] for r in runs if r["case"] == case.name])
         if target is None:
             continue
+        base = next((r["energy"] for r in runs if r["case"] == case.name and r["solver"] == BASELINE), None)
         for solver in dict.fromkeys(r["solver"] for r in runs if r["case"] == case.name):
             rs = [r for r in runs if r["case"] == case.name and r["solver"] == solver]
             good = [r for r in rs if r["energy"] is not None]
@@ -468,8 +552,18 @@ def summarise(cases: list[Case], refs: dict[str, dict[str, Any]], runs: list[dic
                 "raw_success_p": raw_p, "raw_tts99_s": tts(float(t.mean()), raw_p),
                 "raw_best_gap": float((raw_e.min() - target) / scale) if np.isfinite(raw_e.min()) else math.inf,
                 "raw_feasible_fraction": float(np.mean(fractions)) if fractions else None, "error": "",
+                "vs_baseline": versus(float(e.min()), base),
             })
     return rows
+
+
+def versus(best: float, baseline: float | None) -> str:
+    """"better", "same" or "worse" than the baseline's energy (within the success tolerance), or "" without one."""
+    if baseline is None:
+        return ""
+    if hits([best], baseline)[0]:
+        return "same" if hits([baseline], best)[0] else "better"
+    return "worse"
 
 
 # --- plots and report --------------------------------------------------------------------------------------------
@@ -558,7 +652,7 @@ def render(summary: dict[str, Any]) -> str:
         f"{len(cases)} problems × {len(summary['solvers'])} solvers; run time {summary['total_seconds'] / 60:.1f} min"
         + (" (quick mode)." if s["quick"] else "."),
         "",
-        f"**Budget per run**: each solver's defaults except {budgets}; `time_limit` = {s['time_limit']} s passed to "
+        f"**Budget per run**: each solver's defaults except {budgets}; `time_limit` = {s.get('equal_time') or s['time_limit']} s passed to "
         f"every heuristic run and {s['reference_time']} s to solvers that prove optimality (solvers that honour it "
         f"stop there). Solvers whose result depends on the seed run {s['repeats']} times (seeds "
         f"{s['seed']}..{s['seed'] + s['repeats'] - 1}), the others once. TTS99 = t·ln(0.01)/ln(1 − p) with t the "
@@ -570,6 +664,13 @@ def render(summary: dict[str, Any]) -> str:
         "feasible state among the sampler's own samples, before the post-processing each solver applies"
         + (f" ({steps})" if steps else "") + ". A solver whose raw success is far below its polished success owes "
         "its results to the repair and polish.",
+        "",
+        f"**Equal time**: every heuristic that honours `time_limit` and has an effort option ran until "
+        f"{s['equal_time']} s per run, its effort option unbounded; the others stop on their own, within it "
+        "(see the time table)." if s.get("equal_time") else "",
+        "",
+        f"**Baseline**: `{BASELINE}` is {summary['baseline']['description']}; a table below says whether each "
+        "solver's best run beats it." if "baseline" in summary else "",
         "",
         "## Problems",
         "",
@@ -603,6 +704,11 @@ def render(summary: dict[str, Any]) -> str:
         "## Raw samples: TTS99 (seconds)",
         "",
         table(["problem", *solvers], [[c, *[cell(c, sv, "raw_tts99_s") for sv in solvers]] for c in cases], 3),
+        "",
+        "## Best run against the baseline (better / same / worse)",
+        "",
+        table(["problem", *[sv for sv in solvers if sv != BASELINE]],
+              [[c, *[cell(c, sv, "vs_baseline") for sv in solvers if sv != BASELINE]] for c in cases]),
         "",
         "## Relative gap of the best run to the target",
         "",

@@ -19,7 +19,7 @@ Moves are accepted with the Metropolis rule ``min(1, e^{−βΔ})``. Two schedul
 
 Either way every read ends with a greedy descent (best improvement) to a 1-swap local minimum. Defaults: β_hot
 accepts the median uphill move of a random state with probability 1/2; β_cold accepts the smallest uphill move
-out of a 1-swap local minimum (the smallest over greedy descents from the random starts) with probability 1e-3,
+out of a 1-swap local minimum (the smallest over greedy descents from 16 random starts) with probability 1e-3,
 so the run ends cold and the quench only finishes the job.
 
 Reads run in parallel (``numba.prange``); each has its own splitmix64 stream (Steele, Lea & Flood, OOPSLA 2014)
@@ -46,6 +46,8 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0  # 2^-53: the top 53 bits of a draw make a double in [0, 1)
+#: random starts that set the default β range (moves sampled at them, greedy descents from them)
+PROBES = 16
 
 
 # --- random numbers --------------------------------------------------------------------------------------------------
@@ -173,16 +175,19 @@ def _sample_deltas(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_star
 
 
 @njit(parallel=True, cache=True)
-def _quench(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, x, F, E, tol, min_uphill):
-    """Best-improvement descent of every read to a 1-swap (and 1-flip) local minimum.
+def _quench(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free, x, F, E, tol, min_uphill, done,
+            max_moves):
+    """Best-improvement descent of every read not yet ``done`` toward a 1-swap (and 1-flip) local minimum, at most
+    ``max_moves`` moves per read in this call.
 
-    A move counts as improving when Δ < −tol. ``min_uphill[r]`` gets the smallest Δ > tol among the moves out of
-    the final state (∞ when there is none).
+    A move counts as improving when Δ < −tol. A read that reaches the local minimum gets ``done[r] = True`` and
+    ``min_uphill[r]``, the smallest Δ > tol among the moves out of it (∞ when there is none).
     """
     R, n = x.shape
     G = len(equals)
     for r in prange(R):
-        while True:
+        moves = 0
+        while not done[r] and moves < max_moves:
             best, up = -tol, np.inf
             ba, bb, bi, bj = -1, -1, -1, -1
             for g in range(G):
@@ -208,9 +213,29 @@ def _quench(lin, Q, qd, equals, size, ones, ones_start, zeros, zeros_start, free
                     up = d
             if bi < 0:
                 min_uphill[r] = up
+                done[r] = True
                 break
             _apply(r, ba, bb, bi, bj, Q, ones, zeros, x, F)
             E[r] += best
+            moves += 1
+
+
+def quench(lin: np.ndarray, Q: np.ndarray, lay: Layout, reads: _Reads, tol: float,
+           deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Descend every read of ``reads`` (in place) to a 1-swap local minimum, in rounds of a few moves, stopping
+    between rounds once ``deadline`` (``time.perf_counter()``) has passed. Returns (done, smallest uphill move)
+    per read (see :func:`_quench`)."""
+    R = len(reads.E)
+    done = np.zeros(R, dtype=np.bool_)
+    up = np.full(R, np.inf)
+    qd = np.diag(Q).copy()
+    max_moves = np.iinfo(np.int64).max if deadline is None else 8  # without a deadline one call does it all
+    while not done.all():
+        _quench(lin, Q, qd, lay.equals, lay.size, reads.ones, reads.ones_start, reads.zeros, reads.zeros_start,
+                lay.free, reads.x, reads.F, reads.E, tol, up, done, max_moves)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    return done, up
 
 
 # --- the Python side --------------------------------------------------------------------------------------------------
@@ -272,18 +297,20 @@ def _movers(lay: Layout) -> tuple[np.ndarray, np.ndarray]:
     return np.array(groups, dtype=np.int64), np.asarray(cum, dtype=np.float64)
 
 
-def default_beta_range(lin: np.ndarray, Q: np.ndarray, lay: Layout, reads: _Reads) -> tuple[float, float, float]:
-    """(β_hot, β_cold, smallest uphill move): see the module docstring. ``reads`` is left unchanged."""
+def default_beta_range(lin: np.ndarray, Q: np.ndarray, lay: Layout, reads: _Reads,
+                       deadline: float | None = None) -> tuple[float, float, float]:
+    """(β_hot, β_cold, smallest uphill move): see the module docstring; the moves are sampled at, and the
+    descents run from, the first :data:`PROBES` random starts. Descents still running at ``deadline`` are left
+    out (with none finished, the smallest sampled move stands in). ``reads`` is left unchanged."""
     qd = np.diag(Q).copy()
     group, cum = _movers(lay)
-    probe = reads.take()
+    probe = reads.take(slice(0, PROBES))
     d = _sample_deltas(lin, Q, qd, lay.equals, lay.size, probe.ones, probe.ones_start, probe.zeros,
                        probe.zeros_start, lay.free, group, cum, probe.x, probe.F, probe.rng, 16).ravel()
     tol = 1e-12 * energy_scale(lin, Q)
     d = d[d > tol]
-    up = np.full(len(probe.E), np.inf)
-    _quench(lin, Q, qd, lay.equals, lay.size, probe.ones, probe.ones_start, probe.zeros, probe.zeros_start,
-            lay.free, probe.x, probe.F, probe.E, tol, up)
+    done, up = quench(lin, Q, lay, probe, tol, deadline)
+    up = up[done]
     if d.size == 0:  # every move is free of cost: any β does
         return 1.0, 10.0, 0.0
     hot = math.log(2.0) / float(np.median(d))
@@ -339,19 +366,18 @@ def anneal_swap(
         info.update(note="every variable is fixed by the constraints", sweeps_done=0,
                     time_s=time.perf_counter() - start)
         return AnnealResult(reads.x[perm[:, -1]], reads.E[perm[:, -1]], best_x, best_E, info)
-    hot, cold, smallest = default_beta_range(lin, Q, lay, reads)
+    deadline = None if time_limit is None else start + float(time_limit)
+    hot, cold, smallest = default_beta_range(lin, Q, lay, reads, deadline)
     hot = hot if beta_hot is None else float(beta_hot)
     cold = cold if beta_cold is None else float(beta_cold)
     info.update(beta_range=[hot, cold], smallest_uphill=smallest)
-    if L == 1:  # geometric schedule β_s = β_hot (β_cold/β_hot)^{s/(S−1)}
-        betas = hot * (cold / hot) ** (np.arange(S) / max(S - 1, 1))
-    else:  # geometric ladder β_t = β_hot (β_cold/β_hot)^{t/(L−1)}
+    if L > 1:  # geometric ladder β_t = β_hot (β_cold/β_hot)^{t/(L−1)}
         ladder = hot * (cold / hot) ** (np.arange(L) / (L - 1))
         exchanges = np.zeros(R, dtype=np.int64)
-    deadline = None if time_limit is None else start + float(time_limit)
     # without a deadline one call runs every sweep; with one, the deadline is checked between chunks of sweeps
-    # sized to about 0.1 s each (a parallel launch costs milliseconds on a loaded machine)
-    chunk = S if deadline is None else max(1, S // 100)
+    # sized to about 0.1 s each (a parallel launch costs milliseconds on a loaded machine), starting from one sweep
+    # (however many sweeps were asked for, the first check comes after one)
+    chunk = S if deadline is None else 1
     args = (lin, Q, qd, lay.equals, lay.size, reads.ones, reads.ones_start, reads.zeros, reads.zeros_start,
             lay.free, group, cum, reads.x, reads.F, reads.E, best_x, best_E, reads.rng)
     while done < S:
@@ -360,20 +386,24 @@ def anneal_swap(
             info["stopped_early"] = True
             break
         s1 = min(S, done + chunk)
-        if L == 1:
-            _sweeps(*args, betas, done, s1, accepted)
+        if L == 1:  # geometric schedule β_s = β_hot (β_cold/β_hot)^{s/(S−1)}, this chunk's part of it
+            betas = hot * (cold / hot) ** (np.arange(done, s1) / max(S - 1, 1))
+            _sweeps(*args, betas, 0, s1 - done, accepted)
         else:
             _pt_sweeps(*args, ladder, perm, done, s1, accepted, exchanges)
-        chunk = max(1, int(0.1 * (s1 - done) / max(time.perf_counter() - now, 1e-6)))
+        chunk = max(1, min(int(0.1 * (s1 - done) / max(time.perf_counter() - now, 1e-6)), 4 * (s1 - done)))
         done = s1
     info.update(anneal_time_s=time.perf_counter() - start, sweeps_done=done,
                 acceptance=float(accepted.sum()) / max(R * L * done * lay.n, 1))
     if L > 1:
         info["exchange_rate"] = float(exchanges.sum()) / max(R * (L - 1) * done, 1)
     final = reads.take(perm[:, -1])  # each read's coldest replica
-    up = np.full(R, np.inf)
-    _quench(lin, Q, qd, lay.equals, lay.size, final.ones, final.ones_start, final.zeros, final.zeros_start,
-            lay.free, final.x, final.F, final.E, tol, up)
+    before = final.E.copy()
+    # after a time limit the quench gets a grace period of its own: a quarter of the limit, at least 0.5 s
+    grace = None if deadline is None else max(deadline, time.perf_counter()) + max(0.5, 0.25 * float(time_limit))
+    done_q, _ = quench(lin, Q, lay, final, tol, grace)
+    info["quench_improved"] = int((final.E < before - tol).sum())  # reads the schedule left above a local minimum
+    info["quench_complete"] = bool(done_q.all())
     improved = final.E < best_E
     best_x[improved], best_E[improved] = final.x[improved], final.E[improved]
     info["time_s"] = time.perf_counter() - start
@@ -413,5 +443,6 @@ def greedy_descent(linear: np.ndarray, Q: np.ndarray, groups: list[np.ndarray] |
     F = 2.0 * x.astype(np.float64) @ Q
     E = qubo_energies(x, lin, Q)
     _quench(lin, Q, np.diag(Q).copy(), lay.equals, lay.size, cat(ones), ones_start, cat(zeros), zeros_start,
-            lay.free, x, F, E, 1e-12 * energy_scale(lin, Q), np.zeros(1))
+            lay.free, x, F, E, 1e-12 * energy_scale(lin, Q), np.zeros(1), np.zeros(1, dtype=np.bool_),
+            np.iinfo(np.int64).max)
     return x[0], float(E[0])

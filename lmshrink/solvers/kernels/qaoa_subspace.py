@@ -233,17 +233,22 @@ def objective(sim: SubspaceQAOA, cvar_alpha: float | None = None, gibbs_eta: flo
 
 def optimize(sim: SubspaceQAOA, *, p_max: int = 3, maxiter: int = 100, shots: int = 1024, seed: int | None = 0,
              deltas: tuple[float, ...] = tuple(np.geomspace(0.25, 64, 9)), cvar_alpha: float | None = None,
-             gibbs_eta: float | None = None) -> dict[str, Any]:
+             gibbs_eta: float | None = None, initial: np.ndarray | None = None) -> dict[str, Any]:
     """Ramp at p = 1 (best Δ of ``deltas``), COBYLA, then INTERP to p + 1 and COBYLA again, up to ``p_max``,
-    each minimising :func:`objective` (the expectation unless ``cvar_alpha`` or ``gibbs_eta`` is given).
+    each minimising :func:`objective` (the expectation unless ``cvar_alpha`` or ``gibbs_eta`` is given). With
+    ``initial`` (angles ``[β_1..β_p, γ_1..γ_p]``) one COBYLA run at that depth starts from them instead.
 
     Returns per depth the angles, ⟨E⟩, the optimum's probability and the uniform baseline 1/dim, the number of
-    circuit evaluations and the time, plus ``shots`` samples at the deepest angles: the best sampled state, its
-    energy and probability, and whether it is optimal.
+    circuit evaluations and the time; the final angles (``params``); and ``shots`` samples at them (``draws``,
+    indices into the subspace): the best sampled state, its energy and probability, and whether it is optimal.
     """
     minimize = require("scipy.optimize", "qaoa", "QAOA angle optimization").minimize
     if p_max < 1 or maxiter < 1 or shots < 1:
         raise LmshrinkError("p_max, maxiter and shots must be at least 1.")
+    if initial is not None:
+        initial = np.asarray(initial, dtype=np.float64)
+        if initial.ndim != 1 or len(initial) < 2 or len(initial) % 2:
+            raise LmshrinkError(f"initial angles must be [β_1..β_p, γ_1..γ_p], got shape {initial.shape}.")
     start = time.perf_counter()
     evals = 0
 
@@ -254,11 +259,15 @@ def optimize(sim: SubspaceQAOA, *, p_max: int = 3, maxiter: int = 100, shots: in
         evals += 1
         return f(x)
 
-    scan = {d: cost(ramp(1, d)) for d in deltas}
-    params = ramp(1, min(scan, key=scan.get))
+    if initial is None:
+        scan = {d: cost(ramp(1, d)) for d in deltas}
+        params, first = ramp(1, min(scan, key=scan.get)), 1
+    else:
+        params, first = initial, len(initial) // 2
+        p_max = first
     depths = []
-    for p in range(1, p_max + 1):
-        if p > 1:
+    for p in range(first, p_max + 1):
+        if p > first:
             params = interp(params)
         t0, e0 = time.perf_counter(), evals
         # first steps of 10% of the largest angle: γ may be tens when the low states lie close together
@@ -281,6 +290,8 @@ def optimize(sim: SubspaceQAOA, *, p_max: int = 3, maxiter: int = 100, shots: in
     uniform = 1.0 / sim.dim
     return {
         "dim": sim.dim,
+        "params": params.tolist(),
+        "draws": draws,
         "uniform": uniform,
         "optimum": sim.optimum,
         "depths": depths,

@@ -15,6 +15,14 @@ Gilmore–Lawler-type bound (Gilmore 1962; Lawler 1963, for the quadratic assign
 
     LB = E(I) + Σ_g (sum of the r_g smallest w_j, j ∈ C_g) + Σ_{j free candidate} min(0, w_j).
 
+A second, convex bound (Frank–Wolfe on a relaxation; added per node when its root bound is the better one, as on
+Fisher problems): for binary x, ``xᵀQx = xᵀ(Q − D)x + d·x``, and with ``D = diag(d)`` chosen so that ``Q − D`` is
+positive semidefinite (:func:`convex_shift`) the energy of the completions, relaxed to the polytope
+``y ∈ [0, 1]^C``, ``Σ_{C_g} y = r_g``, is convex; any Frank–Wolfe iterate ``y`` gives the valid bound
+``φ(y) + min_s ∇φ(y)·(s − y)`` (the linear minimisation over the polytope takes the ``r_g`` smallest gradients
+per group), see :func:`_convex_bound`. On Fisher-like N = 128, M = 16 it lifts the root bound from −9.3 to 0.38
+(optimum 0.627) and proves the optimum in seconds where the first bound alone did not in a minute.
+
 The sums of smallest couplings walk each row of Q sorted once at the start, so a node costs O(|C| (r + |I ∪ O|)).
 Search: depth first, branching on the candidate of smallest ``w_j`` (first "on", then "off"); a group with
 ``r_g = 0`` sets its candidates off and one with ``r_g = |C_g|`` sets them on, and a candidate whose forced value
@@ -189,6 +197,106 @@ def _fix_by_bound(lb, limit, status, w, gof, need, buf, fixes, f, Q, ncand, trai
 
 
 @njit(cache=True)
+def _lmo(grad, cand, m, gof, need, taken, idx, vertex):
+    """Frank–Wolfe's linear step over the node's relaxed polytope: the vertex minimising grad·s, i.e. in each
+    group its ``need_g`` candidates of smallest gradient and every free candidate of negative gradient (``vertex``
+    gets 0/1 over the candidates, ``idx`` the chosen ones); returns how many were chosen."""
+    keys = np.empty(m)
+    for t in range(m):
+        keys[t] = grad[cand[t]]
+    srt = np.argsort(keys)
+    for g in range(len(taken)):
+        taken[g] = 0
+    c = 0
+    for t in range(m):
+        vertex[cand[t]] = 0.0
+    for t in range(m):
+        j = cand[srt[t]]
+        g = gof[j]
+        if (g >= 0 and taken[g] < need[g]) or (g < 0 and grad[j] < 0.0):
+            if g >= 0:
+                taken[g] += 1
+            vertex[j] = 1.0
+            idx[c] = j
+            c += 1
+    return c
+
+
+@njit(cache=True)
+def _convex_bound(status, lin0, Q0, dshift, gof, need, limit, iters, y, Hy, grad, vertex, Hs, cvec, cand, idx,
+                  taken, early=True):
+    """A lower bound of the node from the convex relaxation (the third bound of the module docstring).
+
+    With ``Hc = Q − diag(d)`` positive semidefinite, every completion ``y`` of the fixed ones ``I`` has energy
+    ``φ(y) = E(I) + c·y + yᵀ Hc y``, ``c_j = l_j + d_j + 2 Σ_{i∈I} Q_ij`` (y_j² = y_j on 0/1 values), and φ is convex
+    on the relaxed polytope (candidates in [0, 1], ``need_g`` per group). Frank–Wolfe (exact line search) gives at
+    every iterate the valid bound ``φ(y) + min_s ∇φ(y)·(s − y)``; it stops once that reaches ``limit`` (pruned)
+    or, when ``early``, once φ(y) < ``limit`` (the relaxation is below it: this bound cannot prune the node).
+    """
+    n = len(lin0)
+    m = 0
+    e0 = 0.0
+    for j in range(n):
+        if status[j] == _CAND:
+            cand[m] = j
+            m += 1
+        elif status[j] == _ON:
+            e0 += lin0[j]
+            for i in range(n):
+                if status[i] == _ON:
+                    e0 += Q0[i, j]
+    if m == 0:
+        return e0
+    for t in range(m):
+        j = cand[t]
+        c = lin0[j] + dshift[j]
+        for i in range(n):
+            if status[i] == _ON:
+                c += 2.0 * Q0[i, j]
+        cvec[j] = c
+    cnt = _lmo(cvec, cand, m, gof, need, taken, idx, y)  # start at the vertex of smallest c·s
+    for t in range(m):
+        j = cand[t]
+        h = -dshift[j] * y[j]
+        for r in range(cnt):
+            h += Q0[j, idx[r]]
+        Hy[j] = h
+    best = -np.inf
+    for _ in range(iters):
+        phi = e0
+        for t in range(m):
+            j = cand[t]
+            phi += y[j] * (cvec[j] + Hy[j])
+            grad[j] = cvec[j] + 2.0 * Hy[j]
+        cnt = _lmo(grad, cand, m, gof, need, taken, idx, vertex)
+        gd = 0.0
+        for t in range(m):
+            j = cand[t]
+            gd += grad[j] * (vertex[j] - y[j])
+        lb = phi + gd
+        if lb > best:
+            best = lb
+        if best >= limit or (early and phi < limit) or gd > -1e-15 * (1.0 + abs(phi)):
+            break
+        for t in range(m):  # Hc s
+            j = cand[t]
+            h = -dshift[j] * vertex[j]
+            for r in range(cnt):
+                h += Q0[j, idx[r]]
+            Hs[j] = h
+        curv = 0.0  # (s − y)ᵀ Hc (s − y)
+        for t in range(m):
+            j = cand[t]
+            curv += (vertex[j] - y[j]) * (Hs[j] - Hy[j])
+        step = 1.0 if curv <= 0.0 else min(1.0, -gd / (2.0 * curv))
+        for t in range(m):
+            j = cand[t]
+            y[j] += step * (vertex[j] - y[j])
+            Hy[j] += step * (Hs[j] - Hy[j])
+    return best
+
+
+@njit(cache=True)
 def _insert(x_on, energy, top_x, top_E, count, tol):
     """Insert a complete state into the k best (sorted ascending) unless already there; returns the new count."""
     k = len(top_E)
@@ -216,17 +324,22 @@ def _insert(x_on, energy, top_x, top_E, count, tol):
 
 @njit(cache=True)
 def _search(Q, Qo, order, gof, status, f, need, ncand, trail, E, fr_trail, fr_base, fr_var, fr_phase, depth,
-            top_x, top_E, count, tol, stats, budget):
+            top_x, top_E, count, tol, stats, budget, lin0, Q0, dshift, fw_iters):
     """Run the depth-first search for at most ``budget`` nodes; every piece of state lives in the arrays, so a
     later call resumes where this one stopped. Returns (depth, count): depth −1 when the search is complete.
+    ``fw_iters`` > 0 adds the convex-relaxation bound (:func:`_convex_bound`, on the original ``lin0``, ``Q0``).
 
-    stats: [nodes, leaves, pruned, min pruned bound, root bound, variables fixed by the bound].
+    stats: [nodes, leaves, pruned, min pruned bound, root bound, variables fixed by the bound, pruned by the
+    convex bound].
     """
     n = len(f)
     G = len(need)
     w = np.empty(n)
     buf = np.empty(n)
     taken = np.zeros(max(G, 1), dtype=np.int64)
+    fw = (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
+    cand = np.empty(n, dtype=np.int64)
+    idx = np.empty(n, dtype=np.int64)
     fixes = np.empty(n, dtype=np.int64)
     x_on = np.zeros(n, dtype=np.int8)
     tl = trail_length(status)  # every decided variable is on the trail
@@ -263,6 +376,13 @@ def _search(Q, Qo, order, gof, status, f, need, ncand, trail, E, fr_trail, fr_ba
                 if nfix == 0:
                     break
                 stats[5] += nfix
+            if fw_iters > 0 and not infeasible and v >= 0 and lb < kth - tol:
+                lb2 = _convex_bound(status, lin0, Q0, dshift, gof, need, kth - tol, fw_iters, fw[0], fw[1], fw[2],
+                                    fw[3], fw[4], fw[5], cand, idx, taken)
+                if lb2 > lb:
+                    lb = lb2
+                    if lb >= kth - tol:
+                        stats[6] += 1
             fr_base[d] = tl
             if stats[0] == 1:
                 stats[4] = lb
@@ -380,13 +500,16 @@ def reformulate(a: np.ndarray, Q: np.ndarray, lay: Layout, u: np.ndarray) -> tup
     return a2, Q2
 
 
-def best_shift(a: np.ndarray, Q: np.ndarray, lay: Layout, target: float, iters: int = 300) -> tuple[np.ndarray, float]:
+def best_shift(a: np.ndarray, Q: np.ndarray, lay: Layout, target: float, iters: int = 300,
+               deadline: float | None = None) -> tuple[np.ndarray, float]:
     """Supergradient ascent on the root bound over ``u`` (Polyak steps toward ``target``, an incumbent's energy);
-    returns the best u found and its bound."""
+    returns the best u found and its bound. Stops early once ``deadline`` (``time.perf_counter()``) has passed."""
     u = np.zeros(lay.n)
     best_u, best = u.copy(), -np.inf
     step = 1.0
     for it in range(iters):
+        if deadline is not None and it and time.perf_counter() > deadline:
+            break
         lb, g = root_bound(a, Q, lay, u)
         if lb > best:
             best_u, best = u.copy(), lb
@@ -397,6 +520,37 @@ def best_shift(a: np.ndarray, Q: np.ndarray, lay: Layout, target: float, iters: 
         if it % 50 == 49:
             step *= 0.6
     return best_u, best
+
+
+#: Frank–Wolfe iterations of the convex bound per node
+FW_ITERS = 60
+
+
+def convex_shift(Q: np.ndarray) -> np.ndarray:
+    """A diagonal ``d`` with ``Q − diag(d)`` positive semidefinite, as large as one eigenvalue allows:
+    ``d = λ_min(S Q S)·diag(Q)`` with ``S = diag(Q)^−½`` when the diagonal is positive (each variable's share in
+    proportion to its own scale: for a Fisher matrix ``AᵀA/s`` with unequal block scales, far more than a uniform
+    shift), else ``λ_min(Q)`` for every variable. Lowered by 1e-9 relative so that rounding keeps it semidefinite."""
+    diag = np.diag(Q)
+    if len(diag) and np.all(diag > 0):
+        s = 1.0 / np.sqrt(diag)
+        lam = np.linalg.eigvalsh(Q * s[:, None] * s[None, :])
+        return (lam[0] - 1e-9 * max(1.0, abs(lam[-1]))) * diag
+    lam = np.linalg.eigvalsh(Q) if len(diag) else np.zeros(1)
+    return np.full(len(diag), lam[0] - 1e-9 * max(1.0, abs(lam[-1])))
+
+
+def convex_root_bound(linear: np.ndarray, Q: np.ndarray, lay: Layout, dshift: np.ndarray,
+                      iters: int = 10 * FW_ITERS) -> float:
+    """The convex-relaxation bound (:func:`_convex_bound`) of the whole problem, nothing fixed."""
+    n = lay.n
+    gof = np.full(n, -1, dtype=np.int64)
+    for g in range(lay.num_groups):
+        gof[lay.group(g)] = g
+    work = [np.zeros(n) for _ in range(6)]
+    return float(_convex_bound(np.zeros(n, dtype=np.int8), linear, Q, dshift, gof, lay.equals.astype(np.int64),
+                               np.inf, int(iters), *work, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64),
+                               np.zeros(max(lay.num_groups, 1), dtype=np.int64), False))
 
 
 class TopK(NamedTuple):
@@ -435,13 +589,15 @@ def topk_bnb(
     k: int = 1,
     time_limit: float | None = None,
     seed_reads: int = 32,
+    convex: bool | None = None,
 ) -> TopK:
     """The proven ``k`` lowest feasible states of ``l·x + xᵀQx`` (see the module docstring).
 
     With ``time_limit`` (seconds) the search may stop early: ``info["proven"]`` is then False and the states are
     the best found. ``seed_reads`` reads of :func:`~.anneal_swap.anneal_swap` (annealing, 200 sweeps, seed 0)
     join greedy + swap descent as first incumbents (0: greedy only); the result does not depend on them, the
-    time does.
+    time does. ``convex`` adds the convex-relaxation bound at every node (None: when its root bound beats the
+    Lagrangian one).
     """
     lin, Q = check_qubo(linear, Q)
     lay = make_layout(len(lin), groups, equals)
@@ -469,9 +625,13 @@ def topk_bnb(
     seed_E = qubo_energies(seeds, lin, Q)
     seeds, seed_E = seeds[np.argsort(seed_E, kind="stable")[:k]], np.sort(seed_E, kind="stable")[:k]
     a = lin + np.diag(Q)
-    u, _ = best_shift(a, Q, lay, float(seed_E[-1]))
+    deadline = None if time_limit is None else start + float(time_limit)
+    u, shifted_root = best_shift(a, Q, lay, float(seed_E[-1]), deadline=deadline)
     a, Qr = reformulate(a, Q, lay, u)  # the same energies on feasible states, a tighter bound
     Qo = Qr - np.diag(np.diag(Qr))
+    dshift = convex_shift(Q)
+    convex_root = convex_root_bound(lin, Q, lay, dshift) if convex is not False else -math.inf
+    fw_iters = FW_ITERS if (convex or (convex is None and convex_root > shifted_root)) else 0
     # each row's other variables by increasing coupling (the variable itself last, dropped)
     order = np.argsort(Qo + np.diag(np.full(n, np.inf)), axis=1, kind="stable")[:, : max(n - 1, 0)]
     order = np.ascontiguousarray(order, dtype=np.int64)
@@ -492,16 +652,16 @@ def topk_bnb(
     fr_base = np.zeros(n + 2, dtype=np.int64)
     fr_var = np.zeros(n + 2, dtype=np.int64)
     fr_phase = np.zeros(n + 2, dtype=np.int64)
-    stats = np.array([0.0, 0.0, 0.0, np.inf, np.nan, 0.0])
+    stats = np.array([0.0, 0.0, 0.0, np.inf, np.nan, 0.0, 0.0])
     depth = 0
-    deadline = None if time_limit is None else start + float(time_limit)
     budget = 20_000
     while depth >= 0:
         t0 = time.perf_counter()
         if deadline is not None and t0 > deadline:
             break
         depth, count = _search(Qr, Qo, order, gof, status, f, need, ncand, trail, E, fr_trail, fr_base,
-                               fr_var, fr_phase, depth, top_x, top_E, count, tol, stats, budget)
+                               fr_var, fr_phase, depth, top_x, top_E, count, tol, stats, budget, lin, Q, dshift,
+                               fw_iters)
         # about 0.2 s per call between deadline checks
         budget = int(min(max(budget * 0.2 / max(time.perf_counter() - t0, 1e-6), 1_000), 10_000_000))
     proven = depth < 0
@@ -515,8 +675,12 @@ def topk_bnb(
         "leaves": int(stats[1]),
         "pruned": int(stats[2]),
         "fixed_by_bound": int(stats[5]),
+        "convex_bound": bool(fw_iters),
+        "pruned_by_convex_bound": int(stats[6]),
+        "root_bound_convex": float(convex_root),
         "min_pruned_bound": float(stats[3]),
-        "root_bound": float(stats[4]),
+        # the search's root bound, or the shifted one when the time limit came before the root was searched
+        "root_bound": float(stats[4]) if math.isfinite(stats[4]) else float(shifted_root),
         "root_bound_unshifted": float(root_bound(lin + np.diag(Q), Q, lay, np.zeros(n))[0]),
         "kth_energy": kth,
         "tolerance": tol,
@@ -531,6 +695,6 @@ def topk_problem(problem: BinaryQuadraticProblem, **options: Any) -> TopK:
     res = topk_bnb(problem.linear, problem.quadratic, [lay.group(g) for g in range(lay.num_groups)],
                    lay.equals.tolist(), **options)
     info = dict(res.info)
-    for key in ("min_pruned_bound", "root_bound", "root_bound_unshifted", "kth_energy"):
+    for key in ("min_pruned_bound", "root_bound", "root_bound_unshifted", "root_bound_convex", "kth_energy"):
         info[key] += problem.offset
     return TopK(res.states, res.energies + problem.offset, info)
