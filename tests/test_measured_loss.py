@@ -77,3 +77,22 @@ def test_standard_errors_match_a_direct_computation():
     assert se < 0.2 * math.hypot(A.se, B.se)  # pairing removes the windows' shared difficulty
     with pytest.raises(ValueError):
         A.minus(LossEstimate(a[:5]))
+
+
+@pytest.mark.parametrize("removed", [[2, 3], [1, 4, 5], [0, 1, 3]])
+def test_healed_measurement_equals_a_healed_pruned_model(ids, removed):
+    from lmshrink.heal.linear import LinearHeal
+
+    model = tiny_llama(layers=6, tie=False)
+    calib = sample_ids(model, batch=12, seq_len=16, seed=11)
+    healer = LinearHeal(batch_size=4)
+    runs = healer.fit(model, ADAPTER, removed, calib)
+    assert all(r.healed for r in runs)
+    pruned = ADAPTER.remove(copy.deepcopy(model), removed)
+    healer.fold(runs, pruned, ADAPTER)
+    with torch.no_grad():
+        expected = per_sample_loss(pruned, ids).double().numpy()
+    meter = RemovalLoss(model, ADAPTER, ids, batch_size=4)
+    np.testing.assert_allclose(meter.healed(removed, runs).per_window, expected, rtol=1e-5, atol=1e-5)
+    assert meter.healed(removed, runs) is meter.healed(removed, runs)  # memoised apart from the plain one
+    assert meter.healed(removed, runs).mean != meter(removed).mean

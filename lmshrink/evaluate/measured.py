@@ -79,7 +79,7 @@ class RemovalLoss:
         self.progress = progress
         self.blocks = adapter.blocks(model, granularity)
         self.evaluations = 0
-        self._memo: dict[frozenset[int], LossEstimate] = {}
+        self._memo: dict[tuple[str, frozenset[int]], LossEstimate] = {}
         self._midstack = adapter.layer_list(model) is not None
         self._inputs: dict[int, list[torch.Tensor]] = {}
         self.base = self._measure_base()
@@ -94,21 +94,31 @@ class RemovalLoss:
         return int(self.input_ids.numel())
 
     def __call__(self, removed: Iterable[int]) -> LossEstimate:
-        key = frozenset(int(i) for i in removed)
-        if not key:
+        return self._lookup("plain", removed, None)
+
+    def healed(self, removed: Iterable[int], runs: Sequence[Any]) -> LossEstimate:
+        """The loss with ``removed`` gated off and the linear-healing maps of ``runs`` applied
+        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set). Memoised per set: one healing setting per
+        meter."""
+        return self._lookup("healed", removed, list(runs))
+
+    def _lookup(self, kind: str, removed: Iterable[int], runs: list[Any] | None) -> LossEstimate:
+        s = frozenset(int(i) for i in removed)
+        if not s:
             return self.base
+        key = (kind, s)
         if key not in self._memo:
-            bad = [i for i in key if not 0 <= i < self.num_blocks]
+            bad = [i for i in s if not 0 <= i < self.num_blocks]
             if bad:
                 raise IndexError(f"block index {bad[0]} is out of range for {self.num_blocks} blocks")
-            self._memo[key] = LossEstimate(self._measure(sorted(key)))
+            self._memo[key] = LossEstimate(self._measure(sorted(s), runs))
             self.evaluations += 1
         return self._memo[key]
 
     def measured(self, removed: Iterable[int]) -> bool:
-        """Whether the set was measured already (a call costs nothing then)."""
-        key = frozenset(int(i) for i in removed)
-        return not key or key in self._memo
+        """Whether the set was measured already, unhealed (a call costs nothing then)."""
+        s = frozenset(int(i) for i in removed)
+        return not s or ("plain", s) in self._memo
 
     def many(self, sets: Sequence[Sequence[int]], desc: str = "measuring removals") -> list[LossEstimate]:
         """Measure several sets, with a progress bar over the ones not measured yet."""
@@ -149,7 +159,9 @@ class RemovalLoss:
         """The first decoder layer a pass must run: a gated-off whole layer passes its input through."""
         return min(self.blocks[b].layer + (1 if self.blocks[b].kind == "layer" else 0) for b in removed)
 
-    def _measure(self, removed: Sequence[int]) -> np.ndarray:
+    def _measure(self, removed: Sequence[int], runs: list[Any] | None = None) -> np.ndarray:
+        import contextlib
+
         import torch
 
         from ..objectives.common import frozen
@@ -160,12 +172,28 @@ class RemovalLoss:
         values[list(removed)] = 0.0
         first = min(self.blocks[b].layer for b in removed)
         start = self._start(removed)
+        embedding_map = None
+        healing: Any = contextlib.nullcontext()
+        if runs:
+            from ..heal.linear import EMBEDDINGS, applied
+
+            healing = applied(self.model, self.adapter, runs)
+            for run in runs:
+                if run.healed and run.target == EMBEDDINGS:  # mid-stack passes skip the embeddings: map by hand
+                    embedding_map = torch.as_tensor(run.map)
+                elif run.healed:  # the layer before the run must run for its branch's map to apply
+                    first = min(first, run.start - 1)
+                    start = min(start, run.start - 1)
         out = []
-        with frozen(self.model), torch.no_grad(), self.adapter.gate(self.model, Gates(values), self.granularity):
+        with frozen(self.model), torch.no_grad(), self.adapter.gate(self.model, Gates(values), self.granularity), \
+                healing:
             for k, batch in enumerate(self._batches()):
                 ids = self.input_ids[batch]
                 if self._midstack:
-                    out.append(loss_from_hidden(self.model, self.adapter, start, self._inputs[first][k], ids))
+                    hidden = self._inputs[first][k]
+                    if embedding_map is not None and first == 0:
+                        hidden = hidden @ embedding_map.to(hidden.dtype)
+                    out.append(loss_from_hidden(self.model, self.adapter, start, hidden, ids))
                 else:
                     out.append(per_sample_loss(self.model, ids))
         return torch.cat(out).double().numpy()

@@ -12,22 +12,27 @@ data say little). Since m = x·Wᵀ for the branch's output projection W, m·T =
 the map into the model, which stays a plain transformers model. A run at the start (a = 0) maps the embeddings:
 E ← E·T, unless they are tied to the output head (then that run is left unhealed, and the report says why).
 
-Runs are fitted in order on the pruned model, each after the earlier ones are folded in, so a map also corrects
-what earlier runs left over; the targets z always come from the full model (ReplaceMe and LinearPatch fit such
-maps; this is the least-squares form with a ridge towards the identity).
+Maps are fitted on the full model with the removed layers gated off (identical to the pruned model), in order,
+each with the earlier maps applied, so a map also corrects what earlier runs left over; the targets z always come
+from the full model. The same maps can be applied as forward hooks (:func:`applied`) to measure a healed removal
+without copying the model, and folded into the weights once the layers are really gone (:meth:`LinearHeal.fold`).
+ReplaceMe and LinearPatch fit such maps; this is the least-squares form with a ridge towards the identity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import Gates
 from ..core.errors import LmshrinkError
 
 #: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
 #: stream (Llama-shaped MLP; Nemotron-H mixers)
 OUTPUT_PROJECTIONS = ("mlp.down_proj", "mixer.down_proj", "mixer.out_proj", "mixer.o_proj")
+EMBEDDINGS = "embeddings"
 
 
 class _Captured(Exception):
@@ -36,35 +41,28 @@ class _Captured(Exception):
 
 @dataclass
 class HealedRun:
-    """One maximal run of removed layers ``[start, stop)`` (numbering of the full model) and what healing did."""
+    """One maximal run of removed layers ``[start, stop)`` (numbering of the full model) and its map."""
 
     start: int
     stop: int
-    folded_into: str | None = None
+    #: where the map goes: "<path in the layer>" of layer start − 1 (e.g. "mlp.down_proj"), or "embeddings"
+    target: str | None = None
     reason: str | None = None
     #: relative squared error ‖ĥ − z‖²/‖z‖² of the stream after the run: removed plainly (T = I) and healed
     error_removed: float | None = None
     error_healed: float | None = None
-    #: the fitted map T of (1), float64 (d, d); None when the run was not healed
+    #: the fitted map T of (1), float64 (d, d); None when the run is not healed
     map: Any = field(default=None, repr=False)
+    #: the module path the map was folded into, once folded
+    folded_into: str | None = None
 
     @property
     def healed(self) -> bool:
-        return self.folded_into is not None
+        return self.map is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [self.start, self.stop - 1], "folded_into": self.folded_into, "reason": self.reason,
-                "error_removed": self.error_removed, "error_healed": self.error_healed}
-
-
-@dataclass
-class LinearHealPlan:
-    """What :meth:`LinearHeal.prepare` measured on the full model: the runs and their targets z."""
-
-    runs: list[HealedRun]
-    targets: dict[int, list[Any]] = field(repr=False)  # run index → per-batch z (float64 tensors)
-    input_ids: Any = field(repr=False)
-    tied_embeddings: bool = False
+        return {"layers": [self.start, self.stop - 1], "target": self.target, "folded_into": self.folded_into,
+                "reason": self.reason, "error_removed": self.error_removed, "error_healed": self.error_healed}
 
 
 def removed_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
@@ -102,32 +100,141 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+def decoder_layers(model: Any, adapter: Any, granularity: str = "layer") -> Any:
+    """The decoder layer list linear healing works on; one sentence where it cannot."""
+    if granularity != "layer":
+        raise LmshrinkError(f"Linear healing maps whole removed layers; granularity {granularity!r} is not "
+                            "supported (use --granularity layer, or --heal kd).")
+    found = adapter.layer_list(model)
+    if found is None:
+        raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "
+                            "which linear healing needs.")
+    parent, attr = found
+    return getattr(parent, attr)
+
+
+def _branch(model: Any, adapter: Any, run: HealedRun) -> Any:
+    """The module whose output the map of ``run`` multiplies, in the full model's numbering."""
+    if run.target == EMBEDDINGS:
+        return model.get_input_embeddings()
+    return _get(decoder_layers(model, adapter)[run.start - 1], run.target)
+
+
+@contextmanager
+def applied(model: Any, adapter: Any, runs: Sequence[HealedRun]) -> Iterator[None]:
+    """Within the context, the healed runs' maps multiply their branches' outputs (full model numbering)."""
+    import torch
+
+    handles = []
+    try:
+        for run in runs:
+            if run.healed:
+                T = torch.as_tensor(run.map)
+
+                def hook(module: Any, args: tuple, output: Any, T: Any = T) -> Any:
+                    return output @ T.to(output.dtype)
+
+                handles.append(_branch(model, adapter, run).register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class LinearHeal:
-    """Fit and fold the maps (1). Call :meth:`prepare` on the full model, remove the blocks, then :meth:`apply`."""
+    """Fit the maps (1) on the full model (:meth:`fit`), then fold them into the pruned model (:meth:`fold`)."""
 
     name = "linear"
 
-    def __init__(self, ridge: float = 1e-3, batch_size: int = 8, progress: bool = False) -> None:
-        if not ridge >= 0:
+    def __init__(self, ridge: float = 1e-3, batch_size: int = 8) -> None:
+        if not isinstance(ridge, (int, float)) or not ridge >= 0:
             raise LmshrinkError(f"The ridge of linear healing must be a non-negative number, not {ridge!r}.")
-        self.ridge, self.batch_size, self.progress = float(ridge), max(int(batch_size), 1), progress
+        self.ridge, self.batch_size = float(ridge), max(int(batch_size), 1)
 
-    def prepare(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any,
-                granularity: str = "layer") -> LinearHealPlan:
-        """Record, on the full ``model``, the stream each run of ``removed`` layers must be mapped to."""
-        import torch
-
-        layers = self._layers(model, adapter, granularity)
+    def fit(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any,
+            granularity: str = "layer") -> list[HealedRun]:
+        """One :class:`HealedRun` per maximal run of ``removed`` layers, with its map where it can be folded."""
+        layers = decoder_layers(model, adapter, granularity)
         runs = [HealedRun(a, b) for a, b in removed_runs(removed)]
-        if any(b > len(layers) for _, b in removed_runs(removed)):
+        if runs and runs[-1].stop > len(layers):
             raise LmshrinkError(f"A removed layer index is out of range for {len(layers)} layers.")
         tied = _tied_embeddings(model)
-        targets: dict[int, list[Any]] = {k: [] for k in range(len(runs))}
-        last = max(r.stop for r in runs) - 1 if runs else -1
-        handles = []
-        store: dict[int, Any] = {}
+        for run in runs:
+            if run.start == 0:
+                if tied:
+                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
+                                  "into them would change the head too")
+                else:
+                    run.target = EMBEDDINGS
+            else:
+                found = output_projection(layers[run.start - 1])
+                if found is None:
+                    run.reason = (f"layer {run.start - 1}, before the run, has no single linear output projection "
+                                  f"({', '.join(OUTPUT_PROJECTIONS)}) to fold a map into")
+                else:
+                    run.target = found[0]
+        targets = self._targets(model, layers, runs, input_ids)
+        n = len(adapter.blocks(model, granularity))
+        gates = Gates(self._gate_values(n, removed))
+        with adapter.gate(model, gates, granularity):
+            for k, run in enumerate(runs):
+                if run.target is None:
+                    continue
+                with applied(model, adapter, runs[:k]):
+                    samples = self._capture(model, adapter, layers, run, input_ids)
+                run.map, run.error_removed, run.error_healed = self._solve(samples, targets[k])
+        return runs
 
-        def keep_output(k: int, stop_after: bool):
+    def fold(self, runs: Sequence[HealedRun], pruned: Any, adapter: Any) -> list[HealedRun]:
+        """Fold the maps into ``pruned``, the model with the runs' layers removed (numbering shifts)."""
+        import torch
+
+        layers = decoder_layers(pruned, adapter)
+        removed_before = 0
+        for run in runs:
+            kept = run.start - 1 - removed_before  # index, in the pruned model, of the layer before the run
+            removed_before += run.stop - run.start
+            if not run.healed:
+                continue
+            T = torch.as_tensor(run.map, dtype=torch.float64)
+            with torch.no_grad():
+                if run.target == EMBEDDINGS:  # embedding (vocab, d): rows are the stream, E ← E·T
+                    W = pruned.get_input_embeddings().weight
+                    W.copy_((W.double() @ T).to(W.dtype))
+                    run.folded_into = EMBEDDINGS
+                else:  # nn.Linear (d, inner): m = x·Wᵀ, m·T = x·(TᵀW)ᵀ
+                    W = _get(layers[kept], run.target).weight
+                    W.copy_((T.T @ W.double()).to(W.dtype))
+                    parent, attr = adapter.layer_list(pruned)
+                    run.folded_into = f"{_layer_path(pruned, parent, attr, kept)}.{run.target}"
+        return list(runs)
+
+    # --- pieces -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _gate_values(n: int, removed: Sequence[int]) -> Any:
+        import torch
+
+        values = torch.ones(n)
+        values[list(removed)] = 0.0
+        return values
+
+    def _batches(self, input_ids: Any) -> list[Any]:
+        n = input_ids.shape[0]
+        return [input_ids[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
+
+    def _targets(self, model: Any, layers: Any, runs: list[HealedRun], input_ids: Any) -> list[list[Any]]:
+        """Per run and batch, z: the output of the run's last layer in the full model (the next layer's input)."""
+        import torch
+
+        wanted = [k for k, r in enumerate(runs) if r.target is not None]
+        targets: list[list[Any]] = [[] for _ in runs]
+        if not wanted:
+            return targets
+        last = max(runs[k].stop for k in wanted) - 1
+        store: dict[int, Any] = {}
+        handles = []
+
+        def keep(k: int, stop_after: bool):
             def hook(module: Any, args: tuple, output: Any) -> None:
                 store[k] = _first(output).detach().double()
                 if stop_after:
@@ -135,77 +242,27 @@ class LinearHeal:
 
             return hook
 
-        for k, run in enumerate(runs):
-            handles.append(layers[run.stop - 1].register_forward_hook(keep_output(k, run.stop - 1 == last)))
+        for k in wanted:
+            handles.append(layers[runs[k].stop - 1].register_forward_hook(keep(k, runs[k].stop - 1 == last)))
         try:
             with torch.no_grad():
                 for batch in self._batches(input_ids):
                     store.clear()
                     _run(model, batch)
-                    for k in range(len(runs)):
+                    for k in wanted:
                         targets[k].append(store[k])
         finally:
             for h in handles:
                 h.remove()
-        return LinearHealPlan(runs, targets, input_ids, tied)
+        return targets
 
-    def apply(self, plan: LinearHealPlan, pruned: Any, adapter: Any) -> list[HealedRun]:
-        """Fit each run's map on ``pruned`` (the model with the blocks removed) and fold it into its weights."""
-        import torch
-
-        layers = self._layers(pruned, adapter, "layer")
-        removed_before = 0
-        for k, run in enumerate(plan.runs):
-            kept = run.start - 1 - removed_before  # index, in the pruned model, of the layer before the run
-            removed_before += run.stop - run.start
-            if kept < 0:
-                if plan.tied_embeddings:
-                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
-                                  "into them would change the head too")
-                    continue
-                target_module, path = pruned.get_input_embeddings(), "embeddings"
-                pairs = self._capture(pruned, target_module, None, plan, k)
-            else:
-                found = output_projection(layers[kept])
-                if found is None:
-                    run.reason = (f"layer {run.start - 1}, before the run, has no single linear output projection "
-                                  f"({', '.join(OUTPUT_PROJECTIONS)}) to fold a map into")
-                    continue
-                sub, target_module = found
-                parent, attr = adapter.layer_list(pruned)
-                path = _layer_path(pruned, parent, attr, kept) + "." + sub
-                pairs = self._capture(pruned, target_module, layers[kept], plan, k)
-            T, before, after = self._fit(pairs)
-            with torch.no_grad():
-                W = target_module.weight
-                if kept < 0:  # embedding (vocab, d): rows are the stream, E ← E·T
-                    W.copy_((W.double() @ T).to(W.dtype))
-                else:  # nn.Linear (d, inner): m = x·Wᵀ, m·T = x·(TᵀW)ᵀ
-                    W.copy_((T.T @ W.double()).to(W.dtype))
-            run.folded_into, run.error_removed, run.error_healed, run.map = path, before, after, T
-        return plan.runs
-
-    # --- pieces -----------------------------------------------------------------------------------------------
-    def _layers(self, model: Any, adapter: Any, granularity: str) -> Any:
-        if granularity != "layer":
-            raise LmshrinkError(f"Linear healing maps whole removed layers; granularity {granularity!r} is not "
-                                "supported (use --granularity layer, or --heal kd).")
-        found = adapter.layer_list(model)
-        if found is None:
-            raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "
-                                "which linear healing needs.")
-        parent, attr = found
-        return getattr(parent, attr)
-
-    def _batches(self, input_ids: Any) -> list[Any]:
-        n = input_ids.shape[0]
-        return [input_ids[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
-
-    def _capture(self, pruned: Any, branch: Any, layer: Any | None, plan: LinearHealPlan, k: int) -> list[tuple]:
-        """Per batch ``(m, y, z)``: the branch output m, the rest y of the layer output, and the target z."""
+    def _capture(self, model: Any, adapter: Any, layers: Any, run: HealedRun, input_ids: Any) -> list[tuple]:
+        """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``."""
         import torch
 
         got: dict[str, Any] = {}
+        branch = _branch(model, adapter, run)
+        layer = None if run.target == EMBEDDINGS else layers[run.start - 1]
 
         def on_branch(module: Any, args: tuple, output: Any) -> None:
             got["m"] = _first(output).detach().double()
@@ -222,25 +279,24 @@ class LinearHeal:
         out = []
         try:
             with torch.no_grad():
-                for batch, z in zip(self._batches(plan.input_ids), plan.targets[k]):
+                for batch in self._batches(input_ids):
                     got.clear()
-                    _run(pruned, batch)
+                    _run(model, batch)
                     m = got["m"]
-                    y = got["h"] - m if layer is not None else torch.zeros_like(m)
-                    out.append((m, y, z))
+                    out.append((m, got["h"] - m if layer is not None else torch.zeros_like(m)))
         finally:
             for h in handles:
                 h.remove()
         return out
 
-    def _fit(self, pairs: list[tuple]) -> tuple[Any, float, float]:
+    def _solve(self, samples: list[tuple], targets: list[Any]) -> tuple[Any, float, float]:
         """Solve (1); returns T (float64, d × d) and the relative errors without and with it."""
         import torch
 
-        d = pairs[0][0].shape[-1]
+        d = samples[0][0].shape[-1]
         G = torch.zeros(d, d, dtype=torch.float64)
         C = torch.zeros(d, d, dtype=torch.float64)
-        for m, y, z in pairs:
+        for (m, y), z in zip(samples, targets):
             m2, r2 = m.reshape(-1, d), (z - y).reshape(-1, d)
             G += m2.T @ m2
             C += m2.T @ r2
@@ -248,7 +304,7 @@ class LinearHeal:
         lam = self.ridge * float(torch.trace(G)) / d
         T = torch.linalg.solve(G + lam * eye, C + lam * eye)
         err0 = err1 = norm = 0.0
-        for m, y, z in pairs:
+        for (m, y), z in zip(samples, targets):
             err0 += float(((y + m - z) ** 2).sum())
             err1 += float(((y + m @ T - z) ** 2).sum())
             norm += float((z**2).sum())
