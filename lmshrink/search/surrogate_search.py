@@ -84,7 +84,7 @@ class SurrogateSearch(RemovalMethod):
         rng = np.random.default_rng(seed)
         prior_w, prior_info = self._prior(prior, model, adapter, calibration, granularity, progress)
         surrogate = PairwiseSurrogate(n, prior_w)
-        measured: dict[tuple[int, ...], tuple[float, float]] = {}
+        measured: dict[tuple[int, ...], tuple[float, float]] = {}  # insertion order = measurement order
         history: list[dict[str, Any]] = []
         trace: list[dict[str, Any]] = []
 
@@ -132,7 +132,8 @@ class SurrogateSearch(RemovalMethod):
                 "base_loss": base.mean, "prior": prior_info, "proposer": proposer, "history": history,
                 "best_at_half_budget": {"indices": half["best"], "loss": half["best_loss"],
                                         "evaluations": half["evaluation"]},
-                "standard_errors": [measured[s][1] for s in ranked[:10]]}
+                "standard_errors": [measured[s][1] for s in ranked[:10]],
+                "measured": [{"state": list(s), "loss": v[0], "se": v[1]} for s, v in measured.items()]}
         return Selection([list(s) for s in ranked[:10]], [measured[s][0] for s in ranked[:10]], None, trace, info)
 
     # --- pieces -------------------------------------------------------------------------------------------------
