@@ -126,7 +126,11 @@ def test_dwave_minorminer_embedding_and_size_limit():
     assert result.best.energy == pytest.approx(brute_force(p)[0])
     big = fisher_problem(60, 6, seed=0)
     with pytest.raises(ProblemTooLargeError, match="clique-embed at most"):
-        get_solver("dwave", big).solve(big, sampler="mock-pegasus")
+        get_solver("dwave", big).solve(big, sampler="mock-pegasus", mock_shape=[4])
+    # without a mock_shape the mock graph grows (P4 → P8) until the problem's clique fits
+    grown = get_solver("dwave", big).solve(big, sampler="mock-pegasus", num_reads=4, mock_sweeps=20, seed=0)
+    assert grown.info["topology"] == {"type": "pegasus", "shape": [8]}
+    assert all(big.is_feasible(s.x) for s in grown)
 
 
 @pytest.fixture
@@ -138,12 +142,37 @@ def no_dwave_credentials(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dwave", "dwave-hybrid"])
-def test_dwave_without_credentials_says_so_in_one_sentence(name, no_dwave_credentials):
-    needs("dwave.system", "dwave.cloud")
+def test_dwave_without_credentials_says_so_in_one_sentence_before_importing_ocean(name, no_dwave_credentials,
+                                                                                   monkeypatch):
+    needs("dwave.cloud")
+    for module in ("dimod", "dwave.system", "dwave.samplers"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing any of them would fail
     p = random_problem([(6, 2)], seed=0)
     with pytest.raises(MissingCredentialsError) as err:
         get_solver(name, p).solve(p)
     assert "DWAVE_API_TOKEN" in str(err.value)
+    assert one_sentence(str(err.value))
+
+
+@pytest.mark.parametrize("name, factory", [("dwave", "DWaveSampler"), ("dwave-hybrid", "LeapHybridCQMSampler")])
+@pytest.mark.parametrize("error, expected", [
+    ("SolverAuthenticationError", "The token was refused by D-Wave Leap"),
+    ("RequestTimeout", "D-Wave Leap could not be reached"),
+])
+def test_dwave_with_a_refused_token_says_so_in_one_sentence(name, factory, error, expected, monkeypatch):
+    needs("dwave.system", "dwave.cloud")
+    import dwave.cloud.exceptions as exceptions
+    import dwave.system
+
+    def refuse(*args, **kwargs):
+        raise getattr(exceptions, error)("Invalid token or access denied")
+
+    monkeypatch.setenv("DWAVE_API_TOKEN", "not-a-valid-token")
+    monkeypatch.setattr(dwave.system, factory, refuse)
+    p = random_problem([(6, 2)], seed=0)
+    with pytest.raises(MissingCredentialsError) as err:
+        get_solver(name, p).solve(p)
+    assert str(err.value).startswith(expected) and error in str(err.value)
     assert one_sentence(str(err.value))
 
 
@@ -246,23 +275,52 @@ def test_qaoa_fake_ibm_falls_back_to_generic_backend_without_runtime(monkeypatch
     assert all(p.is_feasible(s.x) for s in result)
 
 
-def test_qaoa_ibm_without_credentials_says_so_in_one_sentence(monkeypatch, tmp_path):
-    needs("qiskit", "qiskit_optimization", "qiskit_ibm_runtime")
-    import qiskit_ibm_runtime.accounts.management as management
-
+def test_qaoa_ibm_without_credentials_says_so_in_one_sentence_before_importing_qiskit(monkeypatch, tmp_path):
     monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
-    monkeypatch.setattr(management, "_DEFAULT_ACCOUNT_CONFIG_JSON_FILE", str(tmp_path / "qiskit-ibm.json"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.qiskit/qiskit-ibm.json
+    for module in ("qiskit", "qiskit_optimization", "qiskit_ibm_runtime"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing any of them would fail
     p = random_problem([(4, 2)], seed=0)
     with pytest.raises(MissingCredentialsError) as err:
         get_solver("qaoa", p).solve(p, backend="ibm")
     assert "QISKIT_IBM_TOKEN" in str(err.value)
+    assert one_sentence(str(err.value))
+    # a saved account counts as credentials
+    (tmp_path / ".qiskit").mkdir()
+    (tmp_path / ".qiskit" / "qiskit-ibm.json").write_text('{"default-ibm-quantum": {"token": "t"}}')
+    from lmshrink.solvers.qaoa import has_ibm_credentials
+
+    assert has_ibm_credentials()
+
+
+@pytest.mark.parametrize("error, expected", [
+    ("InvalidAccountError", "The token was refused by IBM Quantum"),
+    ("IBMNotAuthorizedError", "The token was refused by IBM Quantum"),
+])
+def test_qaoa_ibm_with_a_refused_token_says_so_in_one_sentence(error, expected, monkeypatch):
+    needs("qiskit", "qiskit_optimization", "qiskit_ibm_runtime")
+    import qiskit_ibm_runtime
+    import qiskit_ibm_runtime.accounts as accounts
+    import qiskit_ibm_runtime.exceptions as exceptions
+
+    cls = getattr(accounts, error, None) or getattr(exceptions, error)
+
+    def refuse(**kwargs):
+        raise cls("Unable to retrieve instances. Check that you are using a valid API token.")
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "not-a-valid-token")
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", refuse)
+    p = random_problem([(4, 2)], seed=0)
+    with pytest.raises(MissingCredentialsError) as err:
+        get_solver("qaoa", p).solve(p, backend="ibm", maxiter=2)
+    assert str(err.value).startswith(expected) and error in str(err.value)
     assert one_sentence(str(err.value))
 
 
 # --- fermigrad ----------------------------------------------------------------------------------------------------
 def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradient():
     torch = pytest.importorskip("torch")
-    from lmshrink.solvers.fermigrad import FermiGradSolver
+    from lmshrink.solvers.fermigrad import FermiGradRelaxation
 
     p = random_problem([(6, 2), (5, 3)], free=2, seed=4)
     groups = [(torch.as_tensor(c.indices), c.equals) for c in p.constraints]
@@ -272,7 +330,7 @@ def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradie
     T = 0.3
 
     def occ(e):
-        return FermiGradSolver._occupations(torch, e, T, groups, free, p.num_variables, 60)
+        return FermiGradRelaxation._occupations(torch, e, T, groups, free, p.num_variables, 60)
 
     n = occ(eps)
     for idx, m in groups:
@@ -297,7 +355,7 @@ def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradie
     [
         ("milp", "pyomo.environ", "milp", {}),
         ("dwave", "dwave.system", "dwave", {"sampler": "mock-pegasus"}),
-        ("dwave-hybrid", "dwave.system", "dwave", {}),
+        ("dwave-hybrid", "dimod", "dwave", {"sampler": "mock"}),
         ("tabu", "dwave.samplers", "dwave", {}),
         ("qaoa", "qiskit_optimization.minimum_eigensolvers", "qaoa", {}),
         ("qaoa", "qiskit_ibm_runtime", "ibm", {"backend": "ibm"}),
@@ -305,6 +363,7 @@ def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradie
 )
 def test_missing_extra_names_the_pip_extra_in_one_sentence(name, module, extra, options, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", "a-token")  # credentials are checked first; here they are set
     p = random_problem([(5, 2)], seed=0)
     with pytest.raises(MissingDependencyError) as err:
         get_solver(name, p).solve(p, **options)
@@ -397,4 +456,76 @@ def test_cli_passes_typed_options_to_the_mock_annealer(tmp_path, capsys):
     assert out["info"]["topology"] == {"type": "zephyr", "shape": [3, 4]}
     assert out["info"]["options"]["polish"] is False
     assert main(["solve", str(path), "--solver", "dwave", "--option", "sampler=qpuu"]) == 2
-    assert "must be one of ['qpu', 'mock-pegasus', 'mock-zephyr']" in capsys.readouterr().err
+    assert ("option sampler must be one of ['qpu', 'mock-pegasus', 'mock-zephyr'], not 'qpuu' (did you mean 'qpu'?)."
+            in capsys.readouterr().err)
+
+
+def _solve_text_and_json(tmp_path, capsys, problem, argv):
+    from lmshrink.cli import main
+
+    path = problem.save(tmp_path / "problem.json")
+    assert main(["solve", str(path), *argv]) == 0
+    text = capsys.readouterr().out
+    assert main(["solve", str(path), *argv, "--json"]) == 0
+    return text, json.loads(capsys.readouterr().out)
+
+
+def test_cli_text_says_what_the_json_says_about_proof_and_time_limit(tmp_path, capsys):
+    needs("pyomo.environ", "highspy")
+    text, out = _solve_text_and_json(tmp_path, capsys, random_problem([(6, 2)], seed=4), ["--solver", "exact"])
+    assert out["proven_optimal"] is True and "proof: the best is proven optimal" in text
+    hard = fisher_problem(80, 8, seed=1, spread=0.2)
+    text, out = _solve_text_and_json(tmp_path, capsys, hard, ["--solver", "milp", "--time-limit", "0.5",
+                                                             "--top-k", "1"])
+    assert out["proven_optimal"] is False and out["stopped_early"] is True
+    assert "proof: none, the best is not proven optimal" in text and "stopped early" in text
+    assert "heuristic" in _solve_text_and_json(tmp_path, capsys, hard, ["--solver", "anneal", "--option",
+                                                                       "num_sweeps=20"])[0]
+
+
+def test_cli_text_says_what_the_json_says_about_raw_samples_penalty_and_mock(tmp_path, capsys):
+    needs("dwave.system", "dwave.samplers", "minorminer")
+    p = random_problem([(6, 2), (5, 2)], free=1, seed=5)
+    text, out = _solve_text_and_json(tmp_path, capsys, p, [
+        "--solver", "dwave", "--option", "sampler=mock-pegasus", "--option", "num_reads=30", "--option",
+        "mock_sweeps=200", "--option", "penalty=0.05"])
+    raw, info = out["raw"], out["info"]
+    assert info["mock"] is True and "note: offline MockDWaveSampler" in text
+    assert info["penalty"] == 0.05 and "penalty weight: 0.05 (given)" in text
+    assert raw["num_samples"] == 30 and raw["num_feasible"] < 30 and info["num_repaired"] == 30 - raw["num_feasible"]
+    assert (f"raw samples: 30, {raw['feasible_fraction']:.0%} feasible" in text
+            and f"{info['num_repaired']} repaired" in text and "before penalty, repair, polish" in text)
+    # the penalty chosen from the problem is reported with its rule
+    default = get_solver("dwave", p).solve(p, sampler="mock-pegasus", num_reads=10, mock_sweeps=50, seed=0)
+    from lmshrink.solvers.composites import choose_penalty
+
+    assert (default.info["penalty"], default.info["penalty_rule"]) == choose_penalty(p)
+
+
+def test_cli_text_says_which_variables_qaoa_fixed_and_what_the_classical_presolve_found(tmp_path, capsys):
+    needs("qiskit", "qiskit_optimization")
+    p = random_problem([(10, 3)], seed=8)
+    text, out = _solve_text_and_json(tmp_path, capsys, p, ["--solver", "qaoa", "--top-k", "2", "--option",
+                                                          "max_qubits=6", "--option", "maxiter=5"])
+    info = out["info"]
+    assert info["num_fixed"] == 4 and f"fixed classically: 4 variables" in text
+    assert all(f"{k}={v}" in text for k, v in info["fixed_variables"].items())
+    classical = info["reduction"]["classical_best_energy"]
+    assert f"classical pre-solve (anneal) best energy {classical:.6g}" in text
+    assert f"qaoa's own best {out['raw']['best_energy']:.6g}" in text
+
+
+def test_choose_penalty_takes_the_smaller_of_two_valid_bounds_and_keeps_the_minimum_feasible():
+    from lmshrink.solvers.composites import choose_penalty
+
+    for p in (fisher_problem(12, 4, seed=14, kinds=2), random_problem([(5, 2), (4, 1)], free=3, seed=13)):
+        weight, rule = choose_penalty(p)
+        assert weight <= p.default_penalty()
+        assert rule in ("largest single-flip energy change", "greedy feasible energy minus a lower bound of the "
+                        "objective")
+        lin, quad, off = p.penalty_qubo(weight)
+        n = p.num_variables
+        X = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8)
+        penalised = off + X @ lin + np.einsum("ki,ki->k", X @ quad, X)
+        assert p.is_feasible(X[np.argmin(penalised)])  # the penalty form's minimum is feasible
+        assert penalised.min() == pytest.approx(brute_force(p)[0])

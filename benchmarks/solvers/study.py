@@ -8,10 +8,16 @@ Suite:
   Nemotron-3-Nano-30B-A3B and its Fisher problem with per-kind removal counts;
 - generated Fisher-like problems H = AᵀA/m (random per-sample gradients with unequal block scales) up to N = 128.
 
-Each stochastic solver runs once per seed; exact solvers (``Solver.exact``) once. Measured per problem and
-solver: best energy, relative gap to the proven optimum (exact enumeration or MILP; else the best energy any
-run found, flagged "best known"), success probability p (fraction of runs within 1e-9 relative of it), mean
-time per run t, time to target (mean time of the successful runs) and TTS99 = t·ln(0.01)/ln(1 − p).
+Nothing here names a solver: each solver's capabilities (:class:`lmshrink.core.SolverCapabilities`) say which
+option carries the equal read budget, which options run it offline where it needs credentials, whether its result
+depends on the seed (else it runs once), whether it proves optimality (such solvers give the reference optimum) and
+whether its cost grows exponentially with the feasible states or the variables (then it runs only on problems up
+to ``--max-states`` or ``--max-qubits``).
+
+Measured per problem and solver: best energy, relative gap to the proven optimum (else the best energy any run
+found, flagged "best known"), success probability p (fraction of runs within 1e-9 relative of it), mean time per
+run t, time to target (mean time of the successful runs) and TTS99 = t·ln(0.01)/ln(1 − p); and the same from the
+raw samples (before any repair or polish: :attr:`lmshrink.core.SolutionSet.raw`), so that no row hides its repair.
 
 Run ``python -m benchmarks.solvers`` (see benchmarks/README.md); ``--quick`` is the CI-sized version.
 """
@@ -27,19 +33,28 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Log, dump_settings, environment, hits, pyplot, study_main, table, tts, write_csv, write_json
+from ..common import (
+    Log,
+    dump_settings,
+    environment,
+    fmt,
+    hits,
+    pyplot,
+    study_main,
+    table,
+    tts,
+    write_csv,
+    write_json,
+)
 
 #: the 52-block layout of NVIDIA-Nemotron-3-Nano-30B-A3B (M Mamba2, E MoE, * attention)
 NEMOTRON_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
 #: per-kind removal counts of the Nemotron-H problem
 NEMOTRON_REMOVE = {"mamba": 4, "moe": 4, "attention": 1}
-#: above this many feasible states the reference optimum comes from MILP instead of enumeration
-EXACT_LIMIT = 3_000_000
-
 FULL = {"repeats": 5, "sizes": "12,32,64,128", "layer_remove": "4,8,12", "sublayer_remove": "8,16", "samples": 64,
-        "seq_len": 128, "time_limit": 60.0, "reference_time": 300.0, "qaoa_max": 12}
+        "seq_len": 128, "time_limit": 60.0, "reference_time": 300.0, "max_qubits": 12}
 QUICK = {"repeats": 3, "sizes": "8,24", "layer_remove": "6", "sublayer_remove": "", "samples": 8, "seq_len": 64,
-         "time_limit": 20.0, "reference_time": 30.0, "qaoa_max": 8}
+         "time_limit": 20.0, "reference_time": 30.0, "max_qubits": 8}
 
 
 @dataclass
@@ -59,7 +74,10 @@ class Settings:
     reads: int = 32
     time_limit: float = 60.0
     reference_time: float = 300.0
-    qaoa_max: int = 12
+    #: solvers whose cost grows exponentially with the feasible states run only on problems with at most this many
+    max_states: int = 3_000_000
+    #: solvers whose cost grows exponentially with the variables (simulated qubits) run only up to this many
+    max_qubits: int = 12
     solvers: list[str] | None = None
     seed: int = 0
     quick: bool = False
@@ -83,8 +101,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--repeats", type=int, default=None, help="seeds per stochastic solver (default 5; quick 3)")
     p.add_argument("--reads", type=int, default=32, help="num_reads of every solver that has that option (32)")
     p.add_argument("--time-limit", type=float, default=None, help="time_limit passed to every run (default 60 s)")
-    p.add_argument("--reference-time", type=float, default=None, help="MILP time for the reference (default 300 s)")
-    p.add_argument("--qaoa-max", type=int, default=None, help="largest N given to qaoa (default 12; quick 8)")
+    p.add_argument("--reference-time", type=float, default=None,
+                   help="time_limit of solvers that prove optimality, and of the reference run (default 300 s)")
+    p.add_argument("--max-states", type=int, default=3_000_000,
+                   help="largest number of feasible states for solvers that enumerate them (3 million)")
+    p.add_argument("--max-qubits", type=int, default=None,
+                   help="largest N for solvers whose cost grows exponentially with N (default 12; quick 8)")
     p.add_argument("--solvers", default=None, help="comma-separated subset of the installed solvers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
@@ -97,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         sublayer_remove=_ints(pick(a.sublayer_remove, "sublayer_remove")), samples=pick(a.samples, "samples"),
         seq_len=pick(a.seq_len, "seq_len"), repeats=pick(a.repeats, "repeats"), reads=a.reads,
         time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
-        qaoa_max=pick(a.qaoa_max, "qaoa_max"), solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None,
+        max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"), solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None,
         seed=a.seed, quick=a.quick,
     )
 
@@ -192,19 +214,29 @@ def nemotron_case(settings: Settings, log: Log, samples: int = 16, seq_len: int 
 
 
 # --- solvers -----------------------------------------------------------------------------------------------------
-def budget(name: str, options: dict[str, Any], n: int, reads: int) -> dict[str, Any]:
-    """The options each solver runs with: ``num_reads = reads`` where the solver has it, D-Wave's mock sampler
-    with a Pegasus graph large enough for a clique of n, QAOA on the exact statevector."""
+def budget(solver: Any, reads: int) -> dict[str, Any]:
+    """The options a solver runs with: its read-budget option (``capabilities.budget_options["reads"]``) set to
+    ``reads``, and its offline options where it needs credentials or the network (local simulators and mocks)."""
+    caps = solver.capabilities
     opts: dict[str, Any] = {}
-    if "num_reads" in options:
-        opts["num_reads"] = reads
-    if name == "dwave":
-        opts["sampler"] = "mock-pegasus"
-        if n > 36:
-            opts["mock_shape"] = [8] if n <= 84 else [16]
-    if name == "qaoa":
-        opts["backend"] = "statevector"
+    if "reads" in caps.budget_options:
+        opts[caps.budget_options["reads"]] = reads
+    if caps.needs_credentials or caps.needs_network:
+        opts.update(caps.offline_options)
     return opts
+
+
+def too_large(solver: Any, problem: Any, settings: Settings) -> str | None:
+    """Why the study does not give ``problem`` to ``solver`` (its cost grows exponentially past the study's
+    limits, or it refuses that many variables), or None."""
+    caps = solver.capabilities
+    if caps.exponential_in == "feasible_states" and problem.num_feasible_states() > settings.max_states:
+        return f"more than {settings.max_states:,} feasible states to enumerate"
+    if caps.exponential_in == "variables" and problem.num_variables > settings.max_qubits:
+        return f"runs only on N ≤ {settings.max_qubits} (its cost grows exponentially with N)"
+    if caps.max_variables is not None and problem.num_variables > caps.max_variables:
+        return f"takes at most {caps.max_variables} variables"
+    return None
 
 
 def binary_solvers(only: list[str] | None) -> list[Any]:
@@ -226,10 +258,10 @@ def probe(entry: Any, reads: int) -> str | None:
     """Run the solver on a 4-variable problem: None when it works, else why it cannot run here."""
     from lmshrink.core import LmshrinkError
 
-    solver = entry.obj()
+    solver = entry.create()
     p = generated_problem(4, 2, seed=1)
     try:
-        solver.solve(p, num_solutions=1, seed=0, time_limit=30, **budget(entry.name, solver.options, 4, reads))
+        solver.solve(p, num_solutions=1, seed=0, time_limit=30, **budget(solver, reads))
     except LmshrinkError as exc:
         return f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a plugin's own failure
@@ -238,32 +270,46 @@ def probe(entry: Any, reads: int) -> str | None:
 
 
 def reference(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
-    """The proven optimum (exact enumeration when small, else MILP) or the best it found."""
+    """The proven optimum from the first solver that proves optimality and may run on the problem (those that
+    enumerate feasible states first, being quick on small problems), or the best it found."""
     from lmshrink.core import LmshrinkError
-    from lmshrink.plugins import get_solver
-    from lmshrink.solvers.exact import count_feasible
+    from lmshrink.plugins import registry
 
-    states = count_feasible(case.problem)
-    name = "exact" if states <= EXACT_LIMIT else "milp"
+    states = case.problem.num_feasible_states()
+    provers = [e for e in registry("solver") if e.supports(case.problem) and e.create().capabilities.proves_optimality]
+    provers = [e for e in provers if too_large(e.create(), case.problem, settings) is None]
+    provers.sort(key=lambda e: e.create().capabilities.exponential_in != "feasible_states")
     t = time.perf_counter()
-    try:
-        solver = get_solver(name, case.problem)
-        sols = solver.solve(case.problem, num_solutions=1, seed=0,
-                            time_limit=None if name == "exact" else settings.reference_time)
-    except LmshrinkError as exc:
-        log(f"{case.name}: no reference from {name} ({exc})")
-        return {"solver": name, "energy": None, "proven": False, "time_s": time.perf_counter() - t,
-                "error": str(exc), "feasible_states": states}
-    proven = name == "exact" or bool(sols.info.get("optimal"))
-    return {"solver": name, "energy": float(sols.best.energy), "proven": proven, "time_s": sols.time_s,
-            "indices": list(sols.best.indices), "feasible_states": states, "info_gap": sols.info.get("gap")}
+    errors = []
+    for entry in provers:
+        try:
+            sols = entry.create().solve(case.problem, num_solutions=1, seed=0, time_limit=settings.reference_time)
+        except LmshrinkError as exc:
+            log(f"{case.name}: no reference from {entry.name} ({exc})")
+            errors.append(f"{entry.name}: {exc}")
+            continue
+        return {"solver": entry.name, "energy": float(sols.best.energy), "proven": sols.proven_optimal,
+                "time_s": sols.time_s, "indices": list(sols.best.indices), "feasible_states": states,
+                "info_gap": sols.info.get("gap"), "raw_energy": sols.raw.best_energy if sols.raw else None,
+                "raw_feasible_fraction": sols.raw.feasible_fraction if sols.raw else None}
+    return {"solver": provers[0].name if provers else "none", "energy": None, "proven": False,
+            "time_s": time.perf_counter() - t, "error": "; ".join(errors) or "no solver that proves optimality",
+            "feasible_states": states}
+
+
+def run_row(case: Case, solver: str, seed: int, sols: Any) -> dict[str, Any]:
+    """One row of runs.csv: the best energy and time, and the raw samples' best energy and feasible fraction."""
+    raw = sols.raw
+    return {"case": case.name, "solver": solver, "seed": seed, "energy": float(sols.best.energy),
+            "time_s": sols.time_s, "indices": list(sols.best.indices),
+            "raw_energy": None if raw is None else raw.best_energy,
+            "raw_feasible_fraction": None if raw is None else raw.feasible_fraction, "error": ""}
 
 
 # --- the study ---------------------------------------------------------------------------------------------------
 def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     """Run the study and write its files under ``settings.out``; returns the summary (also in summary.json)."""
     from lmshrink.core import ProblemTooLargeError
-    from lmshrink.solvers.exact import count_feasible
 
     log = log or Log()
     out = Path(settings.out)
@@ -308,34 +354,32 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         log(f"{case.name}: N={n}, reference {ref['solver']} E*={ref['energy']} "
             f"({'proven' if ref['proven'] else 'not proven'}) in {ref['time_s']:.1f} s")
         for e in solvers:
-            solver = e.obj()
-            if e.name == "qaoa" and n > settings.qaoa_max:
-                case_skips.append({"case": case.name, "solver": e.name,
-                                   "why": f"runs only on N ≤ {settings.qaoa_max} (a statevector of N qubits)"})
+            solver = e.create()
+            why = too_large(solver, p, settings)
+            if why:
+                case_skips.append({"case": case.name, "solver": e.name, "why": why})
                 continue
-            if e.name == "exact" and count_feasible(p) > EXACT_LIMIT:
-                case_skips.append({"case": case.name, "solver": e.name,
-                                   "why": f"more than {EXACT_LIMIT:,} feasible states to enumerate"})
-                continue
-            deterministic = bool(getattr(solver, "exact", False))
-            seeds = [settings.seed] if deterministic else [settings.seed + k for k in range(settings.repeats)]
-            opts = budget(e.name, solver.options, n, settings.reads)
-            limit = settings.reference_time if deterministic else settings.time_limit
+            caps = solver.capabilities
+            seeds = [settings.seed] if caps.deterministic else [settings.seed + k for k in range(settings.repeats)]
+            opts = budget(solver, settings.reads)
+            limit = settings.reference_time if caps.proves_optimality else settings.time_limit
             for seed in seeds:
-                if e.name == ref["solver"] and ref.get("energy") is not None and deterministic:
+                if e.name == ref["solver"] and ref.get("energy") is not None and caps.deterministic:
                     runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": ref["energy"],
-                                 "time_s": ref["time_s"], "indices": ref.get("indices"), "error": ""})
+                                 "time_s": ref["time_s"], "indices": ref.get("indices"),
+                                 "raw_energy": ref.get("raw_energy"),
+                                 "raw_feasible_fraction": ref.get("raw_feasible_fraction"), "error": ""})
                     continue
                 try:
                     sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
-                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": float(sols.best.energy),
-                                 "time_s": sols.time_s, "indices": list(sols.best.indices), "error": ""})
+                    runs.append(run_row(case, e.name, seed, sols))
                 except ProblemTooLargeError as exc:
                     case_skips.append({"case": case.name, "solver": e.name, "why": str(exc)})
                     break
                 except Exception as exc:  # noqa: BLE001 - record the failure and go on
                     runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": None, "time_s": None,
-                                 "indices": None, "error": f"{type(exc).__name__}: {exc}"})
+                                 "indices": None, "raw_energy": None, "raw_feasible_fraction": None,
+                                 "error": f"{type(exc).__name__}: {exc}"})
             done = [r for r in runs if r["case"] == case.name and r["solver"] == e.name]
             if done:
                 ok = [r["energy"] for r in done if r["energy"] is not None]
@@ -347,12 +391,11 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     summary = {
         "settings": asdict(settings), "cases": [_case_row(c, refs[c.name], targets[c.name]) for c in cases],
         "summary": summary_rows, "unavailable": unavailable, "notes": notes, "case_skips": case_skips,
-        "solvers": {e.name: {"package": e.package, "version": e.version,
-                             "budget": budget(e.name, e.obj().options, 4, settings.reads),
-                             "exact": bool(getattr(e.obj, "exact", False))} for e in solvers},
+        "solvers": {e.name: _solver_row(e, settings) for e in solvers},
         "total_seconds": log.elapsed, "environment": environment("benchmarks.solvers"),
     }
-    write_csv(out / "runs.csv", runs, ["case", "solver", "seed", "energy", "time_s", "indices", "error"])
+    write_csv(out / "runs.csv", runs, ["case", "solver", "seed", "energy", "time_s", "indices", "raw_energy",
+                                       "raw_feasible_fraction", "error"])
     write_csv(out / "summary.csv", summary_rows)
     write_csv(out / "cases.csv", summary["cases"])
     summary["plots"] = make_plots(out, summary)
@@ -361,6 +404,16 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     (out / "report.md").write_text(render(summary))
     log(f"wrote {out}/report.md")
     return summary
+
+
+def _solver_row(entry: Any, settings: Settings) -> dict[str, Any]:
+    """What the report says about a solver: provider, the options it ran with, and the capabilities behind them."""
+    solver = entry.create()
+    caps = solver.capabilities
+    return {"package": entry.package, "version": entry.version, "budget": budget(solver, settings.reads),
+            "deterministic": caps.deterministic, "proves_optimality": caps.proves_optimality,
+            "offline": bool(caps.needs_credentials or caps.needs_network), "postprocessing": list(caps.postprocessing),
+            "description": entry.description}
 
 
 def target_energy(ref: dict[str, Any], energies: list[float | None]) -> float | None:
@@ -401,13 +454,20 @@ def summarise(cases: list[Case], refs: dict[str, dict[str, Any]], runs: list[dic
             hit = hits(e, target)
             p = float(hit.mean())
             scale = max(abs(target), 1e-12)
+            raw_e = np.array([np.inf if r.get("raw_energy") is None else r["raw_energy"] for r in good], dtype=float)
+            raw_hit = hits(raw_e, target)
+            raw_p = float(raw_hit.mean())
+            fractions = [r["raw_feasible_fraction"] for r in good if r.get("raw_feasible_fraction") is not None]
             rows.append({
                 "case": case.name, "solver": solver, "runs": len(rs), "errors": len(rs) - len(good),
                 "best_energy": float(e.min()), "target": target, "target_proven": bool(ref["proven"]),
                 "best_gap": float((e.min() - target) / scale), "mean_gap": float(np.mean((e - target) / scale)),
                 "success_p": p, "time_per_run_s": float(t.mean()),
                 "time_to_target_s": float(t[hit].mean()) if hit.any() else math.inf,
-                "tts99_s": tts(float(t.mean()), p), "error": "",
+                "tts99_s": tts(float(t.mean()), p),
+                "raw_success_p": raw_p, "raw_tts99_s": tts(float(t.mean()), raw_p),
+                "raw_best_gap": float((raw_e.min() - target) / scale) if np.isfinite(raw_e.min()) else math.inf,
+                "raw_feasible_fraction": float(np.mean(fractions)) if fractions else None, "error": "",
             })
     return rows
 
@@ -486,9 +546,12 @@ def render(summary: dict[str, Any]) -> str:
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     get = {(r["case"], r["solver"]): r for r in rows}
     cell = lambda c, sv, k: get[(c, sv)][k] if (c, sv) in get else None  # noqa: E731
-    budgets = "; ".join(f"`{k}` {v['budget'] or 'defaults'}" + (" (exact: one run)" if v["exact"] else "")
-                        + (" on a Pegasus P4 graph (P8 for N > 36, P16 for N > 84)" if k == "dwave" else "")
+    budgets = "; ".join(f"`{k}` {v['budget'] or 'defaults'}"
+                        + (" (seed-independent: one run)" if v.get("deterministic") else "")
+                        + (" (offline mode)" if v.get("offline") else "")
                         for k, v in summary["solvers"].items())
+    steps = "; ".join(f"`{k}`: {' → '.join(v['postprocessing'])}" for k, v in summary["solvers"].items()
+                      if v.get("postprocessing"))
     lines = [
         "# Solver study",
         "",
@@ -496,11 +559,17 @@ def render(summary: dict[str, Any]) -> str:
         + (" (quick mode)." if s["quick"] else "."),
         "",
         f"**Budget per run**: each solver's defaults except {budgets}; `time_limit` = {s['time_limit']} s passed to "
-        f"every heuristic run and {s['reference_time']} s to exact ones (solvers that honour it stop there). "
-        f"Stochastic solvers run {s['repeats']} times (seeds {s['seed']}..{s['seed'] + s['repeats'] - 1}), exact "
-        "solvers once. TTS99 = t·ln(0.01)/ln(1 − p) with t the mean wall time per run and p the success "
-        "probability (∞ when p = 0, t when p ≥ 0.99); a run succeeds when its best energy is within 1e-9 relative "
-        "of the target. Time to target: mean wall time of the successful runs.",
+        f"every heuristic run and {s['reference_time']} s to solvers that prove optimality (solvers that honour it "
+        f"stop there). Solvers whose result depends on the seed run {s['repeats']} times (seeds "
+        f"{s['seed']}..{s['seed'] + s['repeats'] - 1}), the others once. TTS99 = t·ln(0.01)/ln(1 − p) with t the "
+        "mean wall time per run and p the success probability (∞ when p = 0, t when p ≥ 0.99); a run succeeds when "
+        "its best energy is within 1e-9 relative of the target. Time to target: mean wall time of the successful "
+        "runs.",
+        "",
+        "**Raw and polished**: the success tables count a solver's returned best; the raw tables count the best "
+        "feasible state among the sampler's own samples, before the post-processing each solver applies"
+        + (f" ({steps})" if steps else "") + ". A solver whose raw success is far below its polished success owes "
+        "its results to the repair and polish.",
         "",
         "## Problems",
         "",
@@ -524,6 +593,16 @@ def render(summary: dict[str, Any]) -> str:
         table(["problem", *solvers], [[c, *[cell(c, sv, "tts99_s") for sv in solvers]] for c in cases], 3),
         "",
         "![tts99](tts99.png)",
+        "",
+        "## Raw samples: success probability / feasible fraction",
+        "",
+        table(["problem", *solvers],
+              [[c, *[None if (c, sv) not in get else f"{fmt(get[(c, sv)].get('raw_success_p'), 3)} / "
+                     f"{fmt(get[(c, sv)].get('raw_feasible_fraction'), 3)}" for sv in solvers]] for c in cases]),
+        "",
+        "## Raw samples: TTS99 (seconds)",
+        "",
+        table(["problem", *solvers], [[c, *[cell(c, sv, "raw_tts99_s") for sv in solvers]] for c in cases], 3),
         "",
         "## Relative gap of the best run to the target",
         "",
@@ -552,9 +631,10 @@ def render(summary: dict[str, Any]) -> str:
     lines += [
         "## Files and reruns",
         "",
-        "`runs.csv` (every run: energy, seconds, chosen indices), `summary.csv` (the tables above), `cases.csv`, "
-        "`summary.json`, `problems/<problem>.json`. Rerun any solver on a problem without a model, e.g. "
-        "`lmshrink solve problems/fisher-like-N32.json --solver tabu --option num_reads=32 --json`.",
+        "`runs.csv` (every run: energy, seconds, chosen indices, raw best energy and feasible fraction), "
+        "`summary.csv` (the tables above), `cases.csv`, `summary.json`, `problems/<problem>.json`. Rerun any solver "
+        f"on a problem without a model, e.g. `lmshrink solve problems/{cases[-1] if cases else 'PROBLEM'}.json "
+        f"--solver {solvers[0] if solvers else 'NAME'} --json`.",
         "",
         "## Settings",
         "",

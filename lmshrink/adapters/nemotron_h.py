@@ -28,14 +28,12 @@ indices renumbered to the new positions, the two agree again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-from ..core import ArchitectureAdapter, Block, Gates, LmshrinkError
-from ..core.adapter import scaled_output_hook
+from ..core import LmshrinkError
 from ..plugins import hookimpl
-from .llama import remap_per_layer_overrides, renumber_layer
+from .decoder_stack import DecoderStackAdapter, remap_per_layer_overrides
 
 #: Nemotron-H block type (current and legacy names) → lmshrink block kind
 KIND_OF: dict[str, str] = {
@@ -51,7 +49,10 @@ PATTERN: dict[str, str] = {"M": "linear_attention", "E": "moe", "*": "full_atten
 #: block kind → pattern character
 PATTERN_CHAR: dict[str, str] = {"mamba": "M", "moe": "E", "attention": "*", "mlp": "-"}
 
-_LINEAR_NAMES = {
+#: the ``nn.Linear`` modules SVD compression may factor, by block kind. The routed experts are 3-D parameter
+#: tensors, not linear layers, and the Mamba2 projections pack several unrelated maps (gate, x, B, C, dt) into one
+#: matrix; neither is listed.
+LINEAR_NAMES = {
     "attention": ("mixer.q_proj", "mixer.k_proj", "mixer.v_proj", "mixer.o_proj"),
     "mlp": ("mixer.up_proj", "mixer.down_proj"),
     "moe": (
@@ -62,15 +63,6 @@ _LINEAR_NAMES = {
     ),
     "mamba": (),
 }
-
-
-def _decoder(model: Any) -> tuple[str, Any]:
-    """(prefix, module) of the decoder that holds ``layers``: ``model`` (transformers) or ``backbone`` (remote code)."""
-    for prefix in ("model", "backbone"):
-        inner = getattr(model, prefix, None)
-        if inner is not None and hasattr(inner, "layers"):
-            return prefix, inner
-    raise LmshrinkError(f"{type(model).__name__} has no decoder layers at model.layers or backbone.layers.")
 
 
 def block_types(config: Any) -> list[str]:
@@ -128,80 +120,23 @@ def rewrite_config(config: Any, keep: Sequence[int]) -> list[str]:
     return rewritten
 
 
-class NemotronHAdapter(ArchitectureAdapter):
+class NemotronHAdapter(DecoderStackAdapter):
     """NVIDIA Nemotron-H hybrids: one block per mixer (Mamba2, attention, MLP or MoE), kinds from the config."""
 
     name = "nemotron_h"
     description = "NVIDIA Nemotron-H hybrids such as Nemotron-3-Nano-30B-A3B, one block per Mamba2/attention/MLP/MoE mixer"
     granularities = ("layer",)
+    model_types = ("nemotron_h", "nemotronh")
+    layers_paths = ("model.layers", "backbone.layers")  # transformers, remote code
+    layer_parts = ("mixer", "norm")
+    gated_part = "mixer"
+    linear_names = LINEAR_NAMES
 
-    def matches(self, model: Any) -> bool:
-        config = getattr(model, "config", None)
-        if config is None:
-            return False
-        if getattr(config, "model_type", None) not in ("nemotron_h", "nemotronh"):
-            return False
-        try:
-            _, decoder = _decoder(model)
-            kinds = block_kinds(config)
-        except LmshrinkError:
-            return False
-        layers = decoder.layers
-        return len(layers) == len(kinds) > 0 and all(hasattr(b, "mixer") and hasattr(b, "norm") for b in layers)
+    def layer_kinds(self, model: Any) -> list[str]:
+        return block_kinds(model.config)
 
-    def _check(self, granularity: str) -> None:
-        if granularity not in self.granularities:
-            raise LmshrinkError(
-                f"Adapter {self.name!r} has no granularity {granularity!r}; use one of {list(self.granularities)} "
-                "(each Nemotron-H block is already a single mixer)."
-            )
-
-    def blocks(self, model: Any, granularity: str = "layer") -> list[Block]:
-        self._check(granularity)
-        prefix, decoder = _decoder(model)
-        kinds = block_kinds(model.config)
-        if len(kinds) != len(decoder.layers):
-            raise LmshrinkError(
-                f"The config lists {len(kinds)} blocks but the model has {len(decoder.layers)}: config and model disagree."
-            )
-        return [Block(i, f"{prefix}.layers.{i}", kind, i) for i, kind in enumerate(kinds)]
-
-    @contextmanager
-    def gate(self, model: Any, gates: Gates, granularity: str = "layer") -> Iterator[None]:
-        self._check(granularity)
-        _, decoder = _decoder(model)
-        handles = []
-        try:
-            for block in self.blocks(model, granularity):
-                mixer = decoder.layers[block.index].mixer
-                handles.append(mixer.register_forward_hook(scaled_output_hook(gates, block.index), with_kwargs=True))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    def remove(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> Any:
-        self._check(granularity)
-        import torch.nn as nn
-
-        _, decoder = _decoder(model)
-        layers = decoder.layers
-        n = len(layers)
-        drop = {int(i) for i in indices}
-        bad = sorted(i for i in drop if not 0 <= i < n)
-        if bad:
-            raise LmshrinkError(f"Block index {bad[0]} is out of range for a model with {n} blocks.")
-        keep = [i for i in range(n) if i not in drop]
-        if not keep:
-            raise LmshrinkError("Refusing to remove every block of the model.")
-        reason = self.removal_error(model, drop, granularity)
-        if reason:
-            raise LmshrinkError(reason)
-        decoder.layers = nn.ModuleList([layers[i] for i in keep])
-        for new_idx, block in enumerate(decoder.layers):
-            renumber_layer(block, new_idx)  # the block and its mixer: cache entries are addressed by layer_idx
-        rewrite_config(model.config, keep)
-        return model
+    def rewrite_config(self, config: Any, keep: Sequence[int], old_count: int) -> list[str]:
+        return rewrite_config(config, keep)
 
     def removal_error(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> str | None:
         kinds = block_kinds(model.config)
@@ -213,34 +148,6 @@ class NemotronHAdapter(ArchitectureAdapter):
                 "use_cache=True fails). Keep at least one attention block, e.g. --remove attention=N-1."
             )
         return None
-
-    def layer_list(self, model: Any) -> tuple[Any, str]:
-        """The decoder's ``layers``: ``model(inputs_embeds=h)`` runs exactly them, in order, on ``h``."""
-        _, decoder = _decoder(model)
-        return decoder, "layers"
-
-    def linear_layers(self, model: Any) -> dict[str, Any]:
-        """Attention q/k/v/o, MLP up/down, MoE shared-expert up/down and latent projections (``nn.Linear`` only).
-
-        The routed experts are 3-D parameter tensors, not linear layers, and the Mamba2 projections pack
-        several unrelated maps (gate, x, B, C, dt) into one matrix; neither is listed.
-        """
-        import torch.nn as nn
-
-        prefix, decoder = _decoder(model)
-        kinds = block_kinds(model.config)
-        out = {}
-        for i, (block, kind) in enumerate(zip(decoder.layers, kinds)):
-            for name in _LINEAR_NAMES[kind]:
-                module = block
-                try:
-                    for part in name.split("."):
-                        module = getattr(module, part)
-                except AttributeError:
-                    continue
-                if isinstance(module, nn.Linear):
-                    out[f"{prefix}.layers.{i}.{name}"] = module
-        return out
 
 
 @hookimpl

@@ -6,8 +6,9 @@ module without parameters that returns zeros of the right shape (:class:`Removed
 the saved file. The layer's now-unused norm stays (it holds a single vector).
 
 Plain transformers cannot express "layer 3 has no attention", so such a model is saved in lmshrink's own format
-(:mod:`lmshrink.compress.io`): this module registers the ``remove_sublayers`` transform that replays the
-replacement on a freshly built stock model before the weights load. When both branches of a layer go, the
+(:mod:`lmshrink.compress.io`): this module defines the ``remove_sublayers`` transform (:data:`SUBLAYER_TRANSFORM`,
+declared by the llama adapter's ``transforms()``) that checks a saved record and replays the replacement on a
+freshly built stock model before the weights load. When both branches of a layer go, the
 layer is removed as a whole layer (renumbering the rest and rewriting the config), which plain transformers
 does express; a model whose removed units are all whole layers keeps the plain transformers format.
 
@@ -25,9 +26,9 @@ import torch
 import torch.nn as nn
 
 from ..compat import cache_from_kwargs
-from ..compress.io import _ATTR as _TRANSFORMS_ATTR
-from ..compress.io import record_transform, register_transform
+from ..compress.io import TransformType, check_int, check_keys, resolve_module, set_transform
 from ..core import Block, LmshrinkError
+from .decoder_stack import checked_indices
 
 TRANSFORM = "remove_sublayers"
 #: the default location of the decoder layers of a Llama-shaped model
@@ -89,12 +90,6 @@ def is_removed(module: Any) -> bool:
     return isinstance(module, (RemovedAttention, RemovedMLP))
 
 
-def _get(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = getattr(root, part)
-    return root
-
-
 def _kv_shape(config: Any) -> tuple[int, int]:
     heads = int(getattr(config, "num_attention_heads", 1) or 1)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -119,7 +114,7 @@ def present_branches(layer: Any) -> list[str]:
 def removed_branches(model: Any, layers_path: str = LAYERS_PATH) -> dict[int, list[str]]:
     """Layer index → branch attributes already deleted from that layer."""
     out: dict[int, list[str]] = {}
-    for i, layer in enumerate(_get(model, layers_path)):
+    for i, layer in enumerate(model.get_submodule(layers_path)):
         gone = [attr for attr in BRANCHES if is_removed(getattr(layer, attr, None))]
         if gone:
             out[i] = gone
@@ -132,7 +127,7 @@ def sublayer_blocks(model: Any, layers_path: str = LAYERS_PATH) -> list[Block]:
     Deleted branches are not listed, so the indices always refer to the model as it is now.
     """
     out: list[Block] = []
-    for i, layer in enumerate(_get(model, layers_path)):
+    for i, layer in enumerate(model.get_submodule(layers_path)):
         for attr in present_branches(layer):
             out.append(Block(len(out), f"{layers_path}.{i}.{attr}", BRANCHES[attr], i))
     return out
@@ -141,17 +136,11 @@ def sublayer_blocks(model: Any, layers_path: str = LAYERS_PATH) -> list[Block]:
 def _plan(model: Any, indices: Sequence[int], layers_path: str) -> tuple[dict[int, list[str]], list[int]]:
     """Split a sub-layer removal into single branches to replace and whole layers to delete."""
     blocks = sublayer_blocks(model, layers_path)
-    chosen = [int(i) for i in indices]
-    bad = [i for i in chosen if not 0 <= i < len(blocks)]
-    if bad:
-        raise LmshrinkError(f"Block index {bad[0]} is out of range for a model with {len(blocks)} sub-layer blocks.")
-    if len(set(chosen)) != len(chosen):
-        raise LmshrinkError("A block index is listed twice.")
     by_layer: dict[int, list[str]] = {}
-    for i in sorted(chosen):
+    for i in checked_indices(indices, len(blocks), "sub-layer blocks"):
         block = blocks[i]
         by_layer.setdefault(block.layer, []).append(block.name.rsplit(".", 1)[1])
-    layers = _get(model, layers_path)
+    layers = model.get_submodule(layers_path)
     partial: dict[int, list[str]] = {}
     whole: list[int] = []
     for layer_idx, attrs in by_layer.items():
@@ -187,7 +176,7 @@ def remove_sublayers(adapter: Any, model: Any, indices: Sequence[int], layers_pa
     rebuilds. Returns the model.
     """
     partial, whole = _plan(model, indices, layers_path)
-    layers = _get(model, layers_path)
+    layers = model.get_submodule(layers_path)
     if len(whole) == len(layers):
         raise LmshrinkError("Refusing to remove every layer of the model.")
     for layer_idx, attrs in partial.items():
@@ -206,38 +195,55 @@ def sync_record(model: Any, layers_path: str = LAYERS_PATH) -> None:
     renumbers the layers). The record keeps its position among the model's other transforms.
     """
     gone = removed_branches(model, layers_path)
-    transforms = getattr(model, _TRANSFORMS_ATTR, None) or []
-    position = next((k for k, t in enumerate(transforms) if t.get("type") == TRANSFORM), None)
     spec = {
         "type": TRANSFORM,
         "layers": layers_path,
         "removed": [[layer_idx, attr] for layer_idx in sorted(gone) for attr in gone[layer_idx]],
     }
-    if position is None:
-        if gone:
-            record_transform(model, spec)
-        return
-    del transforms[position]
-    if gone:
-        transforms.insert(position, spec)
-    # drop any stale duplicate
-    transforms[:] = [t for k, t in enumerate(transforms) if t.get("type") != TRANSFORM or k == position]
+    set_transform(model, TRANSFORM, spec if gone else None)
 
 
-@register_transform(TRANSFORM)
+def _validate(model: Any, spec: dict[str, Any]) -> None:
+    """Check a saved ``remove_sublayers`` record against the stock model: the layer list exists, and every
+    ``[layer, branch]`` pair names a branch of a layer in range, once."""
+    import torch.nn as nn
+
+    check_keys(spec, ["removed"], ["layers"])
+    layers_path = spec.get("layers", LAYERS_PATH)
+    layers = resolve_module(model, layers_path)
+    if not isinstance(layers, nn.ModuleList):
+        raise LmshrinkError(f"{layers_path} ({type(layers).__name__}) is not a list of decoder layers.")
+    removed = spec["removed"]
+    if not isinstance(removed, list):
+        raise LmshrinkError(f"'removed' is a {type(removed).__name__}, not a list of [layer, branch] pairs.")
+    seen = set()
+    for pair in removed:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise LmshrinkError(f"Entry {pair!r} of 'removed' is not a [layer, branch] pair.")
+        layer_idx = check_int(pair[0], "A layer index in 'removed'", 0, len(layers) - 1)
+        attr = pair[1]
+        if attr not in BRANCHES:
+            raise LmshrinkError(f"Branch {attr!r} of layer {layer_idx} is not one of {list(BRANCHES)}.")
+        resolve_module(layers, f"{layer_idx}.{attr}")
+        if (layer_idx, attr) in seen:
+            raise LmshrinkError(f"Branch {attr} of layer {layer_idx} is listed twice.")
+        seen.add((layer_idx, attr))
+
+
 def _replay(model: Any, spec: dict[str, Any]) -> None:
     """Replace the listed branches of a freshly built stock model by their placeholders."""
-    layers_path = spec.get("layers", LAYERS_PATH)
-    layers = _get(model, layers_path)
+    layers = model.get_submodule(spec.get("layers", LAYERS_PATH))
     for layer_idx, attr in spec["removed"]:
-        layer_idx = int(layer_idx)
-        if not 0 <= layer_idx < len(layers):
-            raise LmshrinkError(f"remove_sublayers names layer {layer_idx} of a model with {len(layers)} layers.")
-        setattr(layers[layer_idx], attr, placeholder(model, attr, layer_idx))
+        setattr(layers[int(layer_idx)], attr, placeholder(model, attr, int(layer_idx)))
+
+
+#: the ``remove_sublayers`` transform: what :func:`lmshrink.compress.io.load_compressed` checks and replays
+SUBLAYER_TRANSFORM = TransformType(TRANSFORM, _replay, _validate)
 
 
 __all__ = [
     "BRANCHES",
+    "SUBLAYER_TRANSFORM",
     "RemovedAttention",
     "RemovedMLP",
     "is_removed",

@@ -9,17 +9,18 @@ from .errors import (
     UnknownNameError,
 )
 from .objective import Objective
-from .options import Option
+from .options import Option, option
 from .plan import RemovalPlan
 from .problem import BinaryQuadraticProblem, Constraint, Problem, load_problem
-from .solution import Solution, SolutionSet
-from .solver import Samples, Solver
+from .solution import RawSummary, Solution, SolutionSet
+from .solver import Composite, Samples, Solver, SolverCapabilities
 
 __all__ = [
     "ArchitectureAdapter",
     "BLOCK_KINDS",
     "BinaryQuadraticProblem",
     "Block",
+    "Composite",
     "Constraint",
     "Gates",
     "LmshrinkError",
@@ -29,13 +30,16 @@ __all__ = [
     "Option",
     "Problem",
     "ProblemTooLargeError",
+    "RawSummary",
     "RemovalPlan",
     "Samples",
     "Solution",
     "SolutionSet",
     "Solver",
+    "SolverCapabilities",
     "UnknownNameError",
     "load_problem",
+    "option",
 ]
 
 from .rank import RankAllocationProblem  # noqa: E402

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from .errors import LmshrinkError
 
 #: block kinds an adapter may report
 BLOCK_KINDS = ("layer", "attention", "mlp", "mamba", "moe")
@@ -62,6 +64,21 @@ def scaled_output_hook(gates: Gates, index: int):
     return hook
 
 
+def mixed_output_hook(gates: Gates, index: int):
+    """A forward hook (``register_forward_hook(hook, with_kwargs=True)``) that mixes a whole residual block's input
+    and output by the gate of block ``index``: ``(1 − g)·h_in + g·block(h_in)`` is exactly the block's output at
+    g = 1 and exactly its input (the block skipped) at g = 0. Tuple outputs keep their other members."""
+
+    def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        h = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output
+        g = gates(index, out)
+        mixed = (1 - g) * h + g * out
+        return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
+
+    return hook
+
+
 class ArchitectureAdapter(ABC):
     """Base class of every architecture adapter plugin."""
 
@@ -86,6 +103,13 @@ class ArchitectureAdapter(ABC):
     def remove(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> Any:
         """Delete the blocks at ``indices`` and rewrite the config; returns the (smaller) model."""
 
+    def check_granularity(self, granularity: str) -> None:
+        """Raise :class:`~lmshrink.core.LmshrinkError` unless ``granularity`` is one of :attr:`granularities`."""
+        if granularity not in self.granularities:
+            raise LmshrinkError(
+                f"Adapter {self.name!r} has no granularity {granularity!r}; use one of {list(self.granularities)}."
+            )
+
     def layer_list(self, model: Any) -> tuple[Any, str] | None:
         """``(parent module, attribute)`` of the ``nn.ModuleList`` of decoder layers, when ``model(inputs_embeds=h)``
         runs exactly those layers in order on ``h`` (no embedding scaling). This optional capability lets a
@@ -105,6 +129,13 @@ class ArchitectureAdapter(ABC):
     def save_format(self, model: Any, indices: Sequence[int], granularity: str = "layer") -> str:
         """``"transformers"`` when the pruned model is expressible in its own config, else ``"lmshrink"``."""
         return "transformers"
+
+    def transforms(self) -> Mapping[str, Any]:
+        """The structural transforms this adapter records on the models it changes, by type: the
+        :class:`lmshrink.compress.io.TransformType` objects that :func:`~lmshrink.compress.io.load_compressed`
+        validates and replays when a saved model names them. Import them lazily here (they need torch); the
+        default is none."""
+        return {}
 
     def iter_kinds(self, model: Any, granularity: str = "layer") -> Iterator[str]:
         return (b.kind for b in self.blocks(model, granularity))

@@ -25,6 +25,10 @@ class MissingCredentialsError(LmshrinkError):
     """A remote backend (QPU, cloud hardware) has no credentials configured."""
 
 
+class CredentialsRefusedError(MissingCredentialsError):
+    """A remote backend refused the configured credentials, or could not be reached with them."""
+
+
 class ProblemTooLargeError(LmshrinkError):
     """A solver refuses a problem it cannot finish in reasonable time or memory."""
 

@@ -85,23 +85,90 @@ def _json_default(obj: Any) -> Any:
 
 
 def load_problem(path: str | Path) -> Problem:
-    """Read any problem file written by :meth:`Problem.save`."""
+    """Read any problem file written by :meth:`Problem.save`; a file that is not one gets one sentence saying why."""
     path = Path(path)
+    name = str(path)
     if not path.exists():
-        raise LmshrinkError(f"No problem file at {str(path)!r}.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = json.loads(str(npz["__json__"]))
-            data.update({k: npz[k] for k in npz.files if k != "__json__"})
-    else:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LmshrinkError(f"{str(path)!r} is not a JSON problem file: {exc}") from exc
+        raise LmshrinkError(f"No problem file at {name!r}.")
+    if path.is_dir():
+        raise LmshrinkError(f"{name!r} is a directory, not a problem file (.json or .npz).")
+    data = _read_npz(path) if path.suffix == ".npz" else _read_json(path)
+    if not isinstance(data, dict):
+        raise LmshrinkError(f"{name!r} holds a JSON {_json_kind(data)}, not a problem: an object with 'format', "
+                            "'variables' and the problem's arrays.")
     fmt = data.get("format")
-    if fmt not in _FORMATS:
-        raise LmshrinkError(f"{str(path)!r} has unknown format {fmt!r}; known formats: {', '.join(sorted(_FORMATS))}.")
-    return _FORMATS[fmt].from_dict(data)
+    if not isinstance(fmt, str) or fmt not in _FORMATS:
+        raise LmshrinkError(f"{name!r} has unknown format {fmt!r}; known formats: {', '.join(sorted(_FORMATS))}.")
+    try:
+        return _FORMATS[fmt].from_dict(data)
+    except LmshrinkError as exc:
+        raise LmshrinkError(f"Problem file {name!r}: {_lower_first(str(exc))}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise LmshrinkError(f"{name!r} is not a valid {fmt} problem ({type(exc).__name__}: {exc}).") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LmshrinkError(f"{str(path)!r} is not a text file; a problem file is JSON (.json) or numpy (.npz).") from None
+    except OSError as exc:
+        raise LmshrinkError(f"Cannot read {str(path)!r}: {exc.strerror or exc}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LmshrinkError(f"{str(path)!r} is not a JSON problem file: {exc}.") from None
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "__json__" not in npz.files:
+                raise LmshrinkError(f"{str(path)!r} is a .npz file without lmshrink's '__json__' entry; problem "
+                                    "files are written by Problem.save.")
+            data = json.loads(str(npz["__json__"]))
+            if isinstance(data, dict):
+                data.update({k: npz[k] for k in npz.files if k != "__json__"})
+            return data
+    except LmshrinkError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise LmshrinkError(f"{str(path)!r} is not a readable .npz problem file ({type(exc).__name__}: {exc}).") \
+            from None
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:1].isupper() and not text[1:2].isupper() else text
+
+
+def _integer(value: Any, what: str) -> int:
+    """``value`` as an int; a float, string or bool is refused (JSON ``3.0`` or ``"3"`` is no count or index)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise LmshrinkError(f"{what} must be an integer, not {value!r}.")
+    return int(value)
+
+
+def _finite_array(value: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` whose entries are all finite, or one sentence saying what is wrong."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise LmshrinkError(f"{what} must be an array of numbers of shape {shape}.") from None
+    if arr.size == int(np.prod(shape)) and arr.shape != shape and len(shape) == 1:
+        arr = arr.reshape(shape)
+    if arr.shape != shape:
+        raise LmshrinkError(f"{what} has shape {arr.shape}, expected {shape}.")
+    bad = np.argwhere(~np.isfinite(arr))
+    if len(bad):
+        where = ", ".join(str(int(i)) for i in bad[0])
+        raise LmshrinkError(f"{what} has a non-finite entry ({arr[tuple(bad[0])]}) at [{where}].")
+    return arr
 
 
 @dataclass(frozen=True)
@@ -113,12 +180,16 @@ class Constraint:
     name: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
+        label = f"Constraint {self.name!r}" if self.name else "A constraint"
+        if isinstance(self.indices, (str, bytes)) or not hasattr(self.indices, "__iter__"):
+            raise LmshrinkError(f"{label} needs a list of variable indices, not {self.indices!r}.")
+        object.__setattr__(self, "indices", tuple(_integer(i, f"{label}: an index") for i in self.indices))
+        object.__setattr__(self, "equals", _integer(self.equals, f"{label}: equals"))
         if len(set(self.indices)) != len(self.indices):
-            raise LmshrinkError(f"Constraint {self.name or ''} lists a variable twice.")
+            raise LmshrinkError(f"{label} lists a variable twice.")
         if not 0 <= self.equals <= len(self.indices):
             raise LmshrinkError(
-                f"Constraint {self.name or ''} asks for {self.equals} of {len(self.indices)} variables."
+                f"{label} asks for {self.equals} of {len(self.indices)} variables."
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,15 +217,15 @@ class BinaryQuadraticProblem(Problem):
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.variables, (str, bytes)) or not hasattr(self.variables, "__len__"):
+            raise LmshrinkError(f"variables must be a list of names, not {self.variables!r}.")
         n = len(self.variables)
+        if n == 0:
+            raise LmshrinkError("A problem needs at least one variable; this one has none.")
         self.variables = [str(v) for v in self.variables]
-        self.linear = np.asarray(self.linear, dtype=np.float64).reshape(-1)
-        self.quadratic = np.asarray(self.quadratic, dtype=np.float64)
-        self.offset = float(self.offset)
-        if self.linear.shape != (n,):
-            raise LmshrinkError(f"linear has {self.linear.size} entries for {n} variables.")
-        if self.quadratic.shape != (n, n):
-            raise LmshrinkError(f"quadratic has shape {self.quadratic.shape}, expected ({n}, {n}).")
+        self.linear = _finite_array(self.linear, "linear", (n,))
+        self.quadratic = _finite_array(self.quadratic, "quadratic", (n, n))
+        self.offset = float(_finite_array(self.offset, "offset", ()))
         if not np.allclose(self.quadratic, self.quadratic.T, rtol=1e-10, atol=1e-12 * (1 + np.abs(self.quadratic).max(initial=0))):
             raise LmshrinkError("quadratic must be symmetric.")
         self.quadratic = (self.quadratic + self.quadratic.T) / 2
@@ -178,6 +249,15 @@ class BinaryQuadraticProblem(Problem):
         """Variables that appear in no constraint."""
         bound = {i for c in self.constraints for i in c.indices}
         return tuple(i for i in range(self.num_variables) if i not in bound)
+
+    def num_feasible_states(self) -> int:
+        """Number of states that satisfy every constraint: Π_c C(|c|, M_c) · 2^(free variables)."""
+        import math
+
+        count = 2 ** len(self.free_indices)
+        for c in self.constraints:
+            count *= math.comb(len(c.indices), c.equals)
+        return count
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     def energy(self, x: Sequence[int] | np.ndarray) -> float:
@@ -292,15 +372,47 @@ class BinaryQuadraticProblem(Problem):
     def from_dict(cls, data: dict[str, Any]) -> BinaryQuadraticProblem:
         if data.get("format", cls.FORMAT) != cls.FORMAT:
             raise LmshrinkError(f"Expected format {cls.FORMAT!r}, got {data.get('format')!r}.")
+        missing = [k for k in ("variables", "linear", "quadratic") if k not in data]
+        if missing:
+            raise LmshrinkError(f"The problem lacks the key{'s' if len(missing) > 1 else ''} "
+                                f"{', '.join(map(repr, missing))}; a binary problem has 'variables', 'linear', "
+                                "'quadratic', and optionally 'offset', 'constraints' and 'metadata'.")
+        constraints = data.get("constraints", [])
+        if not isinstance(constraints, (list, tuple)):
+            raise LmshrinkError(f"constraints must be a list of objects, not {_json_kind(constraints)}.")
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise LmshrinkError(f"metadata must be an object, not a {_json_kind(metadata)}.")
         return cls(
-            variables=list(data["variables"]),
-            linear=np.asarray(data["linear"], dtype=np.float64),
-            quadratic=np.asarray(data["quadratic"], dtype=np.float64),
-            offset=float(data.get("offset", 0.0)),
-            constraints=[Constraint(**c) for c in data.get("constraints", [])],
-            metadata=dict(data.get("metadata", {})),
+            variables=data["variables"],
+            linear=data["linear"],
+            quadratic=data["quadratic"],
+            offset=data.get("offset", 0.0),
+            constraints=[_constraint(k, c) for k, c in enumerate(constraints)],
+            metadata=dict(metadata),
         )
 
     def __repr__(self) -> str:
         cons = ", ".join(f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}" for c in self.constraints)
         return f"BinaryQuadraticProblem(N={self.num_variables}, constraints=[{cons}])"
+
+
+_CONSTRAINT_KEYS = ("indices", "equals", "name")
+
+
+def _constraint(k: int, data: Any) -> Constraint:
+    """Constraint ``k`` of a problem file, with one sentence for a wrong shape or an unknown key."""
+    if not isinstance(data, dict):
+        raise LmshrinkError(f"Constraint {k} must be an object with 'indices' and 'equals', not {_json_kind(data)}.")
+    unknown = [key for key in data if key not in _CONSTRAINT_KEYS]
+    if unknown:
+        raise LmshrinkError(f"Constraint {k} has the unknown key {unknown[0]!r}; a constraint has 'indices', 'equals' "
+                            "and optionally 'name'.")
+    missing = [key for key in ("indices", "equals") if key not in data]
+    if missing:
+        raise LmshrinkError(f"Constraint {k} lacks {missing[0]!r}; a constraint has 'indices', 'equals' and "
+                            "optionally 'name'.")
+    try:
+        return Constraint(data["indices"], data["equals"], str(data.get("name", "")))
+    except LmshrinkError as exc:  # name the constraint by its position when it has no name
+        raise LmshrinkError(str(exc).replace("A constraint", f"Constraint {k}", 1)) from None

@@ -29,13 +29,53 @@ class Solution:
 
 
 @dataclass
+class RawSummary:
+    """What the sampler itself returned, before any composite (repair, polish, neighbour completion) changed it.
+
+    ``best_energy`` is the lowest energy among the raw samples that were already feasible (None when none was).
+    """
+
+    num_samples: int
+    num_feasible: int
+    best_energy: float | None
+
+    @property
+    def feasible_fraction(self) -> float:
+        return self.num_feasible / self.num_samples if self.num_samples else 0.0
+
+    @classmethod
+    def of(cls, problem: Any, states: np.ndarray) -> RawSummary:
+        """The summary of ``states`` (rows) as samples of ``problem``."""
+        X = np.atleast_2d(np.asarray(states))
+        if X.size == 0:
+            return cls(0, 0, None)
+        X = np.rint(X).astype(np.int64)
+        ok = np.array([problem.is_feasible(x) for x in X])
+        best = float(problem.energies(X[ok]).min()) if ok.any() else None
+        return cls(int(len(X)), int(ok.sum()), best)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_samples": self.num_samples, "num_feasible": self.num_feasible,
+                "feasible_fraction": self.feasible_fraction, "best_energy": self.best_energy}
+
+
+@dataclass
 class SolutionSet:
-    """Distinct solutions sorted by energy (lowest first), with wall time and backend facts."""
+    """Distinct solutions sorted by energy (lowest first), with wall time and backend facts.
+
+    ``proven_optimal`` is what the run proved (the best solution is the optimum), the one source of truth for
+    optimality: a solver that can prove optimality (``capabilities.proves_optimality``) may still stop at a time
+    limit without a proof, and then says so here and in ``stopped_early``. ``raw`` summarises the sampler's own
+    states before any repair or polish.
+    """
 
     solutions: list[Solution]
     solver: str
     time_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    proven_optimal: bool = False
+    stopped_early: bool = False
+    raw: RawSummary | None = None
 
     @property
     def best(self) -> Solution:
@@ -60,6 +100,9 @@ class SolutionSet:
         return {
             "solver": self.solver,
             "time_s": self.time_s,
+            "proven_optimal": self.proven_optimal,
+            "stopped_early": self.stopped_early,
+            "raw": self.raw.to_dict() if self.raw is not None else None,
             "solutions": [s.to_dict() for s in self.solutions],
             "info": self.info,
         }

@@ -3,58 +3,172 @@
 A solver knows nothing of models. It receives a problem (plain arrays) and proposes states; the base class checks
 them against the problem, recomputes their energies from the problem itself, removes duplicates, sorts and times
 the run, so every backend reports comparable numbers.
+
+A solver class declares, once each:
+
+- its **options**, as a frozen dataclass of :func:`~lmshrink.core.options.option` fields (``sample`` then receives
+  one instance as ``options=``) or as a mapping ``{name: Option(...)}`` (``sample`` then receives keywords);
+- its **capabilities** (:class:`SolverCapabilities`): what it proves, what it needs, how a study should budget it.
+
+A :class:`Composite` wraps any solver and transforms the states its child proposes (repair, polish, variable
+fixing, penalty conversion: see :mod:`lmshrink.solvers.composites`); the summary of the child's own, untransformed
+states stays in :attr:`SolutionSet.raw`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from .errors import LmshrinkError
-from .options import Option, validate_options
+from .options import Option, option_table, validate_options
 from .problem import BinaryQuadraticProblem, Problem
-from .solution import Solution, SolutionSet
+from .solution import RawSummary, Solution, SolutionSet
 
 
 @dataclass
 class Samples:
-    """What :meth:`Solver.sample` returns: candidate states (rows) and backend facts."""
+    """What :meth:`Solver.sample` returns: candidate states (rows) and backend facts.
+
+    ``proven_optimal`` says whether the run proved the lowest of these states optimal (None: read
+    ``info["optimal"]``, else False); ``stopped_early`` whether a time limit cut the run short; ``raw`` summarises
+    the sampler's own states where a composite transformed them (None: the states are the raw samples).
+    """
 
     states: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     #: optional per-row facts (e.g. ``{"num_occurrences": [...]}``), carried into each Solution's info
     per_state: dict[str, list[Any]] = field(default_factory=dict)
+    proven_optimal: bool | None = None
+    stopped_early: bool = False
+    raw: RawSummary | None = None
+
+
+@dataclass(frozen=True)
+class SolverCapabilities:
+    """What a solver can do, declared on its class (as dimod samplers declare ``properties`` and ``parameters``).
+
+    Read by ``lmshrink plugins``, the solver study (``benchmarks/solvers``) and
+    :class:`lmshrink.testing.SolverConformance`, so none of them needs a table of solver names.
+    """
+
+    #: problem classes it solves (filled in from :attr:`Solver.problem_types`)
+    problem_types: tuple[type[Problem], ...] = ()
+    #: a finished run proves its best state optimal (and its k lowest): see :attr:`SolutionSet.proven_optimal`
+    proves_optimality: bool = False
+    #: the result does not depend on the seed (a study runs it once)
+    deterministic: bool = False
+    #: the same seed gives the same result
+    reproducible: bool = True
+    #: ``time_limit`` stops the run, which then returns feasible states and reports ``stopped_early``
+    honours_time_limit: bool = True
+    #: the largest problem (variables) it accepts; None: no fixed limit
+    max_variables: int | None = None
+    #: what a run's cost grows exponentially with, if anything: the feasible states it enumerates, or the
+    #: variables it simulates as qubits (studies keep such solvers to small problems)
+    exponential_in: Literal["feasible_states", "variables"] | None = None
+    #: how to configure the credentials its default options need (None: none needed)
+    needs_credentials: str | None = None
+    #: its default options reach a remote service
+    needs_network: bool = False
+    #: Python modules it imports (the optional extra below provides them)
+    requires: tuple[str, ...] = ()
+    #: the pip extra, ``pip install 'lmshrink[extra]'``
+    extra: str | None = None
+    #: the option each equal-budget quantity maps to, e.g. ``{"reads": "num_reads"}``
+    budget_options: Mapping[str, str] = field(default_factory=dict)
+    #: options under which it runs offline without credentials (local simulators, mocks)
+    offline_options: Mapping[str, Any] = field(default_factory=dict)
+    #: options for a small, quick run (conformance tests, quick studies)
+    quick_options: Mapping[str, Any] = field(default_factory=dict)
+    #: what its states go through after sampling, in order: "fixing", "penalty", "repair", "polish"
+    postprocessing: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: problem types by class name."""
+        out = dataclasses.asdict(self)
+        out["problem_types"] = [t.__name__ for t in self.problem_types]
+        for key in ("budget_options", "offline_options", "quick_options"):
+            out[key] = dict(out[key])
+        out["requires"], out["postprocessing"] = list(self.requires), list(self.postprocessing)
+        return out
 
 
 class Solver(ABC):
     """Base class of every solver plugin.
 
-    Subclasses set :attr:`name`, :attr:`problem_types`, :attr:`options` and implement :meth:`sample`.
+    Subclasses set :attr:`name`, :attr:`problem_types`, :attr:`options`, :attr:`capabilities` and implement
+    :meth:`sample`. :attr:`aliases` are further names the registry finds the solver by, for its problem types
+    (e.g. the rank-allocation ``rank-milp`` is also ``milp`` for rank problems).
     """
 
     name: ClassVar[str] = ""
     #: one-line description shown by ``lmshrink plugins``
     description: ClassVar[str] = ""
+    #: further names, looked up together with the problem type
+    aliases: ClassVar[tuple[str, ...]] = ()
     problem_types: ClassVar[tuple[type[Problem], ...]] = (BinaryQuadraticProblem,)
-    #: keyword options accepted by :meth:`solve`, with defaults and help
+    #: keyword options accepted by :meth:`solve`: a mapping of :class:`Option`, or an options dataclass (read into
+    #: that mapping when the class is created; the dataclass itself is then :attr:`Options`)
     options: ClassVar[Mapping[str, Option]] = {}
-    #: True when the best returned solution is a proven optimum
+    #: the options dataclass, when the solver declares one: :meth:`sample` then gets ``options=Options(...)``
+    Options: ClassVar[type | None] = None
+    capabilities: ClassVar[SolverCapabilities] = SolverCapabilities()
+    #: the same as ``capabilities.proves_optimality`` (what a run proved is :attr:`SolutionSet.proven_optimal`)
     exact: ClassVar[bool] = False
+    _declared_capabilities: ClassVar[SolverCapabilities | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("options")
+        if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+            cls.Options = declared
+            cls.options = option_table(declared)
+        caps = cls.__dict__.get("capabilities")
+        cls._declared_capabilities = caps
+        if caps is None:  # a class that declares only ``exact`` (or nothing new)
+            caps = replace(cls.capabilities, proves_optimality=bool(cls.exact))
+        if "problem_types" not in cls.__dict__ and caps.problem_types:
+            cls.problem_types = tuple(caps.problem_types)
+        cls.capabilities = replace(caps, problem_types=tuple(cls.problem_types))
+        cls.exact = cls.capabilities.proves_optimality
 
     def supports(self, problem: Problem) -> bool:
         """Whether this solver can solve ``problem``."""
         return isinstance(problem, self.problem_types)
 
     @abstractmethod
-    def sample(
-        self, problem: Problem, *, num_solutions: int, seed: int | None, time_limit: float | None, **options: Any
-    ) -> Samples:
-        """Propose candidate states for ``problem`` (any number, duplicates allowed, feasible ones kept)."""
+    def sample(self, problem: Problem, *, num_solutions: int, seed: int | None, time_limit: float | None,
+               **options: Any) -> Samples:
+        """Propose candidate states for ``problem`` (any number, duplicates allowed, feasible ones kept).
+
+        Options arrive validated and complete: as keywords, or as ``options=`` (one instance of :attr:`Options`)
+        when the solver declares an options dataclass.
+        """
+
+    def preflight(self, problem: Problem, options: Mapping[str, Any]) -> None:
+        """Checks that must fail at once, before any slow work or heavy import (e.g. missing credentials);
+        ``options`` are validated and complete. Default: none."""
+
+    def sample_with(self, problem: Problem, values: Mapping[str, Any], *, num_solutions: int, seed: int | None,
+                    time_limit: float | None) -> Samples:
+        """Call :meth:`sample` with validated option ``values``, in the form this solver declares them."""
+        if self.Options is not None:
+            return self.sample(problem, num_solutions=num_solutions, seed=seed, time_limit=time_limit,
+                               options=self.Options(**values))
+        return self.sample(problem, num_solutions=num_solutions, seed=seed, time_limit=time_limit, **values)
+
+    def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` over the defaults, each checked (one sentence naming a bad one and what it accepts)."""
+        return validate_options(f"Solver {self.name!r}", self.options, options)
 
     def solve(
         self,
@@ -69,16 +183,16 @@ class Solver(ABC):
         if not self.supports(problem):
             kinds = ", ".join(t.__name__ for t in self.problem_types)
             raise LmshrinkError(
-                f"Solver {self.name!r} solves {kinds}, not {type(problem).__name__}. Solvers may share a name across "
-                f"problem types: lmshrink.plugins.get_solver({self.name!r}, problem) picks the one for this problem."
+                f"Solver {self.name!r} solves {kinds}, not {type(problem).__name__}; "
+                f"lmshrink.plugins.get_solver(name, problem) picks the solver of that name for this problem."
             )
-        if num_solutions < 1:
-            raise LmshrinkError("num_solutions must be at least 1.")
-        opts = validate_options(f"Solver {self.name!r}", self.options, options)
+        check_run_arguments(num_solutions, seed, time_limit)
+        opts = self.validate(options)
+        self.preflight(problem, opts)
         start = time.perf_counter()
-        raw = self.sample(problem, num_solutions=num_solutions, seed=seed, time_limit=time_limit, **opts)
+        raw = self.sample_with(problem, opts, num_solutions=int(num_solutions), seed=seed, time_limit=time_limit)
         elapsed = time.perf_counter() - start
-        result = rank_states(problem, raw, solver=self.name, num_solutions=num_solutions)
+        result = rank_states(problem, raw, solver=self.name, num_solutions=int(num_solutions))
         result.time_s = elapsed
         result.info.setdefault("options", opts)
         result.info.setdefault("seed", seed)
@@ -86,6 +200,81 @@ class Solver(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def check_run_arguments(num_solutions: Any, seed: Any, time_limit: Any) -> None:
+    """One sentence for a ``num_solutions``, ``seed`` or ``time_limit`` a run cannot use."""
+    if isinstance(num_solutions, bool) or not isinstance(num_solutions, numbers.Integral) or num_solutions < 1:
+        raise LmshrinkError(f"num_solutions (--top-k) must be an integer ≥ 1, not {num_solutions!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise LmshrinkError(f"seed must be an integer or None, not {seed!r}.")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, numbers.Real)
+                                   or not math.isfinite(time_limit) or time_limit <= 0):
+        raise LmshrinkError(f"time_limit must be a positive number of seconds or None, not {time_limit!r}.")
+
+
+class Composite(Solver):
+    """A solver wrapping another solver (its ``child``), as dimod's composites wrap samplers.
+
+    It accepts its own options (:meth:`composite_options`) and every option of the child, passes the child's on,
+    and transforms what the child proposes in :meth:`transform`. Name, description and problem types are the
+    child's unless the composite class sets its own; so are its capabilities, except that the steps of the whole
+    stack (the child's, then :meth:`steps`) fill in ``postprocessing``.
+    """
+
+    #: what the composite does to the child's states, as listed in ``capabilities.postprocessing``
+    step: ClassVar[str] = ""
+
+    def __init__(self, child: Solver) -> None:
+        self.child = child
+        own = self.composite_options()
+        clash = sorted(set(own) & set(child.options))
+        if clash:
+            raise LmshrinkError(f"{type(self).__name__} and {child.name!r} both have the option {clash[0]!r}.")
+        self._own = own
+        self.options = {**child.options, **own}
+        self.Options = None  # the composite takes keywords and hands the child its own form
+        cls = type(self)
+        if not cls.name:
+            self.name = child.name
+        if not cls.description:
+            self.description = child.description
+        if "problem_types" not in cls.__dict__:
+            self.problem_types = child.problem_types
+        # a class that declares capabilities keeps them; the steps its stack applies are filled in
+        base = cls._declared_capabilities or child.capabilities
+        steps = base.postprocessing or (child.capabilities.postprocessing + self.steps())
+        self.capabilities = replace(base, problem_types=tuple(self.problem_types), postprocessing=steps)
+        self.exact = self.capabilities.proves_optimality
+
+    def composite_options(self) -> dict[str, Option]:
+        """The composite's own options (default: none)."""
+        return {}
+
+    def steps(self) -> tuple[str, ...]:
+        """What it adds to ``capabilities.postprocessing`` (default: :attr:`step`)."""
+        return (self.step,) if self.step else ()
+
+    def preflight(self, problem: Problem, options: Mapping[str, Any]) -> None:
+        self.child.preflight(problem, {k: v for k, v in options.items() if k not in self._own})
+
+    def sample(self, problem: Problem, *, num_solutions: int, seed: int | None, time_limit: float | None,
+               **values: Any) -> Samples:
+        own = {k: values.pop(k) for k in list(values) if k in self._own}
+        start = time.perf_counter()
+
+        def run_child(child_problem: Problem) -> Samples:
+            left = None if time_limit is None else max(time_limit - (time.perf_counter() - start), 1e-3)
+            return self.child.sample_with(child_problem, values, num_solutions=num_solutions, seed=seed,
+                                          time_limit=left)
+
+        return self.transform(problem, run_child, own, num_solutions=num_solutions, seed=seed,
+                              time_limit=time_limit)
+
+    @abstractmethod
+    def transform(self, problem: Problem, run_child: Callable[[Problem], Samples], options: dict[str, Any], *,
+                  num_solutions: int, seed: int | None, time_limit: float | None) -> Samples:
+        """Run the child through ``run_child(problem_for_the_child)`` and return the transformed samples."""
 
 
 def rank_states(problem: Problem, raw: Samples, *, solver: str, num_solutions: int) -> SolutionSet:
@@ -110,6 +299,13 @@ def rank_states(problem: Problem, raw: Samples, *, solver: str, num_solutions: i
     solutions = []
     for k in order:
         row = keep[k]
-        extra = {key: values[row] for key, values in raw.per_state.items()}
+        extra = {key: values[row] for key, values in raw.per_state.items() if row < len(values)}
         solutions.append(Solution(tuple(int(v) for v in states[row]), float(energies[k]), extra))
-    return SolutionSet(solutions, solver=solver, info=info)
+    proven = bool(info.get("optimal", False)) if raw.proven_optimal is None else bool(raw.proven_optimal)
+    if "optimal" in info or proven:
+        info["optimal"] = proven
+    summary = raw.raw
+    if summary is None:
+        summary = RawSummary(int(len(states)), int(feasible.sum()), float(energies.min()))
+    return SolutionSet(solutions, solver=solver, info=info, proven_optimal=proven,
+                       stopped_early=bool(raw.stopped_early), raw=summary)

@@ -5,12 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from .hookspecs import hookimpl, hookspec
-from .manager import ENTRY_POINT_GROUP, build_registry, plugin_manager, registry, reset
+from .manager import (
+    ENTRY_POINT_GROUP,
+    PLUGINS_ENV,
+    PluginProblem,
+    PluginWarning,
+    broken_plugins,
+    build_registry,
+    loaded_plugins,
+    plugin_manager,
+    registry,
+    reset,
+)
 from .registry import Entry, Registry
 
 
 def get_solver(name: str, problem: Any = None) -> Any:
-    """A new instance of the solver called ``name`` (the one that supports ``problem``, an instance or a class)."""
+    """A new instance of the solver called ``name``: its canonical name, or an alias it has for ``problem``'s type
+    (``problem`` is an instance or a problem class; without it, the canonical name or an unambiguous alias)."""
     if problem is None:
         return registry("solver").create(name)
     return registry("solver").for_problem(name, problem)
@@ -46,7 +58,11 @@ def find_adapter(model: Any) -> Any:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Entry",
+    "PLUGINS_ENV",
+    "PluginProblem",
+    "PluginWarning",
     "Registry",
+    "broken_plugins",
     "build_registry",
     "find_adapter",
     "get_adapter",
@@ -54,6 +70,7 @@ __all__ = [
     "get_solver",
     "hookimpl",
     "hookspec",
+    "loaded_plugins",
     "plugin_manager",
     "registry",
     "reset",

@@ -1,4 +1,4 @@
-"""A name → plugin registry with provider facts and "did you mean" errors."""
+"""A name → plugin registry with provider facts, aliases and "did you mean" errors."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from ..core.errors import LmshrinkError, unknown_name
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered plugin object and the distribution that provides it."""
+    """One registered plugin object, the distribution that provides it and the further names it answers to."""
 
     name: str
     obj: Any
     package: str
     version: str
+    aliases: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -28,40 +29,72 @@ class Entry:
     def problem_types(self) -> tuple[type, ...]:
         return tuple(getattr(self.obj, "problem_types", ()))
 
+    def create(self, *args: Any, **kwargs: Any) -> Any:
+        """A new instance, carrying the registered (canonical) name where its class declares another."""
+        obj = self.obj(*args, **kwargs)
+        if getattr(obj, "name", self.name) != self.name:
+            obj.name = self.name
+        return obj
+
+    def supports(self, problem: Any) -> bool:
+        """Whether the plugin takes ``problem`` (an instance or a problem class)."""
+        if isinstance(problem, type):
+            return any(issubclass(problem, t) for t in self.problem_types)
+        return self.create().supports(problem)
+
 
 class Registry:
-    """Plugins of one kind (solver, objective, adapter, command) by name.
+    """Plugins of one kind (solver, objective, adapter, command, method) by unique canonical name.
 
-    Solvers may share a name when they solve different problem types (``milp`` solves both binary problems and
-    rank allocation); :meth:`for_problem` picks the one that supports a given problem.
+    An entry may also answer to aliases. An alias may be shared by plugins of different problem types (``milp``
+    names the binary solver ``milp`` and, for rank problems, ``rank-milp``): :meth:`for_problem` picks the one that
+    supports a given problem, canonical names first.
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, list[Entry]] = {}
+        self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, list[str]] = {}
 
-    def add(self, obj: Any, *, package: str, version: str, name: str | None = None) -> None:
+    def add(self, obj: Any, *, package: str, version: str, name: str | None = None,
+            aliases: tuple[str, ...] = ()) -> None:
         key = name or getattr(obj, "name", None)
         if not key:
             raise LmshrinkError(f"A {self.kind} from {package} was registered without a name.")
-        entry = Entry(key, obj, package, version)
-        existing = self._entries.setdefault(key, [])
-        for other in existing:
-            if other.obj is obj:
+        names = tuple(dict.fromkeys(a for a in (*aliases, *getattr(obj, "aliases", ())) if a and a != key))
+        entry = Entry(key, obj, package, version, names)
+        if key in self._entries:
+            if self._entries[key].obj is obj:
                 return
-            shared = set(other.problem_types) & set(entry.problem_types)
-            if not entry.problem_types or not other.problem_types or shared:
-                raise LmshrinkError(
-                    f"Two {self.kind}s are called {key!r}: one from {other.package}, one from {package}."
-                )
-        existing.append(entry)
+            raise LmshrinkError(
+                f"Two {self.kind}s are called {key!r}: one from {self._entries[key].package}, one from {package}."
+            )
+        for alias in names:
+            for other in self._aliases.get(alias, []):
+                theirs = self._entries[other]
+                if not entry.problem_types or not theirs.problem_types or \
+                        set(entry.problem_types) & set(theirs.problem_types):
+                    raise LmshrinkError(f"{self.kind.capitalize()}s {other!r} ({theirs.package}) and {key!r} "
+                                        f"({package}) both answer to {alias!r} for the same problems.")
+        self._entries[key] = entry
+        for alias in names:
+            self._aliases.setdefault(alias, []).append(key)
+
+    def _candidates(self, name: str) -> list[Entry]:
+        """Entries ``name`` may mean: the canonical one first, then those with that alias."""
+        found = [self._entries[name]] if name in self._entries else []
+        return found + [self._entries[k] for k in self._aliases.get(name, [])]
 
     def entry(self, name: str) -> Entry:
-        """The (first) entry called ``name``."""
-        try:
-            return self._entries[name][0]
-        except KeyError:
-            raise unknown_name(self.kind, name, self._entries) from None
+        """The entry called ``name``: its canonical name, or an alias only one entry has."""
+        found = self._candidates(name)
+        if not found:
+            raise unknown_name(self.kind, name, [*self._entries, *self._aliases])
+        if name not in self._entries and len(found) > 1:
+            which = ", ".join(f"{e.name} ({'/'.join(t.__name__ for t in e.problem_types)})" for e in found)
+            raise LmshrinkError(f"{self.kind.capitalize()} {name!r} is ambiguous without a problem type: it is "
+                                f"{which}; give the problem, or the canonical name.")
+        return found[0]
 
     def get(self, name: str) -> Any:
         """The registered object (usually a class) called ``name``."""
@@ -69,29 +102,33 @@ class Registry:
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """An instance of the class registered as ``name``."""
-        return self.get(name)(*args, **kwargs)
+        return self.entry(name).create(*args, **kwargs)
 
     def for_problem(self, name: str, problem: Any) -> Any:
         """An instance of the plugin called ``name`` that supports ``problem`` (an instance or a problem class)."""
-        self.entry(name)  # unknown-name error first
-        for entry in self._entries[name]:
-            if isinstance(problem, type):
-                if any(issubclass(problem, t) for t in entry.problem_types):
-                    return entry.obj()
-            elif entry.obj().supports(problem):
-                return entry.obj()
-        kinds = sorted({t.__name__ for e in self._entries[name] for t in e.problem_types})
+        found = self._candidates(name)
+        if not found:
+            raise unknown_name(self.kind, name, [*self._entries, *self._aliases])
+        for entry in found:
+            if entry.supports(problem):
+                return entry.create()
+        kinds = sorted({t.__name__ for e in found for t in e.problem_types})
         given = problem.__name__ if isinstance(problem, type) else type(problem).__name__
         raise LmshrinkError(f"{self.kind} {name!r} solves {', '.join(kinds)}, not {given}.")
 
     def names(self) -> list[str]:
+        """Canonical names, sorted."""
         return sorted(self._entries)
 
+    def aliases(self) -> dict[str, list[str]]:
+        """alias → the canonical names it stands for."""
+        return {a: list(v) for a, v in sorted(self._aliases.items())}
+
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter([e for name in sorted(self._entries) for e in self._entries[name]])
+        return iter([self._entries[name] for name in sorted(self._entries)])
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._entries.values())
+        return len(self._entries)

@@ -10,12 +10,14 @@ accepted 1% of the time).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Option, Samples, Solver
+from ..core import BinaryQuadraticProblem, RawSummary, Samples, Solver, SolverCapabilities, option
 from ..plugins import hookimpl
+from .repair import swap_descent
 
 
 def _swap_delta(problem_lin: np.ndarray, Q: np.ndarray, F: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -40,35 +42,72 @@ def _flip_delta(lin: np.ndarray, Q: np.ndarray, F: np.ndarray, x: np.ndarray, k:
     return (1 - 2 * xk) * (lin[k] + qd + F[r, k] - 2 * qd * xk)
 
 
-def swap_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: int) -> np.ndarray:
-    """Every feasible one-swap (or, for free variables, one-flip) neighbour of the ``count`` lowest distinct states.
+def swap_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: int,
+                    deadline: float | None = None) -> np.ndarray:
+    """The ``count`` lowest one-swap (or, for free variables, one-flip) neighbours of the ``count`` lowest distinct
+    feasible states, leaving out those already among ``states``.
 
     Annealing reads tend to meet in a few states; their neighbours are the low-lying excitations a ranked
-    candidate list needs.
+    candidate list needs. Memory stays bounded by design: each seed's neighbour energies come from the swap formula
+    of :func:`_swap_delta` as one (ones × zeros) table per group, and only the few lowest become states (a full
+    table of neighbour states would take M(N−M)·count rows). Stops between seeds once ``deadline``
+    (``time.perf_counter()`` seconds) has passed.
     """
-    distinct = np.unique(states, axis=0)
+    n = problem.num_variables
+    distinct = np.unique(np.asarray(states, dtype=np.int8), axis=0)
     feasible = distinct[[problem.is_feasible(s) for s in distinct]]
-    if len(feasible) == 0:
-        return np.zeros((0, problem.num_variables), dtype=states.dtype)
-    seeds = feasible[np.argsort(problem.energies(feasible))[:count]]
-    out = []
-    for s in seeds:
+    if len(feasible) == 0 or count < 1:
+        return np.zeros((0, n), dtype=np.int8)
+    energies = problem.energies(feasible)
+    order = np.argsort(energies, kind="stable")[:count]
+    known = {row.tobytes() for row in distinct}
+    # enough per seed that `count` remain after dropping those already known
+    per_seed = count + len(distinct)
+    lin, Q = problem.linear, problem.quadratic
+    qd = np.diag(Q)
+    free = np.array(problem.free_indices, dtype=np.int64)
+    pool: dict[bytes, tuple[float, np.ndarray]] = {}
+    for s, e0 in zip(feasible[order], energies[order]):
+        if deadline is not None and pool and time.perf_counter() > deadline:
+            break
+        F = 2 * Q @ s.astype(np.float64)
+        deltas, moves_i, moves_j = [], [], []
         for c in problem.constraints:
-            idx = np.array(c.indices)
+            idx = np.array(c.indices, dtype=np.int64)
             on, off = idx[s[idx] == 1], idx[s[idx] == 0]
             if len(on) == 0 or len(off) == 0:
                 continue
-            block = np.repeat(s[None], len(on) * len(off), axis=0)
-            ii, jj = np.repeat(on, len(off)), np.tile(off, len(on))
-            rows = np.arange(len(block))
-            block[rows, ii] = 0
-            block[rows, jj] = 1
-            out.append(block)
-        for k in problem.free_indices:
+            d = (-(lin[on] - qd[on] + F[on]))[:, None] + (lin[off] + qd[off] + F[off])[None, :] - 2 * Q[np.ix_(on, off)]
+            d = d.ravel()
+            pick = np.argpartition(d, per_seed - 1)[:per_seed] if per_seed < d.size else np.arange(d.size)
+            deltas.append(d[pick])
+            moves_i.append(on[pick // len(off)])
+            moves_j.append(off[pick % len(off)])
+        if len(free):
+            xf = s[free].astype(np.float64)
+            deltas.append((1 - 2 * xf) * (lin[free] + qd[free] + F[free] - 2 * qd[free] * xf))
+            moves_i.append(free)
+            moves_j.append(np.full(len(free), -1))
+        if not deltas:
+            continue
+        d, mi, mj = np.concatenate(deltas), np.concatenate(moves_i), np.concatenate(moves_j)
+        for k in np.argsort(d, kind="stable")[:per_seed]:
             t = s.copy()
-            t[k] ^= 1
-            out.append(t[None])
-    return np.concatenate(out) if out else np.zeros((0, problem.num_variables), dtype=states.dtype)
+            t[mi[k]] ^= 1
+            if mj[k] >= 0:
+                t[mj[k]] = 1
+            key = t.tobytes()
+            if key not in known and key not in pool:
+                pool[key] = (float(e0 + d[k]), t)
+    best = sorted(pool.values(), key=lambda v: v[0])[:count]
+    return np.array([t for _, t in best], dtype=np.int8).reshape(-1, n)
+
+
+@dataclass(frozen=True)
+class AnnealOptions:
+    num_reads: int = option(32, "independent annealing runs (vectorized)", minimum=1)
+    num_sweeps: int = option(1000, "sweeps per read; one sweep is N proposed moves", minimum=1)
+    beta_range: tuple[float, float] | None = option(None, "(β_hot, β_cold); default from the problem's energy scale")
 
 
 class AnnealSolver(Solver):
@@ -76,17 +115,17 @@ class AnnealSolver(Solver):
 
     name = "anneal"
     description = "Simulated annealing with swap moves at fixed magnetization (Kawasaki dynamics)."
-    options = {
-        "num_reads": Option(32, "independent annealing runs (vectorized)", int),
-        "num_sweeps": Option(1000, "sweeps per read; one sweep is N proposed moves", int),
-        "beta_range": Option(None, "(β_hot, β_cold); default from the problem's energy scale", None),
-    }
+    options = AnnealOptions
+    capabilities = SolverCapabilities(budget_options={"reads": "num_reads"}, quick_options={"num_sweeps": 300})
 
-    def sample(self, problem, *, num_solutions, seed, time_limit, num_reads, num_sweeps, beta_range) -> Samples:
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: AnnealOptions) -> Samples:
+        deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
+        num_sweeps, beta_range = options.num_sweeps, options.beta_range
         rng = np.random.default_rng(seed)
         n = problem.num_variables
         lin, Q = problem.linear, problem.quadratic
-        R = max(int(num_reads), 1)
+        R = options.num_reads
         groups = [np.array(c.indices, dtype=np.int64) for c in problem.constraints]
         groups = [g for g, c in zip(groups, problem.constraints) if 0 < c.equals < len(g)]  # others are fixed
         free = np.array(problem.free_indices, dtype=np.int64)
@@ -121,7 +160,6 @@ class AnnealSolver(Solver):
         steps = max(int(num_sweeps) * n, 1)
         ratio = (cold / hot) ** (1.0 / max(steps - 1, 1))  # geometric schedule β_t = β_hot · ratio^t
         rows = np.arange(R)
-        deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
         stopped_at = None
         chunk = 1024
         for t in range(steps):
@@ -162,13 +200,23 @@ class AnnealSolver(Solver):
             if better.any():
                 best_x[better] = x[better]
                 best_e[better] = energy[better]
-        states = np.concatenate([best_x, x])
-        if num_solutions > 1:
-            states = np.concatenate([states, swap_neighbours(problem, states, num_solutions)])
         info = {"num_reads": R, "num_sweeps": int(num_sweeps), "beta_range": [float(hot), float(cold)]}
         if stopped_at is not None:
+            # out of time mid-schedule: the states are still hot; quench them towards 1-swap local minima, with a
+            # grace of a quarter of the time limit (at least half a second)
             info["stopped_early_at_sweep"] = stopped_at // n
-        return Samples(states, info)
+            grace = time.perf_counter() + max(0.5, 0.25 * float(time_limit))
+            quenched = swap_descent(problem, x, deadline=grace)
+            info["quench_improved"] = int((problem.energies(quenched) < problem.energies(x) - 1e-12).sum())
+            info["quench_complete"] = time.perf_counter() <= grace
+            x = quenched
+        states = np.concatenate([best_x, x])
+        raw = RawSummary.of(problem, states)
+        if num_solutions > 1:
+            neighbours = swap_neighbours(problem, states, num_solutions, deadline)
+            info["num_neighbours"] = len(neighbours)
+            states = np.concatenate([states, neighbours])
+        return Samples(states, info, raw=raw, stopped_early=stopped_at is not None)
 
     @staticmethod
     def _beta_range(problem, x, F, ones, zeros, free, rng) -> tuple[float, float]:

@@ -91,8 +91,9 @@ class LmshrinkSampler(dimod.Sampler):
         self.solver = registry("solver").for_problem(solver, probe)
         self.default_options = dict(options)
         self._parameters = {"num_reads": [], "seed": [], "time_limit": [], **{k: [] for k in self.solver.options}}
-        self._properties = {"solver": self.solver.name, "exact": bool(self.solver.exact),
-                            "description": self.solver.description}
+        self._properties = {"solver": self.solver.name, "exact": bool(self.solver.capabilities.proves_optimality),
+                            "description": self.solver.description,
+                            "capabilities": self.solver.capabilities.to_dict()}
 
     @property
     def parameters(self) -> dict[str, list]:

@@ -14,41 +14,56 @@
   instead (better for sparse problems), then ``FixedEmbeddingComposite``.
 * **chain_strength** default ``None`` = Ocean's ``uniform_torque_compensation`` (√2 × the RMS coupling times
   √(mean degree)), computed on the penalty BQM; pass a number for a fixed strength in BQM units.
-* **penalty** default ``None`` = :meth:`BinaryQuadraticProblem.default_penalty`, large enough that every
-  single-flip minimum of the penalty form is feasible. A smaller one keeps more of the QPU's limited precision
-  for the objective at the cost of more infeasible reads.
+* **penalty** default ``None``: chosen from the problem by :func:`~lmshrink.solvers.composites.choose_penalty`
+  (the smaller of the largest single-flip change and a greedy feasible energy minus a lower bound), reported as
+  ``penalty`` and ``penalty_rule``. A smaller one keeps more of the QPU's limited precision for the objective at
+  the cost of more infeasible reads.
 
-Chains are resolved by majority vote. A read that still breaks a cardinality constraint is made feasible by the
-greedy step of :mod:`lmshrink.solvers.repair` (switch off the one whose removal costs least, or switch on the
-zero whose addition costs least, one flip at a time, until Σ_{i∈c} x_i = M_c) and counted in
-``info["num_repaired"]``; with ``polish`` every read then descends by constraint-preserving swaps. Reported:
-``qpu_access_time_us``, ``qpu_anneal_time_per_sample_us`` and the rest of the QPU timing,
-``chain_break_fraction`` (mean over reads), the chain lengths, ``num_repaired`` and
-``best_raw_feasible_energy`` (the best read that was feasible before any repair or polish).
+The solver is the stack ``RepairComposite(PenaltyComposite(DWaveAnnealer()))``. Chains are resolved by majority
+vote. A read that still breaks a cardinality constraint is made feasible by the greedy repair (switch off the one
+whose removal costs least, or switch on the zero whose addition costs least, one flip at a time, until
+Σ_{i∈c} x_i = M_c) and counted in ``info["num_repaired"]``; with ``polish`` every read then descends by
+constraint-preserving swaps. The reads themselves (their feasible fraction and best feasible energy, before any
+repair or polish) are summarised in the result's ``raw``. Reported too: ``qpu_access_time_us``,
+``qpu_anneal_time_per_sample_us`` and the rest of the QPU timing, ``chain_break_fraction`` (mean over reads), the
+chain lengths, and ``mock`` (true when the offline mock ran, with a ``note`` saying so).
 
 ``dwave-hybrid`` sends :meth:`BinaryQuadraticProblem.to_cqm` to ``LeapHybridCQMSampler``, which keeps the
-cardinality constraints as constraints; it needs Leap credentials too.
+cardinality constraints as constraints; it needs Leap credentials too (``sampler="mock"`` runs dimod's exhaustive
+``ExactCQMSolver`` offline instead, for tests, on at most 16 variables).
+
+Credentials are checked before any Ocean module is imported, so a missing token is said at once; a token the
+service refuses, or a service that cannot be reached, is said in one sentence too.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, MissingCredentialsError, Option, Samples, Solver
-from ..core.errors import ProblemTooLargeError, require
+from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Solver, SolverCapabilities, option
+from ..core.errors import CredentialsRefusedError, ProblemTooLargeError, require
 from ..plugins import hookimpl
-from .repair import best_feasible_energy, check_choice, repair_and_polish
+from .composites import PenaltyComposite, RepairComposite
 from .tabu import bqm_samples
 
-#: default working-graph shapes of the offline mock samplers (kept small so tests stay quick)
-MOCK_SHAPES = {"mock-pegasus": ("pegasus", [4]), "mock-zephyr": ("zephyr", [3, 4])}
+#: default working-graph shapes of the offline mock samplers (kept small so tests stay quick), and the larger
+#: ones tried, in order, when the problem's clique does not fit
+MOCK_SHAPES = {"mock-pegasus": ("pegasus", [[4], [8], [16]]), "mock-zephyr": ("zephyr", [[3, 4], [6, 4], [12, 4]])}
+LEAP_CREDENTIALS = "set DWAVE_API_TOKEN or run 'dwave config create'"
+#: dwave-hybrid's offline mock enumerates every state
+HYBRID_MOCK_MAX = 16
 
 
 def has_dwave_credentials() -> bool:
-    """Whether a Leap API token is configured (``DWAVE_API_TOKEN`` or the dwave config file)."""
+    """Whether a Leap API token is configured (``DWAVE_API_TOKEN`` or the dwave config file).
+
+    Reads the config file with dwave-cloud-client's light config module only: no Ocean sampler is imported.
+    """
     if os.environ.get("DWAVE_API_TOKEN"):
         return True
     config = require("dwave.cloud.config", "dwave", "The D-Wave solvers")
@@ -60,77 +75,88 @@ def has_dwave_credentials() -> bool:
 
 def _require_credentials(what: str) -> None:
     if not has_dwave_credentials():
-        raise MissingCredentialsError(
-            f"{what} needs D-Wave Leap credentials: set DWAVE_API_TOKEN or run 'dwave config create'."
-        )
+        raise MissingCredentialsError(f"{what} needs D-Wave Leap credentials: {LEAP_CREDENTIALS}.")
 
 
-class DWaveSolver(Solver):
-    """D-Wave quantum annealer (or its offline mock) on the penalty BQM, with clique embedding and repair."""
+def leap_call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, with a refused token or an unreachable service said in one sentence."""
+    exceptions = require("dwave.cloud.exceptions", "dwave", "The D-Wave solvers")
+    try:
+        return call(*args, **kwargs)
+    except exceptions.SolverAuthenticationError as exc:
+        raise CredentialsRefusedError(
+            f"The token was refused by D-Wave Leap ({what}): check DWAVE_API_TOKEN or 'dwave config create' "
+            f"({type(exc).__name__})."
+        ) from exc
+    except (exceptions.RequestTimeout, exceptions.PollingTimeout, ConnectionError, OSError) as exc:
+        raise CredentialsRefusedError(
+            f"D-Wave Leap could not be reached ({what}): check the network, the token and the endpoint "
+            f"({type(exc).__name__})."
+        ) from exc
 
-    name = "dwave"
-    description = "D-Wave quantum annealer (QPU, or mock Pegasus/Zephyr offline) on the penalty BQM, repaired."
-    problem_types = (BinaryQuadraticProblem,)
-    options = {
-        "sampler": Option("qpu", "qpu (needs Leap credentials), mock-pegasus or mock-zephyr", str),
-        "embedding": Option("clique", "clique (DWaveCliqueSampler's busclique) or minorminer", str),
-        "num_reads": Option(100, "anneals (reads)", int),
-        "chain_strength": Option(None, "chain coupling in BQM units; default: uniform torque compensation", float),
-        "penalty": Option(None, "cardinality penalty weight P; default: problem.default_penalty()", float),
-        "annealing_time": Option(None, "anneal time per read in µs (QPU only; default: the QPU's, 20 µs)", float),
-        "polish": Option(True, "descend by constraint-preserving swaps after repair", bool),
-        "mock_shape": Option(None, "mock topology shape, e.g. '6' or '4,4' (default P4 / Z(3,4))",
-                             lambda s: [int(v) for v in s.split(",")]),
-        "mock_sweeps": Option(1000, "simulated-annealing sweeps per read of the mock sampler", int),
-        "solver": Option(None, "QPU solver name or feature filter for DWaveSampler (default: any QPU)", str),
-    }
 
-    def sample(
-        self,
-        problem: BinaryQuadraticProblem,
-        *,
-        num_solutions: int,
-        seed: int | None,
-        time_limit: float | None,
-        sampler: str,
-        embedding: str,
-        num_reads: int,
-        chain_strength: float | None,
-        penalty: float | None,
-        annealing_time: float | None,
-        polish: bool,
-        mock_shape: list[int] | None,
-        mock_sweeps: int,
-        solver: str | None,
-    ) -> Samples:
-        check_choice(self.name, "sampler", sampler, ("qpu", *MOCK_SHAPES))
-        check_choice(self.name, "embedding", embedding, ("clique", "minorminer"))
+@dataclass(frozen=True)
+class DWaveOptions:
+    sampler: Literal["qpu", "mock-pegasus", "mock-zephyr"] = option(
+        "qpu", "qpu (needs Leap credentials), mock-pegasus or mock-zephyr")
+    embedding: Literal["clique", "minorminer"] = option("clique", "clique (DWaveCliqueSampler's busclique) or minorminer")
+    num_reads: int = option(100, "anneals (reads)", minimum=1)
+    chain_strength: float | None = option(None, "chain coupling in BQM units; default: uniform torque compensation",
+                                          minimum=0.0)
+    annealing_time: float | None = option(None, "anneal time per read in µs (QPU only; default: the QPU's, 20 µs)",
+                                          minimum=0.0)
+    mock_shape: list[int] | None = option(None, "mock topology shape, e.g. '6' or '4,4' (default: P4 / Z(3,4), or "
+                                                "P8, P16 / Z(6,4), Z(12,4) when the problem's clique needs them)")
+    mock_sweeps: int = option(1000, "simulated-annealing sweeps per read of the mock sampler", minimum=1)
+    solver: str | None = option(None, "QPU solver name or feature filter for DWaveSampler (default: any QPU)")
+
+
+_DWAVE_CAPABILITIES = SolverCapabilities(
+    honours_time_limit=False, needs_credentials=f"D-Wave Leap: {LEAP_CREDENTIALS}", needs_network=True,
+    requires=("dimod", "dwave.system", "dwave.samplers", "minorminer"), extra="dwave",
+    budget_options={"reads": "num_reads"}, offline_options={"sampler": "mock-pegasus"},
+    quick_options={"num_reads": 40, "mock_sweeps": 300},
+)
+
+
+class DWaveAnnealer(Solver):
+    """A D-Wave QPU (or its offline mock) sampling a problem's BQM through a clique or minorminer embedding;
+    raw reads only (no penalty, no repair: see :class:`DWaveSolver`)."""
+
+    name = "dwave-annealer"
+    description = "D-Wave quantum annealer (or mock) on the problem's BQM; raw reads."
+    options = DWaveOptions
+    capabilities = _DWAVE_CAPABILITIES
+
+    def preflight(self, problem: BinaryQuadraticProblem, options: Mapping[str, Any]) -> None:
+        if options.get("sampler") == "qpu":  # before any Ocean import: a missing token is said at once
+            _require_credentials("The 'dwave' solver with sampler=qpu")
+
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: DWaveOptions) -> Samples:
+        o = options
+        if o.sampler == "qpu":  # before any Ocean import: a missing token is said at once
+            _require_credentials("The 'dwave' solver with sampler=qpu")
         require("dimod", "dwave", "The 'dwave' solver")
         system = require("dwave.system", "dwave", "The 'dwave' solver")
         seed = int(seed or 0) % (2**31)
-        child = self._child(system, sampler, seed, mock_shape, mock_sweeps, solver)
-        bqm = problem.to_bqm(penalty)
+        bqm = problem.to_bqm()
         n = problem.num_variables
-        kwargs: dict[str, Any] = {"num_reads": int(num_reads), "answer_mode": "raw"}
-        if annealing_time is not None:
-            kwargs["annealing_time"] = float(annealing_time)
-        if embedding == "clique":
-            composite = _clique_sampler(system, child)
-            emb = composite.clique(list(bqm.variables))  # empty when the clique does not fit
-            if len(emb) < n:
-                size = composite.largest_clique_size
-                raise ProblemTooLargeError(
-                    f"'dwave' can clique-embed at most {size} variables on this {sampler} graph, the problem has "
-                    f"{n}; use embedding=minorminer for sparse problems, a larger mock_shape, or a smaller problem."
-                )
-            sampleset = composite.sample(bqm, chain_strength=chain_strength, return_embedding=True, **kwargs)
+        kwargs: dict[str, Any] = {"num_reads": o.num_reads, "answer_mode": "raw"}
+        if o.annealing_time is not None:
+            kwargs["annealing_time"] = o.annealing_time
+        if o.embedding == "clique":
+            child, composite, emb = self._clique_child(system, o, seed, list(bqm.variables))
+            sampleset = leap_call("sampling", composite.sample, bqm, chain_strength=o.chain_strength,
+                                  return_embedding=True, **kwargs)
         else:
+            child = self._child(system, o.sampler, seed, o.mock_shape, o.mock_sweeps, o.solver)
             minorminer = require("minorminer", "dwave", "The 'dwave' solver with embedding=minorminer")
             target = child.to_networkx_graph()
             emb = dict(minorminer.find_embedding(list(bqm.quadratic), target, random_seed=seed))
             if bqm.num_interactions and not emb:
                 raise ProblemTooLargeError(
-                    f"minorminer found no embedding of the {n}-variable problem on the {sampler} graph."
+                    f"minorminer found no embedding of the {n}-variable problem on the {o.sampler} graph."
                 )
             # variables without couplings are not in the source graph: give each a spare qubit
             spare = iter(sorted(set(target) - {q for chain in emb.values() for q in chain}))
@@ -138,54 +164,78 @@ class DWaveSolver(Solver):
                 if v not in emb:
                     emb[v] = [next(spare)]
             composite = system.FixedEmbeddingComposite(child, emb)
-            if "auto_scale" in child.parameters and sampler == "qpu":
+            if "auto_scale" in child.parameters and o.sampler == "qpu":
                 kwargs["auto_scale"] = True
-            sampleset = composite.sample(bqm, chain_strength=chain_strength, return_embedding=True, **kwargs)
+            sampleset = leap_call("sampling", composite.sample, bqm, chain_strength=o.chain_strength,
+                                  return_embedding=True, **kwargs)
         sampleset.resolve()
         raw = bqm_samples(sampleset, n)
-        states, counts = repair_and_polish(problem, raw, polish, num_solutions)
         timing = dict(sampleset.info.get("timing", {}))
         chains = [len(c) for c in emb.values()]
         emb_ctx = sampleset.info.get("embedding_context", {})
         cbf = np.asarray(sampleset.record.chain_break_fraction, dtype=float) if "chain_break_fraction" in \
             sampleset.record.dtype.names else np.zeros(len(raw))
         info: dict[str, Any] = {
-            "sampler": sampler,
+            "sampler": o.sampler,
+            "mock": o.sampler != "qpu",
             "topology": dict(child.properties.get("topology", {})),
-            "embedding": embedding,
+            "embedding": o.embedding,
             "num_qubits_used": int(sum(chains)),
             "max_chain_length": int(max(chains, default=0)),
             "mean_chain_length": float(np.mean(chains)) if chains else 0.0,
-            "chain_strength": _plain(emb_ctx.get("chain_strength", chain_strength)),
+            "chain_strength": _plain(emb_ctx.get("chain_strength", o.chain_strength)),
             "chain_break_fraction": float(cbf.mean()) if len(cbf) else 0.0,
-            "penalty": problem.default_penalty() if penalty is None else float(penalty),
-            "num_reads": int(num_reads),
-            "best_raw_feasible_energy": best_feasible_energy(problem, raw),
-            "raw_feasible_fraction": float(np.mean([problem.is_feasible(x) for x in raw])),
+            "num_reads": o.num_reads,
             "qpu_access_time_us": timing.get("qpu_access_time"),
             "qpu_anneal_time_per_sample_us": timing.get("qpu_anneal_time_per_sample"),
             "qpu_timing_us": timing,
-            **counts,
         }
-        if sampler != "qpu":
+        if o.sampler != "qpu":
             info["note"] = "offline MockDWaveSampler: simulated annealing on the embedded problem, mocked timing"
-        return Samples(states, info)
+        return Samples(raw, info)
+
+    def _clique_child(self, system: Any, o: DWaveOptions, seed: int, variables: list[Any]) -> tuple[Any, Any, dict]:
+        """The child sampler, its clique composite and the clique embedding; a mock without ``mock_shape`` grows
+        until the clique fits."""
+        shapes = [o.mock_shape] if o.sampler == "qpu" or o.mock_shape else MOCK_SHAPES[o.sampler][1]
+        n = len(variables)
+        for shape in shapes:
+            child = self._child(system, o.sampler, seed, shape, o.mock_sweeps, o.solver)
+            composite = _clique_sampler(system, child)
+            emb = composite.clique(variables)  # empty when the clique does not fit
+            if len(emb) >= n:
+                return child, composite, emb
+        size = composite.largest_clique_size
+        raise ProblemTooLargeError(
+            f"'dwave' can clique-embed at most {size} variables on this {o.sampler} graph, the problem has "
+            f"{n}; use embedding=minorminer for sparse problems, a larger mock_shape, or a smaller problem."
+        )
 
     @staticmethod
     def _child(system: Any, sampler: str, seed: int, shape: list[int] | None, sweeps: int, solver: str | None) -> Any:
         if sampler == "qpu":
-            _require_credentials("The 'dwave' solver with sampler=qpu")
-            return system.DWaveSampler(**({"solver": solver} if solver else {}))
+            return leap_call("connecting", system.DWaveSampler, **({"solver": solver} if solver else {}))
         testing = require("dwave.system.testing", "dwave", "The 'dwave' mock samplers")
         samplers = require("dwave.samplers", "dwave", "The 'dwave' mock samplers")
-        topology, default_shape = MOCK_SHAPES[sampler]
+        topology, default_shapes = MOCK_SHAPES[sampler]
         return testing.MockDWaveSampler(
             topology_type=topology,
-            topology_shape=list(shape or default_shape),
+            topology_shape=list(shape or default_shapes[0]),
             parameter_warnings=False,
             substitute_sampler=samplers.SimulatedAnnealingSampler(),
             substitute_kwargs={"seed": seed, "num_sweeps": int(sweeps)},
         )
+
+
+class DWaveSolver(RepairComposite):
+    """D-Wave quantum annealer (or its offline mock) on the penalty BQM, with clique embedding and repair."""
+
+    name = "dwave"
+    description = "D-Wave quantum annealer (QPU, or mock Pegasus/Zephyr offline) on the penalty BQM, repaired."
+    capabilities = _DWAVE_CAPABILITIES
+
+    def __init__(self) -> None:
+        super().__init__(PenaltyComposite(DWaveAnnealer()), polish=True)
 
 
 def _plain(value: Any) -> Any:
@@ -207,57 +257,86 @@ def _clique_sampler(system: Any, child: Any) -> Any:
     return _OnChild(child)
 
 
-class DWaveHybridSolver(Solver):
-    """Leap's hybrid CQM solver: the cardinality constraints stay constraints (no penalty)."""
+@dataclass(frozen=True)
+class HybridOptions:
+    sampler: Literal["leap", "mock"] = option("leap", "leap (LeapHybridCQMSampler, needs credentials) or mock "
+                                                      f"(dimod's exhaustive ExactCQMSolver, offline, ≤ {HYBRID_MOCK_MAX} "
+                                                      "variables)")
+    hybrid_time_limit: float | None = option(None, "seconds of hybrid run time (default: the solver's minimum)",
+                                             minimum=0.0)
+    label: str = option("lmshrink", "problem label shown in the Leap dashboard")
 
-    name = "dwave-hybrid"
-    description = "D-Wave Leap hybrid CQM solver (LeapHybridCQMSampler); constraints kept natively."
-    problem_types = (BinaryQuadraticProblem,)
-    options = {
-        "hybrid_time_limit": Option(None, "seconds of hybrid run time (default: the solver's minimum)", float),
-        "label": Option("lmshrink", "problem label shown in the Leap dashboard", str),
-        "polish": Option(False, "descend by constraint-preserving swaps after repair", bool),
-    }
 
-    def sample(
-        self,
-        problem: BinaryQuadraticProblem,
-        *,
-        num_solutions: int,
-        seed: int | None,
-        time_limit: float | None,
-        hybrid_time_limit: float | None,
-        label: str,
-        polish: bool,
-    ) -> Samples:
-        require("dimod", "dwave", "The 'dwave-hybrid' solver")
-        sampler = self._sampler()
+class HybridCQM(Solver):
+    """Leap's hybrid CQM solver (or its offline stand-in) on the constrained problem; raw samples."""
+
+    name = "dwave-hybrid-cqm"
+    description = "D-Wave Leap hybrid CQM solver; raw samples."
+    options = HybridOptions
+    capabilities = SolverCapabilities(
+        needs_credentials=f"D-Wave Leap: {LEAP_CREDENTIALS}", needs_network=True, requires=("dimod", "dwave.system"),
+        extra="dwave", offline_options={"sampler": "mock"},
+    )
+
+    def preflight(self, problem: BinaryQuadraticProblem, options: Mapping[str, Any]) -> None:
+        if options.get("sampler") == "leap":
+            _require_credentials("The 'dwave-hybrid' solver")
+
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: HybridOptions) -> Samples:
+        if options.sampler == "leap":
+            _require_credentials("The 'dwave-hybrid' solver")
+        dimod = require("dimod", "dwave", "The 'dwave-hybrid' solver")
         cqm = problem.to_cqm()
-        kwargs: dict[str, Any] = {"label": label}
-        limit = hybrid_time_limit if hybrid_time_limit is not None else time_limit
-        if limit is not None:
-            kwargs["time_limit"] = max(float(limit), float(sampler.min_time_limit(cqm)))
-        sampleset = sampler.sample_cqm(cqm, **kwargs)
+        if options.sampler == "mock":
+            if problem.num_variables > HYBRID_MOCK_MAX:
+                raise ProblemTooLargeError(
+                    f"'dwave-hybrid' with sampler=mock enumerates all 2^N states and takes at most "
+                    f"{HYBRID_MOCK_MAX} variables, the problem has {problem.num_variables}."
+                )
+            # like Leap, return a few feasible samples, lowest energy first
+            every = dimod.ExactCQMSolver().sample_cqm(cqm).filter(lambda d: d.is_feasible)
+            sampleset = every.truncate(max(num_solutions, 10))
+            sampleset.info.update({"run_time": 0, "qpu_access_time": 0, "problem_id": "offline mock"})
+        else:
+            sampler = self._sampler()
+            kwargs: dict[str, Any] = {"label": options.label}
+            limit = options.hybrid_time_limit if options.hybrid_time_limit is not None else time_limit
+            if limit is not None:
+                kwargs["time_limit"] = max(float(limit), float(sampler.min_time_limit(cqm)))
+            sampleset = leap_call("sampling", sampler.sample_cqm, cqm, **kwargs)
         sampleset.resolve()
         raw = bqm_samples(sampleset, problem.num_variables)
-        states, counts = repair_and_polish(problem, raw, polish, num_solutions)
         timing = dict(sampleset.info)
         info = {
+            "sampler": options.sampler,
+            "mock": options.sampler == "mock",
             "run_time_us": timing.get("run_time"),
             "qpu_access_time_us": timing.get("qpu_access_time"),
             "charge_time_us": timing.get("charge_time"),
             "problem_id": timing.get("problem_id"),
             "num_reported_feasible": int(np.sum(sampleset.record.is_feasible))
             if "is_feasible" in sampleset.record.dtype.names else None,
-            **counts,
         }
-        return Samples(states, info)
+        if options.sampler == "mock":
+            info["note"] = "offline stand-in: dimod's ExactCQMSolver enumerated every state, no Leap call"
+        return Samples(raw, info)
 
     @staticmethod
     def _sampler() -> Any:
         system = require("dwave.system", "dwave", "The 'dwave-hybrid' solver")
-        _require_credentials("The 'dwave-hybrid' solver")
-        return system.LeapHybridCQMSampler()
+        return leap_call("connecting", system.LeapHybridCQMSampler)
+
+
+class DWaveHybridSolver(RepairComposite):
+    """Leap's hybrid CQM solver: the cardinality constraints stay constraints (no penalty)."""
+
+    name = "dwave-hybrid"
+    description = "D-Wave Leap hybrid CQM solver (LeapHybridCQMSampler); constraints kept natively."
+    capabilities = HybridCQM.capabilities
+
+    def __init__(self) -> None:
+        super().__init__(HybridCQM(), polish=False)
 
 
 @hookimpl

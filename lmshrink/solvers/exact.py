@@ -1,15 +1,20 @@
-"""``exact``: enumerate every feasible state, vectorized, and keep the k lowest."""
+"""``exact``: enumerate every feasible state, vectorized, and keep the k lowest.
+
+A run that finishes proves the k lowest states; a ``time_limit`` stops the enumeration between chunks and returns
+the k lowest seen so far, unproven.
+"""
 
 from __future__ import annotations
 
 import itertools
-import math
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Option, Samples, Solver
+from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import ProblemTooLargeError
 from ..plugins import hookimpl
 
@@ -17,11 +22,8 @@ CHUNK = 1 << 15
 
 
 def count_feasible(problem: BinaryQuadraticProblem) -> int:
-    """Number of states that satisfy every constraint: Π_c C(|c|, M_c) · 2^(free variables)."""
-    count = 2 ** len(problem.free_indices)
-    for c in problem.constraints:
-        count *= math.comb(len(c.indices), c.equals)
-    return count
+    """Number of states that satisfy every constraint (:meth:`BinaryQuadraticProblem.num_feasible_states`)."""
+    return problem.num_feasible_states()
 
 
 def feasible_states(problem: BinaryQuadraticProblem, chunk: int = CHUNK) -> Iterator[np.ndarray]:
@@ -64,18 +66,23 @@ def _single_group_chunks(problem: BinaryQuadraticProblem, chunk: int) -> Iterato
             return
 
 
+@dataclass(frozen=True)
+class ExactOptions:
+    max_states: int = option(200_000_000, "refuse problems with more feasible states than this", minimum=1)
+
+
 class ExactSolver(Solver):
     """Exhaustive enumeration of the feasible states; proves the optimum and the k lowest states."""
 
     name = "exact"
     description = "Exhaustive enumeration of all feasible states (proves the k lowest)."
-    exact = True
-    options = {
-        "max_states": Option(200_000_000, "refuse problems with more feasible states than this", int),
-    }
+    options = ExactOptions
+    capabilities = SolverCapabilities(proves_optimality=True, deterministic=True, exponential_in="feasible_states")
 
-    def sample(self, problem, *, num_solutions, seed, time_limit, max_states: int) -> Samples:
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: ExactOptions) -> Samples:
         total = count_feasible(problem)
+        max_states = options.max_states
         if total > max_states:
             raise ProblemTooLargeError(
                 f"exact would enumerate {total:,} feasible states (max_states={max_states:,}); use a heuristic "
@@ -85,7 +92,12 @@ class ExactSolver(Solver):
         chunks = _single_group_chunks(problem, CHUNK) if single else feasible_states(problem)
         best_x = np.zeros((0, problem.num_variables), dtype=np.int8)
         best_e = np.zeros(0)
+        deadline = None if time_limit is None else time.perf_counter() + time_limit
+        seen = 0
         for X in chunks:
+            if deadline is not None and seen and time.perf_counter() > deadline:
+                break
+            seen += len(X)
             E = problem.energies(X)
             X = np.concatenate([best_x, X])
             E = np.concatenate([best_e, E])
@@ -93,7 +105,9 @@ class ExactSolver(Solver):
                 keep = np.argpartition(E, num_solutions - 1)[:num_solutions]
                 X, E = X[keep], E[keep]
             best_x, best_e = X, E
-        return Samples(best_x, {"num_feasible_states": total, "optimal": True})
+        done = seen >= total
+        info = {"num_feasible_states": total, "num_enumerated": seen}
+        return Samples(best_x, info, proven_optimal=done, stopped_early=not done)
 
 
 @hookimpl

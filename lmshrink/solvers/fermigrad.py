@@ -22,56 +22,47 @@ of the (non-differentiable) bisection: μ = μ* + T (M − Σ_i n_i(μ*, ε)) / 
 ``num_restarts`` independent level sets are optimised as one batch. Every ``record_every`` steps of the second
 half of the schedule, and at the end, each restart is read off (the M_c most occupied variables of each group,
 free variables with n > 1/2), which gives several candidates per restart. Read-offs are feasible by
-construction; with ``polish`` (default) each then descends by constraint-preserving swaps
-(:func:`lmshrink.solvers.repair.swap_descent`).
+construction (they are the ``raw`` samples); the solver is ``RepairComposite(FermiGradRelaxation())``, so with
+``polish`` (default) each then descends by constraint-preserving swaps (:func:`lmshrink.solvers.repair.swap_descent`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Option, Samples, Solver
+from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
 from ..plugins import hookimpl
-from .repair import repair_and_polish
+from .composites import RepairComposite
 
 
-class FermiGradSolver(Solver):
-    """Fermi–Dirac mean-field relaxation with μ by bisection, gradient descent (torch) and annealed T."""
+@dataclass(frozen=True)
+class FermiGradOptions:
+    num_restarts: int = option(16, "independent level sets optimised in one batch", minimum=1)
+    steps: int = option(300, "gradient steps", minimum=1)
+    lr: float = option(0.05, "Adam learning rate on the levels ε", minimum=0.0)
+    t_start: float = option(1.0, "initial temperature (levels start with unit spread)", minimum=0.0)
+    t_end: float = option(1e-3, "final temperature", minimum=0.0)
+    bisection_iters: int = option(30, "bisection steps for each chemical potential μ", minimum=1)
+    record_every: int = option(25, "read off candidates every this many steps in the second half", minimum=1)
 
-    name = "fermigrad"
-    description = "Fermi-Dirac mean-field relaxation at fixed particle number, annealed by gradient descent (torch)."
-    problem_types = (BinaryQuadraticProblem,)
-    options = {
-        "num_restarts": Option(16, "independent level sets optimised in one batch", int),
-        "steps": Option(300, "gradient steps", int),
-        "lr": Option(0.05, "Adam learning rate on the levels ε", float),
-        "t_start": Option(1.0, "initial temperature (levels start with unit spread)", float),
-        "t_end": Option(1e-3, "final temperature", float),
-        "bisection_iters": Option(30, "bisection steps for each chemical potential μ", int),
-        "record_every": Option(25, "read off candidates every this many steps in the second half", int),
-        "polish": Option(True, "descend by constraint-preserving swaps after read-off", bool),
-    }
 
-    def sample(
-        self,
-        problem: BinaryQuadraticProblem,
-        *,
-        num_solutions: int,
-        seed: int | None,
-        time_limit: float | None,
-        num_restarts: int,
-        steps: int,
-        lr: float,
-        t_start: float,
-        t_end: float,
-        bisection_iters: int,
-        record_every: int,
-        polish: bool,
-    ) -> Samples:
+class FermiGradRelaxation(Solver):
+    """Fermi–Dirac mean-field relaxation with μ by bisection, gradient descent (torch) and annealed T; raw
+    read-offs only (see :class:`FermiGradSolver` for the polished solver)."""
+
+    name = "fermigrad-relaxation"
+    description = "Fermi-Dirac mean-field relaxation at fixed particle number (torch); raw read-offs."
+    options = FermiGradOptions
+    capabilities = SolverCapabilities(requires=("torch",), quick_options={"steps": 150})
+
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: FermiGradOptions) -> Samples:
+        o = options
         try:
             import torch
         except ImportError as exc:  # torch is a core dependency, so no extra to name
@@ -80,14 +71,14 @@ class FermiGradSolver(Solver):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._run(torch, problem, seed, time_limit, num_solutions, num_restarts, steps, lr, t_start,
-                             t_end, bisection_iters, record_every, polish)
+            return self._run(torch, problem, seed, time_limit, o.num_restarts, o.steps, o.lr, o.t_start, o.t_end,
+                             o.bisection_iters, o.record_every)
         finally:
             torch.set_num_threads(threads)
 
     def _run(self, torch: Any, problem: BinaryQuadraticProblem, seed: int | None, time_limit: float | None,
-             num_solutions: int, num_restarts: int, steps: int, lr: float, t_start: float, t_end: float,
-             bisection_iters: int, record_every: int, polish: bool) -> Samples:
+             num_restarts: int, steps: int, lr: float, t_start: float, t_end: float, bisection_iters: int,
+             record_every: int) -> Samples:
         start = time.perf_counter()
         n = problem.num_variables
         R = max(int(num_restarts), 1)
@@ -123,17 +114,13 @@ class FermiGradSolver(Solver):
                 break
         candidates.append(self._read_off(eps.detach().numpy(), problem))
         states = np.concatenate(candidates)
-        raw_best = float(problem.energies(states).min())
-        states, counts = repair_and_polish(problem, states, polish, num_solutions)
         info = {
             "num_restarts": R,
             "steps_done": done,
             "final_temperature": float(temps[done - 1]),
             "relaxed_energy": last_energy,
-            "best_read_off_energy": raw_best,
-            **counts,
         }
-        return Samples(states, info)
+        return Samples(states, info, stopped_early=done < len(temps))
 
     @staticmethod
     def _occupations(torch: Any, eps: Any, T: float, groups: list, free: Any, n: int, iters: int) -> Any:
@@ -184,6 +171,17 @@ class FermiGradSolver(Solver):
         if len(free):
             X[:, free] = (eps[:, free] < 0).astype(np.int8)
         return X
+
+
+class FermiGradSolver(RepairComposite):
+    """The Fermi–Dirac relaxation's read-offs, polished by constraint-preserving swap descent."""
+
+    name = "fermigrad"
+    description = "Fermi-Dirac mean-field relaxation at fixed particle number, annealed by gradient descent (torch)."
+    capabilities = FermiGradRelaxation.capabilities
+
+    def __init__(self) -> None:
+        super().__init__(FermiGradRelaxation(), polish=True)
 
 
 @hookimpl

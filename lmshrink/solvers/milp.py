@@ -30,11 +30,12 @@ is returned with ``optimal = False`` and the relative ``gap`` between it and HiG
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, LmshrinkError, Option, Samples, Solver
+from ..core import BinaryQuadraticProblem, LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
 from ..plugins import hookimpl
 
@@ -46,34 +47,28 @@ def _gap(primal: float | None, bound: float | None) -> float | None:
     return float(abs(primal - bound) / max(abs(primal), 1e-10))
 
 
+@dataclass(frozen=True)
+class MilpOptions:
+    rlt: bool = option(True, "add the reformulation-linearization cuts the cardinality constraints give")
+    mip_gap: float = option(1e-9, "relative gap at which HiGHS stops (a proof needs it near 0)", minimum=0.0)
+    threads: int | None = option(None, "HiGHS threads (default: HiGHS's choice)", minimum=1)
+    warm_start: bool = option(True, "start HiGHS from a greedy feasible solution")
+    verbose: bool = option(False, "print HiGHS's log")
+
+
 class MilpSolver(Solver):
     """Exact MILP (McCormick + RLT linearization) solved by HiGHS through Pyomo; k best via no-good cuts."""
 
     name = "milp"
     description = "Exact MILP with RLT cuts (Pyomo + HiGHS); proves the optimum and the k best via no-good cuts."
-    problem_types = (BinaryQuadraticProblem,)
-    exact = True
-    options = {
-        "rlt": Option(True, "add the reformulation-linearization cuts the cardinality constraints give", bool),
-        "mip_gap": Option(1e-9, "relative gap at which HiGHS stops (a proof needs it near 0)", float),
-        "threads": Option(None, "HiGHS threads (default: HiGHS's choice)", int),
-        "warm_start": Option(True, "start HiGHS from a greedy feasible solution", bool),
-        "verbose": Option(False, "print HiGHS's log", bool),
-    }
+    options = MilpOptions
+    capabilities = SolverCapabilities(proves_optimality=True, deterministic=True,
+                                      requires=("pyomo.environ", "highspy"), extra="milp")
 
-    def sample(
-        self,
-        problem: BinaryQuadraticProblem,
-        *,
-        num_solutions: int,
-        seed: int | None,
-        time_limit: float | None,
-        rlt: bool,
-        mip_gap: float,
-        threads: int | None,
-        warm_start: bool,
-        verbose: bool,
-    ) -> Samples:
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: MilpOptions) -> Samples:
+        rlt, mip_gap, threads = options.rlt, options.mip_gap, options.threads
+        warm_start, verbose = options.warm_start, options.verbose
         pyo = require("pyomo.environ", "milp", "The 'milp' solver")
         require("highspy", "milp", "The 'milp' solver")
         highs_mod = require("pyomo.contrib.appsi.solvers.highs", "milp", "The 'milp' solver")
@@ -103,11 +98,12 @@ class MilpSolver(Solver):
             "solves": [],
         }
         all_proven = True
+        timed_out = False
         for k in range(num_solutions):
             if time_limit is not None:
                 left = time_limit - (time.perf_counter() - start)
                 if left <= 0 and k > 0:
-                    all_proven = False
+                    all_proven, timed_out = False, True
                     break
                 opt.config.time_limit = max(left, 0.01)  # the first solve always runs, for a best-found state
             res = opt.solve(model)
@@ -120,7 +116,7 @@ class MilpSolver(Solver):
                     raise LmshrinkError(
                         f"'milp' found no feasible solution before stopping ({term}); raise the time limit."
                     )
-                all_proven = False
+                all_proven, timed_out = False, True
                 break
             res.solution_loader.load_vars()
             x = np.array([round(pyo.value(model.x[i])) for i in range(n)], dtype=np.int8)
@@ -131,13 +127,13 @@ class MilpSolver(Solver):
             if k == 0:
                 info.update(objective=primal, bound=bound, gap=0.0 if proven else gap, optimal=proven)
             if not proven:
-                all_proven = False
+                all_proven, timed_out = False, True
                 break  # time is up: later solves would only repeat the stop
             self._add_no_good(pyo, model, x)
         # True when each listed solution was proven the best of what the previous ones left (an exact top-k)
         info["optimal_top_k"] = all_proven
         info["solve_time_s"] = time.perf_counter() - start
-        return Samples(np.array(states), info)
+        return Samples(np.array(states), info, proven_optimal=bool(info.get("optimal")), stopped_early=timed_out)
 
     # --- model --------------------------------------------------------------------------------------------------
     @staticmethod

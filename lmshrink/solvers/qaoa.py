@@ -13,8 +13,9 @@ every problem). Two formulations:
   exp(−iβ(X_aX_b + Y_aY_b)/2) (an ``XXPlusYYGate``) to neighbouring qubits of each group, on a ``ring`` or on
   the ``complete`` graph. Both conserve each group's Hamming weight, so every ideal sample is feasible; only the
   objective is in H_C. Free variables start in |+⟩ and mix with RX(2β).
-* ``formulation="penalty"``: H_C of the penalty QUBO ``objective + P Σ_c (Σ x − M_c)²`` (P =
-  :meth:`BinaryQuadraticProblem.default_penalty` unless ``penalty`` is set), |+⟩^N and the standard X mixer.
+* ``formulation="penalty"``: H_C of the penalty QUBO ``objective + P Σ_c (Σ x − M_c)²`` (P chosen from the
+  problem by :func:`~lmshrink.solvers.composites.choose_penalty` unless ``penalty`` is set; reported as ``penalty``
+  and ``penalty_rule``), |+⟩^N and the standard X mixer.
 
 Backends: ``statevector`` (qiskit's exact ``StatevectorSampler``), ``aer`` (qiskit-aer's ``SamplerV2``, for
 larger problems), ``ibm`` (IBM Quantum hardware through qiskit-ibm-runtime's ``SamplerV2``; needs
@@ -24,93 +25,48 @@ transpilation and ``SamplerV2`` run as ``ibm`` but on a noisy fake device of qis
 Without qiskit-ibm-runtime, ``fake-ibm`` falls back to qiskit's ``GenericBackendV2`` with its generated noise,
 run by qiskit-aer's ``SamplerV2`` on ``AerSimulator.from_backend`` (reported as ``device``).
 
+The solver is the stack ``RepairComposite(FixingComposite(QAOACircuits()))`` (:mod:`lmshrink.solvers.composites`).
 A problem with more variables than ``max_qubits`` (after dropping groups that the constraints fix entirely) is
 reduced classically: lmshrink's ``anneal`` solver returns its ``reduce_top`` best distinct states, and the
 variables on which they agree most with the best one are fixed to its values until ``max_qubits`` remain; the
-reduced problem keeps the couplings to fixed variables as linear terms. ``info["fixed_variables"]`` lists them.
+reduced problem keeps the couplings to fixed variables as linear terms. ``info["fixed_variables"]`` lists them and
+``info["reduction"]["classical_best_energy"]`` is what the classical pre-solve found, next to QAOA's own best
+(the result's ``raw`` summary, before repair).
 
 Sampled states of the final circuit (and the best measurement seen during the optimization) are mapped back to
 full vectors; a state that breaks a constraint (penalty formulation, or hardware noise) is repaired by the greedy
-step of :mod:`lmshrink.solvers.repair` and counted. Reported: ``circuit_depth`` and ``two_qubit_gates`` of the
+step of :mod:`lmshrink.solvers.repair` and counted. IBM credentials are checked before qiskit is imported. Reported: ``circuit_depth`` and ``two_qubit_gates`` of the
 transpiled circuit, ``optimizer_evals``, and ``p_optimal``, the ideal (noiseless statevector) probability of the
 reduced problem's optimal state at the final angles, when that problem is small enough to enumerate.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Constraint, MissingCredentialsError, Option, Samples, Solver
-from ..core.errors import LmshrinkError, ProblemTooLargeError, require
+from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Solver, SolverCapabilities, option
+from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
 from ..plugins import hookimpl
-from .repair import check_choice, repair_and_polish
+from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_fixing: importable from here too
+    FixingComposite,
+    RepairComposite,
+    agreement_fixing,
+    choose_penalty,
+    forced_variables,
+    restrict,
+)
 
 BACKENDS = ("statevector", "aer", "fake-ibm", "ibm")
-
-
-# --- problem reduction --------------------------------------------------------------------------------------------
-def restrict(problem: BinaryQuadraticProblem, fixed: dict[int, int]) -> tuple[BinaryQuadraticProblem, np.ndarray]:
-    """The problem over the variables not in ``fixed`` (index → 0/1), and the kept indices in order.
-
-    With x = (x_K, x_F) the energy is offset + l_F·x_F + x_Fᵀ Q_FF x_F + (l_K + 2 Q_KF x_F)·x_K + x_Kᵀ Q_KK x_K,
-    so the fixed part moves into the offset and the linear term; each constraint keeps its free members and
-    M − (fixed ones among them).
-    """
-    n = problem.num_variables
-    keep = np.array([i for i in range(n) if i not in fixed], dtype=np.int64)
-    fidx = np.array(sorted(fixed), dtype=np.int64)
-    xf = np.array([fixed[i] for i in fidx], dtype=np.float64)
-    Q, lin = problem.quadratic, problem.linear
-    offset = problem.offset + float(lin[fidx] @ xf + xf @ Q[np.ix_(fidx, fidx)] @ xf) if len(fidx) else problem.offset
-    new_lin = lin[keep] + (2 * Q[np.ix_(keep, fidx)] @ xf if len(fidx) else 0.0)
-    pos = {int(i): k for k, i in enumerate(keep)}
-    constraints = []
-    for c in problem.constraints:
-        members = [pos[i] for i in c.indices if i in pos]
-        ones = sum(fixed[i] for i in c.indices if i in fixed)
-        if members:
-            constraints.append(Constraint(tuple(members), c.equals - ones, c.name))
-    sub = BinaryQuadraticProblem(
-        variables=[problem.variables[i] for i in keep],
-        linear=new_lin,
-        quadratic=Q[np.ix_(keep, keep)],
-        offset=offset,
-        constraints=constraints,
-    )
-    return sub, keep
-
-
-def forced_variables(problem: BinaryQuadraticProblem) -> dict[int, int]:
-    """Variables whose value every feasible state shares: groups with M = 0 (all 0) or M = size (all 1)."""
-    out: dict[int, int] = {}
-    for c in problem.constraints:
-        if c.equals in (0, len(c.indices)):
-            out.update({i: int(c.equals > 0) for i in c.indices})
-    return out
-
-
-def agreement_fixing(
-    problem: BinaryQuadraticProblem, states: np.ndarray, budget: int, already: dict[int, int]
-) -> tuple[dict[int, int], np.ndarray]:
-    """Fix all but ``budget`` of the open variables to the best state's values, most agreed-on first.
-
-    ``states`` are the classical samples, best first. A variable's agreement is the fraction of samples in which it
-    has the best sample's value; ties keep the lower index. Returns the new fixings and the agreement per variable.
-    """
-    best = states[0]
-    agree = (states == best).mean(axis=0)
-    open_vars = [i for i in range(problem.num_variables) if i not in already]
-    excess = len(open_vars) - budget
-    fixed = dict(already)
-    if excess > 0:
-        order = sorted(open_vars, key=lambda i: (-agree[i], i))
-        fixed.update({i: int(best[i]) for i in order[:excess]})
-    return fixed, agree
+IBM_CREDENTIALS = "set QISKIT_IBM_TOKEN or save an account with QiskitRuntimeService.save_account()"
 
 
 # --- circuits -------------------------------------------------------------------------------------------------------
@@ -197,27 +153,57 @@ def xy_circuits(problem: BinaryQuadraticProblem, mixer: str) -> tuple[Any, Any]:
 
 
 # --- backends ---------------------------------------------------------------------------------------------------------
+def has_ibm_credentials() -> bool:
+    """Whether IBM Quantum credentials are configured: ``QISKIT_IBM_TOKEN`` or an account saved by
+    ``QiskitRuntimeService.save_account()`` (``~/.qiskit/qiskit-ibm.json``), read without importing qiskit."""
+    if os.environ.get("QISKIT_IBM_TOKEN"):
+        return True
+    try:
+        return bool(json.loads((Path.home() / ".qiskit" / "qiskit-ibm.json").read_text()))
+    except (OSError, ValueError):  # no file, or an unreadable one: the same as none
+        return False
+
+
+def _require_ibm_credentials() -> None:
+    if not has_ibm_credentials():
+        raise MissingCredentialsError(
+            f"The 'qaoa' solver with backend=ibm needs IBM Quantum credentials: {IBM_CREDENTIALS}."
+        )
+
+
+def ibm_call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, with a refused token or an unreachable service said in one sentence."""
+    exceptions = require("qiskit_ibm_runtime.exceptions", "ibm", "The 'qaoa' solver with backend=ibm")
+    accounts = require("qiskit_ibm_runtime.accounts", "ibm", "The 'qaoa' solver with backend=ibm")
+    refused = (exceptions.IBMNotAuthorizedError, exceptions.IBMAccountError, accounts.InvalidAccountError,
+               accounts.AccountNotFoundError)
+    try:
+        return call(*args, **kwargs)
+    except refused as exc:
+        raise CredentialsRefusedError(
+            f"The token was refused by IBM Quantum ({what}): check QISKIT_IBM_TOKEN or the saved account "
+            f"({type(exc).__name__})."
+        ) from exc
+    except (exceptions.IBMApiError, ConnectionError, TimeoutError) as exc:
+        raise CredentialsRefusedError(
+            f"IBM Quantum could not be reached ({what}): check the network, the token and the instance "
+            f"({type(exc).__name__})."
+        ) from exc
+
+
 def _ibm_service() -> Any:
-    """A ``QiskitRuntimeService`` from QISKIT_IBM_TOKEN or a saved account, or a MissingCredentialsError."""
+    """A ``QiskitRuntimeService`` from QISKIT_IBM_TOKEN or a saved account."""
+    _require_ibm_credentials()
     runtime = require("qiskit_ibm_runtime", "ibm", "The 'qaoa' solver with backend=ibm")
+    kwargs: dict[str, Any] = {}
     token = os.environ.get("QISKIT_IBM_TOKEN")
     if token:
-        kwargs: dict[str, Any] = {"token": token}
+        kwargs["token"] = token
         if os.environ.get("QISKIT_IBM_INSTANCE"):
             kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
         if os.environ.get("QISKIT_IBM_CHANNEL"):
             kwargs["channel"] = os.environ["QISKIT_IBM_CHANNEL"]
-        return runtime.QiskitRuntimeService(**kwargs)
-    try:
-        saved = runtime.QiskitRuntimeService.saved_accounts()
-    except Exception:  # an unreadable account file is the same as none
-        saved = {}
-    if not saved:
-        raise MissingCredentialsError(
-            "The 'qaoa' solver with backend=ibm needs IBM Quantum credentials: set QISKIT_IBM_TOKEN or save an "
-            "account with QiskitRuntimeService.save_account()."
-        )
-    return runtime.QiskitRuntimeService()
+    return ibm_call("connecting", runtime.QiskitRuntimeService, **kwargs)
 
 
 def make_sampler(backend: str, num_qubits: int, shots: int, seed: int, device: str | None) -> tuple[Any, Any, str]:
@@ -269,9 +255,10 @@ def make_sampler(backend: str, num_qubits: int, shots: int, seed: int, device: s
         return sampler, _isa_pass_manager(fake, seed), f"{name} (noisy, offline, runtime SamplerV2 on Aer)"
     service = _ibm_service()
     if device:
-        hw = service.backend(device)
+        hw = ibm_call("choosing a backend", service.backend, device)
     else:
-        hw = service.least_busy(operational=True, simulator=False, min_num_qubits=num_qubits)
+        hw = ibm_call("choosing a backend", service.least_busy, operational=True, simulator=False,
+                      min_num_qubits=num_qubits)
     return _runtime_sampler(hw, shots), _isa_pass_manager(hw, seed), f"IBM {hw.name}"
 
 
@@ -293,117 +280,91 @@ def _runtime_sampler(backend: Any, shots: int) -> Any:
 
 
 # --- the solver -------------------------------------------------------------------------------------------------------
-class QAOASolver(Solver):
-    """QAOA (qiskit-optimization 0.7) with a Dicke state + XY mixer, or the penalty QUBO + X mixer."""
+@dataclass(frozen=True)
+class QAOAOptions:
+    formulation: Literal["xy", "penalty"] = option("xy", "xy (Dicke state + XY mixer, always feasible) or penalty "
+                                                         "(X mixer)")
+    mixer: Literal["ring", "complete"] = option("ring", "XY mixer graph within each group: ring or complete")
+    reps: int = option(1, "QAOA layers p", minimum=1)
+    backend: Literal["statevector", "aer", "fake-ibm", "ibm"] = option(
+        "statevector", "statevector, aer, fake-ibm (noisy, offline) or ibm (hardware)")
+    device: str | None = option(None, "IBM backend name (ibm) or fake_provider class (fake-ibm, default "
+                                      "FakeGuadalupeV2)")
+    shots: int = option(1024, "shots per circuit evaluation", minimum=1)
+    maxiter: int = option(60, "COBYLA iterations (circuit evaluations)", minimum=1)
+    cvar_alpha: float | None = option(None, "CVaR aggregation α in (0, 1]; default: the plain expectation",
+                                      minimum=0.0)
+    penalty: float | None = option(None, "penalty weight P (penalty formulation); default chosen from the problem",
+                                   minimum=0.0)
 
-    name = "qaoa"
-    description = "Gate-model QAOA (qiskit-optimization): Dicke + XY mixer or penalty QUBO; statevector/Aer/IBM."
-    problem_types = (BinaryQuadraticProblem,)
-    options = {
-        "formulation": Option("xy", "xy (Dicke state + XY mixer, always feasible) or penalty (X mixer)", str),
-        "mixer": Option("ring", "XY mixer graph within each group: ring or complete", str),
-        "reps": Option(1, "QAOA layers p", int),
-        "backend": Option("statevector", "statevector, aer, fake-ibm (noisy, offline) or ibm (hardware)", str),
-        "device": Option(None, "IBM backend name (ibm) or fake_provider class (fake-ibm, default FakeGuadalupeV2)",
-                         str),
-        "shots": Option(1024, "shots per circuit evaluation", int),
-        "maxiter": Option(60, "COBYLA iterations (circuit evaluations)", int),
-        "cvar_alpha": Option(None, "CVaR aggregation α in (0, 1]; default: the plain expectation", float),
-        "penalty": Option(None, "penalty weight P (penalty formulation); default problem.default_penalty()", float),
-        "max_qubits": Option(12, "larger problems are reduced by fixing variables the anneal samples agree on", int),
-        "reduce_top": Option(8, "distinct anneal states whose agreement decides the fixed variables", int),
-        "polish": Option(False, "descend by constraint-preserving swaps after repair", bool),
-    }
 
-    def sample(
-        self,
-        problem: BinaryQuadraticProblem,
-        *,
-        num_solutions: int,
-        seed: int | None,
-        time_limit: float | None,
-        formulation: str,
-        mixer: str,
-        reps: int,
-        backend: str,
-        device: str | None,
-        shots: int,
-        maxiter: int,
-        cvar_alpha: float | None,
-        penalty: float | None,
-        max_qubits: int,
-        reduce_top: int,
-        polish: bool,
-    ) -> Samples:
-        check_choice(self.name, "formulation", formulation, ("xy", "penalty"))
-        check_choice(self.name, "mixer", mixer, ("ring", "complete"))
-        check_choice(self.name, "backend", backend, BACKENDS)
+class QAOACircuits(Solver):
+    """QAOA (qiskit-optimization 0.7) on the whole problem it is given: a Dicke state + XY mixer, or the penalty
+    QUBO + X mixer; raw measurements only (no variable fixing, no repair: see :class:`QAOASolver`)."""
+
+    name = "qaoa-circuits"
+    description = "Gate-model QAOA on every variable of the problem; raw measurements."
+    options = QAOAOptions
+    capabilities = SolverCapabilities(
+        honours_time_limit=False, exponential_in="variables", requires=("qiskit", "qiskit_optimization"),
+        extra="qaoa", quick_options={"maxiter": 15, "shots": 512},
+    )
+
+    def preflight(self, problem: BinaryQuadraticProblem, options: Mapping[str, Any]) -> None:
+        if options.get("backend") == "ibm":  # before qiskit is imported: a missing token is said at once
+            _require_ibm_credentials()
+
+    def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
+               time_limit: float | None, options: QAOAOptions) -> Samples:
+        o = options
+        if o.backend == "ibm":
+            _require_ibm_credentials()
         require("qiskit", "qaoa", "The 'qaoa' solver")
         mes = require("qiskit_optimization.minimum_eigensolvers", "qaoa", "The 'qaoa' solver")
         optimizers = require("qiskit_optimization.optimizers", "qaoa", "The 'qaoa' solver")
         seed = int(seed or 0) % (2**31)
         rng = np.random.default_rng(seed)
-        info: dict[str, Any] = {"formulation": formulation, "backend": backend, "reps": int(reps)}
+        n = problem.num_variables
+        info: dict[str, Any] = {"formulation": o.formulation, "backend": o.backend, "reps": o.reps, "num_qubits": n}
 
-        # 1. reduce to at most max_qubits open variables
-        fixed = forced_variables(problem)
-        open_count = problem.num_variables - len(fixed)
-        if open_count > max_qubits:
-            from .anneal import AnnealSolver
-
-            classical = AnnealSolver().solve(problem, num_solutions=max(int(reduce_top), 1), seed=seed)
-            states = np.array([s.x for s in classical], dtype=np.int8)
-            fixed, agree = agreement_fixing(problem, states, int(max_qubits), fixed)
-            info["reduction"] = {
-                "anneal_best_energy": classical.best.energy,
-                "num_anneal_states": len(states),
-                "agreement": {problem.variables[i]: float(agree[i]) for i in sorted(fixed)},
-            }
-        info["fixed_variables"] = {problem.variables[i]: v for i, v in sorted(fixed.items())}
-        info["num_fixed"] = len(fixed)
-        sub, keep = restrict(problem, fixed) if fixed else (problem, np.arange(problem.num_variables))
-        n = sub.num_variables
-        info["num_qubits"] = n
-        full = np.zeros(problem.num_variables, dtype=np.int8)
-        for i, v in fixed.items():
-            full[i] = v
-        if n == 0:  # everything is decided
-            return Samples(full[None, :], info)
-
-        # 2. circuits
-        if formulation == "xy":
-            op, scale = cost_operator(sub, None)
-            init, mix = xy_circuits(sub, mixer)
+        # 1. circuits
+        if o.formulation == "xy":
+            op, scale = cost_operator(problem, None)
+            init, mix = xy_circuits(problem, o.mixer)
         else:
-            P = sub.default_penalty() if penalty is None else float(penalty)
-            info["penalty"] = P
-            op, scale = cost_operator(sub, P)
+            if o.penalty is None:
+                P, rule = choose_penalty(problem)
+            else:
+                P, rule = float(o.penalty), "given"
+            info.update(penalty=P, penalty_rule=rule)
+            op, scale = cost_operator(problem, P)
             init, mix = None, None
-        sampler, pm, device_name = make_sampler(backend, n, int(shots), seed, device)
+        sampler, pm, device_name = make_sampler(o.backend, n, o.shots, seed, o.device)
         info["device"] = device_name
         # γ multiplies H_C (normalised to max |coefficient| 1), β the mixer; start near a small-angle Trotter step
-        initial = rng.uniform(0.2, 0.6, 2 * int(reps))
+        initial = rng.uniform(0.2, 0.6, 2 * o.reps)
         qaoa = mes.QAOA(
             sampler,
-            optimizers.COBYLA(maxiter=int(maxiter)),
-            reps=int(reps),
+            optimizers.COBYLA(maxiter=o.maxiter),
+            reps=o.reps,
             initial_state=init,
             mixer=mix,
             initial_point=initial,
-            aggregation=cvar_alpha,
+            aggregation=o.cvar_alpha,
             pass_manager=pm,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            result = qaoa.compute_minimum_eigenvalue(op)
+            run = qaoa.compute_minimum_eigenvalue
+            result = ibm_call("running", run, op) if o.backend == "ibm" else run(op)
 
-        # 3. circuit facts, from the circuit as it ran (ISA for hardware, a basis-gate transpile otherwise)
+        # 2. circuit facts, from the circuit as it ran (ISA for hardware, a basis-gate transpile otherwise)
         info.update(self._circuit_facts(qaoa.ansatz, pm, seed))
         info["optimizer_evals"] = int(result.cost_function_evals or 0)
         info["optimal_value"] = float(np.real(result.eigenvalue) * scale)
         info["optimal_parameters"] = [float(v) for v in result.optimal_point]
 
-        # 4. states: the final distribution, most probable first, plus the best measurement of the run
+        # 3. states: the final distribution, most probable first, plus the best measurement of the run
         dist = dict(result.eigenstate or {})
         items = sorted(dist.items(), key=lambda kv: -kv[1])
         bitstrings = [_bits(k, n) for k, _ in items]
@@ -411,17 +372,11 @@ class QAOASolver(Solver):
             bitstrings.append(_bits(result.best_measurement["bitstring"], n))
         X = np.array([[int(b[n - 1 - i]) for i in range(n)] for b in bitstrings], dtype=np.int8)
         info["num_distinct_measured"] = len(items)
-        sub_feasible = np.array([sub.is_feasible(x) for x in X])
-        info["measured_feasible_fraction"] = float(
-            sum(p for (k, p), ok in zip(items, sub_feasible[: len(items)]) if ok)
-        )
-        info.update(self._p_optimal(sub, qaoa.ansatz, result.optimal_point))
-        X_full = np.repeat(full[None, :], len(X), axis=0)
-        X_full[:, keep] = X
-        states, counts = repair_and_polish(problem, X_full, polish, num_solutions)
-        info.update(counts)
+        feasible = np.array([problem.is_feasible(x) for x in X])
+        info["measured_feasible_fraction"] = float(sum(p for (k, p), ok in zip(items, feasible[: len(items)]) if ok))
+        info.update(self._p_optimal(problem, qaoa.ansatz, result.optimal_point))
         probability = [p for _, p in items] + ([None] if result.best_measurement else [])
-        return Samples(states, info, {"probability": probability})
+        return Samples(X, info, {"probability": probability})
 
     @staticmethod
     def _circuit_facts(ansatz: Any, pm: Any, seed: int) -> dict[str, Any]:
@@ -457,6 +412,22 @@ def _bits(key: Any, n: int) -> str:
     if isinstance(key, str):
         return key.zfill(n)
     return format(int(key), f"0{n}b")
+
+
+class QAOASolver(RepairComposite):
+    """QAOA with classical variable fixing past ``max_qubits`` and greedy repair of infeasible measurements."""
+
+    name = "qaoa"
+    description = "Gate-model QAOA (qiskit-optimization): Dicke + XY mixer or penalty QUBO; statevector/Aer/IBM."
+    capabilities = SolverCapabilities(
+        honours_time_limit=False, exponential_in="variables", requires=("qiskit", "qiskit_optimization"),
+        extra="qaoa", offline_options={"backend": "statevector"},
+        quick_options={"max_qubits": 8, "maxiter": 15, "shots": 512},
+    )
+
+    def __init__(self) -> None:
+        fixing = FixingComposite(QAOACircuits(), limit=12, limit_option="max_qubits", reduce_top=8)
+        super().__init__(fixing, polish=False)
 
 
 @hookimpl

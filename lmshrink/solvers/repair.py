@@ -13,14 +13,17 @@ touched. :func:`swap_descent` then optionally walks downhill by moves that keep 
 and a 0 in the same group, or a single flip of a free variable, taking the best improving move until none is left
 (a 1-swap local minimum).
 
-Both functions are vectorized over the rows of a (k, N) state matrix and are deterministic.
+Both functions are vectorized over the rows of a (k, N) state matrix and are deterministic; the composite that
+applies them to any solver's samples is :class:`lmshrink.solvers.composites.RepairComposite`.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, LmshrinkError
+from ..core import BinaryQuadraticProblem
 
 
 def _flip_deltas(lin: np.ndarray, Q: np.ndarray, X: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -63,43 +66,41 @@ def repair(problem: BinaryQuadraticProblem, states: np.ndarray) -> tuple[np.ndar
     return X.astype(np.int8), changed
 
 
-def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps: int | None = None) -> np.ndarray:
+def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps: int | None = None,
+                 deadline: float | None = None) -> np.ndarray:
     """Best-improvement descent by constraint-preserving moves until each row is a 1-swap local minimum.
 
     A swap of ``i`` (a 1) and ``j`` (a 0) in one group changes the energy by
     ``Δ = −(l_i − Q_ii + F_i) + (l_j + Q_jj + F_j) − 2 Q_ij`` with ``F = 2 Q x`` (the same formula the ``anneal``
     solver uses); a free variable moves by a single flip. Rows must already be feasible; they stay feasible.
+    Ties go to the first pair (i, j) in the group's order. Memory stays bounded: each step looks at one
+    (ones × zeros) table per row of a group, a few rows at a time, never at a (rows × N × N) array. With a
+    ``deadline`` (``time.perf_counter()`` seconds) the descent stops after the step that passes it.
     """
     X = np.array(np.atleast_2d(states), dtype=np.float64)
     n = problem.num_variables
     lin, Q = problem.linear, problem.quadratic
     qd = np.diag(Q)
-    groups = [np.array(c.indices, dtype=np.int64) for c in problem.constraints if 0 < c.equals < len(c.indices)]
+    groups = [(np.array(c.indices, dtype=np.int64), c.equals) for c in problem.constraints
+              if 0 < c.equals < len(c.indices)]
     free = np.array(problem.free_indices, dtype=np.int64)
     F = 2 * X @ Q
     active = np.ones(len(X), dtype=bool)
     steps = max_steps if max_steps is not None else 10 * n + 10
     for _ in range(steps):
-        if not active.any():
+        if not active.any() or (deadline is not None and time.perf_counter() > deadline):
             break
         r = np.flatnonzero(active)
         best = np.zeros(len(r))
         move_i = np.full(len(r), -1)
         move_j = np.full(len(r), -1)
         Xr, Fr = X[r], F[r]
-        for g in groups:
-            xg = Xr[:, g]
-            off = -(lin[g] - qd[g] + Fr[:, g])  # Δ of switching i off (valid where x_i = 1)
-            on = lin[g] + qd[g] + Fr[:, g]  # Δ of switching j on (valid where x_j = 0), before the −2Q_ij term
-            d = off[:, :, None] + on[:, None, :] - 2 * Q[np.ix_(g, g)][None]
-            valid = (xg[:, :, None] == 1) & (xg[:, None, :] == 0)
-            d = np.where(valid, d, np.inf).reshape(len(r), -1)
-            k = np.argmin(d, axis=1)
-            dk = d[np.arange(len(r)), k]
+        for g, m in groups:
+            dk, i, j = _best_swaps(lin, Q, qd, g, m, Xr, Fr)
             better = dk < best - 1e-12 * (1 + np.abs(best))
             best = np.where(better, dk, best)
-            move_i = np.where(better, g[k // len(g)], move_i)
-            move_j = np.where(better, g[k % len(g)], move_j)
+            move_i = np.where(better, i, move_i)
+            move_j = np.where(better, j, move_j)
         if len(free):
             xf = Xr[:, free]
             d = (1 - 2 * xf) * (lin[free] + qd[free] + Fr[:, free] - 2 * qd[free] * xf)
@@ -121,40 +122,32 @@ def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps:
     return X.astype(np.int8)
 
 
-def best_feasible_energy(problem: BinaryQuadraticProblem, states: np.ndarray) -> float | None:
-    """Lowest energy among the rows that already satisfy every constraint (None if none does)."""
-    ok = [problem.is_feasible(x) for x in np.atleast_2d(states)]
-    return float(problem.energies(np.atleast_2d(states)[ok]).min()) if any(ok) else None
+def _best_swaps(lin: np.ndarray, Q: np.ndarray, qd: np.ndarray, g: np.ndarray, m: int, X: np.ndarray,
+                F: np.ndarray, budget: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the lowest swap Δ in group ``g`` (``m`` ones) and its pair (i, j), first pair on ties.
 
-
-def repair_and_polish(
-    problem: BinaryQuadraticProblem, states: np.ndarray, polish: bool, num_solutions: int = 1
-) -> tuple[np.ndarray, dict[str, int]]:
-    """:func:`repair` every row, then :func:`swap_descent` when ``polish``; returns the states and counts.
-
-    With ``polish`` the repaired rows are kept next to the polished ones (both are valid candidates) and, when
-    more than one solution is asked for, the one-swap neighbours of the ``num_solutions`` best states are added
-    (``anneal``'s :func:`~lmshrink.solvers.anneal.swap_neighbours`): reads tend to descend into the same few minima,
-    and their neighbours are the low-lying alternatives a ranked list needs. Without ``polish`` the neighbours are
-    added only when the reads give fewer than ``num_solutions`` distinct states, so a top-k list is always filled.
+    The ones and zeros of each row are listed in the group's order, so scanning the (ones × zeros) table row-major
+    meets the pairs in the same order as a scan of the full (g × g) table would.
     """
-    fixed, changed = repair(problem, states)
-    info = {"num_repaired": int(changed.sum())}
-    out = fixed
-    if polish:
-        before = problem.energies(fixed)
-        polished = swap_descent(problem, fixed)
-        info["num_polished"] = int((problem.energies(polished) < before - 1e-12 * (1 + np.abs(before))).sum())
-        out = np.concatenate([polished, fixed])
-    if num_solutions > 1 and (polish or len(np.unique(out, axis=0)) < num_solutions):
-        from .anneal import swap_neighbours
-
-        out = np.concatenate([out, swap_neighbours(problem, out, num_solutions).astype(out.dtype)])
-    return out, info
-
-
-def check_choice(solver: str, option: str, value: object, choices: tuple) -> None:
-    """Reject an option value outside ``choices`` (checked here rather than by ``Option.choices``, which the
-    command line's name-only check would trip over)."""
-    if value not in choices:
-        raise LmshrinkError(f"Solver {solver!r} option {option}={value!r} must be one of {list(choices)}.")
+    xg = X[:, g]
+    pos = np.argsort(-xg, axis=1, kind="stable")  # the ones first, each part in group order
+    ones, zeros = pos[:, :m], pos[:, m:]
+    rows = np.arange(len(X))[:, None]
+    off = -(lin[g] - qd[g] + F[:, g])  # Δ of switching i off (valid where x_i = 1)
+    on = lin[g] + qd[g] + F[:, g]  # Δ of switching j on (valid where x_j = 0), before the −2Q_ij term
+    best = np.empty(len(X))
+    bi = np.empty(len(X), dtype=np.int64)
+    bj = np.empty(len(X), dtype=np.int64)
+    step = max(1, budget // max(m * (len(g) - m), 1))
+    for a in range(0, len(X), step):
+        sl = slice(a, a + step)
+        A, B = g[ones[sl]], g[zeros[sl]]
+        d = off[rows[sl], ones[sl]][:, :, None] + on[rows[sl], zeros[sl]][:, None, :] - 2 * Q[A[:, :, None], B[:, None, :]]
+        valid = (xg[rows[sl], ones[sl]] == 1)[:, :, None] & (xg[rows[sl], zeros[sl]] == 0)[:, None, :]
+        d = np.where(valid, d, np.inf).reshape(len(A), -1)
+        k = np.argmin(d, axis=1)
+        r = np.arange(len(A))
+        best[sl] = d[r, k]
+        bi[sl] = A[r, k // zeros.shape[1]]
+        bj[sl] = B[r, k % zeros.shape[1]]
+    return best, bi, bj

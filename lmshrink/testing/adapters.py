@@ -36,7 +36,8 @@ What is checked, for each granularity of the adapter:
 
 The model factory must return a small causal LM in float32 whose blocks measurably change the logits (random
 weights with an initializer range of ~0.1 do); :func:`tiny_llama`, :func:`tiny_qwen3` and
-:func:`tiny_nemotron_h` are such factories.
+:func:`tiny_nemotron_h` are such factories (and :func:`tiny_gpt2`, :func:`tiny_gpt_neox` for architectures that
+only plugins support).
 """
 
 from __future__ import annotations
@@ -66,49 +67,36 @@ ATOL = 1e-5
 # --- tiny models -------------------------------------------------------------------------------------------------
 
 
+#: config fields every tiny model shares: weights large enough that every block changes the logits, and the
+#: special token ids of :func:`tiny_tokenizer`
+_TINY = dict(initializer_range=0.1, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def _tiny(config_class: str, model_class: str, seed: int, **config: Any) -> Any:
+    """``model_class(config_class(**config))`` from transformers, seeded, in eval mode."""
+    import transformers
+
+    config_obj = getattr(transformers, config_class)(**_TINY, **config)
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config_obj).eval()
+
+
 def tiny_llama(*, layers: int = 4, hidden: int = 32, vocab: int = 128, tie: bool = True, seed: int = 0) -> Any:
     """A random Llama (SmolLM2-shaped: GQA, tied embeddings) small enough for unit tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+    return _tiny(
+        "LlamaConfig", "LlamaForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         tie_word_embeddings=tie,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
     )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
 
 
 def tiny_qwen3(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
     """A random Qwen3 (q/k norms, explicit head_dim, per-layer ``layer_types``) small enough for unit tests."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+    return _tiny(
+        "Qwen3Config", "Qwen3ForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=256, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    return Qwen3ForCausalLM(config).eval()
 
 
 def tiny_nemotron_h(pattern: str = "M*EM-E*M", *, hidden: int = 16, vocab: int = 128, seed: int = 0) -> Any:
@@ -117,34 +105,28 @@ def tiny_nemotron_h(pattern: str = "M*EM-E*M", *, hidden: int = 16, vocab: int =
     With :data:`NEMOTRON_3_NANO_PATTERN` it has the 52-block layout of Nemotron-3-Nano-30B-A3B; a forward pass
     over a (4, 32) batch takes a few tens of milliseconds.
     """
-    from transformers import NemotronHConfig, NemotronHForCausalLM
-
-    config = NemotronHConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        hybrid_override_pattern=pattern,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        intermediate_size=2 * hidden,
-        mamba_num_heads=2,
-        mamba_head_dim=8,
-        n_groups=1,
-        ssm_state_size=8,
-        conv_kernel=4,
-        chunk_size=16,
-        n_routed_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=hidden,
-        moe_shared_expert_intermediate_size=hidden,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+    return _tiny(
+        "NemotronHConfig", "NemotronHForCausalLM", seed, vocab_size=vocab, hidden_size=hidden,
+        hybrid_override_pattern=pattern, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+        intermediate_size=2 * hidden, mamba_num_heads=2, mamba_head_dim=8, n_groups=1, ssm_state_size=8,
+        conv_kernel=4, chunk_size=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden,
+        moe_shared_expert_intermediate_size=hidden, max_position_embeddings=256,
     )
-    torch.manual_seed(seed)
-    return NemotronHForCausalLM(config).eval()
+
+
+def tiny_gpt2(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
+    """A random GPT-2 (blocks at ``transformer.h``) for tests of adapter plugins; no built-in adapter supports it."""
+    return _tiny("GPT2Config", "GPT2LMHeadModel", seed, vocab_size=vocab, n_positions=128, n_embd=hidden,
+                 n_layer=layers, n_head=4)
+
+
+def tiny_gpt_neox(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
+    """A random GPT-NeoX (Pythia-shaped, layers at ``gpt_neox.layers``) for tests of adapter plugins; no built-in
+    adapter supports it."""
+    return _tiny(
+        "GPTNeoXConfig", "GPTNeoXForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
+    )
 
 
 def tiny_tokenizer() -> Any:
@@ -672,6 +654,8 @@ __all__ = [
     "sample_ids",
     "save_pruned",
     "single_thread",
+    "tiny_gpt2",
+    "tiny_gpt_neox",
     "tiny_llama",
     "tiny_nemotron_h",
     "tiny_qwen3",
