@@ -1,24 +1,25 @@
-"""A candidate portfolio: removal sets from several sources, compared on a validation slice, the lowest loss kept.
+"""Candidate removals and the portfolio they are chosen from.
 
-Sources are named by spec strings, ``SOURCE[:K]``:
+A :class:`Candidate` is one proposed removal set with everything known of it: the sources that proposed it (an
+objective + solver's k-th lowest state, a removal method's pick, a search's measured state), its energy under each
+objective that was built, and its loss on validation windows. A :class:`Portfolio` pools candidates from several
+sources (one entry per removal set, every source kept), measures them on validation windows disjoint from the text
+the objectives were built on (:class:`~lmshrink.evaluate.measured.RemovalLoss`), so the choice is not biased by an
+objective's own noise, and keeps the lowest. The report gives each candidate's loss ± standard error and its paired
+difference to the chosen one (:meth:`~lmshrink.evaluate.measured.LossEstimate.minus`).
 
-- an objective (``fisher``, ``pairs``, ``block-influence``, ...) or a preset of one (``fisher-fo``: fisher with the
-  first-order term): its K lowest-energy states under the removal constraints, from the run's solver;
-- a removal method (``sleb``, ``angular``, ``block-influence-iterative``, ``surrogate``, ...): its K best sets.
-
-Every candidate keeps the sources that proposed it and its energy under each objective that was built, and is
-measured on validation windows disjoint from the text the objectives were built on (:class:`RemovalLoss`), so the
-choice is not biased by an objective's own noise. The report gives each candidate's loss ± standard error and its
-paired difference to the chosen one (:meth:`LossEstimate.minus`).
+Sources are named on the command line by spec strings ``SOURCE[:K]`` (:func:`parse_sources`): an objective (or a
+preset of one: ``fisher-fo`` is fisher with the first-order term) gives its K lowest states from the run's solver;
+a removal method its K best sets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.errors import LmshrinkError
+from .core.errors import LmshrinkError, did_you_mean
 
 #: source name → (objective, objective options) for objectives used with non-default options
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {"fisher-fo": ("fisher", {"first_order": True})}
@@ -62,8 +63,6 @@ def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
         elif label in methods:
             out.append(SourceSpec(label, "method", label, {}, k))
         else:
-            from .core.errors import did_you_mean
-
             known = sorted(set(objectives.names()) | set(methods.names()) | set(PRESETS))
             raise LmshrinkError(f"Unknown candidate source {label!r}.{did_you_mean(label, known)} Sources: "
                                 f"{', '.join(known)}.")
@@ -72,29 +71,51 @@ def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
 
 @dataclass
 class Candidate:
-    """One removal set, who proposed it, its energies and its validation loss."""
+    """One proposed removal: the block indices and names, who proposed it, and what is known of it.
 
-    indices: tuple[int, ...]
+    ``rank``, ``energy`` and ``score`` belong to the first source (its k-th lowest state and that state's energy,
+    or a method's own score); ``energies`` holds the energy under every objective that scored the portfolio;
+    ``validation`` the measured loss (a LossEstimate) once validated; ``error`` why the architecture cannot run it.
+    """
+
+    indices: list[int]
+    blocks: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    rank: int = 1
+    energy: float | None = None
+    score: float | None = None
     energies: dict[str, float] = field(default_factory=dict)
-    validation: Any = None  # LossEstimate
+    validation: Any = None
     error: str | None = None
 
-    def to_dict(self, blocks: Sequence[Any] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"indices": list(self.indices), "sources": self.sources, "energies": self.energies,
-                               "validation_loss": None, "validation_se": None, "error": self.error}
-        if blocks is not None:
-            out["blocks"] = [blocks[i].name for i in self.indices]
+    @property
+    def source(self) -> str:
+        return self.sources[0] if self.sources else ""
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return tuple(sorted(self.indices))
+
+    @property
+    def loss(self) -> float | None:
+        return None if self.validation is None else self.validation.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"rank": self.rank, "source": self.source, "sources": self.sources, "indices": self.indices,
+               "blocks": self.blocks, "energy": self.energy, "score": self.score, "energies": self.energies,
+               "loss": self.loss, "loss_se": None, "error": self.error}
         if self.validation is not None:
-            out["validation_loss"], out["validation_se"] = self.validation.mean, self.validation.se
+            out["loss_se"] = self.validation.se
         return out
 
 
 class Portfolio:
-    """Candidates from several sources, deduplicated by removal set, in the order they were first proposed."""
+    """Candidates pooled from several sources: one per removal set, in the order first proposed."""
 
-    def __init__(self) -> None:
+    def __init__(self, candidates: Iterable[Candidate] = ()) -> None:
         self._by_set: dict[tuple[int, ...], Candidate] = {}
+        for c in candidates:
+            self.add(c)
 
     @property
     def candidates(self) -> list[Candidate]:
@@ -103,13 +124,15 @@ class Portfolio:
     def __len__(self) -> int:
         return len(self._by_set)
 
-    def add(self, indices: Iterable[int], source: str) -> Candidate:
-        """Add a removal set proposed by ``source`` (or note the extra source of a set already in)."""
-        key = tuple(sorted(int(i) for i in indices))
-        cand = self._by_set.setdefault(key, Candidate(key))
-        if source not in cand.sources:
-            cand.sources.append(source)
-        return cand
+    def add(self, candidate: Candidate | Iterable[int], source: str | None = None) -> Candidate:
+        """Add a candidate (or a bare index set proposed by ``source``); a set already in gains the sources."""
+        if not isinstance(candidate, Candidate):
+            candidate = Candidate(sorted(int(i) for i in candidate), sources=[source] if source else [])
+        held = self._by_set.setdefault(candidate.key, candidate)
+        if held is not candidate:
+            held.sources += [s for s in candidate.sources if s not in held.sources]
+            held.energies.update({k: v for k, v in candidate.energies.items() if k not in held.energies})
+        return held
 
     def score(self, label: str, problem: Any) -> None:
         """Record every candidate's energy under ``problem`` (a BinaryQuadraticProblem) as ``label``."""
@@ -126,12 +149,20 @@ class Portfolio:
     def runnable(self) -> list[Candidate]:
         return [c for c in self._by_set.values() if c.error is None]
 
-    def validate(self, meter: Any, *, progress: bool = False) -> None:
-        """Measure every runnable candidate on the validation windows of ``meter`` (a RemovalLoss)."""
+    def validate(self, measure: Any, *, progress: bool = False) -> None:
+        """Measure every runnable candidate: ``measure`` is a RemovalLoss (its ``many`` shows progress) or any
+        callable from an index list to a LossEstimate."""
         runnable = self.runnable()
         if not runnable:
             raise LmshrinkError("No candidate leaves a model the architecture can run.")
-        for cand, est in zip(runnable, meter.many([c.indices for c in runnable], desc="validating candidates")):
+        if hasattr(measure, "many"):
+            estimates = measure.many([c.indices for c in runnable], desc="validating candidates")
+        else:
+            from tqdm.auto import tqdm
+
+            estimates = [measure(c.indices) for c in tqdm(runnable, desc="validating candidates",
+                                                          disable=not progress, leave=False)]
+        for cand, est in zip(runnable, estimates):
             cand.validation = est
 
     def best(self) -> Candidate:
@@ -149,18 +180,24 @@ class Portfolio:
             if c.validation is None:
                 continue
             d, se = c.validation.minus(best.validation)
-            rows.append({"indices": list(c.indices), "delta": d, "se": se,
+            rows.append({"indices": c.indices, "delta": d, "se": se, "best": c is best,
                          "separated": c is best or d > SEPARATION * se})
         return rows
 
     def separation_note(self) -> str | None:
-        """A sentence when the validation slice cannot tell the best candidate from the runner-up, else None."""
-        rows = sorted((r for r in self.comparison() if r["delta"] > 0 or r["indices"] != list(self.best().indices)),
-                      key=lambda r: r["delta"])
-        close = [r for r in rows if not r["separated"]]
+        """A sentence when the validation windows cannot tell the best candidate from the runner-up, else None."""
+        close = sorted((r for r in self.comparison() if not r["separated"]), key=lambda r: r["delta"])
         if not close:
             return None
         r = close[0]
         return (f"The validation windows cannot separate the chosen removal from {r['indices']} (loss difference "
-                f"{r['delta']:.5f} ± {r['se']:.5f}, under {SEPARATION:g} standard errors): more validation tokens "
+                f"{r['delta']:.5f} ± {r['se']:.5f}, under {SEPARATION:g} standard errors): more validation windows "
                 "would make the choice surer.")
+
+
+def choose(candidates: Sequence[Candidate], measure: Callable[[Sequence[int]], Any] | Any, *,
+           progress: bool = False) -> tuple[Candidate, Portfolio]:
+    """Pool ``candidates``, validate the runnable ones with ``measure`` and return the best and the portfolio."""
+    portfolio = Portfolio(candidates)
+    portfolio.validate(measure, progress=progress)
+    return portfolio.best(), portfolio

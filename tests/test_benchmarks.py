@@ -97,7 +97,7 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
     seed0 = json.loads((out / "seed-0.json").read_text())
     for m, candidates in seed0["portfolio_tables"].items():
         chosen = next(r for r in seed0["rows"] if r["method"] == "portfolio+surrogate" and r["M"] == int(m))
-        assert chosen["validation_loss"] == pytest.approx(min(c["validation_loss"] for c in candidates))
+        assert chosen["validation_loss"] == pytest.approx(min(c["loss"] for c in candidates))
     # pairs is exact for one removal and measures the same first samples as sleb: the same choice
     for s in "01":
         p1 = next(r for r in rows if r["method"] == "pairs" and r["M"] == "1" and r["seed"] == s)

@@ -53,7 +53,7 @@ def test_the_portfolio_picks_the_lowest_validation_loss():
     meter = FakeMeter({(1, 3): 0.20, (2, 4): 0.05, (0, 5): 0.12})
     p.validate(meter)
     assert (2, 4) not in meter.calls  # not runnable: not measured
-    assert p.best().indices == (0, 5)
+    assert p.best().indices == [0, 5]
     rows = {tuple(r["indices"]): r for r in p.comparison()}
     assert rows[(1, 3)]["delta"] == pytest.approx(0.08, abs=0.01)
     diff = (meter.jitter[(1, 3)] + 0.20) - (meter.jitter[(0, 5)] + 0.12)

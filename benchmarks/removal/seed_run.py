@@ -216,7 +216,7 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
              "table": [c.to_dict() for c in both.candidates]})
         # heal-aware: the same candidates, compared after fitting each one's linear maps
         tv = time.perf_counter()
-        healed = {c.indices: valid.healed(c.indices, heal(list(c.indices))) for c in both.runnable()}
+        healed = {c.key: valid.healed(c.indices, heal(c.indices)) for c in both.runnable()}
         best = min(healed, key=lambda s: healed[s].mean)
         choices[("portfolio+surrogate (heal-aware)", m)] = Choice(
             list(best), choices[("portfolio+surrogate", m)].seconds + time.perf_counter() - tv,
