@@ -27,6 +27,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {"fisher-fo": ("fisher", {"firs
 SEPARATION = 2.0
 
 
+def source_label(objective: str, options: dict[str, Any]) -> str:
+    """The preset name when ``objective`` with ``options`` is one (``fisher`` + first_order → ``fisher-fo``)."""
+    for label, (name, preset) in PRESETS.items():
+        if name == objective and all(options.get(k) == v for k, v in preset.items()):
+            return label
+    return objective
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """One parsed ``SOURCE[:K]``: ``kind`` is "objective" or "method"."""
