@@ -128,7 +128,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     results = []
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
-        if path.exists() and json.loads(path.read_text()).get("settings") == asdict(settings):
+        if path.exists() and _same_run(json.loads(path.read_text()).get("settings"), asdict(settings)):
             log(f"seed {seed}: reusing {path}")
             results.append(json.loads(path.read_text()))
             continue
@@ -143,6 +143,13 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     write_report(out, summary)
     log(f"wrote {out}/report.md")
     return summary
+
+
+def _same_run(saved: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a seed file was made with these settings (the list of seeds aside: seeds run apart combine)."""
+    drop = ("seeds", "out")
+    return saved is not None and {k: v for k, v in saved.items() if k not in drop} == {
+        k: v for k, v in current.items() if k not in drop}
 
 
 def rerender(out: str | Path) -> Path:
