@@ -37,6 +37,9 @@ class Calibration:
     input_ids: Any
     source: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: disjoint held-back windows of the same calibration text, for choosing between candidates (see
+    #: :func:`make_calibration`'s ``validation``); None when none were drawn
+    validation: Calibration | None = None
 
     @property
     def num_samples(self) -> int:
@@ -52,8 +55,9 @@ class Calibration:
         return hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()[:16]
 
     def subset(self, n: int) -> Calibration:
-        """The first ``n`` samples."""
-        return Calibration(self.input_ids[:n], self.source, dict(self.info, samples=min(n, self.num_samples)))
+        """The first ``n`` samples (the validation windows stay as they are)."""
+        return Calibration(self.input_ids[:n], self.source, dict(self.info, samples=min(n, self.num_samples)),
+                           self.validation)
 
 
 def holdout(texts: list[str]) -> tuple[list[str], list[str]]:
@@ -174,22 +178,37 @@ def tokenize_texts(tokenizer: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def make_calibration(tokenizer: Any, texts: TextSplit, samples: int, seq_len: int, seed: int = 0) -> Calibration:
-    """``samples`` windows of ``seq_len`` tokens drawn without overlap from the calibration texts."""
+def make_calibration(tokenizer: Any, texts: TextSplit, samples: int, seq_len: int, seed: int = 0,
+                     validation: int = 0) -> Calibration:
+    """``samples`` windows of ``seq_len`` tokens drawn without overlap from the calibration texts, and
+    ``validation`` more windows, disjoint from those, in ``.validation``.
+
+    The validation windows are what candidates are compared on after an objective built on the samples proposed
+    them, so the choice is not biased by the objective's own noise. The samples for a seed do not depend on
+    ``validation``.
+    """
     import torch
 
     ids = tokenize_texts(tokenizer, texts.calibration)
     windows = len(ids) // seq_len
-    if windows < samples:
+    if windows < samples + validation:
+        asked = f"{samples} samples" + (f" and {validation} validation windows" if validation else "")
         raise LmshrinkError(
             f"The calibration text has {len(ids):,} tokens: {windows} windows of {seq_len}, fewer than the "
-            f"{samples} samples asked for. Lower --samples or --seq-len, or give more text with --data."
+            f"{asked} asked for. Lower --samples or --seq-len, or give more text with --data."
         )
     rng = np.random.default_rng(seed)
-    starts = np.sort(rng.choice(windows, size=samples, replace=False)) * seq_len
+    picked = rng.choice(windows, size=samples, replace=False)
+    starts = np.sort(picked) * seq_len
     batch = np.stack([ids[s : s + seq_len] for s in starts])
     info = {"samples": samples, "seq_len": seq_len, "seed": seed, "tokens_available": int(len(ids))}
-    return Calibration(torch.from_numpy(batch), texts.source, info)
+    held = None
+    if validation:
+        rest = np.setdiff1d(np.arange(windows), picked)
+        chosen = np.sort(np.random.default_rng([seed, 1]).choice(rest, size=validation, replace=False)) * seq_len
+        held = Calibration(torch.from_numpy(np.stack([ids[s : s + seq_len] for s in chosen])), texts.source,
+                           {"samples": validation, "seq_len": seq_len, "seed": seed, "role": "validation"})
+    return Calibration(torch.from_numpy(batch), texts.source, info, held)
 
 
 def evaluation_ids(tokenizer: Any, texts: TextSplit, max_tokens: int) -> Any:

@@ -75,6 +75,20 @@ BEFORE_LOADING = {
                     "0); give .txt or .jsonl text files.", None),
     "NUL bytes in data": (["--data", "{tmp}/zeros.txt"], "--data {tmp}/zeros.txt holds NUL bytes: a binary file, "
                           "not text; give .txt or .jsonl text files.", None),
+    "unknown heal step": (["--heal", "linaer"], "Unknown healing step 'linaer' in --heal. Did you mean 'linear'? "
+                          "Steps: linear, kd (comma-separated, or none).", None),
+    "linear heal of sub-layers": (["--heal", "linear", "--granularity", "sublayer"], "--heal linear maps whole "
+                                  "removed layers; with --granularity sublayer use --heal kd, or no healing.", None),
+    "unknown heal option": (["--heal", "kd", "--heal-option", "step=3"], "Healing has no option 'step'. Did you "
+                            "mean 'steps'? Valid options: {heal_options}.", None),
+    "heal option of another step": (["--heal", "linear", "--heal-option", "steps=3"], "--heal-option steps belongs "
+                                    "to KD healing, which --heal does not name.", None),
+    "kd steps 0": (["--heal", "kd", "--heal-option", "steps=0"], "KD healing: steps must be a whole number ≥ 1.",
+                   None),
+    "validation 1": (["--rerank", "3", "--validation", "1"], "--validation must be at least 2 (a standard error "
+                     "needs two windows), not 1.", None),
+    "unknown candidate source": (["--candidates", "slab"], "Unknown candidate source 'slab'. Did you mean 'sleb'? "
+                                 "Sources: {sources}.", None),
     "non-empty out": (["--out", "{tmp}/full"], "--out {tmp}/full already holds files (old.txt); pass --overwrite to "
                       "replace it, or choose another directory.", None),
 }
@@ -127,7 +141,13 @@ def test_bad_input_is_refused_before_loading(case, bad_inputs, tiny_model_dir, t
         damage(model)
     from lmshrink.plugins import get_solver
 
-    fill = {"tmp": str(tmp), "model": str(model), "anneal_options": ", ".join(sorted(get_solver("anneal").options))}
+    from lmshrink.pipeline.config import PruneConfig
+    from lmshrink.plugins import registry
+    from lmshrink.selection import PRESETS
+
+    sources = sorted(set(registry("objective").names()) | set(registry("method").names()) | set(PRESETS))
+    fill = {"tmp": str(tmp), "model": str(model), "anneal_options": ", ".join(sorted(get_solver("anneal").options)),
+            "heal_options": ", ".join(sorted(PruneConfig.heal_option_specs())), "sources": ", ".join(sources)}
     argv = [f.format(**fill) for f in flags]
     out = tmp / "out"
     code = main(_prune(argv, model, text_file, out))

@@ -36,13 +36,14 @@ def test_prune_on_a_model_directory(tiny_model_dir, text_file, tmp_path, capsys)
 
     out = tmp_path / "run"
     code = main(["prune", "--model", str(tiny_model_dir), "--data", str(text_file), "--remove", "2", "--samples", "8",
-                 "--seq-len", "32", "--solver", "exact", "--rerank", "3", "--eval-tokens", "512", "--out", str(out),
-                 "--quiet"])
+                 "--seq-len", "32", "--objective", "fisher", "--solver", "exact", "--rerank", "3", "--eval-tokens", "512",
+                 "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert len(report["removed"]) == 2 and report["num_blocks"] == 6
     assert report["saved_format"] == "transformers"
-    assert set(report["timings_s"]) >= {"load model", "objective", "solve", "rerank", "perplexity before", "save"}
+    assert set(report["timings_s"]) >= {"load model", "objective", "solve", "validate candidates", "perplexity before",
+                                         "save"}
     reranked = [c for c in report["candidates"] if c["loss"] is not None]
     assert len(reranked) == 3
     assert report["plan"]["loss"] == min(c["loss"] for c in reranked)

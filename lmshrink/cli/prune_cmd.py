@@ -20,14 +20,26 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--granularity", default="layer", help="layer (whole decoder layers) or sublayer (attention and MLP apart)")
     p.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration sample (default 128)")
-    p.add_argument("--objective", default="fisher", help="objective (see `lmshrink plugins`); default fisher")
+    p.add_argument("--objective", default=None, help="objective (see `lmshrink plugins`); naming one runs it alone "
+                   "(--objective fisher: the paper's method). Default: the default pipeline (README, 'Block removal')")
     p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
                    help="objective option, e.g. first_order=true (fisher: add the first-order term, which chooses "
                         "better removals from M ≈ 6 on; see README)")
     p.add_argument("--solver", default="anneal", help="solver (see `lmshrink plugins`); default anneal")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option")
     p.add_argument("--top-k", type=int, default=10, help="candidates kept from the solver (default 10)")
-    p.add_argument("--rerank", type=int, default=0, metavar="K", help="re-rank the K lowest-energy candidates by measured calibration loss")
+    p.add_argument("--rerank", type=int, default=0, metavar="K", help="choose among the K lowest-energy candidates "
+                   "by measured loss on the validation windows")
+    p.add_argument("--candidates", nargs="+", default=None, metavar="SOURCE[:K]",
+                   help="more candidate sources, chosen among by validation loss: objectives (solved by --solver), "
+                        "presets (fisher-fo) or removal methods (sleb, angular, surrogate), e.g. fisher-fo:10 sleb")
+    p.add_argument("--validation", type=int, default=32, help="calibration windows, disjoint from the samples, that "
+                   "candidates are compared on (default 32)")
+    p.add_argument("--heal", default=None, metavar="STEPS", help="heal the pruned model: linear (least-squares maps "
+                   "folded into the weights), kd (distillation from the unpruned model), linear,kd, or none")
+    p.add_argument("--heal-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="healing option: ridge, aware (linear); steps, lr, temperature, method (lora|full), "
+                        "lora_rank, batch_size, top_k (kd)")
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity (default 16384)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity")
     p.add_argument("--seed", type=int, default=0)
@@ -46,7 +58,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..pipeline.config import PruneConfig
     from ..pipeline.prune import prune
 
     config = _config(args)
@@ -58,7 +69,12 @@ def _run(args: argparse.Namespace) -> int:
     r = result.report
     removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
     print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
-    if r["perplexity_before"] and r["perplexity_after"]:
+    unhealed = (r.get("healing") or {}).get("perplexity_unhealed")
+    if r["perplexity_before"] and r["perplexity_after"] and unhealed:
+        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {unhealed['perplexity']:.3f} removed -> "
+              f"{r['perplexity_after']['perplexity']:.3f} healed ({', '.join(r['healing']['steps'])}) on "
+              f"{r['perplexity_after']['tokens']} held-out tokens")
+    elif r["perplexity_before"] and r["perplexity_after"]:
         print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
               f"on {r['perplexity_after']['tokens']} held-out tokens")
     for row in (r.get("lm_eval") or {}).get("scores", []):
@@ -74,7 +90,7 @@ def _config(args: argparse.Namespace) -> PruneConfig:
     """The run's settings from the command line; option strings parsed against the plugins that use them."""
     from ..core import BinaryQuadraticProblem, LmshrinkError
     from ..core.options import parse_option_strings
-    from ..pipeline.config import PruneConfig
+    from ..pipeline.config import DEFAULT_PIPELINE, PruneConfig
     from ..plugins import get_objective, get_solver
 
     options: dict[str, dict] = {}
@@ -88,10 +104,12 @@ def _config(args: argparse.Namespace) -> PruneConfig:
         options["method_options"] = parse_option_strings(f"Method {method.name!r}", method.options, args.method_option)
     else:
         solver = get_solver(args.solver, BinaryQuadraticProblem)
-        objective = get_objective(args.objective)
         options["solver_options"] = parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option)
-        options["objective_options"] = parse_option_strings(f"Objective {objective.name!r}", objective.options,
-                                                            args.objective_option)
+        if args.objective is not None or args.objective_option:
+            objective = get_objective(args.objective or DEFAULT_PIPELINE["objective"])
+            options["objective_options"] = parse_option_strings(f"Objective {objective.name!r}", objective.options,
+                                                                args.objective_option)
+    options["heal_options"] = parse_option_strings("Healing", PruneConfig.heal_option_specs(), args.heal_option)
     eval_limit = int(args.eval_limit) if args.eval_limit is not None and args.eval_limit >= 1 else args.eval_limit
     return PruneConfig(
         remove=args.remove,
@@ -113,6 +131,9 @@ def _config(args: argparse.Namespace) -> PruneConfig:
         method=args.method,
         eval_tasks=args.eval_tasks,
         eval_limit=eval_limit,
+        candidates=args.candidates,
+        validation=args.validation,
+        heal=args.heal,
         **options,
     )
 

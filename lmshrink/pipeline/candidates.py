@@ -1,8 +1,8 @@
 """Stage 2 of a prune run: candidate removals, each tagged with its source.
 
 A source is an objective + solver (the problem's lowest-energy states) or a removal method (its own ranking).
-Every source returns the same :class:`Candidate` records, so candidates from several sources can be pooled and
-selected together.
+Every source returns the same :class:`~lmshrink.selection.Candidate` records, so candidates from several sources
+are pooled in one :class:`~lmshrink.selection.Portfolio` and chosen together (:mod:`.select`).
 """
 
 from __future__ import annotations
@@ -13,31 +13,10 @@ from typing import Any, Protocol
 from ..core import BinaryQuadraticProblem, SolutionSet
 from ..core.removal import with_constraints
 from ..report import Timings
+from ..selection import Candidate
 from ..report import log as _log
 from ..staging import checkpoint
 from .target import Target
-
-
-@dataclass
-class Candidate:
-    """One proposed removal: the block indices, where it came from, and what is known of it.
-
-    ``energy`` is the problem's energy (objective sources), ``score`` the method's own score (method sources),
-    ``loss`` the measured calibration loss (when re-ranked), ``error`` why the architecture cannot run it.
-    """
-
-    indices: list[int]
-    blocks: list[str]
-    source: str
-    rank: int
-    energy: float | None = None
-    score: float | None = None
-    loss: float | None = None
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "source": self.source, "indices": self.indices, "blocks": self.blocks,
-                "energy": self.energy, "score": self.score, "loss": self.loss, "error": self.error}
 
 
 @dataclass
@@ -65,10 +44,11 @@ class SolverSource:
     """Candidates from an objective's problem: a solver's ``count`` lowest-energy feasible states."""
 
     def __init__(self, objective: Any, objective_options: dict[str, Any], solver: Any,
-                 solver_options: dict[str, Any]) -> None:
+                 solver_options: dict[str, Any], label: str | None = None) -> None:
         self.objective, self.objective_options = objective, objective_options
         self.solver, self.solver_options = solver, solver_options
-        self.name = f"{objective.name}+{solver.name}"
+        self.label = label or objective.name
+        self.name = f"{self.label}+{solver.name}"
 
     def propose(self, inputs: Any, target: Target, *, count: int, seed: int, timings: Timings,
                 progress: bool) -> Proposal:
@@ -81,7 +61,7 @@ class SolverSource:
             _log(progress, f"solving with {self.solver.name}")
             checkpoint("solve")
             solutions = self.solver.solve(problem, num_solutions=count, seed=seed, **self.solver_options)
-        candidates = [Candidate(list(s.indices), [target.blocks[i].name for i in s.indices], self.name, r,
+        candidates = [Candidate(list(s.indices), [target.blocks[i].name for i in s.indices], [self.name], r,
                                 energy=s.energy) for r, s in enumerate(solutions, 1)]
         facts = {"solver": {"name": solutions.solver, "time_s": solutions.time_s, "info": solutions.info}}
         return Proposal(candidates, problem, solutions, facts)
@@ -102,7 +82,31 @@ class MethodSource:
                                            granularity=target.granularity, kinds=target.kinds, progress=progress,
                                            **self.options)
         scores = selection.scores or [None] * len(selection.candidates)
-        candidates = [Candidate(list(c), [target.blocks[i].name for i in c], self.name, r, score=sc)
+        candidates = [Candidate(list(c), [target.blocks[i].name for i in c], [self.name], r, score=sc)
                       for r, (c, sc) in enumerate(zip(selection.candidates[:count], scores), 1)]
         facts = {"method": {"name": self.method.name, "options": self.options, "selection": selection.to_dict()}}
         return Proposal(candidates, facts=facts)
+
+
+def portfolio_sources(specs: list[str], config: Any, solver: Any, solver_options: dict[str, Any]) -> list[
+        tuple[CandidateSource, int]]:
+    """The extra candidate sources of ``--candidates`` with how many candidates each gives: objectives (and presets
+    such as ``fisher-fo``) solved by the run's ``solver``, removal methods with their default options."""
+    from ..baselines import get_method
+    from ..core.options import validate_options
+    from ..plugins import get_objective
+    from ..selection import parse_sources
+
+    sources: list[tuple[CandidateSource, int]] = []
+    for spec in parse_sources(specs):
+        if spec.kind == "method":
+            sources.append((MethodSource(get_method(spec.name), {}), spec.k))
+            continue
+        objective = get_objective(spec.name)
+        options = dict(spec.options)
+        for name, value in (("granularity", config.granularity), ("progress", config.progress)):
+            if name in objective.options:
+                options.setdefault(name, value)
+        validate_options(f"Objective {objective.name!r}", objective.options, options)
+        sources.append((SolverSource(objective, options, solver, solver_options, label=spec.label), spec.k))
+    return sources

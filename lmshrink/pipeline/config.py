@@ -10,6 +10,23 @@ from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
 
+#: the healing steps ``--heal`` names, applied in this order
+HEAL_STEPS = ("linear", "kd")
+#: ``--heal-option`` keys of linear healing (the others are :class:`~lmshrink.heal.kd.KDConfig` fields)
+LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
+                       "aware": "linear healing: compare candidates after fitting their maps"}
+
+#: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: the
+#: pipeline the removal study measured best on held-out text (benchmarks/README.md, "Removal quality"). Naming
+#: ``--objective`` (or ``--method``) runs that alone, e.g. ``--objective fisher``, the paper's method.
+DEFAULT_PIPELINE: dict[str, Any] = {
+    "objective": "fisher",
+    "objective_options": {"first_order": True},
+    "candidates": ["block-influence", "norm-ratio", "angular", "block-influence-iterative"],
+    "rerank": 10,
+    "heal": ["linear"],
+}
+
 
 @dataclass
 class PruneConfig:
@@ -20,6 +37,14 @@ class PruneConfig:
     chooses the blocks itself. ``top_k`` candidates are kept; ``rerank`` re-ranks the first K of them by measured
     calibration loss. ``eval_tasks`` are lm-eval tasks run on the pruned model (``eval_limit`` examples each).
     ``out`` must be empty or absent unless ``overwrite``, which replaces it whole.
+
+    ``candidates`` names more sources for the candidate portfolio (``"SOURCE[:K]"``: an objective solved by
+    ``solver``, a preset such as ``fisher-fo``, or a removal method); when several candidates compete (``rerank``
+    or ``candidates``), the one with the lowest loss on ``validation`` calibration windows disjoint from the
+    samples wins. ``heal`` lists healing steps (``"linear"``, ``"kd"``) applied to the pruned model, with
+    ``heal_options`` (``ridge``, ``aware`` and the :class:`~lmshrink.heal.kd.KDConfig` fields).
+
+    With ``objective`` and ``method`` both None, the run is :data:`DEFAULT_PIPELINE` (see :meth:`resolved`).
     """
 
     remove: str | int = 6
@@ -28,7 +53,7 @@ class PruneConfig:
     data: str | list[str] | None = None
     samples: int = 64
     seq_len: int = 128
-    objective: str = "fisher"
+    objective: str | None = None
     objective_options: dict[str, Any] = field(default_factory=dict)
     solver: str = "anneal"
     solver_options: dict[str, Any] = field(default_factory=dict)
@@ -46,10 +71,47 @@ class PruneConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     eval_tasks: str | list[str] | None = None
     eval_limit: int | float | None = None
+    candidates: list[str] | None = None
+    validation: int = 32
+    heal: str | list[str] | None = None
+    heal_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("objective_options", "solver_options", "method_options"):
+        for name in ("objective_options", "solver_options", "method_options", "heal_options"):
             setattr(self, name, dict(getattr(self, name) or {}))
+        if isinstance(self.candidates, str):
+            self.candidates = [c for c in self.candidates.replace(",", " ").split() if c]
+        if isinstance(self.heal, str):
+            self.heal = [h.strip() for h in self.heal.split(",") if h.strip() and h.strip() != "none"]
+
+    @property
+    def is_default_pipeline(self) -> bool:
+        """True when no objective, removal method or candidate source was named."""
+        return self.objective is None and self.method is None and self.candidates is None
+
+    def resolved(self) -> PruneConfig:
+        """This config with the default pipeline filled in: with nothing named, all of it; with only candidate
+        sources named, its objective as the main source. Settings given explicitly (``heal=[]``, ``rerank``) stay."""
+        if self.objective is not None or self.method is not None:
+            return self
+        defaults = DEFAULT_PIPELINE
+        main = dict(objective=defaults["objective"],
+                    objective_options={**defaults["objective_options"], **self.objective_options})
+        if self.candidates is not None:
+            return dataclasses.replace(self, **main)
+        return dataclasses.replace(self, **main, candidates=list(defaults["candidates"]),
+                                   rerank=self.rerank or defaults["rerank"],
+                                   heal=self.heal if self.heal is not None else
+                                   list(defaults["heal"]) if self.granularity == "layer" else [])
+
+    @property
+    def chooses(self) -> bool:
+        """Whether several candidates compete on the validation windows."""
+        return self.rerank > 0 or bool(self.candidates)
+
+    @property
+    def heal_steps(self) -> list[str]:
+        return list(self.heal or [])
 
     @classmethod
     def from_settings(cls, config: PruneConfig | None = None, **settings: Any) -> PruneConfig:
@@ -77,8 +139,77 @@ class PruneConfig:
             _count("--eval-tokens", self.eval_tokens, 2, " (perplexity needs a token to predict from and one to "
                    "predict; --no-eval skips it)")
             _count("--eval-window", self.eval_window, 2)
+        if self.chooses:
+            _count("--validation", self.validation, 2, " (a standard error needs two windows)")
+        self.check_heal()
         if self.eval_limit is not None and (not isinstance(self.eval_limit, numbers.Real) or self.eval_limit <= 0):
             raise LmshrinkError(f"--eval-limit must be a count or a fraction above 0, not {self.eval_limit!r}.")
+
+    def check_heal(self) -> None:
+        """Refuse unknown healing steps and options, and KD settings out of range."""
+        for step in self.heal_steps:
+            if step not in HEAL_STEPS:
+                raise LmshrinkError(f"Unknown healing step {step!r} in --heal.{did_you_mean(step, HEAL_STEPS)} "
+                                    f"Steps: {', '.join(HEAL_STEPS)} (comma-separated, or none).")
+        if "linear" in self.heal_steps and self.granularity != "layer":
+            raise LmshrinkError(f"--heal linear maps whole removed layers; with --granularity {self.granularity} use "
+                                "--heal kd, or no healing.")
+        kd_options, linear_options = self.split_heal_options()
+        if "linear" not in self.heal_steps and linear_options:
+            raise LmshrinkError(f"--heal-option {next(iter(linear_options))} belongs to linear healing, which --heal "
+                                "does not name.")
+        if "kd" not in self.heal_steps and kd_options:
+            raise LmshrinkError(f"--heal-option {next(iter(kd_options))} belongs to KD healing, which --heal does "
+                                "not name.")
+        ridge = linear_options.get("ridge", 1e-3)
+        if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not ridge >= 0:
+            raise LmshrinkError(f"--heal-option ridge must be a non-negative number, not {ridge!r}.")
+        if "kd" in self.heal_steps:
+            self.kd_config()
+
+    def split_heal_options(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``heal_options`` as (KD options, linear options); an unknown key is refused with the known ones."""
+        from ..heal.kd import KDConfig
+
+        kd_names = [f.name for f in dataclasses.fields(KDConfig)]
+        kd, linear = {}, {}
+        for key, value in self.heal_options.items():
+            if key in LINEAR_HEAL_OPTIONS:
+                linear[key] = value
+            elif key in kd_names:
+                kd[key] = value
+            else:
+                known = sorted([*LINEAR_HEAL_OPTIONS, *kd_names])
+                raise LmshrinkError(f"Unknown --heal-option {key!r}.{did_you_mean(key, known)} Options: "
+                                    f"{', '.join(known)}.")
+        return kd, linear
+
+    @staticmethod
+    def heal_option_specs() -> dict[str, Any]:
+        """The typed ``--heal-option`` declarations: linear healing's and every KDConfig field."""
+        from ..core.options import Option
+        from ..heal.kd import KDConfig
+
+        specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
+                 "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool)}
+        for f in dataclasses.fields(KDConfig):
+            specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
+        return specs
+
+    def kd_config(self) -> Any:
+        """The :class:`~lmshrink.heal.kd.KDConfig` of ``heal_options`` (seeded by ``seed`` unless given)."""
+        from ..heal.kd import KDConfig
+
+        kd, _ = self.split_heal_options()
+        try:
+            return KDConfig(**{"seed": self.seed, **kd})
+        except TypeError as exc:
+            raise LmshrinkError(f"KD healing: {exc}.") from None
+
+    def heal_aware(self) -> bool:
+        """Whether candidates are compared after linear healing."""
+        _, linear = self.split_heal_options()
+        return "linear" in self.heal_steps and self.chooses and bool(linear.get("aware", True))
 
     def settings(self) -> dict[str, Any]:
         """The settings as recorded in report.json."""

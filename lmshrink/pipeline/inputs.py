@@ -30,9 +30,10 @@ class Inputs:
 
 
 def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int, timings: Timings,
-                progress: bool) -> Inputs:
+                progress: bool, validation: int = 0) -> Inputs:
     """``model`` (a name/path, None for the embedded default, or a ``LoadedModel``) in eval mode with its adapter,
-    and ``samples`` × ``seq_len`` calibration tokens from ``data``; timed as "load model" and "data".
+    and ``samples`` × ``seq_len`` calibration tokens from ``data`` (with ``validation`` more windows, disjoint from
+    them, in ``calibration.validation``); timed as "load model" and "data".
 
     The text is read first, so a bad ``data`` is refused before the model loads; a model whose weights hold
     NaN or infinity is refused before anything is measured on it.
@@ -51,7 +52,7 @@ def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int,
         adapter = find_adapter(loaded.model)
         check_finite_weights(loaded.model, adapter)
     with timings("data"):
-        calibration = make_calibration(loaded.tokenizer, texts, samples, seq_len, seed)
+        calibration = make_calibration(loaded.tokenizer, texts, samples, seq_len, seed, validation=validation)
     return Inputs(loaded, adapter, texts, calibration)
 
 

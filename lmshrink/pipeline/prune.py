@@ -1,9 +1,9 @@
 """The block-removal flow as a short composition of named stages:
 
 check the request (:mod:`.request`) → load inputs (:mod:`.inputs`) → removal target (:mod:`.target`) →
-candidates (:mod:`.candidates`: objective + solver, or a removal method) → select (:mod:`.select`: optional
-re-rank by measured loss) → perplexity before → remove → save (:mod:`.outputs`) → evaluate the pruned model
-(:mod:`.evaluation`) → report (Markdown in :mod:`lmshrink.report.prune`).
+candidates (:mod:`.candidates`: objective + solver, removal methods, pooled) → select (:mod:`.select`: by loss on
+validation windows when several compete) → perplexity before → prepare healing (:mod:`.heal`) → remove → heal →
+save (:mod:`.outputs`) → evaluate the pruned model (:mod:`.evaluation`) → report (:mod:`lmshrink.report.prune`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from typing import Any
 from ..core import BinaryQuadraticProblem, RemovalPlan, SolutionSet
 from ..report import Timings, library_versions
 from ..report import log as _log
-from .candidates import Candidate, Proposal
+from ..selection import Portfolio
+from .candidates import Proposal
 from .config import PruneConfig
 from .evaluation import Evaluation, evaluate_pruned, held_out_ids, perplexity_before
 from .inputs import Inputs, load_inputs
 from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
-from .select import mark_unrunnable, select
+from .heal import HealOutcome, apply_healing, prepare_healing
+from .select import Selection, choose_by_validation, mark_unrunnable
 from .target import Target, removal_target
 
 __all__ = ["PruneConfig", "PruneResult", "prune"]
@@ -53,10 +55,11 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
     config = PruneConfig.from_settings(config, **settings)
     request = prepare(config, model)
+    config = request.config
     timings, progress = Timings(), config.progress
     torch.manual_seed(config.seed)
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         timings=timings, progress=progress)
+                         validation=config.validation if config.chooses else 0, timings=timings, progress=progress)
     net, adapter = inputs.model, inputs.adapter
     target = removal_target(adapter, net, request.spec, config.granularity, config.kinds)
     eval_ids = held_out_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
@@ -64,55 +67,78 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                    f"{adapter.name}; calibration {inputs.calibration.num_samples}×{inputs.calibration.seq_len} "
                    f"tokens from {inputs.texts.source}")
 
-    proposal = request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
-                                      timings=timings, progress=progress)
-    plan = _select(proposal.candidates, inputs, target, config, timings)
+    proposals = [request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
+                                        timings=timings, progress=progress)]
+    for source, count in request.extra_sources:
+        proposals.append(source.propose(inputs, target, count=count, seed=config.seed, timings=timings,
+                                        progress=progress))
+    selection = _select(proposals, inputs, target, config, timings)
+    chosen = selection.chosen
+    plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
+                       {"candidate_rank": chosen.rank, "sources": chosen.sources,
+                        **({"method": config.method} if config.method else {})})
     before = None
     if eval_ids is not None:
         with timings("perplexity before"):
             before = perplexity_before(net, eval_ids, window=config.eval_window, progress=progress, adapter=adapter,
                                        granularity=config.granularity)
+    pending = prepare_healing(config, inputs, plan.indices, timings, fitted=selection.heal_runs) \
+        if config.heal_steps else None
     params_before = sum(p.numel() for p in net.parameters())
     save_format = adapter.save_format(net, plan.indices, config.granularity)
     with timings("remove"):
         net = adapter.remove(net, plan.indices, config.granularity)
-    # a heal stage (e.g. a linear map folded into the weights) would go here, between remove and save
+    healing = None
+    if pending is not None:
+        unhealed = None
+        if eval_ids is not None:
+            from ..evaluate.perplexity import perplexity
+
+            with timings("perplexity unhealed"):
+                unhealed = perplexity(net, eval_ids, window=config.eval_window, progress=progress,
+                                      desc="perplexity before healing")
+        net, healing = apply_healing(pending, net, adapter, config, timings, unhealed=unhealed)
 
     def report(evaluation: Evaluation | None) -> dict[str, Any]:
-        return build_report(request, inputs, target, proposal, plan, before, evaluation, timings,
+        return build_report(request, inputs, target, proposals, selection, plan, before, evaluation, timings,
                             parameters=(params_before, sum(p.numel() for p in net.parameters())),
-                            save_format=save_format, saved=config.save)
+                            save_format=save_format, saved=config.save, healing=healing)
 
-    pending = eval_ids is not None or bool(request.eval_tasks)
+    pending_eval = eval_ids is not None or bool(request.eval_tasks)
     with timings("save"):
         out = save_outputs(request.out, overwrite=config.overwrite, model=net if config.save else None,
-                           tokenizer=inputs.tokenizer, save_format=save_format, plan=plan, problem=proposal.problem,
-                           report=report(None if pending else Evaluation()))
+                           tokenizer=inputs.tokenizer, save_format=save_format, plan=plan,
+                           problem=proposals[0].problem, report=report(None if pending_eval else Evaluation()))
     evaluation = _evaluate(net, inputs.tokenizer, eval_ids, request, timings, lambda e: write_report(out, report(e)))
     final = report(evaluation)
     write_report(out, final)
     _log(progress, f"done in {timings.total:.1f} s; wrote {out}")
-    return PruneResult(out, proposal.problem, proposal.solutions, plan, net, inputs.tokenizer, final)
+    return PruneResult(out, proposals[0].problem, proposals[0].solutions, plan, net, inputs.tokenizer, final)
 
 
-def _select(candidates: list[Candidate], inputs: Inputs, target: Target, config: PruneConfig,
-            timings: Timings) -> RemovalPlan:
-    """Set aside candidates the architecture cannot run; pick one, re-ranked by calibration loss with ``rerank``;
-    the plan that removes its blocks."""
-    from ..evaluate.loss import calibration_loss
-
-    runnable = mark_unrunnable(inputs.adapter, inputs.model, candidates, config.granularity)
-    _log(config.progress and len(runnable) < len(candidates),
-         f"skipped {len(candidates) - len(runnable)} candidate(s) the architecture cannot run (see report)")
-
-    def measure(cand: Candidate) -> float:
-        with timings("rerank"):
-            return calibration_loss(inputs.model, inputs.calibration.input_ids, adapter=inputs.adapter,
-                                    removed=cand.indices, granularity=config.granularity)
-
-    chosen = select(runnable, config.rerank, measure, progress=config.progress)
-    return RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
-                       {"candidate_rank": chosen.rank, **({"method": config.method} if config.method else {})})
+def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
+            timings: Timings) -> Selection:
+    """Set aside candidates the architecture cannot run; the main source's first one, or, when several compete,
+    the one with the lowest validation loss (after linear healing when the run heals linearly)."""
+    every = [c for p in proposals for c in p.candidates]
+    mark_unrunnable(inputs.adapter, inputs.model, every, config.granularity)
+    runnable = [c for c in every if c.error is None]
+    _log(config.progress and len(runnable) < len(every),
+         f"skipped {len(every) - len(runnable)} candidate(s) the architecture cannot run (see report)")
+    every_set = Portfolio(every)  # one entry per set, with every source that proposed it
+    for p in proposals:
+        if p.problem is not None and p.candidates:
+            every_set.score(p.candidates[0].source.split("+")[0], p.problem)
+    main = [c for c in proposals[0].candidates if c.error is None]
+    if not config.chooses:
+        return Selection(main[0] if main else runnable[0])
+    pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
+    _, linear = config.split_heal_options()
+    with timings("validate candidates"):
+        _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
+                              + (" after linear healing" if config.heal_aware() else ""))
+        return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
+                                    ridge=float(linear.get("ridge", 1e-3)), progress=config.progress)
 
 
 def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, timings: Timings,
@@ -129,12 +155,14 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
         raise
 
 
-def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal: Proposal, plan: RemovalPlan,
-                 before: dict[str, float] | None, evaluation: Evaluation | None, timings: Timings, *,
-                 parameters: tuple[int, int], save_format: str, saved: bool) -> dict[str, Any]:
+def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposals: list[Proposal],
+                 selection: Selection, plan: RemovalPlan, before: dict[str, float] | None,
+                 evaluation: Evaluation | None, timings: Timings, *, parameters: tuple[int, int], save_format: str,
+                 saved: bool, healing: HealOutcome | None = None) -> dict[str, Any]:
     """What report.json holds. ``status`` is "evaluating" while the saved model is evaluated (``evaluation``
     None), "complete" after, "interrupted" when the evaluation was cut short."""
-    config, problem = request.config, proposal.problem
+    config, main = request.config, proposals[0]
+    problem = main.problem
     settings = config.settings()
     settings.update(eval_tasks=request.eval_tasks, objective_options=getattr(request.source, "objective_options",
                                                                              config.objective_options))
@@ -143,14 +171,17 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
         "status": "evaluating" if evaluation is None else "complete" if evaluation.finished else "interrupted",
         "errors": evaluation.errors if evaluation is not None else [],
         "model": inputs.loaded.name,
+        "model_source": request.model_source,
         "architecture": type(inputs.model).__name__,
         "adapter": inputs.adapter.name,
         "granularity": config.granularity,
         "num_blocks": len(target.blocks),
         "removed": [b.to_dict() for b in plan.blocks],
         "plan": plan.to_dict(),
-        "candidates": [c.to_dict() for c in proposal.candidates],
-        "reranked": config.rerank > 0,
+        "candidates": _candidate_rows(proposals, selection),
+        "reranked": selection.portfolio is not None,
+        "selection": selection.to_dict(),
+        "healing": healing.to_dict() if healing is not None else None,
         "perplexity_before": before,
         "perplexity_after": evaluation.perplexity if evaluation is not None else None,
         "parameters_before": parameters[0],
@@ -160,11 +191,28 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
         "problem": {"path": "problem.json", "variables": problem.num_variables,
                     "constraints": [c.to_dict() | {"size": len(c.indices)} for c in problem.constraints]}
         if problem is not None else None,
-        "solver": proposal.facts.get("solver"),
-        "method": proposal.facts.get("method"),
+        "solver": main.facts.get("solver"),
+        "method": main.facts.get("method"),
+        "sources": [{"name": p.candidates[0].source if p.candidates else None, **p.facts} for p in proposals[1:]],
         "lm_eval": evaluation.lm_eval if evaluation is not None else None,
         "settings": settings,
         "calibration": {"source": inputs.texts.source, **inputs.calibration.info},
         "timings_s": dict(timings.seconds),
         "versions": library_versions(),
     }
+
+
+def _candidate_rows(proposals: list[Proposal], selection: Selection) -> list[dict[str, Any]]:
+    """Every candidate once (pooled candidates carry all their sources), with its paired difference to the chosen
+    one when validated."""
+    deltas = {tuple(r["indices"]): r for r in selection.comparison}
+    rows, seen = [], set()
+    for cand in (c for p in proposals for c in p.candidates):
+        if cand.key in seen:
+            continue
+        seen.add(cand.key)
+        row = cand.to_dict()
+        d = deltas.get(tuple(cand.indices))
+        row.update(chosen=cand is selection.chosen, delta=d["delta"] if d else None, delta_se=d["se"] if d else None)
+        rows.append(row)
+    return rows

@@ -4,7 +4,7 @@ spec, and checks ``--model`` and ``--out``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +12,29 @@ from ..core import BinaryQuadraticProblem
 from ..core.options import validate_options
 from ..core.removal import parse_remove
 from ..report import default_out_dir
-from .candidates import CandidateSource, MethodSource, SolverSource
+from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
 from .config import PruneConfig
 
 
 @dataclass
 class PruneRequest:
-    """A checked prune request: the settings, where the candidates come from, and where the outputs go."""
+    """A checked prune request: the settings (the default pipeline filled in), where the candidates come from
+    (the main source and the portfolio's extra ones, each with its count), and where the outputs go."""
 
     config: PruneConfig
     spec: dict[str | None, int]
     source: CandidateSource
     eval_tasks: list[str] | None
     out: Path
+    extra_sources: list[tuple[CandidateSource, int]] = field(default_factory=list)
+    #: the ``model`` argument as a name ``load_model`` reads ("smollm2" for the embedded default; None for a model
+    #: passed in loaded, whose source is unknown)
+    model_source: str | None = None
 
 
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
-    """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy."""
+    """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy; with no
+    objective or method named, the default pipeline (:data:`~lmshrink.pipeline.config.DEFAULT_PIPELINE`)."""
     from ..cache import remove_cache_orphans
     from ..models import check_model_source
     from ..staging import check_output_dir, remove_orphans
@@ -36,9 +42,16 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     out = Path(config.out) if config.out is not None else default_out_dir()
     remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
     remove_cache_orphans()
+    config = config.resolved()
     config.check()
     spec = parse_remove(config.remove)
     source = _candidate_source(config)
+    extra = []
+    if config.candidates:
+        from ..plugins import get_solver
+
+        solver = get_solver(config.solver, BinaryQuadraticProblem)
+        extra = portfolio_sources(config.candidates, config, solver, config.solver_options)
     eval_tasks = None
     if config.eval_tasks:
         from ..evaluate.lm_eval import check_tasks
@@ -47,7 +60,10 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     if model is None or isinstance(model, str):
         check_model_source(model)
     check_output_dir(out, config.overwrite)
-    return PruneRequest(config, spec, source, eval_tasks, out)
+    from ..models import DEFAULT_MODEL
+
+    given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
+    return PruneRequest(config, spec, source, eval_tasks, out, extra, given)
 
 
 def _candidate_source(config: PruneConfig) -> CandidateSource:
@@ -68,4 +84,7 @@ def _candidate_source(config: PruneConfig) -> CandidateSource:
             objective_options.setdefault(name, value)
     validate_options(f"Objective {objective.name!r}", objective.options, objective_options)
     validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
-    return SolverSource(objective, objective_options, solver, config.solver_options)
+    from ..selection import source_label
+
+    return SolverSource(objective, objective_options, solver, config.solver_options,
+                        label=source_label(objective.name, objective_options))

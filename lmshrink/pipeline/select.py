@@ -1,13 +1,21 @@
-"""Stage 3 of a prune run: pick one candidate. Candidates the architecture cannot run are set aside; the rest
-keep their source's order, or the first K are re-ranked by a measured loss."""
+"""Stage 3 of a prune run: pick one candidate.
+
+Candidates the architecture cannot run are set aside. With one source and no re-ranking the first runnable
+candidate wins (the solver's lowest energy, or the method's pick). When several compete (``rerank`` K: the main
+source's first K; ``candidates``: more sources), they are pooled in a :class:`~lmshrink.selection.Portfolio` and
+measured on validation windows disjoint from the calibration samples the objectives were built on
+(:class:`~lmshrink.evaluate.measured.RemovalLoss`), after linear healing when the run heals linearly (each
+candidate with its own fitted maps), and the lowest loss wins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import LmshrinkError
-from .candidates import Candidate
+from ..selection import Candidate, Portfolio
 
 
 def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], granularity: str) -> list[Candidate]:
@@ -23,15 +31,59 @@ def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], g
     return runnable
 
 
-def select(runnable: Sequence[Candidate], rerank: int, measure: Callable[[Candidate], float], *,
-           progress: bool = False) -> Candidate:
-    """The first runnable candidate, or with ``rerank`` > 0 the one of the first ``rerank`` with the lowest
-    ``measure(candidate)`` (stored as its ``loss``; the earlier one wins a tie)."""
-    from tqdm.auto import tqdm
+@dataclass
+class Selection:
+    """The chosen candidate, the portfolio it was chosen from (None without a choice), and what it was measured
+    on; ``heal_runs`` are the chosen candidate's fitted linear maps when the choice was heal-aware."""
 
-    if rerank <= 0:
-        return runnable[0]
-    measured = list(runnable[:rerank])
-    for cand in tqdm(measured, desc="re-ranking by calibration loss", disable=not progress, leave=False):
-        cand.loss = measure(cand)
-    return min(measured, key=lambda c: c.loss)
+    chosen: Candidate
+    portfolio: Portfolio | None = None
+    windows: int = 0
+    tokens: int = 0
+    heal_aware: bool = False
+    heal_runs: list[Any] | None = None
+    note: str | None = None
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"validated": self.portfolio is not None, "candidates": len(self.portfolio or ()),
+                "windows": self.windows, "tokens": self.tokens, "heal_aware": self.heal_aware, "note": self.note}
+
+
+def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
+                         ridge: float = 1e-3, progress: bool = False) -> Selection:
+    """Pool ``candidates`` (runnable ones), measure each on the validation windows — after fitting its linear
+    maps when ``heal_aware`` — and return the lowest, with every candidate's paired difference to it."""
+    from ..evaluate.measured import RemovalLoss
+
+    validation = inputs.calibration.validation
+    if validation is None:
+        raise LmshrinkError("Choosing among candidates needs validation windows (--validation).")
+    portfolio = Portfolio(candidates)
+    measure = RemovalLoss(inputs.model, inputs.adapter, validation.input_ids, granularity=granularity,
+                          progress=progress)
+    fitted: dict[tuple[int, ...], list[Any]] = {}
+    if heal_aware:
+        from tqdm.auto import tqdm
+
+        from ..heal.linear import LinearHeal
+
+        healer = LinearHeal(ridge=ridge)
+        bar = tqdm(total=len(portfolio.runnable()), desc="fitting and validating healed candidates",
+                   disable=not progress, leave=False)
+
+        def healed(indices: Sequence[int]) -> Any:
+            runs = healer.fit(inputs.model, inputs.adapter, indices, inputs.calibration.input_ids, granularity)
+            fitted[tuple(sorted(indices))] = runs
+            bar.update()
+            return measure.healed(indices, runs)
+
+        portfolio.validate(healed)
+        bar.close()
+    else:
+        portfolio.validate(measure)
+    chosen = portfolio.best()
+    rows = portfolio.comparison()
+    return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
+                     heal_aware=heal_aware, heal_runs=fitted.get(chosen.key), note=portfolio.separation_note(),
+                     comparison=rows)

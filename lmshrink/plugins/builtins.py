@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "lmshrink.baselines.norm_ratio",
     "lmshrink.baselines.angular",
     "lmshrink.baselines.sleb",
+    "lmshrink.search.surrogate_search",
     # rank allocation for SVD compression
     "lmshrink.solvers.rank_fermigrad",
     "lmshrink.solvers.rank_milp",

@@ -22,6 +22,7 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
                                  [["before", before["perplexity"], before["tokens"], report["parameters_before"]],
                                   ["after", after["perplexity"], after["tokens"], report["parameters_after"]]]), ""]
     lines += _candidates(report)
+    lines += _healing(report)
     if report.get("lm_eval"):
         from ..evaluate.lm_eval import markdown as lm_eval_markdown
 
@@ -46,21 +47,89 @@ def _status(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def _candidates(report: dict[str, Any]) -> list[str]:
     candidates = report["candidates"]
-    how = "re-ranked by measured calibration loss." if report["reranked"] else None
+    selection = report.get("selection") or {}
     if report.get("method"):
-        intro = f"Removal method `{report['method']['name']}` (no problem, no solver); " + (how or "its own ranking.")
-        column, key = "method score", "score"
+        intro = f"Removal method `{report['method']['name']}`"
     else:
-        intro = (f"Solver `{report['solver']['name']}` in {report['solver']['time_s']:.3f} s; "
-                 + (how or "ranked by energy."))
-        column, key = "energy", "energy"
-    rows = [[c["rank"], ", ".join(map(str, c["indices"])), c.get(key), c["loss"]] for c in candidates]
-    lines = ["## Candidates", "", intro, "", markdown_table(["rank", "removed blocks", column, "calibration loss"], rows),
-             ""]
+        intro = f"Solver `{report['solver']['name']}` in {report['solver']['time_s']:.3f} s"
+    if selection.get("validated"):
+        healed = " after linear healing (each candidate with its own maps)" if selection.get("heal_aware") else ""
+        intro += (f"; {selection['candidates']} candidate(s) from every source compared by loss on "
+                  f"{selection['windows']} validation windows ({selection['tokens']} tokens, disjoint from the "
+                  f"calibration samples){healed}; Δ is the paired difference to the chosen one.")
+    else:
+        intro += "; ranked by " + ("the method's own score." if report.get("method") else "energy.")
+    labels = sorted({k for c in candidates for k in (c.get("energies") or {})})
+    header = ["", "removed blocks", "sources", *(f"energy {k}" for k in labels), "score",
+              "validation loss ± se", "Δ ± se"]
+    rows = []
+    for c in candidates:
+        loss = f"{c['loss']:.4f} ± {c['loss_se']:.4f}" if c.get("loss") is not None else ""
+        delta = f"{c['delta']:+.4f} ± {c['delta_se']:.4f}" if c.get("delta") is not None and not c.get("chosen") \
+            else ""
+        energies = c.get("energies") or {}
+        rows.append(["chosen" if c.get("chosen") else "", ", ".join(map(str, c["indices"])),
+                     ", ".join(c.get("sources") or [c.get("source", "")]),
+                     *(_fmt(energies.get(k), 6) for k in labels), _fmt(c.get("score")), loss, delta])
+    if not labels:  # a single objective: its energies are the candidates' own
+        header.insert(3, "energy")
+        for row, c in zip(rows, candidates):
+            row.insert(3, _fmt(c.get("energy"), 6))
+    lines = ["## Candidates", "", intro, "", markdown_table(header, rows), ""]
+    if selection.get("note"):
+        lines += [selection["note"], ""]
     skipped = [c for c in candidates if c.get("error")]
     if skipped:
-        lines += [f"Skipped {len(skipped)} candidate(s) the architecture cannot run (ranks "
-                  f"{', '.join(str(c['rank']) for c in skipped)}): {skipped[0]['error']}", ""]
+        lines += [f"Skipped {len(skipped)} candidate(s) the architecture cannot run: {skipped[0]['error']}", ""]
     return lines
+
+
+def _healing(report: dict[str, Any]) -> list[str]:
+    healing = report.get("healing")
+    if not healing:
+        return []
+    lines = ["## Healing", "", f"Steps: {', '.join(healing['steps'])}.", ""]
+    unhealed, after = healing.get("perplexity_unhealed"), report.get("perplexity_after")
+    if unhealed and after:
+        lines += [f"Held-out perplexity after removal {unhealed['perplexity']:.3f}, after healing "
+                  f"{after['perplexity']:.3f}.", ""]
+    if healing.get("linear"):
+        rows = [[f"{r['layers'][0]}–{r['layers'][1]}", r.get("folded_into") or "", _fmt(r.get("error_removed")),
+                 _fmt(r.get("error_healed")), r.get("reason") or ""] for r in healing["linear"]]
+        lines += ["Linear maps (relative error of the residual stream after each removed run, removed plainly and "
+                  "healed, on the calibration samples):", "",
+                  markdown_table(["removed layers", "folded into", "error removed", "error healed", "not healed"],
+                                 rows), ""]
+    kd = healing.get("kd")
+    if kd:
+        cfg = kd["config"]
+        lines += [f"Distillation ({cfg['method']}, {cfg['steps']} steps, lr {cfg['lr']}, T {cfg['temperature']}): "
+                  f"loss {_fmt(kd['loss_first'])} → {_fmt(kd['loss_last'])}, {kd['trained_parameters']:,} trained "
+                  f"parameters, {kd['seconds']:.1f} s.", ""]
+    lines += [f"**{reason}**" for reason in healing.get("reasons", [])] + ([""] if healing.get("reasons") else [])
+    return lines
+
+
+def render_heal_markdown(report: dict[str, Any]) -> str:
+    """The human-readable report of ``lmshrink heal``."""
+    kd, cfg = report["kd"], report["kd"]["config"]
+    teacher = report["teacher"] if report["teacher"] is not None else "the embedded default"
+    lines = [f"# lmshrink heal: {report['model']}", "",
+             f"Distilled from {teacher} ({cfg['method']}, {cfg['steps']} steps × {cfg['batch_size']} windows, lr "
+             f"{cfg['lr']}, T {cfg['temperature']}, seed {cfg['seed']}): loss {_fmt(kd['loss_first'])} → "
+             f"{_fmt(kd['loss_last'])}, {kd['trained_parameters']:,} trained parameters.", "",
+             "## Held-out perplexity", "",
+             markdown_table(["", "perplexity", "tokens"],
+                            [["before healing", report["perplexity_before"]["perplexity"],
+                              report["perplexity_before"]["tokens"]],
+                             ["after healing", report["perplexity_after"]["perplexity"],
+                              report["perplexity_after"]["tokens"]]]), "",
+             "## Timings", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]),
+             "", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""Aggregation over seeds, tables, plots and report.md of the removal study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..common import dump_settings, pyplot, table, write_csv, write_json
+from .seed_run import BASELINES, OBJECTIVES, PIPELINES
+
+#: lmshrink's headline pipelines: training-free unhealed, and with linear healing
+MAIN = "portfolio+surrogate"
+MAIN_HEALED = "portfolio+surrogate (heal-aware)"
+
+
+def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for s in summary["seeds"] for r in s["rows"]]
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """(method, M, healed) → mean / min / max perplexity over seeds, and mean costs."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["M"], r["healed"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        ppl = np.array([r["perplexity"] for r in rs])
+        out[key] = {"mean": float(ppl.mean()), "min": float(ppl.min()), "max": float(ppl.max()),
+                    "sd": float(ppl.std(ddof=1)) if len(ppl) > 1 else 0.0, "seeds": len(rs),
+                    "per_seed": {r["seed"]: r["perplexity"] for r in rs},
+                    "search_evaluations": float(np.mean([r["search_evaluations"] for r in rs])),
+                    "validation_evaluations": float(np.mean([r["validation_evaluations"] for r in rs])),
+                    "seconds": float(np.mean([r["seconds"] for r in rs]))}
+    return out
+
+
+def ratios(agg: dict, ms: list[int]) -> list[dict[str, Any]]:
+    """Per M: the best baseline (lowest mean, unhealed and healed), lmshrink's pipelines, and their ratios,
+    as a ratio of means and as the range of the per-seed ratios."""
+    out = []
+    for m in ms:
+        base = {h: min((b for b in BASELINES if (b, m, h) in agg), key=lambda b: agg[(b, m, h)]["mean"], default=None)
+                for h in ("none", "linear")}
+        row: dict[str, Any] = {"M": m, "best_baseline": base["none"], "best_baseline_healed": base["linear"]}
+        for name, ours_key, ref_key in (
+            ("plain", (MAIN, m, "none"), (base["none"], m, "none")),
+            ("healed_vs_unhealed_baseline", (MAIN_HEALED, m, "linear"), (base["none"], m, "none")),
+            ("healed_vs_healed_baseline", (MAIN_HEALED, m, "linear"), (base["linear"], m, "linear")),
+        ):
+            ours, theirs = agg.get(ours_key), agg.get(ref_key)
+            if not ours or not theirs:
+                continue
+            seeds = sorted(set(ours["per_seed"]) & set(theirs["per_seed"]))
+            per = [ours["per_seed"][s] / theirs["per_seed"][s] for s in seeds]
+            row[name] = {"ours": ours["mean"], "baseline": theirs["mean"], "ratio": ours["mean"] / theirs["mean"],
+                         "per_seed_min": min(per), "per_seed_max": max(per)}
+        out.append(row)
+    return out
+
+
+def _cell(a: dict[str, Any] | None) -> str:
+    if not a:
+        return ""
+    return f"{a['mean']:.2f} ({a['min']:.2f}–{a['max']:.2f})" if a["seeds"] > 1 else f"{a['mean']:.2f}"
+
+
+def _order() -> list[str]:
+    return [*BASELINES, *OBJECTIVES, *PIPELINES]
+
+
+def write_report(out: Path, summary: dict[str, Any]) -> Path:
+    """summary.json, results.csv, kd.csv, plots and report.md."""
+    out = Path(out)
+    rows = _rows(summary)
+    s = summary["settings"]
+    ms = s["remove"]
+    agg = aggregate(rows)
+    rat = ratios(agg, ms)
+    summary["aggregate"] = [{"method": k[0], "M": k[1], "healed": k[2], **v} for k, v in agg.items()]
+    summary["ratios"] = rat
+    write_json(out / "summary.json", summary)
+    write_csv(out / "results.csv", rows, ["seed", "method", "M", "healed", "removed", "perplexity", "loss",
+                                          "loss_se", "validation_loss", "search_loss", "search_evaluations",
+                                          "validation_evaluations", "seconds"])
+    kd = [k for sd in summary["seeds"] for k in sd.get("kd", [])]
+    if kd:
+        write_csv(out / "kd.csv", kd, ["seed", "M", "method", "removed", "perplexity_linear", "perplexity_kd",
+                                       "seconds"])
+    plots = _plots(out, agg, ms, summary)
+    path = out / "report.md"
+    path.write_text(render(summary, agg, rat, kd, plots))
+    return path
+
+
+def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list[str]:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    methods = [m for m in _order() if any((m, M, "none") in agg for M in ms)]
+    palette = plt.cm.tab20(np.linspace(0, 1, 20))
+    for ax, healed in zip(axes, ("none", "linear")):
+        for k, method in enumerate(methods):
+            pts = [(M, agg[(method, M, healed)]) for M in ms if (method, M, healed) in agg]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            y = np.array([p[1]["mean"] for p in pts])
+            err = np.array([[p[1]["mean"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["mean"] for p in pts]])
+            style = ":" if method in BASELINES else "--" if method in OBJECTIVES else "-"
+            ax.errorbar(x, y, yerr=err, fmt=style, marker="os^D"[k % 4], capsize=2, color=palette[(2 * k) % 20
+                        if k < 10 else (2 * k + 1) % 20], label=method, lw=2.2 if method in (MAIN, MAIN_HEALED) else 1)
+        ax.axhline(summary["held_out"]["perplexity"], color="k", lw=0.8, label="full model")
+        ax.set_yscale("log")
+        ax.set_xticks(ms)
+        ax.set_xlabel("blocks removed (M)")
+        ax.set_title("removed plainly" if healed == "none" else "with linear healing")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(f"held-out perplexity ({summary['held_out']['tokens']} tokens), mean and range over seeds")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "perplexity_vs_m.png", dpi=120)
+    plt.close(fig)
+    return ["perplexity_vs_m.png"]
+
+
+def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: list[dict[str, Any]],
+           plots: list[str]) -> str:
+    s = summary["settings"]
+    ms = s["remove"]
+    first = summary["seeds"][0]
+    env = summary["environment"]
+    methods = [m for m in _order() if any((m, M, "none") in agg for M in ms)]
+    kind = lambda m: "baseline" if m in BASELINES else "objective" if m in OBJECTIVES else "lmshrink"  # noqa: E731
+    lines = [
+        f"# Removal quality study: {summary['model']}",
+        "",
+        f"{summary['num_blocks']} blocks. Calibration seeds {s['seeds']} (each draws {s['samples']} samples × "
+        f"{s['seq_len']} tokens from {first['calibration']['source']}); search windows: the first "
+        f"{s['search_samples']} samples (what `sleb` and surrogate search measure); validation: {s['validation']} "
+        f"windows of {s['seq_len']} tokens disjoint from the samples (where lmshrink's pipelines choose). Held-out: "
+        f"{summary['held_out']['tokens']} tokens of text no method saw, in {summary['held_out']['windows']} windows; "
+        f"the full model scores **{summary['held_out']['perplexity']:.3f}**. Run time "
+        f"{summary['total_seconds'] / 60:.1f} min" + (" (quick mode)." if s["quick"] else "."),
+        "",
+        "Cells: mean held-out perplexity over the seeds, (min–max) across seeds.",
+        "",
+        "## lmshrink against the best baseline",
+        "",
+        f"`{MAIN}` (training-free: the portfolio of objective states, baseline picks and surrogate-search states, "
+        f"chosen by validation loss) against the best baseline at each M; and `{MAIN_HEALED}` with linear healing "
+        "against the best baseline unhealed and healed the same way. Ratio of the means; per-seed ratios in brackets.",
+        "",
+        table(["M", "best baseline", "lmshrink", "ratio", "healed lmshrink", "÷ best unhealed baseline",
+               "best healed baseline", "÷ it"],
+              [[r["M"], f"{r['best_baseline']} {r['plain']['baseline']:.2f}" if "plain" in r else r["best_baseline"],
+                r.get("plain", {}).get("ours"), _ratio(r.get("plain")),
+                r.get("healed_vs_unhealed_baseline", {}).get("ours"), _ratio(r.get("healed_vs_unhealed_baseline")),
+                f"{r['best_baseline_healed']} {r['healed_vs_healed_baseline']['baseline']:.2f}"
+                if "healed_vs_healed_baseline" in r else r["best_baseline_healed"],
+                _ratio(r.get("healed_vs_healed_baseline"))] for r in rat]),
+        "",
+        "## Held-out perplexity, removed plainly",
+        "",
+        table(["method", "kind", *[f"M={m}" for m in ms]],
+              [[m, kind(m), *[_cell(agg.get((m, M, "none"))) for M in ms]] for m in methods]),
+        "",
+        "## Held-out perplexity with linear healing",
+        "",
+        "Each choice healed by a least-squares map per run of removed layers, folded into the weights "
+        f"(ridge {s['ridge']}, fitted on the {s['samples']} calibration samples).",
+        "",
+        table(["method", "kind", *[f"M={m}" for m in ms]],
+              [[m, kind(m), *[_cell(agg.get((m, M, "linear"))) for M in ms]] for m in methods]),
+        "",
+        *[f"![{p}]({p})" for p in plots],
+        "",
+        "## Cost",
+        "",
+        f"Mean over seeds at each M: loss evaluations on the {s['search_samples']} search windows, on the "
+        f"{s['validation']} validation windows, and seconds of the row's own work and everything it reuses "
+        "(the portfolio counts the objectives and baselines it draws on).",
+        "",
+        table(["method", *[f"M={m} evals" for m in ms], *[f"M={m} s" for m in ms]],
+              [[m, *[_evals(agg.get((m, M, "none"))) for M in ms],
+                *[agg[(m, M, "none")]["seconds"] if (m, M, "none") in agg else None for M in ms]] for m in methods]),
+        "",
+    ]
+    fits = [(r["M"], r["seed"], r.get("fit")) for r in _rows(summary) if r["method"] == "surrogate"
+            and r["healed"] == "none" and r.get("fit")]
+    if fits:
+        lines += ["## Surrogate fit", "",
+                  "Out-of-sample fit of the surrogate over its last 10 rounds (each round's proposals predicted "
+                  "before they were measured): R² and Spearman ρ, mean over seeds.", "",
+                  table(["M", "R²", "Spearman"], [[m, np.nanmean([f["r2"] for M, _, f in fits if M == m]),
+                                                   np.nanmean([f["spearman"] for M, _, f in fits if M == m])]
+                                                  for m in ms]), ""]
+    if kd:
+        lines += ["## KD healing", "",
+                  f"Knowledge distillation (LoRA, merged) from the full model on top of linear healing, "
+                  f"{s['kd_steps']} steps, for the heal-aware choice.", "",
+                  table(["seed", "M", "removed", "linear healing", "+ KD", "seconds"],
+                        [[k["seed"], k["M"], k["removed"], k["perplexity_linear"], k["perplexity_kd"], k["seconds"]]
+                         for k in kd]), ""]
+    notes = [(sd["seed"], m, t) for sd in summary["seeds"] for m, t in (sd.get("portfolio_tables") or {}).items()]
+    lines += ["## Removed blocks (first seed)", "",
+              table(["method", *[f"M={m}" for m in ms]],
+                    [[m, *[next((r["removed"] for r in first["rows"] if r["method"] == m and r["M"] == M), None)
+                           for M in ms]] for m in methods]), ""]
+    skipped = {k: v for sd in summary["seeds"] for k, v in sd.get("skipped", {}).items()}
+    if skipped:
+        lines += ["## Skipped", "", *[f"- `{k}`: {v}" for k, v in skipped.items()], ""]
+    lines += [
+        "## Files", "",
+        "`results.csv` (every seed, method, M, plain and healed), `kd.csv`, `seed-<s>.json` (everything one seed "
+        f"measured, including every portfolio candidate with its sources, energies and validation loss; "
+        f"{len(notes)} tables), `summary.json`.", "",
+        "## Settings", "", dump_settings(s), "",
+        "Command: `" + env["command"] + "`", "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+        + f"; {env['cpus']} CPUs, torch threads {env.get('torch_threads')}; load average at the end "
+        f"{env.get('load_average')}.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _ratio(r: dict[str, Any] | None) -> str:
+    if not r:
+        return ""
+    return f"{r['ratio']:.3f} [{r['per_seed_min']:.3f}–{r['per_seed_max']:.3f}]"
+
+
+def _evals(a: dict[str, Any] | None) -> str:
+    if not a:
+        return ""
+    parts = [f"{a['search_evaluations']:.0f}" if a["search_evaluations"] else "0"]
+    if a["validation_evaluations"]:
+        parts.append(f"+{a['validation_evaluations']:.0f}v")
+    return " ".join(parts)
+

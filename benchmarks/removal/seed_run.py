@@ -1,0 +1,296 @@
+"""One calibration seed of the removal study: every row's choice for every M, scored on the same held-out windows,
+plain and with linear healing (and KD healing for the rows asked for).
+
+Measurements, each made once per seed and shared by every row that needs it:
+
+- ``search``: the loss on the first ``search_samples`` calibration windows — what SLEB and surrogate search
+  evaluate (the same windows for both, so their evaluation budgets compare);
+- ``validation``: the loss on windows of the calibration text disjoint from the samples, where the portfolio rows
+  choose between candidates;
+- ``held_out``: the loss on the held-out evaluation windows, the figure every row is judged by (shared across seeds).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: label → (objective, options): the objective rows (lowest-energy state) and portfolio sources
+OBJECTIVES: dict[str, tuple[str, dict[str, Any]]] = {
+    "fisher": ("fisher", {}),
+    "fisher-fo": ("fisher", {"first_order": True}),
+    "pairs": ("pairs", {}),
+}
+#: one-shot baselines posed as linear objectives (their lowest state is the baseline's choice)
+BASELINE_OBJECTIVES = ("block-influence", "norm-ratio")
+#: baselines that are removal methods
+BASELINE_METHODS = ("block-influence-iterative", "angular", "sleb")
+BASELINES = (*BASELINE_OBJECTIVES, *BASELINE_METHODS)
+#: lmshrink's pipelines (rows chosen by validation loss)
+PIPELINES = ("portfolio", "surrogate", "surrogate@half", "portfolio+surrogate", "portfolio+surrogate (heal-aware)")
+#: above this many feasible states the K lowest come from annealing instead of enumeration
+EXACT_LIMIT = 3_000_000
+
+
+@dataclass
+class Choice:
+    """What one row chose for one M, and what that cost."""
+
+    removed: list[int]
+    seconds: float = 0.0
+    search_evaluations: int = 0
+    validation_evaluations: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Clock:
+    """Seconds spent per named component."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def time(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
+def lowest_states(problem: Any, k: int, seed: int) -> list[list[int]]:
+    """The k lowest feasible states (enumeration when small enough, else annealing)."""
+    from lmshrink.plugins import get_solver
+    from lmshrink.solvers.exact import count_feasible
+
+    if count_feasible(problem) <= EXACT_LIMIT:
+        name, opts = "exact", {}
+    else:
+        name, opts = "anneal", {"num_reads": max(64, 8 * k)}
+    return [list(s.indices) for s in get_solver(name, problem).solve(problem, num_solutions=k, seed=seed, **opts)]
+
+
+def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any, held_out: Any,
+             log: Any) -> dict[str, Any]:
+    """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able)."""
+    import torch
+
+    from lmshrink.baselines import get_method
+    from lmshrink.core.errors import LmshrinkError
+    from lmshrink.core.removal import removal_constraints, with_constraints
+    from lmshrink.data import make_calibration
+    from lmshrink.evaluate.measured import RemovalLoss
+    from lmshrink.heal.linear import LinearHeal
+    from lmshrink.plugins import get_objective
+    from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
+    from lmshrink.selection import Portfolio
+
+    torch.manual_seed(seed)
+    clock = Clock()
+    gran = "layer"
+    blocks = adapter.blocks(model, gran)
+    n = len(blocks)
+    ms = settings.remove
+    calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed, validation=settings.validation)
+    search = clock.time("search windows", RemovalLoss, model, adapter, calib.input_ids[: settings.search_samples])
+    valid = clock.time("validation windows", RemovalLoss, model, adapter, calib.validation.input_ids)
+    healer = LinearHeal(ridge=settings.ridge)
+    heal_runs: dict[tuple[int, ...], list[Any]] = {}
+
+    def heal(removed: list[int]) -> list[Any]:
+        key = tuple(sorted(removed))
+        if key not in heal_runs:
+            heal_runs[key] = clock.time("linear healing", healer.fit, model, adapter, key, calib.input_ids)
+        return heal_runs[key]
+
+    choices: dict[tuple[str, int], Choice] = {}
+    states: dict[tuple[str, int], list[list[int]]] = {}
+    skipped: dict[str, str] = {}
+    constraints = {m: removal_constraints(blocks, {None: m}) for m in ms}
+
+    # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
+    problems = {}
+    for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
+        if label == "pairs" and not settings.pairs:
+            skipped[label] = "off (--no-pairs)"
+            continue
+        objective = get_objective(name)
+        o = {**opts, **{k: v for k, v in (("granularity", gran), ("progress", False)) if k in objective.options}}
+        log(f"seed {seed}: objective {label}")
+        t = time.perf_counter()
+        problems[label] = problem = objective.build(model, adapter, calib, **o)
+        build_s = time.perf_counter() - t
+        clock.seconds[label] = build_s
+        for m in ms:
+            t = time.perf_counter()
+            states[(label, m)] = lowest_states(with_constraints(problem, constraints[m]), settings.top_k, seed)
+            choices[(label, m)] = Choice(states[(label, m)][0], build_s + time.perf_counter() - t)
+
+    # --- removal-method baselines ------------------------------------------------------------------------------------
+    for name in BASELINE_METHODS:
+        method = get_method(name)
+        log(f"seed {seed}: method {name}")
+        t = time.perf_counter()
+        try:
+            if name == "sleb":
+                before = search.evaluations
+                sel = type(method)(loss=lambda s: search(s).mean).select(model, adapter, calib, {None: max(ms)},
+                                                                         granularity=gran)
+                elapsed = time.perf_counter() - t
+                for m in ms:
+                    used = sleb_budget(constraints[m])
+                    choices[(name, m)] = Choice(sorted(sel.order[:m]), elapsed * used / max(search.evaluations
+                                                                                             - before, 1), used)
+                    states[(name, m)] = [sorted(sel.order[:m])]
+            elif method.nested:
+                sel = method.select(model, adapter, calib, {None: max(ms)}, granularity=gran)
+                elapsed = time.perf_counter() - t
+                for m in ms:
+                    choices[(name, m)] = Choice(sorted(sel.order[:m]), elapsed)
+                    states[(name, m)] = [sorted(sel.order[:m])]
+            else:
+                for m in ms:
+                    t = time.perf_counter()
+                    sel = method.select(model, adapter, calib, {None: m}, granularity=gran)
+                    choices[(name, m)] = Choice(sel.best, time.perf_counter() - t)
+                    states[(name, m)] = sel.candidates[:3]
+        except LmshrinkError as exc:
+            skipped[name] = str(exc)
+            log(f"seed {seed}: method {name} skipped ({exc})")
+        clock.seconds[name] = time.perf_counter() - t
+
+    # --- lmshrink's pipelines --------------------------------------------------------------------------------------
+    for m in ms:
+        budget = sleb_budget(constraints[m])
+        log(f"seed {seed}, M={m}: surrogate search, budget {budget}")
+        t = time.perf_counter()
+        sel = SurrogateSearch(loss=search).select(model, adapter, calib, {None: m}, granularity=gran,
+                                                  budget=budget, samples=settings.search_samples,
+                                                  batch=settings.batch, seed=seed)
+        surrogate_s = time.perf_counter() - t
+        order = [tuple(h["state"]) for h in sel.info["measured"]]
+        losses = {tuple(h["state"]): h["loss"] for h in sel.info["measured"]}
+        full = sorted(order, key=losses.get)[: settings.validate_top]
+        half = sorted(order[: max(budget // 2, 1)], key=losses.get)[: settings.validate_top]
+        for label, top, used in (("surrogate", full, budget), ("surrogate@half", half, max(budget // 2, 1))):
+            p = Portfolio()
+            for k, s in enumerate(top, 1):
+                p.add(s, f"surrogate#{k}")
+            tv = time.perf_counter()
+            p.validate(valid)
+            choices[(label, m)] = Choice(list(p.best().indices),
+                                         surrogate_s * used / budget + time.perf_counter() - tv, used, len(top),
+                                         {"fit": _late_fit(sel.trace)})
+
+        portfolio = Portfolio()
+        sources: list[str] = []
+        for label in [*OBJECTIVES, *BASELINES]:
+            for k, s in enumerate(states.get((label, m), []), 1):
+                portfolio.add(s, f"{label}#{k}")
+            if (label, m) in states:
+                sources.append(label)
+        tv = time.perf_counter()
+        portfolio.validate(valid)
+        validate_s = time.perf_counter() - tv
+        cost = sum(clock.seconds.get(s, 0.0) for s in sources) + validate_s
+        choices[("portfolio", m)] = Choice(list(portfolio.best().indices), cost,
+                                           choices.get(("sleb", m), Choice([])).search_evaluations, len(portfolio),
+                                           {"candidates": len(portfolio)})
+        both = Portfolio()
+        for c in portfolio.candidates:
+            for s in c.sources:
+                both.add(c.indices, s)
+        for k, s in enumerate(full, 1):
+            both.add(s, f"surrogate#{k}")
+        tv = time.perf_counter()
+        both.validate(valid)
+        for label, problem in problems.items():
+            both.score(label, problem)
+        choices[("portfolio+surrogate", m)] = Choice(
+            list(both.best().indices), cost + surrogate_s + time.perf_counter() - tv,
+            choices[("portfolio", m)].search_evaluations + budget, len(both),
+            {"candidates": len(both), "note": both.separation_note(),
+             "table": [c.to_dict() for c in both.candidates]})
+        # heal-aware: the same candidates, compared after fitting each one's linear maps
+        tv = time.perf_counter()
+        healed = {c.key: valid.healed(c.indices, heal(c.indices)) for c in both.runnable()}
+        best = min(healed, key=lambda s: healed[s].mean)
+        choices[("portfolio+surrogate (heal-aware)", m)] = Choice(
+            list(best), choices[("portfolio+surrogate", m)].seconds + time.perf_counter() - tv,
+            choices[("portfolio+surrogate", m)].search_evaluations, 2 * len(both))
+
+    # --- held-out scores --------------------------------------------------------------------------------------------
+    log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
+    rows = []
+    for (label, m), c in choices.items():
+        plain = held_out(c.removed)
+        healed = held_out.healed(c.removed, heal(c.removed))
+        for is_healed, est in ((False, plain), (True, healed)):
+            rows.append({"seed": seed, "method": label, "M": m, "healed": "linear" if is_healed else "none",
+                         "removed": c.removed, "loss": est.mean, "loss_se": est.se,
+                         "perplexity": float(np.exp(est.mean)), "validation_loss": valid(c.removed).mean,
+                         "search_loss": search(c.removed).mean, "search_evaluations": c.search_evaluations,
+                         "validation_evaluations": c.validation_evaluations, "seconds": c.seconds,
+                         "healing": [r.to_dict() for r in heal(c.removed)] if is_healed else None,
+                         **{k: v for k, v in c.extra.items() if k != "table"}})
+
+    kd_rows = []
+    for m in settings.kd:
+        if m not in ms:
+            continue
+        kd_rows.append(_kd_row(settings, seed, m, choices[("portfolio+surrogate (heal-aware)", m)].removed, model,
+                               adapter, tokenizer, texts, heal, held_out, log, clock))
+    return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": clock.seconds,
+            "calibration": {"source": calib.source, **calib.info},
+            "validation_windows": int(calib.validation.num_samples), "search_windows": int(search.base.windows),
+            "base": {"search_loss": search.base.mean, "validation_loss": valid.base.mean},
+            "portfolio_tables": {m: choices[("portfolio+surrogate", m)].extra.get("table") for m in ms},
+            "num_blocks": n}
+
+
+def _late_fit(trace: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Mean out-of-sample R² and Spearman over the surrogate's last rounds."""
+    fits = [t["fit"] for t in trace[-10:] if t.get("fit")]
+    if not fits:
+        return None
+    return {k: float(np.nanmean([f[k] for f in fits])) for k in ("r2", "spearman")}
+
+
+def _kd_row(settings, seed, m, removed, model, adapter, tokenizer, texts, heal, held_out, log, clock):
+    """KD healing on top of linear healing for the chosen set: held-out loss before and after."""
+    from lmshrink.data import make_calibration
+    from lmshrink.evaluate.measured import LossEstimate
+    from lmshrink.heal.kd import KDConfig, distill, teacher_targets
+    from lmshrink.heal.linear import LinearHeal
+
+    log(f"seed {seed}, M={m}: KD healing of {removed}")
+    config = KDConfig(steps=settings.kd_steps, batch_size=settings.kd_batch, seed=seed)
+    windows = make_calibration(tokenizer, texts, config.samples, settings.seq_len, seed + 10_000).input_ids
+    t = time.perf_counter()
+    targets = teacher_targets(model, windows, top_k=config.top_k)
+    pruned = adapter.remove(copy.deepcopy(model), removed)
+    runs = heal(removed)
+    LinearHeal().fold(copy.deepcopy(runs), pruned, adapter)
+    before = _full_pass_loss(pruned, held_out.input_ids)
+    healed, report = distill(pruned, targets, config)
+    after = _full_pass_loss(healed, held_out.input_ids)
+    clock.seconds["kd"] = clock.seconds.get("kd", 0.0) + time.perf_counter() - t
+    del healed, pruned
+    est = {k: LossEstimate(v) for k, v in (("before", before), ("after", after))}
+    return {"seed": seed, "M": m, "removed": removed, "method": "portfolio+surrogate (heal-aware)",
+            "perplexity_linear": float(np.exp(est["before"].mean)), "perplexity_kd": float(np.exp(est["after"].mean)),
+            "loss_linear": est["before"].mean, "loss_kd": est["after"].mean,
+            "paired_difference": est["after"].minus(est["before"]), "kd": report.to_dict(),
+            "seconds": time.perf_counter() - t}
+
+
+def _full_pass_loss(model: Any, windows: Any) -> np.ndarray:
+    import torch
+
+    from lmshrink.evaluate.loss import per_sample_loss
+
+    with torch.no_grad():
+        return torch.cat([per_sample_loss(model, windows[s : s + 4]) for s in range(0, len(windows), 4)]).double().numpy()

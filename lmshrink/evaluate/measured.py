@@ -1,0 +1,199 @@
+"""Measured loss of removal sets, with standard errors: what a removal choice is finally judged by.
+
+The loss of the model with the blocks S removed is estimated on n fixed token windows w = 1..n: ℓ_w(S) is the mean
+next-token NLL over window w, and
+
+    L̂(S) = (1/n) Σ_w ℓ_w(S),     se(S) = sd_w(ℓ_w(S)) / √n                                          (1)
+
+with the windows, not the tokens, as the independent units (tokens inside a window are correlated). Two removal
+sets measured on the same windows differ by
+
+    D̂ = L̂(S) − L̂(S'),           se(D̂) = sd_w(ℓ_w(S) − ℓ_w(S')) / √n                                (2)
+
+which is far smaller than either error alone: how hard a window is cancels in the difference.
+
+Forward passes start mid-stack: the input of every decoder layer of the unmodified model is computed once and
+kept, and a removal whose first touched layer is l runs layers l, l+1, ... only, from the kept input of layer l
+(adapters opt in through :meth:`~lmshrink.core.ArchitectureAdapter.layer_list`; others run whole passes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core import Gates
+
+
+@dataclass(frozen=True)
+class LossEstimate:
+    """Per-window losses of one removal set, with the mean and standard error of (1)."""
+
+    per_window: np.ndarray
+
+    @property
+    def windows(self) -> int:
+        return int(self.per_window.size)
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_window.mean())
+
+    @property
+    def se(self) -> float:
+        n = self.windows
+        return float(self.per_window.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+
+    def minus(self, other: LossEstimate) -> tuple[float, float]:
+        """``(D̂, se(D̂))`` of (2): this loss minus ``other``, paired over the same windows."""
+        if other.windows != self.windows:
+            raise ValueError(f"paired difference needs the same windows ({self.windows} vs {other.windows})")
+        d = self.per_window - other.per_window
+        se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.inf
+        return float(d.mean()), se
+
+    def to_dict(self) -> dict[str, float]:
+        return {"loss": self.mean, "se": self.se, "windows": self.windows}
+
+
+class RemovalLoss:
+    """Measured LM loss of ``model`` with sets of blocks gated off, on the fixed windows ``input_ids``.
+
+    ``input_ids`` is a (windows, seq_len) LongTensor. Call the object with the removed block indices to get a
+    :class:`LossEstimate`; results are memoised by set, and :attr:`evaluations` counts the distinct sets measured
+    (the budget unit of searches). The unmodified model's per-layer inputs are kept in memory
+    (layers × windows × seq_len × hidden floats) so that every measurement starts at its first removed layer.
+    """
+
+    def __init__(self, model: Any, adapter: Any, input_ids: Any, *, granularity: str = "layer",
+                 batch_size: int = 8, progress: bool = False) -> None:
+        import torch
+
+        self.model, self.adapter, self.granularity = model, adapter, granularity
+        self.input_ids = input_ids
+        self.batch_size = max(int(batch_size), 1)
+        self.progress = progress
+        self.blocks = adapter.blocks(model, granularity)
+        self.evaluations = 0
+        self._memo: dict[tuple[str, frozenset[int]], LossEstimate] = {}
+        self._midstack = adapter.layer_list(model) is not None
+        self._inputs: dict[int, list[torch.Tensor]] = {}
+        self.base = self._measure_base()
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per measurement (windows × seq_len)."""
+        return int(self.input_ids.numel())
+
+    def __call__(self, removed: Iterable[int]) -> LossEstimate:
+        return self._lookup("plain", removed, None)
+
+    def healed(self, removed: Iterable[int], runs: Sequence[Any]) -> LossEstimate:
+        """The loss with ``removed`` gated off and the linear-healing maps of ``runs`` applied
+        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set). Memoised per set: one healing setting per
+        meter."""
+        return self._lookup("healed", removed, list(runs))
+
+    def _lookup(self, kind: str, removed: Iterable[int], runs: list[Any] | None) -> LossEstimate:
+        s = frozenset(int(i) for i in removed)
+        if not s:
+            return self.base
+        key = (kind, s)
+        if key not in self._memo:
+            bad = [i for i in s if not 0 <= i < self.num_blocks]
+            if bad:
+                raise IndexError(f"block index {bad[0]} is out of range for {self.num_blocks} blocks")
+            self._memo[key] = LossEstimate(self._measure(sorted(s), runs))
+            self.evaluations += 1
+        return self._memo[key]
+
+    def measured(self, removed: Iterable[int]) -> bool:
+        """Whether the set was measured already, unhealed (a call costs nothing then)."""
+        s = frozenset(int(i) for i in removed)
+        return not s or ("plain", s) in self._memo
+
+    def many(self, sets: Sequence[Sequence[int]], desc: str = "measuring removals") -> list[LossEstimate]:
+        """Measure several sets, with a progress bar over the ones not measured yet."""
+        from tqdm.auto import tqdm
+
+        todo = [s for s in sets if not self.measured(s)]
+        for s in tqdm(todo, desc=desc, disable=not self.progress or not todo, leave=False):
+            self(s)
+        return [self(s) for s in sets]
+
+    # --- measurement ----------------------------------------------------------------------------------------
+    def _batches(self) -> list[slice]:
+        n = self.input_ids.shape[0]
+        return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
+
+    def _measure_base(self) -> np.ndarray:
+        import torch
+
+        from ..objectives.common import frozen
+        from .loss import per_sample_loss
+        from .midstack import capture_layer_inputs
+
+        out = []
+        with frozen(self.model), torch.no_grad():
+            for batch in self._batches():
+                ids = self.input_ids[batch]
+                if self._midstack:
+                    store: dict[int, torch.Tensor] = {}
+                    with capture_layer_inputs(self.model, self.adapter, store):
+                        out.append(per_sample_loss(self.model, ids))
+                    for layer, hidden in store.items():
+                        self._inputs.setdefault(layer, []).append(hidden)
+                else:
+                    out.append(per_sample_loss(self.model, ids))
+        return LossEstimate(torch.cat(out).double().numpy())
+
+    def _start(self, removed: Sequence[int]) -> int:
+        """The first decoder layer a pass must run: a gated-off whole layer passes its input through."""
+        return min(self.blocks[b].layer + (1 if self.blocks[b].kind == "layer" else 0) for b in removed)
+
+    def _measure(self, removed: Sequence[int], runs: list[Any] | None = None) -> np.ndarray:
+        import contextlib
+
+        import torch
+
+        from ..objectives.common import frozen
+        from .loss import per_sample_loss
+        from .midstack import loss_from_hidden
+
+        values = torch.ones(self.num_blocks)
+        values[list(removed)] = 0.0
+        first = min(self.blocks[b].layer for b in removed)
+        start = self._start(removed)
+        embedding_map = None
+        healing: Any = contextlib.nullcontext()
+        if runs:
+            from ..heal.linear import EMBEDDINGS, applied
+
+            healing = applied(self.model, self.adapter, runs)
+            for run in runs:
+                if run.healed and run.target == EMBEDDINGS:  # mid-stack passes skip the embeddings: map by hand
+                    embedding_map = torch.as_tensor(run.map)
+                elif run.healed:  # the layer before the run must run for its branch's map to apply
+                    first = min(first, run.start - 1)
+                    start = min(start, run.start - 1)
+        out = []
+        with frozen(self.model), torch.no_grad(), self.adapter.gate(self.model, Gates(values), self.granularity), \
+                healing:
+            for k, batch in enumerate(self._batches()):
+                ids = self.input_ids[batch]
+                if self._midstack:
+                    hidden = self._inputs[first][k]
+                    if embedding_map is not None and first == 0:
+                        hidden = hidden @ embedding_map.to(hidden.dtype)
+                    out.append(loss_from_hidden(self.model, self.adapter, start, hidden, ids))
+                else:
+                    out.append(per_sample_loss(self.model, ids))
+        return torch.cat(out).double().numpy()

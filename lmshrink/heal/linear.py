@@ -1,0 +1,331 @@
+"""Training-free healing: a linear map per run of removed layers, fitted by least squares and folded into weights.
+
+Removing the layers a, a+1, …, b−1 (a maximal run) makes layer b read the output of layer a−1 instead of its
+input in the full model. Write the output of layer a−1 as h = y + m, with m the output of its last residual branch
+(for a Llama layer the MLP: m = down_proj(·)) and y everything before. A map T applied to that branch gives
+ĥ = y + m·T; it is fitted so that ĥ matches z, the input of layer b in the full model, on calibration tokens:
+
+    T = argmin_T ‖m·T − (z − y)‖² + λ‖T − I‖²  =  (mᵀm + λI)⁻¹ (mᵀ(z − y) + λI)                        (1)
+
+(rows of m, y, z are tokens; λ = ridge · tr(mᵀm)/d keeps T near the identity, i.e. near plain removal, where the
+data say little). Since m = x·Wᵀ for the branch's output projection W, m·T = x·(TᵀW)ᵀ: replacing W by TᵀW folds
+the map into the model, which stays a plain transformers model. A run at the start (a = 0) maps the embeddings:
+E ← E·T, unless they are tied to the output head (then that run is left unhealed, and the report says why).
+
+Maps are fitted on the full model with the removed layers gated off (identical to the pruned model), in order,
+each with the earlier maps applied, so a map also corrects what earlier runs left over; the targets z always come
+from the full model. The same maps can be applied as forward hooks (:func:`applied`) to measure a healed removal
+without copying the model, and folded into the weights once the layers are really gone (:meth:`LinearHeal.fold`).
+ReplaceMe and LinearPatch fit such maps; this is the least-squares form with a ridge towards the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import Gates
+from ..core.errors import LmshrinkError
+
+#: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
+#: stream (Llama-shaped MLP; Nemotron-H mixers)
+OUTPUT_PROJECTIONS = ("mlp.down_proj", "mixer.down_proj", "mixer.out_proj", "mixer.o_proj")
+EMBEDDINGS = "embeddings"
+
+
+class _Captured(Exception):
+    """Raised by a hook once everything a pass was run for is recorded: the rest of the pass is skipped."""
+
+
+@dataclass
+class HealedRun:
+    """One maximal run of removed layers ``[start, stop)`` (numbering of the full model) and its map."""
+
+    start: int
+    stop: int
+    #: where the map goes: "<path in the layer>" of layer start − 1 (e.g. "mlp.down_proj"), or "embeddings"
+    target: str | None = None
+    reason: str | None = None
+    #: relative squared error ‖ĥ − z‖²/‖z‖² of the stream after the run: removed plainly (T = I) and healed
+    error_removed: float | None = None
+    error_healed: float | None = None
+    #: the fitted map T of (1), float64 (d, d); None when the run is not healed
+    map: Any = field(default=None, repr=False)
+    #: the module path the map was folded into, once folded
+    folded_into: str | None = None
+
+    @property
+    def healed(self) -> bool:
+        return self.map is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [self.start, self.stop - 1], "target": self.target, "folded_into": self.folded_into,
+                "reason": self.reason, "error_removed": self.error_removed, "error_healed": self.error_healed}
+
+
+def removed_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal runs ``[start, stop)`` of consecutive indices: [1, 2, 5] → [(1, 3), (5, 6)]."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted({int(i) for i in removed}):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _get(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def output_projection(layer: Any) -> tuple[str, Any] | None:
+    """``(path, module)`` of the ``nn.Linear`` that writes the last branch of ``layer`` into the residual stream."""
+    import torch.nn as nn
+
+    for path in OUTPUT_PROJECTIONS:
+        try:
+            module = _get(layer, path)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.Linear):
+            return path, module
+    return None
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def decoder_layers(model: Any, adapter: Any, granularity: str = "layer") -> Any:
+    """The decoder layer list linear healing works on; one sentence where it cannot."""
+    if granularity != "layer":
+        raise LmshrinkError(f"Linear healing maps whole removed layers; granularity {granularity!r} is not "
+                            "supported (use --granularity layer, or --heal kd).")
+    found = adapter.layer_list(model)
+    if found is None:
+        raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "
+                            "which linear healing needs.")
+    parent, attr = found
+    return getattr(parent, attr)
+
+
+def _branch(model: Any, adapter: Any, run: HealedRun) -> Any:
+    """The module whose output the map of ``run`` multiplies, in the full model's numbering."""
+    if run.target == EMBEDDINGS:
+        return model.get_input_embeddings()
+    return _get(decoder_layers(model, adapter)[run.start - 1], run.target)
+
+
+@contextmanager
+def applied(model: Any, adapter: Any, runs: Sequence[HealedRun]) -> Iterator[None]:
+    """Within the context, the healed runs' maps multiply their branches' outputs (full model numbering)."""
+    import torch
+
+    handles = []
+    try:
+        for run in runs:
+            if run.healed:
+                T = torch.as_tensor(run.map)
+
+                def hook(module: Any, args: tuple, output: Any, T: Any = T) -> Any:
+                    return output @ T.to(output.dtype)
+
+                handles.append(_branch(model, adapter, run).register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class LinearHeal:
+    """Fit the maps (1) on the full model (:meth:`fit`), then fold them into the pruned model (:meth:`fold`)."""
+
+    name = "linear"
+
+    def __init__(self, ridge: float = 1e-3, batch_size: int = 8) -> None:
+        if not isinstance(ridge, (int, float)) or not ridge >= 0:
+            raise LmshrinkError(f"The ridge of linear healing must be a non-negative number, not {ridge!r}.")
+        self.ridge, self.batch_size = float(ridge), max(int(batch_size), 1)
+
+    def fit(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any,
+            granularity: str = "layer") -> list[HealedRun]:
+        """One :class:`HealedRun` per maximal run of ``removed`` layers, with its map where it can be folded."""
+        layers = decoder_layers(model, adapter, granularity)
+        runs = [HealedRun(a, b) for a, b in removed_runs(removed)]
+        if runs and runs[-1].stop > len(layers):
+            raise LmshrinkError(f"A removed layer index is out of range for {len(layers)} layers.")
+        tied = _tied_embeddings(model)
+        for run in runs:
+            if run.start == 0:
+                if tied:
+                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
+                                  "into them would change the head too")
+                else:
+                    run.target = EMBEDDINGS
+            else:
+                found = output_projection(layers[run.start - 1])
+                if found is None:
+                    run.reason = (f"layer {run.start - 1}, before the run, has no single linear output projection "
+                                  f"({', '.join(OUTPUT_PROJECTIONS)}) to fold a map into")
+                else:
+                    run.target = found[0]
+        targets = self._targets(model, layers, runs, input_ids)
+        n = len(adapter.blocks(model, granularity))
+        gates = Gates(self._gate_values(n, removed))
+        with adapter.gate(model, gates, granularity):
+            for k, run in enumerate(runs):
+                if run.target is None:
+                    continue
+                with applied(model, adapter, runs[:k]):
+                    samples = self._capture(model, adapter, layers, run, input_ids)
+                run.map, run.error_removed, run.error_healed = self._solve(samples, targets[k])
+        return runs
+
+    def fold(self, runs: Sequence[HealedRun], pruned: Any, adapter: Any) -> list[HealedRun]:
+        """Fold the maps into ``pruned``, the model with the runs' layers removed (numbering shifts)."""
+        import torch
+
+        layers = decoder_layers(pruned, adapter)
+        removed_before = 0
+        for run in runs:
+            kept = run.start - 1 - removed_before  # index, in the pruned model, of the layer before the run
+            removed_before += run.stop - run.start
+            if not run.healed:
+                continue
+            T = torch.as_tensor(run.map, dtype=torch.float64)
+            with torch.no_grad():
+                if run.target == EMBEDDINGS:  # embedding (vocab, d): rows are the stream, E ← E·T
+                    W = pruned.get_input_embeddings().weight
+                    W.copy_((W.double() @ T).to(W.dtype))
+                    run.folded_into = EMBEDDINGS
+                else:  # nn.Linear (d, inner): m = x·Wᵀ, m·T = x·(TᵀW)ᵀ
+                    W = _get(layers[kept], run.target).weight
+                    W.copy_((T.T @ W.double()).to(W.dtype))
+                    parent, attr = adapter.layer_list(pruned)
+                    run.folded_into = f"{_layer_path(pruned, parent, attr, kept)}.{run.target}"
+        return list(runs)
+
+    # --- pieces -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _gate_values(n: int, removed: Sequence[int]) -> Any:
+        import torch
+
+        values = torch.ones(n)
+        values[list(removed)] = 0.0
+        return values
+
+    def _batches(self, input_ids: Any) -> list[Any]:
+        n = input_ids.shape[0]
+        return [input_ids[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
+
+    def _targets(self, model: Any, layers: Any, runs: list[HealedRun], input_ids: Any) -> list[list[Any]]:
+        """Per run and batch, z: the output of the run's last layer in the full model (the next layer's input)."""
+        import torch
+
+        wanted = [k for k, r in enumerate(runs) if r.target is not None]
+        targets: list[list[Any]] = [[] for _ in runs]
+        if not wanted:
+            return targets
+        last = max(runs[k].stop for k in wanted) - 1
+        store: dict[int, Any] = {}
+        handles = []
+
+        def keep(k: int, stop_after: bool):
+            def hook(module: Any, args: tuple, output: Any) -> None:
+                store[k] = _first(output).detach().double()
+                if stop_after:
+                    raise _Captured
+
+            return hook
+
+        for k in wanted:
+            handles.append(layers[runs[k].stop - 1].register_forward_hook(keep(k, runs[k].stop - 1 == last)))
+        try:
+            with torch.no_grad():
+                for batch in self._batches(input_ids):
+                    store.clear()
+                    _run(model, batch)
+                    for k in wanted:
+                        targets[k].append(store[k])
+        finally:
+            for h in handles:
+                h.remove()
+        return targets
+
+    def _capture(self, model: Any, adapter: Any, layers: Any, run: HealedRun, input_ids: Any) -> list[tuple]:
+        """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``."""
+        import torch
+
+        got: dict[str, Any] = {}
+        branch = _branch(model, adapter, run)
+        layer = None if run.target == EMBEDDINGS else layers[run.start - 1]
+
+        def on_branch(module: Any, args: tuple, output: Any) -> None:
+            got["m"] = _first(output).detach().double()
+            if layer is None:
+                raise _Captured
+
+        def on_layer(module: Any, args: tuple, output: Any) -> None:
+            got["h"] = _first(output).detach().double()
+            raise _Captured
+
+        handles = [branch.register_forward_hook(on_branch)]
+        if layer is not None:
+            handles.append(layer.register_forward_hook(on_layer))
+        out = []
+        try:
+            with torch.no_grad():
+                for batch in self._batches(input_ids):
+                    got.clear()
+                    _run(model, batch)
+                    m = got["m"]
+                    out.append((m, got["h"] - m if layer is not None else torch.zeros_like(m)))
+        finally:
+            for h in handles:
+                h.remove()
+        return out
+
+    def _solve(self, samples: list[tuple], targets: list[Any]) -> tuple[Any, float, float]:
+        """Solve (1); returns T (float64, d × d) and the relative errors without and with it."""
+        import torch
+
+        d = samples[0][0].shape[-1]
+        G = torch.zeros(d, d, dtype=torch.float64)
+        C = torch.zeros(d, d, dtype=torch.float64)
+        for (m, y), z in zip(samples, targets):
+            m2, r2 = m.reshape(-1, d), (z - y).reshape(-1, d)
+            G += m2.T @ m2
+            C += m2.T @ r2
+        eye = torch.eye(d, dtype=torch.float64)
+        lam = self.ridge * float(torch.trace(G)) / d
+        T = torch.linalg.solve(G + lam * eye, C + lam * eye)
+        err0 = err1 = norm = 0.0
+        for (m, y), z in zip(samples, targets):
+            err0 += float(((y + m - z) ** 2).sum())
+            err1 += float(((y + m @ T - z) ** 2).sum())
+            norm += float((z**2).sum())
+        return T, err0 / norm, err1 / norm
+
+
+def _run(model: Any, input_ids: Any) -> None:
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    except _Captured:
+        pass
+
+
+def _layer_path(model: Any, parent: Any, attr: str, index: int) -> str:
+    for name, module in model.named_modules():
+        if module is parent:
+            return f"{name}.{attr}.{index}" if name else f"{attr}.{index}"
+    return f"{attr}.{index}"
+
+
+def _tied_embeddings(model: Any) -> bool:
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    inp = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return out is not None and inp is not None and out.weight is inp.weight
