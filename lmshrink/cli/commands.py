@@ -9,12 +9,13 @@ from ..plugins import hookimpl
 
 @hookimpl
 def lmshrink_register_commands(register: Any) -> None:
-    from . import eval_cmd, plugins_cmd, prune_cmd, show_cmd, solve_cmd, svd_cmd, sweep_cmd
+    from . import eval_cmd, plugins_cmd, problems_cmd, prune_cmd, show_cmd, solve_cmd, svd_cmd, sweep_cmd
 
     register(prune_cmd.COMMAND)
     register(solve_cmd.COMMAND)
     register(plugins_cmd.COMMAND)
     register(svd_cmd.COMMAND)
     register(eval_cmd.COMMAND)
+    register(problems_cmd.COMMAND)
     register(show_cmd.COMMAND)
     register(sweep_cmd.COMMAND)
