@@ -327,3 +327,20 @@ def test_fake_device_names_follow_ibm_names():
     assert fake_device_class(None) == "FakeGuadalupeV2"
     assert fake_device_class("ibm_sherbrooke") == "FakeSherbrooke"
     assert fake_device_class("FakeTorino") == "FakeTorino"
+
+
+def test_solver_study_records_every_run(tmp_path):
+    from benchmarks.common import Log
+    from benchmarks.solvers import parse_args, run
+    from lmshrink.experiments.record import load_record
+
+    settings = parse_args(["--no-model", "--no-nemotron", "--sizes", "6", "--solvers", "anneal", "--repeats", "2",
+                           "--reads", "4", "--out", str(tmp_path / "study"), "--record", str(tmp_path / "rec"),
+                           "--quick"])
+    run(settings, Log(quiet=True))
+    runs = list((tmp_path / "rec" / "fisher-like-N6").iterdir())
+    assert sorted(r.name for r in runs) == ["anneal-seed0", "anneal-seed1"]
+    for folder in runs:
+        record = load_record(folder)
+        assert record.meta["solver"]["options"]["num_reads"] == 4
+        assert record.meta["run"]["seed"] == int(folder.name[-1])

@@ -79,6 +79,8 @@ class Settings:
     #: solvers whose cost grows exponentially with the variables (simulated qubits) run only up to this many
     max_qubits: int = 12
     solvers: list[str] | None = None
+    #: folder for an experiment record of every run (lmshrink.experiments.record), None: no records
+    record: str | None = None
     seed: int = 0
     quick: bool = False
 
@@ -108,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--max-qubits", type=int, default=None,
                    help="largest N for solvers whose cost grows exponentially with N (default 12; quick 8)")
     p.add_argument("--solvers", default=None, help="comma-separated subset of the installed solvers")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="write an experiment record of every run to DIR/<problem>/<solver>-seed<k> (lmshrink show)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
     a = p.parse_args(argv)
@@ -120,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         seq_len=pick(a.seq_len, "seq_len"), repeats=pick(a.repeats, "repeats"), reads=a.reads,
         time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
         max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"), solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None,
-        seed=a.seed, quick=a.quick,
+        record=a.record, seed=a.seed, quick=a.quick,
     )
 
 
@@ -371,7 +375,13 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
                                  "raw_feasible_fraction": ref.get("raw_feasible_fraction"), "error": ""})
                     continue
                 try:
-                    sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
+                    if settings.record:
+                        from lmshrink.experiments.record import record_run
+
+                        sols, _ = record_run(p, solver, Path(settings.record) / case.name / f"{e.name}-seed{seed}",
+                                             num_solutions=1, seed=seed, time_limit=limit, options=opts)
+                    else:
+                        sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
                     runs.append(run_row(case, e.name, seed, sols))
                 except ProblemTooLargeError as exc:
                     case_skips.append({"case": case.name, "solver": e.name, "why": str(exc)})

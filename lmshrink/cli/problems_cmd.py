@@ -56,7 +56,7 @@ def _list(args: argparse.Namespace) -> int:
                           "measured"],
                          [[r["instance"], r["variables"], r["constraints"], r["energy"],
                            "yes" if r["proven"] else "best known", r["solver"], r["time_s"], r["lowest"],
-                           "yes" if r["measured"] else "no"] for r in rows]))
+                           "pending" if r["pending"] else "yes" if r["measured"] else "no"] for r in rows]))
     return 0
 
 

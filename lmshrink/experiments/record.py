@@ -205,23 +205,17 @@ class Record:
 
 def load_record(path: str | Path) -> Record:
     """Read a record folder written by :func:`record_run`; anything else gets one sentence."""
+    from ..report import read_json
+
     path = Path(path)
     meta_path = path / "record.json"
     if not meta_path.is_file():
         raise LmshrinkError(f"{str(path)!r} is not a record folder (no record.json); write one with "
                             "'lmshrink solve ... --record DIR'.")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LmshrinkError(f"{str(meta_path)!r} is not readable JSON ({type(exc).__name__}).") from None
+    meta = read_json(meta_path, "record")
     if not isinstance(meta, dict) or meta.get("format") != RECORD_FORMAT:
         raise LmshrinkError(f"{str(meta_path)!r} is not an lmshrink record (format {RECORD_FORMAT!r}).")
     files = dict(meta.get("files", {}))
     problem = load_problem(path / files.pop("problem", "problem.json"))
-    artifacts = {}
-    for name, file in files.items():
-        try:
-            artifacts[name] = json.loads((path / file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise LmshrinkError(f"The record {str(path)!r} lists {file!r}, which is missing or not JSON.") from None
+    artifacts = {name: read_json(path / file, f"file of the record ({name})") for name, file in files.items()}
     return Record(path, meta, problem, artifacts)

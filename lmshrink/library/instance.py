@@ -109,14 +109,9 @@ class LibraryInstance:
 
 def load_instance(path: str | Path) -> LibraryInstance:
     """Read one instance file; anything else gets one sentence."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmshrinkError(f"No library instance file at {str(path)!r}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LmshrinkError(f"{str(path)!r} is not a JSON library instance ({type(exc).__name__}).") from None
-    return LibraryInstance.from_dict(data, repr(str(path)))
+    from ..report import read_json
+
+    return LibraryInstance.from_dict(read_json(path, "library instance file"), repr(str(path)))
 
 
 def shipped_dir() -> Path:

@@ -150,16 +150,13 @@ def embedding_document(chains: Mapping[Any, Any], variables: list[str], sampler:
 
 def read_embedding(path: str, num_variables: int) -> dict[str, Any]:
     """An embedding file written with a record, checked against the problem (one sentence when it does not fit)."""
-    import json
     from pathlib import Path
 
-    file = Path(path)
-    if not file.is_file():
+    from ..report import read_json
+
+    if not Path(path).is_file():
         raise LmshrinkError(f"embedding={path!r} is neither {' nor '.join(EMBEDDING_METHODS)} nor an embedding file.")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        data = None
+    data = read_json(path, "embedding file")
     if not isinstance(data, dict) or data.get("format") != EMBEDDING_FORMAT or not isinstance(data.get("chains"), dict):
         raise LmshrinkError(f"{path!r} is not an embedding file ({EMBEDDING_FORMAT}, the embedding.json of a record).")
     try:
