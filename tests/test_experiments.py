@@ -344,3 +344,20 @@ def test_solver_study_records_every_run(tmp_path):
         record = load_record(folder)
         assert record.meta["solver"]["options"]["num_reads"] == 4
         assert record.meta["run"]["seed"] == int(folder.name[-1])
+
+
+def test_qaoa_dry_run_estimates_device_time_on_the_fake_device(tmp_path, capsys, monkeypatch):
+    needs("qiskit", "qiskit_optimization", "qiskit_aer", "qiskit_ibm_runtime")
+    from lmshrink.cli import main
+
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)  # a dry run needs no credentials
+    monkeypatch.setenv("HOME", str(tmp_path))
+    p = random_problem([(3, 1)], seed=3)
+    path = p.save(tmp_path / "p.json")
+    argv = ["sweep", str(path), "--solver", "qaoa", "--grid", "reps=1,2", "--option", "backend=ibm", "--option",
+            "shots=1000", "--option", "maxiter=10", "--dry-run", "--json", "--quiet"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    one, two = (r["estimate_s"] for r in rows)
+    # 11 executions × 1000 shots × (circuit + 250 µs repetition delay): a deeper circuit costs a little more
+    assert 11 * 1000 * 250e-6 < one < two < 2 * one

@@ -133,7 +133,7 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
     ``out``)."""
     from ..plugins import get_solver
     from ..report import log, write_json
-    from .record import qpu_seconds, record_run
+    from .record import load_record, qpu_seconds, record_run
 
     solver = get_solver(solver, problem) if isinstance(solver, str) else solver
     if budget_qpu_seconds is not None and (not math.isfinite(budget_qpu_seconds) or budget_qpu_seconds < 0):
@@ -159,34 +159,30 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
         target_source = "given"
 
     rows: list[dict[str, Any]] = []
+    records: dict[int, Any] = {}
     spent, stopped = 0.0, None
     for k, options in enumerate(points, 1):
         label = {key: options[key] for key in grid}
         row: dict[str, Any] = {"point": k, **{f"option.{key}": v for key, v in label.items()}}
         left = None if budget_qpu_seconds is None else max(budget_qpu_seconds - spent, 0.0)
         if dry_run:
-            try:  # a zero limit makes the solver refuse right after its estimate: nothing is sampled
-                solver.solve(problem, num_solutions=num_solutions, seed=seed, **{**options, BUDGET_OPTION: 0.0})
-                raise LmshrinkError(f"Solver {solver.name!r} ran point {k} instead of refusing it; no estimate.")
-            except BudgetExceededError as exc:
-                estimate = exc.estimate_s
+            estimate = estimate_point(problem, solver, options, num_solutions=num_solutions, seed=seed)
             fits = stopped is None and (left is None or estimate <= left)  # a real sweep stops at the first refusal
             row.update(estimate_s=estimate, within_budget=fits)
+            rows.append(row)
             if fits:
                 spent += estimate
             elif stopped is None:
                 stopped = {"point": k, "estimate_s": estimate, "left_s": left}
-            rows.append(row)
             log(progress, f"sweep: point {k} {label}: estimated {estimate:.4g} s" + ("" if fits else
                                                                                      " (over the budget)"))
             continue
-        run_options = dict(options)
-        if left is not None:
-            run_options[BUDGET_OPTION] = left if options.get(BUDGET_OPTION) is None else \
-                min(left, options[BUDGET_OPTION])
+        limit = min(v for v in (left, options.get(BUDGET_OPTION)) if v is not None) \
+            if left is not None else options.get(BUDGET_OPTION)
         try:
             result, path = record_run(problem, solver, out / f"point-{k:02d}", num_solutions=num_solutions,
-                                      seed=seed, options=run_options, problem_source=problem_source)
+                                      seed=seed, options={**options, BUDGET_OPTION: limit},
+                                      problem_source=problem_source)
         except BudgetExceededError as exc:
             stopped = {"point": k, "estimate_s": exc.estimate_s, "left_s": left}
             log(progress, f"sweep: stopped before point {k} {label}: its estimate {exc.estimate_s:.4g} s exceeds "
@@ -194,16 +190,19 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
             break
         used = qpu_seconds(result.info) or 0.0
         spent += used
-        row.update(_score(result, path, used, target))
+        records[k] = load_record(path)
+        row.update(qpu_s=used, best_energy=result.best.energy,
+                   raw_feasible_fraction=result.raw.feasible_fraction if result.raw else None,
+                   chain_break_fraction=result.info.get("chain_break_fraction"),
+                   samples=result.info.get("num_reads") or result.info.get("shots"), record=str(path))
         rows.append(row)
         log(progress, f"sweep: point {k} {label}: {used:.4g} s of QPU time, best energy {result.best.energy:.6g}")
 
-    if target_source != "given" and target is None and not dry_run:
-        target = min((r["best_energy"] for r in rows if r.get("best_energy") is not None), default=None)
-        for r in rows:  # score against the best any point found
-            r.update(_success(r.pop("_record", None), r, target))
-    for r in rows:
-        r.pop("_record", None)
+    if not dry_run:
+        if target is None:  # no target given and none proven: the best any point found
+            target = min((r["best_energy"] for r in rows), default=None)
+        for row in rows:
+            row.update(_success(records[row["point"]], row, target))
     result = SweepResult(solver.name, grid, rows, budget_qpu_seconds, spent, dry_run, target, target_source,
                          stopped, str(out) if out is not None else None, problem_source)
     if out is not None:
@@ -211,29 +210,22 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
     return result
 
 
-def _score(result: Any, path: Path, used: float, target: float | None) -> dict[str, Any]:
-    """The facts of one point that ran: QPU seconds, best energy, raw feasibility, chain breaks, success, TTS."""
-    from .record import load_record
-
-    info = result.info
-    row = {"qpu_s": used, "best_energy": result.best.energy,
-           "raw_feasible_fraction": result.raw.feasible_fraction if result.raw else None,
-           "chain_break_fraction": info.get("chain_break_fraction"),
-           "samples": info.get("num_reads") or info.get("shots"), "record": str(path)}
-    record = load_record(path)
-    row["_record"] = record
-    row.update(_success(record, row, target))
-    return row
+def estimate_point(problem: Any, solver: Solver, options: dict[str, Any], *, num_solutions: int,
+                   seed: int | None) -> float:
+    """The QPU seconds the solver estimates for a run with ``options``: it runs with a zero limit, which it refuses
+    right after its estimate, before sampling anything."""
+    try:
+        solver.solve(problem, num_solutions=num_solutions, seed=seed, **{**options, BUDGET_OPTION: 0.0})
+    except BudgetExceededError as exc:
+        return exc.estimate_s
+    raise LmshrinkError(f"Solver {solver.name!r} ran instead of refusing a zero {BUDGET_OPTION}; it gave no estimate.")
 
 
 def _success(record: Any, row: dict[str, Any], target: float | None) -> dict[str, Any]:
-    if record is None or target is None:
-        return {"success_probability": None, "tts99_s": None}
-    p = record.success_probability(target)
-    samples = row.get("samples") or 0
-    t = row["qpu_s"] / samples if samples else None
-    return {"success_probability": p,
-            "tts99_s": None if p is None or t is None else tts(t, p)}
+    """Success probability of the point's raw samples at ``target``, and TTS99 with its QPU seconds per sample."""
+    p = None if target is None else record.success_probability(target)
+    t = row["qpu_s"] / row["samples"] if row.get("samples") else None
+    return {"success_probability": p, "tts99_s": None if p is None or t is None else tts(t, p)}
 
 
 def sweep_table(result: SweepResult | dict[str, Any]) -> str:
