@@ -1,6 +1,10 @@
 """A small on-disk cache for expensive measurements (gate gradients, pairwise losses, converted models).
 
 Location: ``$LMSHRINK_CACHE``, else ``~/.cache/lmshrink``. Set ``LMSHRINK_CACHE=off`` to disable it.
+
+An entry is written under a temporary name of its own (:mod:`lmshrink.staging`) and renamed into place, so
+concurrent writers never share a file and a reader sees a whole entry or none. An entry that cannot be read
+(truncated, overwritten with garbage) is named in a warning and computed again.
 """
 
 from __future__ import annotations
@@ -8,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .staging import checkpoint, remove_orphans, temp_path
 
 
 def cache_dir() -> Path | None:
@@ -28,17 +36,52 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def remove_cache_orphans() -> None:
+    """Remove what killed writers left in every folder of the cache (measurements, converted models)."""
+    folder = cache_dir()
+    if folder is not None and folder.is_dir():
+        for sub in folder.iterdir():
+            remove_orphans(sub)
+
+
 def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
-    """Arrays stored under ``kind/key.npz``, computed (and stored) when missing. Returns (arrays, was_cached)."""
+    """Arrays stored under ``kind/key.npz``, computed (and stored) when missing or unreadable.
+
+    Returns (arrays, was_cached).
+    """
     folder = cache_dir()
     path = folder / kind / f"{key}.npz" if folder else None
-    if path is not None and path.exists():
-        with np.load(path) as npz:
-            return {k: npz[k] for k in npz.files}, True
+    if path is not None:
+        remove_orphans(path.parent)
+        arrays = _read(path)
+        if arrays is not None:
+            return arrays, True
     arrays = compute()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        _write(path, arrays)
     return arrays, False
+
+
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache entry; None when it is absent, or unreadable (then with a warning, and removed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"The cache entry {path} is unreadable ({type(exc).__name__}: {exc}); computing it again.",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, ".npz")
+    try:
+        np.savez(tmp, **arrays)
+        checkpoint("measurement")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

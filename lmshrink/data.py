@@ -89,7 +89,7 @@ def _read_local(path: Path) -> list[str]:
         return [t for f in files for t in _read_local(f)]
     if path.suffix == ".jsonl":
         texts = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -100,7 +100,20 @@ def _read_local(path: Path) -> list[str]:
                 raise LmshrinkError(f"{path}:{n} has no 'text' field.")
             texts.append(str(row["text"]))
         return texts
-    return [path.read_text(encoding="utf-8")]
+    return [_read_text(path)]
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``; a binary file (undecodable, or holding NUL bytes) is refused."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LmshrinkError(f"--data {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            "give .txt or .jsonl text files.") from None
+    if "\x00" in text:
+        raise LmshrinkError(f"--data {path} holds NUL bytes: a binary file, not text; give .txt or .jsonl text files.")
+    return text
 
 
 def _split(texts: list[str], source: str) -> TextSplit:

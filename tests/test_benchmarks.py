@@ -56,6 +56,7 @@ def _read_csv(path):
 
 def test_removal_study_small(tiny_model_dir, tmp_path):
     stats = pytest.importorskip("scipy.stats")
+    pytest.importorskip("matplotlib")
     from benchmarks.common import Log
     from benchmarks.removal import parse_args, run
 
@@ -98,6 +99,7 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
 
 
 def test_solver_study_small(tmp_path):
+    pytest.importorskip("matplotlib")
     from benchmarks.common import Log
     from benchmarks.solvers import parse_args, run
     from lmshrink import load_problem

@@ -74,3 +74,80 @@ def test_option_strings_are_typed_and_checked_against_choices():
         parse_option_strings("S", declared, ["mode=c"])
     with pytest.raises(LmshrinkError, match="Did you mean 'reads'"):
         parse_option_strings("S", declared, ["read=1"])
+
+
+def _small_prune(model, text, out, *extra):
+    return ["prune", "--model", str(model), "--data", str(text), "--remove", "2", "--samples", "4", "--seq-len", "16",
+            "--eval-tokens", "64", "--solver", "exact", "--quiet", "--out", str(out), *extra]
+
+
+def test_prune_refuses_a_used_out_and_overwrite_replaces_it_whole(tiny_model_dir, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)  # an earlier run's output with a stale file that would break the new model
+    (out / "model" / "lmshrink_config.json").write_text("{}")
+    (out / "report.json").write_text("{}")
+    assert main(_small_prune(tiny_model_dir, text_file, out)) == 2
+    assert "already holds files (model, report.json); pass --overwrite" in capsys.readouterr().err
+    assert main(_small_prune(tiny_model_dir, text_file, out, "--overwrite")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model", "problem.json", "report.json", "report.md"]
+    assert not (out / "model" / "lmshrink_config.json").exists()
+    assert json.loads((out / "report.json").read_text())["status"] == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary directory left next to it
+
+
+def test_a_failing_evaluation_is_recorded_and_the_saved_model_kept(tiny_model_dir, text_file, tmp_path, capsys,
+                                                                   monkeypatch):
+    pytest.importorskip("lm_eval")
+    import lmshrink.evaluate.lm_eval as lm_eval
+    from lmshrink.core import LmshrinkError
+
+    out = tmp_path / "run"
+
+    def offline(model, *args, **kwargs):
+        assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
+        status = json.loads((out / "report.json").read_text())["status"]
+        assert status == "evaluating"  # saved, and the report says the evaluation is under way
+        raise LmshrinkError("lm-eval failed on hellaswag: ConnectionError: the Hub cannot be reached.")
+
+    monkeypatch.setattr(lm_eval, "run_lm_eval", offline)
+    code = main(_small_prune(tiny_model_dir, text_file, out, "--eval-tasks", "lmshrink_pydoc_cloze"))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert ("lmshrink: lm-eval failed: lm-eval failed on hellaswag: ConnectionError: the Hub cannot be reached. "
+            "(recorded in the report; the model is saved)") in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "complete" and report["lm_eval"] is None
+    assert report["errors"] == [{"stage": "lm-eval", "error": "lm-eval failed on hellaswag: ConnectionError: the "
+                                                              "Hub cannot be reached."}]
+    assert report["perplexity_after"]["tokens"] == report["perplexity_before"]["tokens"] > 0
+    assert "**lm-eval failed:** lm-eval failed on hellaswag" in (out / "report.md").read_text()
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 4
+
+
+def test_an_interrupted_evaluation_keeps_the_saved_model(tiny_model_dir, text_file, tmp_path, capsys, monkeypatch):
+    import lmshrink.pipeline.prune as pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "evaluate_pruned", interrupted)
+    out = tmp_path / "run"
+    assert main(_small_prune(tiny_model_dir, text_file, out)) == 130
+    assert "lmshrink: interrupted" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["perplexity_after"] is None
+    assert report["errors"] == [{"stage": "evaluation", "error": "interrupted; the pruned model is saved"}]
+    assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
+
+
+def test_overwrite_never_replaces_what_is_not_an_earlier_run(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(notes)
+    for out in (notes, tmp_path, notes / "."):
+        assert main(["prune", "--out", str(out), "--overwrite", "--quiet"]) == 2
+        assert "--overwrite replaces only an earlier run's output directory" in capsys.readouterr().err
+    assert (notes / "thesis.tex").read_text() == "years of work"

@@ -44,3 +44,16 @@ def test_local_files(tmp_path):
         load_texts(str(bad))
     with pytest.raises(LmshrinkError, match="No such file"):
         load_texts(str(tmp_path / "missing.txt"))
+
+
+def test_binary_files_are_refused_in_one_sentence(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("plain text " * 50)
+    (folder / "b.txt").write_bytes(b"caf\xe9 au lait")  # Latin-1, not UTF-8
+    with pytest.raises(LmshrinkError, match=r"b\.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"):
+        load_texts(str(folder))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'{"text": "x"}\n\x00\x00\x00\n')
+    with pytest.raises(LmshrinkError, match=r"rows\.jsonl holds NUL bytes: a binary file, not text"):
+        load_texts(str(rows))

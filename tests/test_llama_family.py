@@ -5,6 +5,7 @@ import torch
 
 from lmshrink.core import Gates
 from lmshrink.plugins import find_adapter
+from tiny import needs_transformers
 
 
 def tiny(family):
@@ -41,3 +42,15 @@ def test_removal_rewrites_config_and_reloads(family, tmp_path):
         out = reloaded.generate(ids[:1, :6], max_new_tokens=4, do_sample=False, use_cache=True)
         ref = reloaded.generate(ids[:1, :6], max_new_tokens=4, do_sample=False, use_cache=False)
     torch.testing.assert_close(out, ref)
+
+
+@needs_transformers("per_layer_config")
+def test_heterogeneous_per_layer_overrides_are_renumbered():
+    from transformers import LlamaConfig
+
+    from lmshrink.adapters.llama import rewrite_per_layer_config
+
+    config = LlamaConfig(num_hidden_layers=4, per_layer_config={1: {"intermediate_size": 48}, 3: {"intermediate_size": 96}})
+    config.num_hidden_layers = 3
+    assert "per_layer_config" in rewrite_per_layer_config(config, [0, 1, 3], 4)
+    assert config._heterogeneity_spec.per_layer_overrides == {1: {"intermediate_size": 48}, 2: {"intermediate_size": 96}}

@@ -66,3 +66,19 @@ def test_eval_cli_on_transformers_and_lmshrink_dirs(tiny_model_dir, tmp_path, ca
     assert "## lm-eval (pruned model)" in (run / "report.md").read_text()
     assert main(["eval", str(run / "model"), "--tasks", "local", "--limit", "4"]) == 0
     assert "acc_norm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "lmshrink_pydoc_clze"], "Unknown lm-eval task 'lmshrink_pydoc_clze'. Did you mean "
+                                         "'lmshrink_pydoc_cloze'?"),
+    (["--batch-size", "x"], "--batch-size must be 'auto' or a whole number of at least 1, not 'x'."),
+    (["--limit", "0"], "--limit must be a count or a fraction above 0, not 0.0."),
+])
+def test_eval_cli_refuses_bad_input_before_loading(argv, message, tiny_model_dir, capsys, monkeypatch):
+    import lmshrink.models
+    from lmshrink.cli import main
+
+    monkeypatch.setattr(lmshrink.models, "load_model", lambda *a, **k: pytest.fail("loaded before refusing"))
+    assert main(["eval", str(tiny_model_dir), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lmshrink: error: {message}")

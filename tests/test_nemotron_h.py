@@ -16,13 +16,14 @@ from lmshrink.core import BinaryQuadraticProblem, LmshrinkError
 from lmshrink.core.removal import parse_remove, removal_constraints, with_constraints
 from lmshrink.plugins import find_adapter, get_solver
 from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, logits, sample_ids, tiny_llama, tiny_nemotron_h
+from tiny import needs_transformers
 
 NANO = NEMOTRON_3_NANO_PATTERN
 ADAPTER = NemotronHAdapter()
 KIND = {"M": "mamba", "E": "moe", "*": "attention", "-": "mlp"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), needs_transformers("nemotron_h")]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_removal_rewrites_the_config_and_plain_transformers_reloads_it(nano, tmp
 def test_cache_entries_follow_the_renumbered_blocks(nano):
     import copy
 
-    from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer, LinearAttentionLayer
+    from transformers.cache_utils import DynamicCache, DynamicLayer, LinearAttentionLayer
 
     model = ADAPTER.remove(copy.deepcopy(nano), [0, 1, 5])  # the first Mamba2, MoE and attention blocks
     left = pattern_of(model.config)
@@ -110,8 +111,15 @@ def test_cache_entries_follow_the_renumbered_blocks(nano):
         assert block.layer_idx == i
         assert getattr(block.mixer, "layer_idx", i) == i
     cache = DynamicCache(config=model.config)
-    expected = {"M": LinearAttentionLayer, "*": DynamicLayer, "E": DummyLayer}
-    assert [type(layer) for layer in cache.layers] == [expected[c] for c in left]
+    expected = {"M": LinearAttentionLayer, "*": DynamicLayer}
+    try:  # transformers >= 5.23 gives blocks that keep no state a placeholder; older releases some unused layer
+        from transformers.cache_utils import DummyLayer
+
+        expected["E"] = DummyLayer
+    except ImportError:
+        pass
+    assert len(cache.layers) == len(left)
+    assert [type(cache.layers[i]) for i, c in enumerate(left) if c in expected] == [expected[c] for c in left if c in expected]
     ids = sample_ids(model, batch=1, seq_len=6)
     with torch.no_grad():
         out = model(input_ids=ids, use_cache=True, **{cache_argument(model): cache})
@@ -119,7 +127,10 @@ def test_cache_entries_follow_the_renumbered_blocks(nano):
         if c == "*":
             assert cache.layers[i].get_seq_length() == 6
         if c == "M":
-            assert cache.get_recurrent_state(i) is not None and cache.get_conv_state(i) is not None
+            if hasattr(cache, "get_recurrent_state"):  # transformers >= 5.23
+                assert cache.get_recurrent_state(i) is not None and cache.get_conv_state(i) is not None
+            else:
+                assert cache.layers[i].is_conv_states_initialized and cache.layers[i].is_recurrent_states_initialized
     assert output_cache(out).get_seq_length() == 6
 
 
@@ -143,17 +154,6 @@ def test_config_rewrite_covers_stored_pattern_and_layer_count_and_leaves_mtp_alo
     ADAPTER.remove(model, [1])
     assert model.config.layers_block_type == ["linear_attention"]
     assert model.config.mtp_layers_block_type == mtp
-
-
-def test_heterogeneous_per_layer_overrides_are_renumbered():
-    from transformers import LlamaConfig
-
-    from lmshrink.adapters.llama import rewrite_per_layer_config
-
-    config = LlamaConfig(num_hidden_layers=4, per_layer_config={1: {"intermediate_size": 48}, 3: {"intermediate_size": 96}})
-    config.num_hidden_layers = 3
-    assert "per_layer_config" in rewrite_per_layer_config(config, [0, 1, 3], 4)
-    assert config._heterogeneity_spec.per_layer_overrides == {1: {"intermediate_size": 48}, 2: {"intermediate_size": 96}}
 
 
 def test_mid_stack_forward_from_a_cached_hidden_state(nano):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from lmshrink.testing import NEMOTRON_3_NANO_PATTERN, tiny_llama, tiny_nemotron_h, tiny_tokenizer
+from tiny import needs_transformers
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +40,7 @@ def _prune(model_dir, text, out, *extra):
     return json.loads((out / "report.json").read_text())
 
 
+@needs_transformers("nemotron_h")
 def test_prune_moe_exact_and_milp_agree_and_reload(nano_dir, calibration_text, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -78,6 +80,7 @@ def test_prune_sublayer_saves_lmshrink_format(calibration_text, tmp_path):
     assert isinstance(model.model.layers[layer].self_attn, RemovedAttention)
 
 
+@needs_transformers("nemotron_h")
 def test_a_request_the_architecture_cannot_run_is_refused_before_solving(nano_dir, calibration_text, tmp_path, capsys):
     from lmshrink.cli import main
 
@@ -89,6 +92,7 @@ def test_a_request_the_architecture_cannot_run_is_refused_before_solving(nano_di
     assert not (out / "problem.json").exists()  # refused before the gradients were taken
 
 
+@needs_transformers("nemotron_h")
 def test_candidates_the_architecture_cannot_run_are_skipped(nano_dir, calibration_text, tmp_path):
     # "M*E*" with 2 of {attention, moe} removed: 3 candidates, one of which ({1, 3}) drops every attention block
     model_dir = tmp_path / "tiny"

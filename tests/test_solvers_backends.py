@@ -362,6 +362,8 @@ def test_fermigrad_occupations_keep_particle_number_and_have_the_implicit_gradie
     ],
 )
 def test_missing_extra_names_the_pip_extra_in_one_sentence(name, module, extra, options, monkeypatch):
+    if extra == "ibm":
+        needs("qiskit", "qiskit_optimization")  # the IBM backend is looked for once the qaoa extra is there
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     monkeypatch.setenv("QISKIT_IBM_TOKEN", "a-token")  # credentials are checked first; here they are set
     p = random_problem([(5, 2)], seed=0)

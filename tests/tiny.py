@@ -49,3 +49,13 @@ def save_tiny_llama_dir(path: Path, num_layers: int = 6) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def needs_transformers(feature: str):
+    """Skip mark for a test of a model or feature the installed transformers is too old for (lmshrink.compat)."""
+    import pytest
+
+    from lmshrink.compat import transformers_lacks
+
+    reason = transformers_lacks(feature)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")

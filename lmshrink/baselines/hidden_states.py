@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..core.errors import LmshrinkError
+from ..objectives.common import require_finite
 
 #: granularities whose blocks map the residual stream to the residual stream
 RESIDUAL_GRANULARITIES = ("layer",)
@@ -143,6 +144,10 @@ def residual_statistics(
     if angular:
         ang = (ang_sum / tokens).numpy()
         out["angular"] = ang + ang.T
+    for name, what in (("cosine", "cosine"), ("norm_ratio", "norm ratio"), ("angular", "angular distance")):
+        if name in out:
+            require_finite(out[name], f"the {what} of the hidden states around each block", model, adapter,
+                           input_ids, granularity)
     return out
 
 

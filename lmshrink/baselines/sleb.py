@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core import Option
 from ..plugins import hookimpl
+from ..objectives.common import require_finite
 from .base import RemovalMethod, Selection, greedy_order, step_logger
 
 
@@ -42,8 +43,10 @@ class GreedyLossRemoval(RemovalMethod):
         def loss(removed: list[int]) -> float:
             if self.loss is not None:
                 return self.loss(removed)
-            return calibration_loss(model, ids, adapter=adapter, removed=removed, granularity=granularity,
-                                    batch_size=batch_size)
+            value = calibration_loss(model, ids, adapter=adapter, removed=removed, granularity=granularity,
+                                     batch_size=batch_size)
+            require_finite(value, f"the calibration loss without blocks {removed}", model, adapter, ids, granularity)
+            return value
 
         def score(removed: list[int], allowed: list[int]) -> dict[int, float]:
             nonlocal measured

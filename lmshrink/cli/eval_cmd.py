@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..core.errors import LmshrinkError
 from . import Command
 
 
@@ -29,14 +30,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..evaluate.lm_eval import markdown, run_lm_eval
+    from ..evaluate.lm_eval import check_tasks, markdown, run_lm_eval
     from ..models import load_model
     from ..report import write_json
 
     limit = args.limit
     if limit is not None and limit >= 1:
         limit = int(limit)
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    batch = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
+    if limit is not None and limit <= 0:
+        raise LmshrinkError(f"--limit must be a count or a fraction above 0, not {args.limit}.")
+    check_tasks(args.tasks, args.include_path)  # an unknown task fails before the model loads
     loaded = load_model(args.model)
     if args.device:
         loaded.model.to(args.device)
@@ -54,6 +58,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lm-eval on {loaded.name} ({result['time_s']:.1f} s)")
         print(markdown(result))
     return 0
+
+
+def _positive_int(flag: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LmshrinkError(f"{flag} must be 'auto' or a whole number of at least 1, not {text!r}.")
+    return value
 
 
 COMMAND = Command("eval", "Run lm-evaluation-harness tasks on a model (offline task: lmshrink_pydoc_cloze).",

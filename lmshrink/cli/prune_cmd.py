@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
 from . import Command
+
+if TYPE_CHECKING:
+    from ..pipeline.config import PruneConfig
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +31,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity (default 16384)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output directory (default ./lmshrink-out/<timestamp>)")
+    p.add_argument("--out", default=None, help="output directory, absent or empty (default "
+                   "./lmshrink-out/<timestamp>); written in one piece once the model is pruned")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     # removal methods (lmshrink.baselines) and lm-eval
     p.add_argument("--method", default=None, help="a removal method instead of objective + solver: sleb, angular, "
@@ -39,22 +46,54 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..core.options import parse_option_strings
+    from ..pipeline.config import PruneConfig
     from ..pipeline.prune import prune
-    from ..plugins import get_objective, get_solver
-    from ..core import BinaryQuadraticProblem
 
-    solver = get_solver(args.solver, BinaryQuadraticProblem)
-    objective = get_objective(args.objective)
-    method_options = {}
+    config = _config(args)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # transformers' own loading and saving bars
+    result = prune(args.model, config)
+    r = result.report
+    removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
+    print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
+    if r["perplexity_before"] and r["perplexity_after"]:
+        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
+              f"on {r['perplexity_after']['tokens']} held-out tokens")
+    for row in (r.get("lm_eval") or {}).get("scores", []):
+        print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
+    print(f"wrote {result.out}")
+    for err in r["errors"]:
+        print(f"lmshrink: {err['stage']} failed: {err['error']} (recorded in the report; the model is saved)",
+              file=sys.stderr)
+    return 1 if r["errors"] else 0
+
+
+def _config(args: argparse.Namespace) -> PruneConfig:
+    """The run's settings from the command line; option strings parsed against the plugins that use them."""
+    from ..core import BinaryQuadraticProblem, LmshrinkError
+    from ..core.options import parse_option_strings
+    from ..pipeline.config import PruneConfig
+    from ..plugins import get_objective, get_solver
+
+    options: dict[str, dict] = {}
     if args.method:
         from ..baselines import get_method
 
+        if args.option or args.objective_option:
+            raise LmshrinkError("--option and --objective-option set the solver and the objective, which --method "
+                                "replaces; give the method's options with --method-option.")
         method = get_method(args.method)
-        method_options = parse_option_strings(f"Method {method.name!r}", method.options, args.method_option)
+        options["method_options"] = parse_option_strings(f"Method {method.name!r}", method.options, args.method_option)
+    else:
+        solver = get_solver(args.solver, BinaryQuadraticProblem)
+        objective = get_objective(args.objective)
+        options["solver_options"] = parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option)
+        options["objective_options"] = parse_option_strings(f"Objective {objective.name!r}", objective.options,
+                                                            args.objective_option)
     eval_limit = int(args.eval_limit) if args.eval_limit is not None and args.eval_limit >= 1 else args.eval_limit
-    result = prune(
-        args.model,
+    return PruneConfig(
         remove=args.remove,
         kinds=[k.strip() for k in args.kinds.split(",")] if args.kinds else None,
         granularity=args.granularity,
@@ -62,31 +101,20 @@ def _run(args: argparse.Namespace) -> int:
         samples=args.samples,
         seq_len=args.seq_len,
         objective=args.objective,
-        objective_options=parse_option_strings(f"Objective {objective.name!r}", objective.options, args.objective_option),
         solver=args.solver,
-        solver_options=parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option),
         top_k=args.top_k,
         rerank=args.rerank,
         seed=args.seed,
         out=args.out,
+        overwrite=args.overwrite,
         eval_tokens=args.eval_tokens,
         evaluate=not args.no_eval,
         progress=not args.quiet,
         method=args.method,
-        method_options=method_options,
         eval_tasks=args.eval_tasks,
         eval_limit=eval_limit,
+        **options,
     )
-    r = result.report
-    removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
-    print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
-    if r["perplexity_before"]:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
-              f"on {r['perplexity_after']['tokens']} held-out tokens")
-    for row in (r.get("lm_eval") or {}).get("scores", []):
-        print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
-    print(f"wrote {result.out}")
-    return 0
 
 
 COMMAND = Command("prune", "Remove blocks from a model (block removal as constrained binary optimization).", _add_arguments, _run)

@@ -64,7 +64,8 @@ def removal_constraints(blocks: Sequence[Block], spec: RemovalSpec, kinds: Seque
             groups.append((f"remove:{kind}", [b.index for b in blocks if b.kind == kind], count))
     for name, idx, count in groups:
         if count > len(idx):
-            raise LmshrinkError(f"Cannot remove {count} blocks from {name}: it has only {len(idx)}.")
+            kinds = "" if name == "remove" else name.split(":", 1)[1].replace("+", " or ") + " "
+            raise LmshrinkError(f"--remove asks for {count} {kinds}blocks, but the model has only {len(idx)}.")
     used = {i for _, idx, _ in groups for i in idx}
     constraints = [Constraint(idx, count, name) for name, idx, count in groups]
     kept = [b.index for b in blocks if b.index not in used]

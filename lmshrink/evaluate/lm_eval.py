@@ -49,6 +49,21 @@ def task_manager(tasks: Sequence[str], include_path: str | Path | Sequence[str |
     return TaskManager(include_path=paths, include_defaults=defaults)
 
 
+def check_tasks(tasks: str | Sequence[str],
+                include_path: str | Path | Sequence[str | Path] | None = None) -> tuple[list[str], Any]:
+    """The parsed task names and their ``TaskManager``; an unknown name is refused (without running anything)."""
+    names = parse_tasks(tasks)
+    manager = task_manager(names, include_path)
+    unknown = [t for t in names if not _known(manager, t)]
+    if unknown:
+        hint = did_you_mean(unknown[0], getattr(manager, "all_tasks", None) or [LOCAL_TASK])
+        raise LmshrinkError(
+            f"Unknown lm-eval task {unknown[0]!r}.{hint} lmshrink's offline task is {LOCAL_TASK!r}; lm-eval's own "
+            "tasks (hellaswag, arc_easy, mmlu, ...) are listed by `lm-eval ls tasks`."
+        )
+    return names, manager
+
+
 def run_lm_eval(
     model: Any,
     tokenizer: Any,
@@ -72,15 +87,7 @@ def run_lm_eval(
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    names = parse_tasks(tasks)
-    manager = task_manager(names, include_path)
-    unknown = [t for t in names if not _known(manager, t)]
-    if unknown:
-        hint = did_you_mean(unknown[0], getattr(manager, "all_tasks", None) or [LOCAL_TASK])
-        raise LmshrinkError(
-            f"Unknown lm-eval task {unknown[0]!r}.{hint} lmshrink's offline task is {LOCAL_TASK!r}; lm-eval's own "
-            "tasks (hellaswag, arc_easy, mmlu, ...) are listed by `lm-eval ls tasks`."
-        )
+    names, manager = check_tasks(tasks, include_path)
     if device is None:
         device = str(next(model.parameters()).device)
     was_training = model.training

@@ -20,7 +20,7 @@ import numpy as np
 from ..cache import cached_arrays
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..plugins import hookimpl
-from .common import frozen, measurement_key, problem_metadata
+from .common import frozen, measurement_key, problem_metadata, require_finite
 
 
 def gate_gradients(
@@ -62,12 +62,14 @@ class FisherObjective(Objective):
     def build_problem(self, model, adapter, calibration, *, granularity, first_order, batch_size, progress):
         blocks = adapter.blocks(model, granularity)
         key = measurement_key(model, adapter, calibration, granularity, what="gate_gradients")
-        arrays, cached = cached_arrays(
-            "fisher",
-            key,
-            lambda: dict(zip(("A", "losses"), gate_gradients(model, adapter, calibration.input_ids, granularity,
-                                                             batch_size, progress))),
-        )
+
+        def measure() -> dict[str, np.ndarray]:
+            A, losses = gate_gradients(model, adapter, calibration.input_ids, granularity, batch_size, progress)
+            for values, what in ((losses, "the calibration loss"), (A, "the gate gradients")):
+                require_finite(values, what, model, adapter, calibration.input_ids, granularity)
+            return {"A": A, "losses": losses}
+
+        arrays, cached = cached_arrays("fisher", key, measure)
         A = arrays["A"]
         m = A.shape[0]
         H = A.T @ A / m

@@ -19,7 +19,7 @@ import numpy as np
 from ..cache import cached_arrays
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..plugins import hookimpl
-from .common import frozen, measurement_key, problem_metadata
+from .common import frozen, measurement_key, problem_metadata, require_finite
 
 
 def removal_losses(model: Any, adapter: Any, input_ids: Any, granularity: str, batch_size: int,
@@ -42,6 +42,8 @@ def removal_losses(model: Any, adapter: Any, input_ids: Any, granularity: str, b
             sums["pair"] += pair * len(batch)
     m = input_ids.shape[0]
     pair = sums["pair"] / m
+    measured = np.concatenate([[sums["base"]], sums["single"], pair[np.triu_indices(n, 1)]])
+    require_finite(measured, "the removal losses", model, adapter, input_ids, granularity)
     np.fill_diagonal(pair, np.nan)
     return {"base": np.array(sums["base"] / m), "single": sums["single"] / m, "pair": pair}
 

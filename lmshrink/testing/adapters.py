@@ -52,7 +52,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..compat import cache_argument, output_cache
+from ..compat import cache_argument, output_cache, transformers_lacks
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
 
 ModelFactory = Callable[[], Any]
@@ -105,6 +105,9 @@ def tiny_nemotron_h(pattern: str = "M*EM-E*M", *, hidden: int = 16, vocab: int =
     With :data:`NEMOTRON_3_NANO_PATTERN` it has the 52-block layout of Nemotron-3-Nano-30B-A3B; a forward pass
     over a (4, 32) batch takes a few tens of milliseconds.
     """
+    reason = transformers_lacks("nemotron_h")
+    if reason:
+        raise ImportError(reason)
     return _tiny(
         "NemotronHConfig", "NemotronHForCausalLM", seed, vocab_size=vocab, hidden_size=hidden,
         hybrid_override_pattern=pattern, num_attention_heads=2, num_key_value_heads=1, head_dim=8,

@@ -1,4 +1,5 @@
-"""Run records: timings of each stage, library versions, and writing report.json / report.md."""
+"""Run records: timings of each stage, library versions, writing report.json, Markdown tables; the Markdown
+rendering of each flow's report lives in a module of its own here (:mod:`.prune`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .core.errors import LmshrinkError
-from .core.problem import _json_default
+from ..core.errors import LmshrinkError
+from ..core.problem import _json_default
 
 LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "dwave-samplers", "dwave-system",
              "qiskit", "qiskit-optimization", "pyomo", "highspy", "lm-eval")
@@ -69,10 +70,12 @@ def default_out_dir(root: str | Path = "lmshrink-out") -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON through a temporary file and a rename (readers never see half a file)."""
+    from ..staging import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_json_default))
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
 
 
 def read_json(path: str | Path, what: str) -> Any:

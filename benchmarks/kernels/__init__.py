@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of the compiled kernels (``python -m benchmarks.kernels``)."""

@@ -1,0 +1,77 @@
+"""Evaluation stages of a prune run: held-out perplexity before removal (a non-finite value stops the run: the
+input model is broken), and after removal perplexity and lm-eval tasks, whose failures are recorded next to a
+model that is already saved."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import LmshrinkError
+from ..report import Timings
+from ..report import log as _log
+
+
+@dataclass
+class Evaluation:
+    """What the evaluation of the pruned model gave, and the steps that failed (``{"stage", "error"}``)."""
+
+    perplexity: dict[str, float] | None = None
+    lm_eval: dict[str, Any] | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    #: False when the evaluation was interrupted
+    finished: bool = True
+
+
+def held_out_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:
+    """The held-out evaluation tokens; refused when there are fewer than two (no perplexity possible)."""
+    from ..data import evaluation_ids
+
+    ids = evaluation_ids(tokenizer, texts, max_tokens)
+    if len(ids) < 2:
+        raise LmshrinkError(f"The held-out part of the text ({texts.source}) has {len(ids)} token(s), too few for "
+                            "a perplexity; give more text with --data, or skip perplexity with --no-eval.")
+    return ids
+
+
+def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adapter: Any,
+                      granularity: str) -> dict[str, float]:
+    """Held-out perplexity of the unpruned model; a non-finite one is refused, saying where it starts."""
+    from ..evaluate.perplexity import perplexity
+    from ..objectives.common import nonfinite_origin
+
+    result = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")
+    if not math.isfinite(result["nll"]):
+        where = nonfinite_origin(model, adapter, ids[None, :window], granularity)
+        raise LmshrinkError(f"The model produced non-finite values while measuring the perplexity before removal, "
+                            f"{where}.")
+    return result
+
+
+def evaluate_pruned(model: Any, tokenizer: Any, ids: Any, *, window: int, eval_tasks: list[str] | None,
+                    eval_limit: Any, seed: int, timings: Timings, progress: bool) -> Evaluation:
+    """Perplexity (when ``ids`` is given) and lm-eval ``eval_tasks`` of the pruned model; failures recorded."""
+    from ..evaluate.perplexity import perplexity
+
+    result = Evaluation()
+    if ids is not None:
+        with timings("perplexity after"):
+            ppl = perplexity(model, ids, window=window, progress=progress, desc="perplexity after")
+        if math.isfinite(ppl["nll"]):
+            result.perplexity = ppl
+        else:
+            result.errors.append({"stage": "perplexity after",
+                                  "error": "the pruned model produced non-finite values (perplexity "
+                                           f"{ppl['perplexity']})"})
+    if eval_tasks:
+        with timings("lm-eval"):
+            from ..evaluate.lm_eval import run_lm_eval
+
+            _log(progress, f"lm-eval on the pruned model: {', '.join(eval_tasks)}")
+            try:
+                result.lm_eval = run_lm_eval(model, tokenizer, eval_tasks, limit=eval_limit, seed=seed)
+            except Exception as exc:  # noqa: BLE001 - any failure is recorded; the saved model stays
+                result.errors.append({"stage": "lm-eval", "error": str(exc) if isinstance(exc, LmshrinkError)
+                                      else f"{type(exc).__name__}: {exc}"})
+    return result

@@ -1,0 +1,55 @@
+"""The save stage of a prune run: ``model/``, ``problem.json``, ``report.json`` and ``report.md`` are written
+into a temporary directory next to ``--out`` and renamed into place together, so ``--out`` holds a complete
+result or nothing (an interrupted save leaves nothing; a killed one leaves a temporary directory that the next
+run removes). The report is rewritten, atomically, once the pruned model has been evaluated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan
+from ..staging import StagedDir, atomic_write_text, checkpoint
+
+
+def save_outputs(out: Path, *, overwrite: bool, model: Any, tokenizer: Any, save_format: str | None,
+                 plan: RemovalPlan, problem: BinaryQuadraticProblem | None, report: dict[str, Any]) -> Path:
+    """Write the run's files and move them to ``out`` in one rename; ``model`` None saves no model."""
+    with StagedDir(out, overwrite=overwrite) as stage:
+        if problem is not None:
+            problem.save(stage.path / "problem.json")
+        if model is not None:
+            save_model(model, tokenizer, stage.path / "model", save_format, plan)
+        write_report(stage.path, report)
+        return stage.commit()
+
+
+def save_model(model: Any, tokenizer: Any, path: Path, save_format: str | None, plan: RemovalPlan) -> None:
+    """The pruned model (and its tokenizer) in plain transformers format, or lmshrink's own."""
+    if save_format == "transformers":
+        model.save_pretrained(path)
+    elif save_format == "lmshrink":
+        from ..compress.io import save_compressed
+
+        save_compressed(model, path, info={"removed": plan.to_dict()})
+    else:
+        raise LmshrinkError(f"Unknown save format {save_format!r}.")
+    checkpoint("save")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+
+
+def format_reason(save_format: str | None) -> str:
+    """Why the model is saved in ``save_format``."""
+    if save_format == "transformers":
+        return "every removed unit is a whole block the architecture's config can express"
+    return "a removed unit is part of a layer, which the stock config cannot express"
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> None:
+    """report.json and report.md, each replaced atomically."""
+    from ..report import write_json
+    from ..report.prune import render_prune_markdown
+
+    write_json(folder / "report.json", report)
+    atomic_write_text(folder / "report.md", render_prune_markdown(report))

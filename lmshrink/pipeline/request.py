@@ -1,0 +1,71 @@
+"""Stage 0 of a prune run: check everything that needs no model, so that a typo fails in a second, not after
+the measurement. Resolves the plugins, validates their options and the lm-eval task names, reads the removal
+spec, and checks ``--model`` and ``--out``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import BinaryQuadraticProblem
+from ..core.options import validate_options
+from ..core.removal import parse_remove
+from ..report import default_out_dir
+from .candidates import CandidateSource, MethodSource, SolverSource
+from .config import PruneConfig
+
+
+@dataclass
+class PruneRequest:
+    """A checked prune request: the settings, where the candidates come from, and where the outputs go."""
+
+    config: PruneConfig
+    spec: dict[str | None, int]
+    source: CandidateSource
+    eval_tasks: list[str] | None
+    out: Path
+
+
+def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
+    """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy."""
+    from ..cache import remove_cache_orphans
+    from ..models import check_model_source
+    from ..staging import check_output_dir, remove_orphans
+
+    out = Path(config.out) if config.out is not None else default_out_dir()
+    remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
+    remove_cache_orphans()
+    config.check()
+    spec = parse_remove(config.remove)
+    source = _candidate_source(config)
+    eval_tasks = None
+    if config.eval_tasks:
+        from ..evaluate.lm_eval import check_tasks
+
+        eval_tasks, _ = check_tasks(config.eval_tasks)
+    if model is None or isinstance(model, str):
+        check_model_source(model)
+    check_output_dir(out, config.overwrite)
+    return PruneRequest(config, spec, source, eval_tasks, out)
+
+
+def _candidate_source(config: PruneConfig) -> CandidateSource:
+    """The removal method, or the objective and solver, with their options validated."""
+    from ..plugins import get_objective, get_solver
+
+    if config.method is not None:
+        from ..baselines import get_method
+
+        method = get_method(config.method)
+        validate_options(f"Method {method.name!r}", method.options, config.method_options)
+        return MethodSource(method, config.method_options)
+    objective = get_objective(config.objective)
+    solver = get_solver(config.solver, BinaryQuadraticProblem)
+    objective_options = dict(config.objective_options)
+    for name, value in (("granularity", config.granularity), ("progress", config.progress)):
+        if name in objective.options:
+            objective_options.setdefault(name, value)
+    validate_options(f"Objective {objective.name!r}", objective.options, objective_options)
+    validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
+    return SolverSource(objective, objective_options, solver, config.solver_options)
