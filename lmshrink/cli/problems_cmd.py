@@ -31,6 +31,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     bd.add_argument("--out", default="lmshrink-library", help="output folder (default: ./lmshrink-library)")
     bd.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                     help="build the instances whose name contains one of these")
+    bd.add_argument("--shipped", action="store_true",
+                    help="build only the small set shipped in the package (with --out lmshrink/library/data to "
+                         "refresh it)")
     bd.add_argument("--list", dest="list_only", action="store_true", help="print the instance names and stop")
     bd.add_argument("--milp-time", type=float, default=None, help="seconds of milp per large instance (120)")
     bd.add_argument("--top", type=int, default=None, help="lowest states per instance (20)")
@@ -75,9 +78,14 @@ def _build(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..core import LmshrinkError
-    from ..library.build import BuildSettings, build_library, reference_specs, select_specs
+    from ..library.build import SHIPPED, BuildSettings, build_library, reference_specs, select_specs
 
     specs = select_specs(reference_specs(), args.only)
+    if args.shipped:
+        specs = [s for s in specs if s.name in SHIPPED]
+        if not specs:
+            raise LmshrinkError("None of the --only patterns matches an instance of the shipped set: "
+                                f"{', '.join(SHIPPED)}.")
     if args.list_only:
         for s in specs:
             print(s.name)

@@ -49,6 +49,11 @@ NEMOTRON_REMOVALS: tuple[dict[str, int], ...] = (
     {"mamba": 4, "moe": 4, "attention": 1},
 )
 
+#: the instances shipped in the package (:func:`~lmshrink.library.shipped_dir`): small, each with a proven
+#: optimum that ``exact`` or ``milp`` reproduces in seconds, measured where the model is real
+SHIPPED = ("smollm2-layer-fisher-m04", "smollm2-layer-fisher-m06", "smollm2-layer-fisher-fo-m08",
+           "nemotron-h-nano-fisher-mamba2-moe2", "nemotron-h-nano-fisher-fo-mamba4-moe4-attention1")
+
 
 @dataclass(frozen=True)
 class BuildSettings:
