@@ -139,6 +139,76 @@ def test_build_refuses_unknown_names_in_one_sentence(tmp_path, capsys):
     assert names == [f"smollm2-layer-pairs-m{m:02d}" for m in range(4, 13)]
     assert main(["problems", "build", "--list"]) == 0
     assert len(capsys.readouterr().out.split()) == 60
+    from lmshrink.library.build import SHIPPED
+
+    assert main(["problems", "build", "--list", "--shipped"]) == 0
+    assert sorted(capsys.readouterr().out.split()) == sorted(SHIPPED)
+    assert main(["problems", "build", "--shipped", "--only", "pairs", "--out", str(tmp_path)]) == 2
+    assert "None of the --only patterns matches an instance of the shipped set" in capsys.readouterr().err
+
+
+# --- the shipped set ------------------------------------------------------------------------------------------------
+def test_shipped_set_is_small_measured_and_packaged():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from lmshrink.library import load_library, shipped_dir
+    from lmshrink.library.build import SHIPPED
+
+    files = sorted(shipped_dir().glob("*.json"))
+    assert sorted(p.stem for p in files) == sorted(SHIPPED)
+    assert sum(p.stat().st_size for p in files) < 1_000_000
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["lmshrink.library"]
+    assert all(any(fnmatch.fnmatch(f"data/{p.name}", g) for g in globs) for p in files)  # a wheel carries them
+    for inst in load_library():
+        assert inst.proven and not inst.pending and len(inst.lowest) == 20
+        assert (inst.losses() is not None) == (inst.source["model"] == "smollm2")
+        # the recorded energies are the problem's energies of the recorded states
+        np.testing.assert_allclose(inst.problem.energies(inst.states()), [s["energy"] for s in inst.lowest],
+                                   rtol=1e-9, atol=1e-12)
+        assert all(inst.problem.is_feasible(x) for x in inst.states())
+
+
+@pytest.mark.parametrize("name", ["smollm2-layer-fisher-m04", "smollm2-layer-fisher-m06",
+                                  "smollm2-layer-fisher-fo-m08", "nemotron-h-nano-fisher-mamba2-moe2",
+                                  "nemotron-h-nano-fisher-fo-mamba4-moe4-attention1"])
+def test_shipped_optima_are_reproduced_by_exact_or_milp(name):
+    from lmshrink.library import load_library
+    from lmshrink.plugins import get_solver
+
+    inst = load_library(names=[name])[0]
+    p, energies = inst.problem, [s["energy"] for s in inst.lowest]
+    if p.num_feasible_states() <= 1_000_000:  # enumerated: the optimum and the 20 lowest states, in order
+        sols = get_solver("exact", p).solve(p, num_solutions=len(energies))
+        np.testing.assert_allclose([s.energy for s in sols], energies, rtol=1e-9, atol=1e-12)
+        assert inst.lowest_proven
+    else:
+        needs("pyomo.environ", "highspy")
+        sols = get_solver("milp", p).solve(p, num_solutions=1, time_limit=120)
+        assert sols.proven_optimal
+        assert min(energies) == pytest.approx(sols.best.energy, rel=1e-7, abs=1e-9)
+    assert sols.best.energy == pytest.approx(inst.energy, rel=1e-7, abs=1e-9)
+    assert energies[0] == pytest.approx(inst.energy, rel=1e-9, abs=1e-12)
+
+
+def test_library_table_ranks_energy_against_measured_loss(tmp_path, capsys):
+    stats = pytest.importorskip("scipy.stats")
+    from benchmarks.library.table import library_rows, main
+    from lmshrink.library import load_library
+
+    rows = {r["instance"]: r for r in library_rows(None)}
+    inst = load_library(names=["smollm2-layer-fisher-m04"])[0]
+    energies = [s["energy"] for s in inst.lowest]
+    row = rows["smollm2-layer-fisher-m04"]
+    assert row["spearman_loss"] == pytest.approx(stats.spearmanr(energies, inst.losses()).statistic)
+    assert row["spearman_perplexity"] == pytest.approx(
+        stats.spearmanr(energies, [s["perplexity"] for s in inst.lowest]).statistic)
+    assert rows["nemotron-h-nano-fisher-mamba2-moe2"]["spearman_loss"] is None  # random weights: nothing measured
+    assert main(["--out", str(tmp_path)]) == 0
+    assert "smollm2-layer-fisher-m04" in (tmp_path / "report.md").read_text() and (tmp_path / "library.csv").exists()
+    capsys.readouterr()
 
 
 # --- formats ------------------------------------------------------------------------------------------------------
