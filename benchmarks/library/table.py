@@ -35,8 +35,12 @@ def library_table(rows: list[dict[str, Any]]) -> str:
                   "ρ(E, ppl)"],
                  [[r["instance"], r["variables"], r["constraints"], r["energy"],
                    f"{'proven' if r['proven'] else 'best known'} ({r['solver']}, {r['time_s']:.3g} s)", r["lowest"],
-                   "pending" if r["pending"] else r["spearman_loss"],
-                   "pending" if r["pending"] else r["spearman_perplexity"]] for r in rows])
+                   _rho(r, "spearman_loss"), _rho(r, "spearman_perplexity")] for r in rows])
+
+
+def _rho(row: dict[str, Any], key: str) -> Any:
+    """The correlation, or why there is none: measurements pending, or nothing measured (random weights)."""
+    return "pending" if row["pending"] else "n/a" if row[key] is None else row[key]
 
 
 def main(argv: list[str] | None = None) -> int:
