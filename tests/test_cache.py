@@ -181,7 +181,9 @@ def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch)
 
     monkeypatch.setattr(models, "_load_gguf", convert)
     first = models._load_gguf_cached(gguf, torch.float32, "tiny")
-    target = cache_dir() / "models" / f"model-{gguf.stat().st_size}-float32"
+    import transformers
+
+    target = cache_dir() / "models" / f"model-{gguf.stat().st_size}-float32-transformers{transformers.__version__}"
     assert len(conversions) == 1 and (target / "model.safetensors").exists()
     again = models._load_gguf_cached(gguf, torch.float32, "tiny")  # read from the cache
     assert len(conversions) == 1 and weights_digest(again.model) == weights_digest(first.model)

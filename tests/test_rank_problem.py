@@ -114,10 +114,9 @@ def test_budget_below_minimum_is_rejected():
 def test_save_and_load_round_trip(tmp_path, suffix):
     p = random_rank_problem(SHAPES, 0.6, seed=2, grid=[[1, 2, 4], [1, 3], [2, 5], [1, 2], [1, 3]],
                             weights=np.arange(1.0, 6.0), metadata={"note": "x"})
-    p.loss = lambda masks: 0.0  # runtime only: not saved
     path = p.save(tmp_path / f"p{suffix}")
     q = load_problem(path)
-    assert isinstance(q, RankAllocationProblem) and q.loss is None
+    assert isinstance(q, RankAllocationProblem)
     assert q.names == p.names and q.shapes == p.shapes and q.grid == p.grid
     for a, b in zip(p.singular_values, q.singular_values):
         np.testing.assert_array_equal(a, b)
@@ -199,14 +198,28 @@ def test_fermigrad_with_a_loss_oracle_uses_it_and_meets_budget():
         weights = (50.0, 1.0, 1.0)
         return sum(w * ((1 - f) * torch.from_numpy(s**2)).sum() for w, f, s in zip(weights, masks, sv))
 
-    p.loss = oracle
-    result = get_solver("fermigrad", p).solve(p, steps=150, progress=False)
+    result = get_solver("fermigrad", p).solve(p, loss=oracle, steps=150, progress=False)
     x = result.best.x
     _assert_saturated(p, x)
     assert len(calls) == 150 and result.info["objective"] == "loss oracle"
     assert x[0] > x[1] and x[0] > x[2]
-    proxy_only = get_solver("fermigrad", p).solve(p, steps=150, use_loss=False, progress=False).best.x
+    proxy_only = get_solver("fermigrad", p).solve(p, loss=oracle, steps=150, use_loss=False, progress=False).best.x
     assert proxy_only[0] == pytest.approx(proxy_only[1], abs=1)
+    assert list(get_solver("fermigrad", p).solve(p, steps=150, progress=False).best.x) == list(proxy_only)
+
+
+def test_fermigrad_refuses_an_oracle_of_other_matrices():
+    class Oracle:
+        names = ["a", "c", "b"]
+
+        def __call__(self, masks):  # pragma: no cover - never called
+            raise AssertionError
+
+    p = RankAllocationProblem(["a", "b", "c"], [(8, 8)] * 3, [np.linspace(1, 0.1, 8)] * 3, budget=96)
+    with pytest.raises(LmshrinkError, match="loss oracle covers 3 matrices that are not the problem's"):
+        get_solver("fermigrad", p).solve(p, loss=Oracle(), progress=False)
+    with pytest.raises(LmshrinkError, match="loss"):
+        get_solver("fermigrad", p).solve(p, loss=3, progress=False)
 
 
 def test_uniform_keeps_the_same_ratio_everywhere():
@@ -232,9 +245,9 @@ def test_repair_takes_best_value_per_cost():
     assert list(repair_ranks(p, [4, 4], fill=False)) == [3, 1]
 
 
-@pytest.mark.parametrize("solver", ["uniform", "fermigrad", "milp"])
+@pytest.mark.parametrize("solver", ["uniform", "fermigrad", "milp", "rank-milp"])
 def test_lmshrink_solve_reads_a_rank_problem(tmp_path, capsys, solver):
-    if solver == "milp":
+    if solver.endswith("milp"):
         pytest.importorskip("pyomo")
     p = random_rank_problem(SHAPES, 0.6, seed=3)
     path = p.save(tmp_path / "rank.json")
@@ -242,5 +255,6 @@ def test_lmshrink_solve_reads_a_rank_problem(tmp_path, capsys, solver):
     assert main(["solve", str(path), "--solver", solver, "--top-k", "1", "--json", *extra]) == 0
     out = json.loads(capsys.readouterr().out)
     x = out["solutions"][0]["x"]
+    assert out["solver"] == "rank-" + solver.removeprefix("rank-")  # the alias names the rank solver
     assert p.is_feasible(x)
     assert out["solutions"][0]["energy"] == pytest.approx(p.energy(x))

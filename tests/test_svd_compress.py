@@ -14,8 +14,8 @@ from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.cli import main
 from lmshrink.compress.io import load_compressed, save_compressed
 from lmshrink.compress.pivga import PivGaLinear
-from lmshrink.compress.svd import LowRankLinear, compress_model, export_dense, svd_factors
-from lmshrink.core import RankAllocationProblem, load_problem
+from lmshrink.compress.svd import LowRankLinear, apply_plan, compress_model, export_dense, svd_factors
+from lmshrink.core import RankAllocationProblem, RankPlan, load_problem
 from lmshrink.objectives.fermi_rank import SoftTruncationLoss, rank_problem
 from lmshrink.plugins import get_solver
 from tiny import tiny_llama
@@ -160,8 +160,8 @@ def test_fermigrad_with_model_oracle_meets_the_budget_exactly(tiny):
     model, ids, factors = tiny
     for pivga in (False, True):
         problem = rank_problem(factors, 0.55, pivga=pivga)
-        problem.loss = SoftTruncationLoss(model, factors, problem.names, ids, batch_size=4)
-        result = get_solver("fermigrad", problem).solve(problem, steps=12, progress=False)
+        oracle = SoftTruncationLoss(model, factors, problem.names, ids, batch_size=4)
+        result = get_solver("fermigrad", problem).solve(problem, loss=oracle, steps=12, progress=False)
         x = np.array(result.best.x)
         assert result.info["objective"] == "loss oracle" and result.info["oracle_calls"] == 12
         cost = problem.cost(x)
@@ -172,17 +172,162 @@ def test_fermigrad_with_model_oracle_meets_the_budget_exactly(tiny):
                 assert cost - problem.cost_table(l)[x[l]] + problem.cost_table(l)[up[0]] > problem.budget
 
 
-def test_objective_plugin_builds_problem_with_oracle(tiny):
+def test_objective_poses_a_plain_problem_and_builds_the_oracle_apart(tiny):
     from lmshrink.data import Calibration
     from lmshrink.plugins import get_objective
 
-    model, ids, _ = tiny
+    model, ids, factors = tiny
     objective = get_objective("fermi-rank")
-    problem = objective.build(model, LlamaAdapter(), Calibration(ids, "random"), ratio=0.7, progress=False)
-    assert isinstance(problem, RankAllocationProblem) and problem.loss is not None
+    calibration = Calibration(ids, "random")
+    problem = objective.build(model, LlamaAdapter(), calibration, ratio=0.7, progress=False)
+    assert isinstance(problem, RankAllocationProblem) and not hasattr(problem, "loss")
     assert problem.budget == np.floor(0.7 * problem.total_dense)
     assert problem.metadata["whitening"]["eigen"] == 0
-    assert objective.factors.names == problem.names
+    # stage by stage, as the pipeline calls it: the same factors, the same problem, and the oracle apart
+    options = objective.validate({"ratio": 0.7, "progress": False})
+    staged = objective.pose(factors, model, LlamaAdapter(), calibration, options)
+    assert staged.names == problem.names == factors.names
+    for a, b in zip(staged.singular_values, problem.singular_values):
+        np.testing.assert_array_equal(a, b)
+    oracle = objective.loss_oracle(model, factors, staged, calibration, options)
+    assert isinstance(oracle, SoftTruncationLoss) and oracle.names == staged.names and oracle.target == "kl"
+    assert objective.loss_oracle(model, factors, staged, calibration, {**options, "oracle": False}) is None
+
+
+def _plan_of(factors, ratio, pivga):
+    problem = rank_problem(factors, ratio, pivga=pivga)
+    solutions = get_solver("uniform", problem).solve(problem)
+    return problem, RankPlan.from_solution(problem, solutions.best.x, source={"solver": solutions.solver})
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+def test_rank_plan_round_trips_and_compresses_identically_from_disk(tmp_path, tiny, pivga):
+    import copy
+
+    model, ids, factors = tiny
+    problem, plan = _plan_of(factors, 0.55, pivga)
+    # the plan states every matrix's rank and kind, with the energy and cost of the allocation
+    x = [plan.ranks[n] for n in problem.names]
+    assert plan.energy == pytest.approx(problem.energy(x)) and plan.cost == problem.cost(x) <= plan.budget
+    assert {plan.kind(m) for m in plan.matrices} <= {"dense", "pivga" if pivga else "low_rank"}
+    assert [m.dense for m in plan.matrices] == [problem.is_dense(l, r) for l, r in enumerate(x)]
+    back = RankPlan.load(plan.save(tmp_path / "plan.json"))
+    assert back == plan
+    assert json.loads((tmp_path / "plan.json").read_text())["format"] == "lmshrink.rank_plan/1"
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    summary = apply_plan(a, factors, plan)
+    assert summary.params_stored == plan.cost
+    apply_plan(b, factors, back)
+    assert torch.equal(logits(a, ids), logits(b, ids))
+    # the same as compressing from the name → rank dictionary
+    c = copy.deepcopy(model)
+    compress_model(c, factors, plan.ranks, pivga=pivga)
+    assert torch.equal(logits(a, ids), logits(c, ids))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format="x"), "Not a rank plan"),
+    (lambda d: d.update(matrices={}), "'matrices', a list"),
+    (lambda d: d["matrices"][0].pop("rank"), "needs name, shape, rank and dense"),
+    (lambda d: d["matrices"][0].update(rank=2.5), "must be a whole number"),
+    (lambda d: d["matrices"][0].update(rank=10**6), "outside 0.."),
+    (lambda d: d["matrices"][0].update(dense="no"), "true or false"),
+    (lambda d: d["matrices"][0].update(shape=[4]), "must be \\[out, in\\]"),
+    (lambda d: d["matrices"].append(dict(d["matrices"][0])), "twice"),
+    (lambda d: d.update(energy="low"), "must be a number"),
+])
+def test_a_malformed_rank_plan_is_refused_in_one_sentence(tiny, edit, message):
+    from lmshrink.core import LmshrinkError
+
+    data = _plan_of(tiny[2], 0.55, False)[1].to_dict()
+    edit(data)
+    with pytest.raises(LmshrinkError, match=message):
+        RankPlan.from_dict(data)
+
+
+def test_a_plan_of_other_matrices_is_refused(tiny):
+    import copy
+
+    from lmshrink.core import LmshrinkError
+    from lmshrink.core.plan import MatrixRank
+
+    model, _, factors = tiny
+    plan = _plan_of(factors, 0.55, False)[1]
+    m = plan.matrices[0]
+    wrong = RankPlan([MatrixRank(m.name, (m.shape[0], m.shape[1] + 1), m.rank, m.dense)], plan.pivga)
+    with pytest.raises(LmshrinkError, match="gives .* the shape"):
+        apply_plan(copy.deepcopy(model), factors, wrong)
+    with pytest.raises(LmshrinkError, match="not among the decomposed matrices"):
+        apply_plan(copy.deepcopy(model), factors, RankPlan([MatrixRank("lm_head", (96, 48), 4, False)]))
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+@pytest.mark.parametrize("edit, message", [
+    (lambda layers: layers.update({"model.layers.0.mlp": 3}), "not a linear layer"),
+    (lambda layers: layers.update({"model.embed_tokens.weight": 3}), "not a module of the LlamaForCausalLM"),
+    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": 49}), "q_proj is 49, outside 0..48"),
+    (lambda layers: layers.update({"model.layers.0.self_attn.q_proj": "3"}), "q_proj is '3', not an integer"),
+    (lambda layers: layers.update({"__class__": 3}), "not a module path"),
+])
+def test_a_saved_low_rank_transform_is_checked_before_it_is_replayed(tmp_path, tiny, pivga, edit, message):
+    import copy
+
+    from lmshrink.core import LmshrinkError
+
+    model, _, factors = tiny
+    net = copy.deepcopy(model)
+    apply_plan(net, factors, _plan_of(factors, 0.55, pivga)[1])
+    save_compressed(net, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "lmshrink_config.json").read_text())
+    edit(meta["transforms"][0]["layers"])
+    (tmp_path / "m" / "lmshrink_config.json").write_text(json.dumps(meta))
+    with pytest.raises(LmshrinkError, match=message):
+        load_compressed(tmp_path / "m")
+
+
+def test_pivga_pivots_that_are_not_a_permutation_are_refused(tmp_path, tiny):
+    import copy
+
+    from safetensors.torch import load_file, save_file
+
+    from lmshrink.core import LmshrinkError
+
+    model, _, factors = tiny
+    net = copy.deepcopy(model)
+    apply_plan(net, factors, _plan_of(factors, 0.55, True)[1])
+    save_compressed(net, tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    key = next(k for k in weights if k.endswith(".inverse"))
+    weights[key][0] = weights[key][1]  # one output row twice, another never
+    save_file(weights, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(LmshrinkError, match="not a permutation of its"):
+        load_compressed(tmp_path / "m")
+
+
+def test_factors_round_trip_through_safetensors_and_refuse_other_inputs(tmp_path, tiny):
+    from lmshrink.compress.svd import SvdFactors
+    from lmshrink.core import LmshrinkError
+
+    _, _, factors = tiny
+    path = factors.save(tmp_path / "f.safetensors", key={"samples": 8})
+    assert {p.name for p in tmp_path.iterdir()} == {"f.safetensors", "f.json"}  # no temporary file left
+    back = SvdFactors.load(path, key={"samples": 8})
+    assert back.names == factors.names and back.groups == factors.groups and back.info == factors.info
+    for name, f in factors.factors.items():
+        g = back.factors[name]
+        assert g.shape == f.shape and g.whitening == f.whitening
+        np.testing.assert_array_equal(g.sigma, f.sigma)
+        assert torch.equal(g.left, f.left) and torch.equal(g.right, f.right)
+        assert g.left.stride() == f.left.stride() and g.right.stride() == f.right.stride()  # same layout, same sums
+    assert any(not f.left.is_contiguous() for f in factors.factors.values())  # (eigh's U is column-major)
+    with pytest.raises(LmshrinkError, match="computed from other inputs"):
+        SvdFactors.load(path, key={"samples": 16})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LmshrinkError, match="does not match the checksum"):
+        SvdFactors.load(path)
+    with pytest.raises(LmshrinkError, match="No saved factors"):
+        SvdFactors.load(tmp_path / "missing.safetensors")
 
 
 def test_cli_svd_smoke(tmp_path, tiny_model_dir, text_file):
@@ -201,14 +346,61 @@ def test_cli_svd_smoke(tmp_path, tiny_model_dir, text_file):
     assert report["perplexity_before"]["perplexity"] > 0 and report["perplexity_after"]["perplexity"] > 0
     assert report["verify"]["identical"]
     assert len(report["per_matrix"]) == 6 * 7
-    assert {"solve", "whitening + SVD", "perplexity after"} <= set(report["timings_s"])
+    assert {"whiten", "problem", "solve", "compress", "save", "perplexity after"} <= set(report["timings_s"])
     problem = load_problem(out / "problem.json")
     assert isinstance(problem, RankAllocationProblem) and problem.pivga
-    assert [r["rank"] for r in report["per_matrix"]] == [
-        report["per_matrix"][i]["rank"] for i in range(len(problem.names))]
+    plan = RankPlan.load(out / "plan.json")
+    assert plan.pivga and plan.names == problem.names == [r["name"] for r in report["per_matrix"]]
+    assert [r["rank"] for r in report["per_matrix"]] == [plan.ranks[n] for n in problem.names]
+    assert plan.cost == p["kept_stored"] and plan.energy == report["energy"]
+    assert report["solver"]["info"]["options"]["loss"].startswith("SoftTruncationLoss(kl")
     model, tok = load_compressed(out / "model", with_tokenizer=True)
     assert tok is not None
     assert any(isinstance(m, PivGaLinear) for m in model.modules())
     assert "Ranks per matrix" in (out / "report.md").read_text()
     # the saved problem solves from the file with every rank solver
     assert main(["solve", str(out / "problem.json"), "--solver", "uniform", "--top-k", "1"]) == 0
+    # plan.json applied to a fresh copy of the model, on the same calibration, gives the saved model's logits
+    from lmshrink.pipeline.inputs import load_inputs
+    from lmshrink.plugins import get_objective
+    from lmshrink.report import Timings
+
+    inputs = load_inputs(str(tiny_model_dir), data=[str(text_file)], samples=8, seq_len=32, seed=0,
+                         timings=Timings(), progress=False)
+    objective = get_objective("fermi-rank")
+    factors = objective.whiten(inputs.model, inputs.adapter, inputs.calibration, objective.validate({"progress": False}))
+    apply_plan(inputs.model, factors, plan)
+    probe = inputs.calibration.input_ids[:2]
+    assert torch.equal(logits(inputs.model, probe), logits(model, probe))
+
+
+def test_svd_output_is_checked_first_and_written_whole_or_not_at_all(tmp_path, tiny_model_dir, text_file, capsys,
+                                                                     monkeypatch):
+    import lmshrink.compress.io as io
+    import lmshrink.pipeline.svd as svd
+
+    settings = dict(ratio=0.7, solver="uniform", data=[str(text_file)], samples=4, seq_len=16, evaluate=False,
+                    progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    # refused before the model loads: the loader is never reached
+    monkeypatch.setattr(svd, "load_inputs", lambda *a, **k: pytest.fail("loaded the model"))
+    assert main(["svd", "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]) == 2
+    assert "already holds files (notes.txt)" in capsys.readouterr().err
+    monkeypatch.undo()
+    # a save that fails half-way leaves nothing behind, not even its temporary directory
+    monkeypatch.setattr(io, "save_compressed", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        svd.svd_compress(str(tiny_model_dir), out=tmp_path / "fresh", **settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    monkeypatch.undo()
+    result = svd.svd_compress(str(tiny_model_dir), out=tmp_path / "fresh", **settings)
+    assert sorted(p.name for p in result.out.iterdir()) == ["model", "plan.json", "problem.json", "report.json",
+                                                            "report.md"]
+    assert json.loads((result.out / "report.json").read_text())["verify"]["identical"]
+    # an earlier run's output is replaced whole with overwrite
+    (result.out / "stale.txt").write_text("old")
+    again = svd.svd_compress(str(tiny_model_dir), out=result.out, overwrite=True, **settings)
+    assert not (again.out / "stale.txt").exists() and (again.out / "plan.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "out"]

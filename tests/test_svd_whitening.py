@@ -117,17 +117,16 @@ def test_eigen_fallback_still_gives_the_identity(m):
     lin = torch.nn.Linear(n, m, bias=False, dtype=torch.float64)
     with torch.no_grad():
         lin.weight.copy_(W)
+    from lmshrink.compress import factoring
     from lmshrink.compress.svd import GramStats
 
     stats = GramStats([["w"]], [X @ X.T], N)
-    from lmshrink.compress import svd
-
-    real = svd.whiten
-    svd.whiten = lambda G, eps: real(G, eps=eps, max_tries=0)  # force the fallback
+    real = factoring.whiten
+    factoring.whiten = lambda G, eps: real(G, eps=eps, max_tries=0)  # force the fallback
     try:
         f = factorize({"w": lin}, stats, dtype=torch.float64, progress=False).factors["w"]
     finally:
-        svd.whiten = real
+        factoring.whiten = real
     assert f.whitening["method"] == "eigen"
     A, B = f.truncated(3)
     measured = float(((W - A @ B) @ X).pow(2).sum())

@@ -3,10 +3,12 @@
     python benchmarks/svd/run.py            # SmolLM2, ratios 1.0 0.9 0.8 0.7 0.6, methods uniform milp fermigrad
     python benchmarks/svd/run.py --quick    # ratios 1.0 0.8 0.6, smaller calibration / evaluation / fewer steps
 
-The whitening statistics and the whitened SVDs are computed once and shared by every method and ratio. Each
-(method, ratio) builds the rank-allocation problem from them, solves it, compresses a copy of the model and
-scores it on the same held-out tokens. Writes ``results.csv``, ``results.md`` (the table), ``perplexity.png``
-and ``runs.json`` (ranks and solver facts) under ``--out``.
+It runs the same stages as ``lmshrink svd``, through the same contract: the ``fermi-rank`` objective whitens the
+matrices once (the factors are shared by every method and ratio) and, per ratio, poses the rank-allocation
+problem; each method's solver solves it (fermigrad gets the objective's loss oracle as its ``loss`` option, one
+oracle per target for the whole run, so the teacher's cache is shared); the best solution becomes a rank plan,
+which is applied to a copy of the model, scored on the same held-out tokens. Writes ``results.csv``,
+``results.md`` (the table), ``perplexity.png`` and ``runs.json`` (ranks and solver facts) under ``--out``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pivga", action="store_true", help="cost model r(m+n)−r² (PivGa) instead of r(m+n)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--factors-cache", default=None, help="torch file to keep the whitened SVDs in between runs")
+    p.add_argument("--factors-cache", default=None,
+                   help="safetensors file (+ a .json side file) to keep the whitened SVDs in between runs")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/svd[-quick])")
     args = p.parse_args(argv)
     args.ratios = args.ratios or ([1.0, 0.8, 0.6] if args.quick else [1.0, 0.9, 0.8, 0.7, 0.6])
@@ -61,40 +64,78 @@ def log(msg: str) -> None:
     print(f"[svd-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-_ORACLES: dict[str, Any] = {}
+#: methods: (solver, objective options); fermigrad's loss target is the objective's ``target``
+METHODS = {
+    "uniform": ("uniform", {}),
+    "milp": ("milp", {}),
+    "milp-normalized": ("milp", {"normalize": True}),
+    "fermigrad": ("fermigrad", {"target": "kl"}),
+    "fermigrad-ce": ("fermigrad", {"target": "ce"}),
+}
 
 
-def solve(method: str, problem: Any, model: Any, factors: Any, calibration: Any, args: argparse.Namespace) -> Any:
-    """Solve ``problem`` with ``method``; returns the SolutionSet."""
-    import dataclasses
+class Methods:
+    """Poses each (method, ratio) problem with the objective and solves it; one loss oracle per target per run."""
 
-    import numpy as np
+    def __init__(self, objective: Any, model: Any, adapter: Any, factors: Any, calibration: Any,
+                 args: argparse.Namespace) -> None:
+        self.objective, self.model, self.adapter, self.factors, self.calibration = (objective, model, adapter, factors,
+                                                                                   calibration)
+        self.args = args
+        self.oracles: dict[str, Any] = {}
 
-    from lmshrink.objectives.fermi_rank import SoftTruncationLoss
-    from lmshrink.plugins import get_solver
+    def options(self, method: str, ratio: float) -> dict[str, Any]:
+        a = self.args
+        return self.objective.validate({"ratio": ratio, "pivga": a.pivga, "batch_size": a.batch_size, "seed": a.seed,
+                                        "teacher_top_k": a.teacher_top_k, "progress": False, **METHODS[method][1]})
 
-    if method == "uniform":
-        return get_solver("uniform", problem).solve(problem)
-    if method in ("milp", "milp-normalized"):
-        if method == "milp-normalized":
-            weights = np.array([1.0 / max(float((s**2).sum()), 1e-300) for s in problem.singular_values])
-            problem = dataclasses.replace(problem, weights=weights)
-        return get_solver("milp", problem).solve(problem)
-    if method.startswith("fermigrad"):
-        target = "ce" if method.endswith("-ce") else "kl"
-        if target not in _ORACLES:  # one oracle per target for the whole run: its teacher cache is shared
-            _ORACLES[target] = SoftTruncationLoss(model, factors, problem.names, calibration.input_ids,
-                                                  target=target, batch_size=args.batch_size, seed=args.seed,
-                                                  teacher_top_k=args.teacher_top_k)
-        problem.loss = _ORACLES[target]
-        opts: dict[str, Any] = {"steps": args.steps, "progress": True, "init": args.init}
-        if args.lr is not None:
-            opts["lr"] = args.lr
+    def problem(self, method: str, ratio: float) -> Any:
+        opts = self.options(method, ratio)
+        return self.objective.pose(self.factors, self.model, self.adapter, self.calibration, opts)
+
+    def error(self, ratio: float, x: Any) -> float:
+        """The summed whitened truncation error of the ranks ``x`` (the energy with every w_l = 1, so that methods
+        whose problem weighs the matrices differently are compared on one scale)."""
+        return self.problem("uniform", ratio).energy(x)
+
+    def solve(self, method: str, ratio: float, problem: Any) -> Any:
+        """The method's SolutionSet for ``problem``."""
+        from lmshrink.core import RankAllocationProblem
+        from lmshrink.plugins import get_solver
+
+        name, _ = METHODS[method]
+        solver = get_solver(name, RankAllocationProblem)
+        if "loss" not in solver.options:
+            return solver.solve(problem)
+        opts = self.options(method, ratio)
+        if opts["target"] not in self.oracles:  # its teacher cache is shared by every ratio
+            self.oracles[opts["target"]] = self.objective.loss_oracle(self.model, self.factors, problem,
+                                                                      self.calibration, opts)
+        extra: dict[str, Any] = {"steps": self.args.steps, "progress": True, "init": self.args.init}
+        if self.args.lr is not None:
+            extra["lr"] = self.args.lr
+        return solver.solve(problem, seed=self.args.seed, loss=self.oracles[opts["target"]], **extra)
+
+
+def whitened_factors(objective: Any, model: Any, adapter: Any, calibration: Any, cache: Path | None,
+                     key: dict[str, Any]) -> tuple[Any, bool]:
+    """The objective's whitened SVDs, read from ``cache`` when it holds them for ``key``; (factors, read from cache)."""
+    from lmshrink.compress.factoring import SvdFactors
+    from lmshrink.core import LmshrinkError
+
+    if cache is not None and cache.exists():
         try:
-            return get_solver("fermigrad", problem).solve(problem, seed=args.seed, **opts)
-        finally:
-            problem.loss = None
-    raise SystemExit(f"unknown method {method!r}")
+            factors = SvdFactors.load(cache, key=key)
+            log(f"whitened SVDs read from {cache}")
+            return factors, True
+        except LmshrinkError as exc:
+            log(f"recomputing the whitened SVDs: {exc}")
+    log(f"whitening statistics over {calibration.num_samples}×{calibration.seq_len} tokens and whitened SVDs "
+        f"(computed once)")
+    factors = objective.whiten(model, adapter, calibration, objective.validate({"progress": False}))
+    if cache is not None:
+        factors.save(cache, key=key)
+    return factors, False
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -134,14 +175,19 @@ def markdown(rows: list[dict[str, Any]], ratios: list[float], methods: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method {unknown[0]!r}; methods: {', '.join(METHODS)}")
     import torch
 
-    from lmshrink.compress.svd import compress_model, svd_factors
+    import lmshrink
+    from lmshrink.compress.apply import apply_plan
+    from lmshrink.core import RankPlan
     from lmshrink.data import evaluation_ids, load_texts, make_calibration
     from lmshrink.evaluate.perplexity import perplexity
     from lmshrink.models import load_model
-    from lmshrink.objectives.fermi_rank import rank_problem
-    from lmshrink.plugins import find_adapter
+    from lmshrink.objectives.common import model_identity
+    from lmshrink.plugins import find_adapter, get_objective
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -152,29 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     adapter = find_adapter(model)
+    objective = get_objective("fermi-rank")
     texts = load_texts(args.data)
     calibration = make_calibration(tokenizer, texts, args.samples, args.seq_len, args.seed)
     eval_ids = evaluation_ids(tokenizer, texts, args.eval_tokens)
 
     t = time.perf_counter()
     cache = Path(args.factors_cache) if args.factors_cache else None
-    key = {"model": loaded.name, "samples": args.samples, "seq_len": args.seq_len, "seed": args.seed,
-           "data": args.data}
-    factors = None
-    cached = False
-    if cache is not None and cache.exists():
-        saved = torch.load(cache, weights_only=False)
-        if saved.get("key") == key:
-            factors = saved["factors"]
-            cached = True
-            log(f"whitened SVDs read from {cache}")
-    if factors is None:
-        log(f"whitening statistics over {args.samples}×{args.seq_len} tokens and whitened SVDs (computed once)")
-        factors = svd_factors(model, adapter.linear_layers(model), calibration.input_ids, progress=False)
-        if cache is not None:
-            torch.save({"key": key, "factors": factors}, cache)
+    whitening = {k: v for k, v in objective.validate({}).items() if k in ("eps", "gram_batch_size")}
+    key = {"model": model_identity(model), "calibration": calibration.fingerprint(), "whitening": whitening,
+           "lmshrink": lmshrink.__version__}
+    factors, cached = whitened_factors(objective, model, adapter, calibration, cache, key)
     factor_time = time.perf_counter() - t
     log(f"factors ready in {factor_time:.0f} s; whitening {factors.info.get('whitening')}")
+    methods = Methods(objective, model, adapter, factors, calibration, args)
 
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
@@ -187,26 +224,24 @@ def main(argv: list[str] | None = None) -> int:
                              "perplexity": base["perplexity"], "nll": base["nll"], "energy": 0.0, "solve_s": 0.0,
                              "dense_matrices": len(factors.names)})
                 continue
-            problem = rank_problem(factors, ratio, pivga=args.pivga)
+            problem = methods.problem(method, ratio)
             t = time.perf_counter()
             log(f"ratio {ratio}: solving with {method}")
-            result = solve(method, problem, model, factors, calibration, args)
+            result = methods.solve(method, ratio, problem)
             solve_s = time.perf_counter() - t
-            x = result.best.x
-            ranks = dict(zip(problem.names, x))
+            plan = RankPlan.from_solution(problem, result.best.x, source={"method": method})
             net = copy.deepcopy(model)
-            summary = compress_model(net, factors, ranks, pivga=args.pivga)
+            summary = apply_plan(net, factors, plan)
             ppl = perplexity(net, eval_ids, progress=False)
             del net
             gc.collect()
             row = {"method": method, "ratio": ratio, "kept_ratio": summary.params_stored / summary.params_dense,
                    "kept_ratio_pivga": summary.params_pivga / summary.params_dense, "perplexity": ppl["perplexity"],
-                   "nll": ppl["nll"], "energy": problem.energy(x), "solve_s": solve_s,
-                   "dense_matrices": sum(1 for v in summary.kinds.values() if v == "dense")}
+                   "nll": ppl["nll"], "energy": methods.error(ratio, result.best.x), "solve_s": solve_s,
+                   "dense_matrices": sum(1 for m in plan.matrices if m.dense)}
             rows.append(row)
             info = {k: v for k, v in result.info.items() if k not in ("history",)}
-            runs.append({**row, "ranks": {k: int(v) for k, v in ranks.items()}, "solver_info": info,
-                         "history": result.info.get("history")})
+            runs.append({**row, "ranks": plan.ranks, "solver_info": info, "history": result.info.get("history")})
             log(f"ratio {ratio} {method}: perplexity {ppl['perplexity']:.3f} (kept {row['kept_ratio']:.4f}, "
                 f"energy {row['energy']:.4g}, {solve_s:.0f} s)")
             with open(args.out / "runs.json", "w") as fh:

@@ -21,9 +21,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output directory (default ./lmshrink-out/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (an earlier run's) whole")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option (repeatable)")
+    p.add_argument("--objective", default="fermi-rank",
+                   help="rank objective: whitens the matrices and poses the problem (default fermi-rank)")
     p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="fermi-rank objective option, e.g. target=ce, batch_size=8, normalize=true, eps=1e-6")
+                   help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, normalize=true, eps=1e-6")
     p.add_argument("--time-limit", type=float, default=None, help="seconds for the solver")
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity (default 16384)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity")
@@ -35,23 +38,25 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..core.options import parse_option_strings
     from ..core.rank import RankAllocationProblem
-    from ..objectives.fermi_rank import FermiRankObjective
     from ..pipeline.svd import svd_compress
-    from ..plugins import get_solver
+    from ..plugins import get_objective, get_solver
 
     solver = get_solver(args.solver, RankAllocationProblem)
+    objective = get_objective(args.objective)
     result = svd_compress(
         args.model,
         ratio=args.ratio,
         solver=args.solver,
         pivga=args.pivga,
+        objective=args.objective,
         data=args.data,
         samples=args.samples,
         seq_len=args.seq_len,
         seed=args.seed,
         out=args.out,
+        overwrite=args.overwrite,
         solver_options=parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option),
-        objective_options=parse_option_strings("Objective 'fermi-rank'", FermiRankObjective.options,
+        objective_options=parse_option_strings(f"Objective {objective.name!r}", objective.options,
                                                args.objective_option),
         time_limit=args.time_limit,
         eval_tokens=args.eval_tokens,

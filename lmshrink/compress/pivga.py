@@ -22,8 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import register_transform
+from ..core.errors import LmshrinkError
 
+#: the structural transform recorded (and replayed on load, :mod:`lmshrink.compress.replay`) for PivGa layers
 TRANSFORM = "pivga"
 
 
@@ -124,16 +125,15 @@ class PivGaLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Load as usual, then refuse an ``inverse`` that is not a permutation of the output rows."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        inverse = self.inverse
+        if inverse.shape != (self.out_features,) or not torch.equal(
+            torch.sort(inverse).values.cpu(), torch.arange(self.out_features, dtype=inverse.dtype)
+        ):
+            raise LmshrinkError(f"The pivots of the PivGa layer {prefix.rstrip('.') or '(root)'} are not a "
+                                f"permutation of its {self.out_features} output rows.")
 
-@register_transform(TRANSFORM)
-def _replay_pivga(model: nn.Module, spec: dict[str, Any]) -> None:
-    """Recreate the PivGaLinear shapes of a saved model on a freshly built stock model."""
-    for name, r in spec["layers"].items():
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        old = getattr(owner, child)
-        setattr(owner, child, PivGaLinear(old.in_features, old.out_features, int(r), old.bias is not None,
-                                          old.weight.dtype))
 
-
-__all__ = ["PivGaLinear", "gauge_fix", "pivot_rows"]
+__all__ = ["PivGaLinear", "TRANSFORM", "gauge_fix", "pivot_rows"]

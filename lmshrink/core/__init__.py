@@ -10,7 +10,7 @@ from .errors import (
 )
 from .objective import Objective
 from .options import Option, option
-from .plan import RemovalPlan
+from .plan import RankPlan, RemovalPlan
 from .problem import BinaryQuadraticProblem, Constraint, Problem, load_problem
 from .solution import RawSummary, Solution, SolutionSet
 from .solver import Composite, Samples, Solver, SolverCapabilities
@@ -30,6 +30,7 @@ __all__ = [
     "Option",
     "Problem",
     "ProblemTooLargeError",
+    "RankPlan",
     "RawSummary",
     "RemovalPlan",
     "Samples",
@@ -42,6 +43,6 @@ __all__ = [
     "option",
 ]
 
-from .rank import RankAllocationProblem  # noqa: E402
+from .rank import LossOracle, RankAllocationProblem  # noqa: E402
 
-__all__ += ["RankAllocationProblem"]
+__all__ += ["LossOracle", "RankAllocationProblem"]

@@ -23,26 +23,40 @@ dense, unchanged, at cost m·n and error 0. The *break-even* rank is the smalles
 every rank from it up to k means "dense", so the allowed ranks are the factored ones below break-even plus k
 itself (one canonical "dense" state). A state is feasible iff every rank is allowed and Σ_l cost_l(r_l) ≤ budget.
 
-A problem built from a model may carry ``loss``: a runtime-only differentiable callable (set by the
-``fermi-rank`` objective, never saved) mapping soft keep-masks to the model's calibration loss, for the
-``fermigrad`` solver. A problem read from a file has none; solvers then optimise the energy (2).
+A problem is plain data, the same whether built from a model or read from a file. A solver that can use the
+model's own calibration loss (``fermigrad``) takes it apart from the problem, as a :class:`LossOracle` the
+objective builds and the pipeline hands over (the solver option ``loss``); without one it optimises the energy (2).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from .errors import LmshrinkError
 from .problem import Problem
 
-#: signature of the optional loss oracle: soft keep-masks (one 1-D torch tensor of length k_l per matrix, values in
-#: [0, 1]) → scalar torch tensor, differentiable with respect to the masks
-RankLoss = Callable[[Sequence[Any]], Any]
+
+@runtime_checkable
+class LossOracle(Protocol):
+    """A differentiable calibration loss of soft keep-masks, for solvers that train on the model itself.
+
+    Called with one 1-D torch tensor per matrix of the problem (in the problem's order, length min(m_l, n_l), values
+    in [0, 1]: how much of each singular value is kept), it returns a scalar torch tensor differentiable with
+    respect to the masks. An oracle may have ``names``, the matrices it covers, so that a solver can check they are
+    the problem's. Any callable of that signature is one (the ``fermi-rank`` objective builds
+    :class:`~lmshrink.objectives.fermi_rank.SoftTruncationLoss`).
+    """
+
+    def __init__(self, text: Any) -> None:
+        # reached only when a command line gives the option as text (Option.parse calls its type)
+        raise ValueError("a loss oracle is a Python object that the objective builds, not text")
+
+    def __call__(self, masks: Sequence[Any]) -> Any: ...
 
 
 def factored_cost(m: int, n: int, r: Any, pivga: bool = False) -> Any:
@@ -81,8 +95,6 @@ class RankAllocationProblem(Problem):
     min_rank: int = 1
     weights: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: runtime-only differentiable loss oracle (see module docstring); never saved
-    loss: RankLoss | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         L = len(self.names)
@@ -336,17 +348,16 @@ class RankAllocationProblem(Problem):
         )
 
     def with_budget(self, budget: float) -> RankAllocationProblem:
-        """The same matrices (and loss oracle) under another budget."""
+        """The same matrices under another budget."""
         import dataclasses
 
         return dataclasses.replace(self, budget=budget, metadata=dict(self.metadata, ratio=budget / self.total_dense))
 
     def __repr__(self) -> str:
         kind = "PivGa" if self.pivga else "low-rank"
-        oracle = ", loss oracle" if self.loss is not None else ""
         return (
             f"RankAllocationProblem(L={self.num_matrices}, budget={self.budget:,.0f}/{self.total_dense:,} "
-            f"({self.ratio:.3f}), {kind}{oracle})"
+            f"({self.ratio:.3f}), {kind})"
         )
 
 

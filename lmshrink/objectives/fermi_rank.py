@@ -1,14 +1,15 @@
 """``fermi-rank``: SVD rank allocation as a :class:`~lmshrink.core.RankAllocationProblem`, with a loss oracle.
 
-The objective computes the whitened SVD of every decomposed matrix (:mod:`lmshrink.compress.svd`) and poses the
-rank allocation: per matrix its whitened singular values σ_{l,i}, one global budget ``ratio · Σ_l m_l n_l``, and
-the energy Σ_l w_l Σ_{i≥r_l} σ_{l,i}² (the summed calibration truncation error; w_l = 1, or 1/Σ_i σ_{l,i}² with
+The objective poses the rank allocation of the whitened SVDs (:mod:`lmshrink.compress.factoring`): per matrix its
+whitened singular values σ_{l,i}, one global budget ``ratio · Σ_l m_l n_l``, and the energy
+Σ_l w_l Σ_{i≥r_l} σ_{l,i}² (the summed calibration truncation error; w_l = 1, or 1/Σ_i σ_{l,i}² with
 ``normalize``).
 
 That energy treats every matrix's output error alike, although the network is not equally sensitive to each. So
-the problem also carries a *loss oracle* (:class:`SoftTruncationLoss`, runtime only, never saved): given one soft
-keep-mask f_l ∈ [0, 1]^{k_l} per matrix it returns the model's calibration loss with every matrix replaced by its
-soft truncation
+the objective also builds a *loss oracle* (:class:`SoftTruncationLoss`, a :class:`~lmshrink.core.rank.LossOracle`,
+runtime only, never saved), which the pipeline hands to the ``fermigrad`` solver: given one soft keep-mask
+f_l ∈ [0, 1]^{k_l} per matrix it returns the model's calibration loss with every matrix replaced by its soft
+truncation
 
     W_l(f_l) = left_l · diag(f_l) · right_l            (= U Σ diag(f) Vᵀ S⁻¹, the whitened SVD)            (1)
 
@@ -18,21 +19,22 @@ the same minibatch without grad) or the plain next-token cross-entropy (``target
 ``teacher_top_k = K`` the teacher's K likeliest tokens per position are computed once per calibration sample and
 kept (K·(T−1) numbers per sample instead of a teacher forward pass per call), and the KL is taken between the
 coarse-grained distributions over those K tokens plus one "any other token" bucket. Each call takes the next
-minibatch of ``batch_size`` calibration samples, cycling through a seeded shuffle. The ``fermigrad``
-solver uses the oracle when present; a solver that reads the problem from a file sees only the σ's.
+minibatch of ``batch_size`` calibration samples, cycling through a seeded shuffle. A solver that reads the
+problem from a file sees only the σ's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ..core import Objective, Option
+from ..core import Option
 from ..core.rank import RankAllocationProblem
 from ..plugins import hookimpl
+from .rank import RankObjective, rank_problem
 
 
 class SoftTruncationLoss:
@@ -76,6 +78,11 @@ class SoftTruncationLoss:
         self._bias = [None if f.bias is None else f.bias.to(dtype) for f in self.factors]
         self._torch = torch
 
+    def __repr__(self) -> str:
+        teacher = f", teacher top-{self.teacher_top_k}" if self.target == "kl" and self.teacher_top_k else ""
+        return (f"SoftTruncationLoss({self.target}, {len(self.names)} matrices, {self.batch_size} of "
+                f"{int(self.input_ids.shape[0])} samples per call{teacher})")
+
     def _next_batch(self) -> list[int]:
         n = int(self.input_ids.shape[0])
         if len(self._order) < self.batch_size:
@@ -101,7 +108,7 @@ class SoftTruncationLoss:
     @contextmanager
     def soft(self, masks: Sequence[Any]) -> Iterator[None]:
         """Swap every factored layer for its soft truncation (1) with ``masks``; restore the layers on exit."""
-        from ..compress.svd import SoftTruncatedLinear
+        from ..compress.low_rank import SoftTruncatedLinear, replace_module
 
         if len(masks) != len(self.names):
             raise ValueError(f"{len(masks)} masks for {len(self.names)} matrices")
@@ -112,14 +119,11 @@ class SoftTruncationLoss:
             for p, _ in flags:
                 p.requires_grad_(False)
             for name, left, right, bias, mask in zip(self.names, self._left, self._right, self._bias, masks):
-                parent, _, child = name.rpartition(".")
-                owner = self.model.get_submodule(parent)
-                saved.append((owner, child, getattr(owner, child)))
-                setattr(owner, child, SoftTruncatedLinear(left, right, mask, bias))
+                saved.append((name, replace_module(self.model, name, SoftTruncatedLinear(left, right, mask, bias))))
             yield
         finally:
-            for owner, child, module in reversed(saved):
-                setattr(owner, child, module)
+            for name, module in reversed(saved):
+                replace_module(self.model, name, module)
             for p, flag in flags:
                 p.requires_grad_(flag)
 
@@ -155,83 +159,49 @@ class SoftTruncationLoss:
         return kl.mean()
 
 
-def rank_problem(
-    factors: Any,
-    ratio: float,
-    *,
-    pivga: bool = False,
-    normalize: bool = False,
-    min_rank: int = 1,
-    metadata: dict[str, Any] | None = None,
-) -> RankAllocationProblem:
-    """The rank-allocation problem of ``factors`` (an :class:`~lmshrink.compress.svd.SvdFactors`) at ``ratio``."""
-    names = factors.names
-    shapes = [factors.factors[n].shape for n in names]
-    sigmas = [factors.factors[n].sigma for n in names]
-    total = sum(m * n for m, n in shapes)
-    weights = None
-    if normalize:
-        weights = np.array([1.0 / max(float((s**2).sum()), 1e-300) for s in sigmas])
-    meta = dict(metadata or {})
-    meta.setdefault("ratio", float(ratio))
-    return RankAllocationProblem(
-        names=names,
-        shapes=shapes,
-        singular_values=sigmas,
-        budget=float(np.floor(ratio * total + 1e-9)),
-        pivga=pivga,
-        min_rank=min_rank,
-        weights=weights,
-        metadata=meta,
-    )
-
-
-class FermiRankObjective(Objective):
+class FermiRankObjective(RankObjective):
     """Whitened-SVD rank allocation under a parameter budget, with a soft-truncation loss oracle for fermigrad."""
 
     name = "fermi-rank"
     description = "SVD rank allocation (whitened truncation error) with a differentiable soft-truncation loss oracle."
     options = {
-        "ratio": Option(0.8, "fraction of the decomposed matrices' parameters to keep", float),
-        "pivga": Option(False, "count PivGa costs r(m+n)−r² instead of r(m+n)", bool),
+        **RankObjective.options,
         "target": Option("kl", "oracle loss: kl (to the uncompressed model) or ce (next-token)", str, ("kl", "ce")),
-        "oracle": Option(True, "attach the soft-truncation loss oracle (runtime only, never saved)", bool),
+        "oracle": Option(True, "build the soft-truncation loss oracle for solvers that take one (runtime only, never "
+                               "saved)", bool),
         "batch_size": Option(2, "calibration samples per oracle call", int),
-        "teacher_top_k": Option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)", int),
-        "gram_batch_size": Option(8, "samples per forward pass when collecting the whitening statistics", int),
-        "eps": Option(1e-6, "relative regularization eps·trace/d first tried in the Cholesky factorization", float),
+        "teacher_top_k": Option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)",
+                                int),
         "normalize": Option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy", bool),
         "min_rank": Option(1, "smallest rank allowed", int),
         "seed": Option(0, "seed of the oracle's minibatch order", int),
-        "progress": Option(True, "show progress bars", bool),
     }
 
-    #: the factors of the last build (the pipeline compresses the model with them after solving)
-    factors: Any = None
-
-    def build_problem(self, model, adapter, calibration, *, ratio, pivga, target, oracle, batch_size,
-                      teacher_top_k, gram_batch_size, eps, normalize, min_rank, seed, progress) -> RankAllocationProblem:
-        from ..compress.svd import svd_factors
-
-        linears = adapter.linear_layers(model)
-        factors = svd_factors(model, linears, calibration.input_ids, batch_size=gram_batch_size, eps=eps,
-                              progress=progress)
-        self.factors = factors
+    def pose(self, factors: Any, model: Any, adapter: Any, calibration: Any,
+             options: Mapping[str, Any]) -> RankAllocationProblem:
+        o = options
         meta = {
             "model": getattr(model.config, "name_or_path", "") or type(model).__name__,
             "architecture": type(model).__name__,
             "adapter": adapter.name,
             "objective": self.name,
-            "options": {"ratio": ratio, "pivga": pivga, "target": target, "eps": eps, "normalize": normalize,
-                        "batch_size": batch_size, "teacher_top_k": teacher_top_k},
+            "options": {"ratio": o["ratio"], "pivga": o["pivga"], "target": o["target"], "eps": o["eps"],
+                        "normalize": o["normalize"], "batch_size": o["batch_size"],
+                        "teacher_top_k": o["teacher_top_k"]},
             "calibration": {"source": calibration.source, **calibration.info},
             "whitening": factors.info.get("whitening", {}),
         }
-        problem = rank_problem(factors, ratio, pivga=pivga, normalize=normalize, min_rank=min_rank, metadata=meta)
-        if oracle:
-            problem.loss = SoftTruncationLoss(model, factors, problem.names, calibration.input_ids, target=target,
-                                              batch_size=batch_size, seed=seed, teacher_top_k=teacher_top_k)
-        return problem
+        return rank_problem(factors, o["ratio"], pivga=o["pivga"], normalize=o["normalize"], min_rank=o["min_rank"],
+                            metadata=meta)
+
+    def loss_oracle(self, model: Any, factors: Any, problem: RankAllocationProblem, calibration: Any,
+                    options: Mapping[str, Any]) -> SoftTruncationLoss | None:
+        """The soft-truncation loss (1) of ``model`` over ``problem``'s matrices (None with ``oracle=False``)."""
+        if not options["oracle"]:
+            return None
+        return SoftTruncationLoss(model, factors, problem.names, calibration.input_ids, target=options["target"],
+                                  batch_size=options["batch_size"], seed=options["seed"],
+                                  teacher_top_k=options["teacher_top_k"])
 
 
 @hookimpl

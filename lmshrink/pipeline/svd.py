@@ -1,21 +1,81 @@
-"""The SVD flow: model + calibration text → whitened SVDs → rank-allocation problem → ranks → low-rank (or
-PivGa) model saved → perplexity before and after → report.
+"""The SVD flow, stage by stage: load → evaluate (before) → whiten → problem → solve → plan → compress →
+evaluate (after) → save (with the report).
 
-The decomposed matrices are the adapter's :meth:`~lmshrink.core.ArchitectureAdapter.linear_layers` (q, k, v, o,
-gate, up, down of every Llama block); ``ratio`` is the fraction of *their* parameters the compressed model keeps.
+The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the
+matrices the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down
+of every Llama block) and poses the :class:`~lmshrink.core.RankAllocationProblem`; the rank solver solves it (a
+solver that declares the option ``loss``, such as ``fermigrad``, gets the objective's loss oracle); the best
+solution becomes a :class:`~lmshrink.core.RankPlan`, and the compression applies the plan to the whitened
+factors. ``ratio`` is the fraction of the decomposed matrices' parameters the compressed model keeps.
+
+The output directory is checked before any slow work and written last: ``problem.json``, ``plan.json``,
+``model/`` (and ``dense/``), ``report.json`` and ``report.md`` go into a temporary directory next to it, which is
+renamed into place once complete (:class:`~lmshrink.staging.StagedDir`), so ``out`` holds a whole result or nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import LmshrinkError, SolutionSet
+from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
+from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
-from ..report import Timings, default_out_dir, library_versions, markdown_table, write_json
+from ..report import Timings, default_out_dir
 from ..report import log as _log
-from .inputs import load_inputs
+from .inputs import Inputs, load_inputs
+
+#: objective options the pipeline sets from its own settings when the objective declares them
+_FROM_SETTINGS = ("ratio", "pivga", "seed", "progress")
+
+
+@dataclass
+class SvdConfig:
+    """The settings of an svd run; :func:`svd_compress` takes the same names as keywords."""
+
+    ratio: float = 0.8
+    solver: str = "fermigrad"
+    pivga: bool = False
+    objective: str = "fermi-rank"
+    data: str | list[str] | None = None
+    samples: int = 64
+    seq_len: int = 256
+    seed: int = 0
+    out: str | Path | None = None
+    solver_options: dict[str, Any] = field(default_factory=dict)
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    time_limit: float | None = None
+    eval_tokens: int = 16384
+    eval_window: int = 512
+    evaluate: bool = True
+    save: bool = True
+    export_dense: bool = False
+    overwrite: bool = False
+    verify: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.solver_options = dict(self.solver_options or {})
+        self.objective_options = dict(self.objective_options or {})
+
+    def check(self) -> None:
+        """One sentence for the first setting no run can use."""
+        if not 0 < self.ratio <= 1:
+            raise LmshrinkError(f"ratio must be in (0, 1], not {self.ratio}.")
+        if self.samples < 1:
+            raise LmshrinkError(f"samples must be at least 1, not {self.samples}.")
+        if self.seq_len < 2:
+            raise LmshrinkError(f"seq_len must be at least 2 tokens, not {self.seq_len}.")
+        if self.evaluate and (self.eval_tokens < 2 or self.eval_window < 2):
+            raise LmshrinkError(f"eval_tokens and eval_window must be at least 2, not {self.eval_tokens} and "
+                                f"{self.eval_window}.")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -25,236 +85,219 @@ class SvdResult:
     out: Path | None
     problem: RankAllocationProblem
     solutions: SolutionSet
-    ranks: dict[str, int]
+    plan: RankPlan
     model: Any
     tokenizer: Any
     report: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def ranks(self) -> dict[str, int]:
+        """Matrix name → rank kept (the plan's)."""
+        return self.plan.ranks
 
-def svd_compress(
-    model: Any = None,
-    *,
-    ratio: float = 0.8,
-    solver: str = "fermigrad",
-    pivga: bool = False,
-    data: str | list[str] | None = None,
-    samples: int = 64,
-    seq_len: int = 256,
-    seed: int = 0,
-    out: str | Path | None = None,
-    solver_options: dict[str, Any] | None = None,
-    objective_options: dict[str, Any] | None = None,
-    time_limit: float | None = None,
-    eval_tokens: int = 16384,
-    eval_window: int = 512,
-    evaluate: bool = True,
-    save: bool = True,
-    export_dense: bool = False,
-    verify: bool = True,
-    progress: bool = True,
-) -> SvdResult:
+
+@dataclass
+class Plugins:
+    """The objective and the solver of a run, with their validated options, resolved before any slow work."""
+
+    objective: Any  # a RankObjective
+    objective_options: dict[str, Any]
+    solver: Solver
+    solver_options: dict[str, Any]
+
+
+def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settings: Any) -> SvdResult:
     """Compress ``model`` (a name/path, None for the embedded default, or a ``LoadedModel``) by whitened SVD.
 
-    ``solver`` picks the rank allocation (``fermigrad``, ``milp``, ``uniform`` or any solver of
-    :class:`~lmshrink.core.RankAllocationProblem`); ``pivga`` stores the factors gauge-fixed, so the same budget
-    buys higher ranks. ``objective_options`` go to the ``fermi-rank`` objective (``target``, ``batch_size``,
-    ``normalize``, ``eps``, ...). Writes ``model/`` (reload with :func:`lmshrink.load_compressed`),
-    ``problem.json``, ``report.json``, ``report.md`` and, with ``export_dense``, ``dense/`` (a plain transformers
-    model) under ``out``. ``verify`` reloads the saved model and records the largest logit difference.
+    Settings are :class:`SvdConfig`'s, as ``config`` or as keywords: ``ratio``; ``solver`` picks the rank allocation
+    (``fermigrad``, ``milp``, ``uniform`` or any solver of :class:`~lmshrink.core.RankAllocationProblem`); ``pivga``
+    stores the factors gauge-fixed, so the same budget buys higher ranks; ``objective_options`` go to the objective
+    (``fermi-rank``: ``target``, ``batch_size``, ``normalize``, ``eps``, ...). Writes ``model/`` (reload with
+    :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json``, ``report.md`` and, with
+    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``, which must be empty or absent (with
+    ``overwrite``, an earlier run's output is replaced whole). ``verify`` reloads the saved model and records the
+    largest logit difference.
     """
     import torch
 
-    from ..compress.svd import compress_model
-    from ..data import evaluation_ids
-    from ..evaluate.perplexity import perplexity
-    from ..objectives.fermi_rank import FermiRankObjective
-    from ..plugins import get_solver
-
-    if not 0 < ratio <= 1:
-        raise LmshrinkError(f"ratio must be in (0, 1], not {ratio}.")
+    if config is not None and settings:
+        raise LmshrinkError("Give svd_compress either config= or keyword settings, not both.")
+    config = config if config is not None else SvdConfig(**settings)
+    config.check()
+    plugins = resolve_plugins(config)  # typos fail before the model loads
     timings = Timings()
-    out = Path(out) if out is not None else (default_out_dir() if save else None)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    objective = FermiRankObjective()
-    obj_opts = {"oracle": solver == "fermigrad", **(objective_options or {})}
-    obj_opts.update(ratio=ratio, pivga=pivga, seed=seed, progress=progress)
-    from ..core.options import validate_options
-
-    validate_options(f"Objective {objective.name!r}", objective.options, obj_opts)  # typos fail before loading
-    solver_plugin = get_solver(solver, RankAllocationProblem)
-
-    inputs = load_inputs(model, data=data, samples=samples, seq_len=seq_len, seed=seed, timings=timings,
-                         progress=progress)
-    loaded, net, tokenizer, adapter = inputs.loaded, inputs.model, inputs.tokenizer, inputs.adapter
-    texts, calibration = inputs.texts, inputs.calibration
-    eval_ids = evaluation_ids(tokenizer, texts, eval_tokens) if evaluate else None
+    out = output_dir(config)
+    torch.manual_seed(config.seed)
+    inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
+                         timings=timings, progress=config.progress)
+    net, adapter, calibration = inputs.model, inputs.adapter, inputs.calibration
     params_before = sum(p.numel() for p in net.parameters())
-    _log(progress, f"{type(net).__name__}: {len(adapter.linear_layers(net))} matrices to decompose; calibration "
-                   f"{calibration.num_samples}×{calibration.seq_len} tokens from {texts.source}")
+    _log(config.progress, f"{type(net).__name__}: {len(adapter.linear_layers(net))} matrices to decompose; "
+                          f"calibration {calibration.num_samples}×{calibration.seq_len} tokens from "
+                          f"{inputs.texts.source}")
+    eval_ids = evaluation_tokens(inputs, config)
+    ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
+    factors = whiten(plugins, inputs, timings, config.progress)
+    problem = pose(plugins, factors, inputs, timings)
+    solutions = solve(plugins, problem, factors, inputs, config, timings)
+    plan = make_plan(problem, solutions, plugins)
+    summary = compress(net, factors, plan, timings)
+    del factors
+    ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
-    ppl_before = ppl_after = None
-    if evaluate:
-        with timings("perplexity before"):
-            ppl_before = perplexity(net, eval_ids, window=eval_window, progress=progress, desc="perplexity before")
-    with timings("whitening + SVD"):
+    from .svd_report import svd_report
+
+    def report(verified: dict[str, Any] | None) -> dict[str, Any]:
+        return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
+                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings)
+
+    out, final = save(inputs, problem, plan, config, out, timings, report)
+    _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
+    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, final)
+
+
+# --- stages ------------------------------------------------------------------------------------------------------
+def resolve_plugins(config: SvdConfig) -> Plugins:
+    """The objective and the rank solver named in ``config``, with their options validated."""
+    from ..objectives.rank import RankObjective
+    from ..plugins import get_objective, get_solver
+
+    objective = get_objective(config.objective)
+    if not isinstance(objective, RankObjective):
+        raise LmshrinkError(f"Objective {config.objective!r} does not pose rank-allocation problems; svd needs a rank "
+                            f"objective such as 'fermi-rank'.")
+    given = dict(config.objective_options)
+    given.update({k: getattr(config, k) for k in _FROM_SETTINGS if k in objective.options})
+    objective_options = objective.validate(given)
+    solver = get_solver(config.solver, RankAllocationProblem)
+    solver_options = dict(config.solver_options)
+    if "progress" in solver.options:
+        solver_options.setdefault("progress", config.progress)
+    validate_options(f"Solver {solver.name!r}", solver.options, solver_options)
+    return Plugins(objective, objective_options, solver, solver_options)
+
+
+def output_dir(config: SvdConfig) -> Path | None:
+    """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked to be writable by this run (empty
+    or absent, or an earlier run's with ``overwrite``) but not created yet; None when nothing is written."""
+    from ..staging import check_output_dir
+
+    out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
+    if out is not None:
+        check_output_dir(out, config.overwrite)
+    return out
+
+
+def evaluation_tokens(inputs: Inputs, config: SvdConfig) -> Any:
+    """The held-out token ids perplexity is measured on (None without evaluation)."""
+    from ..data import evaluation_ids
+
+    return evaluation_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
+
+
+def evaluate(net: Any, eval_ids: Any, config: SvdConfig, timings: Timings, stage: str) -> dict[str, Any] | None:
+    """Held-out perplexity of ``net`` (None without evaluation)."""
+    if eval_ids is None:
+        return None
+    from ..evaluate.perplexity import perplexity
+
+    with timings(stage):
+        return perplexity(net, eval_ids, window=config.eval_window, progress=config.progress, desc=stage)
+
+
+def whiten(plugins: Plugins, inputs: Inputs, timings: Timings, progress: bool) -> Any:
+    """Gram statistics on the calibration samples and the whitened SVD of every decomposed matrix."""
+    with timings("whiten"):
         _log(progress, "collecting whitening statistics and computing whitened SVDs")
-        problem = objective.build(net, adapter, calibration, **obj_opts)
-        factors = objective.factors
-    if out is not None:
-        problem.save(out / "problem.json")
+        return plugins.objective.whiten(inputs.model, inputs.adapter, inputs.calibration, plugins.objective_options)
+
+
+def pose(plugins: Plugins, factors: Any, inputs: Inputs, timings: Timings) -> RankAllocationProblem:
+    """The objective's rank-allocation problem."""
+    with timings("problem"):
+        return plugins.objective.pose(factors, inputs.model, inputs.adapter, inputs.calibration,
+                                      plugins.objective_options)
+
+
+def solve(plugins: Plugins, problem: RankAllocationProblem, factors: Any, inputs: Inputs, config: SvdConfig,
+          timings: Timings) -> SolutionSet:
+    """The solver's allocations; a solver with a ``loss`` option gets the objective's loss oracle."""
+    options = dict(plugins.solver_options)
     with timings("solve"):
-        _log(progress, f"allocating ranks with {solver} (budget {problem.budget:,.0f} of {problem.total_dense:,})")
-        sopts = dict(solver_options or {})
-        if "progress" in solver_plugin.options:
-            sopts.setdefault("progress", progress)
-        solutions = solver_plugin.solve(problem, seed=seed, time_limit=time_limit, **sopts)
-    problem.loss = None  # the oracle holds the model and the factors; not needed any more
-    best = solutions.best
-    ranks = {name: int(r) for name, r in zip(problem.names, best.x)}
+        if "loss" in plugins.solver.options and options.get("loss") is None:
+            oracle = plugins.objective.loss_oracle(inputs.model, factors, problem, inputs.calibration,
+                                                   plugins.objective_options)
+            if oracle is not None:
+                options["loss"] = oracle
+        _log(config.progress, f"allocating ranks with {config.solver} (budget {problem.budget:,.0f} of "
+                              f"{problem.total_dense:,})")
+        solutions = plugins.solver.solve(problem, seed=config.seed, time_limit=config.time_limit, **options)
+    recorded = solutions.info.get("options")
+    if isinstance(recorded, dict) and recorded.get("loss") is not None:
+        # the oracle holds the model and the factors: the record keeps its description, not the object
+        solutions.info["options"] = {**recorded, "loss": repr(recorded["loss"])}
+    return solutions
+
+
+def make_plan(problem: RankAllocationProblem, solutions: SolutionSet, plugins: Plugins) -> RankPlan:
+    """The best allocation as a :class:`RankPlan`."""
+    source = {"solver": solutions.solver, "objective": plugins.objective.name, "problem": "problem.json"}
+    return RankPlan.from_solution(problem, solutions.best.x, source=source)
+
+
+def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
+    """The plan applied to ``net`` in place; returns the :class:`~lmshrink.compress.apply.CompressionSummary`."""
+    from ..compress.apply import apply_plan
+
     with timings("compress"):
-        summary = compress_model(net, factors, ranks, pivga=pivga)
-    del factors, objective
-    params_after = sum(p.numel() for p in net.parameters())
-    if evaluate:
-        with timings("perplexity after"):
-            ppl_after = perplexity(net, eval_ids, window=eval_window, progress=progress, desc="perplexity after")
+        return apply_plan(net, factors, plan)
 
-    verified = None
-    if save and out is not None:
-        from ..compress.io import load_compressed, save_compressed
 
+def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,
+         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]]) -> tuple[Path | None, dict]:
+    """``problem.json``, ``plan.json``, ``model/`` in lmshrink's format (when saving; and ``dense/`` with
+    ``export_dense``), ``report.json`` and ``report.md``, written into a temporary directory and renamed to ``out``
+    together. With ``verify``, the staged model is reloaded and its logits compared with the compressed model's
+    before the rename. Returns ``out`` and the report (``report(verified)``)."""
+    if out is None:
+        return None, report(None)
+    from ..compress.export import export_dense
+    from ..compress.io import save_compressed
+    from ..staging import StagedDir
+    from .svd_report import write_report
+
+    net, tokenizer = inputs.model, inputs.tokenizer
+    with StagedDir(out, overwrite=config.overwrite) as stage:
+        verified = None
         with timings("save"):
-            info = {"command": "svd", "ratio": ratio, "solver": solver, "pivga": pivga, "ranks": ranks}
-            save_compressed(net, out / "model", tokenizer=tokenizer, info=info)
-            if export_dense:
-                from ..compress.svd import export_dense as _export_dense
-
-                _export_dense(net, out / "dense", tokenizer)
-        if verify:
+            problem.save(stage.path / "problem.json")
+            plan.save(stage.path / "plan.json")
+            if config.save:
+                info = {"command": "svd", "ratio": config.ratio, "solver": config.solver, "pivga": config.pivga,
+                        "ranks": plan.ranks}
+                save_compressed(net, stage.path / "model", tokenizer=tokenizer, info=info)
+                if config.export_dense:
+                    export_dense(net, stage.path / "dense", tokenizer)
+        if config.save and config.verify:
             with timings("verify reload"):
-                reloaded = load_compressed(out / "model")
-                probe = calibration.input_ids[:2, : min(64, calibration.seq_len)]
-                with torch.no_grad():
-                    a = net(input_ids=probe, use_cache=False).logits
-                    b = reloaded(input_ids=probe, use_cache=False).logits
-                verified = {"max_abs_logit_diff": float((a - b).abs().max()), "identical": bool(torch.equal(a, b))}
-                del reloaded
-
-    per_matrix = []
-    for l, name in enumerate(problem.names):
-        m, n = problem.shapes[l]
-        r = ranks[name]
-        per_matrix.append({
-            "name": name, "shape": [m, n], "rank": r, "max_rank": min(m, n), "kind": summary.kinds[name],
-            "params_dense": m * n,
-            "params_plain": m * n if summary.kinds[name] == "dense" else min(r * (m + n), m * n),
-            "params_pivga": m * n if summary.kinds[name] == "dense" else r * (m + n) - r * r,
-            "truncation_error": float(problem.tail_table(l)[r]),
-            "relative_error": float(problem.tail_table(l)[r] / max(problem.tail_table(l)[0], 1e-300))
-            if not problem.is_dense(l, r) else 0.0,
-        })
-    report = {
-        "command": "svd",
-        "model": loaded.name,
-        "architecture": type(net).__name__,
-        "adapter": adapter.name,
-        "ratio": ratio,
-        "solver": {"name": solutions.solver, "time_s": solutions.time_s, "energy": best.energy,
-                   "info": solutions.info},
-        "pivga": pivga,
-        "params": {
-            "decomposed_dense": problem.total_dense,
-            "budget": problem.budget,
-            "kept_plain": summary.params_plain,
-            "kept_pivga": summary.params_pivga,
-            "kept_stored": summary.params_stored,
-            "kept_ratio_plain": summary.params_plain / problem.total_dense,
-            "kept_ratio_pivga": summary.params_pivga / problem.total_dense,
-            "kept_ratio_stored": summary.params_stored / problem.total_dense,
-            "dense_matrices": sorted(k for k, v in summary.kinds.items() if v == "dense"),
-            "model_before": params_before,
-            "model_after": params_after,
-        },
-        "perplexity_before": ppl_before,
-        "perplexity_after": ppl_after,
-        "energy": best.energy,
-        "whitening": problem.metadata.get("whitening", {}),
-        "verify": verified,
-        "problem": {"path": "problem.json", "matrices": problem.num_matrices, "format": problem.FORMAT},
-        "per_matrix": per_matrix,
-        "settings": {"ratio": ratio, "solver": solver, "solver_options": solver_options or {}, "pivga": pivga,
-                     "data": data, "samples": samples, "seq_len": seq_len, "seed": seed,
-                     "objective": "fermi-rank", "objective_options": {k: v for k, v in obj_opts.items()},
-                     "eval_tokens": eval_tokens, "eval_window": eval_window, "export_dense": export_dense,
-                     "time_limit": time_limit},
-        "calibration": {"source": texts.source, **calibration.info},
-        "timings_s": dict(timings.seconds),
-        "versions": library_versions(),
-    }
-    if out is not None:
-        write_json(out / "report.json", report)
-        (out / "report.md").write_text(render_markdown(report))
-    _log(progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
-    return SvdResult(out, problem, solutions, ranks, net, tokenizer, report)
+                verified = verify_reload(net, stage.path / "model", inputs.calibration)
+        final = report(verified)
+        write_report(stage.path, final)
+        return stage.commit(), final
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """report.md: settings, parameters, perplexity, timings and the per-matrix ranks."""
-    p = report["params"]
-    s = report["settings"]
-    lines = [
-        f"# lmshrink svd: {report['model']}",
-        "",
-        (f"Kept {p['kept_ratio_stored']:.4f} of the {p['decomposed_dense']:,} parameters of the "
-         f"{len(report['per_matrix'])} decomposed matrices (target ratio {report['ratio']}), ranks chosen by "
-         f"**{report['solver']['name']}**{' with PivGa' if report['pivga'] else ''}."),
-        "",
-        "## Parameters",
-        "",
-        markdown_table(
-            ["", "numbers", "ratio"],
-            [
-                ["decomposed matrices, dense", f"{p['decomposed_dense']:,}", 1.0],
-                ["budget", f"{p['budget']:,.0f}", p["budget"] / p["decomposed_dense"]],
-                ["kept as plain low-rank factors", f"{p['kept_plain']:,}", p["kept_ratio_plain"]],
-                ["kept with PivGa", f"{p['kept_pivga']:,}", p["kept_ratio_pivga"]],
-                ["stored", f"{p['kept_stored']:,}", p["kept_ratio_stored"]],
-                ["whole model before", f"{p['model_before']:,}", ""],
-                ["whole model after", f"{p['model_after']:,}", p["model_after"] / p["model_before"]],
-            ],
-        ),
-        "",
-        f"Matrices kept dense (rank at or above break-even): {len(p['dense_matrices'])}"
-        + (f" ({', '.join(p['dense_matrices'][:12])}{', …' if len(p['dense_matrices']) > 12 else ''})"
-           if p["dense_matrices"] else ""),
-        "",
-    ]
-    if report.get("perplexity_before"):
-        b, a = report["perplexity_before"], report["perplexity_after"]
-        lines += ["## Held-out perplexity", "",
-                  markdown_table(["model", "perplexity", "nll", "tokens"],
-                                 [["before", b["perplexity"], b["nll"], b["tokens"]],
-                                  ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
-    w = report.get("whitening") or {}
-    lines += [
-        "## Settings", "",
-        markdown_table(["setting", "value"], [[k, v] for k, v in s.items()]), "",
-        (f"Calibration: {report['calibration'].get('source')}. Whitening: {w.get('cholesky', '?')} Cholesky, "
-         f"{w.get('eigen', '?')} eigen-decomposition fallbacks over {w.get('inputs', '?')} distinct inputs "
-         f"(largest relative eps {w.get('max_eps', '?')})."),
-        "",
-        f"Summed whitened truncation error (the problem's energy): {report['energy']:.6g}.",
-        "",
-    ]
-    if report.get("verify"):
-        v = report["verify"]
-        lines += [f"Reload check: identical logits {v['identical']} (max |Δ| {v['max_abs_logit_diff']:.3g}).", ""]
-    lines += ["## Timings (s)", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]), ""]
-    lines += ["## Ranks per matrix", "",
-              markdown_table(["matrix", "shape", "rank", "kind", "kept plain", "kept PivGa", "relative error"],
-                             [[r["name"], f"{r['shape'][0]}×{r['shape'][1]}", r["rank"], r["kind"],
-                               r["params_plain"], r["params_pivga"], r["relative_error"]]
-                              for r in report["per_matrix"]]), ""]
-    return "\n".join(lines)
+def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:
+    """The largest logit difference between ``net`` and the model saved at ``path``, on two calibration samples."""
+    import torch
+
+    from ..compress.io import load_compressed
+
+    reloaded = load_compressed(path)
+    probe = calibration.input_ids[:2, : min(64, calibration.seq_len)]
+    with torch.no_grad():
+        a = net(input_ids=probe, use_cache=False).logits
+        b = reloaded(input_ids=probe, use_cache=False).logits
+    return {"max_abs_logit_diff": float((a - b).abs().max()), "identical": bool(torch.equal(a, b))}
+
+
+__all__ = ["SvdConfig", "SvdResult", "svd_compress"]

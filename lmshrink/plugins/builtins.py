@@ -1,7 +1,6 @@
 """The modules that register lmshrink's own plugins, through the same hooks a third party uses.
 
-Every solver has a unique canonical name. Where a built-in solver class still declares a short name that another
-problem type's solver also uses, :data:`SOLVER_NAMES` gives its canonical name; the class's own name stays an alias,
+Every solver has a unique canonical name; a short alias may be shared by solvers of different problem types and is
 looked up together with the problem type (``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
 """
 
@@ -31,10 +30,3 @@ BUILTIN_MODULES = (
     "lmshrink.cli.commands",
 )
 
-#: "module.Class" → canonical name, for built-in solver classes whose own ``name`` is not unique across problem
-#: types (their own name becomes an alias for their problem type)
-SOLVER_NAMES = {
-    "lmshrink.solvers.rank_milp.RankMilpSolver": "rank-milp",
-    "lmshrink.solvers.rank_fermigrad.RankFermiGradSolver": "rank-fermigrad",
-    "lmshrink.solvers.uniform.UniformSolver": "rank-uniform",
-}

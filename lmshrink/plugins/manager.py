@@ -22,7 +22,7 @@ import pluggy
 
 from ..core.errors import did_you_mean
 from . import hookspecs
-from .builtins import BUILTIN_MODULES, SOLVER_NAMES
+from .builtins import BUILTIN_MODULES
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "lmshrink"
@@ -186,10 +186,6 @@ def build_registry(kind: str, pm: pluggy.PluginManager | None = None) -> Registr
 
         def register(obj: Any, name: str | None = None, aliases: tuple[str, ...] = (), _p: str = package,
                      _v: str = version) -> None:
-            canonical = SOLVER_NAMES.get(f"{obj.__module__}.{obj.__qualname__}") if kind == "solver" and \
-                isinstance(obj, type) and _p == "lmshrink" else None
-            if canonical and name is None:
-                name, aliases = canonical, (*aliases, getattr(obj, "name", ""))
             registry.add(obj, package=_p, version=_v, name=name, aliases=aliases)
 
         if package == "lmshrink":

@@ -12,9 +12,10 @@ first ⌈μ_l⌉ values, i.e. rank r_l = #{i : f_{l,i} > ½}. The soft parameter
 (Δc = m + n for a plain factorization, m + n − 2i − 1 for PivGa, 0 past the break-even rank where the matrix is
 kept dense), which equals the exact cost at any hard mask. The solver minimises a loss L(f) subject to C(μ) = B:
 
-- with a loss oracle on the problem (set by the ``fermi-rank`` objective: the model's calibration loss with
-  soft-truncated weights, KL to the uncompressed model or cross-entropy), L is that loss, one minibatch per step;
-- without one (a problem read from a file), L is the proxy Σ_l w_l Σ_i (1 − f_{l,i}) σ_{l,i}², the soft version
+- with a loss oracle (the option ``loss``, a :class:`~lmshrink.core.rank.LossOracle`; ``lmshrink svd`` passes the
+  ``fermi-rank`` objective's: the model's calibration loss with soft-truncated weights, KL to the uncompressed
+  model or cross-entropy), L is that loss, one minibatch per step;
+- without one (e.g. a problem read from a file), L is the proxy Σ_l w_l Σ_i (1 − f_{l,i}) σ_{l,i}², the soft version
   of the summed whitened truncation error (its stationary points are the equal-marginal-value allocations that
   the greedy repair also approaches; ``init="greedy"`` starts there).
 
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..core import LmshrinkError, Option, Samples, Solver
-from ..core.rank import RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
+from ..core.rank import LossOracle, RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
 from ..plugins import hookimpl
 
 #: Adam's second-moment decay: short, so steps follow gradients that shrink as μ_l moves into the tail
@@ -84,10 +85,21 @@ def _shift_to_budget(theta: np.ndarray, ks: np.ndarray, idx: np.ndarray, dc: np.
     return np.clip(theta + s, lo_clip, hi_clip)
 
 
+def check_oracle(oracle: Any, problem: RankAllocationProblem) -> None:
+    """Refuse a loss oracle that is not callable, or that covers other matrices than the problem's."""
+    if not callable(oracle):
+        raise LmshrinkError(f"The loss oracle must be callable with one mask per matrix, not {type(oracle).__name__}.")
+    names = getattr(oracle, "names", None)
+    if names is not None and list(names) != list(problem.names):
+        raise LmshrinkError(f"The loss oracle covers {len(names)} matrices that are not the problem's "
+                            f"{problem.num_matrices}, in its order.")
+
+
 class RankFermiGradSolver(Solver):
     """Fermi-function soft truncation trained by gradient descent (loss oracle or proxy), then budget repair."""
 
-    name = "fermigrad"
+    name = "rank-fermigrad"
+    aliases = ("fermigrad",)
     description = ("Rank allocation: Fermi-function truncation levels trained on the model loss (or the whitened "
                    "error) at fixed budget, T → 0, exact repair.")
     problem_types = (RankAllocationProblem,)
@@ -99,20 +111,24 @@ class RankFermiGradSolver(Solver):
         "t_end": Option(0.25, "final temperature, in ranks", float),
         "init": Option("auto", "start from the uniform ratio or the greedy proxy optimum (auto: uniform with a loss "
                        "oracle, greedy on the proxy)", str, ("auto", "uniform", "greedy")),
-        "use_loss": Option(True, "use the problem's loss oracle when it has one (false: the proxy)", bool),
+        "loss": Option(None, "loss oracle: differentiable calibration loss of the soft keep-masks (a LossOracle, "
+                             "given from Python; `lmshrink svd` passes the objective's); none: the proxy", LossOracle),
+        "use_loss": Option(True, "use the loss oracle when one is given (false: the proxy)", bool),
         "value_window": Option(0.3, "fraction of the last steps whose mask gradients value the repair steps", float),
         "progress": Option(True, "show a progress bar", bool),
     }
 
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, steps: int, lr: float, t_start: float, t_end: float, init: str,
-               use_loss: bool, value_window: float, progress: bool) -> Samples:
+               loss: LossOracle | None, use_loss: bool, value_window: float, progress: bool) -> Samples:
         import torch
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
         L = problem.num_matrices
-        oracle = problem.loss if use_loss else None
+        oracle = loss if use_loss else None
+        if oracle is not None:
+            check_oracle(oracle, problem)
         steps = steps or (60 if oracle is not None else 500)
         if problem.min_cost() > problem.budget + 1e-9:
             raise LmshrinkError("The budget is below the cost of the smallest allowed ranks.")
@@ -204,6 +220,7 @@ class RankFermiGradSolver(Solver):
         x = repair_ranks(problem, hard, values, fill=True)
         info = {
             "objective": "loss oracle" if oracle is not None else "proxy (summed whitened truncation error)",
+            "loss_oracle": None if oracle is None else repr(oracle),
             "steps": done,
             "t_start": t0,
             "t_end": t_end,

@@ -40,7 +40,8 @@ def candidate_ranks(problem: RankAllocationProblem, l: int, grid_step: int) -> n
 class RankMilpSolver(Solver):
     """Exact multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."""
 
-    name = "milp"
+    name = "rank-milp"
+    aliases = ("milp",)
     description = "Exact rank allocation: multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."
     problem_types = (RankAllocationProblem,)
     exact = True

@@ -17,7 +17,8 @@ from ..plugins import hookimpl
 class UniformSolver(Solver):
     """Every matrix keeps the same fraction of its parameters."""
 
-    name = "uniform"
+    name = "rank-uniform"
+    aliases = ("uniform",)
     description = "The same kept-parameter ratio in every matrix (SVD-LLM's uniform truncation)."
     problem_types = (RankAllocationProblem,)
     exact = False

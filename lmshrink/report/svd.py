@@ -1,0 +1,67 @@
+"""report.md of an svd run, rendered from its report.json dictionary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import markdown_table
+
+
+def render_svd_markdown(report: dict[str, Any]) -> str:
+    """report.md: settings, parameters, perplexity, timings and the per-matrix ranks."""
+    p = report["params"]
+    s = report["settings"]
+    lines = [
+        f"# lmshrink svd: {report['model']}",
+        "",
+        (f"Kept {p['kept_ratio_stored']:.4f} of the {p['decomposed_dense']:,} parameters of the "
+         f"{len(report['per_matrix'])} decomposed matrices (target ratio {report['ratio']}), ranks chosen by "
+         f"**{report['solver']['name']}**{' with PivGa' if report['pivga'] else ''}."),
+        "",
+        "## Parameters",
+        "",
+        markdown_table(
+            ["", "numbers", "ratio"],
+            [
+                ["decomposed matrices, dense", f"{p['decomposed_dense']:,}", 1.0],
+                ["budget", f"{p['budget']:,.0f}", p["budget"] / p["decomposed_dense"]],
+                ["kept as plain low-rank factors", f"{p['kept_plain']:,}", p["kept_ratio_plain"]],
+                ["kept with PivGa", f"{p['kept_pivga']:,}", p["kept_ratio_pivga"]],
+                ["stored", f"{p['kept_stored']:,}", p["kept_ratio_stored"]],
+                ["whole model before", f"{p['model_before']:,}", ""],
+                ["whole model after", f"{p['model_after']:,}", p["model_after"] / p["model_before"]],
+            ],
+        ),
+        "",
+        f"Matrices kept dense (rank at or above break-even): {len(p['dense_matrices'])}"
+        + (f" ({', '.join(p['dense_matrices'][:12])}{', …' if len(p['dense_matrices']) > 12 else ''})"
+           if p["dense_matrices"] else ""),
+        "",
+    ]
+    if report.get("perplexity_before"):
+        b, a = report["perplexity_before"], report["perplexity_after"]
+        lines += ["## Held-out perplexity", "",
+                  markdown_table(["model", "perplexity", "nll", "tokens"],
+                                 [["before", b["perplexity"], b["nll"], b["tokens"]],
+                                  ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
+    w = report.get("whitening") or {}
+    lines += [
+        "## Settings", "",
+        markdown_table(["setting", "value"], [[k, v] for k, v in s.items()]), "",
+        (f"Calibration: {report['calibration'].get('source')}. Whitening: {w.get('cholesky', '?')} Cholesky, "
+         f"{w.get('eigen', '?')} eigen-decomposition fallbacks over {w.get('inputs', '?')} distinct inputs "
+         f"(largest relative eps {w.get('max_eps', '?')})."),
+        "",
+        f"Summed whitened truncation error (the problem's energy): {report['energy']:.6g}.",
+        "",
+    ]
+    if report.get("verify"):
+        v = report["verify"]
+        lines += [f"Reload check: identical logits {v['identical']} (max |Δ| {v['max_abs_logit_diff']:.3g}).", ""]
+    lines += ["## Timings (s)", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]), ""]
+    lines += ["## Ranks per matrix", "",
+              markdown_table(["matrix", "shape", "rank", "kind", "kept plain", "kept PivGa", "relative error"],
+                             [[r["name"], f"{r['shape'][0]}×{r['shape'][1]}", r["rank"], r["kind"],
+                               r["params_plain"], r["params_pivga"], r["relative_error"]]
+                              for r in report["per_matrix"]]), ""]
+    return "\n".join(lines)
