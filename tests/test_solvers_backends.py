@@ -511,7 +511,7 @@ def test_cli_text_says_which_variables_qaoa_fixed_and_what_the_classical_presolv
     text, out = _solve_text_and_json(tmp_path, capsys, p, ["--solver", "qaoa", "--top-k", "2", "--option",
                                                           "max_qubits=6", "--option", "maxiter=5"])
     info = out["info"]
-    assert info["num_fixed"] == 4 and f"fixed classically: 4 variables" in text
+    assert info["num_fixed"] == 4 and "fixed classically: 4 variables" in text
     assert all(f"{k}={v}" in text for k, v in info["fixed_variables"].items())
     classical = info["reduction"]["classical_best_energy"]
     assert f"classical pre-solve (anneal) best energy {classical:.6g}" in text

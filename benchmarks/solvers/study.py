@@ -94,6 +94,8 @@ class Settings:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     #: every heuristic that honours time_limit runs exactly this long (effort option unbounded); None: defaults
     equal_time: float | None = None
+    #: folder for an experiment record of every run (lmshrink.experiments.record), None: no records
+    record: str | None = None
     seed: int = 0
     quick: bool = False
 
@@ -127,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help=f"generated families, comma-separated (default {','.join(FAMILIES)})")
     p.add_argument("--equal-time", type=float, default=None,
                    help="seconds per run for every heuristic that honours time_limit, its effort option unbounded")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="write an experiment record of every run to DIR/<problem>/<solver>-seed<k> (lmshrink show)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
     a = p.parse_args(argv)
@@ -146,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
         max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"),
         solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None, families=families,
-        equal_time=a.equal_time, seed=a.seed, quick=a.quick,
+        equal_time=a.equal_time, record=a.record, seed=a.seed, quick=a.quick,
     )
 
 
@@ -451,7 +455,13 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
                                  "raw_feasible_fraction": ref.get("raw_feasible_fraction"), "error": ""})
                     continue
                 try:
-                    sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
+                    if settings.record:
+                        from lmshrink.experiments.record import record_run
+
+                        sols, _ = record_run(p, solver, Path(settings.record) / case.name / f"{e.name}-seed{seed}",
+                                             num_solutions=1, seed=seed, time_limit=limit, options=opts)
+                    else:
+                        sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
                     runs.append(run_row(case, e.name, seed, sols))
                 except ProblemTooLargeError as exc:
                     case_skips.append({"case": case.name, "solver": e.name, "why": str(exc)})

@@ -9,7 +9,7 @@ from ..plugins import hookimpl
 
 @hookimpl
 def lmshrink_register_commands(register: Any) -> None:
-    from . import eval_cmd, heal_cmd, plugins_cmd, prune_cmd, solve_cmd, svd_cmd
+    from . import eval_cmd, heal_cmd, plugins_cmd, problems_cmd, prune_cmd, show_cmd, solve_cmd, svd_cmd, sweep_cmd
 
     register(prune_cmd.COMMAND)
     register(solve_cmd.COMMAND)
@@ -17,3 +17,6 @@ def lmshrink_register_commands(register: Any) -> None:
     register(svd_cmd.COMMAND)
     register(eval_cmd.COMMAND)
     register(heal_cmd.COMMAND)
+    register(problems_cmd.COMMAND)
+    register(show_cmd.COMMAND)
+    register(sweep_cmd.COMMAND)

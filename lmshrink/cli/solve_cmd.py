@@ -17,6 +17,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="seconds, for solvers that take one")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="solver option")
     parser.add_argument("--json", action="store_true", help="print the solutions as JSON")
+    parser.add_argument("--record", default=None, metavar="DIR",
+                        help="write an experiment record (problem, options, raw samples, embedding, timing, ...) "
+                             "to this new folder; 'lmshrink show DIR' summarises it")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,7 +32,14 @@ def _run(args: argparse.Namespace) -> int:
     problem = load_problem(args.problem)
     solver = get_solver(args.solver, problem)
     options = parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option)
-    result = solver.solve(problem, num_solutions=args.top_k, seed=args.seed, time_limit=args.time_limit, **options)
+    if args.record:
+        from ..experiments.record import record_run
+
+        result, _ = record_run(problem, solver, args.record, num_solutions=args.top_k, seed=args.seed,
+                               time_limit=args.time_limit, options=options, problem_source=args.problem)
+    else:
+        result = solver.solve(problem, num_solutions=args.top_k, seed=args.seed, time_limit=args.time_limit,
+                              **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))
         return 0
@@ -38,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{rank:3d}  energy {sol.energy:.6g}  {problem.describe(sol.x)}")
     for line in describe_run(result, solver):
         print(line)
+    if args.record:
+        print(f"recorded in {args.record} ('lmshrink show {args.record}')")
     return 0
 
 

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import LmshrinkError
 from ..core.problem import _json_default
 
 LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "dwave-samplers", "dwave-system",
@@ -75,6 +76,18 @@ def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON in the file ``path``; a missing, unreadable or non-JSON file gets one sentence naming ``what`` it
+    should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise LmshrinkError(f"No {what} at {str(path)!r}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LmshrinkError(f"{str(path)!r} is not a readable JSON {what} ({type(exc).__name__}).") from None
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

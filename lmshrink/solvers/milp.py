@@ -56,6 +56,13 @@ class MilpOptions:
     verbose: bool = option(False, "print HiGHS's log")
 
 
+def linearized_model(problem: BinaryQuadraticProblem, rlt: bool = True) -> Any:
+    """The MILP that ``milp`` solves, as a Pyomo model: binary ``x``, continuous ``y`` for the products, McCormick
+    rows, the cardinality constraints and (``rlt``) the RLT cuts; ``model.write("p.lp")`` exports it."""
+    pyo = require("pyomo.environ", "milp", "The linearized MILP")
+    return MilpSolver._build(pyo, problem, rlt)[0]
+
+
 class MilpSolver(Solver):
     """Exact MILP (McCormick + RLT linearization) solved by HiGHS through Pyomo; k best via no-good cuts."""
 

@@ -33,6 +33,10 @@ run by qiskit-aer's ``SamplerV2`` on ``AerSimulator.from_backend`` (reported as 
 (default) the qiskit backends of the xy formulation start COBYLA from the angles the subspace simulator optimised
 (γ rescaled from its energy scale to the circuit's), when numba is installed; otherwise, and with ``init="random"``,
 from angles drawn uniformly in [0.2, 0.6] (``info["initial_point"]`` says which).
+Both IBM backends run
+through :func:`lmshrink.solvers.ibm_runtime.open_runtime`: ``ibm_mode`` job, session or batch for the optimizer
+loop, the device time estimated before submitting (``device_time_estimate``; ``max_qpu_seconds`` refuses a run
+over it) and the quantum seconds used (``qpu_seconds``).
 
 The solver is the stack ``RepairComposite(FixingComposite(QAOACircuits()))`` (:mod:`lmshrink.solvers.composites`).
 A problem with more variables than ``max_qubits`` (after dropping groups that the constraints fix entirely) is
@@ -44,32 +48,32 @@ reduced problem keeps the couplings to fixed variables as linear terms. ``info["
 
 Sampled states of the final circuit (and the best measurement seen during the optimization) are mapped back to
 full vectors; a state that breaks a constraint (penalty formulation, or hardware noise) is repaired by the greedy
-step of :mod:`lmshrink.solvers.repair` and counted. IBM credentials are checked before qiskit is imported. Reported: ``circuit_depth`` and ``two_qubit_gates`` of the
-transpiled circuit, ``optimizer_evals``, and ``p_optimal``, the ideal (noiseless statevector) probability of the
-reduced problem's optimal state at the final angles, when that problem is small enough to enumerate.
+step of :mod:`lmshrink.solvers.repair` and counted. IBM credentials are checked before qiskit is imported.
+Reported: ``circuit_depth`` and ``two_qubit_gates`` of the transpiled circuit (the device's ISA on IBM backends),
+``shots``, ``optimizer_evals``, and ``p_optimal``, the ideal (noiseless statevector) probability of the reduced
+problem's optimal state at the final angles, when that problem is small enough to enumerate. A recorded run
+(:mod:`lmshrink.experiments.record`) also keeps the ISA circuit, the optimizer trace and the final distribution.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Solver, SolverCapabilities, option
+from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import (
-    CredentialsRefusedError,
     LmshrinkError,
     MissingDependencyError,
-    ProblemTooLargeError,
     require,
 )
+from ..experiments.budget import check_budget
+from ..experiments.capture import offer
 from ..plugins import hookimpl
 from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_fixing: importable from here too
     FixingComposite,
@@ -79,9 +83,16 @@ from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_
     forced_variables,
     restrict,
 )
+from .ibm_runtime import (  # noqa: F401 - the credential helpers are importable from here too
+    IBM_BACKENDS,
+    has_ibm_credentials,
+    ibm_call,
+    isa_pass_manager,
+    open_runtime,
+    require_ibm_credentials,
+)
 
 BACKENDS = ("subspace", "statevector", "aer", "fake-ibm", "ibm")
-IBM_CREDENTIALS = "set QISKIT_IBM_TOKEN or save an account with QiskitRuntimeService.save_account()"
 
 
 # --- circuits -------------------------------------------------------------------------------------------------------
@@ -168,61 +179,8 @@ def xy_circuits(problem: BinaryQuadraticProblem, mixer: str) -> tuple[Any, Any]:
 
 
 # --- backends ---------------------------------------------------------------------------------------------------------
-def has_ibm_credentials() -> bool:
-    """Whether IBM Quantum credentials are configured: ``QISKIT_IBM_TOKEN`` or an account saved by
-    ``QiskitRuntimeService.save_account()`` (``~/.qiskit/qiskit-ibm.json``), read without importing qiskit."""
-    if os.environ.get("QISKIT_IBM_TOKEN"):
-        return True
-    try:
-        return bool(json.loads((Path.home() / ".qiskit" / "qiskit-ibm.json").read_text()))
-    except (OSError, ValueError):  # no file, or an unreadable one: the same as none
-        return False
-
-
-def _require_ibm_credentials() -> None:
-    if not has_ibm_credentials():
-        raise MissingCredentialsError(
-            f"The 'qaoa' solver with backend=ibm needs IBM Quantum credentials: {IBM_CREDENTIALS}."
-        )
-
-
-def ibm_call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-    """``call(*args, **kwargs)``, with a refused token or an unreachable service said in one sentence."""
-    exceptions = require("qiskit_ibm_runtime.exceptions", "ibm", "The 'qaoa' solver with backend=ibm")
-    accounts = require("qiskit_ibm_runtime.accounts", "ibm", "The 'qaoa' solver with backend=ibm")
-    refused = (exceptions.IBMNotAuthorizedError, exceptions.IBMAccountError, accounts.InvalidAccountError,
-               accounts.AccountNotFoundError)
-    try:
-        return call(*args, **kwargs)
-    except refused as exc:
-        raise CredentialsRefusedError(
-            f"The token was refused by IBM Quantum ({what}): check QISKIT_IBM_TOKEN or the saved account "
-            f"({type(exc).__name__})."
-        ) from exc
-    except (exceptions.IBMApiError, ConnectionError, TimeoutError) as exc:
-        raise CredentialsRefusedError(
-            f"IBM Quantum could not be reached ({what}): check the network, the token and the instance "
-            f"({type(exc).__name__})."
-        ) from exc
-
-
-def _ibm_service() -> Any:
-    """A ``QiskitRuntimeService`` from QISKIT_IBM_TOKEN or a saved account."""
-    _require_ibm_credentials()
-    runtime = require("qiskit_ibm_runtime", "ibm", "The 'qaoa' solver with backend=ibm")
-    kwargs: dict[str, Any] = {}
-    token = os.environ.get("QISKIT_IBM_TOKEN")
-    if token:
-        kwargs["token"] = token
-        if os.environ.get("QISKIT_IBM_INSTANCE"):
-            kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
-        if os.environ.get("QISKIT_IBM_CHANNEL"):
-            kwargs["channel"] = os.environ["QISKIT_IBM_CHANNEL"]
-    return ibm_call("connecting", runtime.QiskitRuntimeService, **kwargs)
-
-
 def make_sampler(backend: str, num_qubits: int, shots: int, seed: int, device: str | None) -> tuple[Any, Any, str]:
-    """(SamplerV2, pass manager or None, device description) for ``backend``."""
+    """(SamplerV2, pass manager or None, device description) for the simulator ``backend``."""
     if backend == "statevector":
         from qiskit.primitives import StatevectorSampler
         from qiskit.transpiler import generate_preset_pass_manager
@@ -237,61 +195,10 @@ def make_sampler(backend: str, num_qubits: int, shots: int, seed: int, device: s
         aer = require("qiskit_aer", "qaoa", "The 'qaoa' solver with backend=aer")
         from qiskit_aer.primitives import SamplerV2 as AerSampler
 
-        pm = _isa_pass_manager(aer.AerSimulator(), seed)
+        pm = isa_pass_manager(aer.AerSimulator(), seed)
         return AerSampler(default_shots=shots, seed=seed), pm, "AerSimulator"
-    if backend == "fake-ibm":
-        try:
-            import qiskit_ibm_runtime  # noqa: F401
-        except ImportError:
-            require("qiskit_aer", "qaoa", "The 'qaoa' solver with backend=fake-ibm")
-            from qiskit.providers.fake_provider import GenericBackendV2
-            from qiskit_aer.noise import NoiseModel
-            from qiskit_aer.primitives import SamplerV2 as AerSampler
-
-            generic = GenericBackendV2(num_qubits=max(num_qubits, 5), seed=seed, noise_info=True)
-            noise = NoiseModel.from_backend(generic)
-            sampler = AerSampler(default_shots=shots, seed=seed, options={"backend_options": {"noise_model": noise}})
-            pm = _isa_pass_manager(generic, seed)
-            return sampler, pm, f"GenericBackendV2({generic.num_qubits} qubits) + Aer noise (no qiskit-ibm-runtime)"
-        from qiskit_ibm_runtime import fake_provider
-
-        name = device or "FakeGuadalupeV2"
-        if not hasattr(fake_provider, name):
-            raise LmshrinkError(f"qiskit_ibm_runtime.fake_provider has no {name!r} (e.g. FakeGuadalupeV2).")
-        fake = getattr(fake_provider, name)()
-        if fake.num_qubits < num_qubits:
-            raise ProblemTooLargeError(f"{name} has {fake.num_qubits} qubits, the circuit needs {num_qubits}.")
-        aer = require("qiskit_aer", "qaoa", "The 'qaoa' solver with backend=fake-ibm")
-        # runtime's local mode would rebuild the device's noise model for every job; build it once
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scipy sparse-efficiency chatter while building the noise model
-            sim = aer.AerSimulator.from_backend(fake, seed_simulator=seed)
-        sampler = _runtime_sampler(sim, shots)
-        return sampler, _isa_pass_manager(fake, seed), f"{name} (noisy, offline, runtime SamplerV2 on Aer)"
-    service = _ibm_service()
-    if device:
-        hw = ibm_call("choosing a backend", service.backend, device)
-    else:
-        hw = ibm_call("choosing a backend", service.least_busy, operational=True, simulator=False,
-                      min_num_qubits=num_qubits)
-    return _runtime_sampler(hw, shots), _isa_pass_manager(hw, seed), f"IBM {hw.name}"
-
-
-def _isa_pass_manager(backend: Any, seed: int) -> Any:
-    from qiskit.transpiler import generate_preset_pass_manager
-
-    return generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=seed)
-
-
-def _runtime_sampler(backend: Any, shots: int) -> Any:
-    """qiskit-ibm-runtime's ``SamplerV2`` in job mode on ``backend`` (a real device or a fake one)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # SamplerV2 is deprecated from 0.50 on
-        from qiskit_ibm_runtime import SamplerV2
-
-        sampler = SamplerV2(mode=backend)
-    sampler.options.default_shots = shots
-    return sampler
+    raise LmshrinkError(f"make_sampler runs the simulators (statevector, aer), not {backend!r}: IBM backends run "
+                        "through lmshrink.solvers.ibm_runtime.open_runtime.")
 
 
 # --- the solver -------------------------------------------------------------------------------------------------------
@@ -317,6 +224,10 @@ class QAOAOptions:
                                      minimum=0.0)
     penalty: float | None = option(None, "penalty weight P (penalty formulation); default chosen from the problem",
                                    minimum=0.0)
+    ibm_mode: Literal["job", "session", "batch"] = option("job", "IBM execution mode of the optimizer loop: job, "
+                                                                 "session or batch (ibm, fake-ibm)")
+    max_qpu_seconds: float | None = option(None, "refuse, before submitting, a run whose estimated device time "
+                                                 "exceeds this (ibm, fake-ibm)", minimum=0.0)
 
 
 class QAOACircuits(Solver):
@@ -334,7 +245,7 @@ class QAOACircuits(Solver):
     def preflight(self, problem: BinaryQuadraticProblem, options: Mapping[str, Any]) -> None:
         check_objective_options(options)
         if options.get("backend") == "ibm":  # before qiskit is imported: a missing token is said at once
-            _require_ibm_credentials()
+            require_ibm_credentials()
 
     def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, options: QAOAOptions) -> Samples:
@@ -342,7 +253,7 @@ class QAOACircuits(Solver):
         if o.backend == "subspace":
             return subspace_samples(problem, o, seed)
         if o.backend == "ibm":
-            _require_ibm_credentials()
+            require_ibm_credentials()
         require("qiskit", "qaoa", "The 'qaoa' solver")
         mes = require("qiskit_optimization.minimum_eigensolvers", "qaoa", "The 'qaoa' solver")
         optimizers = require("qiskit_optimization.optimizers", "qaoa", "The 'qaoa' solver")
@@ -363,28 +274,47 @@ class QAOACircuits(Solver):
             info.update(penalty=P, penalty_rule=rule)
             op, scale = cost_operator(problem, P)
             init, mix = None, None
-        sampler, pm, device_name = make_sampler(o.backend, n, o.shots, seed, o.device)
-        info["device"] = device_name
-        # γ multiplies H_C (normalised to max |coefficient| 1), β the mixer
-        initial, info["initial_point"] = initial_point(problem, o, scale, seed, rng)
-        qaoa = mes.QAOA(
-            sampler,
-            optimizers.COBYLA(maxiter=o.maxiter),
-            reps=o.reps,
-            initial_state=init,
-            mixer=mix,
-            initial_point=initial,
-            aggregation=o.cvar_alpha,
-            pass_manager=pm,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            run = qaoa.compute_minimum_eigenvalue
-            result = ibm_call("running", run, op) if o.backend == "ibm" else run(op)
+        hardware = o.backend in IBM_BACKENDS
+        runtime = open_runtime(o.backend, n, o.shots, seed, o.device, o.ibm_mode) if hardware else nullcontext()
+        with runtime as target:
+            sampler, pm, device_name = (target.sampler, target.pass_manager, target.device) if hardware \
+                else make_sampler(o.backend, n, o.shots, seed, o.device)
+            info["device"] = device_name
+            # γ multiplies H_C (normalised to max |coefficient| 1), β the mixer
+            initial, info["initial_point"] = initial_point(problem, o, scale, seed, rng)
+            trace: list[dict[str, Any]] = []
+            qaoa = mes.QAOA(
+                sampler,
+                optimizers.COBYLA(maxiter=o.maxiter),
+                reps=o.reps,
+                initial_state=init,
+                mixer=mix,
+                initial_point=initial,
+                aggregation=o.cvar_alpha,
+                pass_manager=pm,
+                callback=lambda k, x, mean, _: trace.append(
+                    {"evaluation": int(k), "cost": float(np.real(mean)) * scale, "parameters": [float(v) for v in x]}),
+            )
+            if hardware:  # the device time of the whole loop, before anything is submitted
+                estimate = target.estimate(qaoa_ansatz(op, o.reps, init, mix), o.maxiter + 1)
+                info["device_time_estimate"] = estimate
+                check_budget(estimate["seconds"], o.max_qpu_seconds, f"QAOA on {device_name}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                run = qaoa.compute_minimum_eigenvalue
+                result = ibm_call("running", run, op) if o.backend == "ibm" else run(op)
+            if hardware:
+                info.update(target.used_seconds(qaoa.ansatz, int(result.cost_function_evals or 0) + 1))
+            info["execution_mode"] = target.mode if hardware else None
 
         # 2. circuit facts, from the circuit as it ran (ISA for hardware, a basis-gate transpile otherwise)
-        info.update(self._circuit_facts(qaoa.ansatz, pm, seed))
+        facts, isa = self._circuit_facts(qaoa.ansatz, pm, seed)
+        info.update(facts)
+        info["shots"] = o.shots
         info["optimizer_evals"] = int(result.cost_function_evals or 0)
+        offer("optimizer_trace", trace)
+        offer("circuit", lambda: {**facts, "device": device_name, "shots": o.shots, "reps": o.reps,
+                                  "qasm3": _qasm3(isa)})
         info["optimal_value"] = float(np.real(result.eigenvalue) * scale)
         info["optimal_parameters"] = [float(v) for v in result.optimal_point]
 
@@ -400,13 +330,17 @@ class QAOACircuits(Solver):
         info["measured_feasible_fraction"] = float(sum(p for (k, p), ok in zip(items, feasible[: len(items)]) if ok))
         info.update(self._p_optimal(problem, qaoa.ansatz, result.optimal_point))
         probability = [p for _, p in items] + ([None] if result.best_measurement else [])
+        offer("distribution", lambda: {"variables": list(problem.variables), "states": X[: len(items)].tolist(),
+                                       "probabilities": [float(p) for _, p in items]})
         return Samples(X, info, {"probability": probability})
 
     @staticmethod
-    def _circuit_facts(ansatz: Any, pm: Any, seed: int) -> dict[str, Any]:
+    def _circuit_facts(ansatz: Any, pm: Any, seed: int) -> tuple[dict[str, Any], Any]:
+        """Depth, two-qubit count and gate counts of the circuit as it ran (ISA for hardware), and the circuit."""
+        from .ibm_runtime import isa_facts
+
         circ = pm.run(ansatz)
-        two = sum(1 for inst in circ.data if inst.operation.num_qubits == 2)
-        return {"circuit_depth": int(circ.depth()), "two_qubit_gates": int(two), "gate_counts": dict(circ.count_ops())}
+        return isa_facts(circ), circ
 
     @staticmethod
     def _p_optimal(sub: BinaryQuadraticProblem, ansatz: Any, point: np.ndarray) -> dict[str, Any]:
@@ -502,6 +436,27 @@ def initial_point(problem: BinaryQuadraticProblem, o: QAOAOptions, scale: float,
             params[o.reps:] *= scale / sim.scale
             return params, "subspace simulator's optimised angles (linear ramp + INTERP), γ rescaled"
     return rng.uniform(0.2, 0.6, 2 * o.reps), "uniform random in [0.2, 0.6]"
+
+
+def qaoa_ansatz(op: Any, reps: int, initial_state: Any, mixer: Any) -> Any:
+    """The measured QAOA circuit qiskit-optimization's ``QAOA`` runs for ``op`` (for estimates before a run)."""
+    from qiskit.circuit.library import QAOAAnsatz
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the class qiskit-optimization's QAOA uses, deprecated
+        ansatz = QAOAAnsatz(op, reps=reps, initial_state=initial_state, mixer_operator=mixer)
+        ansatz.measure_all()
+    return ansatz
+
+
+def _qasm3(circuit: Any) -> str | None:
+    """The circuit as OpenQASM 3 text (None when qiskit cannot export one of its gates)."""
+    from qiskit import qasm3
+
+    try:
+        return qasm3.dumps(circuit)
+    except Exception:  # noqa: BLE001 - an export failure only drops the text from the record
+        return None
 
 
 def _bits(key: Any, n: int) -> str:

@@ -1,0 +1,94 @@
+"""Library instances in the formats solver researchers use (``lmshrink problems export DIR --format F``).
+
+| format | file | what it holds | read back with |
+|---|---|---|---|
+| ``lmshrink`` | ``NAME.json`` | the problem file (``lmshrink.binary_quadratic/1``) | ``lmshrink.load_problem`` |
+| ``bqm`` | ``NAME.bqm.json`` | the penalty BQM objective + P Σ_c (Σ x − M_c)², dimod's ``to_serializable`` JSON | ``dimod.BinaryQuadraticModel.from_serializable`` |
+| ``cqm`` | ``NAME.cqm`` | the constrained model, constraints kept (dimod's CQM file) | ``dimod.ConstrainedQuadraticModel.from_file`` |
+| ``lp``, ``mps`` | ``NAME.lp``, ``NAME.mps`` | the linearized MILP that ``milp`` solves (McCormick + RLT), written by Pyomo | any MILP solver (HiGHS, ...) |
+| ``qplib`` | ``NAME.qplib`` | QPLIB text, type QBL (:mod:`.qplib`) | :func:`~lmshrink.library.qplib.read_qplib` |
+
+Every format has the same energies as the problem for every feasible state (the BQM's penalty vanishes there; the
+MILP's objective at y_ij = x_i x_j is the energy; constants are kept). ``index.json`` next to the files lists each
+instance with its file, variable names (the MILP's ``x[i]`` and QPLIB's ``x_{i+1}`` are variable i), constraints,
+reference energy, lowest states with their measured loss and perplexity, and for ``bqm`` the penalty weight.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import LmshrinkError
+from ..core.errors import did_you_mean
+from ..core.problem import _json_default
+from .instance import LibraryInstance
+
+#: format → file suffix
+FORMATS = {"lmshrink": ".json", "bqm": ".bqm.json", "cqm": ".cqm", "lp": ".lp", "mps": ".mps", "qplib": ".qplib"}
+EXPORT_FORMAT = "lmshrink.library_export/1"
+
+
+def check_format(fmt: str) -> None:
+    """One sentence for a format lmshrink does not write, before anything else is done."""
+    if fmt not in FORMATS:
+        raise LmshrinkError(f"Unknown library format {fmt!r}.{did_you_mean(fmt, FORMATS)} Formats: "
+                            f"{', '.join(FORMATS)}.")
+    needs = {"bqm": ("dimod", "dwave"), "cqm": ("dimod", "dwave"), "lp": ("pyomo.environ", "milp"),
+             "mps": ("pyomo.environ", "milp")}
+    if fmt in needs:
+        from ..core.errors import require
+
+        require(needs[fmt][0], needs[fmt][1], f"Export as {fmt}")
+
+
+def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> tuple[Path, dict[str, Any]]:
+    """Write one instance in ``fmt``; returns the file and its entry facts for index.json."""
+    folder = Path(folder)
+    problem = instance.problem
+    path = folder / f"{instance.name}{FORMATS[fmt]}"
+    extra: dict[str, Any] = {}
+    if fmt == "lmshrink":
+        problem.save(path)
+    elif fmt == "bqm":
+        from ..solvers.composites import choose_penalty
+
+        penalty, rule = choose_penalty(problem)
+        path.write_text(json.dumps(problem.to_bqm(penalty).to_serializable()))
+        extra = {"penalty": penalty, "penalty_rule": rule}
+    elif fmt == "cqm":
+        with open(path, "wb") as f, problem.to_cqm().to_file() as data:
+            f.write(data.read())
+    elif fmt in ("lp", "mps"):
+        from ..solvers.milp import linearized_model
+
+        linearized_model(problem).write(str(path), format=fmt, io_options={"symbolic_solver_labels": True})
+        extra = {"milp": "x[i] binary (variable i), y[i,j] = x_i·x_j continuous (McCormick + RLT cuts)"}
+    else:
+        from .qplib import write_qplib
+
+        write_qplib(problem, path, instance.name)
+    return path, extra
+
+
+def export_library(instances: Sequence[LibraryInstance], out: str | Path, fmt: str) -> list[Path]:
+    """Write every instance in ``fmt`` to ``out`` and an ``index.json``; returns the instance files."""
+    check_format(fmt)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, entries = [], []
+    for instance in instances:
+        path, extra = export_instance(instance, out, fmt)
+        paths.append(path)
+        entries.append({"name": instance.name, "file": path.name, "variables": instance.problem.variables,
+                        "constraints": [c.to_dict() for c in instance.problem.constraints],
+                        "reference": instance.reference, "lowest": instance.lowest,
+                        "lowest_proven": instance.lowest_proven, "measured": instance.measured,
+                        "source": instance.source, **extra})
+    index = {"format": EXPORT_FORMAT, "file_format": fmt,
+             "energy": "offset + linear·x + xᵀQx of the lmshrink problem; every file has this energy at every "
+                       "feasible state", "instances": entries}
+    (out / "index.json").write_text(json.dumps(index, indent=1, default=_json_default))
+    return paths
