@@ -160,19 +160,13 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
                 if "healed_vs_healed_baseline" in r else r["best_baseline_healed"],
                 _ratio(r.get("healed_vs_healed_baseline"))] for r in rat]),
         "",
-        "## Held-out perplexity, removed plainly",
-        "",
-        table(["method", "kind", *[f"M={m}" for m in ms]],
-              [[m, kind(m), *[_cell(agg.get((m, M, "none"))) for M in ms]] for m in methods]),
-        "",
-        "## Held-out perplexity with linear healing",
-        "",
-        "Each choice healed by a least-squares map per run of removed layers, folded into the weights "
-        f"(ridge {s['ridge']}, fitted on the {s['samples']} calibration samples).",
-        "",
-        table(["method", "kind", *[f"M={m}" for m in ms]],
-              [[m, kind(m), *[_cell(agg.get((m, M, "linear"))) for M in ms]] for m in methods]),
-        "",
+        *[line for healed, title, note in (
+            ("none", "removed plainly", None),
+            ("linear", "with linear healing", "Each choice healed by a least-squares map per run of removed layers, "
+             f"folded into the weights (ridge {s['ridge']}, fitted on the {s['samples']} calibration samples)."))
+          for line in (f"## Held-out perplexity, {title}", "", *([note, ""] if note else []),
+                       table(["method", "kind", *[f"M={m}" for m in ms]],
+                             [[m, kind(m), *[_cell(agg.get((m, M, healed))) for M in ms]] for m in methods]), "")],
         *[f"![{p}]({p})" for p in plots],
         "",
         "## Cost",

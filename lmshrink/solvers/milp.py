@@ -82,14 +82,8 @@ class MilpSolver(Solver):
         start = time.perf_counter()
 
         model, pairs = self._build(pyo, problem, rlt)
-        opt = highs_mod.Highs()
-        if not opt.available():
-            raise LmshrinkError("The 'milp' solver found Pyomo but not a working HiGHS: pip install 'lmshrink[milp]'")
-        opt.config.stream_solver = bool(verbose)
-        opt.config.load_solution = False
-        opt.config.mip_gap = float(mip_gap)
         # no absolute gap (HiGHS's default 1e-6 would stop early on problems with a small energy scale)
-        opt.highs_options = {"random_seed": int(seed or 0) % (2**31 - 1), "mip_abs_gap": 0.0}
+        opt = highs(highs_mod, verbose=verbose, mip_gap=mip_gap, seed=seed, abs_gap=0.0)
         if threads is not None:
             opt.highs_options["threads"] = int(threads)
         if warm_start:
@@ -210,3 +204,15 @@ class MilpSolver(Solver):
 @hookimpl
 def lmshrink_register_solvers(register: Any) -> None:
     register(MilpSolver)
+
+
+def highs(highs_mod: Any, *, verbose: bool, mip_gap: float, seed: int | None, abs_gap: float) -> Any:
+    """Pyomo's persistent HiGHS interface, checked to work and set up to return without loading a solution."""
+    opt = highs_mod.Highs()
+    if not opt.available():
+        raise LmshrinkError("The 'milp' solver found Pyomo but not a working HiGHS: pip install 'lmshrink[milp]'")
+    opt.config.stream_solver = bool(verbose)
+    opt.config.load_solution = False
+    opt.config.mip_gap = float(mip_gap)
+    opt.highs_options = {"random_seed": int(seed or 0) % (2**31 - 1), "mip_abs_gap": float(abs_gap)}
+    return opt

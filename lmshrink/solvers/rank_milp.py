@@ -26,6 +26,7 @@ from ..core import LmshrinkError, Option, Samples, Solver
 from ..core.errors import require
 from ..core.rank import RankAllocationProblem, repair_ranks
 from ..plugins import hookimpl
+from .milp import highs
 
 
 def candidate_ranks(problem: RankAllocationProblem, l: int, grid_step: int) -> np.ndarray:
@@ -81,13 +82,7 @@ class RankMilpSolver(Solver):
         m.obj = pyo.Objective(expr=sum(energy[p] * m.z[p] for p in pairs), sense=pyo.minimize)
         m.cuts = pyo.ConstraintList()
 
-        opt = highs_mod.Highs()
-        if not opt.available():
-            raise LmshrinkError("The 'milp' solver found Pyomo but not a working HiGHS: pip install 'lmshrink[milp]'")
-        opt.config.stream_solver = bool(verbose)
-        opt.config.load_solution = False
-        opt.config.mip_gap = float(mip_gap)
-        opt.highs_options = {"random_seed": int(seed or 0) % (2**31 - 1), "mip_abs_gap": 1e-12}
+        opt = highs(highs_mod, verbose=verbose, mip_gap=mip_gap, seed=seed, abs_gap=1e-12)
         if threads is not None:
             opt.highs_options["threads"] = int(threads)
 

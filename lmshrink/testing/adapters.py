@@ -54,6 +54,8 @@ import torch.nn as nn
 
 from ..compat import cache_argument, output_cache, transformers_lacks
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
+from .context import labelled as _context
+from .context import pytest as _pytest
 
 ModelFactory = Callable[[], Any]
 
@@ -551,18 +553,6 @@ def _run_conformance(
     check_refuses(adapter, foreign)
 
 
-@contextmanager
-def _context(what: str) -> Iterator[None]:
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"[{what}] {exc}") from exc
-
-
-try:  # the class below is for pytest; the functions above work without it
-    import pytest as _pytest
-except ImportError:  # pragma: no cover
-    _pytest = None
 
 
 class AdapterConformance:

@@ -32,7 +32,6 @@ import importlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +46,8 @@ from ..core import (
     Solver,
     load_problem,
 )
+from .context import labelled as _context
+from .context import pytest as _pytest
 
 
 # --- problems ------------------------------------------------------------------------------------------------------
@@ -273,19 +274,6 @@ def run_solver_conformance(solver: Solver, *, tmp_path: str | Path, options: Map
         check_bad_options(solver, conformance_problems()["one-group"])
 
 
-@contextmanager
-def _context(what: str) -> Any:
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"[{what}] {exc}") from exc
-
-
-# --- the pytest class ----------------------------------------------------------------------------------------------
-try:  # the class below is for pytest; the functions above work without it
-    import pytest as _pytest
-except ImportError:  # pragma: no cover
-    _pytest = None
 
 
 class SolverConformance:
