@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from lmshrink.core import BinaryQuadraticProblem
 from lmshrink.plugins import registry
@@ -39,17 +38,3 @@ for _name in binary_solvers():
     _cls = _conformance_class(_name)
     globals()[_cls.__name__] = _cls
 del _name, _cls
-
-
-class TestConformance_anneal_numpy(SolverConformance):
-    """``anneal`` without numba: its numpy path passes the same suite."""
-
-    solver = registry("solver").entry("anneal").create()
-    expect_optimum = True
-    min_distinct = 3
-
-    @pytest.fixture(autouse=True)
-    def _no_kernel(self, monkeypatch):
-        from lmshrink.solvers import anneal
-
-        monkeypatch.setattr(anneal, "compiled_kernel", lambda: None)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from problems import brute_force, fisher_problem, random_problem
 
-from lmshrink.plugins import get_solver
+from lmshrink.plugins import get_solver, registry
 from lmshrink.solvers import anneal as anneal_module
+from lmshrink.testing import SolverConformance
 
 pytest.importorskip("numba")
 
@@ -84,3 +85,17 @@ def test_without_numba_the_default_solvers_still_run():
                            cwd=str(Path(__file__).parents[1])).stdout.splitlines()
     assert lines[0] == "numpy enumerate True True"
     assert lines[1].startswith("MissingDependencyError") and "pip install 'lmshrink[fast]'" in lines[1]
+
+
+class TestConformance_anneal_numpy(SolverConformance):
+    """``anneal`` without numba: its numpy path passes the same suite."""
+
+    solver = registry("solver").entry("anneal").create()
+    expect_optimum = True
+    min_distinct = 3
+
+    @pytest.fixture(autouse=True)
+    def _no_kernel(self, monkeypatch):
+        from lmshrink.solvers import anneal
+
+        monkeypatch.setattr(anneal, "compiled_kernel", lambda: None)
