@@ -30,7 +30,7 @@ ARRIVAL_TIMEOUT_S = 600
 
 def _args(model: Path, text: Path, out: Path) -> list[str]:
     return ["prune", "--model", str(model), "--data", str(text), "--remove", "2", "--samples", "4", "--seq-len",
-            "16", "--eval-tokens", "64", "--solver", "exact", "--quiet", "--out", str(out)]
+            "16", "--eval-tokens", "64", "--objective", "fisher", "--solver", "exact", "--quiet", "--out", str(out)]
 
 
 def _hold(argv: list[str], point: str, marker: Path, cache: Path) -> subprocess.Popen:

@@ -99,7 +99,9 @@ class PruneConfig:
                     objective_options={**defaults["objective_options"], **self.objective_options})
         if self.candidates is not None:
             return dataclasses.replace(self, **main)
-        return dataclasses.replace(self, **main, candidates=list(defaults["candidates"]),
+        # the baselines among the default sources compare hidden states of whole layers
+        candidates = list(defaults["candidates"]) if self.granularity == "layer" else []
+        return dataclasses.replace(self, **main, candidates=candidates,
                                    rerank=self.rerank or defaults["rerank"],
                                    heal=self.heal if self.heal is not None else
                                    list(defaults["heal"]) if self.granularity == "layer" else [])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import BinaryQuadraticProblem, RemovalPlan, SolutionSet
+from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionSet
 from ..report import Timings, library_versions
 from ..report import log as _log
 from ..selection import Portfolio
@@ -69,9 +69,16 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
     proposals = [request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
                                         timings=timings, progress=progress)]
+    skipped: list[dict[str, str]] = []
     for source, count in request.extra_sources:
-        proposals.append(source.propose(inputs, target, count=count, seed=config.seed, timings=timings,
-                                        progress=progress))
+        try:
+            proposals.append(source.propose(inputs, target, count=count, seed=config.seed, timings=timings,
+                                            progress=progress))
+        except LmshrinkError as exc:
+            if not request.optional_sources:
+                raise
+            skipped.append({"name": source.name, "skipped": str(exc)})
+            _log(progress, f"source {source.name} skipped: {exc}")
     selection = _select(proposals, inputs, target, config, timings)
     chosen = selection.chosen
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
@@ -102,7 +109,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     def report(evaluation: Evaluation | None) -> dict[str, Any]:
         return build_report(request, inputs, target, proposals, selection, plan, before, evaluation, timings,
                             parameters=(params_before, sum(p.numel() for p in net.parameters())),
-                            save_format=save_format, saved=config.save, healing=healing)
+                            save_format=save_format, saved=config.save, healing=healing, skipped=skipped)
 
     pending_eval = eval_ids is not None or bool(request.eval_tasks)
     with timings("save"):
@@ -158,7 +165,8 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
 def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposals: list[Proposal],
                  selection: Selection, plan: RemovalPlan, before: dict[str, float] | None,
                  evaluation: Evaluation | None, timings: Timings, *, parameters: tuple[int, int], save_format: str,
-                 saved: bool, healing: HealOutcome | None = None) -> dict[str, Any]:
+                 saved: bool, healing: HealOutcome | None = None,
+                 skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """What report.json holds. ``status`` is "evaluating" while the saved model is evaluated (``evaluation``
     None), "complete" after, "interrupted" when the evaluation was cut short."""
     config, main = request.config, proposals[0]
@@ -193,7 +201,8 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
         if problem is not None else None,
         "solver": main.facts.get("solver"),
         "method": main.facts.get("method"),
-        "sources": [{"name": p.candidates[0].source if p.candidates else None, **p.facts} for p in proposals[1:]],
+        "sources": [{"name": p.candidates[0].source if p.candidates else None, **p.facts} for p in proposals[1:]]
+        + list(skipped or []),
         "lm_eval": evaluation.lm_eval if evaluation is not None else None,
         "settings": settings,
         "calibration": {"source": inputs.texts.source, **inputs.calibration.info},

@@ -27,6 +27,9 @@ class PruneRequest:
     eval_tasks: list[str] | None
     out: Path
     extra_sources: list[tuple[CandidateSource, int]] = field(default_factory=list)
+    #: True when the extra sources are the default pipeline's: one that cannot serve this removal is skipped (and
+    #: the report says why) instead of stopping the run
+    optional_sources: bool = False
     #: the ``model`` argument as a name ``load_model`` reads ("smollm2" for the embedded default; None for a model
     #: passed in loaded, whose source is unknown)
     model_source: str | None = None
@@ -42,6 +45,7 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     out = Path(config.out) if config.out is not None else default_out_dir()
     remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
     remove_cache_orphans()
+    optional = config.is_default_pipeline
     config = config.resolved()
     config.check()
     spec = parse_remove(config.remove)
@@ -63,7 +67,7 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     from ..models import DEFAULT_MODEL
 
     given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
-    return PruneRequest(config, spec, source, eval_tasks, out, extra, given)
+    return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given)
 
 
 def _candidate_source(config: PruneConfig) -> CandidateSource:

@@ -53,6 +53,33 @@ def _flip_delta(lin: np.ndarray, Q: np.ndarray, F: np.ndarray, x: np.ndarray, k:
     return (1 - 2 * xk) * (lin[k] + qd + F[r, k] - 2 * qd * xk)
 
 
+def lowest_with_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: int,
+                           deadline: float | None = None, rounds: int = 4) -> tuple[np.ndarray, int]:
+    """``states`` with the swap neighbours of the ``count`` lowest added, repeated (neighbours of neighbours)
+    until those ``count`` lowest stop changing, at most ``rounds`` times: when every read ends in the optimum, the
+    second to k-th lowest states can lie two or more swaps away. Returns the states and how many were added."""
+    added = 0
+    for _ in range(rounds):
+        neighbours = swap_neighbours(problem, states, count, deadline)
+        if len(neighbours) == 0:
+            break
+        before = _lowest_keys(problem, states, count)
+        states = np.concatenate([states, neighbours])
+        added += len(neighbours)
+        if _lowest_keys(problem, states, count) == before or (deadline is not None and time.perf_counter() > deadline):
+            break
+    return states, added
+
+
+def _lowest_keys(problem: BinaryQuadraticProblem, states: np.ndarray, count: int) -> set[bytes]:
+    distinct = np.unique(np.asarray(states, dtype=np.int8), axis=0)
+    feasible = distinct[[problem.is_feasible(s) for s in distinct]]
+    if len(feasible) == 0:
+        return set()
+    order = np.argsort(problem.energies(feasible), kind="stable")[:count]
+    return {feasible[i].tobytes() for i in order}
+
+
 def swap_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: int,
                     deadline: float | None = None) -> np.ndarray:
     """The ``count`` lowest one-swap (or, for free variables, one-flip) neighbours of the ``count`` lowest distinct
@@ -167,11 +194,17 @@ class AnnealSolver(Solver):
         info["best_seen_hit_rate"] = at_best(best_e, lowest)
         states = np.concatenate([best, final])
         raw = RawSummary.of(problem, final)
+        if num_solutions > 1 and kernel is not None and options.replicas > 1:
+            # tempering sends every read to the ground state; many short plain-annealing reads end in diverse low
+            # minima, which a ranked candidate list needs (the k lowest can lie many swaps apart)
+            _, _, spread, _, _ = kernel.anneal_problem(
+                problem, num_reads=max(options.num_reads, 25 * num_solutions),
+                num_sweeps=max(options.num_sweeps // 5, 50), replicas=1, beta_hot=hot,
+                beta_cold=cold, seed=None if seed is None else seed + 1, time_limit=time_limit)
+            states = np.concatenate([states, spread])
         if num_solutions > 1:
             deadline = None if time_limit is None else start + float(time_limit)
-            neighbours = swap_neighbours(problem, states, num_solutions, deadline)
-            info["num_neighbours"] = len(neighbours)
-            states = np.concatenate([states, neighbours])
+            states, info["num_neighbours"] = lowest_with_neighbours(problem, states, num_solutions, deadline)
         return Samples(states, info, raw=raw, stopped_early=bool(info.get("stopped_early")))
 
     def _numpy(self, problem: BinaryQuadraticProblem, options: AnnealOptions, seed: int | None,
