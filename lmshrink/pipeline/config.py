@@ -14,7 +14,9 @@ from ..core.errors import LmshrinkError, did_you_mean
 HEAL_STEPS = ("linear", "kd")
 #: ``--heal-option`` keys of linear healing (the others are :class:`~lmshrink.heal.kd.KDConfig` fields)
 LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
-                       "aware": "linear healing: compare candidates after fitting their maps"}
+                       "aware": "linear healing: compare candidates after fitting their maps",
+                       "aware_samples": "linear healing: calibration samples each candidate's maps are fitted on "
+                                        "for the comparison (the chosen one is refitted on all)"}
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: the
 #: pipeline the removal study measured best on held-out text (benchmarks/README.md, "Removal quality"). Naming
@@ -193,7 +195,8 @@ class PruneConfig:
         from ..heal.kd import KDConfig
 
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
-                 "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool)}
+                 "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
+                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1)}
         for f in dataclasses.fields(KDConfig):
             specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
         return specs

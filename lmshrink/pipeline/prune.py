@@ -144,8 +144,11 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
     with timings("validate candidates"):
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
                               + (" after linear healing" if config.heal_aware() else ""))
+        fit = int(linear.get("aware_samples", 16))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
-                                    ridge=float(linear.get("ridge", 1e-3)), progress=config.progress)
+                                    ridge=float(linear.get("ridge", 1e-3)),
+                                    fit_samples=fit if fit < inputs.calibration.num_samples else None,
+                                    progress=config.progress)
 
 
 def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, timings: Timings,

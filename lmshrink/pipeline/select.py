@@ -51,9 +51,10 @@ class Selection:
 
 
 def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
-                         ridge: float = 1e-3, progress: bool = False) -> Selection:
+                         ridge: float = 1e-3, fit_samples: int | None = None, progress: bool = False) -> Selection:
     """Pool ``candidates`` (runnable ones), measure each on the validation windows — after fitting its linear
-    maps when ``heal_aware`` — and return the lowest, with every candidate's paired difference to it."""
+    maps on the first ``fit_samples`` calibration samples when ``heal_aware`` — and return the lowest, with every
+    candidate's paired difference to it."""
     from ..evaluate.measured import RemovalLoss
 
     validation = inputs.calibration.validation
@@ -69,11 +70,12 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
         from ..heal.linear import LinearHeal
 
         healer = LinearHeal(ridge=ridge)
+        fit_ids = inputs.calibration.input_ids[:fit_samples]
         bar = tqdm(total=len(portfolio.runnable()), desc="fitting and validating healed candidates",
                    disable=not progress, leave=False)
 
         def healed(indices: Sequence[int]) -> Any:
-            runs = healer.fit(inputs.model, inputs.adapter, indices, inputs.calibration.input_ids, granularity)
+            runs = healer.fit(inputs.model, inputs.adapter, indices, fit_ids, granularity)
             fitted[tuple(sorted(indices))] = runs
             bar.update()
             return measure.healed(indices, runs)
@@ -85,5 +87,6 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     chosen = portfolio.best()
     rows = portfolio.comparison()
     return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
-                     heal_aware=heal_aware, heal_runs=fitted.get(chosen.key), note=portfolio.separation_note(),
+                     heal_aware=heal_aware, heal_runs=fitted.get(chosen.key) if fit_samples is None else None,
+                     note=portfolio.separation_note(),
                      comparison=rows)
