@@ -40,6 +40,18 @@ def test_gate_gradients_equal_finite_differences(granularity):
     assert np.abs(A).max() > 1e-3  # not trivially zero
 
 
+@pytest.mark.parametrize("granularity", ["layer", "sublayer"])
+def test_checkpointing_gives_the_same_gradients(granularity):
+    model = tiny_llama(3)
+    ids = batch(3)
+    plain, losses = gate_gradients(model, ADAPTER, ids, granularity, batch_size=2, progress=False)
+    saved, saved_losses = gate_gradients(model, ADAPTER, ids, granularity, batch_size=2, progress=False,
+                                         checkpointing=True)
+    np.testing.assert_allclose(saved, plain, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(saved_losses, losses, rtol=1e-6)
+    assert not any("forward" in vars(layer) for layer in model.model.layers)  # layers restored
+
+
 def test_batched_per_sample_gradients_equal_batch_size_one():
     model = tiny_llama(4)
     ids = batch(6)

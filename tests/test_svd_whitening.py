@@ -45,6 +45,25 @@ def test_groups_share_inputs(setup):
     assert sum(len(g) for g in stats.groups) == len(linears)
 
 
+def test_grams_by_layer_equal_one_pass_and_hold_one_layer(setup):
+    from lmshrink.compress.factoring import svd_factors
+    from lmshrink.compress.gram import grams_by_layer
+
+    model, linears, ids, stats, factors = setup
+    seen = []
+    for members, layer_stats in grams_by_layer(model, LlamaAdapter(), linears, ids, batch_size=5, progress=False):
+        assert {n.split(".")[2] for n in members} == {str(len(seen))}  # one decoder layer at a time
+        seen.append(layer_stats)
+        for group, gram in zip(layer_stats.groups, layer_stats.grams):
+            torch.testing.assert_close(gram, stats.grams[stats.groups.index(group)], rtol=1e-12, atol=0)
+    assert [g for s in seen for g in s.groups] == stats.groups
+    by_layer = svd_factors(model, linears, ids, batch_size=5, dtype=torch.float64, progress=False,
+                           adapter=LlamaAdapter())
+    assert by_layer.names == factors.names and by_layer.groups == factors.groups
+    for name in factors.names:
+        np.testing.assert_allclose(by_layer.factors[name].sigma, factors.factors[name].sigma, rtol=1e-10)
+
+
 def test_gram_matches_stored_inputs(setup):
     model, linears, ids, stats, _ = setup
     for name in ("model.layers.0.self_attn.k_proj", "model.layers.1.mlp.down_proj"):

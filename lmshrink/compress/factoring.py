@@ -33,7 +33,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..core.errors import LmshrinkError
-from .gram import GramStats, collect_grams
+from .gram import GramStats, collect_grams, grams_by_layer, layer_owners
 from .whitening import Whitening, whiten
 
 FACTORS_FORMAT = "lmshrink.svd_factors/1"
@@ -235,10 +235,31 @@ def svd_factors(
     eps: float = 1e-6,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    adapter: Any = None,
 ) -> SvdFactors:
-    """Gram statistics over ``input_ids`` then the whitened SVD of every layer (the Grams are freed after)."""
-    stats = collect_grams(model, linears, input_ids, batch_size=batch_size, progress=progress)
-    return factorize(linears, stats, eps=eps, dtype=dtype, progress=progress)
+    """Gram statistics over ``input_ids`` then the whitened SVD of every layer.
+
+    With an ``adapter`` that knows the decoder layer list (and every matrix inside a decoder layer), one layer at a
+    time (:func:`~lmshrink.compress.gram.grams_by_layer`): the peak is the model, the factors and one layer's
+    Grams. Otherwise every Gram matrix is collected in one pass, then all are factored and freed.
+    """
+    where = adapter.layer_list(model) if adapter is not None else None
+    if where is None or layer_owners(getattr(*where), linears) is None:
+        stats = collect_grams(model, linears, input_ids, batch_size=batch_size, progress=progress)
+        return factorize(linears, stats, eps=eps, dtype=dtype, progress=progress)
+    parts: dict[str, MatrixFactors] = {}
+    groups: list[list[str]] = []
+    for members, stats in grams_by_layer(model, adapter, linears, input_ids, batch_size=batch_size,
+                                         progress=progress):
+        part = factorize(members, stats, eps=eps, dtype=dtype, progress=False)
+        del stats
+        parts.update(part.factors)
+        groups += part.groups
+    tokens = int(input_ids.numel())
+    out = SvdFactors({name: parts[name] for name in linears}, tokens, groups,
+                     {"eps": eps, "tokens": tokens, "dtype": str(dtype).replace("torch.", "")})
+    out.info["whitening"] = {k: v for k, v in out.whitening_summary().items() if k != "per_input"}
+    return out
 
 
 __all__ = ["FACTORS_FORMAT", "MatrixFactors", "SvdFactors", "factorize", "soft_weight", "svd_factors"]

@@ -2,12 +2,17 @@
 
 Layers that read the very same input tensor (q/k/v read the same normalized hidden states, gate/up too) share one
 Gram matrix. Each is accumulated in float64, batch by batch, so activations are never all held at once.
+
+:func:`collect_grams` holds every layer's Gram matrices at once (one forward pass). :func:`grams_by_layer` holds
+one decoder layer's at a time: it keeps the hidden states between layers (tokens × hidden size), runs each layer
+once on the output of the one before, and hands over that layer's Grams before the next layer's are made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -78,24 +83,13 @@ def collect_grams(
 ) -> GramStats:
     """Accumulate G = Σ_tokens x xᵀ (float64) for every distinct layer input over the calibration batches."""
     groups = input_groups(model, linears, input_ids[:1, : min(8, input_ids.shape[1])])
-    grams = [
-        torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64) for g in groups
-    ]
+    grams = _zero_grams(linears, groups)
     handles = []
-
-    def hook(index: int):
-        def fn(module: nn.Module, args: tuple) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            grams[index].addmm_(x.T, x)
-
-        return fn
-
     tokens = 0
     was_training = model.training
     model.eval()
     try:
-        for g, members in enumerate(groups):
-            handles.append(linears[members[0]].register_forward_pre_hook(hook(g)))
+        handles = _accumulate(linears, groups, grams)
         starts = range(0, input_ids.shape[0], batch_size)
         for s in tqdm(starts, desc="whitening statistics", disable=not progress, leave=False):
             batch = input_ids[s : s + batch_size]
@@ -108,4 +102,115 @@ def collect_grams(
     return GramStats(groups, grams, tokens)
 
 
-__all__ = ["GramStats", "collect_grams", "input_groups"]
+def _zero_grams(linears: Mapping[str, nn.Module], groups: list[list[str]]) -> list[torch.Tensor]:
+    return [torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64) for g in groups]
+
+
+def _accumulate(linears: Mapping[str, nn.Module], groups: list[list[str]], grams: list[torch.Tensor]) -> list[Any]:
+    """Forward pre-hooks adding x xᵀ of each group's input to its Gram matrix; returns the hook handles."""
+
+    def hook(index: int):
+        def fn(module: nn.Module, args: tuple) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
+            grams[index].addmm_(x.T, x)
+
+        return fn
+
+    return [linears[members[0]].register_forward_pre_hook(hook(g)) for g, members in enumerate(groups)]
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the layer of interest has run."""
+
+
+def _stop_at(module: nn.Module, store: list[torch.Tensor], *, before: bool) -> Any:
+    """A hook on ``module`` that keeps its input (``before``) or its output hidden state, then ends the pass."""
+    if before:
+        def pre(mod: nn.Module, args: tuple, kwargs: dict) -> None:
+            store.append((args[0] if args else kwargs["hidden_states"]).detach())
+            raise _Stop
+
+        return module.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(mod: nn.Module, args: tuple, output: Any) -> None:
+        store.append((output[0] if isinstance(output, (tuple, list)) else output).detach())
+        raise _Stop
+
+    return module.register_forward_hook(post)
+
+
+def _run(model: nn.Module, **inputs: Any) -> None:
+    try:
+        model(**inputs, use_cache=False)
+    except _Stop:
+        pass
+
+
+def layer_owners(layers: Any, linears: Mapping[str, nn.Module]) -> dict[str, int] | None:
+    """The index of the decoder layer holding each linear layer, or None when one is outside every layer."""
+    owner = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
+    found = {name: owner.get(id(module)) for name, module in linears.items()}
+    return None if any(i is None for i in found.values()) else found
+
+
+@torch.no_grad()
+def grams_by_layer(
+    model: nn.Module,
+    adapter: Any,
+    linears: Mapping[str, nn.Module],
+    input_ids: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Iterator[tuple[dict[str, nn.Module], GramStats]]:
+    """Yield, decoder layer after decoder layer, that layer's linear layers and their :class:`GramStats`.
+
+    Needs an adapter whose :meth:`~lmshrink.core.ArchitectureAdapter.layer_list` is known and linear layers that
+    all sit inside decoder layers (:func:`layer_owners`). Each layer runs once per batch, started mid-stack on the
+    hidden states the layer before produced; the pass stops right after it. Drop each yielded ``GramStats``
+    before asking for the next to hold one layer's Grams at a time.
+    """
+    from ..evaluate.midstack import start_at
+
+    parent, attr = adapter.layer_list(model)
+    layers = list(getattr(parent, attr))
+    owners = layer_owners(layers, linears)
+    if owners is None:
+        raise LmshrinkError("A linear layer lies outside the decoder layers; collect its Grams with collect_grams.")
+    batches = [input_ids[s : s + batch_size] for s in range(0, input_ids.shape[0], batch_size)]
+    probe = input_ids[:1, : min(8, input_ids.shape[1])]
+    was_training = model.training
+    model.eval()
+    try:
+        hidden: list[torch.Tensor] = []
+        handle = _stop_at(layers[0], hidden, before=True)
+        try:
+            for batch in batches:
+                _run(model, input_ids=batch)
+        finally:
+            handle.remove()
+        last = max(owners.values(), default=-1)
+        for index in tqdm(range(last + 1), desc="whitening statistics", disable=not progress, leave=False):
+            members = {name: linears[name] for name, i in owners.items() if i == index}
+            groups = input_groups(model, members, probe) if members else []
+            grams = _zero_grams(members, groups)
+            outputs: list[torch.Tensor] = []
+            handles = [*_accumulate(members, groups, grams), _stop_at(layers[index], outputs, before=False)]
+            try:
+                with start_at(model, adapter, index):
+                    for h in hidden:
+                        _run(model, inputs_embeds=h)
+            finally:
+                for h in handles:
+                    h.remove()
+            hidden = outputs
+            if members:
+                stats = GramStats(groups, grams, int(input_ids.numel()))
+                del grams
+                yield members, stats
+                del stats
+    finally:
+        model.train(was_training)
+
+
+__all__ = ["GramStats", "collect_grams", "grams_by_layer", "input_groups", "layer_owners"]

@@ -9,10 +9,15 @@ The default keeps the second-order term alone, xᵀHx (the paper's energy; the f
 minimiser); ``first_order=true`` uses the full expansion. Per-sample gradients come from one batched backward
 pass: each sample gets its own copy of the gates (shape (B, N)), and since sample s depends only on its own copy,
 ∂(Σ_s L_s)/∂g[s] = ∂L_s/∂g.
+
+With ``checkpointing=true`` each decoder layer keeps only its input during the forward pass and recomputes its
+inside during the backward pass (one more forward pass of compute, the activations of one layer at a time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,10 +28,45 @@ from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
 
 
+@contextmanager
+def checkpointed_layers(model: Any, adapter: Any) -> Iterator[None]:
+    """Within the context every decoder layer's forward runs under activation checkpointing (non-reentrant, so
+    the gate hooks around and inside a layer get their gradients): the backward pass recomputes each layer."""
+    from torch.utils.checkpoint import checkpoint
+
+    from ..core.errors import LmshrinkError
+
+    where = adapter.layer_list(model)
+    if where is None:
+        raise LmshrinkError(f"Gradient checkpointing needs an adapter that names the decoder layer list; "
+                            f"{adapter.name!r} does not.")
+    parent, attr = where
+    layers = list(getattr(parent, attr))
+
+    def wrap(forward: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+        return run
+
+    try:
+        for layer in layers:
+            layer.forward = wrap(layer.forward)
+        yield
+    finally:
+        for layer in layers:
+            if "forward" in vars(layer):
+                del layer.forward
+
+
 def gate_gradients(
-    model: Any, adapter: Any, input_ids: Any, granularity: str = "layer", batch_size: int = 8, progress: bool = True
+    model: Any, adapter: Any, input_ids: Any, granularity: str = "layer", batch_size: int = 8, progress: bool = True,
+    checkpointing: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1."""
+    """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1 (``checkpointing``: recompute
+    each layer in the backward pass instead of keeping its activations)."""
+    from contextlib import nullcontext
+
     import torch
     from tqdm.auto import tqdm
 
@@ -35,7 +75,8 @@ def gate_gradients(
     n = len(adapter.blocks(model, granularity))
     grads, losses = [], []
     starts = range(0, input_ids.shape[0], batch_size)
-    with frozen(model):
+    saving = checkpointed_layers(model, adapter) if checkpointing else nullcontext()
+    with frozen(model), saving:
         for start in tqdm(starts, desc="gate gradients", disable=not progress, leave=False):
             batch = input_ids[start : start + batch_size]
             gates = torch.ones(batch.shape[0], n, requires_grad=True)
@@ -47,6 +88,15 @@ def gate_gradients(
     return np.concatenate(grads), np.concatenate(losses)
 
 
+def fisher_terms(A: np.ndarray, first_order: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(linear, quadratic, mean gradient) of the problem from the gate gradients A (m × N)."""
+    H = A.T @ A / A.shape[0]
+    mean_grad = A.mean(axis=0)
+    if first_order:
+        return -mean_grad, H / 2, mean_grad
+    return np.zeros(A.shape[1]), H, mean_grad
+
+
 class FisherObjective(Objective):
     """Empirical-Fisher QUBO of block gates (second order, optionally with the first-order term)."""
 
@@ -56,15 +106,19 @@ class FisherObjective(Objective):
         "granularity": Option("layer", "layer, or sublayer (attention and MLP apart)", str),
         "first_order": Option(False, "use −ḡ·x + ½xᵀHx instead of xᵀHx", bool),
         "batch_size": Option(8, "samples per backward pass", int),
+        "checkpointing": Option(False, "recompute each layer in the backward pass (less memory, one more forward "
+                                       "pass of compute)", bool),
         "progress": Option(True, "show a progress bar", bool),
     }
 
-    def build_problem(self, model, adapter, calibration, *, granularity, first_order, batch_size, progress):
+    def build_problem(self, model, adapter, calibration, *, granularity, first_order, batch_size, checkpointing,
+                      progress):
         blocks = adapter.blocks(model, granularity)
         key = measurement_key(model, adapter, calibration, granularity, what="gate_gradients")
 
         def measure() -> dict[str, np.ndarray]:
-            A, losses = gate_gradients(model, adapter, calibration.input_ids, granularity, batch_size, progress)
+            A, losses = gate_gradients(model, adapter, calibration.input_ids, granularity, batch_size, progress,
+                                       checkpointing)
             for values, what in ((losses, "the calibration loss"), (A, "the gate gradients")):
                 require_finite(values, what, model, adapter, calibration.input_ids, granularity)
             return {"A": A, "losses": losses}
@@ -72,12 +126,7 @@ class FisherObjective(Objective):
         arrays, cached = cached_arrays("fisher", key, measure)
         A = arrays["A"]
         m = A.shape[0]
-        H = A.T @ A / m
-        mean_grad = A.mean(axis=0)
-        if first_order:
-            linear, quadratic = -mean_grad, H / 2
-        else:
-            linear, quadratic = np.zeros(len(blocks)), H
+        linear, quadratic, mean_grad = fisher_terms(A, first_order)
         meta = problem_metadata(model, adapter, calibration, self.name, granularity,
                                 {"first_order": first_order}, blocks)
         meta.update({"samples": m, "cached_measurement": cached, "mean_gradient": mean_grad.tolist(),

@@ -78,11 +78,13 @@ class RankObjective(Objective):
         return validate_options(f"Objective {self.name!r}", self.options, options)
 
     def whiten(self, model: Any, adapter: Any, calibration: Any, options: Mapping[str, Any]) -> SvdFactors:
-        """The whitened SVD of every matrix ``adapter.linear_layers(model)`` lists, on ``calibration``."""
+        """The whitened SVD of every matrix ``adapter.linear_layers(model)`` lists, on ``calibration`` (one decoder
+        layer's Gram matrices at a time where the adapter knows the layer list)."""
         from ..compress.factoring import svd_factors
 
         return svd_factors(model, adapter.linear_layers(model), calibration.input_ids,
-                           batch_size=options["gram_batch_size"], eps=options["eps"], progress=options["progress"])
+                           batch_size=options["gram_batch_size"], eps=options["eps"], progress=options["progress"],
+                           adapter=adapter)
 
     @abstractmethod
     def pose(self, factors: SvdFactors, model: Any, adapter: Any, calibration: Any,
