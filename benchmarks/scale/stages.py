@@ -2,13 +2,14 @@
 
 ``python -m benchmarks.scale.stages SPEC_JSON`` builds the model of ``spec["size"]`` (except for ``solve``, which
 works on a saved problem with no model), runs ``spec["stage"]`` through lmshrink's own code and prints one JSON
-line: a list of rows, each with the stage's wall time, the tokens it processed, and the process's peak resident
-set size (``ru_maxrss``: the peak of the whole process so far, so it includes the interpreter, torch and the model)
-and, on a GPU, the CUDA peak allocated since the model was built.
+line: a list of rows, each with the stage's wall time, the tokens it processed, the process's resident set size
+when the stage began and its peak during the stage (the kernel's peak mark VmHWM, reset when the stage begins;
+where it cannot be reset, ``ru_maxrss``, the peak since the process started), and on a GPU the CUDA peak
+allocated during the stage. RSS counts the interpreter, torch and the model as well as what the stage allocates.
 
 Stages: ``load`` (build the model from its config with random weights), ``gradients`` (a plain forward pass on
-the calibration tokens, then the gate-gradient pass of the ``fisher`` objective on the same tokens; two rows, the
-forward row's peak read right after the forward pass), ``checkpointed`` (the same with gradient checkpointing),
+the calibration tokens, then the gate-gradient pass of the ``fisher`` objective on the same tokens; two rows, each
+with its own peak), ``checkpointed`` (the same with gradient checkpointing),
 ``pairs`` (the measured-loss primitive of the ``pairs`` objective: the base loss and a few pair removals),
 ``solve`` (the Fisher problem of the ``gradients`` stage, solved for M removals), ``removal`` (the adapter
 removes the solved blocks), ``perplexity`` (lmshrink's perplexity on the tokens) and ``svd`` (Gram collection,
@@ -27,8 +28,40 @@ from typing import Any
 GIB = 1024**3
 
 
+def _status_gib(field: str) -> float | None:
+    """A ``Vm*`` line of /proc/self/status in GiB (None off Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / GIB
+    except OSError:
+        pass
+    return None
+
+
+def rss_gib() -> float | None:
+    """Resident set size of this process now, in GiB."""
+    return _status_gib("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Set the kernel's peak-RSS mark (VmHWM) of this process to its current RSS; False where that is not
+    possible (then the peak is the process's since it started)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_gib() -> float:
-    """Peak resident set size of this process so far, in GiB (Linux reports ``ru_maxrss`` in KiB)."""
+    """Peak resident set size in GiB: since the last :func:`reset_peak_rss` (VmHWM), or else since the process
+    started (``ru_maxrss``, KiB on Linux, bytes on macOS)."""
+    hwm = _status_gib("VmHWM")
+    if hwm is not None:
+        return hwm
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / GIB
 
@@ -47,6 +80,8 @@ class Meter:
 
     def start(self) -> None:
         self._sync()
+        self.rss_start = rss_gib()
+        self.reset = reset_peak_rss()
         if self.device.startswith("cuda"):
             import torch
 
@@ -55,7 +90,8 @@ class Meter:
 
     def stop(self) -> dict[str, Any]:
         self._sync()
-        out: dict[str, Any] = {"wall_s": time.perf_counter() - self.t0, "peak_rss_gib": peak_rss_gib()}
+        out: dict[str, Any] = {"wall_s": time.perf_counter() - self.t0, "peak_rss_gib": peak_rss_gib(),
+                               "rss_start_gib": self.rss_start, "peak_since": "stage" if self.reset else "process"}
         if self.device.startswith("cuda"):
             import torch
 
@@ -238,15 +274,12 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     meter = Meter(spec["device"])
-    base_rss = peak_rss_gib()
     if spec["stage"] == "solve":
-        rows = solve(spec, meter)
-        return [dict(r, base_rss_gib=base_rss) for r in rows]
+        return solve(spec, meter)
     meter.start()
     model = build_model(spec["size"], dtype=spec["dtype"], device=spec["device"])
     load = meter.stop()
-    facts = {"params": parameter_count(model), "layers": model.config.num_hidden_layers,
-             "base_rss_gib": base_rss, "model_rss_gib": load["peak_rss_gib"]}
+    facts = {"params": parameter_count(model), "layers": model.config.num_hidden_layers, "model_rss_gib": rss_gib()}
     if spec["stage"] == "load":
         return [dict(_row(spec, "load", load, None), **facts)]
     adapter = find_adapter(model)

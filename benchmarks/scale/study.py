@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads in each stage (0: torch's default)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed to one stage process")
     p.add_argument("--in-process", action="store_true",
-                   help="run the stages in this process (quick checks: peak RSS is then cumulative, not per stage)")
+                   help="run the stages in this process (quick checks: RSS then includes what earlier stages left)")
     p.add_argument("--out", default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
@@ -138,7 +138,7 @@ def render(data: dict[str, Any], out: Path | None = None) -> str:
     s = data["settings"]
     env = data.get("environment", {})
     cuda = any(r.get("cuda_peak_gib") is not None for r in rows)
-    head = ["size", "params (M)", "stage", "tokens", "wall s", "ms/token", "peak RSS GiB", "model RSS GiB"]
+    head = ["size", "params (M)", "stage", "tokens", "wall s", "ms/token", "peak RSS GiB", "RSS at start GiB"]
     head += ["CUDA peak GiB"] if cuda else []
     body = []
     for r in rows:
@@ -149,7 +149,7 @@ def render(data: dict[str, Any], out: Path | None = None) -> str:
         params = r.get("params")
         per = r.get("s_per_token")
         cells = [r["size"], params / 1e6 if params else None, r["stage"], r.get("tokens"), r["wall_s"],
-                 per * 1e3 if per else None, r["peak_rss_gib"], r.get("model_rss_gib")]
+                 per * 1e3 if per else None, r["peak_rss_gib"], r.get("rss_start_gib")]
         body.append(cells + ([r.get("cuda_peak_gib")] if cuda else []))
     lines = [
         "# Scale benchmark",
@@ -159,12 +159,15 @@ def render(data: dict[str, Any], out: Path | None = None) -> str:
         f"torch threads {env.get('torch_threads', '?')}, load average at the end {env.get('load_average', '?')}, "
         f"{data.get('wall_s', 0):.0f} s in all.",
         "",
-        "Random-weight Llama models built from their configs; random token ids. Each stage ran in a fresh process: "
-        "*peak RSS* is that process's peak resident set size (`ru_maxrss`: interpreter, torch, the model and the "
-        "stage), *model RSS* its peak once the model was built, before the stage. The forward and gate-gradient rows "
-        "come from one process (forward first, its peak read right after it). ms/token = wall time / tokens "
-        "processed (pairs: every measurement's tokens).",
-        *(["", "**Run in one process (`--in-process`): peak RSS is cumulative over the stages, not per stage.**"]
+        "Random-weight Llama models built from their configs; random token ids. Each stage ran in a fresh process "
+        "that first built the model: *peak RSS* is that process's peak resident set size during the stage "
+        "(interpreter, torch, the model and what the stage allocates; the kernel's peak mark, reset when the stage "
+        "began), *RSS at start* its resident size when the stage began. The forward and gate-gradient rows come "
+        "from one process, each with its own peak. ms/token = wall time / tokens processed (pairs: every "
+        "measurement's tokens).",
+        *(["", "**Peak RSS since each process started (the peak mark could not be reset here).**"]
+          if any(r.get("peak_since") == "process" for r in rows) else []),
+        *(["", "**Run in one process (`--in-process`): the RSS figures include what earlier stages left in it.**"]
           if s.get("in_process") else []),
         "",
         table(head, body, digits=3),
@@ -219,13 +222,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     tokens = sorted({r["samples"] for r in good})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     largest = max(tokens)
-    for stage in dict.fromkeys(r["stage"] for r in good):
+    for k, stage in enumerate(dict.fromkeys(r["stage"] for r in good)):
         pts = sorted(((r["params"], r) for r in good if r["stage"] == stage and r["samples"] == largest),
                      key=lambda p: p[0])
         x = [p / 1e6 for p, _ in pts]
+        style = {"color": f"C{k % 10}", "marker": "o", "label": stage}
         if any(r.get("s_per_token") for _, r in pts):
-            axes[0].plot(x, [(r["s_per_token"] or float("nan")) * 1e3 for _, r in pts], "o-", label=stage)
-        axes[1].plot(x, [r["peak_rss_gib"] for _, r in pts], "o-", label=stage)
+            axes[0].plot(x, [(r["s_per_token"] or float("nan")) * 1e3 for _, r in pts], **style)
+        axes[1].plot(x, [r["peak_rss_gib"] for _, r in pts], **style)
     for ax, ylabel in zip(axes, ("ms per token", "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -233,6 +237,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
     fig.suptitle(f"per stage, {largest} samples per run")
     fig.tight_layout()
     made.append(out / "scale.png")

@@ -216,7 +216,7 @@ def factorize(
             lam, V = torch.linalg.eigh(M.T @ M)  # MᵀM = V Σ² Vᵀ
             lam, V = lam.flip(0), V.flip(1)
             left, right = M @ V, wh.right_solve(V.T)
-        sigma = torch.sqrt(torch.clamp(lam, min=0)).numpy().copy()
+        sigma = torch.sqrt(torch.clamp(lam, min=0)).cpu().numpy().copy()
         sigma = np.minimum.accumulate(sigma)  # exact ties may come out unsorted by a rounding error
         bias = module.bias.detach().clone() if getattr(module, "bias", None) is not None else None
         factors[name] = MatrixFactors(name, (m, n), sigma, left.to(dtype), right.to(dtype), bias, wh.info())

@@ -103,7 +103,8 @@ def collect_grams(
 
 
 def _zero_grams(linears: Mapping[str, nn.Module], groups: list[list[str]]) -> list[torch.Tensor]:
-    return [torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64) for g in groups]
+    return [torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64,
+                        device=linears[g[0]].weight.device) for g in groups]
 
 
 def _accumulate(linears: Mapping[str, nn.Module], groups: list[list[str]], grams: list[torch.Tensor]) -> list[Any]:

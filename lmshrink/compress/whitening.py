@@ -52,7 +52,7 @@ def whiten(G: torch.Tensor, *, eps: float = 1e-6, max_tries: int = 7) -> Whiteni
         raise LmshrinkError("The calibration Gram matrix has non-finite entries.")
     scale = scale if scale > 0 else 1.0
     G = (G + G.T) / 2
-    eye = torch.eye(n, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.float64, device=G.device)
     e = float(eps)
     for attempt in range(1, max_tries + 1):
         L, info = torch.linalg.cholesky_ex(G + e * scale * eye)

@@ -45,10 +45,10 @@ class Gates:
 
     def __call__(self, block: int, like: Any) -> Any:
         """The gate of ``block`` shaped to broadcast against an activation ``like`` of shape (B, T, ...)."""
-        g = self.values[..., block]
+        g = self.values[..., block].to(device=like.device, dtype=like.dtype)
         if g.dim() == 0:
-            return g.to(like.dtype)
-        return g.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+            return g
+        return g.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def scaled_output_hook(gates: Gates, index: int):

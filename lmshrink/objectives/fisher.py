@@ -79,12 +79,12 @@ def gate_gradients(
     with frozen(model), saving:
         for start in tqdm(starts, desc="gate gradients", disable=not progress, leave=False):
             batch = input_ids[start : start + batch_size]
-            gates = torch.ones(batch.shape[0], n, requires_grad=True)
+            gates = torch.ones(batch.shape[0], n, device=batch.device, requires_grad=True)
             with adapter.gate(model, Gates(gates), granularity):
                 loss = per_sample_loss(model, batch)
                 loss.sum().backward()
-            grads.append(gates.grad.detach().double().numpy())
-            losses.append(loss.detach().double().numpy())
+            grads.append(gates.grad.detach().double().cpu().numpy())
+            losses.append(loss.detach().double().cpu().numpy())
     return np.concatenate(grads), np.concatenate(losses)
 
 
