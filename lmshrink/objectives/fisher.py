@@ -49,13 +49,16 @@ def checkpointed_layers(model: Any, adapter: Any) -> Iterator[None]:
 
         return run
 
+    own = [vars(layer).get("forward") for layer in layers]  # a forward set on the instance (e.g. by accelerate)
     try:
         for layer in layers:
             layer.forward = wrap(layer.forward)
         yield
     finally:
-        for layer in layers:
-            if "forward" in vars(layer):
+        for layer, previous in zip(layers, own):
+            if previous is not None:
+                layer.forward = previous
+            elif "forward" in vars(layer):
                 del layer.forward
 
 
