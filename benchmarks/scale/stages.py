@@ -137,7 +137,7 @@ def gradients(spec: dict[str, Any], model: Any, adapter: Any, ids: Any, meter: M
 
     bs, tokens = spec["batch_size"], ids.numel()
     with torch.no_grad():
-        per_sample_loss(model, ids[:1, : min(16, ids.shape[1])])  # warm-up: first-call costs not in either time
+        per_sample_loss(model, ids[:bs])  # warm-up on one batch: the forward pass is timed warm (the gradient cold)
     meter.start()
     with torch.no_grad():
         for s in range(0, ids.shape[0], bs):
