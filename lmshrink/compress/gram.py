@@ -76,8 +76,11 @@ def collect_grams(
     batch_size: int = 8,
     progress: bool = True,
 ) -> GramStats:
-    """Accumulate G = Σ_tokens x xᵀ (float64) for every distinct layer input over the calibration batches."""
-    groups = input_groups(model, linears, input_ids[:1, : min(8, input_ids.shape[1])])
+    """Accumulate G = Σ_tokens x xᵀ (float64, on the CPU) for every distinct layer input over the calibration
+    batches, whatever the model's dtype and device."""
+    from ..evaluate.loss import model_inputs
+
+    groups = input_groups(model, linears, model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])]))
     grams = [
         torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64) for g in groups
     ]
@@ -85,8 +88,12 @@ def collect_grams(
 
     def hook(index: int):
         def fn(module: nn.Module, args: tuple) -> None:
+            # float64 before the product, whatever the model's dtype; the Gram matrix stays on the CPU
             x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            grams[index].addmm_(x.T, x)
+            if x.device == grams[index].device:
+                grams[index].addmm_(x.T, x)
+            else:
+                grams[index].add_((x.T @ x).cpu())
 
         return fn
 
@@ -98,7 +105,7 @@ def collect_grams(
             handles.append(linears[members[0]].register_forward_pre_hook(hook(g)))
         starts = range(0, input_ids.shape[0], batch_size)
         for s in tqdm(starts, desc="whitening statistics", disable=not progress, leave=False):
-            batch = input_ids[s : s + batch_size]
+            batch = model_inputs(model, input_ids[s : s + batch_size])
             model(input_ids=batch, use_cache=False)
             tokens += batch.numel()
     finally:
