@@ -165,6 +165,13 @@ def save_dtype_of(save_dtype: str, source: str | None, model: Any) -> str:
     return source_dtype(source) or str(model_dtype(model)).removeprefix("torch.")
 
 
+def placement_settings(model: Any, device_map: str | None, save_dtype: str | None) -> dict[str, Any]:
+    """What report.json records under ``settings``: the device and dtype the model ran in, the device map and the
+    precision it was saved in (None when nothing was saved)."""
+    return {"device": str(model_device(model)), "dtype": str(model_dtype(model)).removeprefix("torch."),
+            "device_map": device_map, "save_dtype": save_dtype}
+
+
 def model_dtype(model: Any) -> Any:
     """The dtype of the model's floating-point parameters (its input embeddings')."""
     return model.get_input_embeddings().weight.dtype
@@ -241,5 +248,5 @@ def memory_hint(what: str, lower: str) -> Iterator[None]:
 
 
 __all__ = ["DTYPES", "DEVICE_MAPS", "Placement", "cast_saved", "check_dtype_name", "check_save_dtype",
-           "memory_hint", "model_device", "model_dtype", "place_model", "resolve_device", "resolve_placement",
+           "memory_hint", "model_device", "model_dtype", "place_model", "placement_settings", "resolve_device", "resolve_placement",
            "save_dtype_of", "source_dtype"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
+from ..devices import Placement, check_save_dtype, resolve_placement
 
 #: the healing steps ``--heal`` names, applied in this order
 HEAL_STEPS = ("linear", "kd")
@@ -47,6 +48,11 @@ class PruneConfig:
     ``heal_options`` (``ridge``, ``aware`` and the :class:`~lmshrink.heal.kd.KDConfig` fields).
 
     With ``objective`` and ``method`` both None, the run is :data:`DEFAULT_PIPELINE` (see :meth:`resolved`).
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``dtype`` (``auto``: bfloat16 on a GPU, float32 on the
+    CPU) place the model; ``device_map`` (``auto``) spreads one that does not fit one GPU over all of them.
+    ``save_dtype`` is the precision of the saved model (``auto``: the source's). A model passed in loaded stays
+    where it is, in its dtype, unless ``device`` or ``dtype`` is named.
     """
 
     remove: str | int = 6
@@ -77,6 +83,10 @@ class PruneConfig:
     validation: int = 32
     heal: str | list[str] | None = None
     heal_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    save_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("objective_options", "solver_options", "method_options", "heal_options"):
@@ -146,8 +156,14 @@ class PruneConfig:
         if self.chooses:
             _count("--validation", self.validation, 2, " (a standard error needs two windows)")
         self.check_heal()
+        self.placement()
+        check_save_dtype(self.save_dtype)
         if self.eval_limit is not None and (not isinstance(self.eval_limit, numbers.Real) or self.eval_limit <= 0):
             raise LmshrinkError(f"--eval-limit must be a count or a fraction above 0, not {self.eval_limit!r}.")
+
+    def placement(self) -> Placement:
+        """``device``, ``dtype`` and ``device_map`` checked, with "auto" resolved on this machine."""
+        return resolve_placement(self.device, self.dtype, self.device_map)
 
     def check_heal(self) -> None:
         """Refuse unknown healing steps and options, and KD settings out of range."""
