@@ -173,15 +173,16 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
     """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder.
 
     The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
-    may not read.
+    may not read. It is converted in float32 once and loaded in ``dtype`` (one entry serves every ``--dtype``).
     """
+    import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .cache import cache_dir
 
     folder = cache_dir()
-    name = f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}-transformers{transformers.__version__}"
+    name = f"{path.stem}-{path.stat().st_size}-float32-transformers{transformers.__version__}"
     target = folder / "models" / name if folder else None
     if target is not None and target.exists():
         try:
@@ -197,9 +198,10 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
             model.config.name_or_path = label
             model.eval()
             return LoadedModel(model, tokenizer, label)
-    loaded = _load_gguf(path, dtype, label)
+    loaded = _load_gguf(path, torch.float32, label)
     if target is not None:
         _store_conversion(loaded, target)
+    loaded.model.to(dtype)
     return loaded
 
 
