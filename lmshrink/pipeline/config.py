@@ -17,7 +17,9 @@ HEAL_STEPS = ("linear", "kd")
 LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
                        "aware": "linear healing: compare candidates after fitting their maps",
                        "aware_samples": "linear healing: calibration samples each candidate's maps are fitted on "
-                                        "for the comparison (the chosen one is refitted on all)"}
+                                        "for the comparison (the chosen one is refitted on all)",
+                       "aware_top": "linear healing: how many of the lowest unhealed candidates are compared "
+                                    "after healing (0: all)"}
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: the
 #: pipeline the removal study measured best on held-out text (benchmarks/README.md, "Removal quality"). Naming
@@ -25,8 +27,8 @@ LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map"
 DEFAULT_PIPELINE: dict[str, Any] = {
     "objective": "fisher",
     "objective_options": {"first_order": True},
-    "candidates": ["block-influence", "norm-ratio", "angular", "block-influence-iterative"],
-    "rerank": 10,
+    "candidates": ["block-influence", "norm-ratio", "angular"],
+    "rerank": 5,
     "heal": ["linear"],
 }
 
@@ -212,7 +214,8 @@ class PruneConfig:
 
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
                  "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
-                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1)}
+                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1),
+                 "aware_top": Option(3, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
         for f in dataclasses.fields(KDConfig):
             specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
         return specs
