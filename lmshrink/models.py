@@ -47,11 +47,14 @@ def default_gguf_path() -> Path:
     return files[0]
 
 
-def load_model(name: str | None = None, *, dtype: str = "float32") -> LoadedModel:
-    """Load a causal LM and its tokenizer as a plain float model in eval mode.
+def load_model(name: str | None = None, *, dtype: str = "float32", device: str | None = None,
+               device_map: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer as a plain float model in eval mode, in ``dtype`` on ``device`` (the CPU
+    when None), or spread over the GPUs by accelerate's ``device_map`` (e.g. "auto").
 
     ``name`` is None or "smollm2" for the embedded default, a ``.gguf`` file, a directory (Hugging Face or
-    lmshrink format), or a hub id.
+    lmshrink format), or a hub id. Check ``device``, ``dtype`` and ``device_map`` first with
+    :func:`lmshrink.devices.resolve_placement`.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,26 +63,34 @@ def load_model(name: str | None = None, *, dtype: str = "float32") -> LoadedMode
     if name is None or name == DEFAULT_MODEL:
         path = default_gguf_path()
         label = f"SmolLM2-135M-Instruct ({path.name}, from {DEFAULT_MODEL_PACKAGE})"
-        return _load_gguf_cached(path, torch_dtype, label)
+        return _placed(_load_gguf_cached(path, torch_dtype, label, device_map), device)
     check_model_source(name)
     p = Path(name)
     if p.suffix == ".gguf":
-        return _load_gguf(p, torch_dtype, label=str(p))
+        return _placed(_load_gguf(p, torch_dtype, label=str(p)), device)
     if (p / LMSHRINK_CONFIG).exists():
         from .compress.io import load_compressed
 
         model, tokenizer = load_compressed(p, with_tokenizer=True)
         if tokenizer is None:  # checked after the format's own validation, which reads the model first
             raise LmshrinkError(_no_tokenizer(name))
-        return LoadedModel(model, tokenizer, str(p))
+        return _placed(LoadedModel(model.to(torch_dtype), tokenizer, str(p)), device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+        extra = {"device_map": device_map} if device_map is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **extra)
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:
         where = "the model directory" if p.is_dir() else "the Hugging Face Hub (no local directory of that name)"
         raise LmshrinkError(f"Could not load model {name!r} from {where}: {_first_line(exc)}") from exc
     model.eval()
-    return LoadedModel(model, tokenizer, name)
+    return _placed(LoadedModel(model, tokenizer, name), device)
+
+
+def _placed(loaded: LoadedModel, device: str | None) -> LoadedModel:
+    """``loaded`` moved to ``device`` (left where it is with None, or when a device map placed it)."""
+    if device is not None and getattr(loaded.model, "hf_device_map", None) is None:
+        loaded.model.to(device)
+    return loaded
 
 
 def check_model_source(name: str | None) -> None:
@@ -158,24 +169,26 @@ def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
     return bad
 
 
-def _load_gguf_cached(path: Path, dtype: Any, label: str) -> LoadedModel:
+def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None = None) -> LoadedModel:
     """De-quantizing GGUF takes tens of seconds; keep the plain float model in lmshrink's cache folder.
 
     The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
-    may not read.
+    may not read. It is converted in float32 once and loaded in ``dtype`` (one entry serves every ``--dtype``).
     """
+    import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .cache import cache_dir
 
     folder = cache_dir()
-    name = f"{path.stem}-{path.stat().st_size}-{str(dtype).split('.')[-1]}-transformers{transformers.__version__}"
+    name = f"{path.stem}-{path.stat().st_size}-float32-transformers{transformers.__version__}"
     target = folder / "models" / name if folder else None
     if target is not None and target.exists():
         try:
             check_model_source(str(target))
-            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+            extra = {"device_map": device_map} if device_map is not None else {}
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **extra)
             tokenizer = AutoTokenizer.from_pretrained(target)
         except (LmshrinkError, OSError, ValueError) as exc:
             warnings.warn(f"The converted model cached in {target} is unreadable ({_first_line(exc)}); converting "
@@ -185,9 +198,10 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str) -> LoadedModel:
             model.config.name_or_path = label
             model.eval()
             return LoadedModel(model, tokenizer, label)
-    loaded = _load_gguf(path, dtype, label)
+    loaded = _load_gguf(path, torch.float32, label)
     if target is not None:
         _store_conversion(loaded, target)
+    loaded.model.to(dtype)
     return loaded
 
 

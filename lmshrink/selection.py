@@ -83,7 +83,8 @@ class Candidate:
 
     ``rank``, ``energy`` and ``score`` belong to the first source (its k-th lowest state and that state's energy,
     or a method's own score); ``energies`` holds the energy under every objective that scored the portfolio;
-    ``validation`` the measured loss (a LossEstimate) once validated; ``error`` why the architecture cannot run it.
+    ``validation`` the measured loss (a LossEstimate) once validated; ``unhealed`` the loss measured before healing
+    when the comparison is made after it; ``error`` why the architecture cannot run it.
     """
 
     indices: list[int]
@@ -94,6 +95,7 @@ class Candidate:
     score: float | None = None
     energies: dict[str, float] = field(default_factory=dict)
     validation: Any = None
+    unhealed: Any = None
     error: str | None = None
 
     @property
@@ -114,6 +116,8 @@ class Candidate:
                "loss": self.loss, "loss_se": None, "error": self.error}
         if self.validation is not None:
             out["loss_se"] = self.validation.se
+        if self.unhealed is not None:
+            out["loss_unhealed"], out["loss_unhealed_se"] = self.unhealed.mean, self.unhealed.se
         return out
 
 

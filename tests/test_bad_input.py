@@ -89,6 +89,17 @@ BEFORE_LOADING = {
                      "needs two windows), not 1.", None),
     "unknown candidate source": (["--candidates", "slab"], "Unknown candidate source 'slab'. Did you mean 'sleb'? "
                                  "Sources: {sources}.", None),
+    "cuda without CUDA": (["--device", "cuda"], "CUDA was asked for (--device cuda) but this torch has no CUDA "
+                          "device; use --device cpu or auto.", None),
+    "unknown device": (["--device", "gpu"], "Unknown --device 'gpu'. Did you mean 'cpu'? Devices: auto, cpu, cuda, "
+                       "cuda:N.", None),
+    "unknown dtype": (["--dtype", "bf16"], "Unknown --dtype 'bf16'. Did you mean 'bfloat16'? Dtypes: auto, "
+                      "bfloat16, float16, float32.", None),
+    "unknown save dtype": (["--save-dtype", "fp32"], "Unknown --save-dtype 'fp32'. Did you mean 'float32'? Dtypes: "
+                           "auto, bfloat16, float16, float32.", None),
+    "device map without a GPU": (["--device-map", "auto"], "--device-map auto spreads the model over the GPUs, but "
+                                 "this torch has no CUDA device, which leaves nothing on any GPU; drop --device-map.",
+                                 None),
     "non-empty out": (["--out", "{tmp}/full"], "--out {tmp}/full already holds files (old.txt); pass --overwrite to "
                       "replace it, or choose another directory.", None),
 }
@@ -113,6 +124,7 @@ def bad_inputs(tmp_path, tiny_model_dir, text_file, monkeypatch):
         raise AssertionError("the model was loaded before the bad input was refused")
 
     monkeypatch.setattr(lmshrink.models, "load_model", refuse)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CUDA rows read the same on a GPU machine
     return tmp_path
 
 

@@ -187,6 +187,8 @@ def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch)
     assert len(conversions) == 1 and (target / "model.safetensors").exists()
     again = models._load_gguf_cached(gguf, torch.float32, "tiny")  # read from the cache
     assert len(conversions) == 1 and weights_digest(again.model) == weights_digest(first.model)
+    half = models._load_gguf_cached(gguf, torch.bfloat16, "tiny")  # the same entry, loaded in bfloat16
+    assert len(conversions) == 1 and half.model.dtype == torch.bfloat16
     data = (target / "model.safetensors").read_bytes()
     (target / "model.safetensors").write_bytes(data[:100])
     with pytest.warns(UserWarning, match=rf"The converted model cached in {target} is unreadable .*; converting the "

@@ -98,6 +98,20 @@ def test_heal_aware_choice_compares_healed_losses(tiny_model_dir, text_file, tmp
     assert all(c["delta"] >= 0 for c in others)
 
 
+def test_heal_aware_finalists_are_the_lowest_unhealed(tiny_model_dir, text_file, tmp_path):
+    from lmshrink.pipeline.prune import prune
+
+    report = prune(str(tiny_model_dir), remove=2, data=str(text_file), objective="fisher", solver="exact", rerank=4,
+                   heal="linear", heal_options={"aware_top": 2}, save=False, evaluate=False, out=tmp_path / "run",
+                   **SMALL).report
+    measured = [c for c in report["candidates"] if c.get("loss_unhealed") is not None]
+    healed = [c for c in measured if c["loss"] is not None]
+    assert len(measured) == 4 and len(healed) == 2 and report["selection"]["finalists"] == 2
+    cutoff = sorted(c["loss_unhealed"] for c in measured)[1]
+    assert all(c["loss_unhealed"] <= cutoff for c in healed)
+    assert next(c for c in report["candidates"] if c["chosen"])["loss"] == min(c["loss"] for c in healed)
+
+
 def test_kd_healing_and_the_heal_command(tiny_model_dir, text_file, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["prune", "--model", str(tiny_model_dir), "--data", str(text_file), "--remove", "2", "--samples", "8",

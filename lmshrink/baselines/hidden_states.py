@@ -72,10 +72,13 @@ def residual_statistics(
     check_granularity("This measurement", granularity)
     blocks = adapter.blocks(model, granularity)
     n = len(blocks)
-    cos_sum = torch.zeros(n, dtype=torch.float64)
-    delta_sum = torch.zeros(n, dtype=torch.float64)
-    norm_sum = torch.zeros(n, dtype=torch.float64)
-    ang_sum = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    from ..devices import model_device
+
+    on = dict(dtype=torch.float64, device=model_device(model))  # float64 sums, next to the first hidden states
+    cos_sum = torch.zeros(n, **on)
+    delta_sum = torch.zeros(n, **on)
+    norm_sum = torch.zeros(n, **on)
+    ang_sum = torch.zeros(n + 1, n + 1, **on)
     tokens = 0
     captured: dict[int, tuple[Any, Any]] = {}
     inputs: dict[int, Any] = {}
@@ -111,12 +114,12 @@ def residual_statistics(
             for start in tqdm(starts, desc="hidden states", disable=not progress, leave=False):
                 captured.clear()
                 batch = input_ids[start : start + batch_size]
-                model(input_ids=batch, use_cache=False)
+                model(input_ids=batch.to(cos_sum.device), use_cache=False)
                 if len(captured) != n:
                     raise LmshrinkError(f"Only {len(captured)} of {n} blocks ran in the forward pass.")
                 states = [captured[0][0]] + [captured[i][1] for i in range(n)]
                 for i in range(n):
-                    h_in, h_out = (t.double() for t in captured[i])
+                    h_in, h_out = (t.to(cos_sum.device, torch.float64) for t in captured[i])
                     if h_in.shape != h_out.shape:
                         raise LmshrinkError(
                             f"Block {blocks[i].name} maps shape {tuple(h_in.shape)} to {tuple(h_out.shape)}: not a "
@@ -127,7 +130,7 @@ def residual_statistics(
                     norm_sum[i] += h_in.norm(dim=-1).sum()
                 tokens += batch.numel()
                 if angular:
-                    unit = torch.stack([s.double() for s in states])
+                    unit = torch.stack([s.to(ang_sum.device, torch.float64) for s in states])
                     unit = unit / unit.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                     for a in range(n + 1):
                         cos = torch.einsum("btd,kbtd->kbt", unit[a], unit[a + 1 :]).clamp(-1.0, 1.0)
@@ -137,12 +140,12 @@ def residual_statistics(
             h.remove()
         model.train(was_training)
     out = {
-        "cosine": (cos_sum / tokens).numpy(),
-        "norm_ratio": (delta_sum / norm_sum.clamp_min(1e-300)).numpy(),
+        "cosine": (cos_sum / tokens).cpu().numpy(),
+        "norm_ratio": (delta_sum / norm_sum.clamp_min(1e-300)).cpu().numpy(),
         "tokens": np.array(tokens),
     }
     if angular:
-        ang = (ang_sum / tokens).numpy()
+        ang = (ang_sum / tokens).cpu().numpy()
         out["angular"] = ang + ang.T
     for name, what in (("cosine", "cosine"), ("norm_ratio", "norm ratio"), ("angular", "angular distance")):
         if name in out:

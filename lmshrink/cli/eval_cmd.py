@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..core.errors import LmshrinkError
-from . import Command
+from . import Command, add_placement_arguments
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,16 +20,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="examples per task: a count, or a fraction below 1 (default: all)")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     p.add_argument("--batch-size", default="8", help="batch size, or 'auto' (default 8)")
-    p.add_argument("--device", default=None, help="torch device (default: where the model loads, cpu here)")
     p.add_argument("--include-path", default=None, help="extra folder of lm-eval task YAML files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write lm_eval.json and lm_eval.md into this folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_placement_arguments(p, save=False)
 
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..devices import model_device, placement_settings, resolve_placement
     from ..evaluate.lm_eval import check_tasks, markdown, run_lm_eval
     from ..models import load_model
     from ..report import write_json
@@ -40,12 +41,14 @@ def _run(args: argparse.Namespace) -> int:
     batch = args.batch_size if args.batch_size == "auto" else _positive_int("--batch-size", args.batch_size)
     if limit is not None and limit <= 0:
         raise LmshrinkError(f"--limit must be a count or a fraction above 0, not {args.limit}.")
+    placement = resolve_placement(args.device, args.dtype, args.device_map)
     check_tasks(args.tasks, args.include_path)  # an unknown task fails before the model loads
-    loaded = load_model(args.model)
-    if args.device:
-        loaded.model.to(args.device)
+    loaded = load_model(args.model, dtype=placement.dtype, device=placement.device, device_map=placement.device_map)
+    device = str(model_device(loaded.model))
     result = run_lm_eval(loaded.model, loaded.tokenizer, args.tasks, num_fewshot=args.num_fewshot, limit=limit,
-                         batch_size=batch, device=args.device, include_path=args.include_path, seed=args.seed)
+                         batch_size=batch, device=device, include_path=args.include_path, seed=args.seed)
+    result["settings"].update(device=device, dtype=placement_settings(loaded.model, None, None)["dtype"],
+                              device_map=placement.device_map)
     result["model"] = loaded.name
     if args.out:
         out = Path(args.out)

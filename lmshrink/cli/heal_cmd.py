@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import Command
+from . import Command, add_placement_arguments
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heal-option", action="append", default=[], metavar="KEY=VALUE",
                    help="KD option: steps, lr, temperature, method (lora|full), lora_rank, batch_size, top_k")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_placement_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     teacher = UNSET if args.teacher is None else args.teacher
     result = heal_model(args.model_dir, teacher=teacher, out=args.out, overwrite=args.overwrite, data=args.data,
                         samples=args.samples, seq_len=args.seq_len, eval_tokens=args.eval_tokens, seed=args.seed,
-                        kd_options=options, progress=not args.quiet)
+                        kd_options=options, progress=not args.quiet, device=args.device, dtype=args.dtype,
+                        device_map=args.device_map, save_dtype=args.save_dtype)
     r = result.report
     print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} on "
           f"{r['perplexity_after']['tokens']} held-out tokens")

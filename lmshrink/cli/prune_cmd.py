@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from . import Command
+from . import Command, add_placement_arguments
 
 if TYPE_CHECKING:
     from ..pipeline.config import PruneConfig
@@ -55,6 +55,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tasks", nargs="+", default=None, metavar="TASK",
                    help="lm-eval tasks to run on the pruned model, e.g. lmshrink_pydoc_cloze (offline) or hellaswag")
     p.add_argument("--eval-limit", type=float, default=None, help="examples per lm-eval task (count, or fraction < 1)")
+    add_placement_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -134,6 +135,10 @@ def _config(args: argparse.Namespace) -> PruneConfig:
         candidates=args.candidates,
         validation=args.validation,
         heal=args.heal,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        save_dtype=args.save_dtype,
         **options,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import Command
+from . import Command, add_placement_arguments
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-dense", action="store_true",
                    help="also write dense/: a plain transformers model with W_r multiplied back")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_placement_arguments(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         export_dense=args.export_dense,
         progress=not args.quiet,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        save_dtype=args.save_dtype,
     )
     r = result.report
     p = r["params"]

@@ -205,7 +205,7 @@ def factorize(
         if whitenings[g] is None:
             whitenings[g] = whiten(stats.grams[g], eps=eps)
         wh = whitenings[g]
-        W = module.weight.detach().to(torch.float64)
+        W = module.weight.detach().to("cpu", torch.float64)  # next to the Gram matrices (float64, CPU)
         m, n = W.shape
         M = W @ wh.S
         if m <= n:

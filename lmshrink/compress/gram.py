@@ -81,8 +81,11 @@ def collect_grams(
     batch_size: int = 8,
     progress: bool = True,
 ) -> GramStats:
-    """Accumulate G = Σ_tokens x xᵀ (float64) for every distinct layer input over the calibration batches."""
-    groups = input_groups(model, linears, input_ids[:1, : min(8, input_ids.shape[1])])
+    """Accumulate G = Σ_tokens x xᵀ (float64, on the CPU) for every distinct layer input over the calibration
+    batches, whatever the model's dtype and device."""
+    from ..evaluate.loss import model_inputs
+
+    groups = input_groups(model, linears, model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])]))
     grams = _zero_grams(linears, groups)
     handles = []
     tokens = 0
@@ -92,7 +95,7 @@ def collect_grams(
         handles = _accumulate(linears, groups, grams)
         starts = range(0, input_ids.shape[0], batch_size)
         for s in tqdm(starts, desc="whitening statistics", disable=not progress, leave=False):
-            batch = input_ids[s : s + batch_size]
+            batch = model_inputs(model, input_ids[s : s + batch_size])
             model(input_ids=batch, use_cache=False)
             tokens += batch.numel()
     finally:
@@ -103,8 +106,7 @@ def collect_grams(
 
 
 def _zero_grams(linears: Mapping[str, nn.Module], groups: list[list[str]]) -> list[torch.Tensor]:
-    return [torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64,
-                        device=linears[g[0]].weight.device) for g in groups]
+    return [torch.zeros(linears[g[0]].in_features, linears[g[0]].in_features, dtype=torch.float64) for g in groups]
 
 
 def _accumulate(linears: Mapping[str, nn.Module], groups: list[list[str]], grams: list[torch.Tensor]) -> list[Any]:
@@ -112,8 +114,12 @@ def _accumulate(linears: Mapping[str, nn.Module], groups: list[list[str]], grams
 
     def hook(index: int):
         def fn(module: nn.Module, args: tuple) -> None:
+            # float64 before the product, whatever the model's dtype; the Gram matrix stays on the CPU
             x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            grams[index].addmm_(x.T, x)
+            if x.device == grams[index].device:
+                grams[index].addmm_(x.T, x)
+            else:
+                grams[index].add_((x.T @ x).cpu())
 
         return fn
 
@@ -171,6 +177,7 @@ def grams_by_layer(
     hidden states the layer before produced; the pass stops right after it. Drop each yielded ``GramStats``
     before asking for the next to hold one layer's Grams at a time.
     """
+    from ..evaluate.loss import model_inputs
     from ..evaluate.midstack import start_at
 
     parent, attr = adapter.layer_list(model)
@@ -178,8 +185,8 @@ def grams_by_layer(
     owners = layer_owners(layers, linears)
     if owners is None:
         raise LmshrinkError("A linear layer lies outside the decoder layers; collect its Grams with collect_grams.")
-    batches = [input_ids[s : s + batch_size] for s in range(0, input_ids.shape[0], batch_size)]
-    probe = input_ids[:1, : min(8, input_ids.shape[1])]
+    batches = [model_inputs(model, input_ids[s : s + batch_size]) for s in range(0, input_ids.shape[0], batch_size)]
+    probe = model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])])
     was_training = model.training
     model.eval()
     try:

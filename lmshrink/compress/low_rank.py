@@ -65,7 +65,7 @@ class SoftTruncatedLinear(nn.Module):
         self.left, self.right, self.mask, self.bias_ = left, right, mask, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.right) * self.mask.to(x.dtype), self.left, self.bias_)
+        return F.linear(F.linear(x, self.right) * self.mask.to(x.device, x.dtype), self.left, self.bias_)
 
 
 __all__ = ["LowRankLinear", "SoftTruncatedLinear", "TRANSFORM", "replace_module"]

@@ -37,7 +37,8 @@ class Gates:
 
     ``values`` is a torch tensor of shape ``(N,)`` (one gate per block) or ``(B, N)`` (one gate per block and per
     sample of the batch, which gives per-sample gradients from a single batched backward pass). Gate 1 leaves the
-    block unchanged, gate 0 skips it.
+    block unchanged, gate 0 skips it. Each gate is cast to its activation's dtype and device where it is applied,
+    so the values may stay float32 on the CPU for a bfloat16 model on a GPU (their gradient arrives there).
     """
 
     def __init__(self, values: Any) -> None:
@@ -45,7 +46,7 @@ class Gates:
 
     def __call__(self, block: int, like: Any) -> Any:
         """The gate of ``block`` shaped to broadcast against an activation ``like`` of shape (B, T, ...)."""
-        g = self.values[..., block].to(device=like.device, dtype=like.dtype)
+        g = self.values[..., block].to(device=like.device, dtype=like.dtype)  # the block's device (device maps)
         if g.dim() == 0:
             return g
         return g.reshape(-1, *([1] * (like.dim() - 1)))

@@ -16,12 +16,27 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
-def per_sample_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each row of ``input_ids``: shape (batch,)."""
-    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
-    targets = input_ids[:, 1:]
+def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL of every predicted position, (batch, seq_len − 1), in float64: ``logits`` (of positions
+    0..T−2) are scored in at least float32 and each token's NLL is cast to float64 before any sum, so that losses
+    and perplexities accumulate in float64 whatever the model's dtype."""
+    targets = input_ids[:, 1:].to(logits.device)
     nll = F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return nll.view(targets.shape).mean(dim=1)
+    return nll.to(torch.float64).view(targets.shape)
+
+
+def model_inputs(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """``input_ids`` on the device of the model's input embeddings (a no-op when they are there already)."""
+    from ..devices import model_device
+
+    return input_ids.to(model_device(model))
+
+
+def per_sample_loss(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of each row of ``input_ids``: shape (batch,), float64."""
+    input_ids = model_inputs(model, input_ids)
+    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1]
+    return token_nll(logits, input_ids).mean(dim=1)
 
 
 @torch.no_grad()

@@ -153,7 +153,7 @@ class RemovalLoss:
                         self._inputs.setdefault(layer, []).append(hidden)
                 else:
                     out.append(per_sample_loss(self.model, ids))
-        return LossEstimate(torch.cat(out).double().numpy())
+        return LossEstimate(torch.cat(out).double().cpu().numpy())
 
     def _start(self, removed: Sequence[int]) -> int:
         """The first decoder layer a pass must run: a gated-off whole layer passes its input through."""
@@ -192,8 +192,8 @@ class RemovalLoss:
                 if self._midstack:
                     hidden = self._inputs[first][k]
                     if embedding_map is not None and first == 0:
-                        hidden = hidden @ embedding_map.to(hidden.dtype)
+                        hidden = hidden @ embedding_map.to(hidden.device, hidden.dtype)
                     out.append(loss_from_hidden(self.model, self.adapter, start, hidden, ids))
                 else:
                     out.append(per_sample_loss(self.model, ids))
-        return torch.cat(out).double().numpy()
+        return torch.cat(out).double().cpu().numpy()

@@ -12,9 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .loss import _upcast
+from .loss import token_nll
 
 
 @contextmanager
@@ -51,9 +50,7 @@ def capture_layer_inputs(model: Any, adapter: Any, store: dict[int, torch.Tensor
 
 
 def loss_from_hidden(model: Any, adapter: Any, layer: int, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-sample next-token loss of ``input_ids`` when the network runs from ``layer`` on ``hidden``."""
+    """Per-sample next-token loss of ``input_ids`` when the network runs from ``layer`` on ``hidden`` (float64)."""
     with start_at(model, adapter, layer):
         logits = model(inputs_embeds=hidden, use_cache=False).logits[:, :-1]
-    targets = input_ids[:, 1:]
-    nll = F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return nll.view(targets.shape).mean(dim=1)
+    return token_nll(logits, input_ids).mean(dim=1)

@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .loss import _upcast
+from .loss import model_inputs, token_nll
 
 
 @torch.no_grad()
@@ -25,7 +24,7 @@ def perplexity(
     """exp(mean next-token NLL) over ``token_ids`` (1-D) cut into chunks of ``window`` tokens.
 
     Each chunk is scored on its own (positions 1..window−1 predicted from the chunk's prefix); a trailing chunk
-    shorter than 2 tokens is dropped. Returns ``{"perplexity", "nll", "tokens"}``.
+    shorter than 2 tokens is dropped. The NLL is accumulated in float64 whatever the model's dtype. Returns ``{"perplexity", "nll", "tokens"}``.
     """
     ids = token_ids.reshape(-1)
     chunks = [ids[s : s + window] for s in range(0, len(ids), window)]
@@ -37,10 +36,9 @@ def perplexity(
     batches += [c[None] for c in rest]
     model.eval()
     for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        logits = _upcast(model(input_ids=batch, use_cache=False).logits[:, :-1])
-        targets = batch[:, 1:]
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-        total_nll += float(nll)
-        total_tokens += targets.numel()
+        batch = model_inputs(model, batch)
+        nll = token_nll(model(input_ids=batch, use_cache=False).logits[:, :-1], batch)
+        total_nll += float(nll.sum())  # float64 per token (token_nll), summed in float64
+        total_tokens += nll.numel()
     mean = total_nll / max(total_tokens, 1)
     return {"perplexity": math.exp(mean), "nll": mean, "tokens": total_tokens}

@@ -98,7 +98,8 @@ def teacher_targets(teacher: Any, input_ids: Any, *, top_k: int = 256, temperatu
     with torch.no_grad():
         for s in tqdm(range(0, input_ids.shape[0], batch_size), desc="teacher targets", disable=not progress,
                       leave=False):
-            logits = teacher(input_ids=input_ids[s : s + batch_size], use_cache=False).logits[:, :-1].float()
+            ids = input_ids[s : s + batch_size].to(teacher.get_input_embeddings().weight.device)
+            logits = teacher(input_ids=ids, use_cache=False).logits[:, :-1].float()
             if not torch.isfinite(logits).all():
                 raise LmshrinkError("The teacher model produced non-finite logits; it cannot guide distillation.")
             p = torch.softmax(logits / temperature, dim=-1)
@@ -151,8 +152,10 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
     bar = tqdm(range(config.steps), desc=f"KD healing ({config.method})", disable=not progress, leave=False)
     for step in bar:
         pick = order[[(step * config.batch_size + j) % n for j in range(config.batch_size)]]
-        logits = model(input_ids=targets.input_ids[pick], use_cache=False).logits[:, :-1]
-        loss = kd_loss(logits, targets.probs[pick], targets.indices[pick], config.temperature)
+        ids = targets.input_ids[pick].to(model.get_input_embeddings().weight.device)
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+        loss = kd_loss(logits, targets.probs[pick].to(logits.device), targets.indices[pick].to(logits.device),
+                       config.temperature)
         value = loss.item()
         if not math.isfinite(value):
             raise LmshrinkError(f"KD healing diverged at step {step + 1} (loss {value}); lower --heal-option lr.")

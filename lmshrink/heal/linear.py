@@ -132,7 +132,7 @@ def applied(model: Any, adapter: Any, runs: Sequence[HealedRun]) -> Iterator[Non
                 T = torch.as_tensor(run.map)
 
                 def hook(module: Any, args: tuple, output: Any, T: Any = T) -> Any:
-                    return output @ T.to(output.dtype)
+                    return output @ T.to(output.device, output.dtype)
 
                 handles.append(_branch(model, adapter, run).register_forward_hook(hook))
         yield
@@ -200,11 +200,11 @@ class LinearHeal:
             with torch.no_grad():
                 if run.target == EMBEDDINGS:  # embedding (vocab, d): rows are the stream, E ← E·T
                     W = pruned.get_input_embeddings().weight
-                    W.copy_((W.double() @ T).to(W.dtype))
+                    W.copy_((W.double() @ T.to(W.device)).to(W.dtype))
                     run.folded_into = EMBEDDINGS
                 else:  # nn.Linear (d, inner): m = x·Wᵀ, m·T = x·(TᵀW)ᵀ
                     W = _get(layers[kept], run.target).weight
-                    W.copy_((T.T @ W.double()).to(W.dtype))
+                    W.copy_((T.T.to(W.device) @ W.double()).to(W.dtype))
                     parent, attr = adapter.layer_list(pruned)
                     run.folded_into = f"{_layer_path(pruned, parent, attr, kept)}.{run.target}"
         return list(runs)
@@ -294,13 +294,14 @@ class LinearHeal:
         import torch
 
         d = samples[0][0].shape[-1]
-        G = torch.zeros(d, d, dtype=torch.float64)
-        C = torch.zeros(d, d, dtype=torch.float64)
+        on = dict(dtype=torch.float64, device=samples[0][0].device)  # next to the captured hidden states
+        G = torch.zeros(d, d, **on)
+        C = torch.zeros(d, d, **on)
         for (m, y), z in zip(samples, targets):
             m2, r2 = m.reshape(-1, d), (z - y).reshape(-1, d)
             G += m2.T @ m2
             C += m2.T @ r2
-        eye = torch.eye(d, dtype=torch.float64)
+        eye = torch.eye(d, **on)
         lam = self.ridge * float(torch.trace(G)) / d
         T = torch.linalg.solve(G + lam * eye, C + lam * eye)
         err0 = err1 = norm = 0.0
@@ -308,12 +309,14 @@ class LinearHeal:
             err0 += float(((y + m - z) ** 2).sum())
             err1 += float(((y + m @ T - z) ** 2).sum())
             norm += float((z**2).sum())
-        return T, err0 / norm, err1 / norm
+        return T.cpu(), err0 / norm, err1 / norm
 
 
 def _run(model: Any, input_ids: Any) -> None:
+    from ..evaluate.loss import model_inputs
+
     try:
-        model(input_ids=input_ids, use_cache=False)
+        model(input_ids=model_inputs(model, input_ids), use_cache=False)
     except _Captured:
         pass
 

@@ -72,10 +72,12 @@ class SoftTruncationLoss:
         self._rng = np.random.default_rng(seed)
         self._order: list[int] = []
         self.calls = 0
-        dtype = next(model.parameters()).dtype
-        self._left = [f.left.to(dtype) for f in self.factors]
-        self._right = [f.right.to(dtype) for f in self.factors]
-        self._bias = [None if f.bias is None else f.bias.to(dtype) for f in self.factors]
+        # each factor in the dtype and on the device of the layer it replaces
+        on = [dict(device=model.get_submodule(n).weight.device, dtype=model.get_submodule(n).weight.dtype)
+              for n in self.names]
+        self._left = [f.left.to(**o) for f, o in zip(self.factors, on)]
+        self._right = [f.right.to(**o) for f, o in zip(self.factors, on)]
+        self._bias = [None if f.bias is None else f.bias.to(**o) for f, o in zip(self.factors, on)]
         self._torch = torch
 
     def __repr__(self) -> str:
@@ -98,7 +100,8 @@ class SoftTruncationLoss:
         missing = [i for i in take if i not in self._teacher]
         if missing:
             with torch.no_grad():
-                logits = self.model(input_ids=self.input_ids[missing], use_cache=False).logits[:, :-1].float()
+                ids = self.input_ids[missing].to(self.model.get_input_embeddings().weight.device)
+                logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
                 k = min(self.teacher_top_k, logits.shape[-1])
                 values, ids = torch.topk(F.log_softmax(logits, dim=-1), k, dim=-1)
             for row, i in enumerate(missing):
@@ -132,7 +135,7 @@ class SoftTruncationLoss:
         import torch.nn.functional as F
 
         take = self._next_batch()
-        batch = self.input_ids[take]
+        batch = self.input_ids[take].to(self.model.get_input_embeddings().weight.device)
         self.calls += 1
         teacher = top = None
         if self.target == "kl" and self.teacher_top_k:

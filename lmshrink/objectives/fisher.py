@@ -66,13 +66,15 @@ def gate_gradients(
     model: Any, adapter: Any, input_ids: Any, granularity: str = "layer", batch_size: int = 8, progress: bool = True,
     checkpointing: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1 (``checkpointing``: recompute
-    each layer in the backward pass instead of keeping its activations)."""
+    """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1, float64 whatever the model's
+    dtype (the gradients are cast per sample before H is formed from them); ``checkpointing`` recomputes each
+    layer in the backward pass instead of keeping its activations."""
     from contextlib import nullcontext
 
     import torch
     from tqdm.auto import tqdm
 
+    from ..devices import model_device
     from ..evaluate.loss import per_sample_loss
 
     n = len(adapter.blocks(model, granularity))
@@ -82,10 +84,12 @@ def gate_gradients(
     with frozen(model), saving:
         for start in tqdm(starts, desc="gate gradients", disable=not progress, leave=False):
             batch = input_ids[start : start + batch_size]
-            gates = torch.ones(batch.shape[0], n, device=batch.device, requires_grad=True)
+            # float32 gates on the inputs' device; each block casts its gate to the activation's dtype
+            gates = torch.ones(batch.shape[0], n, requires_grad=True, device=model_device(model))
             with adapter.gate(model, Gates(gates), granularity):
-                loss = per_sample_loss(model, batch)
+                loss = per_sample_loss(model, batch)  # float64 per sample (evaluate.loss.token_nll)
                 loss.sum().backward()
+            # per-sample gradients in float64 before H = AᵀA/m is accumulated (in numpy, float64)
             grads.append(gates.grad.detach().double().cpu().numpy())
             losses.append(loss.detach().double().cpu().numpy())
     return np.concatenate(grads), np.concatenate(losses)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
+from ..devices import Placement, check_save_dtype, resolve_placement
 
 #: the healing steps ``--heal`` names, applied in this order
 HEAL_STEPS = ("linear", "kd")
@@ -16,7 +17,9 @@ HEAL_STEPS = ("linear", "kd")
 LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
                        "aware": "linear healing: compare candidates after fitting their maps",
                        "aware_samples": "linear healing: calibration samples each candidate's maps are fitted on "
-                                        "for the comparison (the chosen one is refitted on all)"}
+                                        "for the comparison (the chosen one is refitted on all)",
+                       "aware_top": "linear healing: how many of the lowest unhealed candidates are compared "
+                                    "after healing (0: all)"}
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: the
 #: pipeline the removal study measured best on held-out text (benchmarks/README.md, "Removal quality"). Naming
@@ -24,8 +27,8 @@ LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map"
 DEFAULT_PIPELINE: dict[str, Any] = {
     "objective": "fisher",
     "objective_options": {"first_order": True},
-    "candidates": ["block-influence", "norm-ratio", "angular", "block-influence-iterative"],
-    "rerank": 10,
+    "candidates": ["block-influence", "norm-ratio", "angular"],
+    "rerank": 5,
     "heal": ["linear"],
 }
 
@@ -47,6 +50,11 @@ class PruneConfig:
     ``heal_options`` (``ridge``, ``aware`` and the :class:`~lmshrink.heal.kd.KDConfig` fields).
 
     With ``objective`` and ``method`` both None, the run is :data:`DEFAULT_PIPELINE` (see :meth:`resolved`).
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``dtype`` (``auto``: bfloat16 on a GPU, float32 on the
+    CPU) place the model; ``device_map`` (``auto``) spreads one that does not fit one GPU over all of them.
+    ``save_dtype`` is the precision of the saved model (``auto``: the source's). A model passed in loaded stays
+    where it is, in its dtype, unless ``device`` or ``dtype`` is named.
     """
 
     remove: str | int = 6
@@ -77,6 +85,10 @@ class PruneConfig:
     validation: int = 32
     heal: str | list[str] | None = None
     heal_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    save_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("objective_options", "solver_options", "method_options", "heal_options"):
@@ -146,8 +158,14 @@ class PruneConfig:
         if self.chooses:
             _count("--validation", self.validation, 2, " (a standard error needs two windows)")
         self.check_heal()
+        self.placement()
+        check_save_dtype(self.save_dtype)
         if self.eval_limit is not None and (not isinstance(self.eval_limit, numbers.Real) or self.eval_limit <= 0):
             raise LmshrinkError(f"--eval-limit must be a count or a fraction above 0, not {self.eval_limit!r}.")
+
+    def placement(self) -> Placement:
+        """``device``, ``dtype`` and ``device_map`` checked, with "auto" resolved on this machine."""
+        return resolve_placement(self.device, self.dtype, self.device_map)
 
     def check_heal(self) -> None:
         """Refuse unknown healing steps and options, and KD settings out of range."""
@@ -196,7 +214,8 @@ class PruneConfig:
 
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
                  "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
-                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1)}
+                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1),
+                 "aware_top": Option(3, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
         for f in dataclasses.fields(KDConfig):
             specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
         return specs

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError
+from ..devices import check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
 from ..report import Timings, library_versions
 from ..report import log as _log
 
@@ -36,10 +37,14 @@ def recorded_teacher(model_dir: str | Path) -> Any:
 def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, overwrite: bool = False,
                data: Any = None, samples: int = 64, seq_len: int = 128, eval_tokens: int = 16384,
                eval_window: int = 512, seed: int = 0, kd_options: dict[str, Any] | None = None,
-               progress: bool = True) -> HealResult:
+               progress: bool = True, device: str = "auto", dtype: str = "auto", device_map: str | None = None,
+               save_dtype: str = "auto") -> HealResult:
     """Distill ``model_dir`` (transformers or lmshrink format) towards ``teacher`` (a name or path, "smollm2" or
     None for the embedded default; by default the model its prune run started from) on ``samples`` × ``seq_len`` calibration
-    tokens, and save the healed model and a report under ``out``."""
+    tokens, and save the healed model and a report under ``out``.
+
+    Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is saved in
+    ``save_dtype`` ("auto": the precision ``model_dir`` was saved in)."""
     import torch
 
     from ..data import load_texts, make_calibration
@@ -48,6 +53,8 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
     from ..staging import StagedDir, check_output_dir
     from .evaluation import held_out_ids
 
+    placement = resolve_placement(device, dtype, device_map)
+    check_save_dtype(save_dtype)
     model_dir = Path(model_dir)
     check_model_source(str(model_dir))
     out = Path(out)
@@ -69,8 +76,9 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
         texts = load_texts(data)
     with timings("load model"):
         _log(progress, f"loading {model_dir} and its teacher")
-        student = load_model(str(model_dir))
-        teacher_model = load_model(teacher)
+        where = dict(dtype=placement.dtype, device=placement.device, device_map=placement.device_map)
+        student = load_model(str(model_dir), **where)
+        teacher_model = load_model(teacher, **where)
     s_vocab, t_vocab = student.model.get_output_embeddings().weight.shape[0], \
         teacher_model.model.get_output_embeddings().weight.shape[0]
     if s_vocab != t_vocab:
@@ -80,19 +88,23 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
     ids = held_out_ids(student.tokenizer, texts, eval_tokens)
     from ..evaluate.perplexity import perplexity
 
-    with timings("heal: teacher targets"):
+    precision = placement_settings(student.model, device_map, save_dtype_of(save_dtype, str(model_dir),
+                                                                            student.model))
+    lower = "--seq-len or --samples, or --heal-option batch_size"
+    with timings("heal: teacher targets"), memory_hint(f"labelling with the teacher on {precision['device']}", lower):
         targets = teacher_targets(teacher_model.model, calibration.input_ids, top_k=config.top_k,
                                   temperature=config.temperature)
     del teacher_model
     with timings("perplexity before"):
         before = perplexity(student.model, ids, window=eval_window, progress=progress, desc="perplexity before")
-    with timings("heal: distill"):
+    with timings("heal: distill"), memory_hint(f"distilling on {precision['device']}", lower):
         model, kd = distill(student.model, targets, config, progress=progress)
     with timings("perplexity after"):
         after = perplexity(model, ids, window=eval_window, progress=progress, desc="perplexity after")
     report = {"command": "heal", "model": str(model_dir), "teacher": teacher, "steps": ["kd"],
               "perplexity_before": before, "perplexity_after": after, "kd": kd.to_dict(),
-              "calibration": {"source": texts.source, **calibration.info}, "timings_s": dict(timings.seconds),
+              "calibration": {"source": texts.source, **calibration.info}, "settings": precision,
+              "timings_s": dict(timings.seconds),
               "versions": library_versions()}
     with timings("save"), StagedDir(out, overwrite=overwrite) as stage:
         if (model_dir / "lmshrink_config.json").exists():
@@ -102,6 +114,9 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
         else:
             model.save_pretrained(stage.path / "model")
             student.tokenizer.save_pretrained(stage.path / "model")
+        from .outputs import save_in_dtype
+
+        save_in_dtype(model, stage.path / "model", precision["save_dtype"])
         from ..report import write_json
         from ..report.prune import render_heal_markdown
         from ..staging import atomic_write_text

@@ -30,15 +30,19 @@ class Inputs:
 
 
 def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int, timings: Timings,
-                progress: bool, validation: int = 0) -> Inputs:
+                progress: bool, validation: int = 0, placement: Any = None) -> Inputs:
     """``model`` (a name/path, None for the embedded default, or a ``LoadedModel``) in eval mode with its adapter,
     and ``samples`` × ``seq_len`` calibration tokens from ``data`` (with ``validation`` more windows, disjoint from
     them, in ``calibration.validation``); timed as "load model" and "data".
 
     The text is read first, so a bad ``data`` is refused before the model loads; a model whose weights hold
     NaN or infinity is refused before anything is measured on it.
+
+    ``placement`` (a :class:`~lmshrink.devices.Placement`) is where the model runs and in which dtype: a name is
+    loaded so (float32 on the CPU without one), a ``LoadedModel`` moved and cast (left as it is without one).
     """
     from ..data import load_texts, make_calibration
+    from ..devices import Placement, place_model
     from ..models import LoadedModel, load_model
     from ..plugins import find_adapter
 
@@ -47,7 +51,13 @@ def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int,
     with timings("load model"):
         what = f" {model}" if isinstance(model, str) else " (embedded default)" if model is None else ""
         _log(progress, "loading model" + what)
-        loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        if isinstance(model, LoadedModel):
+            loaded = model
+            if placement is not None:
+                place_model(loaded.model, placement)
+        else:
+            p = placement if placement is not None else Placement()
+            loaded = load_model(model, dtype=p.dtype, device=p.device, device_map=p.device_map)
         loaded.model.eval()
         adapter = find_adapter(loaded.model)
         check_finite_weights(loaded.model, adapter)

@@ -13,13 +13,17 @@ from ..staging import StagedDir, atomic_write_text, checkpoint
 
 
 def save_outputs(out: Path, *, overwrite: bool, model: Any, tokenizer: Any, save_format: str | None,
-                 plan: RemovalPlan, problem: BinaryQuadraticProblem | None, report: dict[str, Any]) -> Path:
-    """Write the run's files and move them to ``out`` in one rename; ``model`` None saves no model."""
+                 plan: RemovalPlan, problem: BinaryQuadraticProblem | None, report: dict[str, Any],
+                 save_dtype: str | None = None) -> Path:
+    """Write the run's files and move them to ``out`` in one rename; ``model`` None saves no model. The saved
+    model holds ``save_dtype`` ("bfloat16", "float16", "float32"; None: the model's own dtype)."""
     with StagedDir(out, overwrite=overwrite) as stage:
         if problem is not None:
             problem.save(stage.path / "problem.json")
         if model is not None:
             save_model(model, tokenizer, stage.path / "model", save_format, plan)
+            if save_dtype is not None:
+                save_in_dtype(model, stage.path / "model", save_dtype)
         write_report(stage.path, report)
         return stage.commit()
 
@@ -37,6 +41,15 @@ def save_model(model: Any, tokenizer: Any, path: Path, save_format: str | None, 
     checkpoint("save")
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
+
+
+def save_in_dtype(model: Any, path: Path, save_dtype: str) -> None:
+    """Rewrite the model saved at ``path`` in ``save_dtype`` unless ``model`` already has it; the model in memory
+    is left as it is (the file is rewritten, one safetensors file at a time)."""
+    from ..devices import cast_saved, model_dtype
+
+    if str(model_dtype(model)).removeprefix("torch.") != save_dtype:
+        cast_saved(path, save_dtype)
 
 
 def format_reason(save_format: str | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionSet
+from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
 from ..report import log as _log
 from ..selection import Portfolio
@@ -59,27 +60,33 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     timings, progress = Timings(), config.progress
     torch.manual_seed(config.seed)
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         validation=config.validation if config.chooses else 0, timings=timings, progress=progress)
+                         validation=config.validation if config.chooses else 0, timings=timings, progress=progress,
+                         placement=request.placement)
     net, adapter = inputs.model, inputs.adapter
+    save_dtype = save_dtype_of(config.save_dtype, request.model_source, net) if config.save else None
+    precision = placement_settings(net, config.device_map, save_dtype)
     target = removal_target(adapter, net, request.spec, config.granularity, config.kinds)
     eval_ids = held_out_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
     _log(progress, f"{type(net).__name__}: {len(target.blocks)} blocks ({config.granularity}); adapter "
                    f"{adapter.name}; calibration {inputs.calibration.num_samples}×{inputs.calibration.seq_len} "
                    f"tokens from {inputs.texts.source}")
 
-    proposals = [request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
-                                        timings=timings, progress=progress)]
-    skipped: list[dict[str, str]] = []
-    for source, count in request.extra_sources:
-        try:
-            proposals.append(source.propose(inputs, target, count=count, seed=config.seed, timings=timings,
-                                            progress=progress))
-        except LmshrinkError as exc:
-            if not request.optional_sources:
-                raise
-            skipped.append({"name": source.name, "skipped": str(exc)})
-            _log(progress, f"source {source.name} skipped: {exc}")
-    selection = _select(proposals, inputs, target, config, timings)
+    lower = "--seq-len, --samples or --validation" + (" (or spread the model with --device-map auto)"
+                                                      if precision["device"] != "cpu" else "")
+    with memory_hint(f"measuring on {precision['device']}", lower):
+        proposals = [request.source.propose(inputs, target, count=config.num_candidates, seed=config.seed,
+                                            timings=timings, progress=progress)]
+        skipped: list[dict[str, str]] = []
+        for source, count in request.extra_sources:
+            try:
+                proposals.append(source.propose(inputs, target, count=count, seed=config.seed, timings=timings,
+                                                progress=progress))
+            except LmshrinkError as exc:
+                if not request.optional_sources:
+                    raise
+                skipped.append({"name": source.name, "skipped": str(exc)})
+                _log(progress, f"source {source.name} skipped: {exc}")
+        selection = _select(proposals, inputs, target, config, timings)
     chosen = selection.chosen
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
                        {"candidate_rank": chosen.rank, "sources": chosen.sources,
@@ -89,8 +96,9 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
         with timings("perplexity before"):
             before = perplexity_before(net, eval_ids, window=config.eval_window, progress=progress, adapter=adapter,
                                        granularity=config.granularity)
-    pending = prepare_healing(config, inputs, plan.indices, timings, fitted=selection.heal_runs) \
-        if config.heal_steps else None
+    with memory_hint(f"preparing the healing on {precision['device']}", lower):
+        pending = prepare_healing(config, inputs, plan.indices, timings, fitted=selection.heal_runs) \
+            if config.heal_steps else None
     params_before = sum(p.numel() for p in net.parameters())
     save_format = adapter.save_format(net, plan.indices, config.granularity)
     with timings("remove"):
@@ -109,12 +117,13 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     def report(evaluation: Evaluation | None) -> dict[str, Any]:
         return build_report(request, inputs, target, proposals, selection, plan, before, evaluation, timings,
                             parameters=(params_before, sum(p.numel() for p in net.parameters())),
-                            save_format=save_format, saved=config.save, healing=healing, skipped=skipped)
+                            save_format=save_format, saved=config.save, healing=healing, skipped=skipped,
+                            precision=precision)
 
     pending_eval = eval_ids is not None or bool(request.eval_tasks)
     with timings("save"):
         out = save_outputs(request.out, overwrite=config.overwrite, model=net if config.save else None,
-                           tokenizer=inputs.tokenizer, save_format=save_format, plan=plan,
+                           tokenizer=inputs.tokenizer, save_format=save_format, plan=plan, save_dtype=save_dtype,
                            problem=proposals[0].problem, report=report(None if pending_eval else Evaluation()))
     evaluation = _evaluate(net, inputs.tokenizer, eval_ids, request, timings, lambda e: write_report(out, report(e)))
     final = report(evaluation)
@@ -142,12 +151,13 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
     pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
     _, linear = config.split_heal_options()
     with timings("validate candidates"):
+        fit, top = int(linear.get("aware_samples", 16)), int(linear.get("aware_top", 3))
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
-                              + (" after linear healing" if config.heal_aware() else ""))
-        fit = int(linear.get("aware_samples", 16))
+                              + (f", the {top or 'all'} lowest again after linear healing" if config.heal_aware() else ""))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
                                     ridge=float(linear.get("ridge", 1e-3)),
                                     fit_samples=fit if fit < inputs.calibration.num_samples else None,
+                                    finalists=top or None,
                                     progress=config.progress)
 
 
@@ -169,14 +179,17 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
                  selection: Selection, plan: RemovalPlan, before: dict[str, float] | None,
                  evaluation: Evaluation | None, timings: Timings, *, parameters: tuple[int, int], save_format: str,
                  saved: bool, healing: HealOutcome | None = None,
-                 skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                 skipped: list[dict[str, str]] | None = None,
+                 precision: dict[str, Any] | None = None) -> dict[str, Any]:
     """What report.json holds. ``status`` is "evaluating" while the saved model is evaluated (``evaluation``
-    None), "complete" after, "interrupted" when the evaluation was cut short."""
+    None), "complete" after, "interrupted" when the evaluation was cut short. ``precision`` (device, dtype,
+    device map, saved dtype as run) replaces the requested values in ``settings``."""
     config, main = request.config, proposals[0]
     problem = main.problem
     settings = config.settings()
     settings.update(eval_tasks=request.eval_tasks, objective_options=getattr(request.source, "objective_options",
                                                                              config.objective_options))
+    settings.update(precision or {})
     return {
         "command": "prune",
         "status": "evaluating" if evaluation is None else "complete" if evaluation.finished else "interrupted",

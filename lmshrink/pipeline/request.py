@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import BinaryQuadraticProblem
+from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.options import validate_options
 from ..core.removal import parse_remove
 from ..report import default_out_dir
+from ..devices import Placement
 from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
 from .config import PruneConfig
 
@@ -33,6 +34,9 @@ class PruneRequest:
     #: the ``model`` argument as a name ``load_model`` reads ("smollm2" for the embedded default; None for a model
     #: passed in loaded, whose source is unknown)
     model_source: str | None = None
+    #: where the model runs and in which dtype; None for a model passed in loaded with ``device`` and ``dtype``
+    #: left "auto" (it stays as it is)
+    placement: Placement | None = None
 
 
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
@@ -67,7 +71,20 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     from ..models import DEFAULT_MODEL
 
     given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
-    return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given)
+    return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given,
+                        requested_placement(config, model))
+
+
+def requested_placement(config: Any, model: Any) -> Placement | None:
+    """The placement ``config`` asks for (``device``, ``dtype``, ``device_map``); None for a model passed in loaded
+    when neither ``device`` nor ``dtype`` is named. A device map needs lmshrink to load the model."""
+    placement = config.placement()
+    if model is None or isinstance(model, (str, Path)):
+        return placement
+    if config.device_map is not None:
+        raise LmshrinkError(f"--device-map {config.device_map} places a model while it loads; pass the model by name "
+                            "or path, not loaded.")
+    return None if config.device == "auto" and config.dtype == "auto" else placement
 
 
 def _candidate_source(config: PruneConfig) -> CandidateSource:

@@ -34,7 +34,8 @@ def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], g
 @dataclass
 class Selection:
     """The chosen candidate, the portfolio it was chosen from (None without a choice), and what it was measured
-    on; ``heal_runs`` are the chosen candidate's fitted linear maps when the choice was heal-aware."""
+    on; ``heal_runs`` are the chosen candidate's fitted linear maps when the choice was heal-aware, and
+    ``finalists`` how many candidates were measured after healing."""
 
     chosen: Candidate
     portfolio: Portfolio | None = None
@@ -44,17 +45,23 @@ class Selection:
     heal_runs: list[Any] | None = None
     note: str | None = None
     comparison: list[dict[str, Any]] = field(default_factory=list)
+    finalists: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"validated": self.portfolio is not None, "candidates": len(self.portfolio or ()),
-                "windows": self.windows, "tokens": self.tokens, "heal_aware": self.heal_aware, "note": self.note}
+                "windows": self.windows, "tokens": self.tokens, "heal_aware": self.heal_aware, "finalists": self.finalists, "note": self.note}
 
 
 def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
-                         ridge: float = 1e-3, fit_samples: int | None = None, progress: bool = False) -> Selection:
-    """Pool ``candidates`` (runnable ones), measure each on the validation windows — after fitting its linear
-    maps on the first ``fit_samples`` calibration samples when ``heal_aware`` — and return the lowest, with every
-    candidate's paired difference to it."""
+                         ridge: float = 1e-3, fit_samples: int | None = None, finalists: int | None = None,
+                         progress: bool = False) -> Selection:
+    """Pool ``candidates`` (runnable ones), measure each on the validation windows and return the lowest, with
+    every candidate's paired difference to it.
+
+    With ``heal_aware`` the ``finalists`` lowest (all when None) are measured again after fitting their own linear
+    maps on the first ``fit_samples`` calibration samples, and the lowest healed loss wins; the unhealed losses
+    stay in each candidate's ``unhealed``.
+    """
     from ..evaluate.measured import RemovalLoss
 
     validation = inputs.calibration.validation
@@ -63,30 +70,26 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     portfolio = Portfolio(candidates)
     measure = RemovalLoss(inputs.model, inputs.adapter, validation.input_ids, granularity=granularity,
                           progress=progress)
+    portfolio.validate(measure)
     fitted: dict[tuple[int, ...], list[Any]] = {}
     if heal_aware:
         from tqdm.auto import tqdm
 
         from ..heal.linear import LinearHeal
 
+        ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
+        chosen_few = ranked[: finalists or len(ranked)]
+        for cand in portfolio.runnable():
+            cand.unhealed, cand.validation = cand.validation, None
         healer = LinearHeal(ridge=ridge)
         fit_ids = inputs.calibration.input_ids[:fit_samples]
-        bar = tqdm(total=len(portfolio.runnable()), desc="fitting and validating healed candidates",
-                   disable=not progress, leave=False)
-
-        def healed(indices: Sequence[int]) -> Any:
-            runs = healer.fit(inputs.model, inputs.adapter, indices, fit_ids, granularity)
-            fitted[tuple(sorted(indices))] = runs
-            bar.update()
-            return measure.healed(indices, runs)
-
-        portfolio.validate(healed)
-        bar.close()
-    else:
-        portfolio.validate(measure)
+        for cand in tqdm(chosen_few, desc="fitting and validating healed candidates", disable=not progress,
+                         leave=False):
+            runs = healer.fit(inputs.model, inputs.adapter, cand.indices, fit_ids, granularity)
+            fitted[cand.key] = runs
+            cand.validation = measure.healed(cand.indices, runs)
     chosen = portfolio.best()
     rows = portfolio.comparison()
     return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
                      heal_aware=heal_aware, heal_runs=fitted.get(chosen.key) if fit_samples is None else None,
-                     note=portfolio.separation_note(),
-                     comparison=rows)
+                     note=portfolio.separation_note(), comparison=rows, finalists=len(fitted) if heal_aware else None)

@@ -23,6 +23,7 @@ from typing import Any
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
 from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
+from ..devices import Placement, check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
 from ..report import Timings, default_out_dir
 from ..report import log as _log
 from .inputs import Inputs, load_inputs
@@ -33,7 +34,8 @@ _FROM_SETTINGS = ("ratio", "pivga", "seed", "progress")
 
 @dataclass
 class SvdConfig:
-    """The settings of an svd run; :func:`svd_compress` takes the same names as keywords."""
+    """The settings of an svd run; :func:`svd_compress` takes the same names as keywords. ``device``, ``dtype``,
+    ``device_map`` and ``save_dtype`` as in :class:`~lmshrink.pipeline.config.PruneConfig`."""
 
     ratio: float = 0.8
     solver: str = "fermigrad"
@@ -55,6 +57,10 @@ class SvdConfig:
     overwrite: bool = False
     verify: bool = True
     progress: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    save_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         self.solver_options = dict(self.solver_options or {})
@@ -73,6 +79,12 @@ class SvdConfig:
                                 f"{self.eval_window}.")
         if self.time_limit is not None and not self.time_limit > 0:
             raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
+        self.placement()
+        check_save_dtype(self.save_dtype)
+
+    def placement(self) -> Placement:
+        """``device``, ``dtype`` and ``device_map`` checked, with "auto" resolved on this machine."""
+        return resolve_placement(self.device, self.dtype, self.device_map)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -125,21 +137,30 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     config = config if config is not None else SvdConfig(**settings)
     config.check()
     plugins = resolve_plugins(config)  # typos fail before the model loads
+    from ..models import DEFAULT_MODEL
+    from .request import requested_placement
+
+    placement = requested_placement(config, model)
+    source = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
     timings = Timings()
     out = output_dir(config)
     torch.manual_seed(config.seed)
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         timings=timings, progress=config.progress)
+                         timings=timings, progress=config.progress, placement=placement)
     net, adapter, calibration = inputs.model, inputs.adapter, inputs.calibration
+    save_dtype = save_dtype_of(config.save_dtype, source, net) if out is not None and config.save else None
+    precision = placement_settings(net, config.device_map, save_dtype)
     params_before = sum(p.numel() for p in net.parameters())
     _log(config.progress, f"{type(net).__name__}: {len(adapter.linear_layers(net))} matrices to decompose; "
                           f"calibration {calibration.num_samples}×{calibration.seq_len} tokens from "
                           f"{inputs.texts.source}")
     eval_ids = evaluation_tokens(inputs, config)
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
-    factors = whiten(plugins, inputs, timings, config.progress)
-    problem = pose(plugins, factors, inputs, timings)
-    solutions = solve(plugins, problem, factors, inputs, config, timings)
+    lower = "--seq-len or --samples, or the objective option batch_size"
+    with memory_hint(f"measuring on {precision['device']}", lower):
+        factors = whiten(plugins, inputs, timings, config.progress)
+        problem = pose(plugins, factors, inputs, timings)
+        solutions = solve(plugins, problem, factors, inputs, config, timings)
     plan = make_plan(problem, solutions, plugins)
     summary = compress(net, factors, plan, timings)
     del factors
@@ -149,9 +170,10 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
 
     def report(verified: dict[str, Any] | None) -> dict[str, Any]:
         return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings)
+                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings,
+                          precision)
 
-    out, final = save(inputs, problem, plan, config, out, timings, report)
+    out, final = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, final)
 
@@ -254,11 +276,13 @@ def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
 
 
 def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,
-         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]]) -> tuple[Path | None, dict]:
+         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]],
+         save_dtype: str | None = None) -> tuple[Path | None, dict]:
     """``problem.json``, ``plan.json``, ``model/`` in lmshrink's format (when saving; and ``dense/`` with
     ``export_dense``), ``report.json`` and ``report.md``, written into a temporary directory and renamed to ``out``
     together. With ``verify``, the staged model is reloaded and its logits compared with the compressed model's
-    before the rename. Returns ``out`` and the report (``report(verified)``)."""
+    before the rename. The saved models hold ``save_dtype`` (None: the model's own). Returns ``out`` and the
+    report (``report(verified)``)."""
     if out is None:
         return None, report(None)
     from ..compress.export import export_dense
@@ -278,6 +302,11 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
                 save_compressed(net, stage.path / "model", tokenizer=tokenizer, info=info)
                 if config.export_dense:
                     export_dense(net, stage.path / "dense", tokenizer)
+                if save_dtype is not None:
+                    from .outputs import save_in_dtype
+
+                    for folder in ("model", "dense") if config.export_dense else ("model",):
+                        save_in_dtype(net, stage.path / folder, save_dtype)
         if config.save and config.verify:
             with timings("verify reload"):
                 verified = verify_reload(net, stage.path / "model", inputs.calibration)
@@ -291,12 +320,13 @@ def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:
     import torch
 
     from ..compress.io import load_compressed
+    from ..devices import model_device
 
-    reloaded = load_compressed(path)
-    probe = calibration.input_ids[:2, : min(64, calibration.seq_len)]
+    reloaded = load_compressed(path).to(model_device(net))  # in the dtype it was saved in
+    probe = calibration.input_ids[:2, : min(64, calibration.seq_len)].to(model_device(net))
     with torch.no_grad():
-        a = net(input_ids=probe, use_cache=False).logits
-        b = reloaded(input_ids=probe, use_cache=False).logits
+        a = net(input_ids=probe, use_cache=False).logits.float()
+        b = reloaded(input_ids=probe, use_cache=False).logits.float()
     return {"max_abs_logit_diff": float((a - b).abs().max()), "identical": bool(torch.equal(a, b))}
 
 

@@ -33,13 +33,16 @@ def per_matrix(problem: Any, plan: Any) -> list[dict[str, Any]]:
 
 def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: Any, plan: Any, summary: Any,
                params_before: int, params_after: int, ppl_before: dict[str, Any] | None,
-               ppl_after: dict[str, Any] | None, verified: dict[str, Any] | None, timings: Timings) -> dict[str, Any]:
-    """What report.json holds."""
+               ppl_after: dict[str, Any] | None, verified: dict[str, Any] | None, timings: Timings,
+               precision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What report.json holds; ``precision`` (device, dtype, device map, saved dtype as run) goes into
+    ``settings``."""
     net, calibration = inputs.model, inputs.calibration
     best = solutions.best
     total = problem.total_dense
     settings = {k: getattr(config, k) for k in _SETTINGS}
     settings["objective_options"] = dict(plugins.objective_options)
+    settings.update(precision or {})
     return {
         "command": "svd",
         "model": inputs.loaded.name,

@@ -59,24 +59,31 @@ def _candidates(report: dict[str, Any]) -> list[str]:
     else:
         intro = f"Solver `{report['solver']['name']}` in {report['solver']['time_s']:.3f} s"
     if selection.get("validated"):
-        healed = " after linear healing (each candidate with its own maps)" if selection.get("heal_aware") else ""
+        healed = ""
+        if selection.get("heal_aware"):
+            healed = (f", the {selection.get('finalists') or 'all'} lowest again after linear healing (each with its "
+                      "own maps), the lowest healed loss chosen")
         intro += (f"; {selection['candidates']} candidate(s) from every source compared by loss on "
                   f"{selection['windows']} validation windows ({selection['tokens']} tokens, disjoint from the "
                   f"calibration samples){healed}; Δ is the paired difference to the chosen one.")
     else:
         intro += "; ranked by " + ("the method's own score." if report.get("method") else "energy.")
     labels = sorted({k for c in candidates for k in (c.get("energies") or {})})
+    unhealed = any(c.get("loss_unhealed") is not None for c in candidates)
     header = ["", "removed blocks", "sources", *(f"energy {k}" for k in labels), "score",
-              "validation loss ± se", "Δ ± se"]
+              *(["loss unhealed ± se"] if unhealed else []),
+              "healed loss ± se" if unhealed else "validation loss ± se", "Δ ± se"]
     rows = []
     for c in candidates:
         loss = f"{c['loss']:.4f} ± {c['loss_se']:.4f}" if c.get("loss") is not None else ""
+        before = [f"{c['loss_unhealed']:.4f} ± {c['loss_unhealed_se']:.4f}"
+                  if c.get("loss_unhealed") is not None else ""] if unhealed else []
         delta = f"{c['delta']:+.4f} ± {c['delta_se']:.4f}" if c.get("delta") is not None and not c.get("chosen") \
             else ""
         energies = c.get("energies") or {}
         rows.append(["chosen" if c.get("chosen") else "", ", ".join(map(str, c["indices"])),
                      ", ".join(c.get("sources") or [c.get("source", "")]),
-                     *(_fmt(energies.get(k), 6) for k in labels), _fmt(c.get("score")), loss, delta])
+                     *(_fmt(energies.get(k), 6) for k in labels), _fmt(c.get("score")), *before, loss, delta])
     if not labels:  # a single objective: its energies are the candidates' own
         header.insert(3, "energy")
         for row, c in zip(rows, candidates):
