@@ -196,3 +196,28 @@ def test_an_unreadable_converted_model_is_converted_again(tmp_path, monkeypatch)
         models._load_gguf_cached(gguf, torch.float32, "tiny")
     assert len(conversions) == 2
     assert weights_digest(models._load_gguf_cached(gguf, torch.float32, "tiny").model) == weights_digest(first.model)
+
+
+def test_the_perplexity_before_removal_is_measured_once(tiny_model_dir, monkeypatch):
+    import torch
+
+    import lmshrink.evaluate.perplexity as ppl_module
+    from lmshrink.evaluate.perplexity import perplexity
+    from lmshrink.models import load_model
+    from lmshrink.pipeline.evaluation import perplexity_before
+
+    model = load_model(str(tiny_model_dir)).model
+    adapter = find_adapter(model)
+    ids = torch.randint(0, model.config.vocab_size, (96,))
+    first = perplexity_before(model, ids, window=32, progress=False, adapter=adapter, granularity="layer")
+    assert first == perplexity(model, ids, window=32, progress=False)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(ppl_module, "perplexity", not_again)
+    assert perplexity_before(model, ids, window=32, progress=False, adapter=adapter, granularity="layer") == first
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+    with pytest.raises(AssertionError, match="measured again"):  # other weights: another entry
+        perplexity_before(model, ids, window=32, progress=False, adapter=adapter, granularity="layer")

@@ -28,7 +28,7 @@ DEFAULT_PIPELINE: dict[str, Any] = {
     "objective": "fisher",
     "objective_options": {"first_order": True},
     "candidates": ["block-influence", "norm-ratio", "angular"],
-    "rerank": 5,
+    "rerank": 3,
     "heal": ["linear"],
 }
 
@@ -215,7 +215,7 @@ class PruneConfig:
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
                  "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
                  "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1),
-                 "aware_top": Option(3, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
+                 "aware_top": Option(2, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
         for f in dataclasses.fields(KDConfig):
             specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
         return specs

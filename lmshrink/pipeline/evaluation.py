@@ -37,11 +37,27 @@ def held_out_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:
 
 def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adapter: Any,
                       granularity: str) -> dict[str, float]:
-    """Held-out perplexity of the unpruned model; a non-finite one is refused, saying where it starts."""
-    from ..evaluate.perplexity import perplexity
-    from ..objectives.common import nonfinite_origin
+    """Held-out perplexity of the unpruned model (cached: it depends only on the weights and the tokens); a
+    non-finite one is refused, saying where it starts."""
+    import hashlib
 
-    result = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")
+    import numpy as np
+
+    from ..cache import cache_key, cached_arrays
+    from ..evaluate.perplexity import perplexity
+    from ..objectives.common import model_identity, nonfinite_origin
+
+    def measure() -> dict[str, np.ndarray]:
+        got = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")
+        return {k: np.asarray(v, dtype=np.float64) for k, v in got.items()}
+
+    tokens = hashlib.sha256(np.ascontiguousarray(ids.cpu().numpy()).tobytes()).hexdigest()
+    device = next(model.parameters()).device.type
+    key = cache_key(model_identity(model), tokens, window, device, "perplexity")
+    arrays, _ = cached_arrays("perplexity", key, measure)
+    result = {k: float(v) for k, v in arrays.items()}
+    if "tokens" in result:
+        result["tokens"] = int(result["tokens"])
     if not math.isfinite(result["nll"]):
         where = nonfinite_origin(model, adapter, ids[None, :window], granularity)
         raise LmshrinkError(f"The model produced non-finite values while measuring the perplexity before removal, "

@@ -151,7 +151,7 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
     pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
     _, linear = config.split_heal_options()
     with timings("validate candidates"):
-        fit, top = int(linear.get("aware_samples", 16)), int(linear.get("aware_top", 3))
+        fit, top = int(linear.get("aware_samples", 16)), int(linear.get("aware_top", 2))
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
                               + (f", the {top or 'all'} lowest again after linear healing" if config.heal_aware() else ""))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
