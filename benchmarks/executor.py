@@ -84,7 +84,8 @@ class RayExecutor:
 
     ``code`` lists the folders of the packages the runs import (here the benchmarks package): on a local cluster
     their parents go on the workers' ``PYTHONPATH``; on an existing cluster they are uploaded with the job
-    (``py_modules``), and lmshrink itself must be installed on every node."""
+    (``py_modules``), and lmshrink itself must be installed on every node. A Ray already initialised in this
+    process is used as it is (and left running)."""
 
     name = "ray"
 

@@ -40,12 +40,17 @@ def test_the_study_on_two_ray_workers_reproduces_the_serial_tables(tmp_path):
                                                    "raw_energy", "raw_feasible_fraction", "error"])
 
     out = tmp_path / "ray"
-    data = run(parse_args([*ARGS, "--out", str(out), "--ray", "--ray-workers", "2"]), Log(quiet=True))
+    rec = tmp_path / "records"
+    data = run(parse_args([*ARGS, "--out", str(out), "--ray", "--ray-workers", "2", "--record", str(rec)]),
+               Log(quiet=True))
     assert data["executor"] == "ray, 2 CPUs of a local cluster"
     assert len(runs) == 2 * (1 + 2 * 2) and not skips and data["case_skips"] == []
     assert untimed(data["summary"]) == untimed(serial)
     assert untimed(read_csv(out / "runs.csv")) == untimed(read_csv(tmp_path / "serial-runs.csv"))
     assert [c["target"] for c in data["cases"]] == [refs[c.name]["energy"] for c in cases]
+    # the workers wrote every run's record where the study was asked to
+    assert sorted(p.name for p in (rec / "low-spread-N10").iterdir()) == [
+        "anneal-seed0", "anneal-seed1", "tabu-seed0", "tabu-seed1"]
 
 
 def test_ray_without_the_extra_is_refused_in_one_sentence(monkeypatch, tmp_path):
