@@ -54,6 +54,7 @@ from ..common import (
     write_csv,
     write_json,
 )
+from ..executor import import_ray, make_executor
 
 #: the 52-block layout of NVIDIA-Nemotron-3-Nano-30B-A3B (M Mamba2, E MoE, * attention)
 NEMOTRON_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
@@ -98,6 +99,10 @@ class Settings:
     record: str | None = None
     seed: int = 0
     quick: bool = False
+    #: where the runs execute: None in this process, "local" a local Ray cluster, else a Ray cluster's address
+    ray: str | None = None
+    #: CPUs of the local Ray cluster (one run each at a time)
+    ray_workers: int = 2
 
 
 def _ints(text: str) -> list[int]:
@@ -132,12 +137,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--record", default=None, metavar="DIR",
                    help="write an experiment record of every run to DIR/<problem>/<solver>-seed<k> (lmshrink show)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: a local one (no ADDRESS) or the one at ADDRESS (auto, HOST:PORT, "
+                        "ray://HOST:PORT); needs lmshrink[ray]")
+    p.add_argument("--ray-workers", type=int, default=2, metavar="N",
+                   help="CPUs of the local Ray cluster, one run on each at a time (default 2)")
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
     a = p.parse_args(argv)
     families = [f.strip() for f in a.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         p.error(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    if a.ray_workers < 1:
+        p.error(f"--ray-workers must be at least 1, not {a.ray_workers}")
     if a.equal_time is not None and not a.equal_time > 0:
         p.error(f"--equal-time must be a positive number of seconds, not {a.equal_time}")
     base = QUICK if a.quick else FULL
@@ -150,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         time_limit=pick(a.time_limit, "time_limit"), reference_time=pick(a.reference_time, "reference_time"),
         max_states=a.max_states, max_qubits=pick(a.max_qubits, "max_qubits"),
         solvers=[s.strip() for s in a.solvers.split(",")] if a.solvers else None, families=families,
-        equal_time=a.equal_time, record=a.record, seed=a.seed, quick=a.quick,
+        equal_time=a.equal_time, record=a.record, seed=a.seed, quick=a.quick, ray=a.ray, ray_workers=a.ray_workers,
     )
 
 
@@ -350,16 +362,17 @@ def probe(entry: Any, reads: int) -> str | None:
     return None
 
 
-def reference(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
+def reference(case: Case, settings: Settings) -> dict[str, Any]:
     """The proven optimum from the first solver that proves optimality and may run on the problem (those that
-    enumerate feasible states first, being quick on small problems), or the best it found."""
+    enumerate feasible states first, being quick on small problems), or the best it found. ``messages`` lists the
+    provers that failed, for the log."""
     from lmshrink.core import LmshrinkError
     from lmshrink.plugins import registry
 
     states = case.problem.num_feasible_states()
     if case.known_optimum is not None:
         return {"solver": "construction", "energy": case.known_optimum, "proven": True, "time_s": 0.0,
-                "feasible_states": states}
+                "feasible_states": states, "messages": []}
     provers = [e for e in registry("solver") if e.supports(case.problem) and e.create().capabilities.proves_optimality]
     provers = [e for e in provers if too_large(e.create(), case.problem, settings) is None]
     provers.sort(key=lambda e: e.create().capabilities.exponential_in != "feasible_states")
@@ -369,16 +382,16 @@ def reference(case: Case, settings: Settings, log: Log) -> dict[str, Any]:
         try:
             sols = entry.create().solve(case.problem, num_solutions=1, seed=0, time_limit=settings.reference_time)
         except LmshrinkError as exc:
-            log(f"{case.name}: no reference from {entry.name} ({exc})")
             errors.append(f"{entry.name}: {exc}")
             continue
         return {"solver": entry.name, "energy": float(sols.best.energy), "proven": sols.proven_optimal,
                 "time_s": sols.time_s, "indices": list(sols.best.indices), "feasible_states": states,
                 "info_gap": sols.info.get("gap"), "raw_energy": sols.raw.best_energy if sols.raw else None,
-                "raw_feasible_fraction": sols.raw.feasible_fraction if sols.raw else None}
+                "raw_feasible_fraction": sols.raw.feasible_fraction if sols.raw else None,
+                "messages": [f"no reference from {e}" for e in errors]}
     return {"solver": provers[0].name if provers else "none", "energy": None, "proven": False,
             "time_s": time.perf_counter() - t, "error": "; ".join(errors) or "no solver that proves optimality",
-            "feasible_states": states}
+            "feasible_states": states, "messages": [f"no reference from {e}" for e in errors]}
 
 
 def run_row(case: Case, solver: str, seed: int, sols: Any) -> dict[str, Any]:
@@ -390,12 +403,128 @@ def run_row(case: Case, solver: str, seed: int, sols: Any) -> dict[str, Any]:
             "raw_feasible_fraction": None if raw is None else raw.feasible_fraction, "error": ""}
 
 
-# --- the study ---------------------------------------------------------------------------------------------------
-def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
-    """Run the study and write its files under ``settings.out``; returns the summary (also in summary.json)."""
-    from lmshrink.core import ProblemTooLargeError
+def error_row(case: str, solver: str, seed: int, error: str) -> dict[str, Any]:
+    """The runs.csv row of a run that failed."""
+    return {"case": case, "solver": solver, "seed": seed, "energy": None, "time_s": None, "indices": None,
+            "raw_energy": None, "raw_feasible_fraction": None, "error": error}
 
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the study as plain data: the solver (a registry name), its seed, time limit and options, and
+    the folder of its experiment record (None: no record). With the problem, it fixes the run's result: the
+    seed comes from the study's settings, not from the order the runs execute in."""
+
+    solver: str
+    seed: int
+    time_limit: float | None
+    options: dict[str, Any]
+    record: str | None = None
+
+
+def solve_run(case: Case, spec: RunSpec) -> dict[str, Any]:
+    """The runs.csv row of one run of ``spec`` on ``case``. A failure is recorded in the row (``error``); a
+    problem the solver refuses as too large gives a row with ``too_large`` (the reason) instead."""
+    from lmshrink.core import ProblemTooLargeError
+    from lmshrink.plugins import get_solver
+
+    try:
+        solver = get_solver(spec.solver)
+        if spec.record:
+            from lmshrink.experiments.record import record_run
+
+            sols, _ = record_run(case.problem, solver, spec.record, num_solutions=1, seed=spec.seed,
+                                 time_limit=spec.time_limit, options=dict(spec.options))
+        else:
+            sols = solver.solve(case.problem, num_solutions=1, seed=spec.seed, time_limit=spec.time_limit,
+                                **spec.options)
+        return run_row(case, spec.solver, spec.seed, sols)
+    except ProblemTooLargeError as exc:
+        return {"case": case.name, "solver": spec.solver, "seed": spec.seed, "too_large": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - record the failure and go on
+        return error_row(case.name, spec.solver, spec.seed, f"{type(exc).__name__}: {exc}")
+
+
+# --- the study ---------------------------------------------------------------------------------------------------
+def plan(case: Case, ref: dict[str, Any], entries: list[Any], settings: Settings, executor: Any, shared: Any
+         ) -> list[tuple[str, str | None, list[Any]]]:
+    """Submit the runs of every solver on ``case``: per solver, its name, why it does not run (or None) and its
+    runs in seed order, each a handle to its row or, for a deterministic solver that gave the reference, the
+    reference's own row."""
+    planned: list[tuple[str, str | None, list[Any]]] = []
+    for e in entries:
+        solver = e.create()
+        why = too_large(solver, case.problem, settings)
+        if why:
+            planned.append((e.name, why, []))
+            continue
+        caps = solver.capabilities
+        seeds = [settings.seed] if caps.deterministic else [settings.seed + k for k in range(settings.repeats)]
+        opts = budget(solver, settings.reads, settings.equal_time)
+        limit = settings.reference_time if caps.proves_optimality else settings.equal_time or settings.time_limit
+        items: list[Any] = []
+        for seed in seeds:
+            if e.name == ref["solver"] and ref.get("energy") is not None and caps.deterministic:
+                items.append({"case": case.name, "solver": e.name, "seed": seed, "energy": ref["energy"],
+                              "time_s": ref["time_s"], "indices": ref.get("indices"),
+                              "raw_energy": ref.get("raw_energy"),
+                              "raw_feasible_fraction": ref.get("raw_feasible_fraction"), "error": ""})
+                continue
+            record = (str(Path(settings.record).resolve() / case.name / f"{e.name}-seed{seed}")
+                      if settings.record else None)
+            items.append(executor.submit(solve_run, shared, RunSpec(e.name, seed, limit, opts, record)))
+        planned.append((e.name, None, items))
+    return planned
+
+
+def run_all(cases: list[Case], entries: list[Any], settings: Settings, executor: Any, log: Log
+            ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """Every run of the study through ``executor``: the references first, then the baseline and the solvers'
+    runs of each problem as soon as its reference is known. The rows come back in the order of the problems,
+    the solvers and the seeds, wherever they ran. Returns the runs, the references and the skipped pairs."""
+    shared = [executor.share(c) for c in cases]
+    pending_refs = [executor.submit(reference, h, settings) for h in shared]
+    refs: dict[str, dict[str, Any]] = {}
+    submitted = []
+    for case, h, pending in zip(cases, shared, pending_refs):
+        ref = refs[case.name] = pending.result()
+        for message in ref.pop("messages", []):
+            log(f"{case.name}: {message}")
+        log(f"{case.name}: N={case.problem.num_variables}, reference {ref['solver']} E*={ref['energy']} "
+            f"({'proven' if ref['proven'] else 'not proven'}) in {ref['time_s']:.1f} s")
+        submitted.append((executor.submit(baseline_run, h), plan(case, ref, entries, settings, executor, h)))
+
+    runs: list[dict[str, Any]] = []
+    case_skips: list[dict[str, str]] = []
+    for case, (base, planned) in zip(cases, submitted):
+        base = base.result()
+        runs.append(base)
+        log(f"{case.name}: {BASELINE}: {base['energy'] if base['energy'] is not None else base['error']}")
+        for name, why, items in planned:
+            if why:
+                case_skips.append({"case": case.name, "solver": name, "why": why})
+                continue
+            done = []
+            for item in items:
+                row = item if isinstance(item, dict) else item.result()
+                if "too_large" in row:
+                    case_skips.append({"case": case.name, "solver": name, "why": row["too_large"]})
+                    break
+                done.append(row)
+            runs += done
+            if done:
+                ok = [r["energy"] for r in done if r["energy"] is not None]
+                log(f"  {name}: {len(done)} run(s), best {min(ok) if ok else None}, "
+                    f"{np.mean([r['time_s'] for r in done if r['time_s'] is not None] or [float('nan')]):.2f} s/run")
+    return runs, refs, case_skips
+
+
+def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
+    """Run the study and write its files under ``settings.out``; returns the summary (also in summary.json).
+    The runs execute serially here or, with ``settings.ray``, as tasks on a Ray cluster (same rows)."""
     log = log or Log()
+    if settings.ray:
+        import_ray()  # before anything is built: a missing extra fails at once
     out = Path(settings.out)
     (out / "problems").mkdir(parents=True, exist_ok=True)
     notes: dict[str, str] = {}
@@ -424,57 +553,12 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             solvers.append(e)
     log(f"{len(cases)} problems; solvers: {', '.join(e.name for e in solvers)}")
 
-    runs: list[dict[str, Any]] = []
-    refs: dict[str, dict[str, Any]] = {}
-    case_skips: list[dict[str, str]] = []
-    for case in cases:
-        p = case.problem
-        n = p.num_variables
-        ref = reference(case, settings, log)
-        refs[case.name] = ref
-        log(f"{case.name}: N={n}, reference {ref['solver']} E*={ref['energy']} "
-            f"({'proven' if ref['proven'] else 'not proven'}) in {ref['time_s']:.1f} s")
-        base = baseline_run(case)
-        runs.append(base)
-        log(f"  {BASELINE}: {base['energy'] if base['energy'] is not None else base['error']}")
-        for e in solvers:
-            solver = e.create()
-            why = too_large(solver, p, settings)
-            if why:
-                case_skips.append({"case": case.name, "solver": e.name, "why": why})
-                continue
-            caps = solver.capabilities
-            seeds = [settings.seed] if caps.deterministic else [settings.seed + k for k in range(settings.repeats)]
-            opts = budget(solver, settings.reads, settings.equal_time)
-            limit = settings.reference_time if caps.proves_optimality else settings.equal_time or settings.time_limit
-            for seed in seeds:
-                if e.name == ref["solver"] and ref.get("energy") is not None and caps.deterministic:
-                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": ref["energy"],
-                                 "time_s": ref["time_s"], "indices": ref.get("indices"),
-                                 "raw_energy": ref.get("raw_energy"),
-                                 "raw_feasible_fraction": ref.get("raw_feasible_fraction"), "error": ""})
-                    continue
-                try:
-                    if settings.record:
-                        from lmshrink.experiments.record import record_run
-
-                        sols, _ = record_run(p, solver, Path(settings.record) / case.name / f"{e.name}-seed{seed}",
-                                             num_solutions=1, seed=seed, time_limit=limit, options=opts)
-                    else:
-                        sols = solver.solve(p, num_solutions=1, seed=seed, time_limit=limit, **opts)
-                    runs.append(run_row(case, e.name, seed, sols))
-                except ProblemTooLargeError as exc:
-                    case_skips.append({"case": case.name, "solver": e.name, "why": str(exc)})
-                    break
-                except Exception as exc:  # noqa: BLE001 - record the failure and go on
-                    runs.append({"case": case.name, "solver": e.name, "seed": seed, "energy": None, "time_s": None,
-                                 "indices": None, "raw_energy": None, "raw_feasible_fraction": None,
-                                 "error": f"{type(exc).__name__}: {exc}"})
-            done = [r for r in runs if r["case"] == case.name and r["solver"] == e.name]
-            if done:
-                ok = [r["energy"] for r in done if r["energy"] is not None]
-                log(f"  {e.name}: {len(done)} run(s), best {min(ok) if ok else None}, "
-                    f"{np.mean([r['time_s'] for r in done if r['time_s'] is not None] or [float('nan')]):.2f} s/run")
+    executor = make_executor(settings.ray, settings.ray_workers, [Path(__file__).resolve().parent.parent])
+    log(f"runs execute {executor.describe()}")
+    try:
+        runs, refs, case_skips = run_all(cases, solvers, settings, executor, log)
+    finally:
+        executor.close()
 
     targets = {c.name: target_energy(refs[c.name], [r["energy"] for r in runs if r["case"] == c.name]) for c in cases}
     summary_rows = summarise(cases, refs, runs)
@@ -484,7 +568,8 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         "solvers": {e.name: _solver_row(e, settings) for e in solvers},
         "baseline": {"name": BASELINE, "description": "the M smallest diagonal entries per group, then "
                      "best-improvement swap descent to a 1-swap local minimum (deterministic: one run)"},
-        "total_seconds": log.elapsed, "environment": environment("benchmarks.solvers"),
+        "total_seconds": log.elapsed, "executor": executor.describe(),
+        "environment": environment("benchmarks.solvers"),
     }
     write_csv(out / "runs.csv", runs, ["case", "solver", "seed", "energy", "time_s", "indices", "raw_energy",
                                        "raw_feasible_fraction", "error"])
@@ -660,6 +745,7 @@ def render(summary: dict[str, Any]) -> str:
         "# Solver study",
         "",
         f"{len(cases)} problems × {len(summary['solvers'])} solvers; run time {summary['total_seconds'] / 60:.1f} min"
+        + (f", runs executed {summary['executor']}" if summary.get("executor") else "")
         + (" (quick mode)." if s["quick"] else "."),
         "",
         f"**Budget per run**: each solver's defaults except {budgets}; `time_limit` = {s.get('equal_time') or s['time_limit']} s passed to "
