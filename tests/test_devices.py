@@ -180,6 +180,7 @@ def test_running_out_of_memory_while_measuring_names_what_to_lower(tiny_model_di
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(fisher, "gate_gradients", oom)
+    monkeypatch.setenv("LMSHRINK_CACHE", str(tmp_path / "cache"))  # measured, not read from another test's entry
     out = tmp_path / "out"
     code = main(_prune_argv(tiny_model_dir, text_file, out))
     _refused(capsys, code, "Ran out of memory while measuring on cpu (CUDA out of memory. Tried to allocate 2.00 "

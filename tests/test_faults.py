@@ -33,12 +33,18 @@ def _args(model: Path, text: Path, out: Path) -> list[str]:
             "16", "--eval-tokens", "64", "--objective", "fisher", "--solver", "exact", "--quiet", "--out", str(out)]
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT handled and unblocked, whatever the test process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _hold(argv: list[str], point: str, marker: Path, cache: Path) -> subprocess.Popen:
     """Start ``python -m lmshrink.cli argv`` and return once it waits at ``point``."""
     env = {**os.environ, "LMSHRINK_CACHE": str(cache), HOLD_ENV: f"{point}:{marker}",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "lmshrink.cli", *argv], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
     while not marker.exists():
         if proc.poll() is not None:
@@ -72,8 +78,8 @@ def test_killed_prune_leaves_nothing_and_the_rerun_completes(point, sig, tiny_mo
     argv = _args(tiny_model_dir, text_file, out)
     proc = _hold(argv, point, tmp_path / "reached", cache)
     proc.send_signal(sig)
-    code = proc.wait(timeout=120)
-    stderr = proc.stderr.read().decode()
+    _, err = proc.communicate(timeout=120)  # reads stderr as it comes: a full pipe cannot stall the child
+    code, stderr = proc.returncode, err.decode()
     if sig == signal.SIGINT:
         assert code == 130 and "lmshrink: interrupted" in stderr and "Traceback" not in stderr
         assert _temp_entries(runs, cache) == []  # an interrupted run cleans up after itself
