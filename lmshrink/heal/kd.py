@@ -93,12 +93,14 @@ def teacher_targets(teacher: Any, input_ids: Any, *, top_k: int = 256, temperatu
     import torch
     from tqdm.auto import tqdm
 
+    from ..evaluate.loss import model_inputs
+
     probs, indices = [], []
     teacher.eval()
     with torch.no_grad():
         for s in tqdm(range(0, input_ids.shape[0], batch_size), desc="teacher targets", disable=not progress,
                       leave=False):
-            ids = input_ids[s : s + batch_size].to(teacher.get_input_embeddings().weight.device)
+            ids = model_inputs(teacher, input_ids[s : s + batch_size])
             logits = teacher(input_ids=ids, use_cache=False).logits[:, :-1].float()
             if not torch.isfinite(logits).all():
                 raise LmshrinkError("The teacher model produced non-finite logits; it cannot guide distillation.")
@@ -128,6 +130,8 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
     import torch
     from tqdm.auto import tqdm
 
+    from ..evaluate.loss import model_inputs
+
     config = config or KDConfig()
     if abs(targets.temperature - config.temperature) > 1e-12:
         raise LmshrinkError(f"The teacher targets were made at temperature {targets.temperature}, the config says "
@@ -152,7 +156,7 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
     bar = tqdm(range(config.steps), desc=f"KD healing ({config.method})", disable=not progress, leave=False)
     for step in bar:
         pick = order[[(step * config.batch_size + j) % n for j in range(config.batch_size)]]
-        ids = targets.input_ids[pick].to(model.get_input_embeddings().weight.device)
+        ids = model_inputs(model, targets.input_ids[pick])
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
         loss = kd_loss(logits, targets.probs[pick].to(logits.device), targets.indices[pick].to(logits.device),
                        config.temperature)

@@ -94,6 +94,8 @@ def nonfinite_origin(model: Any, adapter: Any, input_ids: Any, granularity: str 
     """
     import torch
 
+    from ..evaluate.loss import model_inputs
+
     found: list[str] = []
 
     def watch(label: str):
@@ -109,7 +111,7 @@ def nonfinite_origin(model: Any, adapter: Any, input_ids: Any, granularity: str 
     handles = [module.register_forward_hook(watch(label)) for module, label in watched]
     try:
         with torch.no_grad():
-            logits = model(input_ids=input_ids[:1].to(model.get_input_embeddings().weight.device),
+            logits = model(input_ids=model_inputs(model, input_ids[:1]),
                            use_cache=False).logits
     finally:
         for h in handles:

@@ -97,10 +97,12 @@ class SoftTruncationLoss:
         torch = self._torch
         import torch.nn.functional as F
 
+        from ..evaluate.loss import model_inputs
+
         missing = [i for i in take if i not in self._teacher]
         if missing:
             with torch.no_grad():
-                ids = self.input_ids[missing].to(self.model.get_input_embeddings().weight.device)
+                ids = model_inputs(self.model, self.input_ids[missing])
                 logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
                 k = min(self.teacher_top_k, logits.shape[-1])
                 values, ids = torch.topk(F.log_softmax(logits, dim=-1), k, dim=-1)
@@ -134,8 +136,10 @@ class SoftTruncationLoss:
         torch = self._torch
         import torch.nn.functional as F
 
+        from ..evaluate.loss import model_inputs
+
         take = self._next_batch()
-        batch = self.input_ids[take].to(self.model.get_input_embeddings().weight.device)
+        batch = model_inputs(self.model, self.input_ids[take])
         self.calls += 1
         teacher = top = None
         if self.target == "kl" and self.teacher_top_k:

@@ -184,7 +184,7 @@ class PruneConfig:
         if "kd" not in self.heal_steps and kd_options:
             raise LmshrinkError(f"--heal-option {next(iter(kd_options))} belongs to KD healing, which --heal does "
                                 "not name.")
-        ridge = linear_options.get("ridge", 1e-3)
+        ridge = self.linear_heal_options()["ridge"]
         if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not ridge >= 0:
             raise LmshrinkError(f"--heal-option ridge must be a non-negative number, not {ridge!r}.")
         if "kd" in self.heal_steps:
@@ -206,6 +206,12 @@ class PruneConfig:
                 raise LmshrinkError(f"Unknown --heal-option {key!r}.{did_you_mean(key, known)} Options: "
                                     f"{', '.join(known)}.")
         return kd, linear
+
+    def linear_heal_options(self) -> dict[str, Any]:
+        """Linear healing's options: those given in ``heal_options``, the others at their declared defaults."""
+        specs = self.heal_option_specs()
+        _, given = self.split_heal_options()
+        return {**{name: specs[name].default for name in LINEAR_HEAL_OPTIONS}, **given}
 
     @staticmethod
     def heal_option_specs() -> dict[str, Any]:
@@ -233,8 +239,7 @@ class PruneConfig:
 
     def heal_aware(self) -> bool:
         """Whether candidates are compared after linear healing."""
-        _, linear = self.split_heal_options()
-        return "linear" in self.heal_steps and self.chooses and bool(linear.get("aware", True))
+        return "linear" in self.heal_steps and self.chooses and bool(self.linear_heal_options()["aware"])
 
     def settings(self) -> dict[str, Any]:
         """The settings as recorded in report.json."""

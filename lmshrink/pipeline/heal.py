@@ -51,11 +51,11 @@ def prepare_healing(config: Any, inputs: Any, removed: list[int], timings: Timin
         else:
             from ..heal.linear import LinearHeal
 
-            _, options = config.split_heal_options()
+            ridge = float(config.linear_heal_options()["ridge"])
             with timings("heal: fit linear maps"):
                 _log(config.progress, "fitting linear healing maps")
                 try:
-                    pending.linear_runs = LinearHeal(ridge=float(options.get("ridge", 1e-3))).fit(
+                    pending.linear_runs = LinearHeal(ridge=ridge).fit(
                         inputs.model, inputs.adapter, removed, inputs.calibration.input_ids, config.granularity)
                 except LmshrinkError as exc:
                     pending.reasons.append(f"linear healing skipped: {exc}")

@@ -149,13 +149,14 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
     if not config.chooses:
         return Selection(main[0] if main else runnable[0])
     pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
-    _, linear = config.split_heal_options()
+    linear = config.linear_heal_options()
     with timings("validate candidates"):
-        fit, top = int(linear.get("aware_samples", 16)), int(linear.get("aware_top", 2))
+        fit, top = int(linear["aware_samples"]), int(linear["aware_top"])
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
-                              + (f", the {top or 'all'} lowest again after linear healing" if config.heal_aware() else ""))
+                              + (f", the {top or 'all'} lowest again after linear healing"
+                                 if config.heal_aware() else ""))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
-                                    ridge=float(linear.get("ridge", 1e-3)),
+                                    ridge=float(linear["ridge"]),
                                     fit_samples=fit if fit < inputs.calibration.num_samples else None,
                                     finalists=top or None,
                                     progress=config.progress)
