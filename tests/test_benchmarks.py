@@ -79,8 +79,8 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
     rows = _read_csv(out / "results.csv")
     keys = {(r["seed"], r["method"], r["M"], r["healed"]) for r in rows}
     methods = {"fisher", "fisher-fo", "pairs", "block-influence", "norm-ratio", "block-influence-iterative",
-               "angular", "sleb", "portfolio", "surrogate", "surrogate@half", "portfolio+surrogate",
-               "portfolio+surrogate (heal-aware)"}
+               "angular", "sleb", "portfolio", "portfolio (heal-aware)", "surrogate", "surrogate@half",
+               "portfolio+surrogate", "portfolio+surrogate (heal-aware)", "default", "default (--heal none)"}
     assert {(s, m, M, h) for s in "01" for m in methods for M in "12" for h in ("none", "linear")} <= keys
     assert all(len(r["removed"].split()) == int(r["M"]) for r in rows)
 
@@ -99,6 +99,17 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
     for m, candidates in seed0["portfolio_tables"].items():
         chosen = next(r for r in seed0["rows"] if r["method"] == "portfolio+surrogate" and r["M"] == int(m))
         assert chosen["validation_loss"] == pytest.approx(min(c["loss"] for c in candidates))
+    # the default rows are lmshrink.prune's choice: heal-aware, and without healing the lowest unhealed loss
+    import lmshrink
+
+    chosen = lmshrink.prune(str(tiny_model_dir), remove=2, seed=1, samples=6, seq_len=32, validation=4,
+                            evaluate=False, save=False, progress=False, out=tmp_path / "p")
+    row = next(r for r in rows if r["method"] == "default" and r["M"] == "2" and r["seed"] == "1")
+    assert [int(v) for v in row["removed"].split()] == sorted(chosen.plan.indices)
+    cands = [c for c in chosen.report["candidates"] if c["error"] is None and c.get("loss_unhealed") is not None]
+    plain = min(cands, key=lambda c: c["loss_unhealed"])
+    row = next(r for r in rows if r["method"] == "default (--heal none)" and r["M"] == "2" and r["seed"] == "1")
+    assert [int(v) for v in row["removed"].split()] == sorted(plain["indices"])
     # pairs is exact for one removal and measures the same first samples as sleb: the same choice
     for s in "01":
         p1 = next(r for r in rows if r["method"] == "pairs" and r["M"] == "1" and r["seed"] == s)
@@ -110,6 +121,28 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
         assert plain["ratio"] == pytest.approx(plain["ours"] / plain["baseline"])
     report = (out / "report.md").read_text()
     assert "## lmshrink against the best baseline" in report and "| sleb |" in report and "KD healing" in report
+    assert "| default (--heal none) |" in report
+
+
+def test_removal_study_skip(tiny_model_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.common import Log
+    from benchmarks.removal import parse_args, run
+
+    with pytest.raises(SystemExit):
+        parse_args(["--skip", "surogate"])
+    out = tmp_path / "removal"
+    settings = parse_args(["--model", str(tiny_model_dir), "--quick", "--remove", "2", "--seeds", "0", "--samples",
+                           "6", "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens",
+                           "256", "--eval-window", "64", "--top-k", "2", "--skip", "surrogate,default,sleb",
+                           "--no-pairs", "--out", str(out)])
+    assert settings.skip == ["default", "pairs", "sleb", "surrogate"]
+    summary = run(settings, Log(quiet=True))
+    methods = {r["method"] for s in summary["seeds"] for r in s["rows"]}
+    assert methods == {"fisher", "fisher-fo", "block-influence", "norm-ratio", "block-influence-iterative",
+                       "angular", "portfolio", "portfolio (heal-aware)"}
+    assert summary["ratios"][0]["plain"]["row"] == "portfolio"
+    assert "`sleb`: left out (--skip)" in (out / "report.md").read_text()
 
 
 def test_solver_study_small(tmp_path):

@@ -10,9 +10,12 @@ import numpy as np
 from ..common import dump_settings, pyplot, table, write_csv, write_json
 from .seed_run import BASELINES, OBJECTIVES, PIPELINES
 
-#: lmshrink's headline pipelines: training-free unhealed, and with linear healing
-MAIN = "portfolio+surrogate"
-MAIN_HEALED = "portfolio+surrogate (heal-aware)"
+#: lmshrink's pipelines compared with the best baseline: (row, healed), unhealed choices first; the first present of
+#: each kind is the headline (the README's default command when it ran)
+PLAIN_ROWS = ("default (--heal none)", "portfolio", "portfolio+surrogate")
+HEALED_ROWS = ("default", "portfolio (heal-aware)", "portfolio+surrogate (heal-aware)")
+#: drawn thicker in the plot
+MAIN = (*PLAIN_ROWS[:1], *HEALED_ROWS[:1])
 
 
 def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -36,26 +39,41 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str
     return out
 
 
+def _compare(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not ours or not theirs:
+        return None
+    seeds = sorted(set(ours["per_seed"]) & set(theirs["per_seed"]))
+    per = [ours["per_seed"][s] / theirs["per_seed"][s] for s in seeds]
+    return {"ours": ours["mean"], "ours_sd": ours["sd"], "baseline": theirs["mean"], "baseline_sd": theirs["sd"],
+            "ratio": ours["mean"] / theirs["mean"], "per_seed_min": min(per), "per_seed_max": max(per)}
+
+
 def ratios(agg: dict, ms: list[int]) -> list[dict[str, Any]]:
-    """Per M: the best baseline (lowest mean, unhealed and healed), lmshrink's pipelines, and their ratios,
-    as a ratio of means and as the range of the per-seed ratios."""
+    """Per M: the best baseline (lowest mean, unhealed and healed) and, for each of lmshrink's pipelines, the ratio
+    of its mean to the best baseline's (unhealed choices against the unhealed baseline; healed ones against both),
+    with the range of the per-seed ratios. ``plain`` / ``healed_vs_*`` hold the headline rows."""
     out = []
     for m in ms:
         base = {h: min((b for b in BASELINES if (b, m, h) in agg), key=lambda b: agg[(b, m, h)]["mean"], default=None)
                 for h in ("none", "linear")}
-        row: dict[str, Any] = {"M": m, "best_baseline": base["none"], "best_baseline_healed": base["linear"]}
-        for name, ours_key, ref_key in (
-            ("plain", (MAIN, m, "none"), (base["none"], m, "none")),
-            ("healed_vs_unhealed_baseline", (MAIN_HEALED, m, "linear"), (base["none"], m, "none")),
-            ("healed_vs_healed_baseline", (MAIN_HEALED, m, "linear"), (base["linear"], m, "linear")),
-        ):
-            ours, theirs = agg.get(ours_key), agg.get(ref_key)
-            if not ours or not theirs:
-                continue
-            seeds = sorted(set(ours["per_seed"]) & set(theirs["per_seed"]))
-            per = [ours["per_seed"][s] / theirs["per_seed"][s] for s in seeds]
-            row[name] = {"ours": ours["mean"], "baseline": theirs["mean"], "ratio": ours["mean"] / theirs["mean"],
-                         "per_seed_min": min(per), "per_seed_max": max(per)}
+        row: dict[str, Any] = {"M": m, "best_baseline": base["none"], "best_baseline_healed": base["linear"],
+                               "pipelines": []}
+        for name in PLAIN_ROWS:
+            c = _compare(agg.get((name, m, "none")), agg.get((base["none"], m, "none")))
+            if c:
+                row["pipelines"].append({"row": name, "healed": "none", "vs": "unhealed", **c})
+        for name in HEALED_ROWS:
+            for vs, key in (("unhealed", (base["none"], m, "none")), ("healed", (base["linear"], m, "linear"))):
+                c = _compare(agg.get((name, m, "linear")), agg.get(key))
+                if c:
+                    row["pipelines"].append({"row": name, "healed": "linear", "vs": vs, **c})
+        plain = [p for p in row["pipelines"] if p["healed"] == "none"]
+        if plain:
+            row["plain"] = plain[0]
+        for vs in ("unhealed", "healed"):
+            healed = [p for p in row["pipelines"] if p["healed"] == "linear" and p["vs"] == vs]
+            if healed:
+                row[f"healed_vs_{vs}_baseline"] = healed[0]
         out.append(row)
     return out
 
@@ -109,7 +127,7 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
             err = np.array([[p[1]["mean"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["mean"] for p in pts]])
             style = ":" if method in BASELINES else "--" if method in OBJECTIVES else "-"
             ax.errorbar(x, y, yerr=err, fmt=style, marker="os^D"[k % 4], capsize=2, color=palette[(2 * k) % 20
-                        if k < 10 else (2 * k + 1) % 20], label=method, lw=2.2 if method in (MAIN, MAIN_HEALED) else 1)
+                        if k < 10 else (2 * k + 1) % 20], label=method, lw=2.2 if method in MAIN else 1)
         ax.axhline(summary["held_out"]["perplexity"], color="k", lw=0.8, label="full model")
         ax.set_yscale("log")
         ax.set_xticks(ms)
@@ -147,18 +165,18 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         "",
         "## lmshrink against the best baseline",
         "",
-        f"`{MAIN}` (training-free: the portfolio of objective states, baseline picks and surrogate-search states, "
-        f"chosen by validation loss) against the best baseline at each M; and `{MAIN_HEALED}` with linear healing "
-        "against the best baseline unhealed and healed the same way. Ratio of the means; per-seed ratios in brackets.",
+        "Each of lmshrink's pipelines against the best baseline at that M (the baseline with the lowest mean over "
+        "seeds): choices made without healing against the best baseline removed plainly; heal-aware choices, "
+        "healed, against the best baseline removed plainly and against the best baseline healed the same way. "
+        "`default` is exactly what `lmshrink prune --remove M` chooses. Cells: ratio of the means "
+        "[range of the per-seed ratios]; perplexity mean ± sd over seeds.",
         "",
-        table(["M", "best baseline", "lmshrink", "ratio", "healed lmshrink", "÷ best unhealed baseline",
-               "best healed baseline", "÷ it"],
-              [[r["M"], f"{r['best_baseline']} {r['plain']['baseline']:.2f}" if "plain" in r else r["best_baseline"],
-                r.get("plain", {}).get("ours"), _ratio(r.get("plain")),
-                r.get("healed_vs_unhealed_baseline", {}).get("ours"), _ratio(r.get("healed_vs_unhealed_baseline")),
-                f"{r['best_baseline_healed']} {r['healed_vs_healed_baseline']['baseline']:.2f}"
-                if "healed_vs_healed_baseline" in r else r["best_baseline_healed"],
-                _ratio(r.get("healed_vs_healed_baseline"))] for r in rat]),
+        table(["M", "pipeline", "healed", "against", "pipeline ppl", "baseline ppl", "ratio"],
+              [[r["M"], p["row"], p["healed"],
+                f"{r['best_baseline'] if p['vs'] == 'unhealed' else r['best_baseline_healed']}"
+                + (" (healed)" if p["vs"] == "healed" else ""),
+                f"{p['ours']:.2f} ± {p['ours_sd']:.2f}", f"{p['baseline']:.2f} ± {p['baseline_sd']:.2f}",
+                _ratio(p)] for r in rat for p in r["pipelines"]]),
         "",
         *[line for healed, title, note in (
             ("none", "removed plainly", None),

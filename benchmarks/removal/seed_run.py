@@ -30,8 +30,12 @@ BASELINE_OBJECTIVES = ("block-influence", "norm-ratio")
 #: baselines that are removal methods
 BASELINE_METHODS = ("block-influence-iterative", "angular", "sleb")
 BASELINES = (*BASELINE_OBJECTIVES, *BASELINE_METHODS)
-#: lmshrink's pipelines (rows chosen by validation loss)
-PIPELINES = ("portfolio", "surrogate", "surrogate@half", "portfolio+surrogate", "portfolio+surrogate (heal-aware)")
+#: lmshrink's pipelines (rows chosen by validation loss); ``default`` is exactly what ``lmshrink prune --remove M``
+#: chooses (heal-aware), ``default (--heal none)`` what it chooses with ``--heal none``
+PIPELINES = ("default (--heal none)", "default", "portfolio", "portfolio (heal-aware)", "surrogate", "surrogate@half",
+             "portfolio+surrogate", "portfolio+surrogate (heal-aware)")
+#: rows ``--skip`` can leave out, beside any objective or baseline: the surrogate-search rows, and the default rows
+SKIPPABLE_GROUPS = ("surrogate", "default")
 #: above this many feasible states the K lowest come from annealing instead of enumeration
 EXACT_LIMIT = 3_000_000
 
@@ -84,6 +88,7 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     from lmshrink.data import make_calibration
     from lmshrink.evaluate.measured import RemovalLoss
     from lmshrink.heal.linear import LinearHeal
+    from lmshrink.pipeline.config import PruneConfig
     from lmshrink.plugins import get_objective
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
@@ -114,8 +119,8 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
     problems = {}
     for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
-        if label == "pairs" and not settings.pairs:
-            skipped[label] = "off (--no-pairs)"
+        if label in settings.skip:
+            skipped[label] = "left out (--skip)"
             continue
         objective = get_objective(name)
         o = {**opts, **{k: v for k, v in (("granularity", gran), ("progress", False)) if k in objective.options}}
@@ -131,6 +136,9 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
 
     # --- removal-method baselines ------------------------------------------------------------------------------------
     for name in BASELINE_METHODS:
+        if name in settings.skip:
+            skipped[name] = "left out (--skip)"
+            continue
         method = get_method(name)
         log(f"seed {seed}: method {name}")
         t = time.perf_counter()
@@ -163,7 +171,47 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
         clock.seconds[name] = time.perf_counter() - t
 
     # --- lmshrink's pipelines --------------------------------------------------------------------------------------
+    aware = PruneConfig().linear_heal_options()
+    finalists, fit_samples = int(aware["aware_top"]), int(aware["aware_samples"])
+
+    def heal_aware(portfolio: Any) -> tuple[tuple[int, ...], float]:
+        """The pipeline's heal-aware choice among validated candidates: the ``finalists`` lowest, each measured
+        after fitting its own maps on the first ``fit_samples`` samples (as ``lmshrink prune`` does)."""
+        t0 = time.perf_counter()
+        ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)[: finalists or None]
+        fit = LinearHeal(ridge=settings.ridge)
+        healed = {c.key: valid.healed(c.indices, fit.fit(model, adapter, c.indices,
+                                                          calib.input_ids[:fit_samples])).mean for c in ranked}
+        return min(healed, key=healed.get), time.perf_counter() - t0
+
     for m in ms:
+        if "default" not in settings.skip:
+            log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
+            for label, (removed, seconds, extra) in default_choices(settings, seed, m, model, tokenizer).items():
+                choices[(label, m)] = Choice(removed, seconds, 0, extra.pop("candidates"), extra)
+
+        portfolio = Portfolio()
+        sources: list[str] = []
+        for label in [*OBJECTIVES, *BASELINES]:
+            for k, s in enumerate(states.get((label, m), []), 1):
+                portfolio.add(s, f"{label}#{k}")
+            if (label, m) in states:
+                sources.append(label)
+        tv = time.perf_counter()
+        portfolio.validate(valid)
+        validate_s = time.perf_counter() - tv
+        cost = sum(clock.seconds.get(s, 0.0) for s in sources) + validate_s
+        sleb_evals = choices.get(("sleb", m), Choice([])).search_evaluations
+        choices[("portfolio", m)] = Choice(list(portfolio.best().indices), cost, sleb_evals, len(portfolio),
+                                           {"candidates": len(portfolio), "table": [c.to_dict() for c in
+                                                                                    portfolio.candidates]})
+        best, aware_s = heal_aware(portfolio)
+        choices[("portfolio (heal-aware)", m)] = Choice(list(best), cost + aware_s, sleb_evals,
+                                                        len(portfolio) + finalists)
+        if "surrogate" in settings.skip:
+            skipped["surrogate"] = "left out (--skip)"
+            continue
+
         budget = sleb_budget(constraints[m])
         log(f"seed {seed}, M={m}: surrogate search, budget {budget}")
         t = time.perf_counter()
@@ -185,20 +233,6 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
                                          surrogate_s * used / budget + time.perf_counter() - tv, used, len(top),
                                          {"fit": _late_fit(sel.trace)})
 
-        portfolio = Portfolio()
-        sources: list[str] = []
-        for label in [*OBJECTIVES, *BASELINES]:
-            for k, s in enumerate(states.get((label, m), []), 1):
-                portfolio.add(s, f"{label}#{k}")
-            if (label, m) in states:
-                sources.append(label)
-        tv = time.perf_counter()
-        portfolio.validate(valid)
-        validate_s = time.perf_counter() - tv
-        cost = sum(clock.seconds.get(s, 0.0) for s in sources) + validate_s
-        choices[("portfolio", m)] = Choice(list(portfolio.best().indices), cost,
-                                           choices.get(("sleb", m), Choice([])).search_evaluations, len(portfolio),
-                                           {"candidates": len(portfolio)})
         both = Portfolio()
         for c in portfolio.candidates:
             for s in c.sources:
@@ -210,17 +244,13 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
         for label, problem in problems.items():
             both.score(label, problem)
         choices[("portfolio+surrogate", m)] = Choice(
-            list(both.best().indices), cost + surrogate_s + time.perf_counter() - tv,
-            choices[("portfolio", m)].search_evaluations + budget, len(both),
+            list(both.best().indices), cost + surrogate_s + time.perf_counter() - tv, sleb_evals + budget, len(both),
             {"candidates": len(both), "note": both.separation_note(),
              "table": [c.to_dict() for c in both.candidates]})
-        # heal-aware: the same candidates, compared after fitting each one's linear maps
-        tv = time.perf_counter()
-        healed = {c.key: valid.healed(c.indices, heal(c.indices)) for c in both.runnable()}
-        best = min(healed, key=lambda s: healed[s].mean)
+        best, aware_s = heal_aware(both)
         choices[("portfolio+surrogate (heal-aware)", m)] = Choice(
-            list(best), choices[("portfolio+surrogate", m)].seconds + time.perf_counter() - tv,
-            choices[("portfolio+surrogate", m)].search_evaluations, 2 * len(both))
+            list(best), choices[("portfolio+surrogate", m)].seconds + aware_s,
+            choices[("portfolio+surrogate", m)].search_evaluations, len(both) + finalists)
 
     # --- held-out scores --------------------------------------------------------------------------------------------
     log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
@@ -241,14 +271,53 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     for m in settings.kd:
         if m not in ms:
             continue
-        kd_rows.append(_kd_row(settings, seed, m, choices[("portfolio+surrogate (heal-aware)", m)].removed, model,
+        kd_rows.append(_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model,
                                adapter, tokenizer, texts, heal, held_out, log, clock))
     return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": clock.seconds,
             "calibration": {"source": calib.source, **calib.info},
             "validation_windows": int(calib.validation.num_samples), "search_windows": int(search.base.windows),
             "base": {"search_loss": search.base.mean, "validation_loss": valid.base.mean},
-            "portfolio_tables": {m: choices[("portfolio+surrogate", m)].extra.get("table") for m in ms},
+            "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms},
             "num_blocks": n}
+
+
+def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
+    """The portfolio row with the most candidates at M (with surrogate states when they ran)."""
+    return "portfolio+surrogate" if ("portfolio+surrogate", m) in choices else "portfolio"
+
+
+def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str:
+    """The row whose choice gets KD healing: the default's when it ran, else the widest heal-aware portfolio."""
+    for label in ("default", "portfolio+surrogate (heal-aware)", "portfolio (heal-aware)"):
+        if (label, m) in choices:
+            return label
+    raise KeyError(m)
+
+
+def default_choices(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -> dict[str, tuple[list[int],
+                                                                                                     float, dict]]:
+    """What ``lmshrink prune --remove M --seed SEED`` chooses (``default``: heal-aware) and what it chooses with
+    ``--heal none`` (the lowest unhealed validation loss among the same candidates), run through
+    :func:`lmshrink.prune` on a copy of the model with the study's calibration settings, not saved or evaluated."""
+    import tempfile
+    from pathlib import Path
+
+    from lmshrink import prune
+    from lmshrink.models import LoadedModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        result = prune(LoadedModel(copy.deepcopy(model), tokenizer, "study copy"), remove=m, seed=seed,
+                       data=settings.data, samples=settings.samples, seq_len=settings.seq_len,
+                       validation=settings.validation, evaluate=False, save=False, progress=False,
+                       out=Path(tmp) / "run")
+        seconds = time.perf_counter() - t
+    plain = lambda c: c["loss_unhealed"] if c.get("loss_unhealed") is not None else c["loss"]  # noqa: E731
+    rows = [c for c in result.report["candidates"] if c.get("error") is None and plain(c) is not None]
+    unhealed = min(rows, key=plain)
+    extra = {"candidates": len(rows), "table": rows}
+    return {"default": (sorted(result.plan.indices), seconds, dict(extra)),
+            "default (--heal none)": (sorted(unhealed["indices"]), seconds, dict(extra))}
 
 
 def _late_fit(trace: list[dict[str, Any]]) -> dict[str, float] | None:
@@ -280,7 +349,7 @@ def _kd_row(settings, seed, m, removed, model, adapter, tokenizer, texts, heal, 
     clock.seconds["kd"] = clock.seconds.get("kd", 0.0) + time.perf_counter() - t
     del healed, pruned
     est = {k: LossEstimate(v) for k, v in (("before", before), ("after", after))}
-    return {"seed": seed, "M": m, "removed": removed, "method": "portfolio+surrogate (heal-aware)",
+    return {"seed": seed, "M": m, "removed": removed, "method": "heal-aware choice",
             "perplexity_linear": float(np.exp(est["before"].mean)), "perplexity_kd": float(np.exp(est["after"].mean)),
             "loss_linear": est["before"].mean, "loss_kd": est["after"].mean,
             "paired_difference": est["after"].minus(est["before"]), "kd": report.to_dict(),

@@ -9,9 +9,14 @@ chooses a removal set:
 - objectives: ``fisher`` (xᵀHx, the paper's energy), ``fisher-fo`` (with the first-order term) and ``pairs``
   (measured single and pair removals), each its lowest-energy state;
 - lmshrink's pipelines, which choose by loss on validation windows disjoint from the calibration samples:
-  ``portfolio`` (the objectives' K lowest states and every baseline's pick), ``surrogate`` (surrogate search at
-  SLEB's evaluation budget; ``surrogate@half`` at half of it), ``portfolio+surrogate`` (both), and
-  ``portfolio+surrogate (heal-aware)`` (the same candidates compared after linear healing).
+  ``default`` (exactly what ``lmshrink prune --remove M`` chooses, run through :func:`lmshrink.prune`) and
+  ``default (--heal none)`` (its choice without healing), ``portfolio`` (the objectives' K lowest states and every
+  baseline's pick), ``surrogate`` (surrogate search at SLEB's evaluation budget; ``surrogate@half`` at half of it),
+  ``portfolio+surrogate`` (both), and the ``(heal-aware)`` versions of the portfolios (their lowest candidates
+  compared again after linear healing, as the default does).
+
+``--skip`` leaves rows out (``pairs``, ``surrogate``, ``default``, or any baseline or objective), for runs that
+must fit a time budget; the report lists what was left out.
 
 Every choice is scored on the same held-out windows, removed plainly and with linear healing; KD healing is run on
 the heal-aware choice for the M given by ``--kd``. The report gives mean ± spread over seeds and, per M, the ratio
@@ -55,7 +60,7 @@ class Settings:
     validate_top: int = 5
     batch: int = 4
     ridge: float = 1e-3
-    pairs: bool = True
+    skip: list[str] = field(default_factory=list)
     kd: list[int] = field(default_factory=lambda: [6])
     kd_steps: int = 60
     kd_batch: int = 4
@@ -83,19 +88,41 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--eval-window", type=int, default=None, help="tokens per held-out window (default 512)")
     p.add_argument("--top-k", type=int, default=None, help="lowest states per objective in the portfolio (10)")
     p.add_argument("--no-pairs", action="store_true", help="leave out the pairs objective (N(N+1)/2 measurements)")
+    p.add_argument("--skip", default="", help="rows to leave out, comma-separated: pairs, surrogate, default, or any "
+                                              "baseline or objective")
     p.add_argument("--kd", default=None, help="M values whose heal-aware choice gets KD healing (default 6)")
     p.add_argument("--kd-steps", type=int, default=None, help="KD healing steps (default 60)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     a = p.parse_args(argv)
+    try:
+        skip = _skips(a.skip, a.no_pairs)
+    except ValueError as exc:
+        p.error(str(exc))
     base = QUICK if a.quick else FULL
     pick = lambda v, k: base[k] if v is None else v  # noqa: E731
     return Settings(
         model=a.model, data=a.data, out=a.out, remove=_ints(pick(a.remove, "remove")),
         seeds=_ints(pick(a.seeds, "seeds")), samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         search_samples=pick(a.search_samples, "search_samples"), validation=pick(a.validation, "validation"),
-        eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"), top_k=pick(a.top_k, "top_k"), pairs=not a.no_pairs,
+        eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"), top_k=pick(a.top_k, "top_k"),
+        skip=skip,
         kd=_ints(pick(a.kd, "kd")), kd_steps=pick(a.kd_steps, "kd_steps"), quick=a.quick,
     )
+
+
+def _skips(text: str, no_pairs: bool) -> list[str]:
+    """The rows ``--skip`` names (and ``pairs`` with ``--no-pairs``), checked against what the study has."""
+    from lmshrink.core.errors import did_you_mean
+
+    from .seed_run import BASELINES, OBJECTIVES, SKIPPABLE_GROUPS
+
+    known = (*OBJECTIVES, *BASELINES, *SKIPPABLE_GROUPS)
+    names = [v.strip() for v in text.split(",") if v.strip()] + (["pairs"] if no_pairs else [])
+    for name in names:
+        if name not in known:
+            raise ValueError(f"Unknown row {name!r} in --skip.{did_you_mean(name, known)} Known: "
+                                f"{', '.join(known)}.")
+    return sorted(set(names))
 
 
 def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
