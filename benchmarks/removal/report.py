@@ -159,7 +159,11 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         f"windows of {s['seq_len']} tokens disjoint from the samples (where lmshrink's pipelines choose). Held-out: "
         f"{summary['held_out']['tokens']} tokens of text no method saw, in {summary['held_out']['windows']} windows; "
         f"the full model scores **{summary['held_out']['perplexity']:.3f}**. Run time "
-        f"{summary['total_seconds'] / 60:.1f} min" + (" (quick mode)." if s["quick"] else "."),
+        f"{summary['total_seconds'] / 60:.1f} min" + (" (quick mode)" if s["quick"] else "")
+        + ("; each seed's own run: " + ", ".join(f"seed {sd['seed']} {sd['wall_seconds'] / 60:.1f} min"
+                                                   for sd in summary["seeds"]) if all("wall_seconds" in sd for sd in
+                                                                                     summary["seeds"]) else "")
+        + ".",
         "",
         "Cells: mean held-out perplexity over the seeds, (min–max) across seeds.",
         "",

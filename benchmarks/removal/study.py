@@ -159,8 +159,10 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             log(f"seed {seed}: reusing {path}")
             results.append(json.loads(path.read_text()))
             continue
+        started = log.elapsed
         result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
         result["settings"] = asdict(settings)
+        result["wall_seconds"] = log.elapsed - started
         write_json(path, result)
         results.append(result)
     summary = {"settings": asdict(settings), "model": loaded.name, "num_blocks": n,
