@@ -89,6 +89,7 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     from lmshrink.evaluate.measured import RemovalLoss
     from lmshrink.heal.linear import LinearHeal
     from lmshrink.pipeline.config import PruneConfig
+    from lmshrink.pipeline.select import heal_finalists
     from lmshrink.plugins import get_objective
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
@@ -172,23 +173,21 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
 
     # --- lmshrink's pipelines --------------------------------------------------------------------------------------
     aware = PruneConfig().linear_heal_options()
-    finalists, fit_samples = int(aware["aware_top"]), int(aware["aware_samples"])
+    finalists = int(aware["aware_top"])
 
-    def heal_aware(portfolio: Any) -> tuple[tuple[int, ...], float]:
-        """The pipeline's heal-aware choice among validated candidates: the ``finalists`` lowest, each measured
-        after fitting its own maps on the first ``fit_samples`` samples (as ``lmshrink prune`` does)."""
+    def heal_aware(portfolio: Any) -> tuple[list[int], float]:
+        """The pipeline's heal-aware choice among validated candidates (:func:`heal_finalists`, with the
+        defaults of ``lmshrink prune``), and its seconds. Leaves the candidates' losses healed."""
         t0 = time.perf_counter()
-        ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)[: finalists or None]
-        fit = LinearHeal(ridge=settings.ridge)
-        healed = {c.key: valid.healed(c.indices, fit.fit(model, adapter, c.indices,
-                                                          calib.input_ids[:fit_samples])).mean for c in ranked}
-        return min(healed, key=healed.get), time.perf_counter() - t0
+        heal_finalists(portfolio, valid, model, adapter, calib.input_ids[: int(aware["aware_samples"])],
+                       ridge=settings.ridge, finalists=finalists or None)
+        return list(portfolio.best().indices), time.perf_counter() - t0
 
     for m in ms:
         if "default" not in settings.skip:
             log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
-            for label, (removed, seconds, extra) in default_choices(settings, seed, m, model, tokenizer).items():
-                choices[(label, m)] = Choice(removed, seconds, 0, extra.pop("candidates"), extra)
+            for label, (removed, seconds, validated) in default_choices(settings, seed, m, model, tokenizer).items():
+                choices[(label, m)] = Choice(removed, seconds, 0, validated)
 
         portfolio = Portfolio()
         sources: list[str] = []
@@ -206,7 +205,7 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
                                            {"candidates": len(portfolio), "table": [c.to_dict() for c in
                                                                                     portfolio.candidates]})
         best, aware_s = heal_aware(portfolio)
-        choices[("portfolio (heal-aware)", m)] = Choice(list(best), cost + aware_s, sleb_evals,
+        choices[("portfolio (heal-aware)", m)] = Choice(best, cost + aware_s, sleb_evals,
                                                         len(portfolio) + finalists)
         if "surrogate" in settings.skip:
             skipped["surrogate"] = "left out (--skip)"
@@ -249,7 +248,7 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
              "table": [c.to_dict() for c in both.candidates]})
         best, aware_s = heal_aware(both)
         choices[("portfolio+surrogate (heal-aware)", m)] = Choice(
-            list(best), choices[("portfolio+surrogate", m)].seconds + aware_s,
+            best, choices[("portfolio+surrogate", m)].seconds + aware_s,
             choices[("portfolio+surrogate", m)].search_evaluations, len(both) + finalists)
 
     # --- held-out scores --------------------------------------------------------------------------------------------
@@ -294,11 +293,12 @@ def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str:
     raise KeyError(m)
 
 
-def default_choices(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -> dict[str, tuple[list[int],
-                                                                                                     float, dict]]:
+def default_choices(settings: Any, seed: int, m: int, model: Any,
+                    tokenizer: Any) -> dict[str, tuple[list[int], float, int]]:
     """What ``lmshrink prune --remove M --seed SEED`` chooses (``default``: heal-aware) and what it chooses with
     ``--heal none`` (the lowest unhealed validation loss among the same candidates), run through
-    :func:`lmshrink.prune` on a copy of the model with the study's calibration settings, not saved or evaluated."""
+    :func:`lmshrink.prune` on a copy of the model with the study's calibration settings, not saved or evaluated;
+    each with the run's seconds and the number of candidates validated."""
     import tempfile
     from pathlib import Path
 
@@ -315,9 +315,8 @@ def default_choices(settings: Any, seed: int, m: int, model: Any, tokenizer: Any
     plain = lambda c: c["loss_unhealed"] if c.get("loss_unhealed") is not None else c["loss"]  # noqa: E731
     rows = [c for c in result.report["candidates"] if c.get("error") is None and plain(c) is not None]
     unhealed = min(rows, key=plain)
-    extra = {"candidates": len(rows), "table": rows}
-    return {"default": (sorted(result.plan.indices), seconds, dict(extra)),
-            "default (--heal none)": (sorted(unhealed["indices"]), seconds, dict(extra))}
+    return {"default": (sorted(result.plan.indices), seconds, len(rows)),
+            "default (--heal none)": (sorted(unhealed["indices"]), seconds, len(rows))}
 
 
 def _late_fit(trace: list[dict[str, Any]]) -> dict[str, float] | None:

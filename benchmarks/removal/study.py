@@ -104,8 +104,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         model=a.model, data=a.data, out=a.out, remove=_ints(pick(a.remove, "remove")),
         seeds=_ints(pick(a.seeds, "seeds")), samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         search_samples=pick(a.search_samples, "search_samples"), validation=pick(a.validation, "validation"),
-        eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"), top_k=pick(a.top_k, "top_k"),
-        skip=skip,
+        eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"),
+        top_k=pick(a.top_k, "top_k"), skip=skip,
         kd=_ints(pick(a.kd, "kd")), kd_steps=pick(a.kd_steps, "kd_steps"), quick=a.quick,
     )
 
@@ -121,7 +121,7 @@ def _skips(text: str, no_pairs: bool) -> list[str]:
     for name in names:
         if name not in known:
             raise ValueError(f"Unknown row {name!r} in --skip.{did_you_mean(name, known)} Known: "
-                                f"{', '.join(known)}.")
+                             f"{', '.join(known)}.")
     return sorted(set(names))
 
 

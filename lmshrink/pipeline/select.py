@@ -49,7 +49,8 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         return {"validated": self.portfolio is not None, "candidates": len(self.portfolio or ()),
-                "windows": self.windows, "tokens": self.tokens, "heal_aware": self.heal_aware, "finalists": self.finalists, "note": self.note}
+                "windows": self.windows, "tokens": self.tokens, "heal_aware": self.heal_aware,
+                "finalists": self.finalists, "note": self.note}
 
 
 def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
@@ -73,23 +74,34 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     portfolio.validate(measure)
     fitted: dict[tuple[int, ...], list[Any]] = {}
     if heal_aware:
-        from tqdm.auto import tqdm
-
-        from ..heal.linear import LinearHeal
-
-        ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
-        chosen_few = ranked[: finalists or len(ranked)]
-        for cand in portfolio.runnable():
-            cand.unhealed, cand.validation = cand.validation, None
-        healer = LinearHeal(ridge=ridge)
-        fit_ids = inputs.calibration.input_ids[:fit_samples]
-        for cand in tqdm(chosen_few, desc="fitting and validating healed candidates", disable=not progress,
-                         leave=False):
-            runs = healer.fit(inputs.model, inputs.adapter, cand.indices, fit_ids, granularity)
-            fitted[cand.key] = runs
-            cand.validation = measure.healed(cand.indices, runs)
+        fitted = heal_finalists(portfolio, measure, inputs.model, inputs.adapter,
+                                inputs.calibration.input_ids[:fit_samples], granularity=granularity, ridge=ridge,
+                                finalists=finalists, progress=progress)
     chosen = portfolio.best()
     rows = portfolio.comparison()
     return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
                      heal_aware=heal_aware, heal_runs=fitted.get(chosen.key) if fit_samples is None else None,
                      note=portfolio.separation_note(), comparison=rows, finalists=len(fitted) if heal_aware else None)
+
+
+def heal_finalists(portfolio: Portfolio, measure: Any, model: Any, adapter: Any, fit_ids: Any, *,
+                   granularity: str = "layer", ridge: float = 1e-3, finalists: int | None = None,
+                   progress: bool = False) -> dict[tuple[int, ...], list[Any]]:
+    """Compare a validated ``portfolio`` after linear healing: the ``finalists`` lowest (all when None) are measured
+    again by ``measure`` (a RemovalLoss) with their own maps fitted on ``fit_ids``. Every runnable candidate's
+    unhealed loss moves to ``unhealed`` and the finalists' ``validation`` becomes the healed loss, so
+    ``portfolio.best()`` is the heal-aware choice. Returns the fitted maps per candidate key."""
+    from tqdm.auto import tqdm
+
+    from ..heal.linear import LinearHeal
+
+    ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
+    chosen_few = ranked[: finalists or len(ranked)]
+    for cand in portfolio.runnable():
+        cand.unhealed, cand.validation = cand.validation, None
+    healer = LinearHeal(ridge=ridge)
+    fitted: dict[tuple[int, ...], list[Any]] = {}
+    for cand in tqdm(chosen_few, desc="fitting and validating healed candidates", disable=not progress, leave=False):
+        fitted[cand.key] = runs = healer.fit(model, adapter, cand.indices, fit_ids, granularity)
+        cand.validation = measure.healed(cand.indices, runs)
+    return fitted
