@@ -132,10 +132,10 @@ def test_removal_study_skip(tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit):
         parse_args(["--skip", "surogate"])
     out = tmp_path / "removal"
-    settings = parse_args(["--model", str(tiny_model_dir), "--quick", "--remove", "2", "--seeds", "0", "--samples",
-                           "6", "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens",
-                           "256", "--eval-window", "64", "--top-k", "2", "--skip", "surrogate,default,sleb",
-                           "--no-pairs", "--out", str(out)])
+    argv = ["--model", str(tiny_model_dir), "--quick", "--remove", "2", "--seeds", "0", "--samples", "6",
+            "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens", "256", "--eval-window",
+            "64", "--top-k", "2", "--skip", "surrogate,default,sleb", "--no-pairs", "--out", str(out)]
+    settings = parse_args(argv)
     assert settings.skip == ["default", "pairs", "sleb", "surrogate"]
     summary = run(settings, Log(quiet=True))
     methods = {r["method"] for s in summary["seeds"] for r in s["rows"]}
@@ -143,6 +143,17 @@ def test_removal_study_skip(tiny_model_dir, tmp_path):
                        "angular", "portfolio", "portfolio (heal-aware)"}
     assert summary["ratios"][0]["plain"]["row"] == "portfolio"
     assert "`sleb`: left out (--skip)" in (out / "report.md").read_text()
+
+    # --refresh chooses the pipeline rows again from the stored candidates: with the same code, the same rows
+    first = {(r["method"], r["M"], r["healed"]): r for r in summary["seeds"][0]["rows"]}
+    refreshed = run(parse_args([*argv, "--refresh"]), Log(quiet=True))
+    again = {(r["method"], r["M"], r["healed"]): r for r in refreshed["seeds"][0]["rows"]}
+    assert again.keys() == first.keys()
+    for key, row in first.items():
+        assert again[key]["removed"] == row["removed"], key
+        assert again[key]["perplexity"] == pytest.approx(row["perplexity"], rel=1e-6), key
+    assert refreshed["seeds"][0]["refreshed"]["rows"] == ["portfolio", "portfolio (heal-aware)"]
+    assert "`--refresh`" in (out / "report.md").read_text()
 
 
 def test_solver_study_small(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.core import Gates, LmshrinkError
 from lmshrink.evaluate.loss import per_sample_loss
+from lmshrink.evaluate.midstack import LayerInputs
 from lmshrink.heal.linear import LinearHeal, applied, removed_runs
 from lmshrink.testing import sample_ids, tiny_llama
 
@@ -110,7 +111,40 @@ def test_the_healed_model_reloads_with_plain_transformers(ids, tmp_path):
         torch.testing.assert_close(reloaded(input_ids=ids).logits, healed(input_ids=ids).logits)
 
 
+def test_kept_layer_inputs_are_the_full_models_hidden_states(ids):
+    model = tiny_llama(layers=6)
+    streams = LayerInputs(model, ADAPTER, ids, batch_size=5)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+    assert len(streams.batches) == 5 and streams.num_layers == 6
+    for layer in range(6):  # hidden_states[l] is the input of layer l; the last entry is after the final norm
+        torch.testing.assert_close(torch.cat(streams.at(layer)), hidden[layer], rtol=1e-6, atol=1e-6)
+    last = {}
+    hook = model.model.layers[5].register_forward_hook(
+        lambda m, a, o: last.setdefault("h", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    hook.remove()
+    torch.testing.assert_close(torch.cat(streams.at(6)), last["h"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("removed", [[2, 3, 5], [4, 5], [1], [1, 2, 4], [0, 1, 4]])
+def test_fitting_from_kept_streams_gives_the_same_maps(ids, removed):
+    model = tiny_llama(layers=6, tie=False)
+    healer = LinearHeal(ridge=1e-3, batch_size=5)
+    plain = healer.fit(model, ADAPTER, removed, ids)
+    kept = healer.fit(model, ADAPTER, removed, ids, streams=LayerInputs(model, ADAPTER, ids, batch_size=5))
+    assert [(r.start, r.stop, r.target) for r in kept] == [(r.start, r.stop, r.target) for r in plain]
+    for a, b in zip(plain, kept):
+        np.testing.assert_allclose(b.map.numpy(), a.map.numpy(), rtol=1e-5, atol=1e-6)
+        assert b.error_healed == pytest.approx(a.error_healed, rel=1e-4)
+        assert b.error_removed == pytest.approx(a.error_removed, rel=1e-4)
+
+
 def test_bad_input(ids):
+    with pytest.raises(ValueError, match="shape"):
+        model = tiny_llama(layers=4)
+        LinearHeal().fit(model, ADAPTER, [1], ids, streams=LayerInputs(model, ADAPTER, ids[:4]))
     with pytest.raises(LmshrinkError, match="ridge"):
         LinearHeal(ridge=-1)
     with pytest.raises(LmshrinkError, match="granularity"):

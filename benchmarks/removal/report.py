@@ -142,6 +142,18 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
     return ["perplexity_vs_m.png"]
 
 
+def _refreshed(seeds: list[dict[str, Any]]) -> str:
+    """The sentence saying which seeds' pipeline rows were chosen again by ``--refresh`` (empty if none)."""
+    done = [sd for sd in seeds if sd.get("refreshed")]
+    if not done:
+        return ""
+    rows = sorted({r for sd in done for r in sd["refreshed"]["rows"]})
+    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " of seed" + ("s " if len(done) > 1 else " ")
+            + ", ".join(str(sd["seed"]) for sd in done) + " were chosen again with the pipeline as it is now "
+            "(`--refresh`, from each seed's stored candidates; the other rows as first run): "
+            + ", ".join(f"seed {sd['seed']} {sd['refreshed']['seconds'] / 60:.1f} min" for sd in done) + ".")
+
+
 def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: list[dict[str, Any]],
            plots: list[str]) -> str:
     s = summary["settings"]
@@ -163,7 +175,7 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         + ("; each seed's own run: " + ", ".join(f"seed {sd['seed']} {sd['wall_seconds'] / 60:.1f} min"
                                                    for sd in summary["seeds"]) if all("wall_seconds" in sd for sd in
                                                                                      summary["seeds"]) else "")
-        + ".",
+        + "." + _refreshed(summary["seeds"]),
         "",
         "Cells: mean held-out perplexity over the seeds, (min–max) across seeds.",
         "",

@@ -77,6 +77,94 @@ def lowest_states(problem: Any, k: int, seed: int) -> list[list[int]]:
     return [list(s.indices) for s in get_solver(name, problem).solve(problem, num_solutions=k, seed=seed, **opts)]
 
 
+class SeedMeasures:
+    """What every row of one seed shares: the calibration draw, the loss meters on its search and validation
+    windows, the linear maps fitted per removal set (from the full model's kept layer inputs) and the seconds spent
+    per component."""
+
+    def __init__(self, settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any) -> None:
+        from lmshrink.data import make_calibration
+        from lmshrink.evaluate.measured import RemovalLoss
+        from lmshrink.heal.linear import LinearHeal
+
+        self.settings, self.seed, self.model, self.adapter = settings, seed, model, adapter
+        self.clock = Clock()
+        self.calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed,
+                                      validation=settings.validation)
+        self.search = self.clock.time("search windows", RemovalLoss, model, adapter,
+                                      self.calib.input_ids[: settings.search_samples])
+        self.valid = self.clock.time("validation windows", RemovalLoss, model, adapter,
+                                     self.calib.validation.input_ids)
+        self.healer = LinearHeal(ridge=settings.ridge)
+        self._runs: dict[tuple[int, ...], list[Any]] = {}
+        self._streams: Any = None
+
+    def streams(self) -> Any:
+        """The full model's layer inputs on the calibration samples (computed on first use)."""
+        from lmshrink.evaluate.midstack import LayerInputs
+
+        if self._streams is None:
+            self._streams = self.clock.time("linear healing", LayerInputs, self.model, self.adapter,
+                                            self.calib.input_ids, self.healer.batch_size)
+        return self._streams
+
+    def heal(self, removed: list[int]) -> list[Any]:
+        """The linear maps of ``removed``, fitted on every calibration sample (once per set)."""
+        key = tuple(sorted(removed))
+        if key not in self._runs:
+            self._runs[key] = self.clock.time("linear healing", self.healer.fit, self.model, self.adapter, key,
+                                              self.calib.input_ids, streams=self.streams())
+        return self._runs[key]
+
+    def heal_aware(self, portfolio: Any) -> tuple[list[int], float, int]:
+        """The pipeline's heal-aware choice among validated candidates (:func:`heal_finalists` with the defaults
+        of ``lmshrink prune``), its seconds and the number of finalists. Leaves the candidates' losses healed."""
+        from lmshrink.pipeline.config import PruneConfig
+        from lmshrink.pipeline.select import heal_finalists
+
+        aware = PruneConfig().linear_heal_options()
+        finalists, fit = int(aware["aware_top"]), int(aware["aware_samples"])
+        t0 = time.perf_counter()
+        if 0 < fit < self.settings.samples:
+            fit_ids, streams = self.calib.input_ids[:fit], None
+        else:
+            fit_ids, streams = self.calib.input_ids, self.streams()
+        heal_finalists(portfolio, self.valid, self.model, self.adapter, fit_ids, ridge=self.settings.ridge,
+                       finalists=finalists or None, streams=streams)
+        return list(portfolio.best().indices), time.perf_counter() - t0, finalists or len(portfolio)
+
+    def rows(self, choices: dict[tuple[str, int], Choice], held_out: Any) -> list[dict[str, Any]]:
+        """Every choice scored on the held-out windows, removed plainly and with linear healing."""
+        rows = []
+        for (label, m), c in choices.items():
+            plain = held_out(c.removed)
+            healed = held_out.healed(c.removed, self.heal(c.removed))
+            for is_healed, est in ((False, plain), (True, healed)):
+                rows.append({"seed": self.seed, "method": label, "M": m, "healed": "linear" if is_healed else "none",
+                             "removed": c.removed, "loss": est.mean, "loss_se": est.se,
+                             "perplexity": float(np.exp(est.mean)), "validation_loss": self.valid(c.removed).mean,
+                             "search_loss": self.search(c.removed).mean, "search_evaluations": c.search_evaluations,
+                             "validation_evaluations": c.validation_evaluations, "seconds": c.seconds,
+                             "healing": [r.to_dict() for r in self.heal(c.removed)] if is_healed else None,
+                             **{k: v for k, v in c.extra.items() if k != "table"}})
+        return rows
+
+
+def choose_portfolios(measures: SeedMeasures, m: int, portfolio: Any, cost: float, sleb_evals: int,
+                      label: str = "portfolio") -> dict[tuple[str, int], Choice]:
+    """The ``label`` row (lowest validation loss of ``portfolio``) and its ``(heal-aware)`` row at M = ``m``;
+    ``cost`` is the seconds of the sources the portfolio draws on."""
+    tv = time.perf_counter()
+    portfolio.validate(measures.valid)
+    plain = Choice(list(portfolio.best().indices), cost + time.perf_counter() - tv, sleb_evals, len(portfolio),
+                   {"candidates": len(portfolio), "note": portfolio.separation_note(),
+                    "table": [c.to_dict() for c in portfolio.candidates]})
+    best, aware_s, finalists = measures.heal_aware(portfolio)
+    return {(label, m): plain,
+            (f"{label} (heal-aware)", m): Choice(best, plain.seconds + aware_s, sleb_evals,
+                                                 len(portfolio) + finalists)}
+
+
 def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any, held_out: Any,
              log: Any) -> dict[str, Any]:
     """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able)."""
@@ -85,38 +173,22 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     from lmshrink.baselines import get_method
     from lmshrink.core.errors import LmshrinkError
     from lmshrink.core.removal import removal_constraints, with_constraints
-    from lmshrink.data import make_calibration
-    from lmshrink.evaluate.measured import RemovalLoss
-    from lmshrink.heal.linear import LinearHeal
-    from lmshrink.pipeline.config import PruneConfig
-    from lmshrink.pipeline.select import heal_finalists
     from lmshrink.plugins import get_objective
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
 
     torch.manual_seed(seed)
-    clock = Clock()
+    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
+    clock, calib, search, valid = measures.clock, measures.calib, measures.search, measures.valid
     gran = "layer"
     blocks = adapter.blocks(model, gran)
     n = len(blocks)
     ms = settings.remove
-    calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed, validation=settings.validation)
-    search = clock.time("search windows", RemovalLoss, model, adapter, calib.input_ids[: settings.search_samples])
-    valid = clock.time("validation windows", RemovalLoss, model, adapter, calib.validation.input_ids)
-    healer = LinearHeal(ridge=settings.ridge)
-    heal_runs: dict[tuple[int, ...], list[Any]] = {}
-
-    def heal(removed: list[int]) -> list[Any]:
-        key = tuple(sorted(removed))
-        if key not in heal_runs:
-            heal_runs[key] = clock.time("linear healing", healer.fit, model, adapter, key, calib.input_ids)
-        return heal_runs[key]
 
     choices: dict[tuple[str, int], Choice] = {}
     states: dict[tuple[str, int], list[list[int]]] = {}
     skipped: dict[str, str] = {}
     constraints = {m: removal_constraints(blocks, {None: m}) for m in ms}
-
     # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
     problems = {}
     for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
@@ -172,22 +244,10 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
         clock.seconds[name] = time.perf_counter() - t
 
     # --- lmshrink's pipelines --------------------------------------------------------------------------------------
-    aware = PruneConfig().linear_heal_options()
-    finalists = int(aware["aware_top"])
-
-    def heal_aware(portfolio: Any) -> tuple[list[int], float]:
-        """The pipeline's heal-aware choice among validated candidates (:func:`heal_finalists`, with the
-        defaults of ``lmshrink prune``), and its seconds. Leaves the candidates' losses healed."""
-        t0 = time.perf_counter()
-        heal_finalists(portfolio, valid, model, adapter, calib.input_ids[: int(aware["aware_samples"])],
-                       ridge=settings.ridge, finalists=finalists or None)
-        return list(portfolio.best().indices), time.perf_counter() - t0
-
     for m in ms:
         if "default" not in settings.skip:
             log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
-            for label, (removed, seconds, validated) in default_choices(settings, seed, m, model, tokenizer).items():
-                choices[(label, m)] = Choice(removed, seconds, 0, validated)
+            choices.update(default_rows(settings, seed, m, model, tokenizer))
 
         portfolio = Portfolio()
         sources: list[str] = []
@@ -196,17 +256,9 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
                 portfolio.add(s, f"{label}#{k}")
             if (label, m) in states:
                 sources.append(label)
-        tv = time.perf_counter()
-        portfolio.validate(valid)
-        validate_s = time.perf_counter() - tv
-        cost = sum(clock.seconds.get(s, 0.0) for s in sources) + validate_s
+        cost = sum(clock.seconds.get(s, 0.0) for s in sources)
         sleb_evals = choices.get(("sleb", m), Choice([])).search_evaluations
-        choices[("portfolio", m)] = Choice(list(portfolio.best().indices), cost, sleb_evals, len(portfolio),
-                                           {"candidates": len(portfolio), "table": [c.to_dict() for c in
-                                                                                    portfolio.candidates]})
-        best, aware_s = heal_aware(portfolio)
-        choices[("portfolio (heal-aware)", m)] = Choice(best, cost + aware_s, sleb_evals,
-                                                        len(portfolio) + finalists)
+        choices.update(choose_portfolios(measures, m, portfolio, cost, sleb_evals))
         if "surrogate" in settings.skip:
             skipped["surrogate"] = "left out (--skip)"
             continue
@@ -238,46 +290,75 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
                 both.add(c.indices, s)
         for k, s in enumerate(full, 1):
             both.add(s, f"surrogate#{k}")
-        tv = time.perf_counter()
-        both.validate(valid)
         for label, problem in problems.items():
             both.score(label, problem)
-        choices[("portfolio+surrogate", m)] = Choice(
-            list(both.best().indices), cost + surrogate_s + time.perf_counter() - tv, sleb_evals + budget, len(both),
-            {"candidates": len(both), "note": both.separation_note(),
-             "table": [c.to_dict() for c in both.candidates]})
-        best, aware_s = heal_aware(both)
-        choices[("portfolio+surrogate (heal-aware)", m)] = Choice(
-            best, choices[("portfolio+surrogate", m)].seconds + aware_s,
-            choices[("portfolio+surrogate", m)].search_evaluations, len(both) + finalists)
+        choices.update(choose_portfolios(measures, m, both, cost + surrogate_s, sleb_evals + budget,
+                                         "portfolio+surrogate"))
 
     # --- held-out scores --------------------------------------------------------------------------------------------
     log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
-    rows = []
-    for (label, m), c in choices.items():
-        plain = held_out(c.removed)
-        healed = held_out.healed(c.removed, heal(c.removed))
-        for is_healed, est in ((False, plain), (True, healed)):
-            rows.append({"seed": seed, "method": label, "M": m, "healed": "linear" if is_healed else "none",
-                         "removed": c.removed, "loss": est.mean, "loss_se": est.se,
-                         "perplexity": float(np.exp(est.mean)), "validation_loss": valid(c.removed).mean,
-                         "search_loss": search(c.removed).mean, "search_evaluations": c.search_evaluations,
-                         "validation_evaluations": c.validation_evaluations, "seconds": c.seconds,
-                         "healing": [r.to_dict() for r in heal(c.removed)] if is_healed else None,
-                         **{k: v for k, v in c.extra.items() if k != "table"}})
-
-    kd_rows = []
-    for m in settings.kd:
-        if m not in ms:
-            continue
-        kd_rows.append(_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model,
-                               adapter, tokenizer, texts, heal, held_out, log, clock))
+    rows = measures.rows(choices, held_out)
+    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model, adapter, tokenizer,
+                       texts, measures.heal, held_out, log, clock) for m in settings.kd if m in ms]
     return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": clock.seconds,
             "calibration": {"source": calib.source, **calib.info},
             "validation_windows": int(calib.validation.num_samples), "search_windows": int(search.base.windows),
             "base": {"search_loss": search.base.mean, "validation_loss": valid.base.mean},
             "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms},
             "num_blocks": n}
+
+
+#: the rows :func:`refresh_seed` makes again: every pipeline that chooses by validation (the surrogate search rows
+#: and every baseline and objective are kept)
+REFRESHED = ("default (--heal none)", "default", "portfolio", "portfolio (heal-aware)", "portfolio+surrogate",
+             "portfolio+surrogate (heal-aware)")
+
+
+def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                 held_out: Any, log: Any) -> dict[str, Any]:
+    """A finished seed's pipeline rows (:data:`REFRESHED`) chosen again with the code as it is now, from the
+    candidates its portfolio table holds (every objective's and baseline's states, and surrogate search's when
+    it ran) and :func:`lmshrink.prune`; the other rows are kept. For a pipeline change, without re-running SLEB
+    and the searches."""
+    import torch
+
+    from lmshrink.selection import Portfolio
+
+    seed = int(saved["seed"])
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
+    kept_rows = [r for r in saved["rows"] if r["method"] not in REFRESHED]
+    made = {r["method"] for r in saved["rows"]}
+    spent = saved.get("seconds", {})
+    choices: dict[tuple[str, int], Choice] = {}
+    for m in settings.remove:
+        if "default" in made:
+            log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
+            choices.update(default_rows(settings, seed, m, model, tokenizer))
+        table = saved["portfolio_tables"][str(m)]
+        old = {(r["method"], r["healed"]): r for r in saved["rows"] if r["M"] == m}
+        for label, wanted in (("portfolio", lambda src: not src.startswith("surrogate")),
+                              ("portfolio+surrogate", lambda src: True)):
+            if (label, "none") not in old:
+                continue
+            portfolio = Portfolio()
+            for c in table:
+                for src in filter(wanted, c["sources"]):
+                    portfolio.add(c["indices"], src)
+            sources = {src.split("#")[0] for c in table for src in c["sources"] if wanted(src)}
+            cost = sum(spent.get(s, 0.0) for s in sources)
+            log(f"seed {seed}, M={m}: {label}, {len(portfolio)} candidates")
+            choices.update(choose_portfolios(measures, m, portfolio, cost, old[(label, "none")]["search_evaluations"],
+                                             label))
+    log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} refreshed choices")
+    rows = measures.rows(choices, held_out)
+    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model, adapter, tokenizer,
+                       texts, measures.heal, held_out, log, measures.clock) for m in settings.kd
+               if m in settings.remove]
+    return {**saved, "rows": kept_rows + rows, "kd": kd_rows or saved.get("kd", []),
+            "refreshed": {"rows": sorted({label for label, _ in choices}), "seconds": time.perf_counter() - started,
+                          "components": measures.clock.seconds}}
 
 
 def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
@@ -293,8 +374,7 @@ def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str:
     raise KeyError(m)
 
 
-def default_choices(settings: Any, seed: int, m: int, model: Any,
-                    tokenizer: Any) -> dict[str, tuple[list[int], float, int]]:
+def default_rows(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -> dict[tuple[str, int], Choice]:
     """What ``lmshrink prune --remove M --seed SEED`` chooses (``default``: heal-aware) and what it chooses with
     ``--heal none`` (the lowest unhealed validation loss among the same candidates), run through
     :func:`lmshrink.prune` on a copy of the model with the study's calibration settings, not saved or evaluated;
@@ -315,8 +395,8 @@ def default_choices(settings: Any, seed: int, m: int, model: Any,
     plain = lambda c: c["loss_unhealed"] if c.get("loss_unhealed") is not None else c["loss"]  # noqa: E731
     rows = [c for c in result.report["candidates"] if c.get("error") is None and plain(c) is not None]
     unhealed = min(rows, key=plain)
-    return {"default": (sorted(result.plan.indices), seconds, len(rows)),
-            "default (--heal none)": (sorted(unhealed["indices"]), seconds, len(rows))}
+    return {("default", m): Choice(sorted(result.plan.indices), seconds, 0, len(rows)),
+            ("default (--heal none)", m): Choice(sorted(unhealed["indices"]), seconds, 0, len(rows))}
 
 
 def _late_fit(trace: list[dict[str, Any]]) -> dict[str, float] | None:

@@ -65,6 +65,8 @@ class Settings:
     kd_steps: int = 60
     kd_batch: int = 4
     quick: bool = False
+    #: choose the pipeline rows of finished seeds again with the current code (other rows kept)
+    refresh: bool = False
 
 
 def _ints(text: Any) -> list[int]:
@@ -92,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                                               "baseline or objective")
     p.add_argument("--kd", default=None, help="M values whose heal-aware choice gets KD healing (default 6)")
     p.add_argument("--kd-steps", type=int, default=None, help="KD healing steps (default 60)")
+    p.add_argument("--refresh", action="store_true",
+                   help="for seeds already in --out: choose the pipeline rows (default, portfolios) again with the "
+                        "code as it is now, from each seed's stored candidates; baselines, objectives and searches "
+                        "are kept")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     a = p.parse_args(argv)
     try:
@@ -106,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         search_samples=pick(a.search_samples, "search_samples"), validation=pick(a.validation, "validation"),
         eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"),
         top_k=pick(a.top_k, "top_k"), skip=skip,
-        kd=_ints(pick(a.kd, "kd")), kd_steps=pick(a.kd_steps, "kd_steps"), quick=a.quick,
+        kd=_ints(pick(a.kd, "kd")), kd_steps=pick(a.kd_steps, "kd_steps"), quick=a.quick, refresh=a.refresh,
     )
 
 
@@ -150,14 +156,20 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     log(f"{loaded.name}: {n} blocks; held-out {ids.numel()} tokens in {len(ids)} windows; M = {settings.remove}; "
         f"seeds {settings.seeds}")
     held_out = RemovalLoss(model, adapter, ids, batch_size=4)
-    from .seed_run import run_seed
+    from .seed_run import refresh_seed, run_seed
 
     results = []
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
-        if path.exists() and _same_run(json.loads(path.read_text()).get("settings"), asdict(settings)):
-            log(f"seed {seed}: reusing {path}")
-            results.append(json.loads(path.read_text()))
+        saved = json.loads(path.read_text()) if path.exists() else None
+        if saved is not None and _same_run(saved.get("settings"), asdict(settings)):
+            if settings.refresh:
+                log(f"seed {seed}: choosing the pipeline rows of {path} again")
+                saved = refresh_seed(settings, saved, model, adapter, tok, texts, held_out, log)
+                write_json(path, saved)
+            else:
+                log(f"seed {seed}: reusing {path}")
+            results.append(saved)
             continue
         started = log.elapsed
         result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
@@ -176,7 +188,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
 
 def _same_run(saved: dict[str, Any] | None, current: dict[str, Any]) -> bool:
     """Whether a seed file was made with these settings (the list of seeds aside: seeds run apart combine)."""
-    drop = ("seeds", "out")
+    drop = ("seeds", "out", "refresh")
     return saved is not None and {k: v for k, v in saved.items() if k not in drop} == {
         k: v for k, v in current.items() if k not in drop}
 

@@ -13,7 +13,11 @@ from typing import Any
 
 import torch
 
-from .loss import token_nll
+from .loss import model_inputs, token_nll
+
+
+class _Stop(Exception):
+    """Raised by a hook once a pass has produced what it was run for: the rest of the pass is skipped."""
 
 
 @contextmanager
@@ -54,3 +58,58 @@ def loss_from_hidden(model: Any, adapter: Any, layer: int, hidden: torch.Tensor,
     with start_at(model, adapter, layer):
         logits = model(inputs_embeds=hidden, use_cache=False).logits[:, :-1]
     return token_nll(logits, input_ids).mean(dim=1)
+
+
+class LayerInputs:
+    """The unmodified model's input to every decoder layer, and the last layer's output, on fixed windows.
+
+    One forward pass over ``input_ids`` (windows × seq_len), in batches of ``batch_size`` windows, stopped after the
+    last decoder layer; the hidden states stay on the model's device in its dtype, (layers + 1) × windows × seq_len ×
+    hidden numbers. ``at(l)`` lists, per batch, the input of layer ``l`` (``l`` = the number of layers: the last
+    layer's output). Passes that change nothing before layer ``l`` can start there (:func:`start_at`) instead of
+    at the embeddings; linear healing reads its targets and starts its captures from here when fitting many
+    removal sets on the same samples.
+    """
+
+    def __init__(self, model: Any, adapter: Any, input_ids: torch.Tensor, batch_size: int = 8) -> None:
+        from ..core.errors import LmshrinkError
+        from ..objectives.common import frozen
+
+        found = adapter.layer_list(model)
+        if found is None:
+            raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "
+                                "which passes that start mid-stack need.")
+        layers = getattr(*found)
+        self.input_ids = input_ids
+        self.num_layers = len(layers)
+        n, size = input_ids.shape[0], max(int(batch_size), 1)
+        self.batches = [slice(s, min(s + size, n)) for s in range(0, n, size)]
+        self._hidden: dict[int, list[torch.Tensor]] = {layer: [] for layer in range(self.num_layers + 1)}
+
+        def keep_last(module: Any, args: tuple, output: Any) -> None:
+            store[self.num_layers] = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+            raise _Stop
+
+        last = layers[self.num_layers - 1].register_forward_hook(keep_last)
+        try:
+            with frozen(model), torch.no_grad():
+                for batch in self.batches:
+                    store: dict[int, torch.Tensor] = {}
+                    with capture_layer_inputs(model, adapter, store):
+                        try:
+                            model(input_ids=model_inputs(model, input_ids[batch]), use_cache=False)
+                        except _Stop:
+                            pass
+                    for layer, hidden in store.items():
+                        self._hidden[layer].append(hidden)
+        finally:
+            last.remove()
+
+    def at(self, layer: int) -> list[torch.Tensor]:
+        """Per batch, the input of decoder layer ``layer`` in the unmodified model (the last layer's output for
+        ``layer`` = :attr:`num_layers`)."""
+        return self._hidden[layer]
+
+    def ids(self, k: int) -> torch.Tensor:
+        """The token ids of batch ``k``."""
+        return self.input_ids[self.batches[k]]

@@ -151,9 +151,18 @@ class LinearHeal:
             raise LmshrinkError(f"The ridge of linear healing must be a non-negative number, not {ridge!r}.")
         self.ridge, self.batch_size = float(ridge), max(int(batch_size), 1)
 
-    def fit(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any,
-            granularity: str = "layer") -> list[HealedRun]:
-        """One :class:`HealedRun` per maximal run of ``removed`` layers, with its map where it can be folded."""
+    def fit(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any, granularity: str = "layer",
+            *, streams: Any = None) -> list[HealedRun]:
+        """One :class:`HealedRun` per maximal run of ``removed`` layers, with its map where it can be folded.
+
+        ``streams``, a :class:`~lmshrink.evaluate.midstack.LayerInputs` of the full model on these ``input_ids``,
+        saves the passes that do not depend on ``removed``: the targets z are read from it, and each capture runs
+        only the layers from the one before the first run on (fitting many removal sets on the same samples then
+        costs a few layers each instead of a pass each). Same maps, up to float rounding, in its batches.
+        """
+        if streams is not None and tuple(streams.input_ids.shape) != tuple(input_ids.shape):
+            raise ValueError(f"streams were computed on windows of shape {tuple(streams.input_ids.shape)}, not "
+                             f"{tuple(input_ids.shape)}")
         layers = decoder_layers(model, adapter, granularity)
         runs = [HealedRun(a, b) for a, b in removed_runs(removed)]
         if runs and runs[-1].stop > len(layers):
@@ -173,7 +182,12 @@ class LinearHeal:
                                   f"({', '.join(OUTPUT_PROJECTIONS)}) to fold a map into")
                 else:
                     run.target = found[0]
-        targets = self._targets(model, layers, runs, input_ids)
+        # mid-stack from the kept streams, unless a map on the embeddings changes every layer's input
+        midstack = streams is not None and not (runs and runs[0].start == 0)
+        if midstack:
+            targets = [[z.double() for z in streams.at(run.stop)] for run in runs]
+        else:
+            targets = self._targets(model, layers, runs, input_ids)
         n = len(adapter.blocks(model, granularity))
         gates = Gates(self._gate_values(n, removed))
         with adapter.gate(model, gates, granularity):
@@ -181,7 +195,10 @@ class LinearHeal:
                 if run.target is None:
                     continue
                 with applied(model, adapter, runs[:k]):
-                    samples = self._capture(model, adapter, layers, run, input_ids)
+                    if midstack:
+                        samples = self._capture(model, adapter, layers, run, streams=streams, first=runs[0].start - 1)
+                    else:
+                        samples = self._capture(model, adapter, layers, run, input_ids)
                 run.map, run.error_removed, run.error_healed = self._solve(samples, targets[k])
         return runs
 
@@ -256,8 +273,11 @@ class LinearHeal:
                 h.remove()
         return targets
 
-    def _capture(self, model: Any, adapter: Any, layers: Any, run: HealedRun, input_ids: Any) -> list[tuple]:
-        """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``."""
+    def _capture(self, model: Any, adapter: Any, layers: Any, run: HealedRun, input_ids: Any = None, *,
+                 streams: Any = None, first: int = 0) -> list[tuple]:
+        """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``; with
+        ``streams``, each pass starts at layer ``first`` from its kept input (nothing before it may differ from the
+        full model)."""
         import torch
 
         got: dict[str, Any] = {}
@@ -279,9 +299,14 @@ class LinearHeal:
         out = []
         try:
             with torch.no_grad():
-                for batch in self._batches(input_ids):
+                if streams is None:
+                    passes = [lambda batch=batch: _run(model, batch) for batch in self._batches(input_ids)]
+                else:
+                    passes = [lambda hidden=hidden: _run_from(model, adapter, first, hidden)
+                              for hidden in streams.at(first)]
+                for run_pass in passes:
                     got.clear()
-                    _run(model, batch)
+                    run_pass()
                     m = got["m"]
                     out.append((m, got["h"] - m if layer is not None else torch.zeros_like(m)))
         finally:
@@ -317,6 +342,17 @@ def _run(model: Any, input_ids: Any) -> None:
 
     try:
         model(input_ids=model_inputs(model, input_ids), use_cache=False)
+    except _Captured:
+        pass
+
+
+def _run_from(model: Any, adapter: Any, layer: int, hidden: Any) -> None:
+    """Run decoder layers ``layer, layer+1, ...`` on ``hidden`` (the input of ``layer``), until a hook stops it."""
+    from ..evaluate.midstack import start_at
+
+    try:
+        with start_at(model, adapter, layer):
+            model(inputs_embeds=hidden, use_cache=False)
     except _Captured:
         pass
 

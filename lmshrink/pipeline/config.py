@@ -17,7 +17,8 @@ HEAL_STEPS = ("linear", "kd")
 LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
                        "aware": "linear healing: compare candidates after fitting their maps",
                        "aware_samples": "linear healing: calibration samples each candidate's maps are fitted on "
-                                        "for the comparison (the chosen one is refitted on all)",
+                                        "for the comparison (0: all, and the chosen one keeps its maps; fewer: "
+                                        "the chosen one is refitted on all)",
                        "aware_top": "linear healing: how many of the lowest unhealed candidates are compared "
                                     "after healing (0: all)"}
 
@@ -222,7 +223,7 @@ class PruneConfig:
 
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
                  "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
-                 "aware_samples": Option(16, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=1),
+                 "aware_samples": Option(0, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=0),
                  "aware_top": Option(2, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
         for f in dataclasses.fields(KDConfig):
             specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))

@@ -157,7 +157,7 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
                                  if config.heal_aware() else ""))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
                                     ridge=float(linear["ridge"]),
-                                    fit_samples=fit if fit < inputs.calibration.num_samples else None,
+                                    fit_samples=fit if 0 < fit < inputs.calibration.num_samples else None,
                                     finalists=top or None,
                                     progress=config.progress)
 

@@ -86,13 +86,16 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
 
 def heal_finalists(portfolio: Portfolio, measure: Any, model: Any, adapter: Any, fit_ids: Any, *,
                    granularity: str = "layer", ridge: float = 1e-3, finalists: int | None = None,
-                   progress: bool = False) -> dict[tuple[int, ...], list[Any]]:
+                   streams: Any = None, progress: bool = False) -> dict[tuple[int, ...], list[Any]]:
     """Compare a validated ``portfolio`` after linear healing: the ``finalists`` lowest (all when None) are measured
     again by ``measure`` (a RemovalLoss) with their own maps fitted on ``fit_ids``. Every runnable candidate's
     unhealed loss moves to ``unhealed`` and the finalists' ``validation`` becomes the healed loss, so
-    ``portfolio.best()`` is the heal-aware choice. Returns the fitted maps per candidate key."""
+    ``portfolio.best()`` is the heal-aware choice. ``streams`` are the full model's kept
+    :class:`~lmshrink.evaluate.midstack.LayerInputs` of ``fit_ids`` when the caller has them (else computed here
+    for two or more finalists). Returns the fitted maps per candidate key."""
     from tqdm.auto import tqdm
 
+    from ..evaluate.midstack import LayerInputs
     from ..heal.linear import LinearHeal
 
     ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
@@ -100,8 +103,11 @@ def heal_finalists(portfolio: Portfolio, measure: Any, model: Any, adapter: Any,
     for cand in portfolio.runnable():
         cand.unhealed, cand.validation = cand.validation, None
     healer = LinearHeal(ridge=ridge)
+    # one pass of the full model over fit_ids serves every finalist's fit (targets and mid-stack starts)
+    if streams is None and len(chosen_few) > 1:
+        streams = LayerInputs(model, adapter, fit_ids, healer.batch_size)
     fitted: dict[tuple[int, ...], list[Any]] = {}
     for cand in tqdm(chosen_few, desc="fitting and validating healed candidates", disable=not progress, leave=False):
-        fitted[cand.key] = runs = healer.fit(model, adapter, cand.indices, fit_ids, granularity)
+        fitted[cand.key] = runs = healer.fit(model, adapter, cand.indices, fit_ids, granularity, streams=streams)
         cand.validation = measure.healed(cand.indices, runs)
     return fitted
