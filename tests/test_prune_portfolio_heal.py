@@ -112,6 +112,28 @@ def test_heal_aware_finalists_are_the_lowest_unhealed(tiny_model_dir, text_file,
     assert next(c for c in report["candidates"] if c["chosen"])["loss"] == min(c["loss"] for c in healed)
 
 
+@pytest.mark.parametrize("fit", [0, 4])
+def test_heal_aware_maps_are_fitted_on_the_samples_asked_for(tiny_model_dir, text_file, tmp_path, fit):
+    from lmshrink.data import load_texts, make_calibration
+    from lmshrink.evaluate.measured import RemovalLoss
+    from lmshrink.heal.linear import LinearHeal
+    from lmshrink.models import load_model
+    from lmshrink.pipeline.prune import prune
+    from lmshrink.plugins import find_adapter
+
+    report = prune(str(tiny_model_dir), remove=2, data=str(text_file), objective="fisher", solver="exact", rerank=3,
+                   heal="linear", heal_options={"aware_samples": fit}, save=False, evaluate=False,
+                   out=tmp_path / "run", **SMALL).report
+    chosen = next(c for c in report["candidates"] if c["chosen"])
+    # the chosen candidate's healed validation loss is that of maps fitted on all samples (0) or the first 4
+    loaded = load_model(str(tiny_model_dir))
+    adapter = find_adapter(loaded.model)
+    calib = make_calibration(loaded.tokenizer, load_texts(str(text_file)), 8, 32, 0, validation=6)
+    runs = LinearHeal().fit(loaded.model, adapter, chosen["indices"], calib.input_ids[: fit or None])
+    meter = RemovalLoss(loaded.model, adapter, calib.validation.input_ids)
+    assert meter.healed(chosen["indices"], runs).mean == pytest.approx(chosen["loss"], rel=1e-5)
+
+
 def test_kd_healing_and_the_heal_command(tiny_model_dir, text_file, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["prune", "--model", str(tiny_model_dir), "--data", str(text_file), "--remove", "2", "--samples", "8",
