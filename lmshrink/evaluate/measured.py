@@ -71,8 +71,6 @@ class RemovalLoss:
 
     def __init__(self, model: Any, adapter: Any, input_ids: Any, *, granularity: str = "layer",
                  batch_size: int = 8, progress: bool = False) -> None:
-        import torch
-
         self.model, self.adapter, self.granularity = model, adapter, granularity
         self.input_ids = input_ids
         self.batch_size = max(int(batch_size), 1)
@@ -80,8 +78,9 @@ class RemovalLoss:
         self.blocks = adapter.blocks(model, granularity)
         self.evaluations = 0
         self._memo: dict[tuple[str, frozenset[int]], LossEstimate] = {}
-        self._midstack = adapter.layer_list(model) is not None
-        self._inputs: dict[int, list[torch.Tensor]] = {}
+        #: the unmodified model's layer inputs on the windows (:class:`~.midstack.LayerInputs`); None for an
+        #: adapter without a layer list, whose measurements run whole passes
+        self.streams: Any = None
         self.base = self._measure_base()
 
     @property
@@ -134,25 +133,21 @@ class RemovalLoss:
         n = self.input_ids.shape[0]
         return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
-    def _measure_base(self) -> np.ndarray:
+    def _measure_base(self) -> LossEstimate:
         import torch
 
         from ..objectives.common import frozen
         from .loss import per_sample_loss
-        from .midstack import capture_layer_inputs
+        from .midstack import LayerInputs, loss_from_hidden
 
-        out = []
         with frozen(self.model), torch.no_grad():
-            for batch in self._batches():
-                ids = self.input_ids[batch]
-                if self._midstack:
-                    store: dict[int, torch.Tensor] = {}
-                    with capture_layer_inputs(self.model, self.adapter, store):
-                        out.append(per_sample_loss(self.model, ids))
-                    for layer, hidden in store.items():
-                        self._inputs.setdefault(layer, []).append(hidden)
-                else:
-                    out.append(per_sample_loss(self.model, ids))
+            if self.adapter.layer_list(self.model) is None:
+                out = [per_sample_loss(self.model, self.input_ids[batch]) for batch in self._batches()]
+            else:  # one pass keeps every layer's input; the loss is the head on the last layer's output
+                self.streams = LayerInputs(self.model, self.adapter, self.input_ids, self.batch_size)
+                last = self.streams.num_layers
+                out = [loss_from_hidden(self.model, self.adapter, last, hidden, self.streams.ids(k))
+                       for k, hidden in enumerate(self.streams.at(last))]
         return LossEstimate(torch.cat(out).double().cpu().numpy())
 
     def _start(self, removed: Sequence[int]) -> int:
@@ -189,8 +184,8 @@ class RemovalLoss:
                 healing:
             for k, batch in enumerate(self._batches()):
                 ids = self.input_ids[batch]
-                if self._midstack:
-                    hidden = self._inputs[first][k]
+                if self.streams is not None:
+                    hidden = self.streams.at(first)[k]
                     if embedding_map is not None and first == 0:
                         hidden = hidden @ embedding_map.to(hidden.device, hidden.dtype)
                     out.append(loss_from_hidden(self.model, self.adapter, start, hidden, ids))
