@@ -188,7 +188,9 @@ def test_objective_poses_a_plain_problem_and_builds_the_oracle_apart(tiny):
     staged = objective.pose(factors, model, LlamaAdapter(), calibration, options)
     assert staged.names == problem.names == factors.names
     for a, b in zip(staged.singular_values, problem.singular_values):
-        np.testing.assert_array_equal(a, b)
+        # two SVDs of the same whitened matrices: equal up to rounding, which for an SVD is relative to the largest
+        # singular value (MKL picks kernels by memory alignment, so two calls need not agree to the last bit)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * float(np.max(b)))
     oracle = objective.loss_oracle(model, factors, staged, calibration, options)
     assert isinstance(oracle, SoftTruncationLoss) and oracle.names == staged.names and oracle.target == "kl"
     assert objective.loss_oracle(model, factors, staged, calibration, {**options, "oracle": False}) is None
