@@ -144,7 +144,7 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
 
 def _refreshed(seeds: list[dict[str, Any]]) -> str:
     """The sentence saying which seeds' pipeline rows were chosen again by ``--refresh`` (empty if none)."""
-    done = [sd for sd in seeds if sd.get("refreshed")]
+    done = [sd for sd in seeds if (sd.get("refreshed") or {}).get("rows")]
     if not done:
         return ""
     rows = sorted({r for sd in done for r in sd["refreshed"]["rows"]})

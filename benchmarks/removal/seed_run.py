@@ -308,18 +308,19 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
             "num_blocks": n}
 
 
-#: the rows :func:`refresh_seed` makes again: every pipeline that chooses by validation (the surrogate search rows
-#: and every baseline and objective are kept)
-REFRESHED = ("default (--heal none)", "default", "portfolio", "portfolio (heal-aware)", "portfolio+surrogate",
-             "portfolio+surrogate (heal-aware)")
+#: the rows :func:`refresh_seed` makes again, per ``--refresh`` value: every pipeline that chooses by validation, or
+#: only the default's (the surrogate search rows and every baseline and objective are always kept)
+REFRESHED = {"pipelines": ("default (--heal none)", "default", "portfolio", "portfolio (heal-aware)",
+                           "portfolio+surrogate", "portfolio+surrogate (heal-aware)"),
+             "default": ("default (--heal none)", "default")}
 
 
 def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
                  held_out: Any, log: Any) -> dict[str, Any]:
-    """A finished seed's pipeline rows (:data:`REFRESHED`) chosen again with the code as it is now, from the
-    candidates its portfolio table holds (every objective's and baseline's states, and surrogate search's when
-    it ran) and :func:`lmshrink.prune`; the other rows are kept. For a pipeline change, without re-running SLEB
-    and the searches."""
+    """A finished seed's pipeline rows (:data:`REFRESHED` of ``settings.refresh``) chosen again with the code as it
+    is now: the portfolios from the candidates its portfolio table holds (every objective's and baseline's states,
+    and surrogate search's when it ran), the default through :func:`lmshrink.prune`; the other rows are kept. For a
+    pipeline change, without re-running SLEB and the searches."""
     import torch
 
     from lmshrink.selection import Portfolio
@@ -328,7 +329,8 @@ def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any,
     torch.manual_seed(seed)
     started = time.perf_counter()
     measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
-    kept_rows = [r for r in saved["rows"] if r["method"] not in REFRESHED]
+    refreshed = REFRESHED[settings.refresh]
+    kept_rows = [r for r in saved["rows"] if r["method"] not in refreshed]
     made = {r["method"] for r in saved["rows"]}
     spent = saved.get("seconds", {})
     choices: dict[tuple[str, int], Choice] = {}
@@ -340,7 +342,7 @@ def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any,
         old = {(r["method"], r["healed"]): r for r in saved["rows"] if r["M"] == m}
         for label, wanted in (("portfolio", lambda src: not src.startswith("surrogate")),
                               ("portfolio+surrogate", lambda src: True)):
-            if (label, "none") not in old:
+            if (label, "none") not in old or label not in refreshed:
                 continue
             portfolio = Portfolio()
             for c in table:

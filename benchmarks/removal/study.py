@@ -65,8 +65,9 @@ class Settings:
     kd_steps: int = 60
     kd_batch: int = 4
     quick: bool = False
-    #: choose the pipeline rows of finished seeds again with the current code (other rows kept)
-    refresh: bool = False
+    #: choose the pipeline rows (``pipelines``) or the default's (``default``) of finished seeds again with the
+    #: current code, other rows kept; "" for none
+    refresh: str = ""
 
 
 def _ints(text: Any) -> list[int]:
@@ -94,10 +95,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                                               "baseline or objective")
     p.add_argument("--kd", default=None, help="M values whose heal-aware choice gets KD healing (default 6)")
     p.add_argument("--kd-steps", type=int, default=None, help="KD healing steps (default 60)")
-    p.add_argument("--refresh", action="store_true",
-                   help="for seeds already in --out: choose the pipeline rows (default, portfolios) again with the "
-                        "code as it is now, from each seed's stored candidates; baselines, objectives and searches "
-                        "are kept")
+    p.add_argument("--refresh", nargs="?", const="pipelines", default="", choices=("pipelines", "default"),
+                   help="for seeds already in --out: choose the pipeline rows (default, portfolios; or only the "
+                        "default's with --refresh default) again with the code as it is now, the portfolios from "
+                        "each seed's stored candidates; baselines, objectives and searches are kept")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     a = p.parse_args(argv)
     try:
