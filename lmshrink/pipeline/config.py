@@ -24,7 +24,7 @@ LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map"
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: a
 #: portfolio of fisher-fo's lowest states and three baselines, chosen on validation windows after linear healing
-#: (README, "Which to use": healed, 0.80×, 0.73× and 0.54× the best baseline's held-out perplexity on SmolLM2 at
+#: (README, "Which to use": healed, 0.70×, 0.59× and 0.54× the best baseline's held-out perplexity on SmolLM2 at
 #: M = 6, 8, 10, calibration seeds 0 and 1). Naming
 #: ``--objective`` (or ``--method``) runs that alone, e.g. ``--objective fisher``, the paper's method.
 DEFAULT_PIPELINE: dict[str, Any] = {
