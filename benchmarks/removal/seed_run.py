@@ -122,10 +122,11 @@ class SeedMeasures:
         from lmshrink.pipeline.config import PruneConfig
         from lmshrink.pipeline.select import heal_finalists
 
-        aware = PruneConfig().linear_heal_options()
-        finalists, fit = int(aware["aware_top"]), int(aware["aware_samples"])
+        config = PruneConfig()
+        finalists = int(config.linear_heal_options()["aware_top"])
+        fit = config.heal_aware_samples(self.settings.samples)
         t0 = time.perf_counter()
-        if 0 < fit < self.settings.samples:
+        if fit is not None:
             fit_ids, streams = self.calib.input_ids[:fit], None
         else:
             fit_ids, streams = self.calib.input_ids, self.streams()

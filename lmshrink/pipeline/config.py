@@ -243,6 +243,12 @@ class PruneConfig:
         """Whether candidates are compared after linear healing."""
         return "linear" in self.heal_steps and self.chooses and bool(self.linear_heal_options()["aware"])
 
+    def heal_aware_samples(self, available: int) -> int | None:
+        """How many of the ``available`` calibration samples the heal-aware comparison fits each candidate's maps
+        on: ``aware_samples``, or None (all, and the chosen candidate keeps its maps) for 0 or at least all."""
+        fit = int(self.linear_heal_options()["aware_samples"])
+        return fit if 0 < fit < available else None
+
     def settings(self) -> dict[str, Any]:
         """The settings as recorded in report.json."""
         out = dataclasses.asdict(self)

@@ -151,13 +151,13 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
     pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
     linear = config.linear_heal_options()
     with timings("validate candidates"):
-        fit, top = int(linear["aware_samples"]), int(linear["aware_top"])
+        top = int(linear["aware_top"])
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
                               + (f", the {top or 'all'} lowest again after linear healing"
                                  if config.heal_aware() else ""))
         return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
                                     ridge=float(linear["ridge"]),
-                                    fit_samples=fit if 0 < fit < inputs.calibration.num_samples else None,
+                                    fit_samples=config.heal_aware_samples(inputs.calibration.num_samples),
                                     finalists=top or None,
                                     progress=config.progress)
 
