@@ -156,6 +156,51 @@ def test_removal_study_skip(tiny_model_dir, tmp_path):
     assert "`--refresh`" in (out / "report.md").read_text()
 
 
+def test_removal_study_combines_m_values_run_apart(tiny_model_dir, tmp_path):
+    """M values run apart (added to a finished folder, or two folders merged) give the rows of one run over all."""
+    pytest.importorskip("matplotlib")
+    import json
+    import shutil
+
+    from benchmarks.common import Log
+    from benchmarks.removal import parse_args, run
+    from benchmarks.removal.combine import CombineError, merge_seeds
+    from benchmarks.removal.study import main
+
+    def argv(out, remove, *extra):
+        return ["--model", str(tiny_model_dir), "--quick", "--remove", remove, "--seeds", "0", "--samples", "6",
+                "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens", "256",
+                "--eval-window", "64", "--top-k", "2", "--skip", "surrogate,default", "--no-pairs", "--kd", "",
+                "--out", str(out), *extra]
+
+    def rows(summary):
+        return {(r["method"], r["M"], r["healed"]): (r["removed"], r["perplexity"])
+                for sd in summary["seeds"] for r in sd["rows"]}
+
+    whole = run(parse_args(argv(tmp_path / "whole", "1,2")), Log(quiet=True))
+    run(parse_args(argv(tmp_path / "grown", "2")), Log(quiet=True))
+    shutil.copytree(tmp_path / "grown", tmp_path / "merged")
+    grown = run(parse_args(argv(tmp_path / "grown", "1,2")), Log(quiet=True))  # runs M = 1 only
+    run(parse_args(argv(tmp_path / "other", "1")), Log(quiet=True))
+    assert main(["--merge", str(tmp_path / "other"), str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    for combined in (grown, merged):
+        got, want = rows(combined), rows(whole)
+        assert got.keys() == want.keys()
+        for key, (removed, ppl) in want.items():
+            assert got[key][0] == removed, key
+            assert got[key][1] == pytest.approx(ppl, rel=1e-6), key
+    seed = json.loads((tmp_path / "grown" / "seed-0.json").read_text())
+    assert seed["settings"]["remove"] == [1, 2] and [p["remove"] for p in seed["parts"]] == [[2], [1]]
+    for folder in ("grown", "merged"):
+        assert "(M = 2) +" in (tmp_path / folder / "report.md").read_text()
+    # results of different draws or overlapping M values do not combine
+    with pytest.raises(CombineError, match="both runs have M"):
+        merge_seeds(seed, seed)
+    with pytest.raises(CombineError, match="settings differ"):
+        merge_seeds(seed, {**seed, "settings": {**seed["settings"], "remove": [3], "samples": 7}})
+
+
 def test_solver_study_small(tmp_path):
     pytest.importorskip("matplotlib")
     from benchmarks.common import Log

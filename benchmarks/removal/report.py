@@ -142,6 +142,15 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
     return ["perplexity_vs_m.png"]
 
 
+def _seed_time(seed: dict[str, Any]) -> str:
+    """``seed 0 69.4 min``, or the runs it combines: ``seed 0 69.4 min (M = 6, 8, 10) + 40.2 min (M = 4, 12)``."""
+    parts = seed.get("parts") or []
+    if len(parts) < 2:
+        return f"seed {seed['seed']} {seed['wall_seconds'] / 60:.1f} min"
+    return f"seed {seed['seed']} " + " + ".join(
+        f"{p['wall_seconds'] / 60:.1f} min (M = {', '.join(map(str, p['remove']))})" for p in parts)
+
+
 def _refreshed(seeds: list[dict[str, Any]]) -> str:
     """The sentence saying which seeds' pipeline rows were chosen again by ``--refresh`` (empty if none)."""
     done = [sd for sd in seeds if (sd.get("refreshed") or {}).get("rows")]
@@ -172,9 +181,8 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         f"{summary['held_out']['tokens']} tokens of text no method saw, in {summary['held_out']['windows']} windows; "
         f"the full model scores **{summary['held_out']['perplexity']:.3f}**. Run time "
         f"{summary['total_seconds'] / 60:.1f} min" + (" (quick mode)" if s["quick"] else "")
-        + ("; each seed's own run: " + ", ".join(f"seed {sd['seed']} {sd['wall_seconds'] / 60:.1f} min"
-                                                   for sd in summary["seeds"]) if all("wall_seconds" in sd for sd in
-                                                                                     summary["seeds"]) else "")
+        + ("; each seed's own run: " + ", ".join(_seed_time(sd) for sd in summary["seeds"])
+           if all("wall_seconds" in sd for sd in summary["seeds"]) else "")
         + "." + _refreshed(summary["seeds"]),
         "",
         "Cells: mean held-out perplexity over the seeds, (min–max) across seeds.",

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..common import Log, environment, study_main, write_json
+from .combine import comparable, differences, merge_runs, merge_seeds
 
 FULL = {"remove": "4,6,8,10,12", "seeds": "0,1,2", "samples": 64, "seq_len": 128, "search_samples": 16,
         "validation": 32, "eval_tokens": 8192, "eval_window": 512, "top_k": 10, "kd": "6", "kd_steps": 60}
@@ -157,27 +158,39 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     log(f"{loaded.name}: {n} blocks; held-out {ids.numel()} tokens in {len(ids)} windows; M = {settings.remove}; "
         f"seeds {settings.seeds}")
     held_out = RemovalLoss(model, adapter, ids, batch_size=4)
-    from .seed_run import refresh_seed, run_seed
+    from .seed_run import refresh_seed
 
     results = []
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
         saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is not None and _same_run(saved.get("settings"), asdict(settings)):
-            if settings.refresh:
-                log(f"seed {seed}: choosing the pipeline rows of {path} again")
-                saved = refresh_seed(settings, saved, model, adapter, tok, texts, held_out, log)
-                write_json(path, saved)
-            else:
-                log(f"seed {seed}: reusing {path}")
+        if saved is not None and not comparable(saved.get("settings"), asdict(settings)):
+            aside = path.with_suffix(".replaced.json")
+            path.replace(aside)
+            changed = differences(saved.get("settings") or {}, asdict(settings))
+            log(f"seed {seed}: {path} was run with other settings ({changed}); running it again (the old result "
+                f"kept as {aside})")
+            saved = None
+        if saved is None:
+            saved = _run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
+            write_json(path, saved)
             results.append(saved)
             continue
-        started = log.elapsed
-        result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
-        result["settings"] = asdict(settings)
-        result["wall_seconds"] = log.elapsed - started
-        write_json(path, result)
-        results.append(result)
+        have = saved["settings"]["remove"]
+        if settings.refresh:
+            log(f"seed {seed}: choosing the pipeline rows of {path} again")
+            saved = refresh_seed(replace(settings, remove=have), saved, model, adapter, tok, texts, held_out, log)
+        missing = [m for m in settings.remove if m not in have]
+        if missing:
+            log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
+            saved = merge_seeds(saved, _run_seed(replace(settings, remove=missing), seed, model, adapter, tok,
+                                                 texts, held_out, log))
+        if settings.refresh or missing:
+            write_json(path, saved)
+        else:
+            log(f"seed {seed}: reusing {path}")
+        results.append(saved)
+    settings.remove = sorted({m for sd in results for m in sd["settings"]["remove"]})
     summary = {"settings": asdict(settings), "model": loaded.name, "num_blocks": n,
                "held_out": {"tokens": int(ids.numel()), "windows": int(len(ids)), "loss": held_out.base.mean,
                             "perplexity": float(__import__("math").exp(held_out.base.mean))},
@@ -187,11 +200,16 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     return summary
 
 
-def _same_run(saved: dict[str, Any] | None, current: dict[str, Any]) -> bool:
-    """Whether a seed file was made with these settings (the list of seeds aside: seeds run apart combine)."""
-    drop = ("seeds", "out", "refresh")
-    return saved is not None and {k: v for k, v in saved.items() if k not in drop} == {
-        k: v for k, v in current.items() if k not in drop}
+def _run_seed(settings: Settings, seed: int, model: Any, adapter: Any, tok: Any, texts: Any, held_out: Any,
+              log: Log) -> dict[str, Any]:
+    """One seed run for ``settings.remove``, with its settings and wall time recorded."""
+    from .seed_run import run_seed
+
+    started = log.elapsed
+    result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
+    result["settings"] = asdict(settings)
+    result["wall_seconds"] = log.elapsed - started
+    return result
 
 
 def rerender(out: str | Path) -> Path:
@@ -204,5 +222,16 @@ def rerender(out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.removal [options]``, or ``--render DIR`` to redo a run's report."""
+    """``python -m benchmarks.removal [options]``, ``--render DIR`` to redo a run's report, or ``--merge FROM INTO``
+    to add the M values of the finished study FROM to the one in INTO (same settings and seeds otherwise)."""
+    import sys
+
+    from .report import write_report
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--merge"]:
+        if len(args) != 3:
+            raise SystemExit("usage: python -m benchmarks.removal --merge FROM INTO")
+        print(write_report(Path(args[2]), merge_runs(args[2], args[1])))
+        return 0
     return study_main(argv, run=run, parse_args=parse_args, rerender=rerender, default_dir="benchmarks/results/removal")

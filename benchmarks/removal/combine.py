@@ -1,0 +1,97 @@
+"""Combining removal-study results made apart: the same calibration seed run for different totals M (one run for
+M = 6, 8, 10, another for 4 and 12) becomes one seed result, and two finished study folders become one.
+
+Rows of different M values never depend on each other (each M has its own portfolio, SLEB's greedy order is the
+same prefix however far it runs, the objectives are built from the seed's calibration draw alone), so a combined
+seed is what one run over every M would have produced, apart from the seconds each component took.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: settings that may differ between two runs combined: which M values and seeds each ran, where it was written
+#: and whether it refreshed
+RUN_ONLY = ("remove", "seeds", "out", "refresh")
+
+
+class CombineError(ValueError):
+    """Two results that cannot be combined, with the reason."""
+
+
+def comparable(a: dict[str, Any] | None, b: dict[str, Any] | None, ignore: tuple[str, ...] = RUN_ONLY) -> bool:
+    """Whether two runs' settings agree apart from ``ignore``."""
+    return a is not None and b is not None and (
+        {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore})
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The settings two runs do not share (apart from :data:`RUN_ONLY`), as ``name: a vs b`` phrases."""
+    keys = sorted({*a, *b} - set(RUN_ONLY))
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
+
+
+def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One seed result holding the rows of both (``second`` run for M values ``first`` lacks).
+
+    The calibration draw must be the same; seconds per component add up, and ``parts`` keeps each run's M values
+    and wall time."""
+    if first["seed"] != second["seed"]:
+        raise CombineError(f"seed {first['seed']} and seed {second['seed']} are different calibration draws")
+    if not comparable(first.get("settings"), second.get("settings")):
+        raise CombineError(f"seed {first['seed']}: the runs' settings differ ("
+                           f"{differences(first.get('settings') or {}, second.get('settings') or {})})")
+    if first["calibration"] != second["calibration"]:
+        raise CombineError(f"seed {first['seed']}: the runs drew different calibration samples")
+    ms_first = set(first["settings"]["remove"])
+    ms_second = set(second["settings"]["remove"])
+    if ms_first & ms_second:
+        raise CombineError(f"seed {first['seed']}: both runs have M = {sorted(ms_first & ms_second)}")
+    seconds = dict(first.get("seconds", {}))
+    for k, v in second.get("seconds", {}).items():
+        seconds[k] = seconds.get(k, 0.0) + v
+    parts = [*_parts(first), *_parts(second)]
+    return {
+        **first,
+        "rows": [*first["rows"], *second["rows"]],
+        "kd": [*first.get("kd", []), *second.get("kd", [])],
+        "skipped": {**first.get("skipped", {}), **second.get("skipped", {})},
+        "seconds": seconds,
+        "portfolio_tables": {**first.get("portfolio_tables", {}), **second.get("portfolio_tables", {})},
+        "settings": {**first["settings"], "remove": sorted(ms_first | ms_second)},
+        "wall_seconds": sum(p["wall_seconds"] for p in parts),
+        "parts": parts,
+    }
+
+
+def _parts(seed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a seed result was made of: M values and wall seconds each."""
+    return seed.get("parts") or [{"remove": list(seed["settings"]["remove"]),
+                                  "wall_seconds": float(seed.get("wall_seconds", 0.0))}]
+
+
+def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
+    """Add the seed results of the finished study in ``other`` (other M values, same settings otherwise) to the one
+    in ``into``, seed by seed; writes ``into``'s seed files and summary.json and returns the summary (report not
+    drawn). Every seed of ``into`` must be in ``other``."""
+    from ..common import write_json
+
+    into, other = Path(into), Path(other)
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (into, other))
+    if not comparable(a["settings"], b["settings"]):
+        raise CombineError(f"{into} and {other} were run with different settings "
+                           f"({differences(a['settings'], b['settings'])})")
+    if a["held_out"]["tokens"] != b["held_out"]["tokens"] or abs(a["held_out"]["loss"] - b["held_out"]["loss"]) > 1e-9:
+        raise CombineError(f"{into} and {other} score on different held-out text")
+    theirs = {sd["seed"]: sd for sd in b["seeds"]}
+    missing = [sd["seed"] for sd in a["seeds"] if sd["seed"] not in theirs]
+    if missing:
+        raise CombineError(f"{other} has no result for seed(s) {missing}")
+    seeds = [merge_seeds(sd, theirs[sd["seed"]]) for sd in a["seeds"]]
+    for sd in seeds:
+        write_json(into / f"seed-{sd['seed']}.json", sd)
+    remove = sorted({m for sd in seeds for m in sd["settings"]["remove"]})
+    return {**a, "settings": {**a["settings"], "remove": remove}, "seeds": seeds,
+            "total_seconds": a["total_seconds"] + b["total_seconds"]}
