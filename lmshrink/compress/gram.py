@@ -19,6 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..core.errors import LmshrinkError
+from ..evaluate.stopping import StopPass, run_until_stopped
 
 
 @dataclass
@@ -126,31 +127,20 @@ def _accumulate(linears: Mapping[str, nn.Module], groups: list[list[str]], grams
     return [linears[members[0]].register_forward_pre_hook(hook(g)) for g, members in enumerate(groups)]
 
 
-class _Stop(Exception):
-    """Ends a forward pass once the layer of interest has run."""
-
-
 def _stop_at(module: nn.Module, store: list[torch.Tensor], *, before: bool) -> Any:
     """A hook on ``module`` that keeps its input (``before``) or its output hidden state, then ends the pass."""
     if before:
         def pre(mod: nn.Module, args: tuple, kwargs: dict) -> None:
             store.append((args[0] if args else kwargs["hidden_states"]).detach())
-            raise _Stop
+            raise StopPass
 
         return module.register_forward_pre_hook(pre, with_kwargs=True)
 
     def post(mod: nn.Module, args: tuple, output: Any) -> None:
         store.append((output[0] if isinstance(output, (tuple, list)) else output).detach())
-        raise _Stop
+        raise StopPass
 
     return module.register_forward_hook(post)
-
-
-def _run(model: nn.Module, **inputs: Any) -> None:
-    try:
-        model(**inputs, use_cache=False)
-    except _Stop:
-        pass
 
 
 def layer_owners(layers: Any, linears: Mapping[str, nn.Module]) -> dict[str, int] | None:
@@ -194,7 +184,7 @@ def grams_by_layer(
         handle = _stop_at(layers[0], hidden, before=True)
         try:
             for batch in batches:
-                _run(model, input_ids=batch)
+                run_until_stopped(model, input_ids=batch, use_cache=False)
         finally:
             handle.remove()
         last = max(owners.values(), default=-1)
@@ -207,7 +197,7 @@ def grams_by_layer(
             try:
                 with start_at(model, adapter, index):
                     for h in hidden:
-                        _run(model, inputs_embeds=h)
+                        run_until_stopped(model, inputs_embeds=h, use_cache=False)
             finally:
                 for h in handles:
                     h.remove()

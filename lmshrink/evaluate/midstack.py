@@ -14,10 +14,7 @@ from typing import Any
 import torch
 
 from .loss import model_inputs, token_nll
-
-
-class _Stop(Exception):
-    """Raised by a hook once a pass has produced what it was run for: the rest of the pass is skipped."""
+from .stopping import StopPass, run_until_stopped
 
 
 @contextmanager
@@ -88,7 +85,7 @@ class LayerInputs:
 
         def keep_last(module: Any, args: tuple, output: Any) -> None:
             store[self.num_layers] = (output[0] if isinstance(output, (tuple, list)) else output).detach()
-            raise _Stop
+            raise StopPass
 
         last = layers[self.num_layers - 1].register_forward_hook(keep_last)
         try:
@@ -96,10 +93,7 @@ class LayerInputs:
                 for batch in self.batches:
                     store: dict[int, torch.Tensor] = {}
                     with capture_layer_inputs(model, adapter, store):
-                        try:
-                            model(input_ids=model_inputs(model, input_ids[batch]), use_cache=False)
-                        except _Stop:
-                            pass
+                        run_until_stopped(model, input_ids=model_inputs(model, input_ids[batch]), use_cache=False)
                     for layer, hidden in store.items():
                         self._hidden[layer].append(hidden)
         finally:

@@ -28,15 +28,12 @@ from typing import Any
 
 from ..core import Gates
 from ..core.errors import LmshrinkError
+from ..evaluate.stopping import StopPass, run_until_stopped
 
 #: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
 #: stream (Llama-shaped MLP; Nemotron-H mixers)
 OUTPUT_PROJECTIONS = ("mlp.down_proj", "mixer.down_proj", "mixer.out_proj", "mixer.o_proj")
 EMBEDDINGS = "embeddings"
-
-
-class _Captured(Exception):
-    """Raised by a hook once everything a pass was run for is recorded: the rest of the pass is skipped."""
 
 
 @dataclass
@@ -255,7 +252,7 @@ class LinearHeal:
             def hook(module: Any, args: tuple, output: Any) -> None:
                 store[k] = _first(output).detach().double()
                 if stop_after:
-                    raise _Captured
+                    raise StopPass
 
             return hook
 
@@ -287,11 +284,11 @@ class LinearHeal:
         def on_branch(module: Any, args: tuple, output: Any) -> None:
             got["m"] = _first(output).detach().double()
             if layer is None:
-                raise _Captured
+                raise StopPass
 
         def on_layer(module: Any, args: tuple, output: Any) -> None:
             got["h"] = _first(output).detach().double()
-            raise _Captured
+            raise StopPass
 
         handles = [branch.register_forward_hook(on_branch)]
         if layer is not None:
@@ -340,21 +337,15 @@ class LinearHeal:
 def _run(model: Any, input_ids: Any) -> None:
     from ..evaluate.loss import model_inputs
 
-    try:
-        model(input_ids=model_inputs(model, input_ids), use_cache=False)
-    except _Captured:
-        pass
+    run_until_stopped(model, input_ids=model_inputs(model, input_ids), use_cache=False)
 
 
 def _run_from(model: Any, adapter: Any, layer: int, hidden: Any) -> None:
     """Run decoder layers ``layer, layer+1, ...`` on ``hidden`` (the input of ``layer``), until a hook stops it."""
     from ..evaluate.midstack import start_at
 
-    try:
-        with start_at(model, adapter, layer):
-            model(inputs_embeds=hidden, use_cache=False)
-    except _Captured:
-        pass
+    with start_at(model, adapter, layer):
+        run_until_stopped(model, inputs_embeds=hidden, use_cache=False)
 
 
 def _layer_path(model: Any, parent: Any, attr: str, index: int) -> str:
