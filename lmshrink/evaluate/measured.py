@@ -130,6 +130,9 @@ class RemovalLoss:
 
     # --- measurement ----------------------------------------------------------------------------------------
     def _batches(self) -> list[slice]:
+        """Slices of ``batch_size`` windows: those of the kept layer inputs when there are some."""
+        if self.streams is not None:
+            return self.streams.batches
         n = self.input_ids.shape[0]
         return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
