@@ -156,8 +156,8 @@ def test_removal_study_skip(tiny_model_dir, tmp_path):
     assert "`--refresh`" in (out / "report.md").read_text()
 
 
-def test_removal_study_combines_m_values_run_apart(tiny_model_dir, tmp_path):
-    """M values run apart (added to a finished folder, or two folders merged) give the rows of one run over all."""
+def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
+    """Rows and M values added later (to a finished folder, or by merging two folders) give the rows of one run."""
     pytest.importorskip("matplotlib")
     import json
     import shutil
@@ -167,33 +167,39 @@ def test_removal_study_combines_m_values_run_apart(tiny_model_dir, tmp_path):
     from benchmarks.removal.combine import CombineError, merge_seeds
     from benchmarks.removal.study import main
 
-    def argv(out, remove, *extra):
+    def argv(out, remove, skip):
         return ["--model", str(tiny_model_dir), "--quick", "--remove", remove, "--seeds", "0", "--samples", "6",
                 "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens", "256",
-                "--eval-window", "64", "--top-k", "2", "--skip", "surrogate,default", "--no-pairs", "--kd", "",
-                "--out", str(out), *extra]
+                "--eval-window", "64", "--top-k", "2", "--skip", skip, "--kd", "", "--out", str(out)]
 
     def rows(summary):
         return {(r["method"], r["M"], r["healed"]): (r["removed"], r["perplexity"])
                 for sd in summary["seeds"] for r in sd["rows"]}
 
-    whole = run(parse_args(argv(tmp_path / "whole", "1,2")), Log(quiet=True))
-    run(parse_args(argv(tmp_path / "grown", "2")), Log(quiet=True))
+    whole = rows(run(parse_args(argv(tmp_path / "whole", "1,2", "default")), Log(quiet=True)))
+    first = run(parse_args(argv(tmp_path / "grown", "2", "default,pairs,surrogate")), Log(quiet=True))
+    assert not any(m in ("pairs", "surrogate") for m, _, _ in rows(first))
     shutil.copytree(tmp_path / "grown", tmp_path / "merged")
-    grown = run(parse_args(argv(tmp_path / "grown", "1,2")), Log(quiet=True))  # runs M = 1 only
-    run(parse_args(argv(tmp_path / "other", "1")), Log(quiet=True))
-    assert main(["--merge", str(tmp_path / "other"), str(tmp_path / "merged")]) == 0
-    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
-    for combined in (grown, merged):
-        got, want = rows(combined), rows(whole)
-        assert got.keys() == want.keys()
-        for key, (removed, ppl) in want.items():
-            assert got[key][0] == removed, key
-            assert got[key][1] == pytest.approx(ppl, rel=1e-6), key
+    # adds pairs and surrogate search at M = 2 (the portfolios drawing on them chosen again), then runs M = 1
+    grown = run(parse_args(argv(tmp_path / "grown", "1,2", "default")), Log(quiet=True))
+    got = rows(grown)
+    assert got.keys() == whole.keys()
+    for key, (removed, ppl) in whole.items():
+        assert got[key][0] == removed, key
+        assert got[key][1] == pytest.approx(ppl, rel=1e-6), key
     seed = json.loads((tmp_path / "grown" / "seed-0.json").read_text())
-    assert seed["settings"]["remove"] == [1, 2] and [p["remove"] for p in seed["parts"]] == [[2], [1]]
-    for folder in ("grown", "merged"):
-        assert "(M = 2) +" in (tmp_path / folder / "report.md").read_text()
+    assert seed["settings"]["remove"] == [1, 2] and seed["settings"]["skip"] == ["default"]
+    assert [p["remove"] for p in seed["parts"]] == [[2], [2], [1]] and "pairs" in seed["parts"][1]["rows"]
+    assert "rows " in (tmp_path / "grown" / "report.md").read_text()
+
+    # M = 1 run apart, merged: its rows are those of the whole run (M = 2 still without pairs and surrogate)
+    run(parse_args(argv(tmp_path / "other", "1", "default")), Log(quiet=True))
+    assert main(["--merge", str(tmp_path / "other"), str(tmp_path / "merged")]) == 0
+    merged = rows(json.loads((tmp_path / "merged" / "summary.json").read_text()))
+    assert {k for k in whole if k[1] == 1} | set(rows(first)) == merged.keys()
+    for key, (removed, ppl) in merged.items():
+        assert removed == whole[key][0] and ppl == pytest.approx(whole[key][1], rel=1e-6), key
+    assert "(M = 2) +" in (tmp_path / "merged" / "report.md").read_text()
     # results of different draws or overlapping M values do not combine
     with pytest.raises(CombineError, match="both runs have M"):
         merge_seeds(seed, seed)

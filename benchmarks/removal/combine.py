@@ -36,11 +36,12 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> str:
 def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     """One seed result holding the rows of both (``second`` run for M values ``first`` lacks).
 
-    The calibration draw must be the same; seconds per component add up, and ``parts`` keeps each run's M values
-    and wall time."""
+    The calibration draw must be the same; the rows either left out count as left out (``skip``: both runs'),
+    though the other run may have them; seconds per component add up, and ``parts`` keeps each run's M values and
+    wall time."""
     if first["seed"] != second["seed"]:
         raise CombineError(f"seed {first['seed']} and seed {second['seed']} are different calibration draws")
-    if not comparable(first.get("settings"), second.get("settings")):
+    if not comparable(first.get("settings"), second.get("settings"), (*RUN_ONLY, "skip")):
         raise CombineError(f"seed {first['seed']}: the runs' settings differ ("
                            f"{differences(first.get('settings') or {}, second.get('settings') or {})})")
     if first["calibration"] != second["calibration"]:
@@ -52,7 +53,7 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
     seconds = dict(first.get("seconds", {}))
     for k, v in second.get("seconds", {}).items():
         seconds[k] = seconds.get(k, 0.0) + v
-    parts = [*_parts(first), *_parts(second)]
+    parts = [*seed_parts(first), *seed_parts(second)]
     return {
         **first,
         "rows": [*first["rows"], *second["rows"]],
@@ -60,14 +61,16 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
         "skipped": {**first.get("skipped", {}), **second.get("skipped", {})},
         "seconds": seconds,
         "portfolio_tables": {**first.get("portfolio_tables", {}), **second.get("portfolio_tables", {})},
-        "settings": {**first["settings"], "remove": sorted(ms_first | ms_second)},
+        "settings": {**first["settings"], "remove": sorted(ms_first | ms_second),
+                     "skip": sorted({*first["settings"]["skip"], *second["settings"]["skip"]})},
         "wall_seconds": sum(p["wall_seconds"] for p in parts),
         "parts": parts,
     }
 
 
-def _parts(seed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs a seed result was made of: M values and wall seconds each."""
+def seed_parts(seed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a seed result was made of: M values (and the rows, for a run that added rows) and wall seconds
+    each."""
     return seed.get("parts") or [{"remove": list(seed["settings"]["remove"]),
                                   "wall_seconds": float(seed.get("wall_seconds", 0.0))}]
 
@@ -80,7 +83,7 @@ def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
 
     into, other = Path(into), Path(other)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (into, other))
-    if not comparable(a["settings"], b["settings"]):
+    if not comparable(a["settings"], b["settings"], (*RUN_ONLY, "skip")):
         raise CombineError(f"{into} and {other} were run with different settings "
                            f"({differences(a['settings'], b['settings'])})")
     if a["held_out"]["tokens"] != b["held_out"]["tokens"] or abs(a["held_out"]["loss"] - b["held_out"]["loss"]) > 1e-9:

@@ -142,13 +142,20 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
     return ["perplexity_vs_m.png"]
 
 
+def _finite_mean(values: list[float]) -> float | None:
+    """The mean of the finite values (None when there are none: a fit over too few rounds is NaN)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
 def _seed_time(seed: dict[str, Any]) -> str:
     """``seed 0 69.4 min``, or the runs it combines: ``seed 0 69.4 min (M = 6, 8, 10) + 40.2 min (M = 4, 12)``."""
     parts = seed.get("parts") or []
     if len(parts) < 2:
         return f"seed {seed['seed']} {seed['wall_seconds'] / 60:.1f} min"
     return f"seed {seed['seed']} " + " + ".join(
-        f"{p['wall_seconds'] / 60:.1f} min (M = {', '.join(map(str, p['remove']))})" for p in parts)
+        f"{p['wall_seconds'] / 60:.1f} min (M = {', '.join(map(str, p['remove']))}"
+        + (f"; rows {', '.join(p['rows'])}" if p.get("rows") else "") + ")" for p in parts)
 
 
 def _refreshed(seeds: list[dict[str, Any]]) -> str:
@@ -228,9 +235,9 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         lines += ["## Surrogate fit", "",
                   "Out-of-sample fit of the surrogate over its last 10 rounds (each round's proposals predicted "
                   "before they were measured): R² and Spearman ρ, mean over seeds.", "",
-                  table(["M", "R²", "Spearman"], [[m, np.nanmean([f["r2"] for M, _, f in fits if M == m]),
-                                                   np.nanmean([f["spearman"] for M, _, f in fits if M == m])]
-                                                  for m in ms]), ""]
+                  table(["M", "R²", "Spearman"], [[m, _finite_mean([f["r2"] for M, _, f in fits if M == m]),
+                                                   _finite_mean([f["spearman"] for M, _, f in fits if M == m])]
+                                                  for m in ms if any(M == m for M, _, _ in fits)]), ""]
     if kd:
         lines += ["## KD healing", "",
                   f"Knowledge distillation (LoRA, merged) from the full model on top of linear healing, "

@@ -36,6 +36,8 @@ PIPELINES = ("default (--heal none)", "default", "portfolio", "portfolio (heal-a
              "portfolio+surrogate", "portfolio+surrogate (heal-aware)")
 #: rows ``--skip`` can leave out, beside any objective or baseline: the surrogate-search rows, and the default rows
 SKIPPABLE_GROUPS = ("surrogate", "default")
+#: the blocks the study removes: whole decoder layers
+GRANULARITY = "layer"
 #: above this many feasible states the K lowest come from annealing instead of enumeration
 EXACT_LIMIT = 3_000_000
 
@@ -88,6 +90,8 @@ class SeedMeasures:
         from lmshrink.heal.linear import LinearHeal
 
         self.settings, self.seed, self.model, self.adapter = settings, seed, model, adapter
+        self.tokenizer, self.texts = tokenizer, texts
+        self.blocks = adapter.blocks(model, GRANULARITY)
         self.clock = Clock()
         self.calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed,
                                       validation=settings.validation)
@@ -98,6 +102,12 @@ class SeedMeasures:
         self.healer = LinearHeal(ridge=settings.ridge)
         self._runs: dict[tuple[int, ...], list[Any]] = {}
         self._streams: Any = None
+
+    def constraints(self, m: int) -> list[Any]:
+        """The constraint "remove exactly ``m`` blocks"."""
+        from lmshrink.core.removal import removal_constraints
+
+        return removal_constraints(self.blocks, {None: m})
 
     def streams(self) -> Any:
         """The full model's layer inputs on the calibration samples (computed on first use)."""
@@ -166,124 +176,150 @@ def choose_portfolios(measures: SeedMeasures, m: int, portfolio: Any, cost: floa
                                                  len(portfolio) + finalists)}
 
 
-def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any, held_out: Any,
-             log: Any) -> dict[str, Any]:
-    """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able)."""
-    import torch
+@dataclass
+class Sources:
+    """What the objectives and baselines proposed on one seed: per (label, M) their states (the K lowest, or the
+    baseline's pick), the row each one's choice makes, the objectives' problems and the rows that could not run."""
 
+    states: dict[tuple[str, int], list[list[int]]] = field(default_factory=dict)
+    choices: dict[tuple[str, int], Choice] = field(default_factory=dict)
+    problems: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+#: every row that proposes candidates to the portfolios, in the order they are pooled
+SOURCES = (*OBJECTIVES, *BASELINES)
+
+
+def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any) -> Sources:
+    """The objectives' K lowest states and the baselines' picks for every M, for the sources in ``labels``."""
     from lmshrink.baselines import get_method
     from lmshrink.core.errors import LmshrinkError
-    from lmshrink.core.removal import removal_constraints, with_constraints
     from lmshrink.plugins import get_objective
-    from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
-    from lmshrink.selection import Portfolio
+    from lmshrink.search.surrogate_search import sleb_budget
 
-    torch.manual_seed(seed)
-    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
-    clock, calib, search, valid = measures.clock, measures.calib, measures.search, measures.valid
-    gran = "layer"
-    blocks = adapter.blocks(model, gran)
-    n = len(blocks)
-    ms = settings.remove
-
-    choices: dict[tuple[str, int], Choice] = {}
-    states: dict[tuple[str, int], list[list[int]]] = {}
-    skipped: dict[str, str] = {}
-    constraints = {m: removal_constraints(blocks, {None: m}) for m in ms}
+    found = Sources()
+    model, adapter, calib, clock, seed, ms = (measures.model, measures.adapter, measures.calib, measures.clock,
+                                              measures.seed, settings.remove)
     # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
-    problems = {}
     for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
-        if label in settings.skip:
-            skipped[label] = "left out (--skip)"
+        if label not in labels:
             continue
         objective = get_objective(name)
-        o = {**opts, **{k: v for k, v in (("granularity", gran), ("progress", False)) if k in objective.options}}
+        o = {**opts, **{k: v for k, v in (("granularity", GRANULARITY), ("progress", False))
+                        if k in objective.options}}
         log(f"seed {seed}: objective {label}")
         t = time.perf_counter()
-        problems[label] = problem = objective.build(model, adapter, calib, **o)
+        found.problems[label] = problem = objective.build(model, adapter, calib, **o)
         build_s = time.perf_counter() - t
         clock.seconds[label] = build_s
         for m in ms:
             t = time.perf_counter()
-            states[(label, m)] = lowest_states(with_constraints(problem, constraints[m]), settings.top_k, seed)
-            choices[(label, m)] = Choice(states[(label, m)][0], build_s + time.perf_counter() - t)
+            found.states[(label, m)] = lowest_states(with_m(measures, problem, m), settings.top_k, seed)
+            found.choices[(label, m)] = Choice(found.states[(label, m)][0], build_s + time.perf_counter() - t)
 
     # --- removal-method baselines ------------------------------------------------------------------------------------
     for name in BASELINE_METHODS:
-        if name in settings.skip:
-            skipped[name] = "left out (--skip)"
+        if name not in labels:
             continue
         method = get_method(name)
         log(f"seed {seed}: method {name}")
         t = time.perf_counter()
         try:
             if name == "sleb":
+                search = measures.search
                 before = search.evaluations
                 sel = type(method)(loss=lambda s: search(s).mean).select(model, adapter, calib, {None: max(ms)},
-                                                                         granularity=gran)
+                                                                         granularity=GRANULARITY)
                 elapsed = time.perf_counter() - t
                 for m in ms:
-                    used = sleb_budget(constraints[m])
-                    choices[(name, m)] = Choice(sorted(sel.order[:m]), elapsed * used / max(search.evaluations
-                                                                                             - before, 1), used)
-                    states[(name, m)] = [sorted(sel.order[:m])]
+                    used = sleb_budget(measures.constraints(m))
+                    found.choices[(name, m)] = Choice(sorted(sel.order[:m]),
+                                                      elapsed * used / max(search.evaluations - before, 1), used)
+                    found.states[(name, m)] = [sorted(sel.order[:m])]
             elif method.nested:
-                sel = method.select(model, adapter, calib, {None: max(ms)}, granularity=gran)
+                sel = method.select(model, adapter, calib, {None: max(ms)}, granularity=GRANULARITY)
                 elapsed = time.perf_counter() - t
                 for m in ms:
-                    choices[(name, m)] = Choice(sorted(sel.order[:m]), elapsed)
-                    states[(name, m)] = [sorted(sel.order[:m])]
+                    found.choices[(name, m)] = Choice(sorted(sel.order[:m]), elapsed)
+                    found.states[(name, m)] = [sorted(sel.order[:m])]
             else:
                 for m in ms:
                     t = time.perf_counter()
-                    sel = method.select(model, adapter, calib, {None: m}, granularity=gran)
-                    choices[(name, m)] = Choice(sel.best, time.perf_counter() - t)
-                    states[(name, m)] = sel.candidates[:3]
+                    sel = method.select(model, adapter, calib, {None: m}, granularity=GRANULARITY)
+                    found.choices[(name, m)] = Choice(sel.best, time.perf_counter() - t)
+                    found.states[(name, m)] = sel.candidates[:3]
         except LmshrinkError as exc:
-            skipped[name] = str(exc)
+            found.skipped[name] = str(exc)
             log(f"seed {seed}: method {name} skipped ({exc})")
         clock.seconds[name] = time.perf_counter() - t
+    return found
 
-    # --- lmshrink's pipelines --------------------------------------------------------------------------------------
-    for m in ms:
-        if "default" not in settings.skip:
+
+def with_m(measures: SeedMeasures, problem: Any, m: int) -> Any:
+    """``problem`` with the constraint "remove exactly m blocks"."""
+    from lmshrink.core.removal import with_constraints
+
+    return with_constraints(problem, measures.constraints(m))
+
+
+def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: Any, *, seconds: dict[str, float],
+                  sleb_evals: dict[int, int], default: bool = True, portfolios: bool = True,
+                  surrogate: bool | dict[int, list[list[int]]] = True) -> dict[tuple[str, int], Choice]:
+    """lmshrink's pipeline rows for every M: ``default`` rows through :func:`lmshrink.prune`; with ``portfolios``
+    the portfolio rows from ``sources.states``; ``surrogate``: True runs surrogate search (its rows and the
+    portfolio+surrogate rows), a mapping M → states takes stored surrogate candidates for the portfolio+surrogate
+    rows instead, False leaves them out. ``seconds`` prices each source (its label's seconds), ``sleb_evals`` the
+    search evaluations SLEB spent per M."""
+    from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
+    from lmshrink.selection import Portfolio
+
+    seed, model, adapter, calib, valid = measures.seed, measures.model, measures.adapter, measures.calib, measures.valid
+    choices: dict[tuple[str, int], Choice] = {}
+    for m in settings.remove:
+        if default:
             log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
-            choices.update(default_rows(settings, seed, m, model, tokenizer))
-
+            choices.update(default_rows(settings, seed, m, model, measures.tokenizer))
+        if not portfolios:
+            continue
         portfolio = Portfolio()
-        sources: list[str] = []
-        for label in [*OBJECTIVES, *BASELINES]:
-            for k, s in enumerate(states.get((label, m), []), 1):
+        used = []
+        for label in SOURCES:
+            for k, s in enumerate(sources.states.get((label, m), []), 1):
                 portfolio.add(s, f"{label}#{k}")
-            if (label, m) in states:
-                sources.append(label)
-        cost = sum(clock.seconds.get(s, 0.0) for s in sources)
-        sleb_evals = choices.get(("sleb", m), Choice([])).search_evaluations
-        choices.update(choose_portfolios(measures, m, portfolio, cost, sleb_evals))
-        if "surrogate" in settings.skip:
-            skipped["surrogate"] = "left out (--skip)"
+            if (label, m) in sources.states:
+                used.append(label)
+        cost = sum(seconds.get(s, 0.0) for s in used)
+        choices.update(choose_portfolios(measures, m, portfolio, cost, sleb_evals.get(m, 0)))
+        if surrogate is False:
             continue
 
-        budget = sleb_budget(constraints[m])
-        log(f"seed {seed}, M={m}: surrogate search, budget {budget}")
-        t = time.perf_counter()
-        sel = SurrogateSearch(loss=search).select(model, adapter, calib, {None: m}, granularity=gran,
-                                                  budget=budget, samples=settings.search_samples,
-                                                  batch=settings.batch, seed=seed)
-        surrogate_s = time.perf_counter() - t
-        order = [tuple(h["state"]) for h in sel.info["measured"]]
-        losses = {tuple(h["state"]): h["loss"] for h in sel.info["measured"]}
-        full = sorted(order, key=losses.get)[: settings.validate_top]
-        half = sorted(order[: max(budget // 2, 1)], key=losses.get)[: settings.validate_top]
-        for label, top, used in (("surrogate", full, budget), ("surrogate@half", half, max(budget // 2, 1))):
-            p = Portfolio()
-            for k, s in enumerate(top, 1):
-                p.add(s, f"surrogate#{k}")
-            tv = time.perf_counter()
-            p.validate(valid)
-            choices[(label, m)] = Choice(list(p.best().indices),
-                                         surrogate_s * used / budget + time.perf_counter() - tv, used, len(top),
-                                         {"fit": _late_fit(sel.trace)})
+        budget = sleb_budget(measures.constraints(m))
+        if surrogate is True:
+            log(f"seed {seed}, M={m}: surrogate search, budget {budget}")
+            t = time.perf_counter()
+            sel = SurrogateSearch(loss=measures.search).select(model, adapter, calib, {None: m},
+                                                               granularity=GRANULARITY, budget=budget,
+                                                               samples=settings.search_samples, batch=settings.batch,
+                                                               seed=seed)
+            surrogate_s = time.perf_counter() - t
+            order = [tuple(h["state"]) for h in sel.info["measured"]]
+            losses = {tuple(h["state"]): h["loss"] for h in sel.info["measured"]}
+            full = sorted(order, key=losses.get)[: settings.validate_top]
+            half = sorted(order[: max(budget // 2, 1)], key=losses.get)[: settings.validate_top]
+            for label, top, spent in (("surrogate", full, budget), ("surrogate@half", half, max(budget // 2, 1))):
+                p = Portfolio()
+                for k, s in enumerate(top, 1):
+                    p.add(s, f"surrogate#{k}")
+                tv = time.perf_counter()
+                p.validate(valid)
+                choices[(label, m)] = Choice(list(p.best().indices),
+                                             surrogate_s * spent / budget + time.perf_counter() - tv, spent,
+                                             len(top), {"fit": _late_fit(sel.trace)})
+        else:
+            full, surrogate_s = surrogate.get(m, []), seconds.get("surrogate", 0.0)
+            if not full:
+                continue
 
         both = Portfolio()
         for c in portfolio.candidates:
@@ -291,22 +327,64 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
                 both.add(c.indices, s)
         for k, s in enumerate(full, 1):
             both.add(s, f"surrogate#{k}")
-        for label, problem in problems.items():
+        for label, problem in sources.problems.items():
             both.score(label, problem)
-        choices.update(choose_portfolios(measures, m, both, cost + surrogate_s, sleb_evals + budget,
+        choices.update(choose_portfolios(measures, m, both, cost + surrogate_s, sleb_evals.get(m, 0) + budget,
                                          "portfolio+surrogate"))
+    return choices
 
-    # --- held-out scores --------------------------------------------------------------------------------------------
+
+def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any, held_out: Any,
+             log: Any) -> dict[str, Any]:
+    """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able)."""
+    import torch
+
+    torch.manual_seed(seed)
+    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
+    sources = run_sources(settings, measures, [s for s in SOURCES if s not in settings.skip], log)
+    skipped = {label: "left out (--skip)" for label in [*SOURCES, "surrogate"] if label in settings.skip}
+    skipped.update(sources.skipped)
+    sleb = {m: c.search_evaluations for (label, m), c in sources.choices.items() if label == "sleb"}
+    choices = {**sources.choices,
+               **run_pipelines(settings, measures, sources, log, seconds=measures.clock.seconds, sleb_evals=sleb,
+                               default="default" not in settings.skip, surrogate="surrogate" not in settings.skip)}
+    return _seed_result(settings, measures, choices, held_out, log, skipped)
+
+
+def _seed_result(settings: Any, measures: SeedMeasures, choices: dict[tuple[str, int], Choice], held_out: Any,
+                 log: Any, skipped: dict[str, str], *, kd: bool = True) -> dict[str, Any]:
+    """The seed's rows (every choice scored on the held-out windows), KD rows (with ``kd``) and what they cost."""
+    seed = measures.seed
     log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
     rows = measures.rows(choices, held_out)
-    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model, adapter, tokenizer,
-                       texts, measures.heal, held_out, log, clock) for m in settings.kd if m in ms]
-    return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": clock.seconds,
-            "calibration": {"source": calib.source, **calib.info},
-            "validation_windows": int(calib.validation.num_samples), "search_windows": int(search.base.windows),
-            "base": {"search_loss": search.base.mean, "validation_loss": valid.base.mean},
-            "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms},
-            "num_blocks": n}
+    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, measures.model,
+                       measures.adapter, measures.tokenizer, measures.texts, measures.heal, held_out, log,
+                       measures.clock) for m in settings.kd
+               if kd and m in settings.remove and _has_kd_source(choices, m)]
+    ms = sorted({m for _, m in choices})
+    return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": measures.clock.seconds,
+            "calibration": {"source": measures.calib.source, **measures.calib.info},
+            "validation_windows": int(measures.calib.validation.num_samples),
+            "search_windows": int(measures.search.base.windows),
+            "base": {"search_loss": measures.search.base.mean, "validation_loss": measures.valid.base.mean},
+            "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms
+                                 if (_widest(choices, m), m) in choices},
+            "num_blocks": len(measures.blocks)}
+
+
+def stored_states(saved: dict[str, Any], ms: Any) -> tuple[dict[tuple[str, int], list[list[int]]],
+                                                           dict[int, list[list[int]]]]:
+    """The states a finished seed's portfolio tables hold: per (source, M) the K lowest in order, and per M the
+    surrogate search's candidates (when it ran)."""
+    states: dict[tuple[str, int], dict[int, list[int]]] = {}
+    for m in ms:
+        for c in saved["portfolio_tables"].get(str(m)) or []:
+            for src in c["sources"]:
+                label, k = src.rsplit("#", 1)
+                states.setdefault((label, m), {})[int(k)] = list(c["indices"])
+    ordered = {key: [found[k] for k in sorted(found)] for key, found in states.items()}
+    surrogate = {m: ordered.pop(("surrogate", m)) for m in ms if ("surrogate", m) in ordered}
+    return ordered, surrogate
 
 
 #: the rows :func:`refresh_seed` makes again, per ``--refresh`` value: every pipeline that chooses by validation, or
@@ -316,52 +394,62 @@ REFRESHED = {"pipelines": ("default (--heal none)", "default", "portfolio", "por
              "default": ("default (--heal none)", "default")}
 
 
-def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
-                 held_out: Any, log: Any) -> dict[str, Any]:
-    """A finished seed's pipeline rows (:data:`REFRESHED` of ``settings.refresh``) chosen again with the code as it
-    is now: the portfolios from the candidates its portfolio table holds (every objective's and baseline's states,
-    and surrogate search's when it ran), the default through :func:`lmshrink.prune`; the other rows are kept. For a
-    pipeline change, without re-running SLEB and the searches."""
-    import torch
+def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                held_out: Any, log: Any, *, add: Any = (), default: bool = False,
+                portfolios: bool = False) -> dict[str, Any]:
+    """A finished seed with rows added or chosen again, every other row kept.
 
-    from lmshrink.selection import Portfolio
+    ``add``: rows the seed left out (objectives and baselines, ``surrogate``); the portfolios that draw on them are
+    chosen again. ``default``: the default's rows made (again) through :func:`lmshrink.prune`. ``portfolios``: the
+    portfolio rows chosen again. Every portfolio is pooled from the states the seed's portfolio tables hold plus
+    those of the added sources, so SLEB and the searches already run are not run again."""
+    import torch
 
     seed = int(saved["seed"])
     torch.manual_seed(seed)
-    started = time.perf_counter()
     measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
-    refreshed = REFRESHED[settings.refresh]
-    kept_rows = [r for r in saved["rows"] if r["method"] not in refreshed]
-    made = {r["method"] for r in saved["rows"]}
-    spent = saved.get("seconds", {})
-    choices: dict[tuple[str, int], Choice] = {}
-    for m in settings.remove:
-        if "default" in made:
-            log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
-            choices.update(default_rows(settings, seed, m, model, tokenizer))
-        table = saved["portfolio_tables"][str(m)]
-        old = {(r["method"], r["healed"]): r for r in saved["rows"] if r["M"] == m}
-        for label, wanted in (("portfolio", lambda src: not src.startswith("surrogate")),
-                              ("portfolio+surrogate", lambda src: True)):
-            if (label, "none") not in old or label not in refreshed:
-                continue
-            portfolio = Portfolio()
-            for c in table:
-                for src in filter(wanted, c["sources"]):
-                    portfolio.add(c["indices"], src)
-            sources = {src.split("#")[0] for c in table for src in c["sources"] if wanted(src)}
-            cost = sum(spent.get(s, 0.0) for s in sources)
-            log(f"seed {seed}, M={m}: {label}, {len(portfolio)} candidates")
-            choices.update(choose_portfolios(measures, m, portfolio, cost, old[(label, "none")]["search_evaluations"],
-                                             label))
-    log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} refreshed choices")
-    rows = measures.rows(choices, held_out)
-    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, model, adapter, tokenizer,
-                       texts, measures.heal, held_out, log, measures.clock) for m in settings.kd
-               if m in settings.remove]
-    return {**saved, "rows": kept_rows + rows, "kd": kd_rows or saved.get("kd", []),
-            "refreshed": {"rows": sorted({label for label, _ in choices}), "seconds": time.perf_counter() - started,
-                          "components": measures.clock.seconds}}
+    ms = settings.remove
+    old_states, old_surrogate = stored_states(saved, ms)
+    sources = run_sources(settings, measures, [s for s in SOURCES if s in add], log)
+    sources.states = {**old_states, **sources.states}
+    seconds = {**saved.get("seconds", {}), **measures.clock.seconds}
+    sleb = {r["M"]: r["search_evaluations"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"}
+    sleb.update({m: c.search_evaluations for (label, m), c in sources.choices.items() if label == "sleb"})
+    had = {r["method"] for r in saved["rows"]}
+    rerun_portfolios = portfolios or bool(sources.choices) or "surrogate" in add
+    surrogate: bool | dict[int, list[list[int]]] = ("surrogate" in add) or (
+        old_surrogate if "portfolio+surrogate" in had else False)
+    choices = {**sources.choices,
+               **run_pipelines(settings, measures, sources, log, seconds=seconds, sleb_evals=sleb,
+                               default=default, portfolios=rerun_portfolios, surrogate=surrogate)}
+    # KD heals the default's choice: again only when that choice is made again (or there is none to keep)
+    kd = default or ("default" not in had and rerun_portfolios)
+    made = _seed_result(settings, measures, choices, held_out, log, sources.skipped, kd=kd)
+    remade = {label for label, _ in choices}
+    skipped = {k: v for k, v in saved.get("skipped", {}).items() if k not in add}
+    spent = dict(saved.get("seconds", {}))
+    for k, v in made["seconds"].items():
+        spent[k] = spent.get(k, 0.0) + v
+    return {**saved, "rows": [r for r in saved["rows"] if r["method"] not in remade] + made["rows"],
+            "kd": made["kd"] or saved.get("kd", []), "skipped": {**skipped, **made["skipped"]}, "seconds": spent,
+            "portfolio_tables": {**saved.get("portfolio_tables", {}),
+                                 **{str(m): t for m, t in made["portfolio_tables"].items()}},
+            "made_again": sorted(remade)}
+
+
+def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                 held_out: Any, log: Any) -> dict[str, Any]:
+    """A finished seed's pipeline rows (:data:`REFRESHED` of ``settings.refresh``) chosen again with the code as it
+    is now (:func:`extend_seed`): for a pipeline change, without re-running SLEB and the searches."""
+    started = time.perf_counter()
+    had = {r["method"] for r in saved["rows"]}
+    out = extend_seed(settings, saved, model, adapter, tokenizer, texts, held_out, log, default="default" in had,
+                      portfolios=settings.refresh == "pipelines")
+    rows = out.pop("made_again")
+    return {**out, "seconds": saved.get("seconds", {}),
+            "refreshed": {"rows": rows, "seconds": time.perf_counter() - started,
+                          "components": {k: v - saved.get("seconds", {}).get(k, 0.0)
+                                         for k, v in out["seconds"].items()}}}
 
 
 def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
@@ -369,9 +457,17 @@ def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
     return "portfolio+surrogate" if ("portfolio+surrogate", m) in choices else "portfolio"
 
 
+def _has_kd_source(choices: dict[tuple[str, int], Choice], m: int) -> bool:
+    return any((label, m) in choices for label in KD_SOURCES)
+
+
+#: the rows whose choice gets KD healing, the first present: the default's, else the widest heal-aware portfolio
+KD_SOURCES = ("default", "portfolio+surrogate (heal-aware)", "portfolio (heal-aware)")
+
+
 def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str:
     """The row whose choice gets KD healing: the default's when it ran, else the widest heal-aware portfolio."""
-    for label in ("default", "portfolio+surrogate (heal-aware)", "portfolio (heal-aware)"):
+    for label in KD_SOURCES:
         if (label, m) in choices:
             return label
     raise KeyError(m)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import Log, environment, study_main, write_json
-from .combine import comparable, differences, merge_runs, merge_seeds
+from .combine import RUN_ONLY, comparable, differences, merge_runs, merge_seeds
 
 FULL = {"remove": "4,6,8,10,12", "seeds": "0,1,2", "samples": 64, "seq_len": 128, "search_samples": 16,
         "validation": 32, "eval_tokens": 8192, "eval_window": 512, "top_k": 10, "kd": "6", "kd_steps": 60}
@@ -164,7 +164,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
         saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is not None and not comparable(saved.get("settings"), asdict(settings)):
+        if saved is not None and not comparable(saved.get("settings"), asdict(settings), (*RUN_ONLY, "skip")):
             aside = path.with_suffix(".replaced.json")
             path.replace(aside)
             changed = differences(saved.get("settings") or {}, asdict(settings))
@@ -176,16 +176,21 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             write_json(path, saved)
             results.append(saved)
             continue
-        have = saved["settings"]["remove"]
+        have, skipped = saved["settings"]["remove"], saved["settings"]["skip"]
         if settings.refresh:
             log(f"seed {seed}: choosing the pipeline rows of {path} again")
-            saved = refresh_seed(replace(settings, remove=have), saved, model, adapter, tok, texts, held_out, log)
+            saved = refresh_seed(replace(settings, remove=have, skip=skipped), saved, model, adapter, tok, texts,
+                                 held_out, log)
+        add = [g for g in skipped if g not in settings.skip]
+        if add:
+            log(f"seed {seed}: adding rows {', '.join(add)} to {path}")
+            saved = add_rows(replace(settings, remove=have), saved, add, model, adapter, tok, texts, held_out, log)
         missing = [m for m in settings.remove if m not in have]
         if missing:
             log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
             saved = merge_seeds(saved, _run_seed(replace(settings, remove=missing), seed, model, adapter, tok,
                                                  texts, held_out, log))
-        if settings.refresh or missing:
+        if settings.refresh or add or missing:
             write_json(path, saved)
         else:
             log(f"seed {seed}: reusing {path}")
@@ -198,6 +203,23 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     write_report(out, summary)
     log(f"wrote {out}/report.md")
     return summary
+
+
+def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: Any, adapter: Any, tok: Any,
+             texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
+    """A finished seed with the rows ``add`` (groups it skipped) run and the portfolios that draw on them chosen
+    again (:func:`.seed_run.extend_seed`); the seed's settings no longer skip them, and its parts list the run."""
+    from .combine import seed_parts
+    from .seed_run import extend_seed
+
+    started = log.elapsed
+    out = extend_seed(settings, saved, model, adapter, tok, texts, held_out, log, add=add, default="default" in add)
+    made = out.pop("made_again")
+    out["settings"] = {**saved["settings"], "skip": [g for g in saved["settings"]["skip"] if g not in add]}
+    out["parts"] = [*seed_parts(saved), {"remove": list(settings.remove), "rows": made,
+                                         "wall_seconds": log.elapsed - started}]
+    out["wall_seconds"] = sum(p["wall_seconds"] for p in out["parts"])
+    return out
 
 
 def _run_seed(settings: Settings, seed: int, model: Any, adapter: Any, tok: Any, texts: Any, held_out: Any,
