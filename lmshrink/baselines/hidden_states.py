@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..core.errors import LmshrinkError
+from ..evaluate.stopping import StopPass, run_until_stopped
 from ..objectives.common import require_finite
 
 #: granularities whose blocks map the residual stream to the residual stream
@@ -92,6 +93,8 @@ def residual_statistics(
     def post_hook(index: int):
         def hook(module: Any, args: tuple, output: Any) -> None:
             captured[index] = (inputs.pop(index), _first(output))
+            if len(captured) == n:  # every block has run: the final norm and the LM head are not needed
+                raise StopPass
 
         return hook
 
@@ -114,7 +117,7 @@ def residual_statistics(
             for start in tqdm(starts, desc="hidden states", disable=not progress, leave=False):
                 captured.clear()
                 batch = input_ids[start : start + batch_size]
-                model(input_ids=batch.to(cos_sum.device), use_cache=False)
+                run_until_stopped(model, input_ids=batch.to(cos_sum.device), use_cache=False)
                 if len(captured) != n:
                     raise LmshrinkError(f"Only {len(captured)} of {n} blocks ran in the forward pass.")
                 states = [captured[0][0]] + [captured[i][1] for i in range(n)]
