@@ -22,6 +22,9 @@ Every choice is scored on the same held-out windows, removed plainly and with li
 the heal-aware choice for the M given by ``--kd``. The report gives mean ± spread over seeds and, per M, the ratio
 of lmshrink's pipeline to the best baseline.
 
+Seeds, M values and rows can run apart: each seed file is reused, grown by the M values or rows a later run asks
+for (:func:`add_rows`, :func:`.combine.merge_seeds`), or merged from another folder (``--merge FROM INTO``).
+
 Run ``python -m benchmarks.removal`` (see benchmarks/README.md); ``--quick`` is the CI-sized version.
 """
 
