@@ -200,6 +200,13 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
     for key, (removed, ppl) in merged.items():
         assert removed == whole[key][0] and ppl == pytest.approx(whole[key][1], rel=1e-6), key
     assert "(M = 2) +" in (tmp_path / "merged" / "report.md").read_text()
+    # the report says which seeds stand behind an M that not every seed has
+    from benchmarks.removal.report import _coverage
+
+    other_seed = {"seed": 5, "rows": [r for r in seed["rows"] if r["M"] == 2]}
+    assert _coverage([seed, other_seed], [1, 2]) == (" Not every seed has every M: M = 1 from seed 0 (means, spreads "
+                                                     "and ratios there are over those seeds).")
+    assert _coverage([seed], [1, 2]) == ""
     # results of different draws or overlapping M values do not combine
     with pytest.raises(CombineError, match="both runs have M"):
         merge_seeds(seed, seed)

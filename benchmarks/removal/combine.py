@@ -77,8 +77,8 @@ def seed_parts(seed: dict[str, Any]) -> list[dict[str, Any]]:
 
 def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
     """Add the seed results of the finished study in ``other`` (other M values, same settings otherwise) to the one
-    in ``into``, seed by seed; writes ``into``'s seed files and summary.json and returns the summary (report not
-    drawn). Every seed of ``into`` must be in ``other``."""
+    in ``into``: a seed in both becomes one result (:func:`merge_seeds`), a seed in one only is kept as it is.
+    Writes ``into``'s seed files and returns the summary (report not drawn)."""
     from ..common import write_json
 
     into, other = Path(into), Path(other)
@@ -88,13 +88,13 @@ def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
                            f"({differences(a['settings'], b['settings'])})")
     if a["held_out"]["tokens"] != b["held_out"]["tokens"] or abs(a["held_out"]["loss"] - b["held_out"]["loss"]) > 1e-9:
         raise CombineError(f"{into} and {other} score on different held-out text")
+    ours = {sd["seed"]: sd for sd in a["seeds"]}
     theirs = {sd["seed"]: sd for sd in b["seeds"]}
-    missing = [sd["seed"] for sd in a["seeds"] if sd["seed"] not in theirs]
-    if missing:
-        raise CombineError(f"{other} has no result for seed(s) {missing}")
-    seeds = [merge_seeds(sd, theirs[sd["seed"]]) for sd in a["seeds"]]
+    seeds = [merge_seeds(ours[s], theirs[s]) if s in ours and s in theirs else ours.get(s) or theirs[s]
+             for s in sorted({*ours, *theirs})]
     for sd in seeds:
         write_json(into / f"seed-{sd['seed']}.json", sd)
     remove = sorted({m for sd in seeds for m in sd["settings"]["remove"]})
-    return {**a, "settings": {**a["settings"], "remove": remove}, "seeds": seeds,
-            "total_seconds": a["total_seconds"] + b["total_seconds"]}
+    skip = sorted({g for sd in seeds for g in sd["settings"]["skip"]})
+    return {**a, "settings": {**a["settings"], "remove": remove, "skip": skip, "seeds": [sd["seed"] for sd in seeds]},
+            "seeds": seeds, "total_seconds": a["total_seconds"] + b["total_seconds"]}

@@ -142,6 +142,18 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
     return ["perplexity_vs_m.png"]
 
 
+def _coverage(seeds: list[dict[str, Any]], ms: list[int]) -> str:
+    """A sentence naming the seeds behind each M when not every seed has every M (empty otherwise)."""
+    have = {m: [sd["seed"] for sd in seeds if any(r["M"] == m for r in sd["rows"])] for m in ms}
+    everyone = [sd["seed"] for sd in seeds]
+    partial = {m: got for m, got in have.items() if got != everyone}
+    if not partial:
+        return ""
+    return " Not every seed has every M: " + "; ".join(
+        f"M = {m} from seed{'s' if len(got) != 1 else ''} {', '.join(map(str, got)) or 'none'}"
+        for m, got in partial.items()) + " (means, spreads and ratios there are over those seeds)."
+
+
 def _finite_mean(values: list[float]) -> float | None:
     """The mean of the finite values (None when there are none: a fit over too few rounds is NaN)."""
     finite = [v for v in values if v is not None and np.isfinite(v)]
@@ -190,7 +202,7 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         f"{summary['total_seconds'] / 60:.1f} min" + (" (quick mode)" if s["quick"] else "")
         + ("; each seed's own run: " + ", ".join(_seed_time(sd) for sd in summary["seeds"])
            if all("wall_seconds" in sd for sd in summary["seeds"]) else "")
-        + "." + _refreshed(summary["seeds"]),
+        + "." + _refreshed(summary["seeds"]) + _coverage(summary["seeds"], ms),
         "",
         "Cells: mean held-out perplexity over the seeds, (min–max) across seeds.",
         "",
