@@ -50,9 +50,7 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
     ms_second = set(second["settings"]["remove"])
     if ms_first & ms_second:
         raise CombineError(f"seed {first['seed']}: both runs have M = {sorted(ms_first & ms_second)}")
-    seconds = dict(first.get("seconds", {}))
-    for k, v in second.get("seconds", {}).items():
-        seconds[k] = seconds.get(k, 0.0) + v
+    seconds = summed_seconds(first.get("seconds", {}), second.get("seconds", {}))
     parts = [*seed_parts(first), *seed_parts(second)]
     return {
         **first,
@@ -66,6 +64,11 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
         "wall_seconds": sum(p["wall_seconds"] for p in parts),
         "parts": parts,
     }
+
+
+def summed_seconds(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Seconds per component of two runs added up."""
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {**a, **b}}
 
 
 def seed_parts(seed: dict[str, Any]) -> list[dict[str, Any]]:

@@ -109,6 +109,12 @@ class SeedMeasures:
 
         return removal_constraints(self.blocks, {None: m})
 
+    def constrained(self, problem: Any, m: int) -> Any:
+        """``problem`` with the constraint "remove exactly ``m`` blocks"."""
+        from lmshrink.core.removal import with_constraints
+
+        return with_constraints(problem, self.constraints(m))
+
     def streams(self) -> Any:
         """The full model's layer inputs on the calibration samples (computed on first use)."""
         from lmshrink.evaluate.midstack import LayerInputs
@@ -186,6 +192,10 @@ class Sources:
     problems: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def sleb_evaluations(self) -> dict[int, int]:
+        """Per M, the search evaluations SLEB spent (when it ran here)."""
+        return {m: c.search_evaluations for (label, m), c in self.choices.items() if label == "sleb"}
+
 
 #: every row that proposes candidates to the portfolios, in the order they are pooled
 SOURCES = (*OBJECTIVES, *BASELINES)
@@ -215,7 +225,7 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any) ->
         clock.seconds[label] = build_s
         for m in ms:
             t = time.perf_counter()
-            found.states[(label, m)] = lowest_states(with_m(measures, problem, m), settings.top_k, seed)
+            found.states[(label, m)] = lowest_states(measures.constrained(problem, m), settings.top_k, seed)
             found.choices[(label, m)] = Choice(found.states[(label, m)][0], build_s + time.perf_counter() - t)
 
     # --- removal-method baselines ------------------------------------------------------------------------------------
@@ -254,13 +264,6 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any) ->
             log(f"seed {seed}: method {name} skipped ({exc})")
         clock.seconds[name] = time.perf_counter() - t
     return found
-
-
-def with_m(measures: SeedMeasures, problem: Any, m: int) -> Any:
-    """``problem`` with the constraint "remove exactly m blocks"."""
-    from lmshrink.core.removal import with_constraints
-
-    return with_constraints(problem, measures.constraints(m))
 
 
 def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: Any, *, seconds: dict[str, float],
@@ -344,9 +347,9 @@ def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any,
     sources = run_sources(settings, measures, [s for s in SOURCES if s not in settings.skip], log)
     skipped = {label: "left out (--skip)" for label in [*SOURCES, "surrogate"] if label in settings.skip}
     skipped.update(sources.skipped)
-    sleb = {m: c.search_evaluations for (label, m), c in sources.choices.items() if label == "sleb"}
     choices = {**sources.choices,
-               **run_pipelines(settings, measures, sources, log, seconds=measures.clock.seconds, sleb_evals=sleb,
+               **run_pipelines(settings, measures, sources, log, seconds=measures.clock.seconds,
+                               sleb_evals=sources.sleb_evaluations(),
                                default="default" not in settings.skip, surrogate="surrogate" not in settings.skip)}
     return _seed_result(settings, measures, choices, held_out, log, skipped)
 
@@ -357,10 +360,10 @@ def _seed_result(settings: Any, measures: SeedMeasures, choices: dict[tuple[str,
     seed = measures.seed
     log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
     rows = measures.rows(choices, held_out)
-    kd_rows = [_kd_row(settings, seed, m, choices[(_kd_source(choices, m), m)].removed, measures.model,
-                       measures.adapter, measures.tokenizer, measures.texts, measures.heal, held_out, log,
-                       measures.clock) for m in settings.kd
-               if kd and m in settings.remove and _has_kd_source(choices, m)]
+    sources = {m: _kd_source(choices, m) for m in settings.kd if kd and m in settings.remove}
+    kd_rows = [_kd_row(settings, seed, m, choices[(label, m)].removed, measures.model, measures.adapter,
+                       measures.tokenizer, measures.texts, measures.heal, held_out, log, measures.clock)
+               for m, label in sources.items() if label is not None]
     ms = sorted({m for _, m in choices})
     return {"seed": seed, "rows": rows, "kd": kd_rows, "skipped": skipped, "seconds": measures.clock.seconds,
             "calibration": {"source": measures.calib.source, **measures.calib.info},
@@ -387,17 +390,11 @@ def stored_states(saved: dict[str, Any], ms: Any) -> tuple[dict[tuple[str, int],
     return ordered, surrogate
 
 
-#: the rows :func:`refresh_seed` makes again, per ``--refresh`` value: every pipeline that chooses by validation, or
-#: only the default's (the surrogate search rows and every baseline and objective are always kept)
-REFRESHED = {"pipelines": ("default (--heal none)", "default", "portfolio", "portfolio (heal-aware)",
-                           "portfolio+surrogate", "portfolio+surrogate (heal-aware)"),
-             "default": ("default (--heal none)", "default")}
-
-
 def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
                 held_out: Any, log: Any, *, add: Any = (), default: bool = False,
-                portfolios: bool = False) -> dict[str, Any]:
-    """A finished seed with rows added or chosen again, every other row kept.
+                portfolios: bool = False) -> tuple[dict[str, Any], list[str], dict[str, float]]:
+    """A finished seed with rows added or chosen again, every other row kept (its ``seconds`` as saved); with the
+    rows made and the seconds spent per component.
 
     ``add``: rows the seed left out (objectives and baselines, ``surrogate``); the portfolios that draw on them are
     chosen again. ``default``: the default's rows made (again) through :func:`lmshrink.prune`. ``portfolios``: the
@@ -414,7 +411,7 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     sources.states = {**old_states, **sources.states}
     seconds = {**saved.get("seconds", {}), **measures.clock.seconds}
     sleb = {r["M"]: r["search_evaluations"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"}
-    sleb.update({m: c.search_evaluations for (label, m), c in sources.choices.items() if label == "sleb"})
+    sleb.update(sources.sleb_evaluations())
     had = {r["method"] for r in saved["rows"]}
     rerun_portfolios = portfolios or bool(sources.choices) or "surrogate" in add
     surrogate: bool | dict[int, list[list[int]]] = ("surrogate" in add) or (
@@ -427,29 +424,23 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     made = _seed_result(settings, measures, choices, held_out, log, sources.skipped, kd=kd)
     remade = {label for label, _ in choices}
     skipped = {k: v for k, v in saved.get("skipped", {}).items() if k not in add}
-    spent = dict(saved.get("seconds", {}))
-    for k, v in made["seconds"].items():
-        spent[k] = spent.get(k, 0.0) + v
-    return {**saved, "rows": [r for r in saved["rows"] if r["method"] not in remade] + made["rows"],
-            "kd": made["kd"] or saved.get("kd", []), "skipped": {**skipped, **made["skipped"]}, "seconds": spent,
-            "portfolio_tables": {**saved.get("portfolio_tables", {}),
-                                 **{str(m): t for m, t in made["portfolio_tables"].items()}},
-            "made_again": sorted(remade)}
+    seed_result = {**saved, "rows": [r for r in saved["rows"] if r["method"] not in remade] + made["rows"],
+                   "kd": made["kd"] or saved.get("kd", []), "skipped": {**skipped, **made["skipped"]},
+                   "portfolio_tables": {**saved.get("portfolio_tables", {}),
+                                        **{str(m): t for m, t in made["portfolio_tables"].items()}}}
+    return seed_result, sorted(remade), made["seconds"]
 
 
 def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
                  held_out: Any, log: Any) -> dict[str, Any]:
-    """A finished seed's pipeline rows (:data:`REFRESHED` of ``settings.refresh``) chosen again with the code as it
-    is now (:func:`extend_seed`): for a pipeline change, without re-running SLEB and the searches."""
+    """A finished seed's pipeline rows chosen again with the code as it is now (:func:`extend_seed`): the default's
+    (when the seed has them) and, for ``settings.refresh == "pipelines"``, the portfolios; for a pipeline change,
+    without re-running SLEB and the searches (their rows, the baselines' and the objectives' are kept)."""
     started = time.perf_counter()
     had = {r["method"] for r in saved["rows"]}
-    out = extend_seed(settings, saved, model, adapter, tokenizer, texts, held_out, log, default="default" in had,
-                      portfolios=settings.refresh == "pipelines")
-    rows = out.pop("made_again")
-    return {**out, "seconds": saved.get("seconds", {}),
-            "refreshed": {"rows": rows, "seconds": time.perf_counter() - started,
-                          "components": {k: v - saved.get("seconds", {}).get(k, 0.0)
-                                         for k, v in out["seconds"].items()}}}
+    out, rows, spent = extend_seed(settings, saved, model, adapter, tokenizer, texts, held_out, log,
+                                   default="default" in had, portfolios=settings.refresh == "pipelines")
+    return {**out, "refreshed": {"rows": rows, "seconds": time.perf_counter() - started, "components": spent}}
 
 
 def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
@@ -457,20 +448,11 @@ def _widest(choices: dict[tuple[str, int], Choice], m: int) -> str:
     return "portfolio+surrogate" if ("portfolio+surrogate", m) in choices else "portfolio"
 
 
-def _has_kd_source(choices: dict[tuple[str, int], Choice], m: int) -> bool:
-    return any((label, m) in choices for label in KD_SOURCES)
-
-
-#: the rows whose choice gets KD healing, the first present: the default's, else the widest heal-aware portfolio
-KD_SOURCES = ("default", "portfolio+surrogate (heal-aware)", "portfolio (heal-aware)")
-
-
-def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str:
-    """The row whose choice gets KD healing: the default's when it ran, else the widest heal-aware portfolio."""
-    for label in KD_SOURCES:
-        if (label, m) in choices:
-            return label
-    raise KeyError(m)
+def _kd_source(choices: dict[tuple[str, int], Choice], m: int) -> str | None:
+    """The row whose choice gets KD healing: the default's when it ran, else the widest heal-aware portfolio
+    (None when there is neither)."""
+    return next((label for label in ("default", "portfolio+surrogate (heal-aware)", "portfolio (heal-aware)")
+                 if (label, m) in choices), None)
 
 
 def default_rows(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -> dict[tuple[str, int], Choice]:

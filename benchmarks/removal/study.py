@@ -212,12 +212,13 @@ def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: A
              texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
     """A finished seed with the rows ``add`` (groups it skipped) run and the portfolios that draw on them chosen
     again (:func:`.seed_run.extend_seed`); the seed's settings no longer skip them, and its parts list the run."""
-    from .combine import seed_parts
+    from .combine import seed_parts, summed_seconds
     from .seed_run import extend_seed
 
     started = log.elapsed
-    out = extend_seed(settings, saved, model, adapter, tok, texts, held_out, log, add=add, default="default" in add)
-    made = out.pop("made_again")
+    out, made, spent = extend_seed(settings, saved, model, adapter, tok, texts, held_out, log, add=add,
+                                   default="default" in add)
+    out["seconds"] = summed_seconds(saved.get("seconds", {}), spent)
     out["settings"] = {**saved["settings"], "skip": [g for g in saved["settings"]["skip"] if g not in add]}
     out["parts"] = [*seed_parts(saved), {"remove": list(settings.remove), "rows": made,
                                          "wall_seconds": log.elapsed - started}]
