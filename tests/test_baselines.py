@@ -132,6 +132,21 @@ def test_sleb_greedy_matches_brute_force(setup):
     assert sel.info["loss_measurements"] == N + N - 1
 
 
+def test_sleb_resumed_from_known_sets_repeats_the_fresh_order(setup):
+    """Given its own choices at M = 2 and 3, a run to M = 4 measures only inside the smallest known set holding
+    what it removed so far (2, 1, then 1 blocks), then every block left (2), and removes the fresh run's order."""
+    from lmshrink.baselines.sleb import GreedyLossRemoval
+
+    model, adapter, calib = setup
+    fresh = get_method("sleb").select(model, adapter, calib, 4, samples=2)
+    known = [sorted(fresh.order[:2]), sorted(fresh.order[:3])]
+    resumed = GreedyLossRemoval(known=known).select(model, adapter, calib, 4, samples=2)
+    assert resumed.order == fresh.order
+    assert resumed.info["loss_measurements"] == 2 + 1 + 1 + 2
+    assert fresh.info["loss_measurements"] == 5 + 4 + 3 + 2
+    assert [t["score"] for t in resumed.trace] == pytest.approx([t["score"] for t in fresh.trace], rel=1e-6)
+
+
 def test_per_kind_specs_honoured_or_refused(setup):
     model, adapter, calib = setup
     sel = get_method("sleb").select(model, adapter, calib, "attention=1,mlp=2", granularity="sublayer", samples=1)

@@ -201,8 +201,10 @@ class Sources:
 SOURCES = (*OBJECTIVES, *BASELINES)
 
 
-def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any) -> Sources:
-    """The objectives' K lowest states and the baselines' picks for every M, for the sources in ``labels``."""
+def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
+                sleb_known: Any = ()) -> Sources:
+    """The objectives' K lowest states and the baselines' picks for every M, for the sources in ``labels``;
+    ``sleb_known``: SLEB's choices at other M on this seed (a saved run), which its greedy order passes through."""
     from lmshrink.baselines import get_method
     from lmshrink.core.errors import LmshrinkError
     from lmshrink.plugins import get_objective
@@ -239,8 +241,8 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any) ->
             if name == "sleb":
                 search = measures.search
                 before = search.evaluations
-                sel = type(method)(loss=lambda s: search(s).mean).select(model, adapter, calib, {None: max(ms)},
-                                                                         granularity=GRANULARITY)
+                sel = type(method)(loss=lambda s: search(s).mean, known=sleb_known).select(
+                    model, adapter, calib, {None: max(ms)}, granularity=GRANULARITY)
                 elapsed = time.perf_counter() - t
                 for m in ms:
                     used = sleb_budget(measures.constraints(m))
@@ -338,13 +340,14 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
 
 
 def run_seed(settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any, held_out: Any,
-             log: Any) -> dict[str, Any]:
-    """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able)."""
+             log: Any, sleb_known: Any = ()) -> dict[str, Any]:
+    """Every row for every M on calibration seed ``seed``; returns plain data (JSON-able). ``sleb_known``: SLEB's
+    choices at other M on this seed (see :func:`run_sources`)."""
     import torch
 
     torch.manual_seed(seed)
     measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
-    sources = run_sources(settings, measures, [s for s in SOURCES if s not in settings.skip], log)
+    sources = run_sources(settings, measures, [s for s in SOURCES if s not in settings.skip], log, sleb_known)
     skipped = {label: "left out (--skip)" for label in [*SOURCES, "surrogate"] if label in settings.skip}
     skipped.update(sources.skipped)
     choices = {**sources.choices,
@@ -373,6 +376,11 @@ def _seed_result(settings: Any, measures: SeedMeasures, choices: dict[tuple[str,
             "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms
                                  if (_widest(choices, m), m) in choices},
             "num_blocks": len(measures.blocks)}
+
+
+def sleb_choices(saved: dict[str, Any]) -> list[list[int]]:
+    """SLEB's choices in a finished seed, one per M (prefixes of one greedy order)."""
+    return [r["removed"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"]
 
 
 def stored_states(saved: dict[str, Any], ms: Any) -> tuple[dict[tuple[str, int], list[list[int]]],

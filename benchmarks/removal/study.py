@@ -161,7 +161,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     log(f"{loaded.name}: {n} blocks; held-out {ids.numel()} tokens in {len(ids)} windows; M = {settings.remove}; "
         f"seeds {settings.seeds}")
     held_out = RemovalLoss(model, adapter, ids, batch_size=4)
-    from .seed_run import refresh_seed
+    from .seed_run import refresh_seed, sleb_choices
 
     results = []
     for seed in settings.seeds:
@@ -192,7 +192,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         if missing:
             log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
             saved = merge_seeds(saved, _run_seed(replace(settings, remove=missing), seed, model, adapter, tok,
-                                                 texts, held_out, log))
+                                                 texts, held_out, log, sleb_known=sleb_choices(saved)))
         if settings.refresh or add or missing:
             write_json(path, saved)
         else:
@@ -227,12 +227,13 @@ def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: A
 
 
 def _run_seed(settings: Settings, seed: int, model: Any, adapter: Any, tok: Any, texts: Any, held_out: Any,
-              log: Log) -> dict[str, Any]:
-    """One seed run for ``settings.remove``, with its settings and wall time recorded."""
+              log: Log, sleb_known: Any = ()) -> dict[str, Any]:
+    """One seed run for ``settings.remove``, with its settings and wall time recorded; ``sleb_known``: SLEB's
+    choices at the seed's other M, so its greedy search resumes through them instead of measuring them again."""
     from .seed_run import run_seed
 
     started = log.elapsed
-    result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
+    result = run_seed(settings, seed, model, adapter, tok, texts, held_out, log, sleb_known)
     result["settings"] = asdict(settings)
     result["wall_seconds"] = log.elapsed - started
     return result

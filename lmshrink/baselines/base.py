@@ -131,8 +131,9 @@ def greedy_order(
     """Remove blocks one at a time: each step removes the lowest-scored block among those still allowed.
 
     A block is allowed while the constraint group it belongs to has removals left (so per-kind counts are
-    honoured). ``score(removed, allowed)`` returns a score per allowed block given the blocks removed so far;
-    ties go to the lower index. Returns the removal order and one dict of facts per step.
+    honoured). ``score(removed, allowed)`` returns a score per allowed block given the blocks removed so far; it
+    may leave out blocks it knows cannot be the pick (the step picks among those it scored). Ties go to the lower
+    index. Returns the removal order and one dict of facts per step.
     """
     left = {k: c.equals for k, c in enumerate(constraints)}
     group = {i: k for k, c in enumerate(constraints) for i in c.indices}
@@ -140,12 +141,14 @@ def greedy_order(
     trace: list[dict[str, Any]] = []
     for step in range(sum(left.values())):
         allowed = sorted(i for i, k in group.items() if left[k] > 0 and i not in removed)
-        scores = dict(score(list(removed), allowed))
-        pick = min(allowed, key=lambda i: (scores[i], i))
+        scores = {i: v for i, v in score(list(removed), allowed).items() if i in allowed}
+        if not scores:
+            raise LmshrinkError(f"The greedy step {step + 1} scored none of the allowed blocks {allowed}.")
+        pick = min(scores, key=lambda i: (scores[i], i))
         removed.append(pick)
         left[group[pick]] -= 1
         fact = {"step": step + 1, "removed": pick, "score": float(scores[pick]),
-                "scores": {int(i): float(scores[i]) for i in allowed}}
+                "scores": {int(i): float(v) for i, v in sorted(scores.items())}}
         trace.append(fact)
         if on_step is not None:
             on_step(fact)

@@ -4,7 +4,8 @@ measured calibration loss on the model pruned so far; repeat M times.
 Every step measures the loss of every allowed block (gated to 0 together with the blocks already removed), so a
 run costs about N·M forward passes over the samples used: the default uses the first 4 calibration samples,
 like the ``pairs`` objective. Per-kind counts are honoured (a block is a candidate while its group has removals
-left), at any granularity.
+left), at any granularity. Given the sets an earlier run chose at other totals (``known``), the steps inside them
+measure only their blocks: growing a saved run from M to M' costs about N·(M' - M) passes plus a few.
 """
 
 from __future__ import annotations
@@ -29,10 +30,15 @@ class GreedyLossRemoval(RemovalMethod):
         "batch_size": Option(8, "samples per forward pass", int),
     }
 
-    def __init__(self, loss: Callable[[Sequence[int]], float] | None = None) -> None:
+    def __init__(self, loss: Callable[[Sequence[int]], float] | None = None,
+                 known: Sequence[Sequence[int]] = ()) -> None:
         #: optional oracle ``loss(removed_indices)`` used instead of measuring, e.g. a memo a caller shares with
         #: other measurements on the same samples (the benchmark does); None measures with calibration_loss
         self.loss = loss
+        #: sets this method chose before with the same loss (its choices at other totals, e.g. from a saved run):
+        #: they are nested prefixes of one greedy order, so while the blocks removed so far lie inside a known
+        #: larger set the next pick is one of that set's other blocks, and only those are measured
+        self.known = sorted((frozenset(k) for k in known), key=len)
 
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, samples, batch_size):
         from ..evaluate.loss import calibration_loss
@@ -50,6 +56,9 @@ class GreedyLossRemoval(RemovalMethod):
 
         def score(removed: list[int], allowed: list[int]) -> dict[int, float]:
             nonlocal measured
+            inside = next((k for k in self.known if len(k) > len(removed) and k.issuperset(removed)), None)
+            if inside is not None and not inside.isdisjoint(allowed):
+                allowed = [i for i in allowed if i in inside]
             measured += len(allowed)
             return {i: loss(removed + [i]) for i in allowed}
 
