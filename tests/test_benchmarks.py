@@ -167,16 +167,17 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
     from benchmarks.removal.combine import CombineError, merge_seeds
     from benchmarks.removal.study import main
 
-    def argv(out, remove, skip):
+    def argv(out, remove, skip, kd=""):
         return ["--model", str(tiny_model_dir), "--quick", "--remove", remove, "--seeds", "0", "--samples", "6",
                 "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--eval-tokens", "256",
-                "--eval-window", "64", "--top-k", "2", "--skip", skip, "--kd", "", "--out", str(out)]
+                "--eval-window", "64", "--top-k", "2", "--skip", skip, "--kd", kd, "--out", str(out)]
 
     def rows(summary):
         return {(r["method"], r["M"], r["healed"]): (r["removed"], r["perplexity"])
                 for sd in summary["seeds"] for r in sd["rows"]}
 
-    whole = rows(run(parse_args(argv(tmp_path / "whole", "1,2", "default")), Log(quiet=True)))
+    whole_run = run(parse_args(argv(tmp_path / "whole", "1,2", "default", kd="1")), Log(quiet=True))
+    whole = rows(whole_run)
     first = run(parse_args(argv(tmp_path / "grown", "2", "default,pairs,surrogate")), Log(quiet=True))
     assert not any(m in ("pairs", "surrogate") for m, _, _ in rows(first))
     shutil.copytree(tmp_path / "grown", tmp_path / "merged")
@@ -191,6 +192,13 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
     assert seed["settings"]["remove"] == [1, 2] and seed["settings"]["skip"] == ["default"]
     assert [p["remove"] for p in seed["parts"]] == [[2], [2], [1]] and "pairs" in seed["parts"][1]["rows"]
     assert "rows " in (tmp_path / "grown" / "report.md").read_text()
+    # KD healing added to the finished seed: the row a run with --kd makes
+    grown = run(parse_args(argv(tmp_path / "grown", "1,2", "default", kd="1")), Log(quiet=True))
+    (kd,), (want,) = grown["seeds"][0]["kd"], whole_run["seeds"][0]["kd"]
+    assert kd["removed"] == want["removed"] and grown["seeds"][0]["settings"]["kd"] == [1]
+    for key in ("perplexity_linear", "perplexity_kd"):
+        assert kd[key] == pytest.approx(want[key], rel=1e-5), key
+    assert grown["seeds"][0]["parts"][-1]["rows"] == ["kd"]
 
     # M = 1 run apart, merged: its rows are those of the whole run (M = 2 still without pairs and surrogate)
     run(parse_args(argv(tmp_path / "other", "1", "default")), Log(quiet=True))

@@ -15,6 +15,8 @@ from typing import Any
 #: settings that may differ between two runs combined: which M values and seeds each ran, where it was written
 #: and whether it refreshed
 RUN_ONLY = ("remove", "seeds", "out", "refresh")
+#: settings a finished seed grows by instead of running again: rows it skipped, KD rows at more M values
+GROWABLE = ("skip", "kd")
 
 
 class CombineError(ValueError):
@@ -41,7 +43,7 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
     wall time."""
     if first["seed"] != second["seed"]:
         raise CombineError(f"seed {first['seed']} and seed {second['seed']} are different calibration draws")
-    if not comparable(first.get("settings"), second.get("settings"), (*RUN_ONLY, "skip")):
+    if not comparable(first.get("settings"), second.get("settings"), (*RUN_ONLY, *GROWABLE)):
         raise CombineError(f"seed {first['seed']}: the runs' settings differ ("
                            f"{differences(first.get('settings') or {}, second.get('settings') or {})})")
     if first["calibration"] != second["calibration"]:
@@ -52,18 +54,25 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
         raise CombineError(f"seed {first['seed']}: both runs have M = {sorted(ms_first & ms_second)}")
     seconds = summed_seconds(first.get("seconds", {}), second.get("seconds", {}))
     parts = [*seed_parts(first), *seed_parts(second)]
+    kd = [*first.get("kd", []), *second.get("kd", [])]
     return {
         **first,
         "rows": [*first["rows"], *second["rows"]],
-        "kd": [*first.get("kd", []), *second.get("kd", [])],
+        "kd": kd,
         "skipped": {**first.get("skipped", {}), **second.get("skipped", {})},
         "seconds": seconds,
         "portfolio_tables": {**first.get("portfolio_tables", {}), **second.get("portfolio_tables", {})},
         "settings": {**first["settings"], "remove": sorted(ms_first | ms_second),
-                     "skip": sorted({*first["settings"]["skip"], *second["settings"]["skip"]})},
+                     "skip": sorted({*first["settings"]["skip"], *second["settings"]["skip"]}),
+                     "kd": kd_values(kd)},
         "wall_seconds": sum(p["wall_seconds"] for p in parts),
         "parts": parts,
     }
+
+
+def kd_values(kd: list[dict[str, Any]]) -> list[int]:
+    """The M values a seed has KD rows for."""
+    return sorted({int(k["M"]) for k in kd})
 
 
 def summed_seconds(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -86,7 +95,7 @@ def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
 
     into, other = Path(into), Path(other)
     a, b = (json.loads((d / "summary.json").read_text()) for d in (into, other))
-    if not comparable(a["settings"], b["settings"], (*RUN_ONLY, "skip")):
+    if not comparable(a["settings"], b["settings"], (*RUN_ONLY, *GROWABLE)):
         raise CombineError(f"{into} and {other} were run with different settings "
                            f"({differences(a['settings'], b['settings'])})")
     if a["held_out"]["tokens"] != b["held_out"]["tokens"] or abs(a["held_out"]["loss"] - b["held_out"]["loss"]) > 1e-9:
@@ -99,5 +108,7 @@ def merge_runs(into: str | Path, other: str | Path) -> dict[str, Any]:
         write_json(into / f"seed-{sd['seed']}.json", sd)
     remove = sorted({m for sd in seeds for m in sd["settings"]["remove"]})
     skip = sorted({g for sd in seeds for g in sd["settings"]["skip"]})
-    return {**a, "settings": {**a["settings"], "remove": remove, "skip": skip, "seeds": [sd["seed"] for sd in seeds]},
+    kd = sorted({m for sd in seeds for m in sd["settings"].get("kd", [])})
+    return {**a, "settings": {**a["settings"], "remove": remove, "skip": skip, "kd": kd,
+                              "seeds": [sd["seed"] for sd in seeds]},
             "seeds": seeds, "total_seconds": a["total_seconds"] + b["total_seconds"]}

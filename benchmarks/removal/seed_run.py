@@ -439,6 +439,25 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     return seed_result, sorted(remade), made["seconds"]
 
 
+def add_kd_rows(settings: Any, saved: dict[str, Any], ms: list[int], model: Any, adapter: Any, tokenizer: Any,
+                texts: Any, held_out: Any, log: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """A finished seed with KD rows added at the M values ``ms`` (each healing the default's choice, else the widest
+    heal-aware portfolio's, as a run with ``--kd`` would); with the seconds spent per component."""
+    import torch
+
+    seed = int(saved["seed"])
+    torch.manual_seed(seed)
+    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
+    choices = {(r["method"], r["M"]): Choice(list(r["removed"])) for r in saved["rows"] if r["healed"] == "none"}
+    rows = [_kd_row(settings, seed, m, choices[(label, m)].removed, model, adapter, tokenizer, texts, measures.heal,
+                    held_out, log, measures.clock)
+            for m in ms for label in [_kd_source(choices, m)] if label is not None]
+    kd = sorted([*saved.get("kd", []), *rows], key=lambda k: k["M"])
+    from .combine import kd_values
+
+    return {**saved, "kd": kd, "settings": {**saved["settings"], "kd": kd_values(kd)}}, measures.clock.seconds
+
+
 def refresh_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any, texts: Any,
                  held_out: Any, log: Any) -> dict[str, Any]:
     """A finished seed's pipeline rows chosen again with the code as it is now (:func:`extend_seed`): the default's

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import Log, environment, study_main, write_json
-from .combine import RUN_ONLY, comparable, differences, merge_runs, merge_seeds
+from .combine import GROWABLE, RUN_ONLY, comparable, differences, merge_runs, merge_seeds
 
 FULL = {"remove": "4,6,8,10,12", "seeds": "0,1,2", "samples": 64, "seq_len": 128, "search_samples": 16,
         "validation": 32, "eval_tokens": 8192, "eval_window": 512, "top_k": 10, "kd": "6", "kd_steps": 60}
@@ -167,7 +167,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
         saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is not None and not comparable(saved.get("settings"), asdict(settings), (*RUN_ONLY, "skip")):
+        if saved is not None and not comparable(saved.get("settings"), asdict(settings), (*RUN_ONLY, *GROWABLE)):
             aside = path.with_suffix(".replaced.json")
             path.replace(aside)
             changed = differences(saved.get("settings") or {}, asdict(settings))
@@ -193,7 +193,12 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
             saved = merge_seeds(saved, _run_seed(replace(settings, remove=missing), seed, model, adapter, tok,
                                                  texts, held_out, log, sleb_known=sleb_choices(saved)))
-        if settings.refresh or add or missing:
+        kd = [m for m in settings.kd if m in saved["settings"]["remove"]
+              and m not in {k["M"] for k in saved.get("kd", [])}]
+        if kd:
+            log(f"seed {seed}: adding KD healing at M = {kd} to {path}")
+            saved = add_kd(settings, saved, kd, model, adapter, tok, texts, held_out, log)
+        if settings.refresh or add or missing or kd:
             write_json(path, saved)
         else:
             log(f"seed {seed}: reusing {path}")
@@ -222,6 +227,21 @@ def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: A
     out["settings"] = {**saved["settings"], "skip": [g for g in saved["settings"]["skip"] if g not in add]}
     out["parts"] = [*seed_parts(saved), {"remove": list(settings.remove), "rows": made,
                                          "wall_seconds": log.elapsed - started}]
+    out["wall_seconds"] = sum(p["wall_seconds"] for p in out["parts"])
+    return out
+
+
+def add_kd(settings: Settings, saved: dict[str, Any], ms: list[int], model: Any, adapter: Any, tok: Any,
+           texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
+    """A finished seed with KD rows added at the M values ``ms`` (:func:`.seed_run.add_kd_rows`); its parts list
+    the run."""
+    from .combine import seed_parts, summed_seconds
+    from .seed_run import add_kd_rows
+
+    started = log.elapsed
+    out, spent = add_kd_rows(settings, saved, ms, model, adapter, tok, texts, held_out, log)
+    out["seconds"] = summed_seconds(saved.get("seconds", {}), spent)
+    out["parts"] = [*seed_parts(saved), {"remove": list(ms), "rows": ["kd"], "wall_seconds": log.elapsed - started}]
     out["wall_seconds"] = sum(p["wall_seconds"] for p in out["parts"])
     return out
 
