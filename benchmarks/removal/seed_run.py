@@ -544,9 +544,11 @@ def _kd_row(settings, seed, m, removed, model, adapter, tokenizer, texts, heal, 
 
 
 def _full_pass_loss(model: Any, windows: Any) -> np.ndarray:
+    """Per-window loss of ``model`` run whole (no mid-stack start), 4 windows a pass."""
     import torch
 
     from lmshrink.evaluate.loss import per_sample_loss
 
     with torch.no_grad():
-        return torch.cat([per_sample_loss(model, windows[s : s + 4]) for s in range(0, len(windows), 4)]).double().numpy()
+        losses = [per_sample_loss(model, windows[s : s + 4]) for s in range(0, len(windows), 4)]
+    return torch.cat(losses).double().numpy()

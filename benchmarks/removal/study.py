@@ -182,25 +182,25 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
         have, skipped = saved["settings"]["remove"], saved["settings"]["skip"]
         if settings.refresh:
             log(f"seed {seed}: choosing the pipeline rows of {path} again")
-            saved = refresh_seed(replace(settings, remove=have, skip=skipped), saved, model, adapter, tok, texts,
-                                 held_out, log)
+            saved = _written(path, refresh_seed(replace(settings, remove=have, skip=skipped), saved, model, adapter,
+                                                tok, texts, held_out, log))
         add = [g for g in skipped if g not in settings.skip]
         if add:
             log(f"seed {seed}: adding rows {', '.join(add)} to {path}")
-            saved = add_rows(replace(settings, remove=have), saved, add, model, adapter, tok, texts, held_out, log)
+            saved = _written(path, add_rows(replace(settings, remove=have), saved, add, model, adapter, tok, texts,
+                                            held_out, log))
         missing = [m for m in settings.remove if m not in have]
         if missing:
             log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
-            saved = merge_seeds(saved, _run_seed(replace(settings, remove=missing), seed, model, adapter, tok,
-                                                 texts, held_out, log, sleb_known=sleb_choices(saved)))
+            more = _run_seed(replace(settings, remove=missing), seed, model, adapter, tok, texts, held_out, log,
+                             sleb_known=sleb_choices(saved))
+            saved = _written(path, merge_seeds(saved, more))
         kd = [m for m in settings.kd if m in saved["settings"]["remove"]
               and m not in {k["M"] for k in saved.get("kd", [])}]
         if kd:
             log(f"seed {seed}: adding KD healing at M = {kd} to {path}")
-            saved = add_kd(settings, saved, kd, model, adapter, tok, texts, held_out, log)
-        if settings.refresh or add or missing or kd:
-            write_json(path, saved)
-        else:
+            saved = _written(path, add_kd(settings, saved, kd, model, adapter, tok, texts, held_out, log))
+        if not (settings.refresh or add or missing or kd):
             log(f"seed {seed}: reusing {path}")
         results.append(saved)
     settings.remove = sorted({m for sd in results for m in sd["settings"]["remove"]})
@@ -211,6 +211,12 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     write_report(out, summary)
     log(f"wrote {out}/report.md")
     return summary
+
+
+def _written(path: Path, seed_result: dict[str, Any]) -> dict[str, Any]:
+    """``seed_result`` after writing it to ``path``: each step that grows a seed is kept as it ends."""
+    write_json(path, seed_result)
+    return seed_result
 
 
 def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: Any, adapter: Any, tok: Any,
