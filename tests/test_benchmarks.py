@@ -267,3 +267,16 @@ def test_nemotron_pattern_problem():
     assert sizes["remove:mamba"] == (23, NEMOTRON_REMOVE["mamba"])
     assert sizes["remove:moe"] == (23, NEMOTRON_REMOVE["moe"])
     assert sizes["remove:attention"] == (6, NEMOTRON_REMOVE["attention"])
+
+
+def test_removal_plot_takes_seeds_that_agree(tmp_path):
+    """Three seeds with the same perplexity: their mean rounds above the max, and the error bars stay ≥ 0."""
+    pytest.importorskip("matplotlib")
+    from benchmarks.removal.report import _plots, aggregate
+
+    x = 23.43261545011135
+    rows = [{"seed": s, "method": "sleb", "M": 4, "healed": h, "perplexity": x, "search_evaluations": 114,
+             "validation_evaluations": 0, "seconds": 1.0} for s in range(3) for h in ("none", "linear")]
+    agg = aggregate(rows)
+    assert agg[("sleb", 4, "none")]["max"] < agg[("sleb", 4, "none")]["mean"]  # the rounding the plot must take
+    assert _plots(tmp_path, agg, [4], {"held_out": {"perplexity": 14.05, "tokens": 8192}})
