@@ -80,6 +80,15 @@ def summed_seconds(a: dict[str, float], b: dict[str, float]) -> dict[str, float]
     return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {**a, **b}}
 
 
+def with_step(saved: dict[str, Any], grown: dict[str, Any], spent: dict[str, float],
+              part: dict[str, Any]) -> dict[str, Any]:
+    """``grown`` (``saved`` after one growth step) with the step's seconds per component added to the saved ones and
+    ``part`` (what the step ran, with its ``wall_seconds``) appended to the seed's parts."""
+    parts = [*seed_parts(saved), part]
+    return {**grown, "seconds": summed_seconds(saved.get("seconds", {}), spent), "parts": parts,
+            "wall_seconds": sum(p["wall_seconds"] for p in parts)}
+
+
 def seed_parts(seed: dict[str, Any]) -> list[dict[str, Any]]:
     """The runs a seed result was made of: M values (and the rows, for a run that added rows) and wall seconds
     each."""

@@ -125,7 +125,8 @@ def _plots(out: Path, agg: dict, ms: list[int], summary: dict[str, Any]) -> list
             x = [p[0] for p in pts]
             y = np.array([p[1]["mean"] for p in pts])
             # the mean of equal perplexities can round below their min: clip, as matplotlib refuses negative errors
-            err = np.clip([[p[1]["mean"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["mean"] for p in pts]], 0, None)
+            err = np.clip([[p[1]["mean"] - p[1]["min"] for p in pts], [p[1]["max"] - p[1]["mean"] for p in pts]],
+                          0, None)
             style = ":" if method in BASELINES else "--" if method in OBJECTIVES else "-"
             ax.errorbar(x, y, yerr=err, fmt=style, marker="os^D"[k % 4], capsize=2, color=palette[(2 * k) % 20
                         if k < 10 else (2 * k + 1) % 20], label=method, lw=2.2 if method in MAIN else 1)

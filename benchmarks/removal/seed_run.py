@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,6 @@ class SeedMeasures:
 
     def __init__(self, settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any) -> None:
         from lmshrink.data import make_calibration
-        from lmshrink.evaluate.measured import RemovalLoss
         from lmshrink.heal.linear import LinearHeal
 
         self.settings, self.seed, self.model, self.adapter = settings, seed, model, adapter
@@ -95,13 +95,25 @@ class SeedMeasures:
         self.clock = Clock()
         self.calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed,
                                       validation=settings.validation)
-        self.search = self.clock.time("search windows", RemovalLoss, model, adapter,
-                                      self.calib.input_ids[: settings.search_samples])
-        self.valid = self.clock.time("validation windows", RemovalLoss, model, adapter,
-                                     self.calib.validation.input_ids)
         self.healer = LinearHeal(ridge=settings.ridge)
         self._runs: dict[tuple[int, ...], list[Any]] = {}
         self._streams: Any = None
+
+    @cached_property
+    def search(self) -> Any:
+        """The loss meter on the first ``search_samples`` calibration windows (made on first use)."""
+        from lmshrink.evaluate.measured import RemovalLoss
+
+        return self.clock.time("search windows", RemovalLoss, self.model, self.adapter,
+                               self.calib.input_ids[: self.settings.search_samples])
+
+    @cached_property
+    def valid(self) -> Any:
+        """The loss meter on the validation windows (made on first use)."""
+        from lmshrink.evaluate.measured import RemovalLoss
+
+        return self.clock.time("validation windows", RemovalLoss, self.model, self.adapter,
+                               self.calib.validation.input_ids)
 
     def constraints(self, m: int) -> list[Any]:
         """The constraint "remove exactly ``m`` blocks"."""
@@ -445,6 +457,8 @@ def add_kd_rows(settings: Any, saved: dict[str, Any], ms: list[int], model: Any,
     heal-aware portfolio's, as a run with ``--kd`` would); with the seconds spent per component."""
     import torch
 
+    from .combine import kd_values
+
     seed = int(saved["seed"])
     torch.manual_seed(seed)
     measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
@@ -453,8 +467,6 @@ def add_kd_rows(settings: Any, saved: dict[str, Any], ms: list[int], model: Any,
                     held_out, log, measures.clock)
             for m in ms for label in [_kd_source(choices, m)] if label is not None]
     kd = sorted([*saved.get("kd", []), *rows], key=lambda k: k["M"])
-    from .combine import kd_values
-
     return {**saved, "kd": kd, "settings": {**saved["settings"], "kd": kd_values(kd)}}, measures.clock.seconds
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import Log, environment, study_main, write_json
-from .combine import GROWABLE, RUN_ONLY, comparable, differences, merge_runs, merge_seeds
+from .combine import GROWABLE, RUN_ONLY, comparable, differences, kd_values, merge_runs, merge_seeds
 
 FULL = {"remove": "4,6,8,10,12", "seeds": "0,1,2", "samples": 64, "seq_len": 128, "search_samples": 16,
         "validation": 32, "eval_tokens": 8192, "eval_window": 512, "top_k": 10, "kd": "6", "kd_steps": 60}
@@ -195,8 +195,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             more = _run_seed(replace(settings, remove=missing), seed, model, adapter, tok, texts, held_out, log,
                              sleb_known=sleb_choices(saved))
             saved = _written(path, merge_seeds(saved, more))
-        kd = [m for m in settings.kd if m in saved["settings"]["remove"]
-              and m not in {k["M"] for k in saved.get("kd", [])}]
+        kd = [m for m in settings.kd if m in saved["settings"]["remove"] and m not in kd_values(saved.get("kd", []))]
         if kd:
             log(f"seed {seed}: adding KD healing at M = {kd} to {path}")
             saved = _written(path, add_kd(settings, saved, kd, model, adapter, tok, texts, held_out, log))
@@ -223,33 +222,27 @@ def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: A
              texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
     """A finished seed with the rows ``add`` (groups it skipped) run and the portfolios that draw on them chosen
     again (:func:`.seed_run.extend_seed`); the seed's settings no longer skip them, and its parts list the run."""
-    from .combine import seed_parts, summed_seconds
+    from .combine import with_step
     from .seed_run import extend_seed
 
     started = log.elapsed
     out, made, spent = extend_seed(settings, saved, model, adapter, tok, texts, held_out, log, add=add,
                                    default="default" in add)
-    out["seconds"] = summed_seconds(saved.get("seconds", {}), spent)
     out["settings"] = {**saved["settings"], "skip": [g for g in saved["settings"]["skip"] if g not in add]}
-    out["parts"] = [*seed_parts(saved), {"remove": list(settings.remove), "rows": made,
-                                         "wall_seconds": log.elapsed - started}]
-    out["wall_seconds"] = sum(p["wall_seconds"] for p in out["parts"])
-    return out
+    return with_step(saved, out, spent, {"remove": list(settings.remove), "rows": made,
+                                         "wall_seconds": log.elapsed - started})
 
 
 def add_kd(settings: Settings, saved: dict[str, Any], ms: list[int], model: Any, adapter: Any, tok: Any,
            texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
     """A finished seed with KD rows added at the M values ``ms`` (:func:`.seed_run.add_kd_rows`); its parts list
     the run."""
-    from .combine import seed_parts, summed_seconds
+    from .combine import with_step
     from .seed_run import add_kd_rows
 
     started = log.elapsed
     out, spent = add_kd_rows(settings, saved, ms, model, adapter, tok, texts, held_out, log)
-    out["seconds"] = summed_seconds(saved.get("seconds", {}), spent)
-    out["parts"] = [*seed_parts(saved), {"remove": list(ms), "rows": ["kd"], "wall_seconds": log.elapsed - started}]
-    out["wall_seconds"] = sum(p["wall_seconds"] for p in out["parts"])
-    return out
+    return with_step(saved, out, spent, {"remove": list(ms), "rows": ["kd"], "wall_seconds": log.elapsed - started})
 
 
 def _run_seed(settings: Settings, seed: int, model: Any, adapter: Any, tok: Any, texts: Any, held_out: Any,
