@@ -156,7 +156,7 @@ def test_removal_study_skip(tiny_model_dir, tmp_path):
     assert "`--refresh`" in (out / "report.md").read_text()
 
 
-def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
+def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path, monkeypatch):
     """Rows and M values added later (to a finished folder, or by merging two folders) give the rows of one run."""
     pytest.importorskip("matplotlib")
     import json
@@ -180,9 +180,32 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path):
     whole = rows(whole_run)
     first = run(parse_args(argv(tmp_path / "grown", "2", "default,pairs,surrogate")), Log(quiet=True))
     assert not any(m in ("pairs", "surrogate") for m, _, _ in rows(first))
+    tables = json.loads((tmp_path / "grown" / "seed-0.json").read_text())["portfolio_tables"]["2"]
+    for c in tables:  # every candidate keeps its per-window validation losses
+        assert len(c["loss_windows"]) == 4 and np.mean(c["loss_windows"]) == pytest.approx(c["loss"], rel=1e-12)
     shutil.copytree(tmp_path / "grown", tmp_path / "merged")
-    # adds pairs and surrogate search at M = 2 (the portfolios drawing on them chosen again), then runs M = 1
+    # adds pairs and surrogate search at M = 2 (the portfolios drawing on them chosen again), then runs M = 1;
+    # the validation meter measures none of the candidates the seed kept
+    from lmshrink.evaluate.measured import RemovalLoss
+
+    remembered, measured = [], []
+    real_remember, real_measure = RemovalLoss.remember, RemovalLoss._measure
+
+    def remember(meter, removed, estimate):
+        remembered.append((meter, frozenset(removed)))
+        return real_remember(meter, removed, estimate)
+
+    def measure(meter, removed, runs):
+        measured.append((meter, frozenset(removed), runs is None))
+        return real_measure(meter, removed, runs)
+
+    monkeypatch.setattr(RemovalLoss, "remember", remember)
+    monkeypatch.setattr(RemovalLoss, "_measure", measure)
     grown = run(parse_args(argv(tmp_path / "grown", "1,2", "default")), Log(quiet=True))
+    monkeypatch.undo()
+    assert {s for _, s in remembered} == {frozenset(c["indices"]) for c in tables}
+    (valid,) = {meter for meter, _ in remembered}
+    assert not {s for meter, s, plain in measured if meter is valid and plain} & {s for _, s in remembered}
     got = rows(grown)
     assert got.keys() == whole.keys()
     for key, (removed, ppl) in whole.items():

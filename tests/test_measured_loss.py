@@ -63,6 +63,19 @@ def test_base_and_memo(model, ids):
         meter([6])
 
 
+def test_remembered_measurement_is_not_taken_again(model, ids):
+    """A measurement kept from an earlier run of the same windows is returned as is and costs no evaluation."""
+    first = RemovalLoss(model, ADAPTER, ids)
+    kept = first([2, 4])
+    again = RemovalLoss(model, ADAPTER, ids)
+    again.remember([4, 2], LossEstimate(kept.per_window.copy()))
+    assert again.measured([2, 4]) and again.evaluations == 0
+    np.testing.assert_array_equal(again([2, 4]).per_window, kept.per_window)
+    assert again.evaluations == 0
+    with pytest.raises(ValueError, match="one loss per window"):
+        again.remember([1], LossEstimate(kept.per_window[:3]))
+
+
 def test_standard_errors_match_a_direct_computation():
     rng = np.random.default_rng(0)
     a, b = rng.normal(3.0, 0.5, 40), rng.normal(3.1, 0.5, 40)

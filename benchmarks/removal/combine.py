@@ -62,6 +62,8 @@ def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]
         "skipped": {**first.get("skipped", {}), **second.get("skipped", {})},
         "seconds": seconds,
         "portfolio_tables": {**first.get("portfolio_tables", {}), **second.get("portfolio_tables", {})},
+        "validation_seconds_per_set": first.get("validation_seconds_per_set")
+        or second.get("validation_seconds_per_set"),
         "settings": {**first["settings"], "remove": sorted(ms_first | ms_second),
                      "skip": sorted({*first["settings"]["skip"], *second["settings"]["skip"]}),
                      "kd": kd_values(kd)},

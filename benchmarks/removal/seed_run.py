@@ -98,6 +98,11 @@ class SeedMeasures:
         self.healer = LinearHeal(ridge=settings.ridge)
         self._runs: dict[tuple[int, ...], list[Any]] = {}
         self._streams: Any = None
+        #: validation measurements taken from a saved run (not yet priced into a row), and the seconds per
+        #: measurement that run recorded
+        self._remembered: set[frozenset[int]] = set()
+        self._saved_rate: float | None = None
+        self._validated = [0.0, 0]  # seconds and sets this run measured on the validation windows
 
     @cached_property
     def search(self) -> Any:
@@ -114,6 +119,38 @@ class SeedMeasures:
 
         return self.clock.time("validation windows", RemovalLoss, self.model, self.adapter,
                                self.calib.validation.input_ids)
+
+    def remember(self, saved: dict[str, Any]) -> int:
+        """Take the per-window validation losses a saved run of this seed kept in its portfolio tables, so its
+        candidates are not measured again; returns how many."""
+        from lmshrink.evaluate.measured import LossEstimate
+
+        self._saved_rate = saved.get("validation_seconds_per_set")
+        for table in (saved.get("portfolio_tables") or {}).values():
+            for c in table or []:
+                if c.get("loss_windows") and c.get("error") is None:
+                    self.valid.remember(c["indices"], LossEstimate(np.asarray(c["loss_windows"], dtype=float)))
+                    self._remembered.add(frozenset(c["indices"]))
+        return len(self._remembered)
+
+    def validate(self, portfolio: Any) -> float:
+        """Measure ``portfolio`` on the validation windows; returns the seconds that cost, a measurement taken
+        from a saved run priced at the seconds per measurement seen (here, else in that run) the first time a row
+        uses it, so a grown seed's rows cost what a fresh run's would."""
+        before, t = self.valid.evaluations, time.perf_counter()
+        portfolio.validate(self.valid)
+        spent = time.perf_counter() - t
+        self._validated[0] += spent
+        self._validated[1] += self.valid.evaluations - before
+        reused = {frozenset(c.indices) for c in portfolio.runnable()} & self._remembered
+        self._remembered -= reused
+        return spent + len(reused) * (self.validation_rate or 0.0)
+
+    @property
+    def validation_rate(self) -> float | None:
+        """Seconds per validation measurement: this run's, else the saved run's (None when neither measured)."""
+        seconds, sets = self._validated
+        return seconds / sets if sets else self._saved_rate
 
     def constraints(self, m: int) -> list[Any]:
         """The constraint "remove exactly ``m`` blocks"."""
@@ -179,15 +216,25 @@ class SeedMeasures:
         return rows
 
 
+def _table(portfolio: Any) -> list[dict[str, Any]]:
+    """The portfolio's candidates as plain data, each with its per-window validation losses (``loss_windows``) so
+    a later growth of the seed need not measure it again."""
+    rows = []
+    for c in portfolio.candidates:
+        row = c.to_dict()
+        if c.validation is not None:
+            row["loss_windows"] = [float(v) for v in c.validation.per_window]
+        rows.append(row)
+    return rows
+
+
 def choose_portfolios(measures: SeedMeasures, m: int, portfolio: Any, cost: float, sleb_evals: int,
                       label: str = "portfolio") -> dict[tuple[str, int], Choice]:
     """The ``label`` row (lowest validation loss of ``portfolio``) and its ``(heal-aware)`` row at M = ``m``;
     ``cost`` is the seconds of the sources the portfolio draws on."""
-    tv = time.perf_counter()
-    portfolio.validate(measures.valid)
-    plain = Choice(list(portfolio.best().indices), cost + time.perf_counter() - tv, sleb_evals, len(portfolio),
-                   {"candidates": len(portfolio), "note": portfolio.separation_note(),
-                    "table": [c.to_dict() for c in portfolio.candidates]})
+    spent = measures.validate(portfolio)
+    plain = Choice(list(portfolio.best().indices), cost + spent, sleb_evals, len(portfolio),
+                   {"candidates": len(portfolio), "note": portfolio.separation_note(), "table": _table(portfolio)})
     best, aware_s, finalists = measures.heal_aware(portfolio)
     return {(label, m): plain,
             (f"{label} (heal-aware)", m): Choice(best, plain.seconds + aware_s, sleb_evals,
@@ -291,7 +338,7 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
 
-    seed, model, adapter, calib, valid = measures.seed, measures.model, measures.adapter, measures.calib, measures.valid
+    seed, model, adapter, calib = measures.seed, measures.model, measures.adapter, measures.calib
     choices: dict[tuple[str, int], Choice] = {}
     for m in settings.remove:
         if default:
@@ -328,10 +375,8 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
                 p = Portfolio()
                 for k, s in enumerate(top, 1):
                     p.add(s, f"surrogate#{k}")
-                tv = time.perf_counter()
-                p.validate(valid)
-                choices[(label, m)] = Choice(list(p.best().indices),
-                                             surrogate_s * spent / budget + time.perf_counter() - tv, spent,
+                validated = measures.validate(p)
+                choices[(label, m)] = Choice(list(p.best().indices), surrogate_s * spent / budget + validated, spent,
                                              len(top), {"fit": _late_fit(sel.trace)})
         else:
             full, surrogate_s = surrogate.get(m, []), seconds.get("surrogate", 0.0)
@@ -387,7 +432,7 @@ def _seed_result(settings: Any, measures: SeedMeasures, choices: dict[tuple[str,
             "base": {"search_loss": measures.search.base.mean, "validation_loss": measures.valid.base.mean},
             "portfolio_tables": {m: choices[(_widest(choices, m), m)].extra.get("table") for m in ms
                                  if (_widest(choices, m), m) in choices},
-            "num_blocks": len(measures.blocks)}
+            "num_blocks": len(measures.blocks), "validation_seconds_per_set": measures.validation_rate}
 
 
 def sleb_choices(saved: dict[str, Any]) -> list[list[int]]:
@@ -427,6 +472,7 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts)
     ms = settings.remove
     old_states, old_surrogate = stored_states(saved, ms)
+    measures.remember(saved)
     sources = run_sources(settings, measures, [s for s in SOURCES if s in add], log)
     sources.states = {**old_states, **sources.states}
     seconds = {**saved.get("seconds", {}), **measures.clock.seconds}
@@ -446,6 +492,7 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     skipped = {k: v for k, v in saved.get("skipped", {}).items() if k not in add}
     seed_result = {**saved, "rows": [r for r in saved["rows"] if r["method"] not in remade] + made["rows"],
                    "kd": made["kd"] or saved.get("kd", []), "skipped": {**skipped, **made["skipped"]},
+                   "validation_seconds_per_set": made["validation_seconds_per_set"],
                    "portfolio_tables": {**saved.get("portfolio_tables", {}),
                                         **{str(m): t for m, t in made["portfolio_tables"].items()}}}
     return seed_result, sorted(remade), made["seconds"]

@@ -119,6 +119,16 @@ class RemovalLoss:
         s = frozenset(int(i) for i in removed)
         return not s or ("plain", s) in self._memo
 
+    def remember(self, removed: Iterable[int], estimate: LossEstimate) -> None:
+        """Take ``estimate`` as the unhealed measurement of ``removed`` on these windows (one made before, e.g. kept
+        in a saved run), so it is not measured again; it does not count as an evaluation."""
+        if estimate.windows != self.input_ids.shape[0]:
+            raise ValueError(f"a remembered measurement needs one loss per window ({estimate.windows} given for "
+                             f"{self.input_ids.shape[0]} windows)")
+        s = frozenset(int(i) for i in removed)
+        if s:
+            self._memo[("plain", s)] = estimate
+
     def many(self, sets: Sequence[Sequence[int]], desc: str = "measuring removals") -> list[LossEstimate]:
         """Measure several sets, with a progress bar over the ones not measured yet."""
         from tqdm.auto import tqdm
