@@ -122,6 +122,17 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
     report = (out / "report.md").read_text()
     assert "## lmshrink against the best baseline" in report and "| sleb |" in report and "KD healing" in report
     assert "| default (--heal none) |" in report
+    # surrogate search against SLEB: the search loss each found (mean over seeds) and the held-out ratio
+    section = report.split("## Surrogate search against SLEB")[1].split("##")[0]
+    line = next(row for row in section.splitlines() if row.startswith("| 2 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    pick = lambda method, healed="none": [r for r in rows if r["method"] == method and r["M"] == "2"  # noqa: E731
+                                          and r["healed"] == healed]
+    for col, method in ((2, "sleb"), (3, "surrogate"), (4, "surrogate@half")):
+        assert float(cells[col]) == pytest.approx(np.mean([float(r["search_loss"]) for r in pick(method)]), abs=1e-4)
+    sleb, ours = (np.mean([float(r["perplexity"]) for r in pick(m)]) for m in ("sleb", "surrogate"))
+    assert float(cells[5]) == pytest.approx(sleb, abs=0.01)
+    assert float(cells[6].split()[1].strip("(")) == pytest.approx(ours / sleb, abs=1e-3)
 
 
 def test_removal_study_skip(tiny_model_dir, tmp_path):

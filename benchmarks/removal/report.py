@@ -243,6 +243,7 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
                 *[agg[(m, M, "none")]["seconds"] if (m, M, "none") in agg else None for M in ms]] for m in methods]),
         "",
     ]
+    lines += _surrogate_against_sleb(summary, agg, ms)
     fits = [(r["M"], r["seed"], r.get("fit")) for r in _rows(summary) if r["method"] == "surrogate"
             and r["healed"] == "none" and r.get("fit")]
     if fits:
@@ -279,6 +280,41 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
         f"{env.get('load_average')}.", "",
     ]
     return "\n".join(lines)
+
+
+def _surrogate_against_sleb(summary: dict[str, Any], agg: dict, ms: list[int]) -> list[str]:
+    """The section comparing surrogate search with SLEB on the same search windows and evaluation budget (and half of
+    it): the search loss each found, and held-out perplexity plain and healed as a ratio to SLEB's (empty when
+    either is missing)."""
+    search: dict[tuple[str, int], list[float]] = {}
+    for r in _rows(summary):
+        if r["healed"] == "none" and r["method"] in ("sleb", "surrogate", "surrogate@half"):
+            search.setdefault((r["method"], r["M"]), []).append(r["search_loss"])
+    rows = []
+    for m in ms:
+        if ("sleb", m) not in search or ("surrogate", m) not in search:
+            continue
+        loss = {k: float(np.mean(search[(k, m)])) for k in ("sleb", "surrogate", "surrogate@half") if (k, m) in search}
+        cells = []
+        for healed in ("none", "linear"):
+            sleb = agg.get(("sleb", m, healed))
+            for row in ("surrogate", "surrogate@half"):
+                c = _compare(agg.get((row, m, healed)), sleb)
+                cells.append(f"{c['ours']:.2f} ({_ratio(c)})" if c else "")
+            cells.insert(len(cells) - 2, f"{sleb['mean']:.2f}" if sleb else "")
+        rows.append([m, agg[("sleb", m, "none")]["search_evaluations"], f"{loss['sleb']:.4f}",
+                     f"{loss['surrogate']:.4f}", f"{loss['surrogate@half']:.4f}" if "surrogate@half" in loss else "",
+                     *cells])
+    if not rows:
+        return []
+    return ["## Surrogate search against SLEB", "",
+            "Both search the same windows (the first search samples) with the same number of loss evaluations "
+            "(SLEB's; `surrogate@half` half of them). Search loss: mean over seeds of the chosen set's loss on those "
+            "windows; then held-out perplexity, plainly removed and linearly healed, with the ratio to SLEB's mean "
+            "[range of per-seed ratios].", "",
+            table(["M", "evaluations", "SLEB search loss", "surrogate", "surrogate@half", "SLEB held-out",
+                   "surrogate", "surrogate@half", "SLEB healed", "surrogate healed", "surrogate@half healed"], rows),
+            ""]
 
 
 def _ratio(r: dict[str, Any] | None) -> str:
