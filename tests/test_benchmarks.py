@@ -234,6 +234,31 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path, monk
         assert kd[key] == pytest.approx(want[key], rel=1e-5), key
     assert grown["seeds"][0]["parts"][-1]["rows"] == ["kd"]
 
+    # rows added to a seed with several M values, one M at a time: a growth stopped after M = 1 resumes at M = 2
+    import benchmarks.removal.study as study
+
+    run(parse_args(argv(tmp_path / "steps", "1,2", "default,pairs,surrogate")), Log(quiet=True))
+    real_add_rows = study.add_rows
+
+    def stop_at_m2(settings, *args, **kwargs):
+        if settings.remove == [2]:
+            raise KeyboardInterrupt
+        return real_add_rows(settings, *args, **kwargs)
+
+    monkeypatch.setattr(study, "add_rows", stop_at_m2)
+    with pytest.raises(KeyboardInterrupt):
+        run(parse_args(argv(tmp_path / "steps", "1,2", "default")), Log(quiet=True))
+    monkeypatch.undo()
+    stopped = json.loads((tmp_path / "steps" / "seed-0.json").read_text())
+    assert {r["M"] for r in stopped["rows"] if r["method"] == "pairs"} == {1}
+    assert stopped["settings"]["skip"] == ["default", "pairs", "surrogate"]
+    steps = run(parse_args(argv(tmp_path / "steps", "1,2", "default")), Log(quiet=True))
+    assert rows(steps).keys() == whole.keys() - {k for k in whole if k[0].startswith("default")}
+    for key, (removed, ppl) in rows(steps).items():
+        assert removed == whole[key][0] and ppl == pytest.approx(whole[key][1], rel=1e-6), key
+    seed = steps["seeds"][0]
+    assert [p["remove"] for p in seed["parts"]] == [[1, 2], [1], [2]] and seed["settings"]["skip"] == ["default"]
+
     # M = 1 run apart, merged: its rows are those of the whole run (M = 2 still without pairs and surrogate)
     run(parse_args(argv(tmp_path / "other", "1", "default")), Log(quiet=True))
     assert main(["--merge", str(tmp_path / "other"), str(tmp_path / "merged")]) == 0

@@ -473,9 +473,15 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     ms = settings.remove
     old_states, old_surrogate = stored_states(saved, ms)
     measures.remember(saved)
-    sources = run_sources(settings, measures, [s for s in SOURCES if s in add], log)
+    sources = run_sources(settings, measures, [s for s in SOURCES if s in add], log, sleb_choices(saved))
     sources.states = {**old_states, **sources.states}
-    seconds = {**saved.get("seconds", {}), **measures.clock.seconds}
+    # an objective built in an earlier growth step is read from the disk cache here: price it as first measured
+    seconds = {k: max(v, measures.clock.seconds.get(k, 0.0)) for k, v in saved.get("seconds", {}).items()}
+    seconds.update({k: v for k, v in measures.clock.seconds.items() if k not in seconds})
+    for (label, _), choice in sources.choices.items():
+        earlier = [r["seconds"] for r in saved["rows"] if r["method"] == label and r["healed"] == "none"]
+        if label in OBJECTIVES and earlier:
+            choice.seconds = max(choice.seconds, max(earlier))
     sleb = {r["M"]: r["search_evaluations"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"}
     sleb.update(sources.sleb_evaluations())
     had = {r["method"] for r in saved["rows"]}
@@ -488,14 +494,16 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     # KD heals the default's choice: again only when that choice is made again (or there is none to keep)
     kd = default or ("default" not in had and rerun_portfolios)
     made = _seed_result(settings, measures, choices, held_out, log, sources.skipped, kd=kd)
-    remade = {label for label, _ in choices}
     skipped = {k: v for k, v in saved.get("skipped", {}).items() if k not in add}
-    seed_result = {**saved, "rows": [r for r in saved["rows"] if r["method"] not in remade] + made["rows"],
-                   "kd": made["kd"] or saved.get("kd", []), "skipped": {**skipped, **made["skipped"]},
+    kd_made = {k["M"] for k in made["kd"]}
+    seed_result = {**saved, "rows": [r for r in saved["rows"] if (r["method"], r["M"]) not in choices] + made["rows"],
+                   "kd": sorted([*[k for k in saved.get("kd", []) if k["M"] not in kd_made], *made["kd"]],
+                                key=lambda k: k["M"]),
+                   "skipped": {**skipped, **made["skipped"]},
                    "validation_seconds_per_set": made["validation_seconds_per_set"],
                    "portfolio_tables": {**saved.get("portfolio_tables", {}),
                                         **{str(m): t for m, t in made["portfolio_tables"].items()}}}
-    return seed_result, sorted(remade), made["seconds"]
+    return seed_result, sorted({label for label, _ in choices}), made["seconds"]
 
 
 def add_kd_rows(settings: Any, saved: dict[str, Any], ms: list[int], model: Any, adapter: Any, tokenizer: Any,

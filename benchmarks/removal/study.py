@@ -23,7 +23,8 @@ the heal-aware choice for the M given by ``--kd``. The report gives mean ± spre
 of lmshrink's pipeline to the best baseline.
 
 Seeds, M values and rows can run apart: each seed file is reused, grown by the M values or rows a later run asks
-for (:func:`add_rows`, :func:`.combine.merge_seeds`), or merged from another folder (``--merge FROM INTO``).
+for (:func:`add_rows`, one M at a time; :func:`.combine.merge_seeds`), or merged from another folder (``--merge FROM
+INTO``).
 
 Run ``python -m benchmarks.removal`` (see benchmarks/README.md); ``--quick`` is the CI-sized version.
 """
@@ -185,10 +186,15 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             saved = _written(path, refresh_seed(replace(settings, remove=have, skip=skipped), saved, model, adapter,
                                                 tok, texts, held_out, log))
         add = [g for g in skipped if g not in settings.skip]
+        for m in have if add else ():  # one M at a time, each written as it ends: a long growth can stop and resume
+            todo = [g for g in add if not has_rows(saved, g, m)]
+            if todo:
+                log(f"seed {seed}, M={m}: adding rows {', '.join(todo)} to {path}")
+                saved = _written(path, add_rows(replace(settings, remove=[m]), saved, todo, model, adapter, tok,
+                                                texts, held_out, log))
         if add:
-            log(f"seed {seed}: adding rows {', '.join(add)} to {path}")
-            saved = _written(path, add_rows(replace(settings, remove=have), saved, add, model, adapter, tok, texts,
-                                            held_out, log))
+            saved = _written(path, {**saved, "settings": {**saved["settings"],
+                                                          "skip": [g for g in skipped if g not in add]}})
         missing = [m for m in settings.remove if m not in have]
         if missing:
             log(f"seed {seed}: adding M = {missing} to {path} (has M = {have})")
@@ -218,17 +224,22 @@ def _written(path: Path, seed_result: dict[str, Any]) -> dict[str, Any]:
     return seed_result
 
 
+def has_rows(saved: dict[str, Any], group: str, m: int) -> bool:
+    """Whether a seed has the rows of ``group`` (a row name of ``--skip``) at M = ``m``."""
+    return any(r["method"] == group and r["M"] == m for r in saved["rows"])
+
+
 def add_rows(settings: Settings, saved: dict[str, Any], add: list[str], model: Any, adapter: Any, tok: Any,
              texts: Any, held_out: Any, log: Log) -> dict[str, Any]:
-    """A finished seed with the rows ``add`` (groups it skipped) run and the portfolios that draw on them chosen
-    again (:func:`.seed_run.extend_seed`); the seed's settings no longer skip them, and its parts list the run."""
+    """A finished seed with the rows ``add`` (groups it skipped) run at the M values of ``settings.remove`` and the
+    portfolios that draw on them chosen again there (:func:`.seed_run.extend_seed`); its parts list the run. The
+    seed's settings skip them until every M has them (:func:`run` says so once it has added them everywhere)."""
     from .combine import with_step
     from .seed_run import extend_seed
 
     started = log.elapsed
     out, made, spent = extend_seed(settings, saved, model, adapter, tok, texts, held_out, log, add=add,
                                    default="default" in add)
-    out["settings"] = {**saved["settings"], "skip": [g for g in saved["settings"]["skip"] if g not in add]}
     return with_step(saved, out, spent, {"remove": list(settings.remove), "rows": made,
                                          "wall_seconds": log.elapsed - started})
 
