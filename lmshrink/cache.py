@@ -31,6 +31,16 @@ def cache_dir() -> Path | None:
     return Path(env) if env else Path.home() / ".cache" / "lmshrink"
 
 
+#: the array a cache entry keeps the seconds of its computation under
+SECONDS = "measurement_seconds"
+
+
+def measurement_seconds(arrays: dict[str, np.ndarray]) -> float | None:
+    """The seconds the computation of ``arrays`` (from :func:`cached_arrays`) took; None for an entry written before
+    entries kept them."""
+    return float(arrays[SECONDS]) if SECONDS in arrays else None
+
+
 def cache_key(*parts: Any) -> str:
     """A stable hash of JSON-able ``parts``."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -45,10 +55,14 @@ def remove_cache_orphans() -> None:
 
 
 def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
-    """Arrays stored under ``kind/key.npz``, computed (and stored) when missing or unreadable.
+    """Arrays stored under ``kind/key.npz``, computed (and stored) when missing or unreadable. The seconds the
+    computation took are stored with them (``SECONDS``; read back with :func:`measurement_seconds`), so a result
+    read from the cache can still say what it cost.
 
     Returns (arrays, was_cached).
     """
+    import time
+
     folder = cache_dir()
     path = folder / kind / f"{key}.npz" if folder else None
     if path is not None:
@@ -56,7 +70,8 @@ def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarra
         arrays = _read(path)
         if arrays is not None:
             return arrays, True
-    arrays = compute()
+    started = time.perf_counter()
+    arrays = {**compute(), SECONDS: np.asarray(time.perf_counter() - started)}
     if path is not None:
         _write(path, arrays)
     return arrays, False

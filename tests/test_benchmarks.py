@@ -339,3 +339,14 @@ def test_removal_plot_takes_seeds_that_agree(tmp_path):
     agg = aggregate(rows)
     assert agg[("sleb", 4, "none")]["max"] < agg[("sleb", 4, "none")]["mean"]  # the rounding the plot must take
     assert _plots(tmp_path, agg, [4], {"held_out": {"perplexity": 14.05, "tokens": 8192}})
+
+
+def test_removal_report_names_rows_priced_without_their_measurement():
+    from benchmarks.removal.report import _unpriced
+
+    rows = [{"seed": s, "method": m, "M": 4, "cached_unpriced": m == "pairs" and s > 0} for s in (0, 1, 2)
+            for m in ("pairs", "fisher")]
+    assert _unpriced({"seeds": [{"rows": rows}]}) == [
+        "Seconds without the measurement (read from a disk-cache entry of an earlier run that did not keep what it "
+        "cost): `pairs` on seeds 1, 2.", ""]
+    assert _unpriced({"seeds": [{"rows": rows[:2]}]}) == []

@@ -221,3 +221,26 @@ def test_the_perplexity_before_removal_is_measured_once(tiny_model_dir, monkeypa
         model.model.layers[0].mlp.down_proj.weight.mul_(1.5)
     with pytest.raises(AssertionError, match="measured again"):  # other weights: another entry
         perplexity_before(model, ids, window=32, progress=False, adapter=adapter, granularity="layer")
+
+
+def test_a_cached_measurement_keeps_what_it_cost(calibration):
+    """The seconds a computation took come back with its arrays, from the cache as when first made."""
+    from lmshrink.cache import measurement_seconds
+
+    def slow():
+        time.sleep(0.2)
+        return {"x": np.arange(3.0)}
+
+    made, cached = cached_arrays("test", "cost", slow)
+    again, hit = cached_arrays("test", "cost", slow)
+    assert not cached and hit
+    assert measurement_seconds(made) >= 0.2 and measurement_seconds(again) == measurement_seconds(made)
+    np.testing.assert_array_equal(again["x"], made["x"])
+    assert measurement_seconds({"x": made["x"]}) is None  # an entry written before entries kept their cost
+    # objectives say so in their metadata: pairs read from the cache reports the seconds its measurement took
+    model = tiny_llama(3)
+    adapter = find_adapter(model)
+    first = get_objective("pairs").build(model, adapter, calibration, progress=False)
+    second = get_objective("pairs").build(model, adapter, calibration, progress=False)
+    assert not first.metadata["cached_measurement"] and second.metadata["cached_measurement"]
+    assert second.metadata["measurement_seconds"] == first.metadata["measurement_seconds"] > 0

@@ -242,6 +242,7 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
               [[m, *[_evals(agg.get((m, M, "none"))) for M in ms],
                 *[agg[(m, M, "none")]["seconds"] if (m, M, "none") in agg else None for M in ms]] for m in methods]),
         "",
+        *_unpriced(summary),
     ]
     lines += _surrogate_against_sleb(summary, agg, ms)
     fits = [(r["M"], r["seed"], r.get("fit")) for r in _rows(summary) if r["method"] == "surrogate"
@@ -315,6 +316,20 @@ def _surrogate_against_sleb(summary: dict[str, Any], agg: dict, ms: list[int]) -
             table(["M", "evaluations", "SLEB search loss", "surrogate", "surrogate@half", "SLEB held-out",
                    "surrogate", "surrogate@half", "SLEB healed", "surrogate healed", "surrogate@half healed"], rows),
             ""]
+
+
+def _unpriced(summary: dict[str, Any]) -> list[str]:
+    """A sentence naming the rows whose measurement was read from a disk-cache entry that kept no seconds (their
+    seconds leave it out), or nothing."""
+    seeds: dict[str, set[int]] = {}
+    for r in _rows(summary):
+        if r.get("cached_unpriced"):
+            seeds.setdefault(r["method"], set()).add(r["seed"])
+    if not seeds:
+        return []
+    return ["Seconds without the measurement (read from a disk-cache entry of an earlier run that did not keep "
+            "what it cost): " + "; ".join(f"`{m}` on seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}"
+                                          for m, s in seeds.items()) + ".", ""]
 
 
 def _ratio(r: dict[str, Any] | None) -> str:

@@ -273,6 +273,7 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
     model, adapter, calib, clock, seed, ms = (measures.model, measures.adapter, measures.calib, measures.clock,
                                               measures.seed, settings.remove)
     # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
+    priced: set[float | None] = set()
     for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
         if label not in labels:
             continue
@@ -283,11 +284,18 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
         t = time.perf_counter()
         found.problems[label] = problem = objective.build(model, adapter, calib, **o)
         build_s = time.perf_counter() - t
-        clock.seconds[label] = build_s
+        # a measurement read from the disk cache is priced at the seconds it took when made (once per run in the
+        # portfolio's cost: fisher and fisher-fo share theirs); an old entry without them is flagged in the row
+        spent, cached = problem.metadata.get("measurement_seconds"), problem.metadata.get("cached_measurement")
+        clock.seconds[label] = build_s + (spent if cached and spent is not None and spent not in priced else 0.0)
+        priced.add(spent)
+        row_s = build_s + (spent if cached and spent is not None else 0.0)
+        extra = {"cached_unpriced": True} if cached and spent is None else {}
         for m in ms:
             t = time.perf_counter()
             found.states[(label, m)] = lowest_states(measures.constrained(problem, m), settings.top_k, seed)
-            found.choices[(label, m)] = Choice(found.states[(label, m)][0], build_s + time.perf_counter() - t)
+            found.choices[(label, m)] = Choice(found.states[(label, m)][0], row_s + time.perf_counter() - t,
+                                               extra=dict(extra))
 
     # --- removal-method baselines ------------------------------------------------------------------------------------
     for name in BASELINE_METHODS:
@@ -475,13 +483,7 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     measures.remember(saved)
     sources = run_sources(settings, measures, [s for s in SOURCES if s in add], log, sleb_choices(saved))
     sources.states = {**old_states, **sources.states}
-    # an objective built in an earlier growth step is read from the disk cache here: price it as first measured
-    seconds = {k: max(v, measures.clock.seconds.get(k, 0.0)) for k, v in saved.get("seconds", {}).items()}
-    seconds.update({k: v for k, v in measures.clock.seconds.items() if k not in seconds})
-    for (label, _), choice in sources.choices.items():
-        earlier = [r["seconds"] for r in saved["rows"] if r["method"] == label and r["healed"] == "none"]
-        if label in OBJECTIVES and earlier:
-            choice.seconds = max(choice.seconds, max(earlier))
+    seconds = {**saved.get("seconds", {}), **measures.clock.seconds}
     sleb = {r["M"]: r["search_evaluations"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"}
     sleb.update(sources.sleb_evaluations())
     had = {r["method"] for r in saved["rows"]}
