@@ -128,11 +128,12 @@ def test_removal_study_small(tiny_model_dir, tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     pick = lambda method, healed="none": [r for r in rows if r["method"] == method and r["M"] == "2"  # noqa: E731
                                           and r["healed"] == healed]
-    for col, method in ((2, "sleb"), (3, "surrogate"), (4, "surrogate@half")):
+    assert cells[1] == "0, 1"
+    for col, method in ((3, "sleb"), (4, "surrogate"), (5, "surrogate@half")):
         assert float(cells[col]) == pytest.approx(np.mean([float(r["search_loss"]) for r in pick(method)]), abs=1e-4)
     sleb, ours = (np.mean([float(r["perplexity"]) for r in pick(m)]) for m in ("sleb", "surrogate"))
-    assert float(cells[5]) == pytest.approx(sleb, abs=0.01)
-    assert float(cells[6].split()[1].strip("(")) == pytest.approx(ours / sleb, abs=1e-3)
+    assert float(cells[6]) == pytest.approx(sleb, abs=0.01)
+    assert float(cells[7].split()[1].strip("(")) == pytest.approx(ours / sleb, abs=1e-3)
 
 
 def test_removal_study_skip(tiny_model_dir, tmp_path):
@@ -350,3 +351,16 @@ def test_removal_report_names_rows_priced_without_their_measurement():
         "Seconds without the measurement (read from a disk-cache entry of an earlier run that did not keep what it "
         "cost): `pairs` on seeds 1, 2.", ""]
     assert _unpriced({"seeds": [{"rows": rows[:2]}]}) == []
+
+
+def test_removal_ratio_compares_the_seeds_both_rows_have():
+    from benchmarks.removal.report import _compare
+
+    grown_on_one = {"per_seed": {0: 10.0}}
+    every_seed = {"per_seed": {0: 8.0, 1: 12.0, 2: 13.0}}
+    c = _compare(grown_on_one, every_seed)
+    assert (c["ours"], c["baseline"], c["ratio"], c["seeds"], c["ours_sd"]) == (10.0, 8.0, 1.25, [0], 0.0)
+    c = _compare({"per_seed": {0: 9.0, 2: 13.0}}, every_seed)
+    assert c["ratio"] == pytest.approx(22.0 / 21.0) and c["baseline_sd"] == pytest.approx(np.std([8.0, 13.0], ddof=1))
+    assert (c["per_seed_min"], c["per_seed_max"]) == (1.0, 1.125)
+    assert _compare({"per_seed": {5: 1.0}}, every_seed) is None

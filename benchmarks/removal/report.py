@@ -40,12 +40,19 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str
 
 
 def _compare(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Means, spreads and the ratio of the means over the seeds both rows have (a row grown onto some seeds only
+    is compared on those), with the range of the per-seed ratios; None when they share no seed."""
     if not ours or not theirs:
         return None
     seeds = sorted(set(ours["per_seed"]) & set(theirs["per_seed"]))
-    per = [ours["per_seed"][s] / theirs["per_seed"][s] for s in seeds]
-    return {"ours": ours["mean"], "ours_sd": ours["sd"], "baseline": theirs["mean"], "baseline_sd": theirs["sd"],
-            "ratio": ours["mean"] / theirs["mean"], "per_seed_min": min(per), "per_seed_max": max(per)}
+    if not seeds:
+        return None
+    a = np.array([ours["per_seed"][s] for s in seeds])
+    b = np.array([theirs["per_seed"][s] for s in seeds])
+    sd = lambda v: float(v.std(ddof=1)) if v.size > 1 else 0.0  # noqa: E731
+    return {"ours": float(a.mean()), "ours_sd": sd(a), "baseline": float(b.mean()), "baseline_sd": sd(b),
+            "ratio": float(a.mean() / b.mean()), "per_seed_min": float((a / b).min()),
+            "per_seed_max": float((a / b).max()), "seeds": seeds}
 
 
 def ratios(agg: dict, ms: list[int]) -> list[dict[str, Any]]:
@@ -285,35 +292,34 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
 
 def _surrogate_against_sleb(summary: dict[str, Any], agg: dict, ms: list[int]) -> list[str]:
     """The section comparing surrogate search with SLEB on the same search windows and evaluation budget (and half of
-    it): the search loss each found, and held-out perplexity plain and healed as a ratio to SLEB's (empty when
-    either is missing)."""
-    search: dict[tuple[str, int], list[float]] = {}
+    it), over the seeds that ran surrogate search: the search loss each found, and held-out perplexity plain and
+    healed with the ratio to SLEB's (empty when either is missing)."""
+    search: dict[tuple[str, int], dict[int, float]] = {}
     for r in _rows(summary):
         if r["healed"] == "none" and r["method"] in ("sleb", "surrogate", "surrogate@half"):
-            search.setdefault((r["method"], r["M"]), []).append(r["search_loss"])
+            search.setdefault((r["method"], r["M"]), {})[r["seed"]] = r["search_loss"]
     rows = []
     for m in ms:
-        if ("sleb", m) not in search or ("surrogate", m) not in search:
+        seeds = sorted(set(search.get(("surrogate", m), {})) & set(search.get(("sleb", m), {})))
+        if not seeds:
             continue
-        loss = {k: float(np.mean(search[(k, m)])) for k in ("sleb", "surrogate", "surrogate@half") if (k, m) in search}
+        loss = [f"{np.mean([search[(k, m)][s] for s in seeds]):.4f}" if set(seeds) <= set(search.get((k, m), {}))
+                else "" for k in ("sleb", "surrogate", "surrogate@half")]
         cells = []
         for healed in ("none", "linear"):
-            sleb = agg.get(("sleb", m, healed))
-            for row in ("surrogate", "surrogate@half"):
-                c = _compare(agg.get((row, m, healed)), sleb)
-                cells.append(f"{c['ours']:.2f} ({_ratio(c)})" if c else "")
-            cells.insert(len(cells) - 2, f"{sleb['mean']:.2f}" if sleb else "")
-        rows.append([m, agg[("sleb", m, "none")]["search_evaluations"], f"{loss['sleb']:.4f}",
-                     f"{loss['surrogate']:.4f}", f"{loss['surrogate@half']:.4f}" if "surrogate@half" in loss else "",
-                     *cells])
+            compared = [_compare(agg.get((row, m, healed)), agg.get(("sleb", m, healed)))
+                        for row in ("surrogate", "surrogate@half")]
+            cells += [next((f"{c['baseline']:.2f}" for c in compared if c), ""),
+                      *[f"{c['ours']:.2f} ({_ratio(c)})" if c else "" for c in compared]]
+        rows.append([m, ", ".join(map(str, seeds)), agg[("sleb", m, "none")]["search_evaluations"], *loss, *cells])
     if not rows:
         return []
     return ["## Surrogate search against SLEB", "",
             "Both search the same windows (the first search samples) with the same number of loss evaluations "
-            "(SLEB's; `surrogate@half` half of them). Search loss: mean over seeds of the chosen set's loss on those "
-            "windows; then held-out perplexity, plainly removed and linearly healed, with the ratio to SLEB's mean "
-            "[range of per-seed ratios].", "",
-            table(["M", "evaluations", "SLEB search loss", "surrogate", "surrogate@half", "SLEB held-out",
+            "(SLEB's; `surrogate@half` half of them). Over the seeds that ran surrogate search: the search loss of "
+            "the chosen set on those windows (mean), then held-out perplexity, plainly removed and linearly healed, "
+            "with the ratio to SLEB's mean [range of per-seed ratios].", "",
+            table(["M", "seeds", "evaluations", "SLEB search loss", "surrogate", "surrogate@half", "SLEB held-out",
                    "surrogate", "surrogate@half", "SLEB healed", "surrogate healed", "surrogate@half healed"], rows),
             ""]
 
