@@ -186,7 +186,7 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
             saved = _written(path, refresh_seed(replace(settings, remove=have, skip=skipped), saved, model, adapter,
                                                 tok, texts, held_out, log))
         add = [g for g in skipped if g not in settings.skip]
-        for m in have if add else ():  # one M at a time, each written as it ends: a long growth can stop and resume
+        for m in have:  # one M at a time, each written as it ends: a long growth can stop and resume
             todo = [g for g in add if not has_rows(saved, g, m)]
             if todo:
                 log(f"seed {seed}, M={m}: adding rows {', '.join(todo)} to {path}")
