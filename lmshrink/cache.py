@@ -35,10 +35,21 @@ def cache_dir() -> Path | None:
 SECONDS = "measurement_seconds"
 
 
+#: the array :func:`cached_arrays` names its entry under (``kind/key``; not stored: the entry's place says it)
+ENTRY = "measurement_entry"
+
+
 def measurement_seconds(arrays: dict[str, np.ndarray]) -> float | None:
     """The seconds the computation of ``arrays`` (from :func:`cached_arrays`) took; None for an entry written before
     entries kept them."""
     return float(arrays[SECONDS]) if SECONDS in arrays else None
+
+
+def measurement_metadata(arrays: dict[str, np.ndarray], cached: bool) -> dict[str, Any]:
+    """What a problem's metadata says of the measurement ``arrays`` (from :func:`cached_arrays`) behind it: whether
+    it was read from the cache, the seconds it took when made (None for an older entry) and its entry, ``kind/key``
+    (problems built on one measurement name the same entry, so its cost is counted once)."""
+    return {"cached_measurement": cached, SECONDS: measurement_seconds(arrays), "measurement": str(arrays[ENTRY])}
 
 
 def cache_key(*parts: Any) -> str:
@@ -57,7 +68,7 @@ def remove_cache_orphans() -> None:
 def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
     """Arrays stored under ``kind/key.npz``, computed (and stored) when missing or unreadable. The seconds the
     computation took are stored with them (``SECONDS``; read back with :func:`measurement_seconds`), so a result
-    read from the cache can still say what it cost.
+    read from the cache can still say what it cost; the returned arrays name their entry, ``kind/key`` (``ENTRY``).
 
     Returns (arrays, was_cached).
     """
@@ -65,16 +76,17 @@ def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarra
 
     folder = cache_dir()
     path = folder / kind / f"{key}.npz" if folder else None
+    entry = {ENTRY: np.asarray(f"{kind}/{key}")}
     if path is not None:
         remove_orphans(path.parent)
         arrays = _read(path)
         if arrays is not None:
-            return arrays, True
+            return {**arrays, **entry}, True
     started = time.perf_counter()
     arrays = {**compute(), SECONDS: np.asarray(time.perf_counter() - started)}
     if path is not None:
         _write(path, arrays)
-    return arrays, False
+    return {**arrays, **entry}, False
 
 
 def _read(path: Path) -> dict[str, np.ndarray] | None:

@@ -364,3 +364,41 @@ def test_removal_ratio_compares_the_seeds_both_rows_have():
     assert c["ratio"] == pytest.approx(22.0 / 21.0) and c["baseline_sd"] == pytest.approx(np.std([8.0, 13.0], ddof=1))
     assert (c["per_seed_min"], c["per_seed_max"]) == (1.0, 1.125)
     assert _compare({"per_seed": {5: 1.0}}, every_seed) is None
+
+
+def test_removal_study_prices_a_shared_cached_measurement_once(tiny_model_dir, tmp_path, monkeypatch):
+    """An objective read from the disk cache is priced at what its measurement cost when made, and two objectives
+    built on one entry (fisher and fisher-fo; block-influence and norm-ratio) count it once."""
+    from benchmarks.common import Log
+    from benchmarks.removal import parse_args
+    from benchmarks.removal.seed_run import SeedMeasures, run_sources
+    from lmshrink.cache import SECONDS, cache_dir
+    from lmshrink.data import load_texts
+    from lmshrink.models import load_model
+    from lmshrink.plugins import find_adapter
+
+    monkeypatch.setenv("LMSHRINK_CACHE", str(tmp_path / "cache"))
+    settings = parse_args(["--model", str(tiny_model_dir), "--quick", "--remove", "1", "--samples", "6",
+                           "--seq-len", "32", "--search-samples", "4", "--validation", "4", "--top-k", "2"])
+    loaded = load_model(settings.model)
+    model, adapter, texts = loaded.model.eval(), find_adapter(loaded.model), load_texts(settings.data)
+    labels = ["fisher", "fisher-fo", "block-influence", "norm-ratio"]
+
+    def sources():
+        measures = SeedMeasures(settings, 0, model, adapter, loaded.tokenizer, texts)
+        return measures, run_sources(settings, measures, labels, Log(quiet=True))
+
+    _, made = sources()
+    entries = {label: made.problems[label].metadata["measurement"] for label in labels}
+    assert entries["fisher"] == entries["fisher-fo"] != entries["block-influence"] == entries["norm-ratio"]
+    for entry in set(entries.values()):  # what each measurement "cost" when made: far above any build from the cache
+        path = cache_dir() / f"{entry}.npz"
+        with np.load(path) as npz:
+            arrays = dict(npz)
+        np.savez(path, **{**arrays, SECONDS: np.asarray(1000.0)})
+    measures, read = sources()
+    assert all(read.problems[label].metadata["cached_measurement"] for label in labels)
+    seconds = measures.clock.seconds
+    assert seconds["fisher"] > 1000 > seconds["fisher-fo"] and seconds["block-influence"] > 1000 > seconds["norm-ratio"]
+    # each row on its own still says what its choice cost, measurement included
+    assert all(read.choices[(label, 1)].seconds > 1000 for label in labels)

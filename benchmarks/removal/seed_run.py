@@ -273,7 +273,7 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
     model, adapter, calib, clock, seed, ms = (measures.model, measures.adapter, measures.calib, measures.clock,
                                               measures.seed, settings.remove)
     # --- objectives and one-shot baselines: K lowest states per M --------------------------------------------------
-    priced: set[float | None] = set()
+    priced: set[str | None] = set()
     for label, (name, opts) in [*OBJECTIVES.items(), *[(b, (b, {})) for b in BASELINE_OBJECTIVES]]:
         if label not in labels:
             continue
@@ -285,10 +285,12 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
         found.problems[label] = problem = objective.build(model, adapter, calib, **o)
         build_s = time.perf_counter() - t
         # a measurement read from the disk cache is priced at the seconds it took when made (once per run in the
-        # portfolio's cost: fisher and fisher-fo share theirs); an old entry without them is flagged in the row
-        spent, cached = problem.metadata.get("measurement_seconds"), problem.metadata.get("cached_measurement")
-        clock.seconds[label] = build_s + (spent if cached and spent is not None and spent not in priced else 0.0)
-        priced.add(spent)
+        # portfolio's cost: fisher and fisher-fo share one entry); an old entry without them is flagged in the row
+        meta = problem.metadata
+        spent, cached = meta.get("measurement_seconds"), meta.get("cached_measurement")
+        entry = meta.get("measurement")
+        clock.seconds[label] = build_s + (spent if cached and spent is not None and entry not in priced else 0.0)
+        priced.add(entry)
         row_s = build_s + (spent if cached and spent is not None else 0.0)
         extra = {"cached_unpriced": True} if cached and spent is None else {}
         for m in ms:

@@ -192,7 +192,7 @@ class ResidualScoreObjective(Objective):
         raise NotImplementedError
 
     def build_problem(self, model, adapter, calibration, *, granularity, batch_size, progress):
-        from ..cache import measurement_seconds
+        from ..cache import measurement_metadata
         from ..objectives.common import problem_metadata
 
         check_granularity(f"Objective {self.name!r}", granularity)
@@ -202,6 +202,6 @@ class ResidualScoreObjective(Objective):
         score = self.score(stats)
         n = len(blocks)
         meta = problem_metadata(model, adapter, calibration, self.name, granularity, {}, blocks)
-        meta.update({self.score_name: score.tolist(), "cached_measurement": cached,
-                     "measurement_seconds": measurement_seconds(stats), "tokens": int(stats["tokens"])})
+        meta.update({self.score_name: score.tolist(), **measurement_metadata(stats, cached),
+                     "tokens": int(stats["tokens"])})
         return BinaryQuadraticProblem([b.name for b in blocks], score, np.zeros((n, n)), 0.0, [], meta)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import cached_arrays, measurement_seconds
+from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
@@ -136,8 +136,7 @@ class FisherObjective(Objective):
         linear, quadratic, mean_grad = fisher_terms(A, first_order)
         meta = problem_metadata(model, adapter, calibration, self.name, granularity,
                                 {"first_order": first_order}, blocks)
-        meta.update({"samples": m, "cached_measurement": cached, "measurement_seconds": measurement_seconds(arrays),
-                     "mean_gradient": mean_grad.tolist(),
+        meta.update({"samples": m, **measurement_metadata(arrays, cached), "mean_gradient": mean_grad.tolist(),
                      "base_loss": float(arrays["losses"].mean())})
         return BinaryQuadraticProblem([b.name for b in blocks], linear, quadratic, 0.0, [], meta)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import cached_arrays, measurement_seconds
+from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
 from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
@@ -135,8 +135,7 @@ class PairsObjective(Objective):
         quad = (dij - d[:, None] - d[None, :]) / 2
         np.fill_diagonal(quad, 0.0)
         meta = problem_metadata(model, adapter, calib, self.name, granularity, {"samples": samples}, blocks)
-        meta.update({"base_loss": base, "cached_measurement": cached,
-                     "measurement_seconds": measurement_seconds(arrays), "single_loss_increase": d.tolist()})
+        meta.update({"base_loss": base, **measurement_metadata(arrays, cached), "single_loss_increase": d.tolist()})
         return BinaryQuadraticProblem([b.name for b in blocks], d, quad, 0.0, [], meta)
 
 

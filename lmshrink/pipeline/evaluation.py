@@ -43,7 +43,7 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
 
     import numpy as np
 
-    from ..cache import SECONDS, cache_key, cached_arrays
+    from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
     from ..evaluate.perplexity import perplexity
     from ..objectives.common import model_identity, nonfinite_origin
 
@@ -55,7 +55,7 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
     device = next(model.parameters()).device.type
     key = cache_key(model_identity(model), tokens, window, device, "perplexity")
     arrays, _ = cached_arrays("perplexity", key, measure)
-    result = {k: float(v) for k, v in arrays.items() if k != SECONDS}
+    result = {k: float(v) for k, v in arrays.items() if k not in (SECONDS, ENTRY)}
     if "tokens" in result:
         result["tokens"] = int(result["tokens"])
     if not math.isfinite(result["nll"]):
