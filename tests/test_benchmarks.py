@@ -260,6 +260,19 @@ def test_removal_study_grows_by_rows_and_m_values(tiny_model_dir, tmp_path, monk
     seed = steps["seeds"][0]
     assert [p["remove"] for p in seed["parts"]] == [[1, 2], [1], [2]] and seed["settings"]["skip"] == ["default"]
 
+    # surrogate search added alone: the portfolio rows stay as saved (nothing new in their pool), the
+    # portfolio+surrogate rows are those of the whole run
+    run(parse_args(argv(tmp_path / "surrogate", "1,2", "default,surrogate")), Log(quiet=True))
+    saved = json.loads((tmp_path / "surrogate" / "seed-0.json").read_text())
+    added = run(parse_args(argv(tmp_path / "surrogate", "1,2", "default")), Log(quiet=True))["seeds"][0]
+    assert rows({"seeds": [added]}).keys() == whole.keys() - {k for k in whole if k[0].startswith("default")}
+    for key, (removed, ppl) in rows({"seeds": [added]}).items():
+        assert removed == whole[key][0] and ppl == pytest.approx(whole[key][1], rel=1e-6), key
+    kept = [r for r in saved["rows"] if r["method"].startswith("portfolio")]
+    assert kept and all(r in added["rows"] for r in kept)
+    assert {label for p in added["parts"][1:] for label in p["rows"]} == {
+        "surrogate", "surrogate@half", "portfolio+surrogate", "portfolio+surrogate (heal-aware)"}
+
     # M = 1 run apart, merged: its rows are those of the whole run (M = 2 still without pairs and surrogate)
     run(parse_args(argv(tmp_path / "other", "1", "default")), Log(quiet=True))
     assert main(["--merge", str(tmp_path / "other"), str(tmp_path / "merged")]) == 0

@@ -342,8 +342,8 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
                   surrogate: bool | dict[int, list[list[int]]] = True) -> dict[tuple[str, int], Choice]:
     """lmshrink's pipeline rows for every M: ``default`` rows through :func:`lmshrink.prune`; with ``portfolios``
     the portfolio rows from ``sources.states``; ``surrogate``: True runs surrogate search (its rows and the
-    portfolio+surrogate rows), a mapping M → states takes stored surrogate candidates for the portfolio+surrogate
-    rows instead, False leaves them out. ``seconds`` prices each source (its label's seconds), ``sleb_evals`` the
+    portfolio+surrogate rows, pooled from ``sources.states`` also without ``portfolios``), a mapping M → states
+    takes stored surrogate candidates for the portfolio+surrogate rows instead, False leaves them out. ``seconds`` prices each source (its label's seconds), ``sleb_evals`` the
     search evaluations SLEB spent per M."""
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
@@ -354,7 +354,7 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
         if default:
             log(f"seed {seed}, M={m}: the default pipeline (lmshrink.prune)")
             choices.update(default_rows(settings, seed, m, model, measures.tokenizer))
-        if not portfolios:
+        if not portfolios and surrogate is False:
             continue
         portfolio = Portfolio()
         used = []
@@ -364,7 +364,10 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
             if (label, m) in sources.states:
                 used.append(label)
         cost = sum(seconds.get(s, 0.0) for s in used)
-        choices.update(choose_portfolios(measures, m, portfolio, cost, sleb_evals.get(m, 0)))
+        if portfolios:
+            choices.update(choose_portfolios(measures, m, portfolio, cost, sleb_evals.get(m, 0)))
+        else:  # the portfolio rows stay as saved; their candidates' validation is theirs, not the surrogate rows'
+            measures.validate(portfolio)
         if surrogate is False:
             continue
 
@@ -489,14 +492,16 @@ def extend_seed(settings: Any, saved: dict[str, Any], model: Any, adapter: Any, 
     sleb = {r["M"]: r["search_evaluations"] for r in saved["rows"] if r["method"] == "sleb" and r["healed"] == "none"}
     sleb.update(sources.sleb_evaluations())
     had = {r["method"] for r in saved["rows"]}
-    rerun_portfolios = portfolios or bool(sources.choices) or "surrogate" in add
+    # surrogate search alone adds no state to the portfolio rows: they stay as saved
+    rerun_portfolios = portfolios or bool(sources.choices)
     surrogate: bool | dict[int, list[list[int]]] = ("surrogate" in add) or (
         old_surrogate if "portfolio+surrogate" in had else False)
     choices = {**sources.choices,
                **run_pipelines(settings, measures, sources, log, seconds=seconds, sleb_evals=sleb,
                                default=default, portfolios=rerun_portfolios, surrogate=surrogate)}
-    # KD heals the default's choice: again only when that choice is made again (or there is none to keep)
-    kd = default or ("default" not in had and rerun_portfolios)
+    # KD heals the default's choice: again only when that choice is made again (or, without default rows, when the
+    # widest heal-aware portfolio is chosen again)
+    kd = default or ("default" not in had and (rerun_portfolios or "surrogate" in add))
     made = _seed_result(settings, measures, choices, held_out, log, sources.skipped, kd=kd)
     skipped = {k: v for k, v in saved.get("skipped", {}).items() if k not in add}
     kd_made = {k["M"] for k in made["kd"]}
