@@ -288,10 +288,9 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
         # portfolio's cost: fisher and fisher-fo share one entry); an old entry without them is flagged in the row
         meta = problem.metadata
         spent, cached = meta.get("measurement_seconds"), meta.get("cached_measurement")
-        entry = meta.get("measurement")
-        clock.seconds[label] = build_s + (spent if cached and spent is not None and entry not in priced else 0.0)
-        priced.add(entry)
         row_s = build_s + (spent if cached and spent is not None else 0.0)
+        clock.seconds[label] = build_s if meta.get("measurement") in priced else row_s
+        priced.add(meta.get("measurement"))
         extra = {"cached_unpriced": True} if cached and spent is None else {}
         for m in ms:
             t = time.perf_counter()
@@ -343,8 +342,8 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
     """lmshrink's pipeline rows for every M: ``default`` rows through :func:`lmshrink.prune`; with ``portfolios``
     the portfolio rows from ``sources.states``; ``surrogate``: True runs surrogate search (its rows and the
     portfolio+surrogate rows, pooled from ``sources.states`` also without ``portfolios``), a mapping M → states
-    takes stored surrogate candidates for the portfolio+surrogate rows instead, False leaves them out. ``seconds`` prices each source (its label's seconds), ``sleb_evals`` the
-    search evaluations SLEB spent per M."""
+    takes stored surrogate candidates for the portfolio+surrogate rows instead, False leaves them out. ``seconds``
+    prices each source (its label's seconds), ``sleb_evals`` the search evaluations SLEB spent per M."""
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
     from lmshrink.selection import Portfolio
 
