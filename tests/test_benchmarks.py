@@ -379,6 +379,19 @@ def test_removal_ratio_compares_the_seeds_both_rows_have():
     assert _compare({"per_seed": {5: 1.0}}, every_seed) is None
 
 
+def test_removal_report_says_which_seeds_a_partial_comparison_covers():
+    from benchmarks.removal.report import _compare, _mean_sd, _ratio, _subset
+
+    every_seed = {"per_seed": {0: 8.0, 1: 12.0, 2: 13.0}}
+    one = _compare({"per_seed": {0: 10.0}}, every_seed)
+    assert (_ratio(one), _mean_sd(one["ours"], one["ours_sd"], one["seeds"])) == ("1.250", "10.00")
+    assert _subset(one["seeds"], [0, 1, 2]) == " (seed 0)"
+    two = _compare({"per_seed": {0: 9.0, 2: 13.0}}, every_seed)
+    assert _ratio(two) == "1.048 [1.000–1.125]" and _subset(two["seeds"], [0, 1, 2]) == " (seeds 0, 2)"
+    assert _mean_sd(two["baseline"], two["baseline_sd"], two["seeds"]) == "10.50 ± 3.54"
+    assert _subset([0, 1, 2], [0, 1, 2]) == ""
+
+
 def test_removal_study_prices_a_shared_cached_measurement_once(tiny_model_dir, tmp_path, monkeypatch):
     """An objective read from the disk cache is priced at what its measurement cost when made, and two objectives
     built on one entry (fisher and fisher-fo; block-influence and norm-ratio) count it once."""

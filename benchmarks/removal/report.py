@@ -227,8 +227,8 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
               [[r["M"], p["row"], p["healed"],
                 f"{r['best_baseline'] if p['vs'] == 'unhealed' else r['best_baseline_healed']}"
                 + (" (healed)" if p["vs"] == "healed" else ""),
-                f"{p['ours']:.2f} ± {p['ours_sd']:.2f}", f"{p['baseline']:.2f} ± {p['baseline_sd']:.2f}",
-                _ratio(p)] for r in rat for p in r["pipelines"]]),
+                _mean_sd(p["ours"], p["ours_sd"], p["seeds"]), _mean_sd(p["baseline"], p["baseline_sd"], p["seeds"]),
+                _ratio(p) + _subset(p["seeds"], s["seeds"])] for r in rat for p in r["pipelines"]]),
         "",
         *[line for healed, title, note in (
             ("none", "removed plainly", None),
@@ -339,9 +339,24 @@ def _unpriced(summary: dict[str, Any]) -> list[str]:
 
 
 def _ratio(r: dict[str, Any] | None) -> str:
+    """The ratio of the means with the range of the per-seed ratios (no range for a single seed)."""
     if not r:
         return ""
+    if len(r["seeds"]) == 1:
+        return f"{r['ratio']:.3f}"
     return f"{r['ratio']:.3f} [{r['per_seed_min']:.3f}–{r['per_seed_max']:.3f}]"
+
+
+def _mean_sd(mean: float, sd: float, seeds: list[int]) -> str:
+    """Mean ± sd over the compared seeds (the mean alone for one seed: it has no spread)."""
+    return f"{mean:.2f} ± {sd:.2f}" if len(seeds) > 1 else f"{mean:.2f}"
+
+
+def _subset(compared: list[int], study: list[int]) -> str:
+    """Which seeds a comparison covers, when a row grown onto some seeds only leaves out others."""
+    if set(study) <= set(compared):
+        return ""
+    return f" (seed{'s' if len(compared) > 1 else ''} {', '.join(map(str, compared))})"
 
 
 def _evals(a: dict[str, Any] | None) -> str:
