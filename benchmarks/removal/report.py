@@ -159,8 +159,7 @@ def _coverage(seeds: list[dict[str, Any]], ms: list[int]) -> str:
     if not partial:
         return ""
     return " Not every seed has every M: " + "; ".join(
-        f"M = {m} from seed{'s' if len(got) != 1 else ''} {', '.join(map(str, got)) or 'none'}"
-        for m, got in partial.items()) + " (means, spreads and ratios there are over those seeds)."
+        f"M = {m} from {_seeds(got)}" for m, got in partial.items()) + " (means, spreads and ratios there are over those seeds)."
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -185,8 +184,8 @@ def _refreshed(seeds: list[dict[str, Any]]) -> str:
     if not done:
         return ""
     rows = sorted({r for sd in done for r in sd["refreshed"]["rows"]})
-    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " of seed" + ("s " if len(done) > 1 else " ")
-            + ", ".join(str(sd["seed"]) for sd in done) + " were chosen again with the pipeline as it is now "
+    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " of " + _seeds([sd["seed"] for sd in done])
+            + " were chosen again with the pipeline as it is now "
             "(`--refresh`, from each seed's stored candidates; the other rows as first run): "
             + ", ".join(f"seed {sd['seed']} {sd['refreshed']['seconds'] / 60:.1f} min" for sd in done) + ".")
 
@@ -334,8 +333,7 @@ def _unpriced(summary: dict[str, Any]) -> list[str]:
     if not seeds:
         return []
     return ["Seconds without the measurement (read from a disk-cache entry of an earlier run that did not keep "
-            "what it cost): " + "; ".join(f"`{m}` on seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}"
-                                          for m, s in seeds.items()) + ".", ""]
+            "what it cost): " + "; ".join(f"`{m}` on {_seeds(sorted(s))}" for m, s in seeds.items()) + ".", ""]
 
 
 def _ratio(r: dict[str, Any] | None) -> str:
@@ -356,7 +354,12 @@ def _subset(compared: list[int], study: list[int]) -> str:
     """Which seeds a comparison covers, when a row grown onto some seeds only leaves out others."""
     if set(study) <= set(compared):
         return ""
-    return f" (seed{'s' if len(compared) > 1 else ''} {', '.join(map(str, compared))})"
+    return f" ({_seeds(compared)})"
+
+
+def _seeds(seeds: list[int]) -> str:
+    """``seed 0``, ``seeds 0, 2`` (``seeds none`` for no seed)."""
+    return f"seed{'' if len(seeds) == 1 else 's'} {', '.join(map(str, seeds)) or 'none'}"
 
 
 def _evals(a: dict[str, Any] | None) -> str:

@@ -288,9 +288,10 @@ def run_sources(settings: Any, measures: SeedMeasures, labels: Any, log: Any,
         # portfolio's cost: fisher and fisher-fo share one entry); an old entry without them is flagged in the row
         meta = problem.metadata
         spent, cached = meta.get("measurement_seconds"), meta.get("cached_measurement")
+        entry = meta.get("measurement")
         row_s = build_s + (spent if cached and spent is not None else 0.0)
-        clock.seconds[label] = build_s if meta.get("measurement") in priced else row_s
-        priced.add(meta.get("measurement"))
+        clock.seconds[label] = build_s if entry in priced else row_s
+        priced.add(entry)
         extra = {"cached_unpriced": True} if cached and spent is None else {}
         for m in ms:
             t = time.perf_counter()
