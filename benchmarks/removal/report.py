@@ -158,8 +158,8 @@ def _coverage(seeds: list[dict[str, Any]], ms: list[int]) -> str:
     partial = {m: got for m, got in have.items() if got != everyone}
     if not partial:
         return ""
-    return " Not every seed has every M: " + "; ".join(
-        f"M = {m} from {_seeds(got)}" for m, got in partial.items()) + " (means, spreads and ratios there are over those seeds)."
+    return (" Not every seed has every M: " + "; ".join(f"M = {m} from {_seeds(got)}" for m, got in partial.items())
+            + " (means, spreads and ratios there are over those seeds).")
 
 
 def _finite_mean(values: list[float]) -> float | None:
