@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.errors import LmshrinkError
 from ..core.options import Option, validate_options
-from ..core.removal import parse_remove, removal_constraints
+from ..core.removal import has_budget, parse_remove, removal_constraints
 
 if TYPE_CHECKING:  # torch-free at import
     from ..core import ArchitectureAdapter, Block, Constraint
@@ -68,6 +68,8 @@ class RemovalMethod(ABC):
     per_kind: ClassVar[bool] = True
     #: whether the choice for a total M is the first M entries of :attr:`Selection.order` for a larger total
     nested: ClassVar[bool] = False
+    #: whether the method honours budgets in parameters (``--remove 25%``: weighted bands in ``constraints``)
+    budgets: ClassVar[bool] = False
 
     def select(
         self,
@@ -91,8 +93,16 @@ class RemovalMethod(ABC):
             raise LmshrinkError(
                 f"Method {self.name!r} works at granularity {' or '.join(self.granularities)}, not {granularity!r}."
             )
+        if has_budget(spec) and not self.budgets:
+            raise LmshrinkError(f"Method {self.name!r} removes a number of blocks, not a budget in parameters "
+                                f"(--remove {', '.join(map(str, spec.values()))}); give a count (e.g. --remove 6), or "
+                                "use a method that honours budgets (sleb, block-influence-iterative) or an objective.")
         blocks = adapter.blocks(model, granularity)
-        constraints = removal_constraints(blocks, spec, kinds)
+        parameters = decoder = None
+        if has_budget(spec):
+            parameters = adapter.unit_parameters(model, blocks)
+            decoder = adapter.decoder_parameters(model)
+        constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
         if not self.per_kind:
             present = {b.kind for b in blocks}
             if None not in spec or (kinds is not None and not present <= set(kinds)):
@@ -116,7 +126,8 @@ class RemovalMethod(ABC):
         progress: bool,
         **options: Any,
     ) -> Selection:
-        """Choose blocks; ``constraints`` are the cardinality constraints of the spec (a "kept" group has 0)."""
+        """Choose blocks; ``constraints`` are the constraints of the spec: cardinalities for counts (a "kept" group
+        has 0), weighted bands for budgets in parameters (see :mod:`lmshrink.core.removal`)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -130,24 +141,39 @@ def greedy_order(
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Remove blocks one at a time: each step removes the lowest-scored block among those still allowed.
 
-    A block is allowed while the constraint group it belongs to has removals left (so per-kind counts are
-    honoured). ``score(removed, allowed)`` returns a score per allowed block given the blocks removed so far; it
-    may leave out blocks it knows cannot be the pick (the step picks among those it scored). Ties go to the lower
-    index. Returns the removal order and one dict of facts per step.
+    A block is allowed while the constraint group it belongs to has room for it: a cardinality group while it has
+    removals left, a weighted band (a parameter budget) while adding the block's weight stays at or below the
+    band's upper bound; the run ends when every group is satisfied (each cardinality met, each band's lower bound
+    reached). So per-kind counts and budgets are honoured. ``score(removed, allowed)`` returns a score per allowed
+    block given the blocks removed so far; it may leave out blocks it knows cannot be the pick (the step picks
+    among those it scored). Ties go to the lower index. Returns the removal order and one dict of facts per step.
     """
-    left = {k: c.equals for k, c in enumerate(constraints)}
     group = {i: k for k, c in enumerate(constraints) for i in c.indices}
+    weight = {i: float(w) for c in constraints for i, w in zip(c.indices, c.weight_array())}
+    used = {k: 0.0 for k in range(len(constraints))}
+
+    def room(i: int) -> bool:
+        c = constraints[group[i]]
+        return c.upper is None or used[group[i]] + weight[i] <= c.upper + c.tolerance()
+
+    def unmet() -> bool:
+        return any(c.lower is not None and used[k] < c.lower - c.tolerance() for k, c in enumerate(constraints))
+
     removed: list[int] = []
     trace: list[dict[str, Any]] = []
-    for step in range(sum(left.values())):
-        allowed = sorted(i for i, k in group.items() if left[k] > 0 and i not in removed)
+    step = 0
+    while unmet():
+        allowed = sorted(i for i in group if i not in removed and room(i))
+        if not allowed:
+            raise LmshrinkError(f"The greedy step {step + 1} has no block left that fits the removal constraints.")
         scores = {i: v for i, v in score(list(removed), allowed).items() if i in allowed}
         if not scores:
             raise LmshrinkError(f"The greedy step {step + 1} scored none of the allowed blocks {allowed}.")
         pick = min(scores, key=lambda i: (scores[i], i))
         removed.append(pick)
-        left[group[pick]] -= 1
-        fact = {"step": step + 1, "removed": pick, "score": float(scores[pick]),
+        used[group[pick]] += weight[pick]
+        step += 1
+        fact = {"step": step, "removed": pick, "score": float(scores[pick]),
                 "scores": {int(i): float(v) for i, v in sorted(scores.items())}}
         trace.append(fact)
         if on_step is not None:

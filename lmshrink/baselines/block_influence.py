@@ -39,6 +39,7 @@ class IterativeBlockInfluence(RemovalMethod):
     description = "ShortGPT baseline, iterative: remove the lowest-BI block, recompute BI, repeat."
     granularities = ("layer",)
     nested = True
+    budgets = True
     options = {
         "samples": Option(None, "calibration samples used (default: all)", int),
         "batch_size": Option(8, "samples per forward pass", int),

@@ -25,6 +25,7 @@ class GreedyLossRemoval(RemovalMethod):
     name = "sleb"
     description = "SLEB baseline: greedily remove the block whose removal gives the lowest measured loss."
     nested = True
+    budgets = True
     options = {
         "samples": Option(4, "calibration samples per loss measurement (the first ones; None: all)", int),
         "batch_size": Option(8, "samples per forward pass", int),

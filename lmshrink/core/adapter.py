@@ -123,6 +123,26 @@ class ArchitectureAdapter(ABC):
         The pipeline skips candidates with an error and checks per-kind requests before solving."""
         return None
 
+    def unit_parameters(self, model: Any, blocks: Sequence[Block]) -> list[int]:
+        """The parameters each block holds, i.e. what removing it saves (the weights of a parameter budget).
+
+        Default: the parameters of the module at each block's ``name`` (a module path), counting a tensor shared
+        by several modules once per block. Override where a block is not one module."""
+        counts = []
+        for b in blocks:
+            try:
+                module = model.get_submodule(b.name)
+            except AttributeError:
+                raise LmshrinkError(f"Adapter {self.name!r}: block {b.index} is named {b.name!r}, which is not a "
+                                    "module of the model; the adapter must override unit_parameters.") from None
+            counts.append(int(sum(p.numel() for p in module.parameters())))
+        return counts
+
+    def decoder_parameters(self, model: Any) -> int:
+        """The parameters of the decoder layers, what a share of ``--remove 25%`` refers to (default: the sum over
+        the blocks at the ``layer`` granularity)."""
+        return int(sum(self.unit_parameters(model, self.blocks(model, "layer"))))
+
     def linear_layers(self, model: Any) -> dict[str, Any]:
         """The weight matrices that SVD compression may factor, by module path."""
         raise NotImplementedError(f"Adapter {self.name!r} does not list linear layers.")

@@ -7,6 +7,7 @@ class, so :func:`load_problem` reads any problem without being told its kind.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,43 +172,227 @@ def _finite_array(value: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+#: the constraint kinds a problem may hold: a cardinality (exactly ``equals`` of the listed variables are 1) and a
+#: weighted band (``lower ≤ Σ w_i x_i ≤ upper``); solvers declare which they honour natively
+#: (:attr:`~lmshrink.core.SolverCapabilities.constraint_kinds`)
+CONSTRAINT_KINDS = ("cardinality", "weighted")
+
+
 @dataclass(frozen=True)
 class Constraint:
-    """Exactly ``equals`` of the variables at ``indices`` are 1 (a cardinality, i.e. fixed magnetization)."""
+    """A linear constraint on a group of binary variables.
+
+    Two kinds, one class:
+
+    - a **cardinality** ``Constraint(indices, equals)``: exactly ``equals`` of the variables at ``indices`` are 1
+      (fixed magnetization); ``weights`` is None and ``lower == upper == equals``;
+    - a **weighted band** ``Constraint(indices, weights=w, lower=L, upper=U)``: ``L ≤ Σ_i w_i x_i ≤ U``, e.g. a
+      budget over units of unequal size (w_i the parameters removing unit i saves). Either bound may be None
+      (unbounded); ``equals`` is None. ``Constraint(indices, equals=E, weights=w)`` is the band ``L = U = E``.
+
+    A band that no 0/1 assignment can satisfy is refused (by interval arithmetic, and exactly by subset sums when
+    the weights are integers of modest size after dividing by their greatest common divisor).
+    """
 
     indices: tuple[int, ...]
-    equals: int
+    equals: int | None = None
     name: str = ""
+    weights: tuple[float, ...] | None = None
+    lower: float | None = None
+    upper: float | None = None
 
     def __post_init__(self) -> None:
         label = f"Constraint {self.name!r}" if self.name else "A constraint"
         if isinstance(self.indices, (str, bytes)) or not hasattr(self.indices, "__iter__"):
             raise LmshrinkError(f"{label} needs a list of variable indices, not {self.indices!r}.")
         object.__setattr__(self, "indices", tuple(_integer(i, f"{label}: an index") for i in self.indices))
-        object.__setattr__(self, "equals", _integer(self.equals, f"{label}: equals"))
         if len(set(self.indices)) != len(self.indices):
             raise LmshrinkError(f"{label} lists a variable twice.")
-        if not 0 <= self.equals <= len(self.indices):
-            raise LmshrinkError(
-                f"{label} asks for {self.equals} of {len(self.indices)} variables."
-            )
+        if self.weights is None and self.lower is None and self.upper is None:
+            if self.equals is None:
+                raise LmshrinkError(f"{label} needs 'equals' (a cardinality) or 'weights' with 'lower'/'upper' (a "
+                                    "weighted band).")
+            equals = _integer(self.equals, f"{label}: equals")
+            if not 0 <= equals <= len(self.indices):
+                raise LmshrinkError(f"{label} asks for {equals} of {len(self.indices)} variables.")
+            object.__setattr__(self, "equals", equals)
+            object.__setattr__(self, "lower", float(equals))
+            object.__setattr__(self, "upper", float(equals))
+            return
+        self._init_band(label)
+
+    def _init_band(self, label: str) -> None:
+        n = len(self.indices)
+        if self.weights is None:
+            weights = np.ones(n)
+        else:
+            if isinstance(self.weights, (str, bytes)) or not hasattr(self.weights, "__len__"):
+                raise LmshrinkError(f"{label} needs a list of weights, not {self.weights!r}.")
+            if len(self.weights) != n:
+                raise LmshrinkError(f"{label} has {len(self.weights)} weights for {n} indices; give one weight per "
+                                    "index.")
+            weights = _finite_array(list(self.weights), f"{label}: weights", (n,))
+        lower, upper = self.lower, self.upper
+        if self.equals is not None:
+            if lower is not None or upper is not None:
+                raise LmshrinkError(f"{label} gives 'equals' and a bound; give one or the other.")
+            lower = upper = self.equals
+        lower = None if lower is None else float(_finite_array(lower, f"{label}: lower", ()))
+        upper = None if upper is None else float(_finite_array(upper, f"{label}: upper", ()))
+        if lower is None and upper is None:
+            raise LmshrinkError(f"{label} has weights but neither 'lower' nor 'upper'.")
+        if lower is not None and upper is not None and lower > upper:
+            raise LmshrinkError(f"{label} has lower {lower:g} above upper {upper:g}.")
+        unit = self.weights is None and lower is not None and lower == upper and float(lower).is_integer()
+        object.__setattr__(self, "weights", None if self.weights is None else tuple(float(w) for w in weights))
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+        # unit weights with L = U integral: a cardinality, whichever way it was written
+        object.__setattr__(self, "equals", None)
+        if unit:
+            object.__setattr__(self, "equals", _integer(int(lower), f"{label}: equals"))
+            if not 0 <= self.equals <= n:
+                raise LmshrinkError(f"{label} asks for {self.equals} of {n} variables.")
+            return
+        if not band_reachable(weights, lower, upper):
+            lo = "-inf" if lower is None else f"{lower:g}"
+            hi = "inf" if upper is None else f"{upper:g}"
+            raise LmshrinkError(f"{label}: no choice of its {n} variables gives a weighted sum in [{lo}, {hi}] "
+                                f"(weights from {weights.min():g} to {weights.max():g}, sum {weights.sum():g}).")
+
+    # --- what kind of constraint -------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        """``"cardinality"`` or ``"weighted"`` (see :data:`CONSTRAINT_KINDS`)."""
+        return "cardinality" if self.equals is not None else "weighted"
+
+    @property
+    def is_cardinality(self) -> bool:
+        return self.equals is not None
+
+    def weight_array(self) -> np.ndarray:
+        """The weights as a float64 array (ones for a cardinality or a unit-weight band)."""
+        return np.ones(len(self.indices)) if self.weights is None else np.asarray(self.weights, dtype=np.float64)
+
+    def tolerance(self) -> float:
+        """Slack allowed on each bound when checking a state: rounding of the weighted sum, 1e-9 of its scale."""
+        return 1e-9 * max(1.0, float(np.abs(self.weight_array()).sum()))
+
+    def activity(self, X: np.ndarray) -> np.ndarray:
+        """``Σ_i w_i x_i`` over the constraint's variables, for each row of a (k, N) state matrix."""
+        X = np.asarray(X, dtype=np.float64)
+        return X[:, list(self.indices)] @ self.weight_array()
+
+    def violation(self, X: np.ndarray) -> np.ndarray:
+        """Signed distance of each row's weighted sum from the band: 0 inside, (sum − upper) above, (sum − lower)
+        below. For a cardinality this is (number of ones) − equals."""
+        a = self.activity(X)
+        out = np.zeros_like(a)
+        if self.upper is not None:
+            out = np.where(a > self.upper, a - self.upper, out)
+        if self.lower is not None:
+            out = np.where(a < self.lower, a - self.lower, out)
+        return out
+
+    def satisfied(self, X: np.ndarray) -> np.ndarray:
+        """Whether each row of a (k, N) state matrix satisfies the constraint (within :meth:`tolerance`)."""
+        return np.abs(self.violation(X)) <= self.tolerance()
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"indices": list(self.indices), "equals": self.equals}
+        out: dict[str, Any] = {"indices": list(self.indices)}
+        if self.is_cardinality and self.weights is None:
+            out["equals"] = self.equals
+        else:
+            out["weights"] = [float(w) for w in self.weight_array()]
+            out["lower"], out["upper"] = self.lower, self.upper
         if self.name:
             out["name"] = self.name
         return out
 
 
+#: subset-sum reachability is checked exactly when the weights, divided by their gcd, sum to at most this
+_EXACT_REACH_UP_TO = 1 << 22
+
+
+def band_reachable(weights: Sequence[float] | np.ndarray, lower: float | None, upper: float | None) -> bool:
+    """Whether some 0/1 choice ``x`` gives ``lower ≤ w·x ≤ upper``.
+
+    Interval check first (the sums lie in [Σ negative weights, Σ positive weights]); for integer weights whose
+    gcd-reduced total is at most 2^22 the subset sums are enumerated exactly (a bitset shifted by each weight), else
+    the interval check decides.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    lo = -math.inf if lower is None else float(lower)
+    hi = math.inf if upper is None else float(upper)
+    tol = 1e-9 * max(1.0, float(np.abs(w).sum()))
+    if w[w < 0].sum() > hi + tol or w[w > 0].sum() < lo - tol:
+        return False
+    if not np.all(w == np.rint(w)) or (w < 0).any() or not (w > 0).any():
+        return True
+    ints = [int(v) for v in w if v > 0]
+    g = 0
+    for v in ints:
+        g = math.gcd(g, v)
+    scaled = [v // g for v in ints]
+    if sum(scaled) > _EXACT_REACH_UP_TO:
+        return True
+    reach = 1  # bit s set: some subset sums to s·g
+    for v in scaled:
+        reach |= reach << v
+    first = 0 if lo == -math.inf else max(0, math.ceil((lo - tol) / g))
+    last = sum(scaled) if hi == math.inf else min(sum(scaled), math.floor((hi + tol) / g))
+    if first > last:
+        return False
+    window = (reach >> first) & ((1 << (last - first + 1)) - 1)
+    return window != 0
+
+
+def subset_counts(weights: Sequence[float] | np.ndarray, lower: float | None, upper: float | None) -> int | None:
+    """How many 0/1 choices give ``lower ≤ w·x ≤ upper``: exact for non-negative integer weights whose gcd-reduced
+    total is at most 2^22 (a counting pass over the subset sums); None where that does not apply."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not len(w) or not np.all(w == np.rint(w)) or (w < 0).any():
+        return None
+    ints = [int(v) for v in w]
+    g = 0
+    for v in ints:
+        g = math.gcd(g, v)
+    if g == 0:  # all weights zero: every choice has sum 0
+        inside = (lower is None or lower <= 0) and (upper is None or upper >= 0)
+        return 2 ** len(ints) if inside else 0
+    scaled = [v // g for v in ints]
+    total = sum(scaled)
+    if total > _EXACT_REACH_UP_TO:
+        return None
+    counts = [0] * (total + 1)  # Python ints: exact for any number of variables
+    counts[0] = 1
+    top = 0
+    for v in scaled:
+        for s in range(top, -1, -1):
+            if counts[s]:
+                counts[s + v] += counts[s]
+        top += v
+    tol = 1e-9 * max(1.0, float(np.abs(w).sum()))
+    first = 0 if lower is None else max(0, math.ceil((lower - tol) / g))
+    last = total if upper is None else min(total, math.floor((upper + tol) / g))
+    return sum(counts[first:last + 1]) if first <= last else 0
+
+
 @dataclass
 class BinaryQuadraticProblem(Problem):
-    """Minimise ``offset + linear·x + xᵀ Q x`` over x ∈ {0,1}^N subject to cardinality constraints.
+    """Minimise ``offset + linear·x + xᵀ Q x`` over x ∈ {0,1}^N subject to linear constraints.
 
     ``quadratic`` is the symmetric matrix Q: an off-diagonal pair counts twice and the diagonal acts as a linear
-    term (x_i² = x_i). The constraints cover disjoint groups of variables; variables in no constraint are free.
+    term (x_i² = x_i). The constraints (:class:`Constraint`: cardinalities, or weighted bands such as a parameter
+    budget) cover disjoint groups of variables; variables in no constraint are free.
+
+    Files: a problem whose constraints are all cardinalities is written as ``lmshrink.binary_quadratic/1`` (as
+    before weighted constraints existed); one with a weighted band as ``lmshrink.binary_quadratic/2``. Both read.
     """
 
     FORMAT: ClassVar[str] = "lmshrink.binary_quadratic/1"
+    #: the format written when a constraint is a weighted band
+    FORMAT_WEIGHTED: ClassVar[str] = "lmshrink.binary_quadratic/2"
 
     variables: list[str]
     linear: np.ndarray
@@ -250,13 +435,29 @@ class BinaryQuadraticProblem(Problem):
         bound = {i for c in self.constraints for i in c.indices}
         return tuple(i for i in range(self.num_variables) if i not in bound)
 
-    def num_feasible_states(self) -> int:
-        """Number of states that satisfy every constraint: Π_c C(|c|, M_c) · 2^(free variables)."""
-        import math
+    @property
+    def constraint_kinds(self) -> frozenset[str]:
+        """The kinds of its constraints (``"cardinality"``, ``"weighted"``; see :data:`CONSTRAINT_KINDS`)."""
+        return frozenset(c.kind for c in self.constraints)
 
+    @property
+    def has_weighted_constraints(self) -> bool:
+        return any(not c.is_cardinality for c in self.constraints)
+
+    def num_feasible_states(self) -> int:
+        """Number of states that satisfy every constraint: Π_c (choices of group c) · 2^(free variables), with
+        C(|c|, M_c) choices for a cardinality and the subset-sum count for a weighted band. A band whose count
+        cannot be computed exactly (non-integer weights, or huge ones) is refused with one sentence."""
         count = 2 ** len(self.free_indices)
         for c in self.constraints:
-            count *= math.comb(len(c.indices), c.equals)
+            if c.is_cardinality:
+                count *= math.comb(len(c.indices), c.equals)
+                continue
+            n = subset_counts(c.weight_array(), c.lower, c.upper)
+            if n is None:
+                raise LmshrinkError(f"Cannot count the states of the weighted constraint {c.name or '(unnamed)'!r}: "
+                                    "its weights are not small non-negative integers.")
+            count *= n
         return count
 
     # --- evaluation ---------------------------------------------------------------------------------------------
@@ -271,16 +472,29 @@ class BinaryQuadraticProblem(Problem):
             raise LmshrinkError(f"Expected states of length {self.num_variables}, got shape {X.shape}.")
         return self.offset + X @ self.linear + np.einsum("ki,ki->k", X @ self.quadratic, X)
 
-    def violations(self, x: Sequence[int] | np.ndarray) -> list[int]:
-        """For each constraint, (number of ones) − equals."""
-        x = np.asarray(x)
-        return [int(x[list(c.indices)].sum()) - c.equals for c in self.constraints]
+    def violations(self, x: Sequence[int] | np.ndarray) -> list[float]:
+        """For each constraint, how far ``x`` is outside it: (number of ones) − equals for a cardinality (an int),
+        the signed distance of the weighted sum from its band for a weighted one (0 inside)."""
+        X = np.asarray(x)[None, :]
+        out: list[float] = []
+        for c in self.constraints:
+            v = float(c.violation(X)[0])
+            out.append(int(round(v)) if c.is_cardinality else (0.0 if abs(v) <= c.tolerance() else v))
+        return out
 
     def is_feasible(self, x: Sequence[int] | np.ndarray) -> bool:
         x = np.asarray(x)
         if x.shape != (self.num_variables,) or not np.isin(x, (0, 1)).all():
             return False
         return not any(self.violations(x))
+
+    def feasible_rows(self, X: np.ndarray) -> np.ndarray:
+        """Whether each row of a (k, N) 0/1 matrix satisfies every constraint (vectorised :meth:`is_feasible`)."""
+        X = np.asarray(X)
+        ok = np.ones(len(X), dtype=bool)
+        for c in self.constraints:
+            ok &= c.satisfied(X)
+        return ok
 
     def state(self, ones: Iterable[int]) -> np.ndarray:
         """The 0/1 vector with ones at ``ones``."""
@@ -306,7 +520,11 @@ class BinaryQuadraticProblem(Problem):
         return float(flip.max(initial=0.0)) * 1.01 + 1e-9
 
     def penalty_qubo(self, penalty: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-        """(linear, symmetric quadratic, offset) of the objective plus ``penalty · Σ_c (Σ_{i∈c} x_i − M_c)²``."""
+        """(linear, symmetric quadratic, offset) of the objective plus ``penalty · Σ_c (Σ_{i∈c} x_i − M_c)²``.
+
+        Cardinality constraints only: a weighted band needs slack variables, which change the variables; the
+        slack-penalty composite (:mod:`lmshrink.solvers.composites`) adds them."""
+        self.require_cardinality("The penalty form")
         P = self.default_penalty() if penalty is None else float(penalty)
         lin = self.linear.copy()
         quad = self.quadratic.copy()
@@ -351,15 +569,35 @@ class BinaryQuadraticProblem(Problem):
         obj.offset = self.offset
         cqm.set_objective(obj)
         for k, c in enumerate(self.constraints):
-            cqm.add_constraint_from_iterable(
-                [(i, 1) for i in c.indices], "==", rhs=c.equals, label=c.name or f"cardinality_{k}"
-            )
+            if c.is_cardinality:
+                cqm.add_constraint_from_iterable(
+                    [(i, 1) for i in c.indices], "==", rhs=c.equals, label=c.name or f"cardinality_{k}"
+                )
+                continue
+            terms = [(i, float(w)) for i, w in zip(c.indices, c.weight_array())]
+            label = c.name or f"weighted_{k}"
+            if c.lower is not None and c.lower == c.upper:
+                cqm.add_constraint_from_iterable(terms, "==", rhs=c.lower, label=label)
+                continue
+            if c.lower is not None:
+                cqm.add_constraint_from_iterable(terms, ">=", rhs=c.lower, label=label + ":lower")
+            if c.upper is not None:
+                cqm.add_constraint_from_iterable(terms, "<=", rhs=c.upper, label=label + ":upper")
         return cqm
+
+    def require_cardinality(self, what: str) -> None:
+        """Refuse, in one sentence naming ``what``, a problem with a weighted constraint."""
+        weighted = [c for c in self.constraints if not c.is_cardinality]
+        if weighted:
+            name = weighted[0].name or f"constraint {self.constraints.index(weighted[0])}"
+            raise LmshrinkError(f"{what} handles cardinality constraints only, and {name!r} is a weighted band "
+                                "(L ≤ Σ w·x ≤ U); use a solver that honours weighted constraints (exact, milp, "
+                                "anneal) or wrap one in the slack-penalty composite.")
 
     # --- files ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": self.FORMAT,
+            "format": self.FORMAT_WEIGHTED if self.has_weighted_constraints else self.FORMAT,
             "variables": list(self.variables),
             "linear": self.linear,
             "quadratic": self.quadratic,
@@ -370,8 +608,9 @@ class BinaryQuadraticProblem(Problem):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BinaryQuadraticProblem:
-        if data.get("format", cls.FORMAT) != cls.FORMAT:
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r}, got {data.get('format')!r}.")
+        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_WEIGHTED):
+            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_WEIGHTED!r}, got "
+                                f"{data.get('format')!r}.")
         missing = [k for k in ("variables", "linear", "quadratic") if k not in data]
         if missing:
             raise LmshrinkError(f"The problem lacks the key{'s' if len(missing) > 1 else ''} "
@@ -393,26 +632,37 @@ class BinaryQuadraticProblem(Problem):
         )
 
     def __repr__(self) -> str:
-        cons = ", ".join(f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}" for c in self.constraints)
+        def one(c: Constraint) -> str:
+            if c.is_cardinality:
+                return f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}"
+            lo = "" if c.lower is None else f"{c.lower:g}≤"
+            hi = "" if c.upper is None else f"≤{c.upper:g}"
+            return f"{lo}{c.name or 'Σw'}{hi}/{len(c.indices)}"
+
+        cons = ", ".join(one(c) for c in self.constraints)
         return f"BinaryQuadraticProblem(N={self.num_variables}, constraints=[{cons}])"
 
 
-_CONSTRAINT_KEYS = ("indices", "equals", "name")
+_FORMATS[BinaryQuadraticProblem.FORMAT_WEIGHTED] = BinaryQuadraticProblem
+
+_CONSTRAINT_KEYS = ("indices", "equals", "name", "weights", "lower", "upper")
+_CONSTRAINT_HELP = ("a constraint has 'indices' and either 'equals' (a cardinality) or 'weights' with 'lower' and/or "
+                    "'upper' (a weighted band), and optionally 'name'")
 
 
 def _constraint(k: int, data: Any) -> Constraint:
     """Constraint ``k`` of a problem file, with one sentence for a wrong shape or an unknown key."""
     if not isinstance(data, dict):
-        raise LmshrinkError(f"Constraint {k} must be an object with 'indices' and 'equals', not {_json_kind(data)}.")
+        raise LmshrinkError(f"Constraint {k} must be an object, not {_json_kind(data)}; {_CONSTRAINT_HELP}.")
     unknown = [key for key in data if key not in _CONSTRAINT_KEYS]
     if unknown:
-        raise LmshrinkError(f"Constraint {k} has the unknown key {unknown[0]!r}; a constraint has 'indices', 'equals' "
-                            "and optionally 'name'.")
-    missing = [key for key in ("indices", "equals") if key not in data]
+        raise LmshrinkError(f"Constraint {k} has the unknown key {unknown[0]!r}; {_CONSTRAINT_HELP}.")
+    banded = any(key in data for key in ("weights", "lower", "upper"))
+    missing = [key for key in ("indices",) + (() if banded else ("equals",)) if key not in data]
     if missing:
-        raise LmshrinkError(f"Constraint {k} lacks {missing[0]!r}; a constraint has 'indices', 'equals' and "
-                            "optionally 'name'.")
+        raise LmshrinkError(f"Constraint {k} lacks {missing[0]!r}; {_CONSTRAINT_HELP}.")
     try:
-        return Constraint(data["indices"], data["equals"], str(data.get("name", "")))
+        return Constraint(data["indices"], data.get("equals"), str(data.get("name", "")), weights=data.get("weights"),
+                          lower=data.get("lower"), upper=data.get("upper"))
     except LmshrinkError as exc:  # name the constraint by its position when it has no name
         raise LmshrinkError(str(exc).replace("A constraint", f"Constraint {k}", 1)) from None

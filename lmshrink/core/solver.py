@@ -91,6 +91,10 @@ class SolverCapabilities:
     quick_options: Mapping[str, Any] = field(default_factory=dict)
     #: what its states go through after sampling, in order: "fixing", "penalty", "repair", "polish"
     postprocessing: tuple[str, ...] = ()
+    #: the constraint kinds it honours (:data:`~lmshrink.core.problem.CONSTRAINT_KINDS`): every solver honours
+    #: cardinalities; one that also keeps weighted bands (``L ≤ Σ w·x ≤ U``) lists ``"weighted"``, and the
+    #: slack-penalty composite brings them to any other
+    constraint_kinds: tuple[str, ...] = ("cardinality",)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: problem types by class name."""
@@ -99,6 +103,7 @@ class SolverCapabilities:
         for key in ("budget_options", "offline_options", "quick_options"):
             out[key] = dict(out[key])
         out["requires"], out["postprocessing"] = list(self.requires), list(self.postprocessing)
+        out["constraint_kinds"] = list(self.constraint_kinds)
         return out
 
 
@@ -142,8 +147,13 @@ class Solver(ABC):
         cls.exact = cls.capabilities.proves_optimality
 
     def supports(self, problem: Problem) -> bool:
-        """Whether this solver can solve ``problem``."""
-        return isinstance(problem, self.problem_types)
+        """Whether this solver can solve ``problem``: its type, and the kinds of its constraints."""
+        return isinstance(problem, self.problem_types) and not self.unhonoured_constraints(problem)
+
+    def unhonoured_constraints(self, problem: Problem) -> list[str]:
+        """The constraint kinds of ``problem`` this solver does not honour (see ``capabilities.constraint_kinds``)."""
+        kinds = getattr(problem, "constraint_kinds", frozenset())
+        return sorted(set(kinds) - set(self.capabilities.constraint_kinds))
 
     @abstractmethod
     def sample(self, problem: Problem, *, num_solutions: int, seed: int | None, time_limit: float | None,
@@ -180,6 +190,13 @@ class Solver(ABC):
         **options: Any,
     ) -> SolutionSet:
         """Solve ``problem`` and return up to ``num_solutions`` distinct feasible solutions, lowest energy first."""
+        missing = self.unhonoured_constraints(problem) if isinstance(problem, self.problem_types) else []
+        if missing:
+            raise LmshrinkError(
+                f"Solver {self.name!r} does not honour {' or '.join(missing)} constraints, which this problem has "
+                f"(e.g. a parameter budget L ≤ Σ w·x ≤ U); use a solver that does (see `lmshrink plugins`), or wrap "
+                f"{self.name!r} in the slack-penalty composite."
+            )
         if not self.supports(problem):
             kinds = ", ".join(t.__name__ for t in self.problem_types)
             raise LmshrinkError(

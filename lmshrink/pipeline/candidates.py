@@ -56,7 +56,8 @@ class SolverSource:
             _log(progress, f"building the {self.objective.name} problem")
             problem = self.objective.build(inputs.model, inputs.adapter, inputs.calibration, **self.objective_options)
             problem = with_constraints(problem, target.constraints)
-            problem.metadata["remove"] = {str(k) if k else "total": v for k, v in target.spec.items()}
+            problem.metadata["remove"] = {str(k) if k else "total": v if isinstance(v, int) else str(v)
+                                          for k, v in target.spec.items()}
         with timings("solve"):
             _log(progress, f"solving with {self.solver.name}")
             checkpoint("solve")

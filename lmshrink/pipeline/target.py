@@ -1,5 +1,6 @@
 """Stage 1 of a prune run, once the model is loaded: what to remove. The model's blocks at the requested
-granularity and the cardinality constraints of the removal spec, checked before any slow step."""
+granularity and the constraints of the removal spec (cardinalities for counts, weighted bands for budgets in
+parameters), checked before any slow step."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Constraint, LmshrinkError
-from ..core.removal import removal_constraints
+from ..core.removal import has_budget, removal_constraints, spec_text
 
 
 @dataclass
@@ -16,20 +17,27 @@ class Target:
 
     blocks: list[Any]
     constraints: list[Constraint]
-    spec: dict[str | None, int]
+    spec: dict[str | None, Any]
     granularity: str
     kinds: list[str] | None
+    #: each block's parameter count, when the spec is a budget in parameters
+    parameters: list[int] | None = None
 
     @property
     def spec_text(self) -> str:
-        return ",".join(str(v) if k is None else f"{k}={v}" for k, v in self.spec.items())
+        return spec_text(self.spec)
 
 
-def removal_target(adapter: Any, model: Any, spec: dict[str | None, int], granularity: str,
+def removal_target(adapter: Any, model: Any, spec: dict[str | None, Any], granularity: str,
                    kinds: list[str] | None) -> Target:
     """The blocks and constraints of ``spec`` on ``model``; an unsatisfiable request is refused."""
     blocks = adapter.blocks(model, granularity)
-    target = Target(blocks, removal_constraints(blocks, spec, kinds), spec, granularity, kinds)
+    parameters = decoder = None
+    if has_budget(spec):
+        parameters = adapter.unit_parameters(model, blocks)
+        decoder = adapter.decoder_parameters(model)
+    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
+    target = Target(blocks, constraints, spec, granularity, kinds, parameters)
     check_target(adapter, model, target)
     return target
 
@@ -38,6 +46,8 @@ def check_target(adapter: Any, model: Any, target: Target) -> None:
     """Refuse, before any slow step, a request no choice of blocks can satisfy: removing every block, or e.g.
     every attention block of a hybrid model. Within a group every choice has the same kinds, so the first blocks
     stand for all."""
+    if any(not c.is_cardinality for c in target.constraints):
+        return  # a budget: refused in removal_constraints when it needs every block; candidates checked one by one
     total = sum(c.equals for c in target.constraints)
     if total >= len(target.blocks) > 0:
         raise LmshrinkError(f"--remove {target.spec_text} would remove all {len(target.blocks)} blocks of the "

@@ -37,10 +37,10 @@ class Entry:
         return obj
 
     def supports(self, problem: Any) -> bool:
-        """Whether the plugin takes ``problem`` (an instance or a problem class)."""
-        if isinstance(problem, type):
-            return any(issubclass(problem, t) for t in self.problem_types)
-        return self.create().supports(problem)
+        """Whether the plugin takes problems of ``problem``'s type (an instance or a problem class); whether it
+        honours that instance's constraints is the solver's to say, in one sentence, when it is asked to solve."""
+        kind = problem if isinstance(problem, type) else type(problem)
+        return any(issubclass(kind, t) for t in self.problem_types)
 
 
 class Registry:
