@@ -1,7 +1,17 @@
-"""Calibration and evaluation text: the embedded default, local files, or a Hugging Face dataset.
+"""Calibration and evaluation text: the embedded default, named texts of other domains, local files, or a Hugging
+Face dataset.
 
 The embedded default is the Python documentation that ships with CPython (``pydoc_data.topics``). Its topics are
 split, by a fixed rule, into a calibration part and a disjoint held-out evaluation part.
+
+Named texts of other domains (:data:`NAMED_TEXTS`) come from Debian's ``fortunes`` package (``apt-get install
+fortunes``: about 2.5 MB of English quotations, anecdotes and verse in topic files, entries separated by ``%`` lines):
+
+- ``prose``: English prose of everyday topics (people, work, politics, science, law, …), split like pydoc;
+- ``mix``: pydoc's calibration part and as many characters of ``prose``'s, interleaved document by document, so
+  calibration sees two domains; its evaluation part is pydoc's (the same held-out tokens as the default);
+- ``literature``: literary quotations and verse (topic files no other named text reads), for held-out
+  evaluation on a domain that no named calibration text uses.
 """
 
 from __future__ import annotations
@@ -17,6 +27,16 @@ import numpy as np
 from .core.errors import LmshrinkError
 
 DEFAULT_DATA = "pydoc"
+#: where Debian's ``fortunes`` package puts its topic files
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+#: topic files of the ``prose`` text: everyday English, no computing jargon
+PROSE_TOPICS = ("art", "definitions", "education", "food", "humorists", "kids", "law", "love", "medicine",
+                "men-women", "miscellaneous", "news", "people", "pets", "platitudes", "politics", "science",
+                "sports", "wisdom", "work")
+#: topic files of the ``literature`` text, read by no other named text
+LITERATURE_TOPICS = ("literature", "songs-poems", "tao")
+#: fortune entries per document (a document is the unit :func:`holdout` assigns to one side)
+ENTRIES_PER_DOCUMENT = 16
 #: share of the characters held out for evaluation
 EVAL_FRACTION = 0.2
 
@@ -87,6 +107,68 @@ def pydoc_texts() -> TextSplit:
     return TextSplit(calib, held, f"pydoc_data.topics ({len(calib)} calibration / {len(held)} evaluation topics)")
 
 
+def fortune_documents(topics: tuple[str, ...], directory: Path | None = None) -> list[str]:
+    """The entries of Debian's fortune ``topics`` (files of entries separated by ``%`` lines), in topic and file
+    order, joined :data:`ENTRIES_PER_DOCUMENT` at a time into documents; one sentence when the package is absent."""
+    directory = FORTUNES_DIR if directory is None else Path(directory)
+    missing = [t for t in topics if not (directory / t).is_file()]
+    if missing:
+        raise LmshrinkError(f"The named English texts read Debian's fortunes package, and {directory / missing[0]} "
+                            "is missing: apt-get install fortunes (or give --data FILE).")
+    docs: list[str] = []
+    for topic in topics:
+        text = (directory / topic).read_text(encoding="utf-8", errors="replace")
+        entries = [e.strip("\n") for e in text.split("\n%\n") if e.strip() and e.strip() != "%"]
+        for k in range(0, len(entries), ENTRIES_PER_DOCUMENT):
+            docs.append("\n\n".join(entries[k:k + ENTRIES_PER_DOCUMENT]))
+    return docs
+
+
+def prose_texts(directory: Path | None = None) -> TextSplit:
+    """English prose of everyday topics (:data:`PROSE_TOPICS`), split disjointly by :func:`holdout`."""
+    calib, held = holdout(fortune_documents(PROSE_TOPICS, directory))
+    return TextSplit(calib, held, f"fortunes prose ({len(calib)} calibration / {len(held)} evaluation documents)")
+
+
+def literature_texts(directory: Path | None = None) -> TextSplit:
+    """Literary quotations and verse (:data:`LITERATURE_TOPICS`), split disjointly by :func:`holdout`; its
+    evaluation part is the held-out text of a domain that no named calibration text reads."""
+    calib, held = holdout(fortune_documents(LITERATURE_TOPICS, directory))
+    return TextSplit(calib, held, f"fortunes literature ({len(calib)} calibration / {len(held)} evaluation "
+                                  "documents)")
+
+
+def mixed_texts(directory: Path | None = None) -> TextSplit:
+    """pydoc's calibration part and ``prose``'s, the same number of characters of each, interleaved document by
+    document; the evaluation part is pydoc's, so held-out figures stay comparable with the default's."""
+    pydoc, prose = pydoc_texts(), prose_texts(directory)
+    budget = sum(len(t) for t in pydoc.calibration)
+    taken, used = [], 0
+    for t in prose.calibration:
+        if used >= budget:
+            break
+        taken.append(t)
+        used += len(t)
+    # interleave in proportion, so any prefix of the text (and any window draw) holds both domains
+    mixed, a, b = [], list(pydoc.calibration), list(taken)
+    ratio = len(b) / max(len(a), 1)
+    j = 0.0
+    for t in a:
+        mixed.append(t)
+        j += ratio
+        while b and j >= 1:
+            mixed.append(b.pop(0))
+            j -= 1
+    mixed.extend(b)
+    return TextSplit(mixed, list(pydoc.evaluation),
+                     f"pydoc + fortunes prose ({len(pydoc.calibration)} + {len(taken)} calibration documents, "
+                     f"{used:,} prose characters; evaluation: pydoc's {len(pydoc.evaluation)} topics)")
+
+
+#: texts known by name (``--data NAME``): the default, and the English texts of :func:`fortune_documents`
+NAMED_TEXTS = {"pydoc": pydoc_texts, "prose": prose_texts, "mix": mixed_texts, "literature": literature_texts}
+
+
 def _read_local(path: Path) -> list[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".md"))
@@ -134,10 +216,15 @@ def _split(texts: list[str], source: str) -> TextSplit:
 
 
 def load_texts(data: str | list[str] | None = None) -> TextSplit:
-    """Texts from ``data``: None or "pydoc" for the embedded default, local .txt/.jsonl files or folders,
-    or a Hugging Face dataset name (``name``, ``name:config`` or ``name:config:split``) with a ``text`` column."""
+    """Texts from ``data``: None or "pydoc" for the embedded default, a name of :data:`NAMED_TEXTS` (``prose``,
+    ``mix``, ``literature``), local .txt/.jsonl files or folders, or a Hugging Face dataset name (``name``,
+    ``name:config`` or ``name:config:split``) with a ``text`` column. A local path shadows a name."""
     if data is None or data == DEFAULT_DATA:
         return pydoc_texts()
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, str) and data in NAMED_TEXTS and not Path(data).exists():
+        return NAMED_TEXTS[data]()
     paths = [data] if isinstance(data, str) else list(data)
     local = [Path(p) for p in paths if Path(p).exists()]
     if local and len(local) == len(paths):
