@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.errors import LmshrinkError
 from ..core.options import Option, validate_options
-from ..core.removal import has_budget, parse_remove, removal_constraints
+from ..core.removal import has_budget, model_constraints, parse_remove
 
 if TYPE_CHECKING:  # torch-free at import
     from ..core import ArchitectureAdapter, Block, Constraint
@@ -98,11 +98,7 @@ class RemovalMethod(ABC):
                                 f"(--remove {', '.join(map(str, spec.values()))}); give a count (e.g. --remove 6), or "
                                 "use a method that honours budgets (sleb, block-influence-iterative) or an objective.")
         blocks = adapter.blocks(model, granularity)
-        parameters = decoder = None
-        if has_budget(spec):
-            parameters = adapter.unit_parameters(model, blocks)
-            decoder = adapter.decoder_parameters(model)
-        constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
+        constraints, _ = model_constraints(adapter, model, blocks, spec, kinds)
         if not self.per_kind:
             present = {b.kind for b in blocks}
             if None not in spec or (kinds is not None and not present <= set(kinds)):

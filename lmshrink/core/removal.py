@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .adapter import Block
 from .errors import LmshrinkError, did_you_mean
@@ -155,6 +156,19 @@ def removal_constraints(blocks: Sequence[Block], spec: RemovalSpec, kinds: Seque
     if kept:
         constraints.append(Constraint(kept, 0, "kept"))
     return constraints
+
+
+def model_constraints(adapter: Any, model: Any, blocks: Sequence[Block], spec: RemovalSpec,
+                      kinds: Sequence[str] | None = None) -> tuple[list[Constraint], list[int] | None]:
+    """:func:`removal_constraints` of ``spec`` on ``model``'s ``blocks``, with the parameter counts a budget needs
+    read from the adapter (:meth:`~lmshrink.core.ArchitectureAdapter.unit_parameters`); returns the constraints
+    and those counts (None for a spec of counts only)."""
+    if not has_budget(spec):
+        return removal_constraints(blocks, spec, kinds), None
+    parameters = adapter.unit_parameters(model, blocks)
+    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters,
+                                      decoder=adapter.decoder_parameters(model))
+    return constraints, parameters
 
 
 def budget_constraint(name: str, indices: Sequence[int], weights: Sequence[int], budget: ParameterBudget,
