@@ -2,7 +2,7 @@
 
 A quoted figure is followed by an HTML comment naming where it comes from, which no renderer shows::
 
-    24.26<!-- from: benchmarks/reference/removal/summary.json#aggregate[method=default,M=6,healed=linear].mean -->
+    22.18<!-- from: benchmarks/reference/removal/summary.json#aggregate[method=default,M=6,healed=linear].mean -->
 
 The key is a path into the JSON file: ``.name`` a member, ``[3]`` a list entry, ``[k=v,k2=v2]`` the one list entry
 whose members equal those values (``k~text``: whose member contains ``text``, for values an HTML comment cannot
