@@ -14,12 +14,13 @@ import os
 import re
 from collections.abc import Iterator
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]|<>#])")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]|#])")
 
 
 def escape(text: str) -> str:
     """``text`` with the characters Markdown would read as markup escaped, so the page shows it as argparse says it."""
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
+    text = _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def build_parser() -> argparse.ArgumentParser:
