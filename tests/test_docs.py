@@ -84,6 +84,11 @@ def test_the_docs_build_writes_the_reference_render_returns(tmp_path, page):
         runpy.run_path(str(DOCS / "gen_pages.py"))
     assert (tmp_path / "reference" / "cli.md").read_text() == page
     assert (tmp_path / "img" / "perplexity_vs_m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import lmshrink
+
+    api = (tmp_path / "reference" / "api" / "lmshrink.md").read_text()
+    for module, attr in lmshrink._LAZY.values():  # every name the top level loads on first use has its entry
+        assert f"::: {module}.{attr}\n" in api
 
 
 def test_quoted_figures_are_parsed_at_their_written_precision():
