@@ -89,6 +89,8 @@ def test_the_docs_build_writes_the_reference_render_returns(tmp_path, page):
     api = (tmp_path / "reference" / "api" / "lmshrink.md").read_text()
     for module, attr in lmshrink._LAZY.values():  # every name the top level loads on first use has its entry
         assert f"::: {module}.{attr}\n" in api
+    layers = (tmp_path / "reference" / "layers.md").read_text()
+    assert "1. `lmshrink.cli`" in layers and layers.rstrip().endswith("`numba`.")
 
 
 def test_quoted_figures_are_parsed_at_their_written_precision():
