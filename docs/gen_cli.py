@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         plugins.reset()
 
 
-def subcommands(parser: argparse.ArgumentParser, prefix: str = "lmshrink") -> Iterator[tuple[str, str, argparse.ArgumentParser]]:
+def subcommands(parser: argparse.ArgumentParser,
+                prefix: str = "lmshrink") -> Iterator[tuple[str, str, argparse.ArgumentParser]]:
     """``(full command, help, parser)`` for every subcommand, depth first, in the parser's order."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -95,7 +96,8 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
     rows = ["| argument | default | meaning |", "|---|---|---|"]
     for action in documented_actions(parser):
         choices = f" Choices: {', '.join(map(str, action.choices))}." if action.choices else ""
-        rows.append(f"| `{signature(action).replace('|', chr(92) + '|')}` | {_default(action)} | {escape(help_text(parser, action) + choices)} |")
+        written = signature(action).replace("|", "\\|")  # a pipe inside a table cell, even in code, ends the cell
+        rows.append(f"| `{written}` | {_default(action)} | {escape(help_text(parser, action) + choices)} |")
     return rows
 
 

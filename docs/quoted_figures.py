@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MARKER = re.compile(r"<!-- from: (?P<file>[^#\s]+)#(?P<key>.+?) -->")
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
-_FIGURE = re.compile(r"(?:(?P<mantissa>[-−]?\d+(?:\.\d+)?) × 10(?P<exp>[⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)|(?P<token>[\w.+−-]+))\s*$")
+_FIGURE = re.compile(r"(?:(?P<mantissa>[-−]?\d+(?:\.\d+)?) × 10(?P<exp>[⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"  # 1.6 × 10⁶
+                     r"|(?P<token>[\w.+−-]+))\s*$")  # 0.71, angular
 _STEP = re.compile(r"\.(?P<name>[^.\[]+)|\[(?P<select>[^\]]+)\]")
 
 

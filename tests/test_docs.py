@@ -57,7 +57,8 @@ def test_the_reference_documents_every_command_flag_and_help(parser, page):
         assert re.search(rf"^#+ `{command}`$", page, re.M), f"{command} has no heading in the CLI reference"
         section = _section(page, command)
         for action in sub._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+            if action.help == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction,
+                                                                       argparse._SubParsersAction)):
                 continue
             names = action.option_strings or [action.metavar or action.dest]
             for name in names:
