@@ -24,7 +24,7 @@ LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map"
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: a
 #: portfolio of fisher-fo's lowest states and three baselines, chosen on validation windows after linear healing
-#: (README, "Which to use": healed, 0.69×, 0.58× and 0.55× the best baseline's held-out perplexity on SmolLM2 at
+#: (docs, reference/results.md: healed, 0.69×, 0.58× and 0.55× the best baseline's held-out perplexity on SmolLM2 at
 #: M = 6, 8, 10, calibration seeds 0, 1 and 2). Naming
 #: ``--objective`` (or ``--method``) runs that alone, e.g. ``--objective fisher``, the paper's method.
 DEFAULT_PIPELINE: dict[str, Any] = {

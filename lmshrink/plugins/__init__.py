@@ -51,7 +51,7 @@ def find_adapter(model: Any) -> Any:
     supported = "; ".join(f"{e.name} ({e.description})" for e in adapters)
     raise LmshrinkError(
         f"No adapter supports {arch}. Supported: {supported}. To add one, write an ArchitectureAdapter subclass "
-        "and register it from a plugin with the lmshrink_register_adapters hook (README: 'Adding an architecture')."
+        "and register it from a plugin with the lmshrink_register_adapters hook (docs: Write a plugin, 'Adding an architecture')."
     )
 
 
