@@ -1,0 +1,224 @@
+"""GGUF export of pruned Llama models: the file reloads through transformers' GGUF loader with the logits of the
+safetensors copy (exactly in f32; in f16 and q8_0 equal to the safetensors weights quantized independently by
+numpy / gguf.quants), the tokenizer survives, and what GGUF cannot express is refused before anything is written."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from lmshrink.adapters.llama import LlamaAdapter
+from lmshrink.cli import main
+from lmshrink.compress.gguf_export import export_gguf, export_gguf_dir, interleave_rotary_rows
+from lmshrink.compress.io import save_compressed
+from lmshrink.core import LmshrinkError
+from lmshrink.evaluate.perplexity import perplexity
+from tests.tiny import tiny_llama, tiny_text, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REMOVED = [1, 4]
+
+
+def _gguf_model(folder, name):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    """A 6-layer tiny Llama with layers 1 and 4 removed, saved as safetensors with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    model = LlamaAdapter().remove(tiny_llama(6), REMOVED, "layer")
+    folder = tmp_path_factory.mktemp("gguf") / "model"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    saved = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ids = tok(tiny_text()[:3000], return_tensors="pt").input_ids[:, :384]
+    return folder, saved, tok, ids
+
+
+def _quantized_copy(model, encode):
+    """``model`` with every matrix but the norms replaced by ``encode(matrix)`` (quantized and read back)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.from_numpy(encode(p.detach().numpy().astype(np.float32))))
+    return out
+
+
+def _q8_0(w):
+    import gguf
+
+    t = gguf.GGMLQuantizationType.Q8_0
+    return gguf.quants.dequantize(gguf.quants.quantize(w, t), t).reshape(w.shape)
+
+
+@pytest.mark.parametrize("kind, encode, ppl_tol", [
+    ("f32", None, 0.0),
+    ("f16", lambda w: w.astype(np.float16).astype(np.float32), 0.01),
+    ("q8_0", _q8_0, 0.01),
+])
+def test_gguf_reloads_with_the_logits_of_the_safetensors_copy(pruned, tmp_path, kind, encode, ppl_tol):
+    folder, saved, _tok, ids = pruned
+    out = export_gguf_dir(folder, tmp_path / f"m-{kind}.gguf", type=kind)
+    loaded = _gguf_model(tmp_path, out.name)
+    assert loaded.config.num_hidden_layers == 4
+    got = _logits(loaded, ids[:, :64])
+    if encode is None:
+        torch.testing.assert_close(got, _logits(saved, ids[:, :64]), rtol=0, atol=1e-5)
+    else:  # equal to the same quantization applied to the safetensors weights by numpy / gguf.quants directly
+        torch.testing.assert_close(got, _logits(_quantized_copy(saved, encode), ids[:, :64]), rtol=0, atol=1e-4)
+    ppl_gguf = perplexity(loaded, ids, window=128, progress=False)["perplexity"]
+    ppl_saved = perplexity(saved, ids, window=128, progress=False)["perplexity"]
+    assert abs(ppl_gguf / ppl_saved - 1) <= max(ppl_tol, 1e-6)
+
+
+def test_the_gguf_tokenizer_encodes_like_the_source(pruned, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder, _saved, tok, _ids = pruned
+    export_gguf_dir(folder, tmp_path / "m.gguf", type="f32")
+    loaded = AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf")
+    text = tiny_text()[5000:5600]
+    assert loaded(text).input_ids == tok(text).input_ids
+
+
+def test_metadata_says_the_new_layer_count_and_names_follow_llama_cpp(pruned, tmp_path):
+    import gguf
+
+    folder, saved, _tok, _ids = pruned
+    out = export_gguf_dir(folder, tmp_path / "m.gguf", type="bf16")
+    reader = gguf.GGUFReader(str(out))
+    assert reader.fields["llama.block_count"].contents() == 4
+    assert reader.fields["general.architecture"].contents() == "llama"
+    assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    names = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert names["blk.3.attn_q.weight"] == "BF16" and names["blk.3.attn_norm.weight"] == "F32"
+    assert "blk.4.attn_q.weight" not in names and names["output.weight"] == "BF16"
+
+
+def test_rotary_interleave_pairs_the_halves_of_each_head():
+    # 2 heads of dimension 4: rows (h0: a0 a1 | b0 b1), (h1: c0 c1 | d0 d1) → (a0 b0 a1 b1), (c0 d0 c1 d1)
+    w = np.arange(8, dtype=np.float32)[:, None]
+    assert interleave_rotary_rows(w, 2)[:, 0].tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_auto_keeps_the_saved_dtype(tmp_path):
+    import gguf
+
+    model = tiny_llama(2).to(torch.bfloat16)
+    out = export_gguf(model, tmp_path / "m.gguf", tiny_tokenizer())
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert types["blk.0.ffn_up.weight"] == "BF16" and types["output_norm.weight"] == "F32"
+
+
+@pytest.mark.parametrize("what", ["sublayer", "svd", "architecture"])
+def test_what_gguf_cannot_express_is_refused_and_nothing_written(tmp_path, what):
+    tok = tiny_tokenizer()
+    folder = tmp_path / "model"
+    if what == "sublayer":
+        model = LlamaAdapter().remove(tiny_llama(4), [2], "sublayer")  # layer 1 loses its attention
+        save_compressed(model, folder, tokenizer=tok)
+    elif what == "svd":
+        from lmshrink.compress.io import record_transform
+        from lmshrink.compress.svd import LowRankLinear
+
+        model = tiny_llama(2)
+        model.model.layers[0].mlp.up_proj = LowRankLinear.from_factors(torch.randn(64, 4), torch.randn(4, 32))
+        record_transform(model, {"type": "low_rank", "layers": {"model.layers.0.mlp.up_proj": 4}})
+        save_compressed(model, folder, tokenizer=tok)
+    else:
+        from transformers import MistralConfig, MistralForCausalLM
+
+        MistralForCausalLM(MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=320)).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    out = tmp_path / "m.gguf"
+    with pytest.raises(LmshrinkError, match="GGUF"):
+        export_gguf_dir(folder, out)
+    assert main(["export", str(folder), "--out", str(out), "--quiet"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_export_command_writes_the_file(pruned, tmp_path, capsys):
+    import gguf
+
+    folder, *_ = pruned
+    out = tmp_path / "cli.gguf"
+    assert main(["export", str(folder), "--format", "gguf", "--type", "q8_0", "--out", str(out), "--quiet"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert gguf.GGUFReader(str(out)).fields["llama.block_count"].contents() == 4
+    assert main(["export", str(folder), "--type", "q4_k", "--out", str(tmp_path / "x.gguf")]) == 2
+    assert main(["export", str(folder), "--out", str(out)]) == 2  # exists, no --overwrite
+
+
+def test_prune_refuses_gguf_at_sublayer_granularity_before_running(tmp_path):
+    assert main(["prune", "--granularity", "sublayer", "--save-format", "gguf", "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def default_pruned(tmp_path_factory):
+    """The embedded default with 6 layers removed (an explicit set, no measuring), saved, and its GGUF file."""
+    from lmshrink.compress.gguf_export import source_gguf_of
+    from lmshrink.models import load_model
+    from lmshrink.pipeline.outputs import write_gguf
+
+    try:
+        loaded = load_model(None)
+    except LmshrinkError as exc:
+        pytest.skip(str(exc))
+    removed = [3, 8, 13, 17, 21, 25]
+    model = LlamaAdapter().remove(loaded.model, removed, "layer")
+    out = tmp_path_factory.mktemp("default")
+    model.save_pretrained(out / "model")
+    loaded.tokenizer.save_pretrained(out / "model")
+    path = write_gguf(out, None, removed, 30, progress=False)
+    return model, loaded.tokenizer, path, source_gguf_of(None)
+
+
+def test_default_model_pruned_at_6_exports_to_gguf_in_the_source_types(default_pruned):
+    import gguf
+
+    model, tok, path, source = default_pruned
+    reader = gguf.GGUFReader(str(path))
+    src = gguf.GGUFReader(str(source))
+    assert reader.fields["llama.block_count"].contents() == 24
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert reader.fields["tokenizer.ggml.tokens"].contents() == src.fields["tokenizer.ggml.tokens"].contents()
+    src_types = {t.name: t.tensor_type.name for t in src.tensors}
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["token_embd.weight"] == src_types["token_embd.weight"] == "Q8_0"
+    assert types["blk.3.attn_q.weight"] == src_types["blk.4.attn_q.weight"] == "Q4_1"  # block 3 is source block 4
+    assert path.stat().st_size < 0.9 * source.stat().st_size  # 24 of 30 blocks; the Q8_0 embedding stays
+    loaded = _gguf_model(path.parent, path.name)
+    ids = tok(tiny_text()[:4000], return_tensors="pt").input_ids[:, :256]
+    ppl_gguf = perplexity(loaded, ids, window=256, progress=False)["perplexity"]
+    ppl = perplexity(model.float(), ids, window=256, progress=False)["perplexity"]
+    assert abs(ppl_gguf / ppl - 1) < 0.01
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_llama_cpp_runs_the_file(default_pruned):
+    from llama_cpp import Llama
+
+    _model, _tok, path, _source = default_pruned
+    llm = Llama(model_path=str(path), n_ctx=256, verbose=False)
+    out = llm("The Python language", max_tokens=8, temperature=0.0)
+    assert llm.n_ctx() == 256 and out["choices"][0]["text"].strip()
