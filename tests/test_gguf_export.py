@@ -189,7 +189,7 @@ def default_pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("default")
     model.save_pretrained(out / "model")
     loaded.tokenizer.save_pretrained(out / "model")
-    path = write_gguf(out, None, removed, 30, progress=False)
+    path = write_gguf(out, model, loaded.tokenizer, None, removed, 30, progress=False)
     return model, loaded.tokenizer, path, source_gguf_of(None)
 
 
@@ -208,10 +208,11 @@ def test_default_model_pruned_at_6_exports_to_gguf_in_the_source_types(default_p
     assert types["blk.3.attn_q.weight"] == src_types["blk.4.attn_q.weight"] == "Q4_1"  # block 3 is source block 4
     assert path.stat().st_size < 0.9 * source.stat().st_size  # 24 of 30 blocks; the Q8_0 embedding stays
     loaded = _gguf_model(path.parent, path.name)
-    ids = tok(tiny_text()[:4000], return_tensors="pt").input_ids[:, :256]
-    ppl_gguf = perplexity(loaded, ids, window=256, progress=False)["perplexity"]
-    ppl = perplexity(model.float(), ids, window=256, progress=False)["perplexity"]
-    assert abs(ppl_gguf / ppl - 1) < 0.01
+    ids = tok(tiny_text()[:2000], return_tensors="pt").input_ids[:, :128]
+    ppl_gguf = perplexity(loaded, ids, window=128, progress=False)["perplexity"]
+    ppl = perplexity(model.float(), ids, window=128, progress=False)["perplexity"]
+    # Q4_1 blocks re-quantized from their own de-quantized values land on the same grid: equal up to rounding
+    assert abs(ppl_gguf / ppl - 1) < 1e-3
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")

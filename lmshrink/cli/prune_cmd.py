@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.save_format == "gguf":
         from ..pipeline.outputs import write_gguf
 
-        gguf_file = write_gguf(result.out, args.model, [b["index"] for b in r["removed"]], r["num_blocks"],
+        gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
+                               [b["index"] for b in r["removed"]], r["num_blocks"],
                                type=args.gguf_type, fallback=args.gguf_fallback_type, progress=not args.quiet)
         print(f"wrote {gguf_file}")
     for err in r["errors"]:

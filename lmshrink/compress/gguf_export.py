@@ -228,13 +228,15 @@ def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
 
 def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: str = "auto", fallback: str = "f16",
                 source_gguf: str | Path | None = None, layer_map: Sequence[int] | None = None,
-                name: str | None = None, progress: bool = False) -> Path:
+                source_dtype: str | None = None, name: str | None = None, progress: bool = False) -> Path:
     """Write ``model`` (a transformers Llama model, layers possibly removed) as the GGUF file ``path``.
 
     The tokenizer comes from ``source_gguf`` when given (its ``tokenizer.*`` fields copied), else from
     ``tokenizer`` (a byte-level BPE one); one of them is needed. ``type`` and ``fallback`` choose the tensor types
     (module docstring); ``layer_map[i]`` is the source block index of block i, to look up its tensors' types in
-    ``source_gguf``. The file is written next to ``path`` and renamed into place: an error leaves nothing.
+    ``source_gguf``; without a source GGUF, ``source_dtype`` ("float32", "bfloat16", "float16"; None: the model's
+    own) is the source type of every matrix. The file is written next to ``path`` and renamed into place: an
+    error leaves nothing.
     """
     import gguf
     import torch
@@ -250,7 +252,8 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
     config = model.config
     path = Path(path)
     sources = _SourceTypes(reader, layer_map)
-    own_type = _ggml(_TORCH_TO_GGML.get(str(next(model.parameters()).dtype), "F32"))
+    own_dtype = f"torch.{source_dtype}" if source_dtype else str(next(model.parameters()).dtype)
+    own_type = _ggml(_TORCH_TO_GGML.get(own_dtype, "F32"))
     forced = _ggml(GGUF_TYPES[type]) if type != "auto" else None
     fallback_type = _ggml(GGUF_TYPES[fallback])
     heads = int(config.num_attention_heads)

@@ -52,17 +52,25 @@ def save_in_dtype(model: Any, path: Path, save_dtype: str) -> None:
         cast_saved(path, save_dtype)
 
 
-def write_gguf(out: Path, model_source: str | None, removed_layers: list[int], num_layers: int, *,
-               type: str = "auto", fallback: str = "f16", progress: bool = True) -> Path:
-    """``out/model.gguf`` beside the saved ``out/model/`` (a prune run's output with whole layers removed): the
-    tokenizer and the tensor types of ``type="auto"`` come from the source GGUF when the model was loaded from one
-    (block i of the file is source block ``layer_map[i]``, the layers kept in order)."""
-    from ..compress.gguf_export import export_gguf_dir, source_gguf_of
+def write_gguf(out: Path, model: Any, tokenizer: Any, model_source: str | None, removed_layers: list[int],
+               num_layers: int, *, type: str = "auto", fallback: str = "f16", progress: bool = True) -> Path:
+    """``out/model.gguf`` beside the saved ``out/model/`` of a prune run that removed whole layers, written from
+    the pruned ``model`` in memory. The tokenizer and the tensor types of ``type="auto"`` come from the source GGUF
+    when the model was loaded from one (block i of the file is source block ``layer_map[i]``, the layers kept in
+    order), else from ``tokenizer`` and the dtype ``out/model`` was saved in."""
+    import json
+
+    from ..compress.gguf_export import export_gguf, source_gguf_of
 
     gone = set(removed_layers)
     layer_map = [i for i in range(num_layers) if i not in gone]
-    return export_gguf_dir(out / "model", out / "model.gguf", type=type, fallback=fallback,
-                           source_gguf=source_gguf_of(model_source), layer_map=layer_map, progress=progress)
+    source = source_gguf_of(model_source)
+    saved = json.loads((out / "model" / "config.json").read_text())
+    saved_dtype = saved.get("dtype") or saved.get("torch_dtype")
+    return export_gguf(model, out / "model.gguf", None if source else tokenizer, type=type, fallback=fallback,
+                       source_gguf=source, layer_map=layer_map,
+                       source_dtype=saved_dtype if isinstance(saved_dtype, str) else None,
+                       name=Path(model_source).name if model_source else "SmolLM2-135M-Instruct", progress=progress)
 
 
 def format_reason(save_format: str | None) -> str:
