@@ -5,10 +5,12 @@ numpy / gguf.quants), the tokenizer survives, and what GGUF cannot express is re
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.cli import main
@@ -24,8 +26,6 @@ REMOVED = [1, 4]
 
 
 def _gguf_model(folder, name):
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
 
 
@@ -37,8 +37,6 @@ def _logits(model, ids):
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     """A 6-layer tiny Llama with layers 1 and 4 removed, saved as safetensors with its tokenizer."""
-    from transformers import AutoModelForCausalLM
-
     tok = tiny_tokenizer()
     model = LlamaAdapter().remove(tiny_llama(6), REMOVED, "layer")
     folder = tmp_path_factory.mktemp("gguf") / "model"
@@ -223,3 +221,18 @@ def test_llama_cpp_runs_the_file(default_pruned):
     llm = Llama(model_path=str(path), n_ctx=256, verbose=False)
     out = llm("The Python language", max_tokens=8, temperature=0.0)
     assert llm.n_ctx() == 256 and out["choices"][0]["text"].strip()
+
+
+def test_prune_with_save_format_gguf_writes_the_file_beside_the_model(tiny_model_dir, text_file, tmp_path):
+    import gguf
+
+    out = tmp_path / "run"
+    assert main(["prune", "--model", str(tiny_model_dir), "--data", str(text_file), "--remove", "2", "--method",
+                 "angular", "--samples", "4", "--seq-len", "16", "--validation", "0", "--no-eval", "--quiet",
+                 "--save-format", "gguf", "--gguf-type", "f32", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model", "model.gguf", "report.json", "report.md"]
+    removed = [b["index"] for b in json.loads((out / "report.json").read_text())["removed"]]
+    assert gguf.GGUFReader(str(out / "model.gguf")).fields["llama.block_count"].contents() == 6 - len(removed)
+    saved = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32).eval()
+    ids = torch.randint(3, 320, (1, 24), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_logits(_gguf_model(out, "model.gguf"), ids), _logits(saved, ids), rtol=0, atol=1e-5)
