@@ -17,7 +17,7 @@ import lmshrink
 from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.compress.io import save_compressed, transforms_of
 from lmshrink.compress.remote import CLASS_NAME, MODELING_FILE
-from lmshrink.testing import sample_ids
+from lmshrink.testing import tiny_qwen3
 from tests.tiny import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,8 +50,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _sublayer_model(path):
-    model = tiny_llama(4)
+def _sublayer_model(path, model):
     model = LlamaAdapter().remove(model, [2, 5], "sublayer")  # layer 1's attention, layer 2's MLP
     save_compressed(model, path, tokenizer=tiny_tokenizer())
     return path
@@ -72,7 +71,8 @@ def saved(tmp_path_factory, text_file):
     model = tiny_llama(4)
     model.save_pretrained(root / "source")
     tiny_tokenizer().save_pretrained(root / "source")
-    return {"sublayer": _sublayer_model(root / "sublayer"),
+    return {"sublayer": _sublayer_model(root / "sublayer", tiny_llama(4)),
+            "qwen3_sublayer": _sublayer_model(root / "qwen3_sublayer", tiny_qwen3()),
             "low_rank": _svd_model(root / "low_rank", text_file, pivga=False),
             "pivga": _svd_model(root / "pivga", text_file, pivga=True)}
 
@@ -81,7 +81,7 @@ def saved(tmp_path_factory, text_file):
 def without_lmshrink(saved, tmp_path_factory):
     """What the child process (no lmshrink) computed for each saved model."""
     folder = tmp_path_factory.mktemp("child")
-    ids = sample_ids(tiny_llama(1), batch=2, seq_len=16)
+    ids = torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(0))  # in every model's vocabulary
     torch.save(ids, folder / "ids.pt")
     paths = [str(p) for p in saved.values()]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -93,6 +93,7 @@ def without_lmshrink(saved, tmp_path_factory):
 
 @pytest.mark.parametrize("kind, modules", [
     ("sublayer", {"RemovedAttention", "RemovedMLP"}),
+    ("qwen3_sublayer", {"RemovedAttention", "RemovedMLP", "Qwen3DecoderLayer"}),
     ("low_rank", {"LowRankLinear"}),
     ("pivga", {"PivGaLinear"}),
 ])

@@ -75,8 +75,10 @@ def check_gguf_exportable(config: Any, transforms: Sequence[dict[str, Any]] = ()
         what = {"remove_sublayers": "decoder layers without their attention or MLP", "low_rank": "low-rank layers",
                 "pivga": "PivGa layers"}
         names = ", ".join(what.get(k, k) for k in kinds)
+        dense = " or write its dense form (svd --export-dense) and export that" if {"low_rank", "pivga"} & set(kinds) \
+            else ""
         raise LmshrinkError(f"GGUF cannot express this model's structure ({names}); load it with "
-                            "lmshrink.load_compressed or transformers' trust_remote_code instead.")
+                            f"lmshrink.load_compressed or transformers' trust_remote_code instead{dense}.")
     model_type = getattr(config, "model_type", None)
     if model_type not in LLAMA_MODEL_TYPES:
         raise LmshrinkError(f"GGUF export writes Llama-family models only; this model is {model_type!r}.")
