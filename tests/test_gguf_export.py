@@ -143,8 +143,9 @@ def test_what_gguf_cannot_express_is_refused_and_nothing_written(tmp_path, what)
     else:
         from transformers import MistralConfig, MistralForCausalLM
 
-        MistralForCausalLM(MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=320)).save_pretrained(folder)
+        config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, vocab_size=320)
+        MistralForCausalLM(config).save_pretrained(folder)
         tok.save_pretrained(folder)
     out = tmp_path / "m.gguf"
     with pytest.raises(LmshrinkError, match="GGUF"):

@@ -25,6 +25,7 @@ architecture, rope scaling.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -127,6 +128,7 @@ def _encode(data: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
     return gguf.quants.quantize(data, qtype), qtype
 
 
+@functools.lru_cache(maxsize=None)
 def _writable(qtype: Any) -> bool:
     """Whether :func:`gguf.quants.quantize` writes ``qtype``."""
     import gguf
@@ -204,7 +206,6 @@ def _copy_tokenizer_fields(writer: Any, reader: Any) -> None:
 
 def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
     """Tokens, types, merges, special ids and chat template of a byte-level BPE tokenizer (GGUF model "gpt2")."""
-    import gguf
     from gguf.vocab import BpeVocab, SpecialVocab
 
     with tempfile.TemporaryDirectory() as folder:
@@ -222,7 +223,6 @@ def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         SpecialVocab(folder, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
-    del gguf
 
 
 # --- the export --------------------------------------------------------------------------------------------------

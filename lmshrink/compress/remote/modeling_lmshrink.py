@@ -68,7 +68,8 @@ class RemovedAttention(nn.Module):
         super().__init__()
         self.layer_idx, self.num_key_value_heads, self.head_dim = layer_idx, num_key_value_heads, head_dim
 
-    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any,
+                **kwargs: Any) -> tuple[torch.Tensor, None]:
         if hidden_states is None:
             hidden_states = args[0]
         cache = next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
