@@ -237,3 +237,23 @@ def test_prune_with_save_format_gguf_writes_the_file_beside_the_model(tiny_model
     saved = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32).eval()
     ids = torch.randint(3, 320, (1, 24), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_logits(_gguf_model(out, "model.gguf"), ids), _logits(saved, ids), rtol=0, atol=1e-5)
+
+
+def test_export_of_a_prune_run_finds_its_source_gguf_and_kept_layers(pruned, tmp_path):
+    import gguf
+
+    from lmshrink.pipeline.outputs import gguf_source_of_run
+
+    folder, *_ = pruned
+    source = export_gguf_dir(folder, tmp_path / "source.gguf", type="f16")  # stands in for the run's source
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "report.json").write_text(json.dumps({"model_source": str(source), "granularity": "layer",
+                                                 "num_blocks": 6, "removed": [{"index": 1}, {"index": 4}]}))
+    assert gguf_source_of_run(run / "model") == (source, [0, 2, 3, 5])
+    assert gguf_source_of_run(folder) == (None, None)  # no report beside it
+    for file in folder.iterdir():
+        (run / "model" / file.name).write_bytes(file.read_bytes())
+    assert main(["export", str(run / "model"), "--out", str(tmp_path / "again.gguf"), "--quiet"]) == 0
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "again.gguf")).tensors}
+    assert types["blk.0.ffn_up.weight"] == "F16"  # the source's type, though model/ holds float32

@@ -27,8 +27,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="gguf", choices=FORMATS, help="output format (gguf: llama.cpp)")
     add_gguf_type_arguments(p)
     p.add_argument("--source-gguf", default=None, metavar="FILE", help="the GGUF file the model was pruned from: its "
-                   "tokenizer is copied verbatim and its tensor types are the sources of --type auto "
-                   "(default: the tokenizer of MODEL_DIR, tensor types from the saved dtype)")
+                   "tokenizer is copied verbatim and its tensor types are the sources of --type auto (default: the "
+                   "run's source when MODEL_DIR is the model/ of a prune run that loaded a GGUF file, as its "
+                   "report.json says; else the tokenizer of MODEL_DIR, tensor types from the saved dtype)")
     p.add_argument("--out", default=None, metavar="FILE", help="the GGUF file to write (default MODEL_DIR.gguf, "
                    "beside the directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -49,8 +50,14 @@ def _run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    path = export_gguf_dir(model_dir, out, type=args.type, fallback=args.fallback_type,
-                           source_gguf=args.source_gguf, progress=not args.quiet)
+    from ..pipeline.outputs import gguf_source_of_run
+
+    run_source, layer_map = gguf_source_of_run(model_dir)
+    source = args.source_gguf or run_source
+    if source is not None and not args.quiet:
+        print(f"tokenizer and source tensor types from {source}")
+    path = export_gguf_dir(model_dir, out, type=args.type, fallback=args.fallback_type, source_gguf=source,
+                           layer_map=layer_map, progress=not args.quiet)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 

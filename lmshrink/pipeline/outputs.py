@@ -73,6 +73,27 @@ def write_gguf(out: Path, model: Any, tokenizer: Any, model_source: str | None, 
                        name=Path(model_source).name if model_source else "SmolLM2-135M-Instruct", progress=progress)
 
 
+def gguf_source_of_run(model_dir: str | Path) -> tuple[Path | None, list[int] | None]:
+    """(source GGUF, kept layers) of the prune run whose ``model/`` is ``model_dir``, read from the
+    ``report.json`` beside it: the GGUF file the run loaded (None when it loaded something else or the file is
+    gone) and the source index of each layer kept (None without a record of whole-layer removal)."""
+    import json
+
+    from ..compress.gguf_export import source_gguf_of
+
+    try:
+        report = json.loads((Path(model_dir).parent / "report.json").read_text())
+        source = report.get("model_source")
+        gguf_file = source_gguf_of(source) if source else None
+    except (OSError, ValueError, AttributeError, LmshrinkError):
+        return None, None
+    layer_map = None
+    if report.get("granularity") == "layer" and isinstance(report.get("num_blocks"), int):
+        gone = {b.get("index") for b in report.get("removed") or [] if isinstance(b, dict)}
+        layer_map = [i for i in range(report["num_blocks"]) if i not in gone]
+    return (gguf_file if gguf_file is not None and gguf_file.is_file() else None), layer_map
+
+
 def format_reason(save_format: str | None) -> str:
     """Why the model is saved in ``save_format``."""
     if save_format == "transformers":
