@@ -92,11 +92,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
     print(f"wrote {result.out}")
     if args.save_format == "gguf":
+        from ..core import LmshrinkError
         from ..pipeline.outputs import write_gguf
 
-        gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
-                               [b["index"] for b in r["removed"]], r["num_blocks"],
-                               type=args.gguf_type, fallback=args.gguf_fallback_type, progress=not args.quiet)
+        try:
+            gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
+                                   [b["index"] for b in r["removed"]], r["num_blocks"],
+                                   type=args.gguf_type, fallback=args.gguf_fallback_type, progress=not args.quiet)
+        except LmshrinkError as exc:
+            raise LmshrinkError(f"{exc} (no GGUF file written; the pruned model is saved in {result.out / 'model'})") \
+                from None
         print(f"wrote {gguf_file}")
     for err in r["errors"]:
         print(f"lmshrink: {err['stage']} failed: {err['error']} (recorded in the report; the model is saved)",

@@ -61,16 +61,18 @@ def write_gguf(out: Path, model: Any, tokenizer: Any, model_source: str | None, 
     import json
 
     from ..compress.gguf_export import export_gguf, source_gguf_of
+    from ..models import DEFAULT_MODEL
 
     gone = set(removed_layers)
     layer_map = [i for i in range(num_layers) if i not in gone]
     source = source_gguf_of(model_source)
     saved = json.loads((out / "model" / "config.json").read_text())
     saved_dtype = saved.get("dtype") or saved.get("torch_dtype")
+    name = "SmolLM2-135M-Instruct" if model_source in (None, DEFAULT_MODEL) else Path(model_source).name
     return export_gguf(model, out / "model.gguf", None if source else tokenizer, type=type, fallback=fallback,
                        source_gguf=source, layer_map=layer_map,
-                       source_dtype=saved_dtype if isinstance(saved_dtype, str) else None,
-                       name=Path(model_source).name if model_source else "SmolLM2-135M-Instruct", progress=progress)
+                       source_dtype=saved_dtype if isinstance(saved_dtype, str) else None, name=name,
+                       progress=progress)
 
 
 def gguf_source_of_run(model_dir: str | Path) -> tuple[Path | None, list[int] | None]:
