@@ -265,6 +265,9 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened for writing, not mkstemp's 0600
     try:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         _write_hparams(writer, config, name or getattr(config, "_name_or_path", "") or "lmshrink model")
