@@ -105,6 +105,7 @@ def test_metadata_says_the_new_layer_count_and_names_follow_llama_cpp(pruned, tm
     assert reader.fields["llama.block_count"].contents() == 4
     assert reader.fields["general.architecture"].contents() == "llama"
     assert reader.fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "gpt-2"  # the tiny tokenizer splits as GPT-2 does
     names = {t.name: t.tensor_type.name for t in reader.tensors}
     assert names["blk.3.attn_q.weight"] == "BF16" and names["blk.3.attn_norm.weight"] == "F32"
     assert "blk.4.attn_q.weight" not in names and names["output.weight"] == "BF16"

@@ -204,6 +204,20 @@ def _copy_tokenizer_fields(writer: Any, reader: Any) -> None:
         writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
 
 
+def _pre_tokenizer(tokenizer_json: Path) -> str | None:
+    """llama.cpp's name for the pre-tokenizer of ``tokenizer_json`` where it is one llama.cpp knows by shape: GPT-2's
+    byte-level split (a lone ``ByteLevel`` with its regex, no prefix space, no normalizer) is "gpt-2"; None else."""
+    try:
+        spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pre = spec.get("pre_tokenizer") or {}
+    plain = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    if spec.get("normalizer") is None and all(pre.get(k) == v for k, v in plain.items()):
+        return "gpt-2"
+    return None
+
+
 def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
     """Tokens, types, merges, special ids and chat template of a byte-level BPE tokenizer (GGUF model "gpt2")."""
     from gguf.vocab import BpeVocab, SpecialVocab
@@ -220,6 +234,9 @@ def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
             tokens.append(text)
             types.append(int(kind))
         writer.add_tokenizer_model("gpt2")
+        pre = _pre_tokenizer(Path(folder) / "tokenizer.json")
+        if pre is not None:
+            writer.add_tokenizer_pre(pre)
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         SpecialVocab(folder, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
