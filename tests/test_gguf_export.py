@@ -23,6 +23,8 @@ from tests.tiny import tiny_llama, tiny_text, tiny_tokenizer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REMOVED = [1, 4]
+#: the layers removed from the embedded default (an explicit set: nothing is measured)
+DEFAULT_REMOVED = [3, 8, 13, 17, 21, 25]
 
 
 def _gguf_model(folder, name):
@@ -184,35 +186,37 @@ def default_pruned(tmp_path_factory):
         loaded = load_model(None)
     except LmshrinkError as exc:
         pytest.skip(str(exc))
-    removed = [3, 8, 13, 17, 21, 25]
-    model = LlamaAdapter().remove(loaded.model, removed, "layer")
+    model = LlamaAdapter().remove(loaded.model, DEFAULT_REMOVED, "layer")
     out = tmp_path_factory.mktemp("default")
     model.save_pretrained(out / "model")
     loaded.tokenizer.save_pretrained(out / "model")
-    path = write_gguf(out, model, loaded.tokenizer, None, removed, 30, progress=False)
+    path = write_gguf(out, model, loaded.tokenizer, None, DEFAULT_REMOVED, 30, progress=False)
     return model, loaded.tokenizer, path, source_gguf_of(None)
 
 
-def test_default_model_pruned_at_6_exports_to_gguf_in_the_source_types(default_pruned):
+def test_default_model_pruned_at_6_is_the_source_gguf_less_six_blocks_byte_for_byte(default_pruned):
+    """Every tensor of the pruned file, in the source's type (Q8_0 embedding, Q4_1 matrices, F32 norms), holds the
+    bytes of the source's tensor of the block kept: re-quantizing de-quantized Q4_1/Q8_0 blocks and re-ordering
+    the rotary rows both land exactly where the source was."""
     import gguf
 
-    model, tok, path, source = default_pruned
-    reader = gguf.GGUFReader(str(path))
-    src = gguf.GGUFReader(str(source))
+    _model, _tok, path, source = default_pruned
+    reader, src = gguf.GGUFReader(str(path)), gguf.GGUFReader(str(source))
     assert reader.fields["llama.block_count"].contents() == 24
     assert reader.fields["tokenizer.ggml.pre"].contents() == "smollm"
     assert reader.fields["tokenizer.ggml.tokens"].contents() == src.fields["tokenizer.ggml.tokens"].contents()
-    src_types = {t.name: t.tensor_type.name for t in src.tensors}
-    types = {t.name: t.tensor_type.name for t in reader.tensors}
-    assert types["token_embd.weight"] == src_types["token_embd.weight"] == "Q8_0"
-    assert types["blk.3.attn_q.weight"] == src_types["blk.4.attn_q.weight"] == "Q4_1"  # block 3 is source block 4
+    kept = [i for i in range(30) if i not in DEFAULT_REMOVED]
+    src_tensors = {t.name: t for t in src.tensors}
+    for t in reader.tensors:
+        name = t.name
+        if name.startswith("blk."):
+            _, block, rest = name.split(".", 2)
+            name = f"blk.{kept[int(block)]}.{rest}"
+        original = src_tensors[name]
+        assert t.tensor_type == original.tensor_type, t.name
+        assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(original.data).view(np.uint8)), t.name
+    assert len(reader.tensors) == len(src.tensors) - 6 * 9  # 9 tensors a block
     assert path.stat().st_size < 0.9 * source.stat().st_size  # 24 of 30 blocks; the Q8_0 embedding stays
-    loaded = _gguf_model(path.parent, path.name)
-    ids = tok(tiny_text()[:2000], return_tensors="pt").input_ids[:, :128]
-    ppl_gguf = perplexity(loaded, ids, window=128, progress=False)["perplexity"]
-    ppl = perplexity(model.float(), ids, window=128, progress=False)["perplexity"]
-    # Q4_1 blocks re-quantized from their own de-quantized values land on the same grid: equal up to rounding
-    assert abs(ppl_gguf / ppl - 1) < 1e-3
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
