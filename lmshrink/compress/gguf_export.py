@@ -286,7 +286,8 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file opened for writing, not mkstemp's 0600
     try:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        # encoded tensors spill to a temporary file past 256 MiB rather than all staying in memory
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA], use_temp_file=True)
         _write_hparams(writer, config, name or getattr(config, "_name_or_path", "") or "lmshrink model")
         if reader is not None:
             _copy_tokenizer_fields(writer, reader)
