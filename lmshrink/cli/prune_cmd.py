@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from . import Command, add_placement_arguments
+from .export_cmd import add_gguf_type_arguments
 
 if TYPE_CHECKING:
     from ..pipeline.config import PruneConfig
@@ -55,6 +56,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tasks", nargs="+", default=None, metavar="TASK",
                    help="lm-eval tasks to run on the pruned model, e.g. lmshrink_pydoc_cloze (offline) or hellaswag")
     p.add_argument("--eval-limit", type=float, default=None, help="examples per lm-eval task (count, or fraction < 1)")
+    p.add_argument("--save-format", default="auto", choices=("auto", "gguf"), help="auto: transformers, or "
+                   "lmshrink's format when a layer keeps one branch; gguf: also model.gguf beside model/ (llama.cpp; "
+                   "whole layers of a Llama-family model only)")
+    add_gguf_type_arguments(p, "gguf-")
     add_placement_arguments(p)
 
 
@@ -62,6 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     from ..pipeline.prune import prune
 
     config = _config(args)
+    if args.save_format == "gguf":
+        from ..compress.gguf_export import check_gguf_source, check_type
+
+        check_type(args.gguf_type, args.gguf_fallback_type)
+        check_gguf_source(args.model, args.granularity)
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
@@ -81,6 +91,18 @@ def _run(args: argparse.Namespace) -> int:
     for row in (r.get("lm_eval") or {}).get("scores", []):
         print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
     print(f"wrote {result.out}")
+    if args.save_format == "gguf":
+        from ..core import LmshrinkError
+        from ..pipeline.outputs import write_gguf
+
+        try:
+            gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
+                                   [b["index"] for b in r["removed"]], r["num_blocks"],
+                                   type=args.gguf_type, fallback=args.gguf_fallback_type, progress=not args.quiet)
+        except LmshrinkError as exc:
+            raise LmshrinkError(f"{exc} (no GGUF file written; the pruned model is saved in {result.out / 'model'})") \
+                from None
+        print(f"wrote {gguf_file}")
     for err in r["errors"]:
         print(f"lmshrink: {err['stage']} failed: {err['error']} (recorded in the report; the model is saved)",
               file=sys.stderr)

@@ -77,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     if r["perplexity_before"]:
         print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
               f"on {r['perplexity_after']['tokens']} held-out tokens")
-    print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'))")
+    print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'), or without lmshrink: "
+          "AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))")
     return 0
 
 

@@ -4,7 +4,9 @@ factors, a decoder layer without its attention, ...).
 A directory holds the (rewritten) transformers ``config.json``, ``lmshrink_config.json`` listing the structural
 transforms applied to the stock architecture, in order, ``model.safetensors`` with the final weights, and the
 tokenizer. :func:`load_compressed` builds the stock model from the config, replays the transforms to get the same
-module shapes, then loads the weights.
+module shapes, then loads the weights. Where it can, :func:`save_compressed` also writes ``modeling_lmshrink.py``
+and an ``auto_map`` in ``config.json`` (:mod:`lmshrink.compress.remote`), so that transformers alone loads the
+directory with ``trust_remote_code=True``; :func:`load_compressed` ignores them.
 
 A transform is a dict with a ``type`` key. Code that changes a model's structure calls :func:`record_transform`
 (or :func:`set_transform` for a record it keeps up to date) and makes its :class:`TransformType` known: modules of
@@ -196,14 +198,18 @@ _DEFAULT_VALIDATORS: dict[str, Validate] = {"low_rank": validate_layer_ranks, "p
 
 
 def save_compressed(model: Any, path: str | Path, *, tokenizer: Any = None, info: dict[str, Any] | None = None) -> Path:
-    """Save ``model`` in lmshrink's format under ``path``."""
+    """Save ``model`` in lmshrink's format under ``path``, with the modeling code that lets plain transformers load
+    it (``trust_remote_code=True``) where :mod:`lmshrink.compress.remote` can express it."""
     from safetensors.torch import save_model
+
+    from .remote import write_remote_code
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(path)
     meta = {"format": FORMAT, "transforms": transforms_of(model), "info": info or {}}
     (path / CONFIG_FILE).write_text(json.dumps(meta, indent=1, default=str))
+    write_remote_code(path, model, meta["transforms"])
     save_model(model, str(path / WEIGHTS_FILE))
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
@@ -295,11 +301,14 @@ def load_compressed(path: str | Path, *, with_tokenizer: bool = False) -> Any:
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoTokenizer
 
+    from .remote import drop_remote_code_keys
+
     path = Path(path)
     transforms = read_transforms(path)
     if not (path / "config.json").is_file():
         raise LmshrinkError(f"{path} holds no config.json.")
     config = AutoConfig.from_pretrained(path)
+    drop_remote_code_keys(config)  # the stock model is built here; lmshrink_config.json is the record replayed
     validate_transforms(path, config, transforms)
     model = _stock_model(config)
     for spec in transforms:

@@ -52,6 +52,50 @@ def save_in_dtype(model: Any, path: Path, save_dtype: str) -> None:
         cast_saved(path, save_dtype)
 
 
+def write_gguf(out: Path, model: Any, tokenizer: Any, model_source: str | None, removed_layers: list[int],
+               num_layers: int, *, type: str = "auto", fallback: str = "f16", progress: bool = True) -> Path:
+    """``out/model.gguf`` beside the saved ``out/model/`` of a prune run that removed whole layers, written from
+    the pruned ``model`` in memory. The tokenizer and the tensor types of ``type="auto"`` come from the source GGUF
+    when the model was loaded from one (block i of the file is source block ``layer_map[i]``, the layers kept in
+    order), else from ``tokenizer`` and the dtype ``out/model`` was saved in."""
+    import json
+
+    from ..compress.gguf_export import export_gguf, source_gguf_of
+    from ..models import DEFAULT_MODEL
+
+    gone = set(removed_layers)
+    layer_map = [i for i in range(num_layers) if i not in gone]
+    source = source_gguf_of(model_source)
+    saved = json.loads((out / "model" / "config.json").read_text())
+    saved_dtype = saved.get("dtype") or saved.get("torch_dtype")
+    name = "SmolLM2-135M-Instruct" if model_source in (None, DEFAULT_MODEL) else Path(model_source).name
+    return export_gguf(model, out / "model.gguf", None if source else tokenizer, type=type, fallback=fallback,
+                       source_gguf=source, layer_map=layer_map,
+                       source_dtype=saved_dtype if isinstance(saved_dtype, str) else None, name=name,
+                       progress=progress)
+
+
+def gguf_source_of_run(model_dir: str | Path) -> tuple[Path | None, list[int] | None]:
+    """(source GGUF, kept layers) of the prune run whose ``model/`` is ``model_dir``, read from the
+    ``report.json`` beside it: the GGUF file the run loaded (None when it loaded something else or the file is
+    gone) and the source index of each layer kept (None without a record of whole-layer removal)."""
+    import json
+
+    from ..compress.gguf_export import source_gguf_of
+
+    try:
+        report = json.loads((Path(model_dir).parent / "report.json").read_text())
+        source = report.get("model_source")
+        gguf_file = source_gguf_of(source) if source else None
+    except (OSError, ValueError, AttributeError, LmshrinkError):
+        return None, None
+    layer_map = None
+    if report.get("granularity") == "layer" and isinstance(report.get("num_blocks"), int):
+        gone = {b.get("index") for b in report.get("removed") or [] if isinstance(b, dict)}
+        layer_map = [i for i in range(report["num_blocks"]) if i not in gone]
+    return (gguf_file if gguf_file is not None and gguf_file.is_file() else None), layer_map
+
+
 def format_reason(save_format: str | None) -> str:
     """Why the model is saved in ``save_format``."""
     if save_format == "transformers":
