@@ -1,0 +1,137 @@
+"""Solvers on weighted bands ``L ≤ Σ w·x ≤ U`` (parameter budgets): feasible states, and the proven k lowest
+against brute force."""
+
+import numpy as np
+import pytest
+from problems import brute_force, fisher_problem, random_problem
+
+from lmshrink.core import BinaryQuadraticProblem, Constraint
+from lmshrink.plugins import get_solver
+from lmshrink.solvers.bands import cardinality_splits, class_counts, group_patterns
+
+
+def banded(problem: BinaryQuadraticProblem, weights, lower, upper, free: int = 0) -> BinaryQuadraticProblem:
+    """``problem`` with its first ``N − free`` variables under one band (the rest free)."""
+    n = problem.num_variables - free
+    c = Constraint(tuple(range(n)), weights=list(weights), lower=lower, upper=upper, name="budget")
+    return BinaryQuadraticProblem(variables=problem.variables, linear=problem.linear, quadratic=problem.quadratic,
+                                  offset=problem.offset, constraints=[c])
+
+
+def test_splits_cover_exactly_the_band():
+    c = Constraint(tuple(range(6)), weights=[1, 3, 1, 3, 2, 2], lower=5, upper=6)
+    counts = class_counts(c)
+    # classes: weight 1 (2 vars), 2 (2 vars), 3 (2 vars): m1 + 2 m2 + 3 m3 ∈ [5, 6]
+    expected = [(a, b, d) for a in range(3) for b in range(3) for d in range(3) if 5 <= a + 2 * b + 3 * d <= 6]
+    assert sorted(counts) == sorted(expected)
+    X = group_patterns(c)
+    s = X @ np.array([1, 3, 1, 3, 2, 2])
+    assert ((s >= 5) & (s <= 6)).all() and len(X) == c_count(c) == len({r.tobytes() for r in X})
+
+
+def c_count(c: Constraint) -> int:
+    X = ((np.arange(64)[:, None] >> np.arange(6)) & 1)
+    s = X @ c.weight_array()
+    return int(((s >= c.lower) & (s <= c.upper)).sum())
+
+
+def test_band_patterns_above_the_bit_limit_come_from_the_classes():
+    w = [2, 5] * 12  # 24 variables: above BITS_UP_TO, enumerated per weight class
+    c = Constraint(tuple(range(24)), weights=w, lower=20, upper=21)
+    X = group_patterns(c)
+    s = X @ np.array(w)
+    assert ((s >= 20) & (s <= 21)).all()
+    from lmshrink.core.problem import subset_counts
+
+    assert len(X) == subset_counts(w, 20, 21) == len(np.unique(X, axis=0))
+
+
+@pytest.mark.parametrize("method", ["enumerate", "branch-and-bound"])
+def test_exact_on_a_band_equals_brute_force(method):
+    pytest.importorskip("numba")
+    p = banded(random_problem([(12, 4)], seed=3), [1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 2, 2], 8, 9)
+    _, energies = brute_force(p)
+    result = get_solver("exact").solve(p, num_solutions=5, method=method)
+    assert result.proven_optimal
+    assert all(p.is_feasible(s.x) for s in result)
+    np.testing.assert_allclose(result.energies, energies[:5], rtol=0, atol=1e-9)
+
+
+def test_exact_on_a_band_with_free_variables_and_a_cardinality():
+    pytest.importorskip("numba")
+    base = random_problem([(8, 2)], free=5, seed=4)
+    band = Constraint((0, 1, 2, 3, 4, 5, 6), weights=[4, 1, 4, 1, 4, 1, 7], lower=6, upper=9, name="budget")
+    card = Constraint((7, 8, 9), 1, "pick")
+    p = BinaryQuadraticProblem(variables=base.variables, linear=base.linear, quadratic=base.quadratic,
+                               offset=base.offset, constraints=[band, card])
+    _, energies = brute_force(p)
+    for method in ("enumerate", "branch-and-bound"):
+        result = get_solver("exact").solve(p, num_solutions=4, method=method)
+        assert result.proven_optimal, method
+        np.testing.assert_allclose(result.energies, energies[:4], rtol=0, atol=1e-9, err_msg=method)
+    assert len(cardinality_splits(p)) > 1
+
+
+def test_exact_splits_a_sub_layer_budget_into_cardinality_problems():
+    """The shape of a SmolLM2 sub-layer budget: attention and MLP units, a band one attention unit wide."""
+    pytest.importorskip("numba")
+    p0 = fisher_problem(14, 4, seed=1)
+    w = np.where(np.arange(14) % 2 == 0, 884_736, 2_654_208)
+    T = 0.25 * w.sum()
+    p = banded(p0, w, T, T + w.min())
+    splits = cardinality_splits(p)
+    # a + 3m ∈ [T/884736, T/884736 + 1] with a, m ≤ 7
+    lo = T / 884_736
+    assert len(splits) == sum(1 for a in range(8) for m in range(8) if lo - 1e-9 <= a + 3 * m <= lo + 1 + 1e-9)
+    _, energies = brute_force(p)
+    result = get_solver("exact").solve(p, num_solutions=3, method="branch-and-bound")
+    assert result.proven_optimal and result.info["num_splits"] == len(splits)
+    np.testing.assert_allclose(result.energies, energies[:3], rtol=0, atol=1e-9)
+
+
+def test_exact_root_bound_is_never_below_the_convex_relaxation():
+    """A Fisher-like problem (Q positive semidefinite, no linear term) stopped early: the reported lower bound is at
+    least the convex relaxation's and at least 0, the trivial bound of a non-negative energy."""
+    pytest.importorskip("numba")
+    from lmshrink.solvers.kernels import topk
+    from lmshrink.solvers.kernels.layout import problem_layout
+
+    p = fisher_problem(96, 24, seed=0)
+    result = get_solver("exact").solve(p, time_limit=0.5)
+    convex = topk.convex_root_bound(p.linear, p.quadratic, problem_layout(p), topk.convex_shift(p.quadratic))
+    if not result.proven_optimal:
+        assert result.info["lower_bound"] >= max(convex, 0.0) - 1e-12
+        assert result.info["lower_bound"] <= result.best.energy
+    cert = result.info["certificate"]
+    assert cert["root_bound"] >= max(convex, 0.0) - 1e-12
+
+
+def test_repair_brings_random_states_into_a_band_and_descent_keeps_them_there():
+    from lmshrink.solvers.repair import repair, swap_descent
+
+    p = banded(random_problem([(12, 4)], seed=5), [1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 2, 2], 8, 8)
+    X = np.random.default_rng(0).integers(0, 2, size=(40, 12))
+    R, changed = repair(p, X)
+    assert p.feasible_rows(R).all()
+    assert (changed == ~p.feasible_rows(X)).all()
+    D = swap_descent(p, R)
+    assert p.feasible_rows(D).all() and (p.energies(D) <= p.energies(R) + 1e-12).all()
+
+
+def test_band_state_walks_back_the_subset_sums():
+    from lmshrink.solvers.band_repair import band_state
+
+    c = Constraint(tuple(range(5)), weights=[6, 10, 15, 7, 9], lower=31, upper=31)
+    x = band_state(c)
+    assert x @ np.array([6, 10, 15, 7, 9]) == 31
+
+
+@pytest.mark.parametrize("free", [0, 3])
+def test_anneal_stays_in_the_band_and_finds_the_optimum(free):
+    base = random_problem([(10, 3)], free=free, seed=6)
+    p = banded(base, [2, 5, 2, 5, 2, 5, 2, 5, 3, 3], 10, 12, free=free)
+    best, energies = brute_force(p)
+    result = get_solver("anneal").solve(p, num_solutions=3, seed=1, num_sweeps=300)
+    assert all(p.is_feasible(s.x) for s in result)
+    assert result.info["engine"] == "numpy-bands"
+    assert result.best.energy == pytest.approx(best, abs=1e-9)
