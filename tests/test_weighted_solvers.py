@@ -135,3 +135,13 @@ def test_anneal_stays_in_the_band_and_finds_the_optimum(free):
     assert all(p.is_feasible(s.x) for s in result)
     assert result.info["engine"] == "numpy-bands"
     assert result.best.energy == pytest.approx(best, abs=1e-9)
+
+
+def test_milp_on_a_band_equals_brute_force():
+    pytest.importorskip("pyomo.environ")
+    pytest.importorskip("highspy")
+    p = banded(random_problem([(12, 4)], seed=3), [1, 3, 1, 3, 1, 3, 1, 3, 1, 3, 2, 2], 8, 9)
+    _, energies = brute_force(p)
+    result = get_solver("milp").solve(p, num_solutions=3)
+    assert result.proven_optimal and all(p.is_feasible(s.x) for s in result)
+    np.testing.assert_allclose(result.energies, energies[:3], rtol=0, atol=1e-7)
