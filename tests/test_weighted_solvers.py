@@ -145,3 +145,51 @@ def test_milp_on_a_band_equals_brute_force():
     result = get_solver("milp").solve(p, num_solutions=3)
     assert result.proven_optimal and all(p.is_feasible(s.x) for s in result)
     np.testing.assert_allclose(result.energies, energies[:3], rtol=0, atol=1e-7)
+
+
+def test_slack_form_equals_the_objective_on_band_states_with_their_slack():
+    """On x inside the band, with the slack bits that close the equality, the slack form's energy is the objective;
+    every slack value in [0, R] is reachable and none above."""
+    from lmshrink.solvers.slack import band_encoding, slack_coefficients, slack_problem
+
+    for steps in (1, 2, 5, 7, 8, 100):
+        coeffs = slack_coefficients(steps)
+        sums = {int(np.dot(b, coeffs)) for b in np.ndindex(*(2,) * len(coeffs))}
+        assert sums == set(range(steps + 1))
+    p = banded(random_problem([(10, 3)], seed=8), [2, 4, 6, 2, 4, 6, 2, 4, 6, 8], 10, 17)
+    delta, lower, coeffs = band_encoding(p.constraints[0])
+    assert delta == 2 and lower == 10 and sum(coeffs) == 3  # sums 10..16 in steps of 2
+    form = slack_problem(p, penalty=7.0)
+    X = ((np.arange(2**10)[:, None] >> np.arange(10)) & 1)
+    for x in X[p.feasible_rows(X)][:40]:
+        r = int(round((x @ p.constraints[0].weight_array() - lower) / delta))
+        bits = [0] * len(coeffs)
+        for t in sorted(range(len(coeffs)), key=lambda t: -coeffs[t]):  # greedy fill: coefficients are 1,2,..,rest
+            if coeffs[t] <= r:
+                bits[t], r = 1, r - coeffs[t]
+        assert r == 0
+        z = np.concatenate([x, bits])
+        assert form.energy(z) == pytest.approx(p.energy(x), abs=1e-9)
+    bad = X[~p.feasible_rows(X)][0]
+    zs = np.array([np.concatenate([bad, b]) for b in np.ndindex(*(2,) * len(coeffs))])
+    assert (form.energies(zs) >= p.energy(bad) + 7.0 - 1e-9).all()  # at least one unit of violation
+
+
+@pytest.mark.parametrize("name", ["tabu", "dwave", "dwave-hybrid"])
+def test_penalty_samplers_honour_a_band_through_slack_and_repair(name):
+    pytest.importorskip("dimod")
+    pytest.importorskip("dwave.samplers")
+    if name.startswith("dwave"):
+        pytest.importorskip("dwave.system")
+        pytest.importorskip("minorminer")
+    solver = get_solver(name)
+    assert "weighted" in solver.capabilities.constraint_kinds
+    p = banded(random_problem([(10, 3)], seed=9), [2, 5, 2, 5, 2, 5, 2, 5, 3, 3], 10, 12)
+    best, _ = brute_force(p)
+    from lmshrink.testing.solvers import run_options
+
+    result = solver.solve(p, num_solutions=3, seed=2, **run_options(solver))
+    assert all(p.is_feasible(s.x) for s in result)
+    assert result.best.energy >= best - 1e-9
+    if name == "dwave-hybrid":  # the mock enumerates the CQM: the optimum
+        assert result.best.energy == pytest.approx(best, abs=1e-9)
