@@ -193,3 +193,104 @@ def test_penalty_samplers_honour_a_band_through_slack_and_repair(name):
     assert result.best.energy >= best - 1e-9
     if name == "dwave-hybrid":  # the mock enumerates the CQM: the optimum
         assert result.best.energy == pytest.approx(best, abs=1e-9)
+
+
+# --- exports and the command line -----------------------------------------------------------------------------------
+def _band_file(tmp_path):
+    from lmshrink.testing.solvers import weighted_band_problems
+
+    p = weighted_band_problems()["budget+cardinality"]  # a one-sided budget beside a cardinality
+    return p, p.save(tmp_path / "budget.json")
+
+
+def test_qplib_round_trip_keeps_bands_and_energies(tmp_path):
+    from lmshrink.library.qplib import read_qplib, write_qplib
+
+    p, _ = _band_file(tmp_path)
+    q = read_qplib(write_qplib(p, tmp_path / "b.qplib", "b"))
+    assert [c.kind for c in q.constraints] == ["weighted", "cardinality"]
+    assert q.constraints[0].lower is None and q.constraints[0].upper == 20
+    np.testing.assert_array_equal(q.constraints[0].weight_array(), p.constraints[0].weight_array())
+    X = ((np.arange(2**12)[:, None] >> np.arange(12)) & 1)
+    np.testing.assert_array_equal(q.feasible_rows(X), p.feasible_rows(X))
+    np.testing.assert_allclose(q.energies(X), p.energies(X), rtol=1e-12, atol=1e-12)
+
+
+def test_cqm_and_slack_bqm_exports_carry_the_band(tmp_path):
+    pytest.importorskip("dimod")
+    import json
+
+    import dimod
+
+    from lmshrink.library.formats import export_library, problem_instance
+
+    p, path = _band_file(tmp_path)
+    inst = problem_instance(path)
+    (cqm_path,) = export_library([inst], tmp_path / "cqm", "cqm")
+    (bqm_path,) = export_library([inst], tmp_path / "bqm", "bqm")
+    with open(cqm_path, "rb") as f:
+        cqm = dimod.ConstrainedQuadraticModel.from_file(f)
+    bqm = dimod.BinaryQuadraticModel.from_serializable(json.loads(bqm_path.read_text()))
+    entry = json.loads((tmp_path / "bqm" / "index.json").read_text())["instances"][0]
+    slack = entry["slack_variables"]
+    assert len(slack) == bqm.num_variables - 12 > 0
+    X = ((np.arange(2**12)[:, None] >> np.arange(12)) & 1)
+    ok = p.feasible_rows(X)
+    bits = np.array(list(np.ndindex(*(2,) * len(slack))))
+    for x, feasible in zip(X[::37], ok[::37]):
+        sample = {i: int(v) for i, v in enumerate(x)}
+        assert cqm.check_feasible(sample) == bool(feasible)
+        # the BQM minimised over the slack bits: the energy inside the band, at least P more outside
+        zs = np.hstack([np.repeat(x[None], len(bits), axis=0), bits])
+        low = bqm.energies((zs, list(range(12 + len(slack))))).min()  # slack bits: variables 12, 13, …
+        if feasible:
+            assert low == pytest.approx(p.energy(x), abs=1e-8)
+        else:
+            assert low >= p.energy(x) + entry["penalty"] - 1e-8
+
+
+def test_lp_export_of_a_band_problem_solves_to_the_brute_force_optimum(tmp_path):
+    pytest.importorskip("pyomo.environ")
+    highspy = pytest.importorskip("highspy")
+    from lmshrink.library.formats import export_library, problem_instance
+
+    p, path = _band_file(tmp_path)
+    (lp_path,) = export_library([problem_instance(path)], tmp_path / "lp", "lp")
+    h = highspy.Highs()
+    h.silent()
+    assert h.readModel(str(lp_path)) == highspy.HighsStatus.kOk
+    h.run()
+    best, _ = brute_force(p)
+    assert h.getInfo().objective_function_value == pytest.approx(best, rel=1e-7, abs=1e-9)
+
+
+def test_cli_exports_a_users_problem_file_and_solves_bands(tmp_path, capsys):
+    from lmshrink.cli import main
+
+    p, path = _band_file(tmp_path)
+    assert main(["problems", "export", str(tmp_path / "out"), "--format", "qplib", "--problem", str(path)]) == 0
+    assert (tmp_path / "out" / "budget.qplib").is_file()
+    assert main(["solve", str(path), "--solver", "exact", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "band budget: best has Σw·x" in out and "proven optimal" in out
+    assert main(["problems", "export", str(tmp_path / "o2"), "--problem", str(tmp_path / "missing.json")]) == 2
+
+
+def test_cli_refuses_bad_band_input_with_exit_code_2(tmp_path, capsys):
+    import json
+
+    from lmshrink.cli import main
+
+    p, path = _band_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["constraints"][0]["weights"] = data["constraints"][0]["weights"][:-1]  # one weight short
+    (tmp_path / "short.json").write_text(json.dumps(data))
+    data = json.loads(path.read_text())
+    data["constraints"][0]["lower"], data["constraints"][0]["upper"] = 1000, 2000  # no state reaches it
+    (tmp_path / "empty.json").write_text(json.dumps(data))
+    assert main(["solve", str(tmp_path / "short.json")]) == 2
+    assert "weights" in capsys.readouterr().err
+    assert main(["solve", str(tmp_path / "empty.json")]) == 2
+    assert "no choice" in capsys.readouterr().err
+    assert main(["solve", str(path), "--solver", "fermigrad"]) == 2  # a solver that does not honour bands
+    assert "does not honour weighted" in capsys.readouterr().err

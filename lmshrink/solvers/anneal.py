@@ -134,6 +134,19 @@ def swap_neighbours(problem: BinaryQuadraticProblem, states: np.ndarray, count: 
             deltas.append(d[pick])
             moves_i.append(on[pick // len(off)])
             moves_j.append(off[pick % len(off)])
+        for c in problem.constraints:  # single flips that keep a band's weighted sum inside it
+            if c.is_cardinality:
+                continue
+            idx = np.array(c.indices, dtype=np.int64)
+            xb = s[idx].astype(np.float64)
+            total = xb @ c.weight_array() + (1 - 2 * xb) * c.weight_array()
+            lo = -np.inf if c.lower is None else c.lower - c.tolerance()
+            hi = np.inf if c.upper is None else c.upper + c.tolerance()
+            inside = (total >= lo) & (total <= hi)
+            d = (1 - 2 * xb) * (lin[idx] + qd[idx] + F[idx] - 2 * qd[idx] * xb)
+            deltas.append(d[inside])
+            moves_i.append(idx[inside])
+            moves_j.append(np.full(int(inside.sum()), -1))
         if len(free):
             xf = s[free].astype(np.float64)
             deltas.append((1 - 2 * xf) * (lin[free] + qd[free] + F[free] - 2 * qd[free] * xf))
