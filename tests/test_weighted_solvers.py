@@ -294,3 +294,33 @@ def test_cli_refuses_bad_band_input_with_exit_code_2(tmp_path, capsys):
     assert "no choice" in capsys.readouterr().err
     assert main(["solve", str(path), "--solver", "fermigrad"]) == 2  # a solver that does not honour bands
     assert "does not honour weighted" in capsys.readouterr().err
+
+
+def test_compile_notice_is_printed_once_per_process_and_only_when_the_cache_is_cold(capsys, monkeypatch):
+    from lmshrink.solvers.kernels import notice
+
+    class Cold:  # a dispatcher with nothing compiled and no cache
+        signatures: list = []
+        py_func = None
+
+    class Warm:
+        signatures = ["(float64,)"]
+        py_func = None
+
+    monkeypatch.delenv("LMSHRINK_QUIET", raising=False)
+    monkeypatch.setattr(notice, "_announced", set())
+    assert notice.announce_compile("test kernels", [Warm(), Cold()])
+    assert not notice.announce_compile("test kernels", [Cold()])
+    assert not notice.announce_compile("warm kernels", [Warm()])
+    err = capsys.readouterr().err
+    assert err.count("compiling lmshrink's test kernels (once; cached) …") == 1 and "warm" not in err
+
+
+def test_compiled_kernels_are_warm_after_a_solve():
+    pytest.importorskip("numba")
+    from lmshrink.solvers.kernels import notice, topk
+
+    topk.topk_problem(random_problem([(6, 2)], seed=1), k=1)
+    cold = [d.py_func.__name__ for d in notice.kernel_dispatchers(topk) if notice.is_cold(d)]
+    # every kernel the search calls is compiled now (or loaded from the cache)
+    assert "_search" not in cold and "_insert" not in cold

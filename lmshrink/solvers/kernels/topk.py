@@ -36,6 +36,7 @@ node (≥ E_k − tol when proven), the root bound and E_k.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ import numpy as np
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import require
 from .anneal_swap import anneal_swap, greedy_descent
+from .notice import announce_compile, kernel_dispatchers
 from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The compiled branch and bound")
@@ -631,6 +633,8 @@ def topk_bnb(
     if time_limit is not None and not time_limit > 0:
         raise LmshrinkError(f"time_limit must be positive (got {time_limit}).")
     k = int(k)
+    announce_compile("branch-and-bound kernels", [*kernel_dispatchers(sys.modules[__name__]),
+                                                  *kernel_dispatchers(sys.modules[anneal_swap.__module__])])
     start = time.perf_counter()
     n = lay.n
     tol = 1e-9 * energy_scale(lin, Q)
