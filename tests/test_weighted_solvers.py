@@ -324,3 +324,19 @@ def test_compiled_kernels_are_warm_after_a_solve():
     cold = [d.py_func.__name__ for d in notice.kernel_dispatchers(topk) if notice.is_cold(d)]
     # every kernel the search calls is compiled now (or loaded from the cache)
     assert "_search" not in cold and "_insert" not in cold
+
+
+def test_a_cqm_with_a_band_reads_back_and_samples_through_dimod():
+    pytest.importorskip("dimod")
+    from lmshrink.solvers.dimod_samplers import LmshrinkSampler, problem_from_cqm
+    from lmshrink.testing.solvers import weighted_band_problems
+
+    for p in weighted_band_problems().values():
+        q, order = problem_from_cqm(p.to_cqm())
+        X = ((np.arange(2**12)[:, None] >> np.arange(12)) & 1)
+        Xq = X[:, [int(v) for v in order]]  # q's variable k is the CQM's variable order[k], the problem's index
+        np.testing.assert_array_equal(q.feasible_rows(Xq), p.feasible_rows(X))
+    p = weighted_band_problems()["band"]
+    best, _ = brute_force(p)
+    sampleset = LmshrinkSampler("exact").sample_cqm(p.to_cqm(), num_reads=2)
+    assert sampleset.first.energy == pytest.approx(best, abs=1e-9) and sampleset.first.is_feasible
