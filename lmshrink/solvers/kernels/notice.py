@@ -2,7 +2,7 @@
 
 The kernels are compiled with ``cache=True``: the first solve after installing (or after their source changed)
 compiles them, which takes tens of seconds, and later processes load the cache. :func:`announce_compile` says so
-before that first, silent stall. A kernel counts as cold when it is not compiled in this process and numba's cache
+before that first, silent stall, once per process. A kernel counts as cold when it is not compiled in this process and numba's cache
 index for it is missing or stale (its source stamp changed). Set ``LMSHRINK_QUIET=1`` to silence it.
 """
 
@@ -30,11 +30,9 @@ def is_cold(dispatcher: Any) -> bool:
 
 def announce_compile(what: str, dispatchers: Iterable[Any]) -> bool:
     """Print ``compiling lmshrink's <what> (once; cached) …`` on stderr when one of ``dispatchers`` is cold, at
-    most once per ``what`` per process; returns whether it printed."""
-    if what in _announced:
-        return False
-    if not any(is_cold(d) for d in dispatchers):
-        _announced.add(what)  # warm now: nothing to say later either
+    most once per process (whichever kernels come first: the branch and bound also compiles the annealing kernels
+    it seeds from); returns whether it printed."""
+    if _announced or not any(is_cold(d) for d in dispatchers):
         return False
     _announced.add(what)
     if os.environ.get("LMSHRINK_QUIET"):
