@@ -344,3 +344,16 @@ def test_a_cqm_with_a_band_reads_back_and_samples_through_dimod():
     best, _ = brute_force(p)
     sampleset = LmshrinkSampler("exact").sample_cqm(p.to_cqm(), num_reads=2)
     assert sampleset.first.energy == pytest.approx(best, abs=1e-9) and sampleset.first.is_feasible
+
+
+def test_a_time_limit_stops_the_split_search_with_a_valid_lower_bound():
+    pytest.importorskip("numba")
+    p0 = fisher_problem(40, 8, seed=3, spread=0.2)
+    w = np.where(np.arange(40) % 2 == 0, 884_736, 2_654_208)
+    T = 0.25 * w.sum()
+    p = banded(p0, w, T, T + w.min())
+    result = get_solver("exact").solve(p, time_limit=0.05, method="branch-and-bound")
+    assert all(p.is_feasible(s.x) for s in result)
+    if not result.proven_optimal:
+        assert result.stopped_early and result.info["lower_bound"] <= result.best.energy + 1e-12
+        assert result.info["splits_searched"] <= result.info["num_splits"]

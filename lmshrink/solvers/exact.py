@@ -164,7 +164,7 @@ class ExactSolver(Solver):
                 raise ProblemTooLargeError(
                     f"exact cannot split this problem's weighted bands into cardinality problems (too many distinct "
                     f"weights) and would enumerate {'too many' if total is None else f'{total:,}'} feasible states "
-                    f"(max_states={options.max_states:,}); use a heuristic solver such as 'anneal'.")
+                    f"(max_states={options.max_states:,}); use 'milp', which proves it too, or 'anneal'.")
             return self._enumerate(problem, total, k, time_limit)
         return self._split_branch_and_bound(kernel, problem, splits, k, time_limit)
 
@@ -176,11 +176,12 @@ class ExactSolver(Solver):
         best_x = np.zeros((0, problem.num_variables), dtype=np.int8)
         best_e = np.zeros(0)
         proven, searched, nodes, bounds = True, 0, 0, []
+        dshift = kernel.convex_shift(problem.quadratic)  # the same objective in every split
         for sub in splits:
             left = None if time_limit is None else time_limit - (time.perf_counter() - start)
             if left is not None and left <= 0:
                 proven = False
-                bounds.append(_split_lower_bound(sub))
+                bounds.append(_split_lower_bound(kernel, sub, dshift))
                 continue
             cutoff = float(best_e[-1]) if len(best_e) == k else None
             res = kernel.topk_problem(sub, k=k, time_limit=left, cutoff=cutoff)
@@ -256,13 +257,11 @@ def lmshrink_register_solvers(register: Any) -> None:
     register(ExactSolver)
 
 
-def _split_lower_bound(problem: BinaryQuadraticProblem) -> float:
-    """A quick lower bound of a cardinality problem not searched before the time limit: the convex relaxation."""
-    try:
-        from .kernels import topk
-        from .kernels.layout import problem_layout
-    except MissingDependencyError:
-        return -np.inf
+def _split_lower_bound(kernel: Any, problem: BinaryQuadraticProblem, dshift: np.ndarray) -> float:
+    """A quick lower bound of a cardinality split not searched before the time limit: its convex relaxation
+    (``dshift`` from :func:`~lmshrink.solvers.kernels.topk.convex_shift` of the shared objective)."""
+    from .kernels.layout import problem_layout
+
     lay = problem_layout(problem)
-    return float(topk.convex_root_bound(problem.linear, problem.quadratic, lay, topk.convex_shift(problem.quadratic))
+    return float(kernel.convex_root_bound(problem.linear, problem.quadratic, lay, dshift, iters=100)
                  + problem.offset)
