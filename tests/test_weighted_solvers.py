@@ -357,3 +357,27 @@ def test_a_time_limit_stops_the_split_search_with_a_valid_lower_bound():
     if not result.proven_optimal:
         assert result.stopped_early and result.info["lower_bound"] <= result.best.energy + 1e-12
         assert result.info["splits_searched"] <= result.info["num_splits"]
+
+
+def test_restrict_moves_the_fixed_weight_out_of_a_band():
+    from lmshrink.solvers.composites import restrict
+    from lmshrink.testing.solvers import weighted_band_problems
+
+    p = weighted_band_problems()["band"]
+    members = p.constraints[0].indices
+    fixed = {members[0]: 1, members[1]: 0, members[3]: 1}  # weights 1, 3, 3: 4 of the band fixed
+    sub, keep = restrict(p, fixed)
+    c = sub.constraints[0]
+    assert (c.lower, c.upper) == (10 - 4, 11 - 4)
+    X = ((np.arange(2**12)[:, None] >> np.arange(12)) & 1)
+    X = X[np.all([X[:, i] == v for i, v in fixed.items()], axis=0)]
+    np.testing.assert_array_equal(sub.feasible_rows(X[:, keep]), p.feasible_rows(X))
+    np.testing.assert_allclose(sub.energies(X[:, keep]), p.energies(X), atol=1e-12)
+
+
+def test_library_instance_text_names_a_band():
+    from lmshrink.library.instance import LibraryInstance
+    from lmshrink.testing.solvers import weighted_band_problems
+
+    inst = LibraryInstance("b", weighted_band_problems()["budget+cardinality"], {}, [])
+    assert inst.constraints_text() == "budget≤20/8, group1=2/4"

@@ -184,7 +184,7 @@ def restrict(problem: BinaryQuadraticProblem, fixed: dict[int, int]) -> tuple[Bi
 
     With x = (x_K, x_F) the energy is offset + l_F·x_F + x_Fᵀ Q_FF x_F + (l_K + 2 Q_KF x_F)·x_K + x_Kᵀ Q_KK x_K,
     so the fixed part moves into the offset and the linear term; each constraint keeps its free members and
-    M − (fixed ones among them).
+    M − (fixed ones among them), a band its bounds less the fixed ones' weight.
     """
     n = problem.num_variables
     keep = np.array([i for i in range(n) if i not in fixed], dtype=np.int64)
@@ -197,9 +197,19 @@ def restrict(problem: BinaryQuadraticProblem, fixed: dict[int, int]) -> tuple[Bi
     constraints = []
     for c in problem.constraints:
         members = [pos[i] for i in c.indices if i in pos]
-        ones = sum(fixed[i] for i in c.indices if i in fixed)
-        if members:
+        if not members:
+            continue
+        if c.is_cardinality:
+            ones = sum(fixed[i] for i in c.indices if i in fixed)
             constraints.append(Constraint(tuple(members), c.equals - ones, c.name))
+            continue
+        # a band keeps its free members; the fixed ones' weight moves both bounds
+        weight = dict(zip(c.indices, c.weight_array()))
+        done = sum(weight[i] * fixed[i] for i in c.indices if i in fixed)
+        constraints.append(Constraint(tuple(members), name=c.name,
+                                      weights=tuple(weight[i] for i in c.indices if i in pos),
+                                      lower=None if c.lower is None else c.lower - done,
+                                      upper=None if c.upper is None else c.upper - done))
     sub = BinaryQuadraticProblem(
         variables=[problem.variables[i] for i in keep],
         linear=new_lin,
