@@ -16,8 +16,9 @@ Two methods, the faster one by default (``method="auto"``):
 Weighted bands (``L ≤ Σ w·x ≤ U``, e.g. a parameter budget) are honoured: enumeration lists each band group's
 feasible patterns (:func:`lmshrink.solvers.bands.group_patterns`); branch and bound splits the feasible set into
 cardinality problems, one per feasible count of ones in each weight class (:func:`lmshrink.solvers.bands.
-cardinality_splits`; a SmolLM2 sub-layer budget has about 20), searches each with the k-th energy found so far as a
-cutoff, and merges them. The proof covers the union; ``info["lower_bound"]`` of an unfinished run is the smallest
+cardinality_splits`; a SmolLM2 sub-layer budget has about 20), searches each, most promising first by its convex
+bound, with the k-th energy found so far as a cutoff (skipping a split whose convex bound reaches it), and merges
+them. The proof covers the union; ``info["lower_bound"]`` of an unfinished run is the smallest
 of the pieces' bounds.
 
 A run that finishes proves the k lowest states; a ``time_limit`` stops either method and returns the k lowest seen
@@ -171,19 +172,29 @@ class ExactSolver(Solver):
     @staticmethod
     def _split_branch_and_bound(kernel: Any, problem: BinaryQuadraticProblem, splits: list[BinaryQuadraticProblem],
                                 k: int, time_limit: float | None) -> Samples:
-        """Branch and bound on each cardinality split, the k-th energy so far as each one's cutoff; merged."""
+        """Branch and bound on each cardinality split, the k-th energy so far as each one's cutoff; merged.
+
+        The splits go in order of their convex-relaxation bound (the most promising first, so the cutoff drops
+        early), and a split whose bound already reaches the cutoff is skipped: it holds no better state."""
         start = time.perf_counter()
         best_x = np.zeros((0, problem.num_variables), dtype=np.int8)
         best_e = np.zeros(0)
-        proven, searched, nodes, bounds = True, 0, 0, []
+        proven, searched, skipped, nodes, bounds = True, 0, 0, 0, []
         dshift = kernel.convex_shift(problem.quadratic)  # the same objective in every split
-        for sub in splits:
+        first = np.array([_split_lower_bound(kernel, sub, dshift) for sub in splits])
+        for t in np.argsort(first, kind="stable"):
+            sub = splits[t]
+            cutoff = float(best_e[-1]) if len(best_e) == k else None
+            if cutoff is not None and first[t] >= cutoff - 1e-9 * max(1.0, abs(cutoff)):
+                skipped += 1
+                continue
             left = None if time_limit is None else time_limit - (time.perf_counter() - start)
             if left is not None and left <= 0:
                 proven = False
-                bounds.append(_split_lower_bound(kernel, sub, dshift))
-                continue
-            cutoff = float(best_e[-1]) if len(best_e) == k else None
+                if len(best_e):
+                    bounds.append(float(first[t]))
+                    continue
+                left = 1e-3  # out of time with no state yet: the most promising split's incumbents
             res = kernel.topk_problem(sub, k=k, time_limit=left, cutoff=cutoff)
             searched += 1
             nodes += int(res.info["nodes"])
@@ -197,6 +208,7 @@ class ExactSolver(Solver):
             order = np.argsort(E, kind="stable")[:k]
             best_x, best_e = X[order], E[order]
         info: dict[str, Any] = {"method": "branch-and-bound", "num_splits": len(splits), "splits_searched": searched,
+                                "splits_skipped_by_bound": skipped,
                                 "certificate": {"nodes": nodes, "splits": len(splits)}}
         try:
             info["num_feasible_states"] = count_feasible(problem)
@@ -258,10 +270,10 @@ def lmshrink_register_solvers(register: Any) -> None:
 
 
 def _split_lower_bound(kernel: Any, problem: BinaryQuadraticProblem, dshift: np.ndarray) -> float:
-    """A quick lower bound of a cardinality split not searched before the time limit: its convex relaxation
-    (``dshift`` from :func:`~lmshrink.solvers.kernels.topk.convex_shift` of the shared objective)."""
+    """A quick lower bound of a cardinality split (to order and skip splits, and for those a time limit left
+    unsearched): its convex relaxation (``dshift`` from :func:`~lmshrink.solvers.kernels.topk.convex_shift` of the shared objective)."""
     from .kernels.layout import problem_layout
 
     lay = problem_layout(problem)
-    return float(kernel.convex_root_bound(problem.linear, problem.quadratic, lay, dshift, iters=100)
+    return float(kernel.convex_root_bound(problem.linear, problem.quadratic, lay, dshift, iters=200)
                  + problem.offset)
