@@ -2,7 +2,8 @@
 
 The kernels are compiled with ``cache=True``: the first solve after installing (or after their source changed)
 compiles them, which takes tens of seconds, and later processes load the cache. :func:`announce_compile` says so
-before that first, silent stall, once per process. A kernel counts as cold when it is not compiled in this process and numba's cache
+before that first, silent stall, once per process; callers pass the kernels they call from Python (each compiles
+the kernels it calls), so a kernel a run never uses does not make it speak. A kernel counts as cold when it is not compiled in this process and numba's cache
 index for it is missing or stale (its source stamp changed). Set ``LMSHRINK_QUIET=1`` to silence it.
 """
 

@@ -45,7 +45,7 @@ import numpy as np
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import require
 from .anneal_swap import anneal_swap, greedy_descent
-from .notice import announce_compile, kernel_dispatchers
+from .notice import announce_compile
 from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The compiled branch and bound")
@@ -633,8 +633,9 @@ def topk_bnb(
     if time_limit is not None and not time_limit > 0:
         raise LmshrinkError(f"time_limit must be positive (got {time_limit}).")
     k = int(k)
-    announce_compile("branch-and-bound kernels", [*kernel_dispatchers(sys.modules[__name__]),
-                                                  *kernel_dispatchers(sys.modules[anneal_swap.__module__])])
+    seeding = sys.modules[anneal_swap.__module__]  # the kernels it calls from Python (they compile their callees)
+    announce_compile("branch-and-bound kernels", [_search, _insert, _convex_bound, seeding._sweeps, seeding._quench,
+                                                  seeding._sample_deltas])
     start = time.perf_counter()
     n = lay.n
     tol = 1e-9 * energy_scale(lin, Q)
