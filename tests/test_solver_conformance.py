@@ -27,6 +27,15 @@ def test_the_registry_has_binary_solvers_of_every_kind():
     assert any("repair" in c.postprocessing for c in caps)
 
 
+def test_the_solvers_that_honour_weighted_bands_say_so():
+    weighted = {name for name in binary_solvers()
+                if "weighted" in registry("solver").entry(name).create().capabilities.constraint_kinds}
+    assert {"exact", "anneal"} <= weighted
+    for name in ("milp", "tabu", "dwave", "dwave-hybrid"):  # present where their optional modules are installed
+        if name in binary_solvers():
+            assert name in weighted, name
+
+
 def _conformance_class(name: str) -> type:
     solver = registry("solver").entry(name).create()
     attrs = {"solver": solver, "expect_optimum": True, "min_distinct": 3, "__module__": __name__}

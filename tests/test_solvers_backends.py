@@ -416,9 +416,14 @@ def test_dimod_sampler_takes_a_cardinality_cqm():
     x = list(dimod.Binaries("abc"))
     other = dimod.ConstrainedQuadraticModel()
     other.set_objective(x[0] * x[1])
-    other.add_constraint(x[0] + 2 * x[1] + x[2] == 2)
-    with pytest.raises(LmshrinkError, match="cardinality"):
-        LmshrinkSampler("exact").sample_cqm(other)
+    other.add_constraint(x[0] + 2 * x[1] + x[2] == 2)  # a weighted band: {x1} or {x0, x2}
+    sampleset = LmshrinkSampler("exact").sample_cqm(other, num_reads=4)
+    assert sampleset.record.is_feasible.all() and len(sampleset) == 2 and sampleset.first.energy == 0
+    quadratic = dimod.ConstrainedQuadraticModel()
+    quadratic.set_objective(x[0] * x[1])
+    quadratic.add_constraint(x[0] * x[1] + x[2] == 1)
+    with pytest.raises(LmshrinkError, match="not linear"):
+        LmshrinkSampler("exact").sample_cqm(quadratic)
 
 
 # --- CLI ------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from lmshrink.baselines import greedy_order
 from lmshrink.core import BinaryQuadraticProblem, Block, Constraint, LmshrinkError, load_problem
 from lmshrink.core.problem import band_reachable, subset_counts
 from lmshrink.core.removal import ParameterBudget, parse_remove, removal_constraints
-from lmshrink.solvers.tabu import TabuSolver
+from lmshrink.solvers.fermigrad import FermiGradSolver
 
 ATTN, MLP = 884_736, 2_654_208  # an attention and an MLP sub-layer of SmolLM2-135M
 
@@ -134,4 +134,4 @@ def test_a_solver_without_weighted_support_says_so():
     c = Constraint([0, 1, 2], weights=[1, 2, 3], lower=3, upper=4)
     p = BinaryQuadraticProblem(list("abc"), np.zeros(3), np.eye(3), constraints=[c])
     with pytest.raises(LmshrinkError, match="does not honour weighted constraints"):
-        TabuSolver().solve(p)
+        FermiGradSolver().solve(p)  # tabu honours bands now (slack-penalty form)

@@ -15,13 +15,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     ex = sub.add_parser("export", help="write library instances in a solver format",
-                        description="Write library instances as lmshrink, dimod BQM/CQM, LP/MPS (linearized MILP "
+                        description="Write library instances (or your own problem files, --problem) as lmshrink, dimod BQM/CQM, LP/MPS (linearized MILP "
                                     "through Pyomo) or QPLIB files, with index.json (reference energies, lowest "
                                     "states and their measured values).")
     ex.add_argument("out", metavar="DIR", help="output folder")
     ex.add_argument("--format", dest="fmt", default="lmshrink", help="lmshrink, bqm, cqm, lp, mps or qplib")
     ex.add_argument("--from", dest="source", default=None, metavar="DIR", help="library folder (default: shipped)")
     ex.add_argument("--only", nargs="+", default=None, metavar="NAME", help="instance names (default: all)")
+    ex.add_argument("--problem", nargs="+", default=None, metavar="FILE",
+                    help="export these problem files (.json/.npz, e.g. one with a parameter budget) instead of "
+                         "library instances")
 
     bd = sub.add_parser("build", help="regenerate the reference set from the models (slow; resumable)",
                         description="Build the reference set: SmolLM2 layer and sub-layer problems (fisher, "
@@ -64,11 +67,15 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..core import LmshrinkError
     from ..library import load_library
-    from ..library.formats import check_format, export_library
+    from ..library.formats import check_format, export_library, problem_instance
 
     check_format(args.fmt)
-    instances = load_library(args.source, args.only)
+    if args.problem and (args.only or args.source):
+        raise LmshrinkError("Give either --problem FILE (your own problems) or library instances (--only, --from), "
+                            "not both.")
+    instances = [problem_instance(p) for p in args.problem] if args.problem else load_library(args.source, args.only)
     paths = export_library(instances, args.out, args.fmt)
     print(f"wrote {len(instances)} instance(s) as {args.fmt} to {args.out} ({len(paths)} files, index.json)")
     return 0

@@ -10,7 +10,9 @@ from . import Command
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("problem", help="problem file (.json or .npz) written by lmshrink")
+    parser.add_argument("problem", help="problem file (.json or .npz) written by lmshrink; weighted bands (parameter "
+                                        "budgets) go to solvers that honour them (exact, anneal, milp, tabu, dwave, "
+                                        "dwave-hybrid)")
     parser.add_argument("--solver", default="exact", help="solver name (see `lmshrink plugins`); default: exact")
     parser.add_argument("--top-k", type=int, default=5, help="number of distinct lowest-energy solutions")
     parser.add_argument("--seed", type=int, default=0)
@@ -46,11 +48,26 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{problem!r} solved by {result.solver} in {result.time_s:.3f} s")
     for rank, sol in enumerate(result, 1):
         print(f"{rank:3d}  energy {sol.energy:.6g}  {problem.describe(sol.x)}")
-    for line in describe_run(result, solver):
+    for line in describe_bands(problem, result) + describe_run(result, solver):
         print(line)
     if args.record:
         print(f"recorded in {args.record} ('lmshrink show {args.record}')")
     return 0
+
+
+def describe_bands(problem: Any, result: Any) -> list[str]:
+    """One line per weighted band (a parameter budget): the best solution's weighted sum and the band."""
+    import numpy as np
+
+    lines = []
+    for k, c in enumerate(getattr(problem, "constraints", ())):
+        if c.is_cardinality or not len(result):
+            continue
+        total = float(c.activity(np.asarray(result.best.x)[None, :])[0])
+        lo = "-inf" if c.lower is None else f"{c.lower:,.6g}"
+        hi = "inf" if c.upper is None else f"{c.upper:,.6g}"
+        lines.append(f"band {c.name or k}: best has Σw·x = {total:,.6g} in [{lo}, {hi}]")
+    return lines
 
 
 def describe_run(result: Any, solver: Any) -> list[str]:

@@ -3,10 +3,14 @@
 | format | file | what it holds | read back with |
 |---|---|---|---|
 | ``lmshrink`` | ``NAME.json`` | the problem file (``lmshrink.binary_quadratic/1``) | ``lmshrink.load_problem`` |
-| ``bqm`` | ``NAME.bqm.json`` | the penalty BQM objective + P Σ_c (Σ x − M_c)², dimod's ``to_serializable`` JSON | ``dimod.BinaryQuadraticModel.from_serializable`` |
-| ``cqm`` | ``NAME.cqm`` | the constrained model, constraints kept (dimod's CQM file) | ``dimod.ConstrainedQuadraticModel.from_file`` |
+| ``bqm`` | ``NAME.bqm.json`` | the penalty BQM objective + P Σ_c (Σ x − M_c)², dimod's ``to_serializable`` JSON; a weighted band in the slack-penalty form (:mod:`lmshrink.solvers.slack`, slack bits after the problem's variables) | ``dimod.BinaryQuadraticModel.from_serializable`` |
+| ``cqm`` | ``NAME.cqm`` | the constrained model, constraints (cardinalities and bands) kept (dimod's CQM file) | ``dimod.ConstrainedQuadraticModel.from_file`` |
 | ``lp``, ``mps`` | ``NAME.lp``, ``NAME.mps`` | the linearized MILP that ``milp`` solves (McCormick + RLT), written by Pyomo | any MILP solver (HiGHS, ...) |
 | ``qplib`` | ``NAME.qplib`` | QPLIB text, type QBL (:mod:`.qplib`) | :func:`~lmshrink.library.qplib.read_qplib` |
+
+Weighted bands (``L ≤ Σ w·x ≤ U``, parameter budgets) are linear rows in ``lp``/``mps`` and ``qplib`` and linear
+constraints in ``cqm``; the ``lmshrink`` file is then format ``/2``. :func:`problem_instance` wraps a user's own
+problem file so that ``lmshrink problems export --problem FILE`` writes it like a library instance.
 
 Every format has the same energies as the problem for every feasible state (the BQM's penalty vanishes there; the
 MILP's objective at y_ij = x_i x_j is the energy; constants are kept). ``index.json`` next to the files lists each
@@ -56,8 +60,15 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
         from ..solvers.composites import choose_penalty
 
         penalty, rule = choose_penalty(problem)
-        path.write_text(json.dumps(problem.to_bqm(penalty).to_serializable()))
         extra = {"penalty": penalty, "penalty_rule": rule}
+        if problem.has_weighted_constraints:
+            from ..solvers.slack import slack_problem
+
+            form = slack_problem(problem, penalty)
+            path.write_text(json.dumps(form.to_bqm().to_serializable()))
+            extra["slack_variables"] = form.variables[problem.num_variables:]
+        else:
+            path.write_text(json.dumps(problem.to_bqm(penalty).to_serializable()))
     elif fmt == "cqm":
         with open(path, "wb") as f, problem.to_cqm().to_file() as data:
             f.write(data.read())
@@ -71,6 +82,21 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
 
         write_qplib(problem, path, instance.name)
     return path, extra
+
+
+def problem_instance(path: str | Path) -> LibraryInstance:
+    """A user's problem file (``.json`` or ``.npz``, any binary problem lmshrink reads) as an instance to export,
+    named after the file, with no reference energy or states."""
+    from ..core import BinaryQuadraticProblem, load_problem
+
+    path = Path(path)
+    if not path.is_file():
+        raise LmshrinkError(f"No problem file at {str(path)!r}.")
+    problem = load_problem(path)
+    if not isinstance(problem, BinaryQuadraticProblem):
+        raise LmshrinkError(f"{str(path)!r} holds a {type(problem).__name__}; only binary problems are exported.")
+    name = path.name.removesuffix(".npz").removesuffix(".json")
+    return LibraryInstance(name=name, problem=problem, reference={}, lowest=[], source={"file": str(path)})
 
 
 def export_library(instances: Sequence[LibraryInstance], out: str | Path, fmt: str) -> list[Path]:

@@ -3,7 +3,8 @@
 QPLIB states ``minimize ½ xᵀQ⁰x + b⁰·x + q⁰`` with the lower triangle of the symmetric Q⁰ listed (1-based ``row
 col value``, row ≥ col), subject to ``c_l ≤ A x ≤ c_u``. lmshrink's energy ``offset + l·x + xᵀQx`` is the same
 function with Q⁰ = 2Q, b⁰ = l, q⁰ = offset; each cardinality constraint Σ_{i∈c} x_i = M_c is one row of A with
-ones and c_l = c_u = M_c. The problem type is ``QBL`` (quadratic objective, binary variables, linear constraints),
+ones and c_l = c_u = M_c; a weighted band L ≤ Σ w_i x_i ≤ U (a parameter budget) is a row of weights w with
+c_l = L and c_u = U (± the file's infinity for a missing bound). The problem type is ``QBL`` (quadratic objective, binary variables, linear constraints),
 or ``QBN`` without constraints.
 
 A file lists, in order: name, type, sense, n, m (for L), the objective's quadratic entries, the default and the
@@ -44,14 +45,15 @@ def qplib_text(problem: BinaryQuadraticProblem, name: str) -> str:
     lines += _vector(0.0, {i: float(v) for i, v in enumerate(problem.linear) if v != 0}, "b0")
     lines.append(f"{problem.offset:.17g} # objective constant q0")
     if m:
-        entries = [(k, i) for k, c in enumerate(problem.constraints) for i in c.indices]
+        entries = [(k, i, w) for k, c in enumerate(problem.constraints) for i, w in zip(c.indices, c.weight_array())]
         lines.append(f"{len(entries)} # linear terms in the constraints")
-        lines += [f"{k + 1} {i + 1} 1" for k, i in entries]
+        lines += [f"{k + 1} {i + 1} {w:.17g}" for k, i, w in entries]
     lines.append(f"{INFINITY:.17g} # infinity")
     if m:
-        rhs = {k: float(c.equals) for k, c in enumerate(problem.constraints) if c.equals != 0}
-        lines += _vector(0.0, rhs, "constraint lower bounds")
-        lines += _vector(0.0, rhs, "constraint upper bounds")
+        low = {k: -INFINITY if c.lower is None else float(c.lower) for k, c in enumerate(problem.constraints)}
+        high = {k: INFINITY if c.upper is None else float(c.upper) for k, c in enumerate(problem.constraints)}
+        lines += _vector(0.0, {k: v for k, v in low.items() if v != 0}, "constraint lower bounds")
+        lines += _vector(0.0, {k: v for k, v in high.items() if v != 0}, "constraint upper bounds")
     lines += _vector(0.0, {}, "starting point")
     if m:
         lines += _vector(0.0, {}, "constraint duals")
@@ -114,8 +116,8 @@ class _Lines:
 
 
 def read_qplib(path: str | Path) -> BinaryQuadraticProblem:
-    """A binary QPLIB problem (QBN, or QBL whose rows are cardinality equalities over disjoint groups) as a
-    :class:`BinaryQuadraticProblem`; any other file gets one sentence saying why."""
+    """A binary QPLIB problem (QBN, or QBL whose rows, over disjoint groups, are cardinality equalities or weighted
+    bands) as a :class:`BinaryQuadraticProblem`; any other file gets one sentence saying why."""
     path = Path(path)
     where = repr(str(path))
     lines = _Lines(path.read_text(encoding="utf-8"), where)
@@ -148,9 +150,14 @@ def read_qplib(path: str | Path) -> BinaryQuadraticProblem:
     constraints = []
     for k in range(m):
         members = np.flatnonzero(A[k])
-        if not np.all(A[k, members] == 1) or lo[k] != hi[k] or abs(lo[k]) >= infinity or lo[k] != int(lo[k]):
-            raise LmshrinkError(f"{where}: constraint {k + 1} is not a cardinality Σ x_i = M over a group with "
-                                "coefficients 1, which is all lmshrink's problems have.")
-        constraints.append(Constraint(tuple(int(i) for i in members), int(lo[k])))
+        low = None if lo[k] <= -infinity else float(lo[k])
+        high = None if hi[k] >= infinity else float(hi[k])
+        if np.all(A[k, members] == 1) and low is not None and low == high and low == int(low):
+            constraints.append(Constraint(tuple(int(i) for i in members), int(low)))
+            continue
+        if low is None and high is None:
+            raise LmshrinkError(f"{where}: constraint {k + 1} has neither a finite lower nor a finite upper bound.")
+        constraints.append(Constraint(tuple(int(i) for i in members), weights=tuple(A[k, members].tolist()),
+                                      lower=low, upper=high))
     metadata = {"qplib_name": name, "source": str(path)}
     return BinaryQuadraticProblem([f"x{i + 1}" for i in range(n)], linear, quadratic, offset, constraints, metadata)

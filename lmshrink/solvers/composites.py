@@ -6,6 +6,10 @@
 - :class:`PenaltyComposite` hands its child the unconstrained penalty form
   ``objective + P Σ_c (Σ_{i∈c} x_i − M_c)²`` for samplers that see constraints only as a penalty, with P chosen
   from the problem by :func:`choose_penalty` unless given.
+  A problem with a weighted band ``L ≤ Σ w·x ≤ U`` gets the slack-penalty form instead
+  (:mod:`lmshrink.solvers.slack`: slack bits turn the band into a penalised equality); the child's states are
+  projected back to the problem's variables (slack dropped), so ``RepairComposite(PenaltyComposite(child))``
+  honours bands: the repair brings every state into its band. :data:`SlackPenaltyComposite` names it.
 - :class:`FixingComposite` reduces the problem before its child sees it: variables every feasible state shares are
   fixed, and when more than a limit remain, those on which a classical solver's best states agree most
   (:func:`agreement_fixing`); the child solves the rest (:func:`restrict`).
@@ -18,6 +22,7 @@ innermost sampler's own states, so raw and transformed results are reported side
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -132,9 +137,16 @@ def penalty_problem(problem: BinaryQuadraticProblem, penalty: float) -> BinaryQu
 
 
 class PenaltyComposite(Composite):
-    """Hands the child the unconstrained penalty form; its states may break a constraint (wrap in a repair)."""
+    """Hands the child the unconstrained penalty form (the slack-penalty form for weighted bands); its states may
+    break a constraint (wrap in a repair)."""
 
     step = "penalty"
+
+    def __init__(self, child: Solver) -> None:
+        super().__init__(child)
+        if not type(self)._declared_capabilities:  # the slack form brings weighted bands to any penalty sampler
+            kinds = tuple(dict.fromkeys((*self.capabilities.constraint_kinds, "cardinality", "weighted")))
+            self.capabilities = replace(self.capabilities, constraint_kinds=kinds)
 
     def composite_options(self) -> dict[str, Option]:
         return {"penalty": Option(None, "weight P of the cardinality penalty; default chosen from the problem "
@@ -148,10 +160,22 @@ class PenaltyComposite(Composite):
             weight, rule = choose_penalty(problem)
         else:
             weight, rule = float(options["penalty"]), "given"
-        samples = run_child(penalty_problem(problem, weight))
+        if problem.has_weighted_constraints:
+            from .slack import project, slack_problem
+
+            form = slack_problem(problem, weight)
+            samples = run_child(form)
+            samples.states = project(samples.states, problem.num_variables)
+            samples.info["slack_bits"] = form.num_variables - problem.num_variables
+        else:
+            samples = run_child(penalty_problem(problem, weight))
         samples.info.update(penalty=weight, penalty_rule=rule)
         samples.raw = None  # the child's summary speaks of the penalty form; the caller judges the constraints
         return samples
+
+
+#: the slack-penalty composite: :class:`PenaltyComposite`, which adds slack bits for every weighted band
+SlackPenaltyComposite = PenaltyComposite
 
 
 # --- variable fixing ------------------------------------------------------------------------------------------------
@@ -160,7 +184,7 @@ def restrict(problem: BinaryQuadraticProblem, fixed: dict[int, int]) -> tuple[Bi
 
     With x = (x_K, x_F) the energy is offset + l_F·x_F + x_Fᵀ Q_FF x_F + (l_K + 2 Q_KF x_F)·x_K + x_Kᵀ Q_KK x_K,
     so the fixed part moves into the offset and the linear term; each constraint keeps its free members and
-    M − (fixed ones among them).
+    M − (fixed ones among them), a band its bounds less the fixed ones' weight.
     """
     n = problem.num_variables
     keep = np.array([i for i in range(n) if i not in fixed], dtype=np.int64)
@@ -173,9 +197,19 @@ def restrict(problem: BinaryQuadraticProblem, fixed: dict[int, int]) -> tuple[Bi
     constraints = []
     for c in problem.constraints:
         members = [pos[i] for i in c.indices if i in pos]
-        ones = sum(fixed[i] for i in c.indices if i in fixed)
-        if members:
+        if not members:
+            continue
+        if c.is_cardinality:
+            ones = sum(fixed[i] for i in c.indices if i in fixed)
             constraints.append(Constraint(tuple(members), c.equals - ones, c.name))
+            continue
+        # a band keeps its free members; the fixed ones' weight moves both bounds
+        weight = dict(zip(c.indices, c.weight_array()))
+        done = sum(weight[i] * fixed[i] for i in c.indices if i in fixed)
+        constraints.append(Constraint(tuple(members), name=c.name,
+                                      weights=tuple(weight[i] for i in c.indices if i in pos),
+                                      lower=None if c.lower is None else c.lower - done,
+                                      upper=None if c.upper is None else c.upper - done))
     sub = BinaryQuadraticProblem(
         variables=[problem.variables[i] for i in keep],
         linear=new_lin,

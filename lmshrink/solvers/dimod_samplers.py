@@ -3,7 +3,8 @@
 ``LmshrinkSampler("milp")`` (or ``"exact"``, ``"anneal"``, any registered binary solver) samples a
 ``dimod.BinaryQuadraticModel`` of either vartype with :meth:`~LmshrinkSampler.sample` (and so ``sample_ising`` /
 ``sample_qubo``), and a ``dimod.ConstrainedQuadraticModel`` whose constraints are disjoint cardinalities
-(Σ_{i∈c} a·x_i == a·M_c over binary variables) with :meth:`~LmshrinkSampler.sample_cqm`. Both return a
+(Σ_{i∈c} a·x_i == a·M_c over binary variables) or linear rows (``Σ w_i x_i`` ``<=``, ``>=`` or ``==`` a number:
+weighted bands, a ``>=`` and a ``<=`` row over the same weights making one band) with :meth:`~LmshrinkSampler.sample_cqm`. Both return a
 ``dimod.SampleSet`` whose energies dimod computes from the model itself; a CQM's sample set also carries
 ``is_satisfied`` and ``is_feasible``. ``num_reads`` is the number of distinct solutions asked for (the solver's
 ``num_solutions``: its k lowest, proven for ``exact`` and ``milp``).
@@ -41,7 +42,8 @@ def problem_from_bqm(bqm: dimod.BinaryQuadraticModel) -> tuple[BinaryQuadraticPr
 
 
 def problem_from_cqm(cqm: dimod.ConstrainedQuadraticModel) -> tuple[BinaryQuadraticProblem, list[Any]]:
-    """The problem of a CQM over binary variables whose constraints are disjoint cardinality equalities."""
+    """The problem of a CQM over binary variables whose constraints are disjoint cardinality equalities or linear
+    rows (weighted bands)."""
     labels = list(cqm.variables)
     bad = [v for v in labels if cqm.vartype(v) is not dimod.BINARY]
     if bad:
@@ -52,25 +54,32 @@ def problem_from_cqm(cqm: dimod.ConstrainedQuadraticModel) -> tuple[BinaryQuadra
     base, order = problem_from_bqm(objective)
     pos = {v: i for i, v in enumerate(order)}
     constraints = []
+    bands: dict[tuple, dict[str, Any]] = {}  # a ">=" and a "<=" row over the same weights make one band
     for label, comp in cqm.constraints.items():
         lhs = comp.lhs
         coeffs = {v: lhs.get_linear(v) for v in lhs.variables}
         coeffs = {v: a for v, a in coeffs.items() if a != 0}
         values = set(coeffs.values())
         rhs = comp.rhs - lhs.offset
-        m = rhs / next(iter(values)) if len(values) == 1 else None
-        if (
-            comp.sense is not dimod.sampleset.Sense.Eq
-            or lhs.num_interactions
-            or len(values) != 1
-            or m is None
-            or abs(m - round(m)) > 1e-9
-        ):
+        if lhs.num_interactions or not coeffs:
             raise LmshrinkError(
-                f"CQM constraint {label!r} is not a cardinality 'Σ a·x_i == a·M' over binary variables; lmshrink's "
-                "samplers support only disjoint cardinality constraints."
+                f"CQM constraint {label!r} is not linear in binary variables (Σ a_i·x_i compared with a number); "
+                "lmshrink's samplers support disjoint linear constraints only."
             )
-        constraints.append(Constraint(tuple(pos[v] for v in coeffs), int(round(m)), str(label)))
+        m = rhs / next(iter(values)) if len(values) == 1 else None
+        if comp.sense is dimod.sampleset.Sense.Eq and m is not None and abs(m - round(m)) <= 1e-9 and \
+                0 <= round(m) <= len(coeffs):
+            constraints.append(Constraint(tuple(pos[v] for v in coeffs), int(round(m)), str(label)))
+            continue
+        key = (tuple(pos[v] for v in coeffs), tuple(float(a) for a in coeffs.values()))
+        band = bands.setdefault(key, {"lower": None, "upper": None, "name": str(label).split(":")[0]})
+        if comp.sense in (dimod.sampleset.Sense.Ge, dimod.sampleset.Sense.Eq):
+            band["lower"] = rhs if band["lower"] is None else max(band["lower"], rhs)
+        if comp.sense in (dimod.sampleset.Sense.Le, dimod.sampleset.Sense.Eq):
+            band["upper"] = rhs if band["upper"] is None else min(band["upper"], rhs)
+    for (indices, weights), band in bands.items():
+        constraints.append(Constraint(indices, name=band["name"], weights=weights, lower=band["lower"],
+                                      upper=band["upper"]))
     problem = BinaryQuadraticProblem(
         base.variables, base.linear, base.quadratic, base.offset, constraints=constraints
     )

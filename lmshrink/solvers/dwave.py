@@ -32,14 +32,15 @@ vote. A read that still breaks a cardinality constraint is made feasible by the 
 whose removal costs least, or switch on the zero whose addition costs least, one flip at a time, until
 Σ_{i∈c} x_i = M_c) and counted in ``info["num_repaired"]``; with ``polish`` every read then descends by
 constraint-preserving swaps. The reads themselves (their feasible fraction and best feasible energy, before any
-repair or polish) are summarised in the result's ``raw``. Reported too: ``qpu_access_time_us``,
+repair or polish) are summarised in the result's ``raw``. A weighted band ``L ≤ Σ w·x ≤ U`` enters the BQM in the
+slack-penalty form (:mod:`lmshrink.solvers.slack`), and the repair brings each read into the band. Reported too: ``qpu_access_time_us``,
 ``qpu_anneal_time_per_sample_us`` and the rest of the QPU timing, ``qpu_time_estimate`` (before sampling),
 ``qpu_seconds``, ``annealing_time_us``, ``chain_break_fraction`` (mean over reads), the chain lengths, and ``mock``
 (true when the offline mock ran, with a ``note`` saying so). A recorded run also keeps the raw sample set, the
 embedding and the penalty BQM.
 
 ``dwave-hybrid`` sends :meth:`BinaryQuadraticProblem.to_cqm` to ``LeapHybridCQMSampler``, which keeps the
-cardinality constraints as constraints; it needs Leap credentials too (``sampler="mock"`` runs dimod's exhaustive
+cardinality constraints and weighted bands (parameter budgets) as constraints; it needs Leap credentials too (``sampler="mock"`` runs dimod's exhaustive
 ``ExactCQMSolver`` offline instead, for tests, on at most 16 variables).
 
 Credentials are checked before any Ocean module is imported, so a missing token is said at once; a token the
@@ -133,6 +134,7 @@ _DWAVE_CAPABILITIES = SolverCapabilities(
     requires=("dimod", "dwave.system", "dwave.samplers", "minorminer"), extra="dwave",
     budget_options={"reads": "num_reads"}, offline_options={"sampler": "mock-pegasus"},
     quick_options={"num_reads": 40, "mock_sweeps": 300},
+    constraint_kinds=("cardinality", "weighted"),  # bands through the slack-penalty form
 )
 EMBEDDING_METHODS = ("clique", "minorminer")
 EMBEDDING_FORMAT = "lmshrink.embedding/1"
@@ -457,6 +459,7 @@ class HybridCQM(Solver):
     capabilities = SolverCapabilities(
         needs_credentials=f"D-Wave Leap: {LEAP_CREDENTIALS}", needs_network=True, requires=("dimod", "dwave.system"),
         extra="dwave", offline_options={"sampler": "mock"},
+        constraint_kinds=("cardinality", "weighted"),  # to_cqm() keeps bands as linear constraints
     )
 
     def preflight(self, problem: BinaryQuadraticProblem, options: Mapping[str, Any]) -> None:

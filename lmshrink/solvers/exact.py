@@ -13,6 +13,14 @@ Two methods, the faster one by default (``method="auto"``):
 - **enumeration** of every feasible state, vectorized, keeping the k lowest; refuses problems with more than
   ``max_states`` feasible states.
 
+Weighted bands (``L ≤ Σ w·x ≤ U``, e.g. a parameter budget) are honoured: enumeration lists each band group's
+feasible patterns (:func:`lmshrink.solvers.bands.group_patterns`); branch and bound splits the feasible set into
+cardinality problems, one per feasible count of ones in each weight class (:func:`lmshrink.solvers.bands.
+cardinality_splits`; a SmolLM2 sub-layer budget has about 20), searches each, most promising first by its convex
+bound, with the k-th energy found so far as a cutoff (skipping a split whose convex bound reaches it), and merges
+them. The proof covers the union; ``info["lower_bound"]`` of an unfinished run is the smallest
+of the pieces' bounds.
+
 A run that finishes proves the k lowest states; a ``time_limit`` stops either method and returns the k lowest seen
 so far, unproven (branch and bound then reports its root bound as ``lower_bound`` and the relative ``gap``).
 """
@@ -28,8 +36,9 @@ from typing import Any, Literal
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
-from ..core.errors import MissingDependencyError, ProblemTooLargeError, require
+from ..core.errors import LmshrinkError, MissingDependencyError, ProblemTooLargeError, require
 from ..plugins import hookimpl
+from .bands import cardinality_splits, group_patterns, product_states
 
 CHUNK = 1 << 15
 #: ``method="auto"`` enumerates problems with at most this many feasible states (measured: below it enumeration,
@@ -38,8 +47,15 @@ ENUMERATE_UP_TO = 100_000
 
 
 def count_feasible(problem: BinaryQuadraticProblem) -> int:
-    """Number of states that satisfy every constraint (:meth:`BinaryQuadraticProblem.num_feasible_states`)."""
-    return problem.num_feasible_states()
+    """Number of states that satisfy every constraint (:meth:`BinaryQuadraticProblem.num_feasible_states`; for
+    bands whose weights are not small integers, the product of the groups' enumerated pattern counts)."""
+    try:
+        return problem.num_feasible_states()
+    except LmshrinkError:
+        total = 2 ** len(problem.free_indices)
+        for c in problem.constraints:
+            total *= len(group_patterns(c))
+        return total
 
 
 def feasible_states(problem: BinaryQuadraticProblem, chunk: int = CHUNK) -> Iterator[np.ndarray]:
@@ -105,10 +121,13 @@ class ExactSolver(Solver):
     name = "exact"
     description = "Proven k lowest states: branch and bound (numba), or enumeration of small problems."
     options = ExactOptions
-    capabilities = SolverCapabilities(proves_optimality=True, deterministic=True)
+    capabilities = SolverCapabilities(proves_optimality=True, deterministic=True,
+                                      constraint_kinds=("cardinality", "weighted"))
 
     def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, options: ExactOptions) -> Samples:
+        if problem.has_weighted_constraints:
+            return self._banded(problem, num_solutions, time_limit, options)
         total = count_feasible(problem)
         method = options.method
         kernel = None if method == "enumerate" else _topk_kernel()
@@ -125,6 +144,81 @@ class ExactSolver(Solver):
                 f"method=branch-and-bound{hint}, or a heuristic solver such as 'anneal'."
             )
         return self._enumerate(problem, total, num_solutions, time_limit)
+
+    def _banded(self, problem: BinaryQuadraticProblem, k: int, time_limit: float | None,
+                options: ExactOptions) -> Samples:
+        """A problem with weighted bands: enumeration of its feasible patterns, or branch and bound over its
+        cardinality splits (module docstring)."""
+        method = options.method
+        kernel = None if method == "enumerate" else _topk_kernel()
+        if method == "branch-and-bound" and kernel is None:
+            require("numba", "fast", "exact's branch and bound")
+        splits = None if method == "enumerate" or kernel is None else cardinality_splits(problem)
+        try:
+            total: int | None = count_feasible(problem)
+        except LmshrinkError:
+            total = None
+        enumerate_it = (method == "enumerate" or splits is None
+                        or (method == "auto" and total is not None and total <= ENUMERATE_UP_TO))
+        if enumerate_it:
+            if total is None or total > options.max_states:
+                raise ProblemTooLargeError(
+                    f"exact cannot split this problem's weighted bands into cardinality problems (too many distinct "
+                    f"weights) and would enumerate {'too many' if total is None else f'{total:,}'} feasible states "
+                    f"(max_states={options.max_states:,}); use 'milp', which proves it too, or 'anneal'.")
+            return self._enumerate(problem, total, k, time_limit)
+        return self._split_branch_and_bound(kernel, problem, splits, k, time_limit)
+
+    @staticmethod
+    def _split_branch_and_bound(kernel: Any, problem: BinaryQuadraticProblem, splits: list[BinaryQuadraticProblem],
+                                k: int, time_limit: float | None) -> Samples:
+        """Branch and bound on each cardinality split, the k-th energy so far as each one's cutoff; merged.
+
+        The splits go in order of their convex-relaxation bound (the most promising first, so the cutoff drops
+        early), and a split whose bound already reaches the cutoff is skipped: it holds no better state."""
+        start = time.perf_counter()
+        best_x = np.zeros((0, problem.num_variables), dtype=np.int8)
+        best_e = np.zeros(0)
+        proven, searched, skipped, nodes, bounds = True, 0, 0, 0, []
+        dshift = kernel.convex_shift(problem.quadratic)  # the same objective in every split
+        first = np.array([_split_lower_bound(kernel, sub, dshift) for sub in splits])
+        for t in np.argsort(first, kind="stable"):
+            sub = splits[t]
+            cutoff = float(best_e[-1]) if len(best_e) == k else None
+            if cutoff is not None and first[t] >= cutoff - 1e-9 * max(1.0, abs(cutoff)):
+                skipped += 1
+                continue
+            left = None if time_limit is None else time_limit - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                proven = False
+                if len(best_e):
+                    bounds.append(float(first[t]))
+                    continue
+                left = 1e-3  # out of time with no state yet: the most promising split's incumbents
+            res = kernel.topk_problem(sub, k=k, time_limit=left, cutoff=cutoff)
+            searched += 1
+            nodes += int(res.info["nodes"])
+            if res.info["proven"]:
+                bounds.append(float(res.energies[0]) if len(res.energies) else (cutoff or np.inf))
+            else:
+                proven = False
+                bounds.append(float(res.info["root_bound"]))
+            X = np.concatenate([best_x, res.states])
+            E = np.concatenate([best_e, res.energies])
+            order = np.argsort(E, kind="stable")[:k]
+            best_x, best_e = X[order], E[order]
+        info: dict[str, Any] = {"method": "branch-and-bound", "num_splits": len(splits), "splits_searched": searched,
+                                "splits_skipped_by_bound": skipped,
+                                "certificate": {"nodes": nodes, "splits": len(splits)}}
+        try:
+            info["num_feasible_states"] = count_feasible(problem)
+        except LmshrinkError:
+            pass
+        if not proven and len(best_e):
+            lb = min(bounds) if bounds else -np.inf
+            info["lower_bound"] = lb
+            info["gap"] = (float(best_e[0]) - lb) / max(abs(float(best_e[0])), 1e-12)
+        return Samples(best_x, info, proven_optimal=proven, stopped_early=not proven)
 
     @staticmethod
     def _branch_and_bound(kernel: Any, problem: BinaryQuadraticProblem, k: int, time_limit: float | None) -> Samples:
@@ -143,8 +237,13 @@ class ExactSolver(Solver):
     @staticmethod
     def _enumerate(problem: BinaryQuadraticProblem, total: int, num_solutions: int,
                    time_limit: float | None) -> Samples:
-        single = len(problem.constraints) == 1 and not problem.free_indices
-        chunks = _single_group_chunks(problem, CHUNK) if single else feasible_states(problem)
+        single = len(problem.constraints) == 1 and not problem.free_indices and not problem.has_weighted_constraints
+        if single:
+            chunks = _single_group_chunks(problem, CHUNK)
+        elif problem.has_weighted_constraints:
+            chunks = product_states(problem, [group_patterns(c) for c in problem.constraints], CHUNK)
+        else:
+            chunks = feasible_states(problem)
         best_x = np.zeros((0, problem.num_variables), dtype=np.int8)
         best_e = np.zeros(0)
         deadline = None if time_limit is None else time.perf_counter() + time_limit
@@ -168,3 +267,13 @@ class ExactSolver(Solver):
 @hookimpl
 def lmshrink_register_solvers(register: Any) -> None:
     register(ExactSolver)
+
+
+def _split_lower_bound(kernel: Any, problem: BinaryQuadraticProblem, dshift: np.ndarray) -> float:
+    """A quick lower bound of a cardinality split (to order and skip splits, and for those a time limit left
+    unsearched): its convex relaxation (``dshift`` from :func:`~lmshrink.solvers.kernels.topk.convex_shift` of the shared objective)."""
+    from .kernels.layout import problem_layout
+
+    lay = problem_layout(problem)
+    return float(kernel.convex_root_bound(problem.linear, problem.quadratic, lay, dshift, iters=200)
+                 + problem.offset)

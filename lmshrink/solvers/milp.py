@@ -21,6 +21,10 @@ kept as the (still valid) inequality Σ ≤ (M_c − [i∈c]) x_i. These cuts cl
 block-removal problems: HiGHS proves a Fisher-like N = 80, M = 8 problem with unequal block scales in about a
 second; nearly equal block scales (many near-ties) take tens of seconds on 2 cores.
 
+A weighted band ``L ≤ Σ_{j∈c} w_j x_j ≤ U`` (a parameter budget) is two linear rows, and its RLT cuts, from
+multiplying by x_i, are ``L·x_i ≤ Σ_{j∈c, j≠i} w_j y_ij + [i∈c] w_i x_i ≤ U·x_i`` (the upper one kept with pairs
+missing when the weights are non-negative, the lower one only with every pair present).
+
 The k lowest distinct solutions come from re-solving with a no-good cut per solution already found,
 Σ_{i: x*_i=1} (1 − x_i) + Σ_{i: x*_i=0} x_i ≥ 1, which removes exactly that one vector. Each re-solve is proven
 optimal in turn (so the whole top-k list is exact), unless the time limit stops it: then the best found so far
@@ -70,7 +74,8 @@ class MilpSolver(Solver):
     description = "Exact MILP with RLT cuts (Pyomo + HiGHS); proves the optimum and the k best via no-good cuts."
     options = MilpOptions
     capabilities = SolverCapabilities(proves_optimality=True, deterministic=True,
-                                      requires=("pyomo.environ", "highspy"), extra="milp")
+                                      requires=("pyomo.environ", "highspy"), extra="milp",
+                                      constraint_kinds=("cardinality", "weighted"))
 
     def sample(self, problem: BinaryQuadraticProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, options: MilpOptions) -> Samples:
@@ -156,12 +161,22 @@ class MilpSolver(Solver):
 
         model.cardinality = pyo.ConstraintList()
         for c in problem.constraints:
-            model.cardinality.add(sum(x[i] for i in c.indices) == c.equals)
+            if c.is_cardinality:
+                model.cardinality.add(sum(x[i] for i in c.indices) == c.equals)
+                continue
+            activity = sum(float(w) * x[i] for i, w in zip(c.indices, c.weight_array()))
+            if c.lower is not None:
+                model.cardinality.add(activity >= float(c.lower))
+            if c.upper is not None:
+                model.cardinality.add(activity <= float(c.upper))
 
         model.rlt = pyo.ConstraintList()
         if rlt:
             have = set(pairs)
             for c in problem.constraints:
+                if not c.is_cardinality:
+                    _band_rlt(model.rlt, c, x, y, have, n)
+                    continue
                 members = set(c.indices)
                 for i in range(n):
                     others = [j for j in c.indices if j != i]
@@ -199,6 +214,23 @@ class MilpSolver(Solver):
         ones = [i for i in range(len(x)) if x[i]]
         zeros = [i for i in range(len(x)) if not x[i]]
         model.no_good.add(sum(1 - model.x[i] for i in ones) + sum(model.x[i] for i in zeros) >= 1)
+
+
+def _band_rlt(rows: Any, c: Any, x: Any, y: Any, have: set[tuple[int, int]], n: int) -> None:
+    """The RLT cuts of a band (module docstring): ``L·x_i ≤ Σ_{j≠i} w_j y_ij + [i∈c] w_i x_i ≤ U·x_i``."""
+    weight = dict(zip(c.indices, (float(w) for w in c.weight_array())))
+    nonneg = all(w >= 0 for w in weight.values())
+    for i in range(n):
+        others = [j for j in c.indices if j != i]
+        present = [(j, (min(i, j), max(i, j))) for j in others if (min(i, j), max(i, j)) in have]
+        if not present:
+            continue
+        lhs = sum(weight[j] * y[p] for j, p in present) + weight.get(i, 0.0) * x[i]
+        complete = len(present) == len(others)
+        if c.upper is not None and (complete or nonneg):
+            rows.add(lhs <= float(c.upper) * x[i])
+        if c.lower is not None and complete:
+            rows.add(lhs >= float(c.lower) * x[i])
 
 
 @hookimpl

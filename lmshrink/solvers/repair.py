@@ -13,6 +13,11 @@ touched. :func:`swap_descent` then optionally walks downhill by moves that keep 
 and a 0 in the same group, or a single flip of a free variable, taking the best improving move until none is left
 (a 1-swap local minimum).
 
+Weighted bands ``L ≤ Σ w·x ≤ U`` (parameter budgets) are repaired greedily by energy change per unit of weight, and
+the descent moves inside them by flips and swaps that keep the weighted sum in the band
+(:mod:`lmshrink.solvers.band_repair`); :func:`repair` reports rows it could not bring into a band through
+``was_repaired`` and leaves them infeasible (callers keep only feasible rows).
+
 Both functions are vectorized over the rows of a (k, N) state matrix and are deterministic; the composite that
 applies them to any solver's samples is :class:`lmshrink.solvers.composites.RepairComposite`.
 """
@@ -24,6 +29,7 @@ import time
 import numpy as np
 
 from ..core import BinaryQuadraticProblem
+from .band_repair import best_band_moves, repair_bands
 
 
 def _flip_deltas(lin: np.ndarray, Q: np.ndarray, X: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -47,6 +53,8 @@ def repair(problem: BinaryQuadraticProblem, states: np.ndarray) -> tuple[np.ndar
     changed = np.zeros(len(X), dtype=bool)
     F = 2 * X @ Q
     for c in problem.constraints:
+        if not c.is_cardinality:
+            continue
         idx = np.array(c.indices, dtype=np.int64)
         while True:
             excess = X[:, idx].sum(axis=1) - c.equals
@@ -63,6 +71,9 @@ def repair(problem: BinaryQuadraticProblem, states: np.ndarray) -> tuple[np.ndar
             X[r, k] += sign
             F[r] += 2 * sign[:, None] * Q[k]
             changed[r] = True
+    if problem.has_weighted_constraints:
+        band_changed, _ = repair_bands(problem, X)
+        changed |= band_changed
     return X.astype(np.int8), changed
 
 
@@ -82,7 +93,8 @@ def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps:
     lin, Q = problem.linear, problem.quadratic
     qd = np.diag(Q)
     groups = [(np.array(c.indices, dtype=np.int64), c.equals) for c in problem.constraints
-              if 0 < c.equals < len(c.indices)]
+              if c.is_cardinality and 0 < c.equals < len(c.indices)]
+    bands = [c for c in problem.constraints if not c.is_cardinality]
     free = np.array(problem.free_indices, dtype=np.int64)
     F = 2 * X @ Q
     active = np.ones(len(X), dtype=bool)
@@ -97,6 +109,12 @@ def swap_descent(problem: BinaryQuadraticProblem, states: np.ndarray, max_steps:
         Xr, Fr = X[r], F[r]
         for g, m in groups:
             dk, i, j = _best_swaps(lin, Q, qd, g, m, Xr, Fr)
+            better = dk < best - 1e-12 * (1 + np.abs(best))
+            best = np.where(better, dk, best)
+            move_i = np.where(better, i, move_i)
+            move_j = np.where(better, j, move_j)
+        for c in bands:  # flips and swaps that keep the weighted sum in the band
+            dk, i, j = best_band_moves(lin, Q, c, Xr, Fr)
             better = dk < best - 1e-12 * (1 + np.abs(best))
             best = np.where(better, dk, best)
             move_i = np.where(better, i, move_i)

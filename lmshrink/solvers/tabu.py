@@ -7,6 +7,10 @@ constraints enter as the penalty ``P Σ_c (Σ_{i∈c} x_i − M_c)²`` with P ch
 ``info["num_repaired"]``; with ``polish`` (the default) every state then descends by constraint-preserving swaps.
 The reads' own feasibility and best energy are in the result's ``raw`` summary.
 
+A weighted band ``L ≤ Σ w·x ≤ U`` (a parameter budget) enters in the slack-penalty form
+(:mod:`lmshrink.solvers.slack`: slack bits, projected away afterwards), and the repair brings every read into the
+band.
+
 The search stops after ``num_restarts`` restarts per read rather than on a wall-clock timeout, so a seed
 reproduces the result exactly; ``time_limit`` still caps each read (dwave-samplers' ``timeout``).
 """
@@ -82,7 +86,8 @@ class TabuSolver(RepairComposite):
     name = "tabu"
     description = "Multistart tabu search on the penalty BQM (dwave-samplers), repaired to feasibility."
     capabilities = SolverCapabilities(requires=("dimod", "dwave.samplers"), extra="dwave",
-                                      budget_options={"reads": "num_reads"})
+                                      budget_options={"reads": "num_reads"},
+                                      constraint_kinds=("cardinality", "weighted"))
 
     def __init__(self) -> None:
         super().__init__(PenaltyComposite(TabuSearch()), polish=True)

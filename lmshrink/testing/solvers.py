@@ -22,6 +22,10 @@ optional module it ``requires`` skips the tests):
 - the same seed gives the same states (``reproducible``);
 - a tiny ``time_limit`` on a larger problem returns feasible states and either reports stopping
   (``stopped_early``), proves optimality, or was quick anyway (``honours_time_limit``);
+- weighted bands (parameter budgets, ``L ≤ Σ w·x ≤ U`` with unequal integer weights and a band that rules out
+  some cardinalities): a solver that lists ``"weighted"`` in ``capabilities.constraint_kinds`` returns only states
+  inside the bands, none below the brute-force optimum, and, when it proves optimality, the k lowest of the brute
+  force; any other solver refuses such a problem in one sentence (``weighted_band_problems``);
 - an unknown option names the valid ones, a value of the wrong type names the option and what it accepts, and a
   bad ``num_solutions`` is refused, each in one sentence.
 """
@@ -124,6 +128,58 @@ def conformance_problems() -> dict[str, BinaryQuadraticProblem]:
         "groups+free": random_problem([(5, 2), (4, 1)], free=3, seed=13),
         "fisher": fisher_problem(12, 4, seed=14, kinds=2),
     }
+
+
+def band_problem(problem: BinaryQuadraticProblem, members: Sequence[int], weights: Sequence[float],
+                 lower: float | None, upper: float | None, name: str = "budget") -> BinaryQuadraticProblem:
+    """``problem`` with the constraint over ``members`` replaced by the band ``lower ≤ Σ w·x ≤ upper``; the other
+    constraints are kept where they do not overlap it."""
+    band = Constraint(tuple(members), name=name, weights=tuple(float(w) for w in weights), lower=lower, upper=upper)
+    taken = set(members)
+    others = [c for c in problem.constraints if not taken & set(c.indices)]
+    return BinaryQuadraticProblem(variables=list(problem.variables), linear=problem.linear,
+                                  quadratic=problem.quadratic, offset=problem.offset, constraints=[band, *others],
+                                  metadata={**problem.metadata, "band": name})
+
+
+def weighted_band_problems() -> dict[str, BinaryQuadraticProblem]:
+    """The suite's seeded 12-variable problems with a weighted band (unequal integer weights, like the parameter
+    counts of attention and MLP units): alone, a one-sided budget beside a cardinality, and a band with free
+    variables. Each band admits several cardinalities and rules out others."""
+    one = random_problem([(12, 4)], seed=21)
+    card = random_problem([(8, 3), (4, 2)], seed=22)
+    free = random_problem([(9, 3)], free=3, seed=23)
+    return {
+        # a + 3m ∈ [10, 11] over 6 light (a of them on) and 6 heavy (m) units: 4 to 7 ones, never fewer or more
+        "band": band_problem(one, one.constraints[0].indices, [1, 3] * 6, 10, 11),
+        # at most 20 over weights 2..9 beside a cardinality
+        "budget+cardinality": band_problem(card, card.constraints[0].indices, [2, 3, 5, 7, 9, 4, 6, 8], None, 20),
+        "band+free": band_problem(free, free.constraints[0].indices, [4, 1, 4, 1, 4, 1, 6, 6, 6], 9, 12),
+    }
+
+
+def check_weighted_bands(solver: Solver, options: Mapping[str, Any], num_solutions: int = 5) -> None:
+    """A solver that honours weighted bands returns feasible states (the k lowest when it proves optimality); one
+    that does not refuses a band problem in one sentence."""
+    honours = "weighted" in solver.capabilities.constraint_kinds
+    for name, problem in weighted_band_problems().items():
+        with _context(f"band problem {name!r}"):
+            if not honours:
+                try:
+                    solver.solve(problem, num_solutions=num_solutions, seed=3, **options)
+                except LmshrinkError as exc:
+                    assert "weighted" in str(exc) and _one_sentence(str(exc)), str(exc)
+                else:
+                    raise AssertionError("a solver without 'weighted' in its constraint_kinds accepted a band")
+                continue
+            result = solver.solve(problem, num_solutions=num_solutions, seed=3, **options)
+            assert len(result) >= 1
+            bad = [s.x for s in result if not problem.is_feasible(s.x)]
+            assert not bad, f"a state outside the band: {bad[0]}"
+            optimum, energies = brute_force(problem)
+            assert result.best.energy >= optimum - 1e-9 * max(1.0, abs(optimum))
+            if solver.capabilities.proves_optimality:
+                check_proof(problem, result, num_solutions)
 
 
 def time_limit_problem(solver: Solver) -> BinaryQuadraticProblem:
@@ -270,6 +326,8 @@ def run_solver_conformance(solver: Solver, *, tmp_path: str | Path, options: Map
     if caps.honours_time_limit:
         with _context("time limit"):
             check_time_limit(solver, run_options(solver, quick=False))
+    with _context("weighted bands"):
+        check_weighted_bands(solver, opts, num_solutions)
     with _context("bad options"):
         check_bad_options(solver, conformance_problems()["one-group"])
 
@@ -362,6 +420,9 @@ class SolverConformance:
         if check_time_limit(self.solver, options) is None:
             _pytest.skip(f"{self.solver.name} refuses the time-limit problem as too large with {options}")
 
+    def test_weighted_bands(self) -> None:
+        check_weighted_bands(self.solver, self._options(), self.num_solutions)
+
     def test_bad_options(self) -> None:
         check_bad_options(self.solver, conformance_problems()["one-group"])
 
@@ -374,6 +435,7 @@ __all__ = [
     "check_proof",
     "check_solutions",
     "check_time_limit",
+    "check_weighted_bands",
     "conformance_problems",
     "fisher_problem",
     "missing_modules",
@@ -381,4 +443,6 @@ __all__ = [
     "run_options",
     "run_solver_conformance",
     "time_limit_problem",
+    "weighted_band_problems",
+    "band_problem",
 ]

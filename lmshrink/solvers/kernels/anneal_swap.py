@@ -36,6 +36,7 @@ import numpy as np
 
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import require
+from .notice import announce_compile
 from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The compiled annealing kernel")
@@ -344,6 +345,7 @@ def anneal_swap(
     lin, Q = check_qubo(linear, Q)
     lay = make_layout(len(lin), groups, equals)
     R, S, L = int(num_reads), int(num_sweeps), int(replicas)
+    announce_compile("annealing kernels", [_sweeps if L == 1 else _pt_sweeps, _quench, _sample_deltas])
     if R < 1 or S < 0 or L < 1:
         raise LmshrinkError(f"num_reads and replicas must be ≥ 1 and num_sweeps ≥ 0 (got {R}, {L} and {S}).")
     if time_limit is not None and not time_limit > 0:

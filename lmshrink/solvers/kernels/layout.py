@@ -64,7 +64,8 @@ def make_layout(n: int, groups: Sequence[Sequence[int]], equals: Sequence[int]) 
 
 
 def problem_layout(problem: BinaryQuadraticProblem) -> Layout:
-    """The :class:`Layout` of a problem's constraints."""
+    """The :class:`Layout` of a problem's constraints (cardinalities only: a weighted band is refused)."""
+    problem.require_cardinality("The compiled kernels' layout")
     return make_layout(problem.num_variables, [c.indices for c in problem.constraints],
                        [c.equals for c in problem.constraints])
 

@@ -36,6 +36,7 @@ node (≥ E_k − tol when proven), the root bound and E_k.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ import numpy as np
 from ...core import BinaryQuadraticProblem, LmshrinkError
 from ...core.errors import require
 from .anneal_swap import anneal_swap, greedy_descent
+from .notice import announce_compile
 from .layout import Layout, check_qubo, energy_scale, make_layout, problem_layout, qubo_energies
 
 numba = require("numba", "fast", "The compiled branch and bound")
@@ -553,6 +555,24 @@ def convex_root_bound(linear: np.ndarray, Q: np.ndarray, lay: Layout, dshift: np
                                np.zeros(max(lay.num_groups, 1), dtype=np.int64), False))
 
 
+def nonnegative_energy(linear: np.ndarray, Q: np.ndarray) -> bool:
+    """Whether ``l·x + xᵀQx ≥ 0`` for every 0/1 x because Q is positive semidefinite and l ≥ 0."""
+    if (linear < 0).any():
+        return False
+    lam = np.linalg.eigvalsh(Q)[0] if len(linear) else 0.0
+    return bool(lam >= -1e-12 * max(1.0, float(np.abs(Q).max(initial=0.0))))
+
+
+def best_root_bound(search_root: float, shifted_root: float, convex_root: float, linear: np.ndarray,
+                    Q: np.ndarray) -> float:
+    """The largest valid root bound: the search's first node (NaN when the time limit came first), the shifted
+    Gilmore–Lawler bound, the convex relaxation, and 0 for a non-negative energy (:func:`nonnegative_energy`)."""
+    bounds = [float(b) for b in (search_root, shifted_root, convex_root) if math.isfinite(b)]
+    if nonnegative_energy(linear, Q):
+        bounds.append(0.0)
+    return max(bounds) if bounds else -math.inf
+
+
 class TopK(NamedTuple):
     """What :func:`topk_bnb` returns."""
 
@@ -590,6 +610,7 @@ def topk_bnb(
     time_limit: float | None = None,
     seed_reads: int = 32,
     convex: bool | None = None,
+    cutoff: float | None = None,
 ) -> TopK:
     """The proven ``k`` lowest feasible states of ``l·x + xᵀQx`` (see the module docstring).
 
@@ -597,7 +618,13 @@ def topk_bnb(
     the best found. ``seed_reads`` reads of :func:`~.anneal_swap.anneal_swap` (annealing, 200 sweeps, seed 0)
     join greedy + swap descent as first incumbents (0: greedy only); the result does not depend on them, the
     time does. ``convex`` adds the convex-relaxation bound at every node (None: when its root bound beats the
-    Lagrangian one).
+    Lagrangian one). ``cutoff`` (an energy of ``l·x + xᵀQx``) keeps only states below it: subtrees whose bound
+    reaches it are pruned, so a search over one piece of a larger feasible set (see :mod:`lmshrink.solvers.bands`)
+    can skip what the other pieces already beat; it may then return fewer than k states.
+
+    ``info["root_bound"]`` is the best of the bounds known at the root: the Lagrangian-shifted Gilmore–Lawler
+    bound, the convex relaxation (Frank–Wolfe run to its end at the root, :func:`convex_root_bound`), the search's
+    first node, and 0 when the energy is non-negative everywhere (Q positive semidefinite, l ≥ 0).
     """
     lin, Q = check_qubo(linear, Q)
     lay = make_layout(len(lin), groups, equals)
@@ -606,6 +633,9 @@ def topk_bnb(
     if time_limit is not None and not time_limit > 0:
         raise LmshrinkError(f"time_limit must be positive (got {time_limit}).")
     k = int(k)
+    seeding = sys.modules[anneal_swap.__module__]  # the kernels it calls from Python (they compile their callees)
+    announce_compile("branch-and-bound kernels", [_search, _insert, _convex_bound, seeding._sweeps, seeding._quench,
+                                                  seeding._sample_deltas])
     start = time.perf_counter()
     n = lay.n
     tol = 1e-9 * energy_scale(lin, Q)
@@ -626,11 +656,15 @@ def topk_bnb(
     seeds, seed_E = seeds[np.argsort(seed_E, kind="stable")[:k]], np.sort(seed_E, kind="stable")[:k]
     a = lin + np.diag(Q)
     deadline = None if time_limit is None else start + float(time_limit)
-    u, shifted_root = best_shift(a, Q, lay, float(seed_E[-1]), deadline=deadline)
-    a, Qr = reformulate(a, Q, lay, u)  # the same energies on feasible states, a tighter bound
-    Qo = Qr - np.diag(np.diag(Qr))
     dshift = convex_shift(Q)
     convex_root = convex_root_bound(lin, Q, lay, dshift) if convex is not False else -math.inf
+    # the multiplier search gets at most a quarter of a time limit: on a Fisher-like N = 160 it could otherwise
+    # spend the whole limit there and report its weak bound with no node searched
+    shift_deadline = None if time_limit is None else time.perf_counter() + 0.25 * max(
+        float(time_limit) - (time.perf_counter() - start), 0.0)
+    u, shifted_root = best_shift(a, Q, lay, float(seed_E[-1]), deadline=shift_deadline)
+    a, Qr = reformulate(a, Q, lay, u)  # the same energies on feasible states, a tighter bound
+    Qo = Qr - np.diag(np.diag(Qr))
     fw_iters = FW_ITERS if (convex or (convex is None and convex_root > shifted_root)) else 0
     # each row's other variables by increasing coupling (the variable itself last, dropped)
     order = np.argsort(Qo + np.diag(np.full(n, np.inf)), axis=1, kind="stable")[:, : max(n - 1, 0)]
@@ -641,6 +675,10 @@ def topk_bnb(
     count = 0
     for x, e in zip(seeds, seed_E):
         count = _insert(x, e, top_x, top_E, count, tol)
+    if cutoff is not None:  # empty slots and states at or above the cutoff become placeholders at the cutoff
+        top_E[count:] = np.inf
+        top_E[top_E > cutoff] = cutoff
+        count = k
 
     status = np.zeros(n, dtype=np.int8)
     f = a.copy()
@@ -665,6 +703,8 @@ def topk_bnb(
         # about 0.2 s per call between deadline checks
         budget = int(min(max(budget * 0.2 / max(time.perf_counter() - t0, 1e-6), 1_000), 10_000_000))
     proven = depth < 0
+    if cutoff is not None:
+        count = int(np.sum(top_E < cutoff))  # the placeholders sort last
     states = top_x[:count].copy()
     energies = qubo_energies(states, lin, Q)  # recomputed from the original l and Q
     kth = float(energies[-1]) if count else math.inf
@@ -680,7 +720,8 @@ def topk_bnb(
         "root_bound_convex": float(convex_root),
         "min_pruned_bound": float(stats[3]),
         # the search's root bound, or the shifted one when the time limit came before the root was searched
-        "root_bound": float(stats[4]) if math.isfinite(stats[4]) else float(shifted_root),
+        "root_bound": best_root_bound(stats[4], shifted_root, convex_root, lin, Q),
+        "root_bound_shifted": float(shifted_root),
         "root_bound_unshifted": float(root_bound(lin + np.diag(Q), Q, lay, np.zeros(n))[0]),
         "kth_energy": kth,
         "tolerance": tol,
@@ -692,9 +733,12 @@ def topk_bnb(
 def topk_problem(problem: BinaryQuadraticProblem, **options: Any) -> TopK:
     """:func:`topk_bnb` on a problem's arrays; energies and bounds include the problem's offset."""
     lay = problem_layout(problem)
+    if options.get("cutoff") is not None:
+        options["cutoff"] = float(options["cutoff"]) - problem.offset
     res = topk_bnb(problem.linear, problem.quadratic, [lay.group(g) for g in range(lay.num_groups)],
                    lay.equals.tolist(), **options)
     info = dict(res.info)
-    for key in ("min_pruned_bound", "root_bound", "root_bound_unshifted", "root_bound_convex", "kth_energy"):
+    for key in ("min_pruned_bound", "root_bound", "root_bound_unshifted", "root_bound_shifted", "root_bound_convex",
+                "kth_energy"):
         info[key] += problem.offset
     return TopK(res.states, res.energies + problem.offset, info)
