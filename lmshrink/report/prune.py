@@ -14,6 +14,8 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
     removed = ", ".join(f"{b['index']} ({b['name']})" for b in report["removed"]) or "nothing"
     lines += [f"Removed {len(report['removed'])} of {report['num_blocks']} blocks ({report['granularity']}): "
               f"{removed}.", ""]
+    lines += _budget(report)
+    lines += [f"{note}" for note in report.get("notes") or []] + ([""] if report.get("notes") else [])
     lines += _status(report)
     before, after = report["perplexity_before"], report["perplexity_after"]
     if before and after:
@@ -35,6 +37,21 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
     lines += ["## Settings", "", "```json", json.dumps(report["settings"], indent=1, default=str), "```",
               "", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def budget_sentence(budget: dict[str, Any]) -> str:
+    """One sentence on what a budget in parameters removed: the parameters, their share of the decoder, the band."""
+    bands = "; ".join(f"{b['name']} {b['removed']:,} in [{b['lower']:,.0f}, {b['upper']:,.0f}]"
+                      for b in budget.get("bands", []))
+    share = f", {budget['share_of_decoder']:.2%} of the decoder's {budget['decoder_parameters']:,}" \
+        if budget.get("share_of_decoder") is not None else ""
+    return (f"Removed {budget['parameters_removed']:,} parameters{share} (--remove {budget['remove']}"
+            + (f"; band {bands}" if bands else "") + ").")
+
+
+def _budget(report: dict[str, Any]) -> list[str]:
+    budget = report.get("budget")
+    return [budget_sentence(budget), ""] if budget else []
 
 
 def _status(report: dict[str, Any]) -> list[str]:
