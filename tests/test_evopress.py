@@ -147,6 +147,7 @@ def test_evopress_prunes_a_tiny_llama_at_a_quarter_of_its_sublayer_parameters(ti
     budget = report["budget"]
     info = report["method"]["selection"]["info"]
     assert info["tokens_spent"] > 0 and info["tokens_spent"] <= info["tokens_scoring_every_child_fully"]
+    assert f"The search spent {info['tokens_spent']:,} tokens" in (out / "report.md").read_text()
     (band,) = budget["bands"]
     assert band["lower"] <= budget["parameters_removed"] == band["removed"] <= band["upper"]
     assert band["lower"] == math.ceil(0.25 * budget["decoder_parameters"])

@@ -106,6 +106,12 @@ def _candidates(report: dict[str, Any]) -> list[str]:
         for row, c in zip(rows, candidates):
             row.insert(3, _fmt(c.get("energy"), 6))
     lines = ["## Candidates", "", intro, "", markdown_table(header, rows), ""]
+    info = ((report.get("method") or {}).get("selection") or {}).get("info") or {}
+    if info.get("tokens_spent") is not None:  # a search that counts its cost in tokens (evopress)
+        lines += [f"The search spent {info['tokens_spent']:,} tokens of fitness evaluation"
+                  + (f" ({info['tokens_scoring_every_child_fully']:,} had every child been scored on the last "
+                     "stage's windows)" if info.get("tokens_scoring_every_child_fully") is not None else "")
+                  + (f" over {info['generations_run']} generations" if "generations_run" in info else "") + ".", ""]
     if selection.get("note"):
         lines += [selection["note"], ""]
     skipped = [c for c in candidates if c.get("error")]
