@@ -217,7 +217,8 @@ def evolve(constraints: Sequence[Any], fitness: Fitness, num_units: int, *, gene
         raise LmshrinkError(f"EvoPress start {start!r}: expected 'single' or 'random'.")
     rng = np.random.default_rng(seed)
     score = _Scorer(fitness)
-    group_units = [i for c in constraints for i in c.indices]
+    # units that may go (a group held at 0, such as "kept", has none)
+    group_units = [i for c in constraints if c.upper is None or c.upper > 0 for i in c.indices]
     if start == "single":
         single = {i: score(frozenset([i]), stage_list[0][0]) for i in group_units}
         order, _ = greedy_order(constraints, lambda removed, allowed: {i: single[i] for i in allowed})
