@@ -220,7 +220,8 @@ def evolve(constraints: Sequence[Any], fitness: Fitness, num_units: int, *, gene
     # units that may go (a group held at 0, such as "kept", has none)
     group_units = [i for c in constraints if c.upper is None or c.upper > 0 for i in c.indices]
     if start == "single":
-        single = {i: score(frozenset([i]), stage_list[0][0]) for i in group_units}
+        single = {i: score(frozenset([i]), stage_list[0][0])
+                  for i in tqdm(group_units, desc="evopress start", disable=not progress, leave=False)}
         order, _ = greedy_order(constraints, lambda removed, allowed: {i: single[i] for i in allowed})
     else:
         noise = {i: float(v) for i, v in zip(group_units, rng.random(len(group_units)))}
