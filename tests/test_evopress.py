@@ -158,5 +158,6 @@ def test_evopress_prunes_a_tiny_llama_at_a_quarter_of_its_sublayer_parameters(ti
     assert budget["parameters_removed"] <= lost <= budget["parameters_removed"] + 32 * len(report["removed"])
     import lmshrink
 
+    assert '"share_of_decoder"' in (out / "model" / "lmshrink_config.json").read_text()  # the saved model says it
     model = lmshrink.load_compressed(out / "model")
     assert sum(p.numel() for p in model.parameters()) == report["parameters_after"]
