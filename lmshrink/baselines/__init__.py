@@ -13,6 +13,10 @@ run by ``lmshrink.prune(method=...)`` / ``lmshrink prune --method``:
 - ``angular`` (Gromov et al.): the window of M consecutive layers with the smallest angular distance
   between its input and output                                                      (:mod:`.angular`)
 - ``sleb`` (SLEB-style): greedily remove the block whose removal gives the lowest measured loss (:mod:`.sleb`)
+- ``blockpruner`` (BlockPruner-style): the same greedy over attention and MLP sub-layers, by calibration
+  perplexity                                                                        (:mod:`.blockpruner`)
+- ``evopress`` (EvoPress-style): (1+λ) evolutionary search over removal sets with multi-step selection
+                                                                                    (:mod:`.evopress`)
 """
 
 from __future__ import annotations
@@ -27,4 +31,6 @@ MODULES = (
     "lmshrink.baselines.norm_ratio",
     "lmshrink.baselines.angular",
     "lmshrink.baselines.sleb",
+    "lmshrink.baselines.blockpruner",
+    "lmshrink.baselines.evopress",
 )

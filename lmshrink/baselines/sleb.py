@@ -41,19 +41,28 @@ class GreedyLossRemoval(RemovalMethod):
         #: larger set the next pick is one of that set's other blocks, and only those are measured
         self.known = sorted((frozenset(k) for k in known), key=len)
 
-    def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, samples, batch_size):
+    #: what the report says each step's score is
+    step_score = "calibration loss with the block removed"
+
+    def loss_meter(self, model: Any, adapter: Any, ids: Any, *, granularity: str, batch_size: int,
+                   progress: bool) -> Callable[[list[int]], float]:
+        """The measurement ``loss(removed) -> float`` the greedy steps compare (lower is better): the mean
+        calibration loss on ``ids`` with ``removed`` gated off. Subclasses measuring otherwise override this."""
         from ..evaluate.loss import calibration_loss
 
-        ids = calibration.input_ids if samples is None else calibration.input_ids[:samples]
-        measured = 0
-
         def loss(removed: list[int]) -> float:
-            if self.loss is not None:
-                return self.loss(removed)
             value = calibration_loss(model, ids, adapter=adapter, removed=removed, granularity=granularity,
                                      batch_size=batch_size)
             require_finite(value, f"the calibration loss without blocks {removed}", model, adapter, ids, granularity)
             return value
+
+        return loss
+
+    def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, samples, batch_size):
+        ids = calibration.input_ids if samples is None else calibration.input_ids[:samples]
+        measured = 0
+        loss = self.loss if self.loss is not None else self.loss_meter(
+            model, adapter, ids, granularity=granularity, batch_size=batch_size, progress=progress)
 
         def score(removed: list[int], allowed: list[int]) -> dict[int, float]:
             nonlocal measured
@@ -66,7 +75,7 @@ class GreedyLossRemoval(RemovalMethod):
         order, trace = greedy_order(constraints, score, on_step=step_logger(progress, self.name))
         return Selection([sorted(order)], [trace[-1]["score"]] if trace else None, order, trace,
                          {"samples": int(ids.shape[0]), "loss_measurements": measured,
-                          "step_score": "calibration loss with the block removed"})
+                          "step_score": self.step_score})
 
 
 @hookimpl

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="HF model directory, hub id or .gguf file (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--data", nargs="+", default=None, help="local .txt/.jsonl files or an HF dataset name (default: CPython's pydoc topics)")
-    p.add_argument("--remove", default="6", help="blocks to remove: a total (6) or per kind (moe=2,attention=1); default 6")
+    p.add_argument("--remove", default="6", help="what to remove: a number of blocks (6), a share of the decoder's "
+                   "parameters (25%%), a number of parameters (30M), or per kind (moe=2,attention=50%%); a budget in "
+                   "parameters removes at least that much and less than one smallest unit more; default 6")
     p.add_argument("--kinds", default=None, help="comma-separated block kinds a total may remove from (others kept)")
     p.add_argument("--granularity", default="layer", help="layer (whole decoder layers) or sublayer (attention and MLP apart)")
     p.add_argument("--samples", type=int, default=64, help="calibration samples (default 64)")
@@ -49,8 +51,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out whole")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     # removal methods (lmshrink.baselines) and lm-eval
-    p.add_argument("--method", default=None, help="a removal method instead of objective + solver: sleb, angular, "
-                   "block-influence-iterative (the one-shot baselines are objectives: --objective block-influence "
+    p.add_argument("--method", default=None, help="a removal method instead of objective + solver: sleb, "
+                   "blockpruner, evopress, angular, block-influence-iterative (the one-shot baselines are objectives: --objective block-influence "
                    "or norm-ratio)")
     p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE", help="removal-method option")
     p.add_argument("--eval-tasks", nargs="+", default=None, metavar="TASK",
@@ -80,6 +82,10 @@ def _run(args: argparse.Namespace) -> int:
     r = result.report
     removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
     print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
+    if r.get("budget"):
+        from ..report.prune import budget_sentence
+
+        print(budget_sentence(r["budget"]))
     unhealed = (r.get("healing") or {}).get("perplexity_unhealed")
     if r["perplexity_before"] and r["perplexity_after"] and unhealed:
         print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {unhealed['perplexity']:.3f} removed -> "

@@ -26,7 +26,7 @@ from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
 from .heal import HealOutcome, apply_healing, prepare_healing
 from .select import Selection, choose_by_validation, mark_unrunnable
-from .target import Target, removal_target
+from .target import Target, budget_facts, removal_target
 
 __all__ = ["PruneConfig", "PruneResult", "prune"]
 
@@ -88,9 +88,13 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                 _log(progress, f"source {source.name} skipped: {exc}")
         selection = _select(proposals, inputs, target, config, timings)
     chosen = selection.chosen
+    budget = budget_facts(target, chosen.indices)
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
                        {"candidate_rank": chosen.rank, "sources": chosen.sources,
-                        **({"method": config.method} if config.method else {})})
+                        **({"method": config.method} if config.method else {}),
+                        **({"budget": budget} if budget else {})})
+    for note in request.notes:
+        _log(progress, note)
     before = None
     if eval_ids is not None:
         with timings("perplexity before"):
@@ -103,6 +107,8 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     save_format = adapter.save_format(net, plan.indices, config.granularity)
     with timings("remove"):
         net = adapter.remove(net, plan.indices, config.granularity)
+    if budget and save_format == "transformers" and hasattr(net, "config"):
+        net.config.lmshrink_budget = budget  # the saved config.json says what the budget removed
     healing = None
     if pending is not None:
         unhealed = None
@@ -211,6 +217,8 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
         "perplexity_after": evaluation.perplexity if evaluation is not None else None,
         "parameters_before": parameters[0],
         "parameters_after": parameters[1],
+        "budget": budget_facts(target, plan.indices),
+        "notes": list(request.notes),
         "saved_format": save_format if saved else None,
         "saved_format_reason": format_reason(save_format),
         "problem": {"path": "problem.json", "variables": problem.num_variables,

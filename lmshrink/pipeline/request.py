@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.options import validate_options
-from ..core.removal import parse_remove
+from ..core.removal import has_budget, parse_remove, spec_text
 from ..report import default_out_dir
 from ..devices import Placement
 from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
@@ -37,6 +37,9 @@ class PruneRequest:
     #: where the model runs and in which dtype; None for a model passed in loaded with ``device`` and ``dtype``
     #: left "auto" (it stays as it is)
     placement: Placement | None = None
+    #: sentences the report repeats about choices the request made for the user (e.g. a solver that honours a
+    #: parameter budget in place of one that does not)
+    notes: list[str] = field(default_factory=list)
 
 
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
@@ -53,6 +56,10 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     config = config.resolved()
     config.check()
     spec = parse_remove(config.remove)
+    notes: list[str] = []
+    if has_budget(spec):
+        config, note = budget_solver(config, spec)
+        notes += [note] if note else []
     source = _candidate_source(config)
     extra = []
     if config.candidates:
@@ -60,6 +67,8 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
 
         solver = get_solver(config.solver, BinaryQuadraticProblem)
         extra = portfolio_sources(config.candidates, config, solver, config.solver_options)
+    if has_budget(spec):
+        check_budget_sources([source] + ([] if optional else [s for s, _ in extra]), spec)
     eval_tasks = None
     if config.eval_tasks:
         from ..evaluate.lm_eval import check_tasks
@@ -72,7 +81,56 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
 
     given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
     return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given,
-                        requested_placement(config, model))
+                        requested_placement(config, model), notes)
+
+
+#: solvers tried, in this order, for a budget in parameters when the configured solver does not honour weighted
+#: bands (the first registered one that does is used)
+BUDGET_SOLVERS = ("exact", "milp", "anneal", "tabu")
+
+
+def budget_solver(config: PruneConfig, spec: dict[str | None, Any]) -> tuple[PruneConfig, str | None]:
+    """``config`` with a solver that honours the weighted band of a parameter budget (``--remove 25%``): the
+    configured one when it does, else the first of :data:`BUDGET_SOLVERS` that does, with a sentence saying so;
+    refused in one sentence when none does. A run with a removal method (``--method``) keeps its settings."""
+    import dataclasses
+
+    from ..plugins import get_solver, registry
+
+    if config.method is not None or config.objective is None and not config.candidates:
+        return config, None
+    configured = get_solver(config.solver, BinaryQuadraticProblem)
+    if "weighted" in configured.capabilities.constraint_kinds:
+        return config, None
+    solvers = registry("solver")
+    for name in BUDGET_SOLVERS:
+        if name == configured.name or name not in solvers:
+            continue
+        candidate = get_solver(name, BinaryQuadraticProblem)
+        if "weighted" in candidate.capabilities.constraint_kinds:
+            if config.solver_options:
+                raise LmshrinkError(f"--remove {spec_text(spec)} is a budget in parameters, which solver "
+                                    f"{configured.name!r} does not honour; name a solver that does (e.g. --solver "
+                                    f"{name}) with its own options.")
+            return dataclasses.replace(config, solver=name), (
+                f"Solver {configured.name!r} does not honour the weighted band of the budget --remove "
+                f"{spec_text(spec)}; {name!r} solved it instead.")
+    raise LmshrinkError(f"--remove {spec_text(spec)} is a budget in parameters, and no installed solver honours its "
+                        f"weighted band ({configured.name!r} does not); use a removal method that does (--method "
+                        "sleb, blockpruner or evopress), or a count of blocks.")
+
+
+def check_budget_sources(sources: list[CandidateSource], spec: dict[str | None, Any]) -> None:
+    """Refuse, before loading, a removal method that removes a number of blocks when the spec is a budget."""
+    for source in sources:
+        method = getattr(source, "method", None)
+        if method is not None and not method.budgets:
+            from ..plugins import registry
+
+            able = [n for n in registry("method").names() if registry("method").create(n).budgets]
+            raise LmshrinkError(f"Method {method.name!r} removes a number of blocks, not a budget in parameters "
+                                f"(--remove {spec_text(spec)}); use a method that honours budgets "
+                                f"({', '.join(able)}) or a count of blocks.")
 
 
 def requested_placement(config: Any, model: Any) -> Placement | None:

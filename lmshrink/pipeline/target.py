@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Constraint, LmshrinkError
-from ..core.removal import model_constraints, spec_text
+from ..core.removal import has_budget, removal_constraints, spec_text
 
 
 @dataclass
@@ -22,6 +22,8 @@ class Target:
     kinds: list[str] | None
     #: each block's parameter count, when the spec is a budget in parameters
     parameters: list[int] | None = None
+    #: the decoder layers' parameters, what a share such as ``--remove 25%`` refers to (with a budget)
+    decoder_parameters: int | None = None
 
     @property
     def spec_text(self) -> str:
@@ -32,8 +34,12 @@ def removal_target(adapter: Any, model: Any, spec: dict[str | None, Any], granul
                    kinds: list[str] | None) -> Target:
     """The blocks and constraints of ``spec`` on ``model``; an unsatisfiable request is refused."""
     blocks = adapter.blocks(model, granularity)
-    constraints, parameters = model_constraints(adapter, model, blocks, spec, kinds)
-    target = Target(blocks, constraints, spec, granularity, kinds, parameters)
+    parameters = decoder = None
+    if has_budget(spec):
+        parameters = adapter.unit_parameters(model, blocks)
+        decoder = adapter.decoder_parameters(model)
+    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
+    target = Target(blocks, constraints, spec, granularity, kinds, parameters, decoder)
     check_target(adapter, model, target)
     return target
 
@@ -55,3 +61,18 @@ def check_target(adapter: Any, model: Any, target: Target) -> None:
     reason = adapter.removal_error(model, representative, target.granularity) if representative else None
     if reason:
         raise LmshrinkError(reason)
+
+
+def budget_facts(target: Target, indices: list[int]) -> dict[str, Any] | None:
+    """What a budget in parameters asked for and what the removal ``indices`` give: the parameters removed, their
+    share of the decoder layers, and each band ``lower ≤ Σ w·x ≤ upper`` with its own sum. None without a budget."""
+    if target.parameters is None:
+        return None
+    removed = int(sum(target.parameters[i] for i in indices))
+    chosen = set(indices)
+    bands = [{"name": c.name, "lower": c.lower, "upper": c.upper,
+              "removed": int(sum(target.parameters[i] for i in c.indices if i in chosen))}
+             for c in target.constraints if not c.is_cardinality]
+    decoder = target.decoder_parameters or 0
+    return {"remove": target.spec_text, "parameters_removed": removed, "decoder_parameters": decoder,
+            "share_of_decoder": removed / decoder if decoder else None, "bands": bands}

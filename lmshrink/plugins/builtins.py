@@ -19,6 +19,8 @@ BUILTIN_MODULES = (
     "lmshrink.baselines.norm_ratio",
     "lmshrink.baselines.angular",
     "lmshrink.baselines.sleb",
+    "lmshrink.baselines.blockpruner",
+    "lmshrink.baselines.evopress",
     "lmshrink.search.surrogate_search",
     # rank allocation for SVD compression
     "lmshrink.solvers.rank_fermigrad",

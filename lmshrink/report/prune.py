@@ -14,6 +14,8 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
     removed = ", ".join(f"{b['index']} ({b['name']})" for b in report["removed"]) or "nothing"
     lines += [f"Removed {len(report['removed'])} of {report['num_blocks']} blocks ({report['granularity']}): "
               f"{removed}.", ""]
+    lines += _budget(report)
+    lines += [f"{note}" for note in report.get("notes") or []] + ([""] if report.get("notes") else [])
     lines += _status(report)
     before, after = report["perplexity_before"], report["perplexity_after"]
     if before and after:
@@ -35,6 +37,21 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
     lines += ["## Settings", "", "```json", json.dumps(report["settings"], indent=1, default=str), "```",
               "", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def budget_sentence(budget: dict[str, Any]) -> str:
+    """One sentence on what a budget in parameters removed: the parameters, their share of the decoder, the band."""
+    bands = "; ".join(f"{b['name']} {b['removed']:,} in [{b['lower']:,.0f}, {b['upper']:,.0f}]"
+                      for b in budget.get("bands", []))
+    share = f", {budget['share_of_decoder']:.2%} of the decoder's {budget['decoder_parameters']:,}" \
+        if budget.get("share_of_decoder") is not None else ""
+    return (f"Removed {budget['parameters_removed']:,} parameters{share} (--remove {budget['remove']}"
+            + (f"; band {bands}" if bands else "") + ").")
+
+
+def _budget(report: dict[str, Any]) -> list[str]:
+    budget = report.get("budget")
+    return [budget_sentence(budget), ""] if budget else []
 
 
 def _status(report: dict[str, Any]) -> list[str]:
@@ -89,6 +106,12 @@ def _candidates(report: dict[str, Any]) -> list[str]:
         for row, c in zip(rows, candidates):
             row.insert(3, _fmt(c.get("energy"), 6))
     lines = ["## Candidates", "", intro, "", markdown_table(header, rows), ""]
+    info = ((report.get("method") or {}).get("selection") or {}).get("info") or {}
+    if info.get("tokens_spent") is not None:  # a search that counts its cost in tokens (evopress)
+        lines += [f"The search spent {info['tokens_spent']:,} tokens of fitness evaluation"
+                  + (f" ({info['tokens_scoring_every_child_fully']:,} had every child been scored on the last "
+                     "stage's windows)" if info.get("tokens_scoring_every_child_fully") is not None else "")
+                  + (f" over {info['generations_run']} generations" if "generations_run" in info else "") + ".", ""]
     if selection.get("note"):
         lines += [selection["note"], ""]
     skipped = [c for c in candidates if c.get("error")]
