@@ -77,8 +77,6 @@ BEFORE_LOADING = {
                           "not text; give .txt or .jsonl text files.", None),
     "unknown heal step": (["--heal", "linaer"], "Unknown healing step 'linaer' in --heal. Did you mean 'linear'? "
                           "Steps: linear, kd (comma-separated, or none).", None),
-    "linear heal of sub-layers": (["--heal", "linear", "--granularity", "sublayer"], "--heal linear maps whole "
-                                  "removed layers; with --granularity sublayer use --heal kd, or no healing.", None),
     "unknown heal option": (["--heal", "kd", "--heal-option", "step=3"], "Healing has no option 'step'. Did you "
                             "mean 'steps'? Valid options: {heal_options}.", None),
     "heal option of another step": (["--heal", "linear", "--heal-option", "steps=3"], "--heal-option steps belongs "

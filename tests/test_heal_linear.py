@@ -148,4 +148,4 @@ def test_bad_input(ids):
     with pytest.raises(LmshrinkError, match="ridge"):
         LinearHeal(ridge=-1)
     with pytest.raises(LmshrinkError, match="granularity"):
-        LinearHeal().fit(tiny_llama(layers=4), ADAPTER, [1], ids, granularity="sublayer")
+        LinearHeal().fit(tiny_llama(layers=4), ADAPTER, [1], ids, granularity="head")

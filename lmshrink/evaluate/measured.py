@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core import Gates
 
 
 @dataclass(frozen=True)
@@ -163,45 +162,22 @@ class RemovalLoss:
                        for k, hidden in enumerate(self.streams.at(last))]
         return LossEstimate(torch.cat(out).double().cpu().numpy())
 
-    def _start(self, removed: Sequence[int]) -> int:
-        """The first decoder layer a pass must run: a gated-off whole layer passes its input through."""
-        return min(self.blocks[b].layer + (1 if self.blocks[b].kind == "layer" else 0) for b in removed)
-
     def _measure(self, removed: Sequence[int], runs: list[Any] | None = None) -> np.ndarray:
-        import contextlib
-
         import torch
 
         from ..objectives.common import frozen
         from .loss import per_sample_loss
-        from .midstack import loss_from_hidden
+        from .midstack import RemovalPass, loss_from_hidden, removed_in
 
-        values = torch.ones(self.num_blocks)
-        values[list(removed)] = 0.0
-        first = min(self.blocks[b].layer for b in removed)
-        start = self._start(removed)
-        embedding_map = None
-        healing: Any = contextlib.nullcontext()
-        if runs:
-            from ..heal.linear import EMBEDDINGS, applied
-
-            healing = applied(self.model, self.adapter, runs)
-            for run in runs:
-                if run.healed and run.target == EMBEDDINGS:  # mid-stack passes skip the embeddings: map by hand
-                    embedding_map = torch.as_tensor(run.map)
-                elif run.healed:  # the layer before the run must run for its branch's map to apply
-                    first = min(first, run.start - 1)
-                    start = min(start, run.start - 1)
+        plan = RemovalPass.of(self.blocks, removed, runs, self.granularity)
         out = []
-        with frozen(self.model), torch.no_grad(), self.adapter.gate(self.model, Gates(values), self.granularity), \
-                healing:
+        with frozen(self.model), torch.no_grad(), \
+                removed_in(self.model, self.adapter, self.blocks, removed, self.granularity, runs):
             for k, batch in enumerate(self._batches()):
                 ids = self.input_ids[batch]
                 if self.streams is not None:
-                    hidden = self.streams.at(first)[k]
-                    if embedding_map is not None and first == 0:
-                        hidden = hidden @ embedding_map.to(hidden.device, hidden.dtype)
-                    out.append(loss_from_hidden(self.model, self.adapter, start, hidden, ids))
+                    out.append(loss_from_hidden(self.model, self.adapter, plan.start, plan.hidden(self.streams, k),
+                                                ids, plan.skip))
                 else:
                     out.append(per_sample_loss(self.model, ids))
         return torch.cat(out).double().cpu().numpy()

@@ -7,8 +7,9 @@ only needs layers L.. of the network run on the cached input of layer L. Adapter
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,11 +19,12 @@ from .stopping import StopPass, run_until_stopped
 
 
 @contextmanager
-def start_at(model: Any, adapter: Any, layer: int) -> Iterator[None]:
-    """Within the context, ``model(inputs_embeds=h)`` runs decoder layers ``layer, layer+1, ...`` only."""
+def start_at(model: Any, adapter: Any, layer: int, skip: Collection[int] = ()) -> Iterator[None]:
+    """Within the context, ``model(inputs_embeds=h)`` runs decoder layers ``layer, layer+1, ...`` only, leaving out
+    the layers in ``skip`` (layers gated off whole, which pass their input through)."""
     parent, attr = adapter.layer_list(model)
     full = getattr(parent, attr)
-    setattr(parent, attr, torch.nn.ModuleList(list(full)[layer:]))
+    setattr(parent, attr, torch.nn.ModuleList([m for i, m in enumerate(full) if i >= layer and i not in skip]))
     try:
         yield
     finally:
@@ -50,11 +52,79 @@ def capture_layer_inputs(model: Any, adapter: Any, store: dict[int, torch.Tensor
             h.remove()
 
 
-def loss_from_hidden(model: Any, adapter: Any, layer: int, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-sample next-token loss of ``input_ids`` when the network runs from ``layer`` on ``hidden`` (float64)."""
-    with start_at(model, adapter, layer):
-        logits = model(inputs_embeds=hidden, use_cache=False).logits[:, :-1]
+def logits_from_hidden(model: Any, adapter: Any, layer: int, hidden: torch.Tensor,
+                       skip: Collection[int] = ()) -> torch.Tensor:
+    """The logits of every position when the network runs from decoder layer ``layer`` on ``hidden`` (the input of
+    ``layer``; the number of layers runs the head only), leaving out the layers in ``skip``."""
+    with start_at(model, adapter, layer, skip):
+        return model(inputs_embeds=hidden, use_cache=False).logits
+
+
+def loss_from_hidden(model: Any, adapter: Any, layer: int, hidden: torch.Tensor, input_ids: torch.Tensor,
+                     skip: Collection[int] = ()) -> torch.Tensor:
+    """Per-sample next-token loss of ``input_ids`` when the network runs from ``layer`` on ``hidden`` (float64),
+    leaving out the layers in ``skip``."""
+    logits = logits_from_hidden(model, adapter, layer, hidden, skip)[:, :-1]
     return token_nll(logits, input_ids).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class RemovalPass:
+    """Where the forward pass of a removal starts: it reads the kept input of decoder layer ``first`` and runs
+    layers ``start, start+1, …`` on it (``start`` = ``first`` + 1 when layer ``first`` is a gated-off whole layer,
+    which passes its input through), leaving out the layers in ``skip`` (at granularity ``layer``, the removed
+    ones: a gated-off layer passes its input through exactly, so it need not run); ``embedding_map`` multiplies
+    that input when a healed run maps the embeddings (``first`` is 0 then)."""
+
+    first: int
+    start: int
+    embedding_map: Any = None
+    skip: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, blocks: Sequence[Any], removed: Sequence[int], runs: Sequence[Any] | None = None,
+           granularity: str = "layer") -> RemovalPass:
+        """The pass for the non-empty ``removed`` (indices into ``blocks``), healed by ``runs``
+        (:class:`lmshrink.heal.linear.HealedRun`): a map on a branch before the first removed unit makes the pass
+        start at that branch's layer."""
+        first = min(blocks[b].layer for b in removed)
+        start = min(blocks[b].layer + (1 if blocks[b].kind == "layer" else 0) for b in removed)
+        skip = frozenset(blocks[b].layer for b in removed) if granularity == "layer" else frozenset()
+        embedding_map = None
+        for run in runs or ():
+            if not run.healed:
+                continue
+            if run.branch_layer is None:  # mid-stack passes skip the embeddings: their map is applied by hand
+                embedding_map = torch.as_tensor(run.map)
+            else:  # the branch before the run must run for its map to apply
+                first = min(first, run.branch_layer)
+                start = min(start, run.branch_layer)
+        return cls(first, start, embedding_map, skip)
+
+    def hidden(self, streams: LayerInputs, k: int, rows: slice = slice(None)) -> torch.Tensor:
+        """The pass's input for batch ``k`` of ``streams`` (its ``rows``), the embedding map applied."""
+        hidden = streams.at(self.first)[k][rows]
+        if self.embedding_map is not None and self.first == 0:
+            hidden = hidden @ self.embedding_map.to(hidden.device, hidden.dtype)
+        return hidden
+
+
+@contextmanager
+def removed_in(model: Any, adapter: Any, blocks: Sequence[Any], removed: Sequence[int], granularity: str,
+               runs: Sequence[Any] | None = None) -> Iterator[None]:
+    """Within the context, the blocks ``removed`` are gated off (no copy of the model) and the healed ``runs``'
+    maps applied by hooks."""
+    from ..core import Gates
+
+    values = torch.ones(len(blocks))
+    values[list(removed)] = 0.0
+    healing: Any = nullcontext()
+    if runs:
+        from ..heal.linear import applied
+
+        healing = applied(model, adapter, runs)
+    with adapter.gate(model, Gates(values), granularity), healing:
+        yield
 
 
 class LayerInputs:

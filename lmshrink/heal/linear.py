@@ -17,6 +17,26 @@ each with the earlier maps applied, so a map also corrects what earlier runs lef
 from the full model. The same maps can be applied as forward hooks (:func:`applied`) to measure a healed removal
 without copying the model, and folded into the weights once the layers are really gone (:meth:`LinearHeal.fold`).
 ReplaceMe and LinearPatch fit such maps; this is the least-squares form with a ridge towards the identity.
+
+**Sub-layer runs** (granularity ``sublayer``, Llama-shaped layers). The units are then the branches of the layers in
+forward order, u = attn₀, mlp₀, attn₁, mlp₁, … (:func:`lmshrink.adapters.sublayer.sublayer_blocks`), and the
+residual stream is written at the points between them: branch u reads h_u and writes
+
+    h_{u+1} = h_u + f_u(h_u),                                                                              (2)
+
+where h_{u+1} is the layer's mid-point (the input of ``post_attention_layernorm``) after an attention branch and the
+layer's output after an MLP branch. Removing a maximal run of branches a, a+1, …, b−1 (block order) makes branch b
+read h_a instead of h_b. Write h_a = y + m with
+
+    y = h_{a−1} (the residual input of branch a−1),     m = f_{a−1}(h_{a−1}) = x·Wᵀ,                       (3)
+
+W the output projection of branch a−1 (``o_proj`` for attention, ``down_proj`` for the MLP) and x its input, and
+fit T by (1) with z = h_b of the full model. The fold is the same as for layers, W ← TᵀW, now in whichever branch
+precedes the run, so a run may start or stop mid-layer: attention removed and the MLP kept maps the previous MLP
+(or the previous attention, when that MLP is gone too); an MLP removed maps the same layer's attention. A run at
+unit 0 maps the embeddings as above. Branches already deleted from the model (placeholders) are not units and add
+nothing to the stream, so a run passes over them. In the pruned model the branch a−1 sits in the layer that held
+it, renumbered when earlier layers lost both branches and were removed whole (:attr:`HealedRun.pruned_layer`).
 """
 
 from __future__ import annotations
@@ -33,16 +53,21 @@ from ..evaluate.stopping import StopPass, run_until_stopped
 #: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
 #: stream (Llama-shaped MLP; Nemotron-H mixers)
 OUTPUT_PROJECTIONS = ("mlp.down_proj", "mixer.down_proj", "mixer.out_proj", "mixer.o_proj")
+#: at granularity ``sublayer``: per branch kind, the names, inside the branch, of the linear map that writes it into
+#: the residual stream (Llama-shaped attention and MLP)
+BRANCH_PROJECTIONS: dict[str, tuple[str, ...]] = {"attention": ("o_proj",), "mlp": ("down_proj",)}
 EMBEDDINGS = "embeddings"
 
 
 @dataclass
 class HealedRun:
-    """One maximal run of removed layers ``[start, stop)`` (numbering of the full model) and its map."""
+    """One maximal run of removed units ``[start, stop)`` (block indices of the full model: layers, or sub-layer
+    branches when ``granularity`` is ``sublayer``) and its map."""
 
     start: int
     stop: int
-    #: where the map goes: "<path in the layer>" of layer start − 1 (e.g. "mlp.down_proj"), or "embeddings"
+    #: where the map goes: "<path in the layer>" of the layer before the run (e.g. "mlp.down_proj"; at sub-layer
+    #: granularity the branch before the run, "self_attn.o_proj" or "mlp.down_proj"), or "embeddings"
     target: str | None = None
     reason: str | None = None
     #: relative squared error ‖ĥ − z‖²/‖z‖² of the stream after the run: removed plainly (T = I) and healed
@@ -52,14 +77,35 @@ class HealedRun:
     map: Any = field(default=None, repr=False)
     #: the module path the map was folded into, once folded
     folded_into: str | None = None
+    #: ``layer`` (whole decoder layers) or ``sublayer`` (attention and MLP branches)
+    granularity: str = "layer"
+    #: sub-layer runs: the decoder layer (full numbering) holding the branch the map multiplies, and its index in
+    #: the pruned model (layers that lost both branches are removed whole, renumbering the ones after)
+    layer: int | None = None
+    pruned_layer: int | None = None
+    #: sub-layer runs: the module paths of the removed branches, and the first and last layer they sit in
+    units: list[str] = field(default_factory=list)
+    span: tuple[int, int] | None = None
 
     @property
     def healed(self) -> bool:
         return self.map is not None
 
+    @property
+    def branch_layer(self) -> int | None:
+        """The decoder layer (full numbering) whose branch the map multiplies; None for the embeddings (or no
+        target)."""
+        if self.target is None or self.target == EMBEDDINGS:
+            return None
+        return self.layer if self.layer is not None else self.start - 1
+
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": [self.start, self.stop - 1], "target": self.target, "folded_into": self.folded_into,
-                "reason": self.reason, "error_removed": self.error_removed, "error_healed": self.error_healed}
+        out = {"layers": list(self.span) if self.span is not None else [self.start, self.stop - 1],
+               "target": self.target, "folded_into": self.folded_into, "reason": self.reason,
+               "error_removed": self.error_removed, "error_healed": self.error_healed}
+        if self.granularity != "layer":
+            out.update(granularity=self.granularity, blocks=[self.start, self.stop - 1], units=list(self.units))
+        return out
 
 
 def removed_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
@@ -99,9 +145,11 @@ def _first(value: Any) -> Any:
 
 def decoder_layers(model: Any, adapter: Any, granularity: str = "layer") -> Any:
     """The decoder layer list linear healing works on; one sentence where it cannot."""
-    if granularity != "layer":
-        raise LmshrinkError(f"Linear healing maps whole removed layers; granularity {granularity!r} is not "
-                            "supported (use --granularity layer, or --heal kd).")
+    if granularity not in ("layer", "sublayer"):
+        raise LmshrinkError(f"Linear healing maps removed layers or sub-layers; granularity {granularity!r} is not "
+                            "supported (use --granularity layer or sublayer, or --heal kd).")
+    if granularity == "sublayer" and "sublayer" not in getattr(adapter, "granularities", ()):
+        raise LmshrinkError(f"Adapter {adapter.name!r} has no sub-layer granularity to heal.")
     found = adapter.layer_list(model)
     if found is None:
         raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "
@@ -114,7 +162,7 @@ def _branch(model: Any, adapter: Any, run: HealedRun) -> Any:
     """The module whose output the map of ``run`` multiplies, in the full model's numbering."""
     if run.target == EMBEDDINGS:
         return model.get_input_embeddings()
-    return _get(decoder_layers(model, adapter)[run.start - 1], run.target)
+    return _get(decoder_layers(model, adapter)[run.branch_layer], run.target)
 
 
 @contextmanager
@@ -150,17 +198,22 @@ class LinearHeal:
 
     def fit(self, model: Any, adapter: Any, removed: Sequence[int], input_ids: Any, granularity: str = "layer",
             *, streams: Any = None) -> list[HealedRun]:
-        """One :class:`HealedRun` per maximal run of ``removed`` layers, with its map where it can be folded.
+        """One :class:`HealedRun` per maximal run of ``removed`` units (layers, or attention and MLP branches at
+        granularity ``sublayer``), with its map where it can be folded.
 
         ``streams``, a :class:`~lmshrink.evaluate.midstack.LayerInputs` of the full model on these ``input_ids``,
-        saves the passes that do not depend on ``removed``: the targets z are read from it, and each capture runs
-        only the layers from the one before the first run on (fitting many removal sets on the same samples then
-        costs a few layers each instead of a pass each). Same maps, up to float rounding, in its batches.
+        saves the passes that do not depend on ``removed``: the targets z are read from it, and the captures run
+        mid-stack, from the layer before the first run on, each run's resuming at the previous run's layer (and,
+        at granularity ``layer``, leaving the removed layers out), so fitting many removal sets on the same samples
+        costs about one partial pass each instead of a pass per run. Same maps, up to float rounding, in its
+        batches.
         """
         if streams is not None and tuple(streams.input_ids.shape) != tuple(input_ids.shape):
             raise ValueError(f"streams were computed on windows of shape {tuple(streams.input_ids.shape)}, not "
                              f"{tuple(input_ids.shape)}")
         layers = decoder_layers(model, adapter, granularity)
+        if granularity == "sublayer":
+            return self._fit_sublayer(model, adapter, layers, removed, input_ids, streams)
         runs = [HealedRun(a, b) for a, b in removed_runs(removed)]
         if runs and runs[-1].stop > len(layers):
             raise LmshrinkError(f"A removed layer index is out of range for {len(layers)} layers.")
@@ -187,15 +240,14 @@ class LinearHeal:
             targets = self._targets(model, layers, runs, input_ids)
         n = len(adapter.blocks(model, granularity))
         gates = Gates(self._gate_values(n, removed))
+        # mid-stack passes leave the gated-off layers out: they pass their input through exactly
+        resume = _Resume(runs[0].start - 1, streams.at(runs[0].start - 1), skip=removed) if midstack and runs else None
         with adapter.gate(model, gates, granularity):
             for k, run in enumerate(runs):
                 if run.target is None:
                     continue
                 with applied(model, adapter, runs[:k]):
-                    if midstack:
-                        samples = self._capture(model, adapter, layers, run, streams=streams, first=runs[0].start - 1)
-                    else:
-                        samples = self._capture(model, adapter, layers, run, input_ids)
+                    samples = self._capture(model, adapter, layers, run, input_ids, resume=resume)
                 run.map, run.error_removed, run.error_healed = self._solve(samples, targets[k])
         return runs
 
@@ -208,6 +260,8 @@ class LinearHeal:
         for run in runs:
             kept = run.start - 1 - removed_before  # index, in the pruned model, of the layer before the run
             removed_before += run.stop - run.start
+            if run.pruned_layer is not None:  # a sub-layer run: the layer holding the branch before it
+                kept = run.pruned_layer
             if not run.healed:
                 continue
             T = torch.as_tensor(run.map, dtype=torch.float64)
@@ -222,6 +276,140 @@ class LinearHeal:
                     parent, attr = adapter.layer_list(pruned)
                     run.folded_into = f"{_layer_path(pruned, parent, attr, kept)}.{run.target}"
         return list(runs)
+
+    # --- sub-layer runs (2), (3) ------------------------------------------------------------------------------
+    def _fit_sublayer(self, model: Any, adapter: Any, layers: Any, removed: Sequence[int], input_ids: Any,
+                      streams: Any) -> list[HealedRun]:
+        """:meth:`fit` at granularity ``sublayer``: one map per maximal run of removed branches, on the branch
+        before it."""
+        blocks = adapter.blocks(model, "sublayer")
+        runs = [HealedRun(a, b, granularity="sublayer") for a, b in removed_runs(removed)]
+        if runs and runs[-1].stop > len(blocks):
+            raise LmshrinkError(f"A removed sub-layer index is out of range for {len(blocks)} sub-layer blocks.")
+        gone = {int(i) for i in removed}
+        by_layer: dict[int, list[int]] = {}
+        for block in blocks:
+            by_layer.setdefault(block.layer, []).append(block.index)
+        whole = [layer for layer, units in by_layer.items() if all(u in gone for u in units)]
+        tied = _tied_embeddings(model)
+        for run in runs:
+            run.units = [blocks[i].name for i in range(run.start, run.stop)]
+            run.span = (blocks[run.start].layer, blocks[run.stop - 1].layer)
+            if run.start == 0:
+                if tied:
+                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
+                                  "into them would change the head too")
+                else:
+                    run.target = EMBEDDINGS
+                continue
+            source = blocks[run.start - 1]
+            found = _branch_projection(model, layers, source)
+            if found is None:
+                names = ", ".join(BRANCH_PROJECTIONS.get(source.kind, ()))
+                run.reason = (f"{source.name}, before the run, has no linear output projection ({names or 'none for'} "
+                              f"{source.kind}) to fold a map into")
+                continue
+            run.target = found
+            run.layer = source.layer
+            run.pruned_layer = source.layer - sum(1 for w in whole if w < source.layer)
+        midstack = streams is not None and not (runs and runs[0].start == 0)
+        targets = self._sublayer_targets(model, adapter, layers, blocks, runs, input_ids, streams if midstack else None)
+        gates = Gates(self._gate_values(len(blocks), removed))
+        resume = None
+        if midstack and runs:
+            first = blocks[runs[0].start - 1].layer
+            resume = _Resume(first, streams.at(first))
+        with adapter.gate(model, gates, "sublayer"):
+            for k, run in enumerate(runs):
+                if run.target is None:
+                    continue
+                source = None if run.target == EMBEDDINGS else blocks[run.start - 1]
+                with applied(model, adapter, runs[:k]):
+                    samples = self._capture_branch(model, adapter, layers, run, source, input_ids, resume=resume)
+                run.map, run.error_removed, run.error_healed = self._solve(samples, targets[k])
+        return runs
+
+    def _sublayer_targets(self, model: Any, adapter: Any, layers: Any, blocks: Any, runs: list[HealedRun],
+                          input_ids: Any, streams: Any) -> list[list[Any]]:
+        """Per run and batch, z = h_b of (2): the stream after the run's last branch in the full model."""
+        import torch
+
+        targets: list[list[Any]] = [[] for _ in runs]
+        wanted = [k for k, r in enumerate(runs) if r.target is not None]
+        if not wanted:
+            return targets
+        ends = {k: blocks[runs[k].stop - 1] for k in wanted}
+        if streams is not None:
+            for k in wanted:
+                end = ends[k]
+                if end.kind != "attention":  # after an MLP: the layer's output, the next layer's kept input
+                    targets[k] = [z.double() for z in streams.at(end.layer + 1)]
+                    continue
+                store: dict[int, Any] = {}
+                handle = _point_hook(layers, end, store, 0, stop=True)
+                try:
+                    with torch.no_grad():
+                        for hidden in streams.at(end.layer):
+                            store.clear()
+                            _run_from(model, adapter, end.layer, hidden)
+                            targets[k].append(store[0])
+                finally:
+                    handle.remove()
+            return targets
+        last = max(wanted, key=lambda k: (ends[k].layer, ends[k].kind != "attention"))
+        store = {}
+        handles = [_point_hook(layers, ends[k], store, k, stop=k == last) for k in wanted]
+        try:
+            with torch.no_grad():
+                for batch in self._batches(input_ids):
+                    store.clear()
+                    _run(model, batch)
+                    for k in wanted:
+                        targets[k].append(store[k])
+        finally:
+            for h in handles:
+                h.remove()
+        return targets
+
+    def _capture_branch(self, model: Any, adapter: Any, layers: Any, run: HealedRun, source: Any,
+                        input_ids: Any = None, *, resume: _Resume | None = None) -> list[tuple]:
+        """Per batch ``(m, y)`` of (3) for the branch ``source`` before the run (the embeddings when None): m the
+        output of its output projection, y its residual input (the layer's input before an attention branch, the
+        layer's mid-point before an MLP). With ``resume``, the passes start mid-stack where it says (and it moves on
+        to the source's layer)."""
+        import torch
+
+        got: dict[str, Any] = {}
+        handles = []
+
+        def on_branch(module: Any, args: tuple, output: Any) -> None:
+            got["m"] = _first(output).detach().double()
+            raise StopPass  # y was read before the branch ran
+
+        def on_input(module: Any, args: tuple, kwargs: dict) -> None:
+            got["y"] = (args[0] if args else kwargs["hidden_states"]).detach().double()
+
+        handles.append(_branch(model, adapter, run).register_forward_hook(on_branch))
+        if source is not None:
+            layer = layers[source.layer]
+            where = layer if source.kind == "attention" else layer.post_attention_layernorm
+            handles.append(where.register_forward_pre_hook(on_input, with_kwargs=True))
+        out = []
+        try:
+            if resume is not None:
+                handles.append(resume.watch(layers, source.layer))
+            with torch.no_grad():
+                for run_pass in self._passes(model, adapter, input_ids, resume):
+                    got.clear()
+                    run_pass()
+                    m = got["m"]
+                    out.append((m, got["y"] if source is not None else torch.zeros_like(m)))
+        finally:
+            for h in handles:
+                h.remove()
+        if resume is not None:
+            resume.advance(source.layer)
+        return out
 
     # --- pieces -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -271,10 +459,9 @@ class LinearHeal:
         return targets
 
     def _capture(self, model: Any, adapter: Any, layers: Any, run: HealedRun, input_ids: Any = None, *,
-                 streams: Any = None, first: int = 0) -> list[tuple]:
+                 resume: _Resume | None = None) -> list[tuple]:
         """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``; with
-        ``streams``, each pass starts at layer ``first`` from its kept input (nothing before it may differ from the
-        full model)."""
+        ``resume``, the passes start mid-stack where it says (and it moves on to layer ``run.start − 1``)."""
         import torch
 
         got: dict[str, Any] = {}
@@ -295,13 +482,10 @@ class LinearHeal:
             handles.append(layer.register_forward_hook(on_layer))
         out = []
         try:
+            if resume is not None:
+                handles.append(resume.watch(layers, run.start - 1))
             with torch.no_grad():
-                if streams is None:
-                    passes = [lambda batch=batch: _run(model, batch) for batch in self._batches(input_ids)]
-                else:
-                    passes = [lambda hidden=hidden: _run_from(model, adapter, first, hidden)
-                              for hidden in streams.at(first)]
-                for run_pass in passes:
+                for run_pass in self._passes(model, adapter, input_ids, resume):
                     got.clear()
                     run_pass()
                     m = got["m"]
@@ -309,7 +493,16 @@ class LinearHeal:
         finally:
             for h in handles:
                 h.remove()
+        if resume is not None:
+            resume.advance(run.start - 1)
         return out
+
+    def _passes(self, model: Any, adapter: Any, input_ids: Any, resume: _Resume | None) -> list[Any]:
+        """The capture passes, one per batch: whole passes over ``input_ids``, or mid-stack from ``resume``."""
+        if resume is None:
+            return [lambda batch=batch: _run(model, batch) for batch in self._batches(input_ids)]
+        return [lambda hidden=hidden: _run_from(model, adapter, resume.layer, hidden, resume.skip)
+                for hidden in resume.hidden]
 
     def _solve(self, samples: list[tuple], targets: list[Any]) -> tuple[Any, float, float]:
         """Solve (1); returns T (float64, d × d) and the relative errors without and with it."""
@@ -334,17 +527,81 @@ class LinearHeal:
         return T.cpu(), err0 / norm, err1 / norm
 
 
+class _Resume:
+    """Where the mid-stack capture passes of the next run start: per batch, the input of decoder layer ``layer`` with
+    the gates and every map fitted so far in place before it (first the full model's kept input of the first run's
+    layer). Each capture also keeps the input of the layer holding its branch (:meth:`watch`), which no later map
+    changes, and the next run starts there (:meth:`advance`): fitting R runs costs about one partial pass over the
+    layers they span, plus a layer per run, instead of R passes from the first run's layer."""
+
+    def __init__(self, layer: int, hidden: list[Any], skip: Sequence[int] = ()) -> None:
+        self.layer, self.hidden = layer, list(hidden)
+        #: decoder layers the passes leave out (whole layers gated off)
+        self.skip = frozenset(int(i) for i in skip)
+        self._kept: list[Any] = []
+
+    def watch(self, layers: Any, index: int) -> Any:
+        """A pre-hook keeping the input of ``layers[index]`` on each pass."""
+        self._kept = []
+
+        def keep(module: Any, args: tuple, kwargs: dict) -> None:
+            self._kept.append((args[0] if args else kwargs["hidden_states"]).detach())
+
+        return layers[index].register_forward_pre_hook(keep, with_kwargs=True)
+
+    def advance(self, index: int) -> None:
+        """The next run's passes start at layer ``index`` from the inputs :meth:`watch` kept."""
+        if len(self._kept) != len(self.hidden):
+            raise RuntimeError("a capture pass did not reach the layer it was to resume from")
+        self.layer, self.hidden, self._kept = index, self._kept, []
+
+
+def _branch_projection(model: Any, layers: Any, block: Any) -> str | None:
+    """The path, inside its decoder layer, of the ``nn.Linear`` that writes sub-layer ``block`` into the residual
+    stream (e.g. "self_attn.o_proj"), or None."""
+    import torch.nn as nn
+
+    attr = block.name.rsplit(".", 1)[1]
+    branch = getattr(layers[block.layer], attr, None)
+    for name in BRANCH_PROJECTIONS.get(block.kind, ()):
+        if isinstance(getattr(branch, name, None), nn.Linear):
+            return f"{attr}.{name}"
+    return None
+
+
+def _point_hook(layers: Any, block: Any, store: dict, key: Any, *, stop: bool) -> Any:
+    """A hook keeping (float64, in ``store[key]``) the residual stream right after sub-layer ``block``: the input of
+    ``post_attention_layernorm`` after an attention branch, the layer's output after an MLP; it ends the pass when
+    ``stop``."""
+    layer = layers[block.layer]
+    if block.kind == "attention":
+        def pre(module: Any, args: tuple, kwargs: dict) -> None:
+            store[key] = (args[0] if args else kwargs["hidden_states"]).detach().double()
+            if stop:
+                raise StopPass
+
+        return layer.post_attention_layernorm.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(module: Any, args: tuple, output: Any) -> None:
+        store[key] = _first(output).detach().double()
+        if stop:
+            raise StopPass
+
+    return layer.register_forward_hook(post)
+
+
 def _run(model: Any, input_ids: Any) -> None:
     from ..evaluate.loss import model_inputs
 
     run_until_stopped(model, input_ids=model_inputs(model, input_ids), use_cache=False)
 
 
-def _run_from(model: Any, adapter: Any, layer: int, hidden: Any) -> None:
-    """Run decoder layers ``layer, layer+1, ...`` on ``hidden`` (the input of ``layer``), until a hook stops it."""
+def _run_from(model: Any, adapter: Any, layer: int, hidden: Any, skip: Sequence[int] = ()) -> None:
+    """Run decoder layers ``layer, layer+1, ...`` (but those in ``skip``) on ``hidden`` (the input of ``layer``),
+    until a hook stops it."""
     from ..evaluate.midstack import start_at
 
-    with start_at(model, adapter, layer):
+    with start_at(model, adapter, layer, frozenset(skip)):
         run_until_stopped(model, inputs_embeds=hidden, use_cache=False)
 
 

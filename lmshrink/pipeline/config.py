@@ -176,9 +176,6 @@ class PruneConfig:
             if step not in HEAL_STEPS:
                 raise LmshrinkError(f"Unknown healing step {step!r} in --heal.{did_you_mean(step, HEAL_STEPS)} "
                                     f"Steps: {', '.join(HEAL_STEPS)} (comma-separated, or none).")
-        if "linear" in self.heal_steps and self.granularity != "layer":
-            raise LmshrinkError(f"--heal linear maps whole removed layers; with --granularity {self.granularity} use "
-                                "--heal kd, or no healing.")
         kd_options, linear_options = self.split_heal_options()
         if "linear" not in self.heal_steps and linear_options:
             raise LmshrinkError(f"--heal-option {next(iter(linear_options))} belongs to linear healing, which --heal "
