@@ -1,0 +1,120 @@
+"""Factored layers' forward: the gather-free PivGa forward equals the gathered one, the plain pair equals its
+product, and a saved-and-reloaded compressed model gives the same logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmshrink.compress.io import load_compressed, record_transform, save_compressed
+from lmshrink.compress.low_rank import LowRankLinear, replace_module
+from lmshrink.compress.pivga import PivGaLinear
+from tests.tiny import tiny_llama, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHAPES = [(24, 40, 7), (40, 24, 12), (32, 32, 31), (96, 32, 16), (17, 9, 1)]
+INPUTS = [(5,), (3, 5), (2, 3, 4)]  # leading batch / sequence dimensions
+
+
+def random_pair(m, n, r, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(m, r, generator=g, dtype=torch.float64) * torch.logspace(0, -2, r, dtype=torch.float64)
+    return A, torch.randn(r, n, generator=g, dtype=torch.float64)
+
+
+def gathered_forward(layer: PivGaLinear, x: torch.Tensor) -> torch.Tensor:
+    """The PivGa forward as first written: y[P] = B′x, y[P̄] = C·y[P], concatenated and gathered into place."""
+    z = F.linear(x, layer.rows)
+    y = torch.cat([z, F.linear(z, layer.coef)], dim=-1).index_select(-1, layer.inverse)
+    return y + layer.bias if layer.bias is not None else y
+
+
+@pytest.mark.parametrize("m,n,r", SHAPES)
+@pytest.mark.parametrize("lead", INPUTS)
+def test_pivga_forward_equals_the_gathered_forward(m, n, r, lead):
+    A, B = random_pair(m, n, r)
+    bias = torch.randn(m, dtype=torch.float64)
+    layer = PivGaLinear.from_factors(A, B, bias=bias, dtype=torch.float32)
+    x = torch.randn(*lead, n, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        new, old = layer(x), gathered_forward(layer, x)
+    assert new.shape == (*lead, m)
+    assert float((new - old).abs().max()) <= 1e-6 * float(old.abs().max())
+    # without a bias the pivot rows are B′x exactly: the identity block of the left factor adds only zeros
+    plain = PivGaLinear.from_factors(A, B, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(plain(x).index_select(-1, plain.pivots), F.linear(x, plain.rows))
+
+
+@pytest.mark.parametrize("m,n,r", SHAPES)
+@pytest.mark.parametrize("lead", INPUTS)
+def test_low_rank_forward_equals_the_product(m, n, r, lead):
+    A, B = random_pair(m, n, r, seed=2)
+    layer = LowRankLinear.from_factors(A, B, dtype=torch.float32)
+    x = torch.randn(*lead, n, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = layer(x)
+    exact = x.double() @ (A @ B).T
+    assert float((y.double() - exact).abs().max()) <= 1e-5 * float(exact.abs().max())
+    assert layer.macs_per_token() == r * (m + n)
+
+
+def test_pivga_left_factor_follows_in_place_changes_and_dtype():
+    A, B = random_pair(30, 20, 6, seed=4)
+    layer = PivGaLinear.from_factors(A, B)
+    x = torch.randn(4, 20, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        layer(x)
+        layer.coef.mul_(2.0)  # an in-place change must reach the cached left factor
+        assert float((layer(x) - gathered_forward(layer, x)).abs().max()) <= 1e-5
+        half = layer.to(torch.bfloat16)
+        xb = x.to(torch.bfloat16)
+        assert half(xb).dtype == torch.bfloat16
+        assert torch.allclose(half(xb).float(), gathered_forward(half, xb).float(), rtol=0.02, atol=0.05)
+
+
+def test_pivga_gradients_reach_the_stored_factors():
+    A, B = random_pair(16, 12, 5, seed=6)
+    layer = PivGaLinear.from_factors(A, B)
+    x = torch.randn(3, 12, generator=torch.Generator().manual_seed(7))
+    layer(x).square().sum().backward()
+    g_new = layer.coef.grad.clone()
+    layer.coef.grad = None
+    gathered_forward(layer, x).square().sum().backward()
+    assert torch.allclose(g_new, layer.coef.grad, rtol=1e-5, atol=1e-6)
+
+
+def _compressed_tiny(pivga: bool):
+    model = tiny_llama(2)
+    layers = {}
+    for path in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "model.layers.1.mlp.up_proj"):
+        W = model.get_submodule(path).weight.detach().double()
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        r = 6
+        A, B = U[:, :r] * S[:r], Vh[:r]
+        new = PivGaLinear.from_factors(A, B, U[:, :r]) if pivga else LowRankLinear.from_factors(A, B)
+        replace_module(model, path, new)
+        layers[path] = r
+    record_transform(model, {"type": "pivga" if pivga else "low_rank", "layers": layers})
+    return model
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+def test_saved_and_reloaded_model_gives_identical_logits(tmp_path, pivga):
+    model = _compressed_tiny(pivga)
+    ids = torch.randint(1, 320, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    save_compressed(model, tmp_path / "m", tokenizer=tiny_tokenizer())
+    # the stored tensors are those of the gathered layout: rows, coef and the inverse permutation, nothing more
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        keys = {k.rsplit(".", 1)[-1] for k in f.keys() if ".1.mlp.down_proj." in k}
+    assert keys == ({"rows", "coef", "inverse"} if pivga else {"left", "right"})
+    reloaded = load_compressed(tmp_path / "m")
+    with torch.no_grad():
+        after = reloaded(input_ids=ids).logits
+    assert torch.equal(before, after)
