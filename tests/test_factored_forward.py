@@ -3,14 +3,17 @@ product, and a saved-and-reloaded compressed model gives the same logits."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lmshrink.core.errors import LmshrinkError
 from lmshrink.compress.io import load_compressed, record_transform, save_compressed
 from lmshrink.compress.low_rank import LowRankLinear, replace_module
 from lmshrink.compress.pivga import PivGaLinear
-from tests.tiny import tiny_llama, tiny_tokenizer
+from tiny import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,3 +121,87 @@ def test_saved_and_reloaded_model_gives_identical_logits(tmp_path, pivga):
     with torch.no_grad():
         after = reloaded(input_ids=ids).logits
     assert torch.equal(before, after)
+
+
+# --- time break-even ---------------------------------------------------------------------------------------------
+def _svd_tiny():
+    from lmshrink.adapters.llama import LlamaAdapter
+    from lmshrink.compress.factoring import svd_factors
+
+    model = tiny_llama(num_layers=2, vocab_size=96, hidden_size=48, intermediate_size=96)
+    ids = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+    return model, ids, svd_factors(model, LlamaAdapter().linear_layers(model), ids, batch_size=4, progress=False)
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+def test_the_time_break_even_keeps_slower_factorings_dense(tmp_path, monkeypatch, pivga):
+    import copy
+
+    from lmshrink.compress.apply import apply_plan, compress_model
+    from lmshrink.compress.break_even import TimeBreakEven
+    from lmshrink.core import RankPlan
+
+    monkeypatch.setenv("LMSHRINK_CACHE", "off")
+    model, ids, factors = _svd_tiny()
+    ranks = {name: 8 for name in factors.names}  # below every parameter break-even (48·48/96 = 24, 48·96/144 = 32)
+    # square 48 × 48 matrices factor faster only up to rank 5 here: they stay dense; the others are factored
+    speed = TimeBreakEven(overrides={(48, 48): 5, (96, 48): 40, (48, 96): 40, (24, 48): 40})
+    net = copy.deepcopy(model)
+    summary = compress_model(net, factors, ranks, pivga=pivga)
+    timed = copy.deepcopy(model)
+    shapes = {name: f.shape for name, f in factors.factors.items()}
+    timed_summary = apply_plan(timed, factors, RankPlan.from_ranks(shapes, ranks, pivga=pivga), break_even=speed)
+    square = sorted(n for n, f in factors.factors.items() if tuple(f.shape) == (48, 48))
+    assert square and timed_summary.to_dict()["dense_for_speed"] == square
+    assert summary.to_dict()["dense_for_speed"] == []
+    for name in factors.names:
+        layer = timed.get_submodule(name)
+        if name in square:
+            assert isinstance(layer, torch.nn.Linear) and torch.equal(layer.weight, model.get_submodule(name).weight)
+        else:
+            assert isinstance(layer, PivGaLinear if pivga else LowRankLinear)
+    dense_numbers = sum(48 * 48 for _ in square)
+    assert timed_summary.params_stored == summary.params_stored + dense_numbers - sum(
+        p.numel() for n in square for k, p in net.get_submodule(n).named_parameters() if k != "bias")
+
+
+def test_break_even_ranks_are_measured_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from lmshrink.compress import break_even as be
+
+    monkeypatch.setenv("LMSHRINK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(be.OVERRIDE_ENV, raising=False)
+    r = be.TimeBreakEven().max_rank(16, 24)
+    assert 0 <= r <= 16
+    assert json.loads((tmp_path / "cache" / "break_even" / "times.json").read_text()) == {
+        f"{be.device_label('cpu')}|float32|tokens=1|16x24": r}
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(be, "measure_break_even", no_measuring)
+    assert be.TimeBreakEven().max_rank(16, 24) == r
+    assert be.TimeBreakEven().keeps_dense(16, 24, r + 1) and not be.TimeBreakEven().keeps_dense(16, 24, r)
+    # a file named by LMSHRINK_BREAK_EVEN replaces measurements; a malformed one is refused in one sentence
+    (tmp_path / "ranks.json").write_text(json.dumps({"16x24": 3}))
+    monkeypatch.setenv(be.OVERRIDE_ENV, str(tmp_path / "ranks.json"))
+    assert be.TimeBreakEven().max_rank(16, 24) == 3
+    (tmp_path / "ranks.json").write_text("[1, 2]")
+    with pytest.raises(LmshrinkError, match="is not a JSON object"):
+        be.TimeBreakEven()
+
+
+@pytest.mark.parametrize("m,n", [(40, 24), (48, 48), (7, 300), (1, 1)])
+def test_the_bisection_finds_the_largest_faster_rank(m, n):
+    """With costs r(m + n) for the factored pair and mn for the dense product, the largest faster rank is the
+    parameter break-even: the largest r with r(m + n) < mn; asked at about log2(min(m, n)) ranks."""
+    from lmshrink.compress.break_even import largest_rank
+
+    asked = []
+
+    def faster(r):
+        asked.append(r)
+        return r * (m + n) < m * n
+
+    expected = max(r for r in range(min(m, n) + 1) if r == 0 or r * (m + n) < m * n)
+    assert largest_rank(min(m, n), faster) == expected
+    assert len(asked) <= min(m, n).bit_length() + 1
