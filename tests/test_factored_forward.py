@@ -44,6 +44,8 @@ def test_pivga_forward_equals_the_gathered_forward(m, n, r, lead):
     with torch.no_grad():
         new, old = layer(x), gathered_forward(layer, x)
     assert new.shape == (*lead, m)
+    assert layer.gather_free == (r * (m + n) <= m * n)
+    assert layer.macs_per_token() == r * (m + n) - (0 if layer.gather_free else r * r)
     assert float((new - old).abs().max()) <= 1e-6 * float(old.abs().max())
     # without a bias the pivot rows are B′x exactly: the identity block of the left factor adds only zeros
     plain = PivGaLinear.from_factors(A, B, dtype=torch.float32)

@@ -144,14 +144,26 @@ class PivGaLinear(nn.Module):
         eye = torch.eye(self.rank, dtype=coef.dtype, device=coef.device)
         return torch.cat([eye, coef], dim=0).index_select(0, inverse).contiguous()
 
+    @property
+    def gather_free(self) -> bool:
+        """Whether the forward is y = E·(B′x) (two products, r(m + n) multiply-adds): when that is no more than the
+        dense m·n. At higher ranks (which only the gauge-fixed storage reaches) the forward computes y[P̄] = C·y[P]
+        and gathers the rows into place, r(m + n) − r² multiply-adds."""
+        return self.rank * (self.in_features + self.out_features) <= self.in_features * self.out_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # y = E (B′x) + bias: two matrix products and no gather of the outputs (E is laid out once, above); it does
-        # r² more multiply-adds than y[P̄] = C·y[P] with a cat and a gather, and is faster than them on CPU and GPU
-        return F.linear(F.linear(x, self.rows), self.expanded_left(), self.bias)
+        z = F.linear(x, self.rows)  # y[P]
+        if self.gather_free:
+            # two matrix products and no gather of the outputs (E is laid out once): r² more multiply-adds than the
+            # gathered form below, and faster than its cat and gather on the CPU (docs/guide/inference.md)
+            return F.linear(z, self.expanded_left(), self.bias)
+        y = torch.cat([z, F.linear(z, self.coef)], dim=-1).index_select(-1, self.inverse)
+        return y + self.bias if self.bias is not None else y
 
     def macs_per_token(self) -> int:
-        """Multiply-adds of one forward per input vector: r·n + m·r."""
-        return self.rank * (self.in_features + self.out_features)
+        """Multiply-adds of one forward per input vector: r(m + n) gather-free, r(m + n) − r² otherwise."""
+        full = self.rank * (self.in_features + self.out_features)
+        return full if self.gather_free else full - self.rank * self.rank
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight W_r this layer applies."""
