@@ -54,9 +54,11 @@ def decode_seconds(model: nn.Module, prompt: torch.Tensor, steps: int) -> float:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of the parameters and buffers in memory (tied tensors counted once)."""
+    """Bytes of the parameters, buffers and other tensors the modules hold in memory (such as the left factor a
+    PivGa layer lays out for its forward; tied tensors counted once). Measure after a forward pass."""
     seen: dict[int, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
+    held = [t for m in model.modules() for t in vars(m).values() if isinstance(t, torch.Tensor)]
+    for t in [*model.parameters(), *model.buffers(), *held]:
         seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(seen.values())
 

@@ -190,9 +190,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "dense_params": sum(p.numel() for p in dense.parameters()),
                        "macs": macs, "dense_macs": dense_macs,
                        "mac_share": measure.mac_shares(macs, dense_macs, args.prefill),
-                       "weight_bytes": measure.weight_bytes(model), "dense_weight_bytes": measure.weight_bytes(dense),
                        "disk_bytes": disk_bytes(folder), "dense_disk_bytes": disk_bytes(dense_dir)}
                 row.update(time_variant(dense, model, args, device, vocab))
+                row["weight_bytes"] = measure.weight_bytes(model)  # after running: with what forwards lay out
+                row["dense_weight_bytes"] = measure.weight_bytes(dense)
                 rows.append(row)
                 log(_progress(row))
                 data["wall_s"] = log.elapsed
