@@ -15,15 +15,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def clock_for(device: torch.device) -> str:
+    """``"cpu time"`` (the process's CPU seconds) on the CPU with one torch thread, where it is the latency without
+    the time other jobs hold the core, so timings on a shared machine stay comparable; ``"wall"`` otherwise."""
+    return "cpu time" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+
+
+def _now(device: torch.device) -> float:
+    return time.process_time() if clock_for(device) == "cpu time" else time.perf_counter()
+
+
 @torch.inference_mode()
 def prefill_seconds(model: nn.Module, ids: torch.Tensor) -> float:
-    """Wall seconds of one forward pass over ``ids`` (batch × tokens), logits of the last position only (as a
+    """Seconds (:func:`clock_for`) of one forward pass over ``ids`` (batch × tokens), logits of the last position only (as a
     generation's prefill computes them)."""
     _sync(ids.device)
-    start = time.perf_counter()
+    start = _now(ids.device)
     model(input_ids=ids, use_cache=False, logits_to_keep=1)
     _sync(ids.device)
-    return time.perf_counter() - start
+    return _now(ids.device) - start
 
 
 def _cache_keyword(model: nn.Module) -> str:
@@ -39,18 +49,18 @@ def _cache_of(out: Any) -> Any:
 
 @torch.inference_mode()
 def decode_seconds(model: nn.Module, prompt: torch.Tensor, steps: int) -> float:
-    """Wall seconds per decoding step (one new token for each sequence of the batch) with the KV cache, after a
+    """Seconds (:func:`clock_for`) per decoding step (one new token for each sequence of the batch) with the KV cache, after a
     prefill of ``prompt`` that is not timed; the next token is the greedy one."""
     keyword = _cache_keyword(model)
     out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
     past, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     _sync(prompt.device)
-    start = time.perf_counter()
+    start = _now(prompt.device)
     for _ in range(steps):
         out = model(input_ids=token, use_cache=True, **{keyword: past})
         past, token = _cache_of(out), out.logits[:, -1:].argmax(-1)
     _sync(prompt.device)
-    return (time.perf_counter() - start) / steps
+    return (_now(prompt.device) - start) / steps
 
 
 def weight_bytes(model: nn.Module) -> int:
@@ -108,4 +118,4 @@ class PeakMemory:
             self.peak = int(torch.cuda.max_memory_allocated(self.device))
 
 
-__all__ = ["PeakMemory", "decode_seconds", "mac_shares", "matrix_macs", "prefill_seconds", "weight_bytes"]
+__all__ = ["PeakMemory", "clock_for", "decode_seconds", "mac_shares", "matrix_macs", "prefill_seconds", "weight_bytes"]

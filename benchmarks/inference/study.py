@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 macs = measure.matrix_macs(model)
                 row = {"variant": variant.name, "what": variant.describe(), "device": _device_label(device),
                        "dtype": dtype_name, "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                       "clock": measure.clock_for(device),
                        "params": sum(p.numel() for p in model.parameters()),
                        "dense_params": sum(p.numel() for p in dense.parameters()),
                        "macs": macs, "dense_macs": dense_macs,
@@ -245,6 +246,9 @@ def render(data: dict[str, Any]) -> str:
     for (device, dtype), rows in groups.items():
         threads = rows[0].get("threads")
         lines += [f"## {device}, {dtype}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else ""), ""]
+        if rows[0].get("clock") == "cpu time":
+            lines += ["Timed by the process's CPU time (one thread: the latency without the time other jobs held the "
+                      "core).", ""]
         first = rows[0]
         dense_cells = []
         for b in batches:
