@@ -31,7 +31,8 @@ from typing import Any
 
 from ..common import Log, environment, study_main, table, write_json
 from . import measure
-from .variants import Variant, build_settings, default_variants, disk_bytes, ensure_built, save_dense
+from .variants import (Variant, build_settings, default_variants, disk_bytes, ensure_built, save_dense,
+                       stored_dtype)
 
 DEFAULT_DIR = "benchmarks/results/inference"
 #: the issue's target: a variant's decode speed-up reaches this fraction of the speed-up its multiply-adds predict
@@ -103,7 +104,7 @@ def quick_source(out: Path) -> tuple[str, list[str]]:
 
 
 def build_all(args: argparse.Namespace, out: Path, log: Log) -> tuple[Any, list[tuple[Variant, Path]], Path]:
-    """The dense model (loaded once, float32 on the CPU), each variant's saved folder, and the dense one's."""
+    """The dense model (loaded once, float32 on the CPU), each variant's saved folder, and the variants' root."""
     from lmshrink.models import load_model
 
     source, data = quick_source(out) if args.quick else (args.model, None)
@@ -119,7 +120,7 @@ def build_all(args: argparse.Namespace, out: Path, log: Log) -> tuple[Any, list[
     for v in chosen:
         settings = build_settings(v, args.samples, args.seq_len, data, args.svd_solver, args.quick)
         built.append((v, ensure_built(v, root, source, settings, log)))
-    return dense, built, save_dense(dense.model, dense.tokenizer, root)
+    return dense, built, root
 
 
 # --- timing ------------------------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dense_loaded, built, dense_dir = build_all(args, out, log)
+    dense_loaded, built, root = build_all(args, out, log)
     if args.build_only:
         return {"variants": {v.name: str(folder) for v, folder in built}}
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -191,7 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "dense_params": sum(p.numel() for p in dense.parameters()),
                        "macs": macs, "dense_macs": dense_macs,
                        "mac_share": measure.mac_shares(macs, dense_macs, args.prefill),
-                       "disk_bytes": disk_bytes(folder), "dense_disk_bytes": disk_bytes(dense_dir)}
+                       "disk_bytes": disk_bytes(folder), "disk_dtype": stored_dtype(folder),
+                       "dense_disk_bytes": disk_bytes(save_dense(dense_loaded.model, dense_loaded.tokenizer, root,
+                                                                 stored_dtype(folder)))}
                 row.update(time_variant(dense, model, args, device, vocab))
                 row["weight_bytes"] = measure.weight_bytes(model)  # after running: with what forwards lay out
                 row["dense_weight_bytes"] = measure.weight_bytes(dense)
@@ -257,7 +260,8 @@ def render(data: dict[str, Any]) -> str:
             dense_cells.append(f"decode b{b} {first[f'decode_b{b}']['dense_ms']:.4g} ms/step")
         lines += [f"Dense model (medians over its runs beside the first variant): {', '.join(dense_cells)}; "
                   f"{first['dense_weight_bytes'] / 2**20:.1f} MiB of weights in memory, "
-                  f"{first['dense_disk_bytes'] / 2**20:.1f} MiB on disk.", ""]
+                  f"{first['dense_disk_bytes'] / 2**20:.1f} MiB on disk (saved in {first.get('disk_dtype', 'float32')}, "
+                  f"as the variants are).", ""]
         headers = ["variant", "params", "MAC share", "predicted"]
         headers += [f"prefill b{b}" for b in batches] + [f"decode b{b}" for b in batches]
         headers += ["decode target", "met", "memory", "disk"]

@@ -130,13 +130,31 @@ def densify_slow_layers(base: Path, target: Path, log: Any) -> list[str]:
     return dense
 
 
-def save_dense(model: Any, tokenizer: Any, root: Path) -> Path:
-    """The dense model saved once (lmshrink's format, no transforms): its size on disk is the reference."""
+def stored_dtype(folder: Path) -> str:
+    """The dtype of the floating-point tensors in a saved model's ``model.safetensors`` (e.g. ``"bfloat16"``)."""
+    from safetensors import safe_open
+
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            kind = f.get_slice(key).get_dtype()
+            if kind in names:
+                return names[kind]
+    return "float32"
+
+
+def save_dense(model: Any, tokenizer: Any, root: Path, dtype: str = "float32") -> Path:
+    """The dense model saved once in ``dtype`` (lmshrink's format, no transforms), the size-on-disk reference of
+    variants saved in that dtype (the pipelines save in the source model's dtype)."""
+    import copy
+
+    import torch
+
     from lmshrink.compress.io import save_compressed
 
-    folder = root / "dense" / "model"
+    folder = root / f"dense-{dtype}" / "model"
     if not (folder / "model.safetensors").is_file():
-        save_compressed(model, folder, tokenizer=tokenizer)
+        save_compressed(copy.deepcopy(model).to(getattr(torch, dtype)), folder, tokenizer=tokenizer)
     return folder
 
 
@@ -146,4 +164,4 @@ def disk_bytes(folder: Path) -> int:
 
 
 __all__ = ["Variant", "build_settings", "default_variants", "densify_slow_layers", "disk_bytes", "ensure_built",
-           "save_dense"]
+           "save_dense", "stored_dtype"]
