@@ -4,7 +4,7 @@ rank-r factors (plain low-rank pair or PivGa), dense ones left alone, and the st
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ class CompressionSummary:
     params_pivga: int  # numbers stored had every factored matrix been gauge-fixed
     params_stored: int  # numbers actually stored (weights of the decomposed matrices, no biases)
     params_dense: int  # m·n summed: the decomposed matrices before compression
+    dense_for_speed: list[str] = field(default_factory=list)  # kept dense by the time break-even (break_even=)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class CompressionSummary:
             "ratio_plain": self.params_plain / max(self.params_dense, 1),
             "ratio_pivga": self.params_pivga / max(self.params_dense, 1),
             "dense_matrices": sorted(k for k, v in self.kinds.items() if v == "dense"),
+            "dense_for_speed": sorted(self.dense_for_speed),
             "ranks": self.ranks,
             "kinds": self.kinds,
         }
@@ -58,18 +60,26 @@ def check_plan(plan: RankPlan, factors: SvdFactors) -> None:
 
 @torch.no_grad()
 def apply_plan(model: nn.Module, factors: SvdFactors, plan: RankPlan, *,
-               dtype: torch.dtype | None = None) -> CompressionSummary:
+               dtype: torch.dtype | None = None, break_even: Any = None) -> CompressionSummary:
     """Replace each factored matrix of ``plan`` by its rank-r factorization (plain or PivGa) in place, keep the dense
-    ones unchanged, and record the transform so that :func:`lmshrink.compress.io.save_compressed` can save it."""
+    ones unchanged, and record the transform so that :func:`lmshrink.compress.io.save_compressed` can save it.
+
+    ``break_even`` (a :class:`~lmshrink.compress.break_even.TimeBreakEven`, off by default) also keeps dense every
+    matrix whose rank is above its shape's measured time break-even; the summary names them (``dense_for_speed``).
+    """
     check_plan(plan, factors)
-    kinds = plan.kinds
+    kinds = dict(plan.kinds)
+    for_speed: list[str] = []
     layers: dict[str, int] = {}
     plain = piv = stored = dense_total = 0
     for m in plan.matrices:
         rows, cols = m.shape
         r = m.rank
         dense_total += rows * cols
-        if m.dense:
+        if not m.dense and break_even is not None and break_even.keeps_dense(rows, cols, r):
+            kinds[m.name] = "dense"
+            for_speed.append(m.name)
+        if m.dense or m.name in for_speed:
             plain += rows * cols
             piv += rows * cols
             stored += rows * cols
@@ -89,7 +99,7 @@ def apply_plan(model: nn.Module, factors: SvdFactors, plan: RankPlan, *,
         replace_module(model, m.name, new.to(old.weight.device))
     if layers:
         record_transform(model, {"type": PIVGA_TRANSFORM if plan.pivga else TRANSFORM, "layers": layers})
-    return CompressionSummary(plan.ranks, kinds, plain, piv, stored, dense_total)
+    return CompressionSummary(plan.ranks, kinds, plain, piv, stored, dense_total, for_speed)
 
 
 def compress_model(model: nn.Module, factors: SvdFactors, ranks: Mapping[str, int], *, pivga: bool = False,

@@ -44,6 +44,10 @@ class LowRankLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x, self.right), self.left, self.bias)
 
+    def macs_per_token(self) -> int:
+        """Multiply-adds of one forward per input vector: r(m + n)."""
+        return self.rank * (self.in_features + self.out_features)
+
     def dense_weight(self) -> torch.Tensor:
         """left · right, the (out, in) weight this layer applies."""
         return self.left @ self.right
