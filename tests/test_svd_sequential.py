@@ -150,3 +150,37 @@ def test_sequential_factors_restore_the_model_and_keep_dense_matrices(setup):
     assert factors.factors[name].sigma[ranks[name]:].max() < 1e-6 * factors.factors[name].sigma[0]
     with pytest.raises(LmshrinkError, match="update must be"):
         sequential_factors(model, LlamaAdapter(), linears_of(model), ids, ranks, update="bogus", progress=False)
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+def test_svd_flow_with_sequential_whitening_saves_reloads_and_reports(tmp_path, tiny_model_dir, text_file, pivga):
+    import json
+
+    from lmshrink.cli import main
+    from lmshrink.compress.io import load_compressed
+    from lmshrink.core import RankPlan
+
+    out = tmp_path / "out"
+    assert main(["svd", "--model", str(tiny_model_dir), "--data", str(text_file), "--ratio", "0.6", "--solver",
+                 "uniform", "--samples", "8", "--seq-len", "32", "--eval-tokens", "512", "--whitening", "sequential",
+                 "--update", "ls", "--out", str(out), "--quiet"] + (["--pivga"] if pivga else [])) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["whitening"]["mode"] == "sequential" and report["whitening"]["update"] == "ls"
+    assert report["settings"]["whitening"] == "sequential" and "sequential whitening" in report["timings_s"]
+    assert report["verify"]["identical"]
+    assert "Whitening: sequential (update of the kept factors: ls)" in (out / "report.md").read_text()
+    plan = RankPlan.load(out / "plan.json")
+    model = load_compressed(out / "model")
+    for m in plan.matrices:
+        if not m.dense:
+            layer = model.get_submodule(m.name)
+            assert (layer.rank if hasattr(layer, "rank") else m.rank) == m.rank
+
+
+def test_update_without_sequential_whitening_is_refused(tiny_model_dir):
+    from lmshrink.pipeline.svd import svd_compress
+
+    with pytest.raises(LmshrinkError, match="needs whitening='sequential'"):
+        svd_compress(str(tiny_model_dir), update="ls", save=False, progress=False)
+    with pytest.raises(LmshrinkError, match="whitening must be one of"):
+        svd_compress(str(tiny_model_dir), whitening="twice", save=False, progress=False)
