@@ -59,3 +59,19 @@ def test_fisher_weights_enter_the_problem_as_half_the_sensitivity(tiny):
     assert rel.weight(3) == pytest.approx(1 / float((s**2).sum()))
     with pytest.raises(LmshrinkError, match="one finite, non-negative error weight"):
         rank_problem(factors, 0.5, weights=[1.0])
+
+
+def test_benchmark_method_specs_name_the_allocation_whitening_and_update():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "svd" / "run.py"
+    spec = importlib.util.spec_from_file_location("svd_bench_run", path)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert run.split_method("fermigrad") == ("fermigrad", "dense", "none")
+    assert run.split_method("milp-fisher+seq+ls") == ("milp-fisher", "sequential", "ls")
+    assert run.split_method("uniform+seq+joint") == ("uniform", "sequential", "joint")
+    for bad in ("fermigrad+ls", "nope+seq", "milp+twice"):
+        with pytest.raises(SystemExit):
+            run.split_method(bad)
