@@ -127,9 +127,12 @@ def sequential_stats(model: nn.Module, adapter: Any, linears: Mapping[str, nn.Mo
             grams, cross = _zero_grams(members, groups), _zero_grams(members, groups)
             for b in range(len(batches)):
                 xd: dict[int, torch.Tensor] = {}
+                dense_in = dense[b]
                 dense[b] = _run_layer(model, adapter, index, layer, dense[b], _capture(members, groups, xd))
-                xc: dict[int, torch.Tensor] = {}
-                _run_layer(model, adapter, index, layer, comp[b], _capture(members, groups, xc))
+                xc: dict[int, torch.Tensor] = xd
+                if comp[b] is not dense_in:  # the streams differ once a layer before was compressed
+                    xc = {}
+                    _run_layer(model, adapter, index, layer, comp[b], _capture(members, groups, xc))
                 for g in range(len(groups)):
                     grams[g].addmm_(xc[g].T, xc[g])  # Σ x_c x_cᵀ
                     cross[g].addmm_(xd[g].T, xc[g])  # Σ x_d x_cᵀ
