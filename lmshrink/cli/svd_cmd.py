@@ -26,7 +26,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="fermi-rank",
                    help="rank objective: whitens the matrices and poses the problem (default fermi-rank)")
     p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, normalize=true, eps=1e-6")
+                   help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, error_weights=fisher, eps=1e-6")
     p.add_argument("--whitening", choices=("dense", "sequential"), default="dense",
                    help="dense: whiten every matrix on the dense model's inputs (one pass); sequential: after the "
                         "allocation, refactor each decoder layer on the inputs of the compressed layers before it")
