@@ -2,12 +2,18 @@
 
     python benchmarks/svd/run.py            # SmolLM2, ratios 1.0 0.9 0.8 0.7 0.6, methods uniform milp fermigrad
     python benchmarks/svd/run.py --quick    # ratios 1.0 0.8 0.6, smaller calibration / evaluation / fewer steps
+    python benchmarks/svd/run.py --quick --methods fermigrad fermigrad+seq fermigrad+seq+ls milp-fisher+seq+ls \
+        --data mix.jsonl --heldout-data prose-heldout.jsonl      # the sequential refit and a second held-out text
 
 It runs the same stages as ``lmshrink svd``, through the same contract: the ``fermi-rank`` objective whitens the
 matrices once (the factors are shared by every method and ratio) and, per ratio, poses the rank-allocation
 problem; each method's solver solves it (fermigrad gets the objective's loss oracle as its ``loss`` option, one
 oracle per target for the whole run, so the teacher's cache is shared); the best solution becomes a rank plan,
-which is applied to a copy of the model, scored on the same held-out tokens. Writes ``results.csv``,
+which is applied to a copy of the model, scored on the same held-out tokens. A method may name variants after its
+allocation: ``+seq`` recomputes the factors with the allocated ranks by sequential whitening (each decoder layer on
+the inputs of the compressed layers before it), ``+ls`` / ``+joint`` also refit the kept factors by least squares
+(:mod:`lmshrink.compress.sequential`); variants of one method share its allocation. ``--heldout-data`` scores every
+model on a second text the calibration never sees (all of it), reported as a second column. Writes ``results.csv``,
 ``results.md`` (the table), ``perplexity.png`` and ``runs.json`` (ranks and solver facts) under ``--out``.
 """
 
@@ -32,10 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")
     p.add_argument("--model", default=None, help="model (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--data", default=None, help="calibration/evaluation text (default: pydoc topics)")
+    p.add_argument("--data", nargs="+", default=None, help="calibration text (default: pydoc topics)")
+    p.add_argument("--eval-data", nargs="+", default=None,
+                   help="text whose evaluation split is the first held-out column (default: --data's)")
+    p.add_argument("--heldout-data", nargs="+", default=None,
+                   help="a second text, never calibrated on, scored whole as a second held-out column")
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="kept-parameter ratios")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="methods: uniform, milp, milp-normalized, fermigrad, fermigrad-ce (default: uniform milp fermigrad)")
+                   help="methods: uniform, milp, milp-normalized, milp-fisher, fermigrad, fermigrad-ce, each optionally "
+                        "followed by +seq, +seq+ls or +seq+joint (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16384; quick 8192)")
@@ -51,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="safetensors file (+ a .json side file) to keep the whitened SVDs in between runs")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results/svd[-quick])")
     args = p.parse_args(argv)
+    for name in ("data", "eval_data", "heldout_data"):  # one name stays a string ("pydoc", a dataset name)
+        value = getattr(args, name)
+        if value is not None and len(value) == 1:
+            setattr(args, name, value[0])
     args.ratios = args.ratios or ([1.0, 0.8, 0.6] if args.quick else [1.0, 0.9, 0.8, 0.7, 0.6])
     args.methods = args.methods or ["uniform", "milp", "fermigrad"]
     args.samples = args.samples or (32 if args.quick else 64)
@@ -69,9 +84,22 @@ METHODS = {
     "uniform": ("uniform", {}),
     "milp": ("milp", {}),
     "milp-normalized": ("milp", {"normalize": True}),
+    "milp-fisher": ("milp", {"error_weights": "fisher"}),
     "fermigrad": ("fermigrad", {"target": "kl"}),
     "fermigrad-ce": ("fermigrad", {"target": "ce"}),
 }
+
+
+def split_method(spec: str) -> tuple[str, str, str]:
+    """(allocation method, whitening, update) of a method spec such as ``fermigrad+seq+ls``."""
+    base, *parts = spec.split("+")
+    whitening = "sequential" if "seq" in parts else "dense"
+    update = next((u for u in ("ls", "joint") if u in parts), "none")
+    if base not in METHODS or any(p not in ("seq", "ls", "joint") for p in parts) or (update != "none"
+                                                                                       and whitening == "dense"):
+        raise SystemExit(f"unknown method {spec!r}; methods: {', '.join(METHODS)}, each optionally followed by "
+                         f"+seq, +seq+ls or +seq+joint")
+    return base, whitening, update
 
 
 class Methods:
@@ -138,6 +166,16 @@ def whitened_factors(objective: Any, model: Any, adapter: Any, calibration: Any,
     return factors, False
 
 
+def whole_text_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:
+    """The first ``max_tokens`` token ids of all of ``texts`` (both of its splits: none of it is calibrated on)."""
+    import torch
+
+    from lmshrink.data import tokenize_texts
+
+    ids = tokenize_texts(tokenizer, list(texts.calibration) + list(texts.evaluation))[:max_tokens]
+    return torch.from_numpy(ids)
+
+
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -173,11 +211,21 @@ def markdown(rows: list[dict[str, Any]], ratios: list[float], methods: list[str]
     return "\n".join(lines)
 
 
+def detail_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (ratio, method): both held-out perplexities, their ratios to dense, and the wall times."""
+    lines = ["| ratio | method | held-out ppl | second text ppl | × dense | × dense (second) | solve s | refit s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["ratio"] >= 1.0:
+            continue
+        lines.append(f"| {r['ratio']:.1f} | {r['method']} | {r['perplexity']:.3f} | {r['heldout_perplexity']:.3f} | "
+                     f"{r['vs_dense']:.3f} | {r['heldout_vs_dense']:.3f} | {r['solve_s']:.0f} | {r['refit_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method {unknown[0]!r}; methods: {', '.join(METHODS)}")
+    specs = {m: split_method(m) for m in args.methods}
     import torch
 
     import lmshrink
@@ -201,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     objective = get_objective("fermi-rank")
     texts = load_texts(args.data)
     calibration = make_calibration(tokenizer, texts, args.samples, args.seq_len, args.seed)
-    eval_ids = evaluation_ids(tokenizer, texts, args.eval_tokens)
+    eval_texts = load_texts(args.eval_data) if args.eval_data else texts
+    eval_ids = evaluation_ids(tokenizer, eval_texts, args.eval_tokens)
+    second = None
+    if args.heldout_data:
+        whole = load_texts(args.heldout_data)
+        second = whole_text_ids(tokenizer, whole, args.eval_tokens)
+        log(f"second held-out text: {second.numel()} tokens of {whole.source}")
 
     t = time.perf_counter()
     cache = Path(args.factors_cache) if args.factors_cache else None
@@ -216,34 +270,59 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     base = perplexity(model, eval_ids, progress=False)
-    log(f"uncompressed perplexity {base['perplexity']:.3f} on {base['tokens']} tokens")
+    base2 = perplexity(model, second, progress=False) if second is not None else None
+    log(f"uncompressed perplexity {base['perplexity']:.3f} on {base['tokens']} tokens"
+        + (f"; {base2['perplexity']:.3f} on the second text" if base2 else ""))
+    dense_row = {"kept_ratio": 1.0, "kept_ratio_pivga": 1.0, "perplexity": base["perplexity"], "nll": base["nll"],
+                 "vs_dense": 1.0, "heldout_perplexity": base2["perplexity"] if base2 else None,
+                 "heldout_vs_dense": 1.0 if base2 else None, "energy": 0.0, "solve_s": 0.0, "refit_s": 0.0,
+                 "dense_matrices": len(factors.names)}
+    from lmshrink.compress.sequential import sequential_factors
+
     for ratio in args.ratios:
+        solved: dict[str, tuple[Any, Any, float]] = {}  # allocation method → (problem, solutions, seconds)
         for method in args.methods:
             if ratio >= 1.0:  # nothing to compress: every method keeps every matrix dense
-                rows.append({"method": method, "ratio": ratio, "kept_ratio": 1.0, "kept_ratio_pivga": 1.0,
-                             "perplexity": base["perplexity"], "nll": base["nll"], "energy": 0.0, "solve_s": 0.0,
-                             "dense_matrices": len(factors.names)})
+                rows.append({"method": method, "ratio": ratio, **dense_row})
                 continue
-            problem = methods.problem(method, ratio)
-            t = time.perf_counter()
-            log(f"ratio {ratio}: solving with {method}")
-            result = methods.solve(method, ratio, problem)
-            solve_s = time.perf_counter() - t
+            alloc, whitening, update = specs[method]
+            if alloc not in solved:
+                problem = methods.problem(alloc, ratio)
+                t = time.perf_counter()
+                log(f"ratio {ratio}: solving with {alloc}")
+                result = methods.solve(alloc, ratio, problem)
+                solved[alloc] = (problem, result, time.perf_counter() - t)
+            problem, result, solve_s = solved[alloc]
             plan = RankPlan.from_solution(problem, result.best.x, source={"method": method})
+            t = time.perf_counter()
+            used = factors
+            if whitening == "sequential":
+                log(f"ratio {ratio} {method}: sequential whitening (update {update})")
+                ranks = {m.name: m.rank for m in plan.matrices if not m.dense}
+                used = sequential_factors(model, adapter, adapter.linear_layers(model), calibration.input_ids, ranks,
+                                          update=update, progress=False)
+            refit_s = time.perf_counter() - t
             net = copy.deepcopy(model)
-            summary = apply_plan(net, factors, plan)
+            summary = apply_plan(net, used, plan)
+            del used
             ppl = perplexity(net, eval_ids, progress=False)
+            ppl2 = perplexity(net, second, progress=False) if second is not None else None
             del net
             gc.collect()
             row = {"method": method, "ratio": ratio, "kept_ratio": summary.params_stored / summary.params_dense,
                    "kept_ratio_pivga": summary.params_pivga / summary.params_dense, "perplexity": ppl["perplexity"],
-                   "nll": ppl["nll"], "energy": methods.error(ratio, result.best.x), "solve_s": solve_s,
+                   "nll": ppl["nll"], "vs_dense": ppl["perplexity"] / base["perplexity"],
+                   "heldout_perplexity": ppl2["perplexity"] if ppl2 else None,
+                   "heldout_vs_dense": ppl2["perplexity"] / base2["perplexity"] if ppl2 else None,
+                   "energy": methods.error(ratio, result.best.x), "solve_s": solve_s, "refit_s": refit_s,
                    "dense_matrices": sum(1 for m in plan.matrices if m.dense)}
             rows.append(row)
             info = {k: v for k, v in result.info.items() if k not in ("history",)}
             runs.append({**row, "ranks": plan.ranks, "solver_info": info, "history": result.info.get("history")})
-            log(f"ratio {ratio} {method}: perplexity {ppl['perplexity']:.3f} (kept {row['kept_ratio']:.4f}, "
-                f"energy {row['energy']:.4g}, {solve_s:.0f} s)")
+            log(f"ratio {ratio} {method}: perplexity {ppl['perplexity']:.3f} ({row['vs_dense']:.3f}x dense)"
+                + (f", second text {ppl2['perplexity']:.3f} ({row['heldout_vs_dense']:.3f}x)" if ppl2 else "")
+                + f" (kept {row['kept_ratio']:.4f}, energy {row['energy']:.4g}, solve {solve_s:.0f} s, "
+                  f"refit {refit_s:.0f} s)")
             with open(args.out / "runs.json", "w") as fh:
                 json.dump(runs, fh, indent=1, default=str)
 
@@ -256,12 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     title = f"{loaded.name.split(' (')[0]}: whitened SVD ({kind})"
     plot(rows, args.out / "perplexity.png", title)
     table = markdown(rows, args.ratios, args.methods)
+    if second is not None:
+        table += "\n\n" + detail_table(rows)
     total = time.perf_counter() - started
     text = [
         f"# SVD rank allocation: {title}",
         "",
-        f"Held-out perplexity ({base['tokens']} tokens of {texts.source}) against the kept ratio of the decomposed "
-        f"matrices' parameters. Calibration {args.samples}×{args.seq_len} tokens; fermigrad: {args.steps} steps of "
+        f"Held-out perplexity ({base['tokens']} tokens of {eval_texts.source}) against the kept ratio of the decomposed "
+        f"matrices' parameters"
+        + (f"; second held-out text: {second.numel()} tokens of {whole.source}" if second is not None
+           else "")
+        + f". Calibration {args.samples}×{args.seq_len} tokens of {texts.source}; fermigrad: {args.steps} steps of "
         f"{args.batch_size} samples, KL to the uncompressed model (teacher top-{args.teacher_top_k} cached). "
         + (f"Whitened SVDs read from {cache} (computed once by an earlier run)." if cached
            else f"Whitened SVDs computed once ({factor_time:.0f} s)."),

@@ -26,7 +26,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="fermi-rank",
                    help="rank objective: whitens the matrices and poses the problem (default fermi-rank)")
     p.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, normalize=true, eps=1e-6")
+                   help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, error_weights=fisher, eps=1e-6")
+    p.add_argument("--whitening", choices=("dense", "sequential"), default="dense",
+                   help="dense: whiten every matrix on the dense model's inputs (one pass); sequential: after the "
+                        "allocation, refactor each decoder layer on the inputs of the compressed layers before it")
+    p.add_argument("--update", choices=("none", "ls", "joint"), default="none",
+                   help="with --whitening sequential: refit the kept factors to the dense layer's outputs by least "
+                        "squares (ls: left factor only; joint: both factors, the best rank-r fit)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds for the solver")
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity (default 16384)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity")
@@ -60,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         objective_options=parse_option_strings(f"Objective {objective.name!r}", objective.options,
                                                args.objective_option),
         time_limit=args.time_limit,
+        whitening=args.whitening,
+        update=args.update,
         eval_tokens=args.eval_tokens,
         evaluate=not args.no_eval,
         export_dense=args.export_dense,

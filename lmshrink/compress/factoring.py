@@ -188,6 +188,25 @@ def soft_weight(f: MatrixFactors, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def factor_matrix(name: str, W: torch.Tensor, wh: Whitening, bias: torch.Tensor | None = None, *,
+                  dtype: torch.dtype = torch.float32) -> MatrixFactors:
+    """The whitened SVD of one weight ``W`` (float64, on the whitening's device) as :class:`MatrixFactors`."""
+    m, n = W.shape
+    M = W @ wh.S
+    if m <= n:
+        lam, U = torch.linalg.eigh(M @ M.T)  # M Mᵀ = U Σ² Uᵀ, ascending
+        lam, U = lam.flip(0), U.flip(1)
+        left, right = U, U.T @ W
+    else:
+        lam, V = torch.linalg.eigh(M.T @ M)  # MᵀM = V Σ² Vᵀ
+        lam, V = lam.flip(0), V.flip(1)
+        left, right = M @ V, wh.right_solve(V.T)
+    sigma = torch.sqrt(torch.clamp(lam, min=0)).cpu().numpy().copy()
+    sigma = np.minimum.accumulate(sigma)  # exact ties may come out unsorted by a rounding error
+    return MatrixFactors(name, (m, n), sigma, left.to(dtype), right.to(dtype), bias, wh.info())
+
+
+@torch.no_grad()
 def factorize(
     linears: Mapping[str, nn.Module],
     stats: GramStats,
@@ -204,22 +223,9 @@ def factorize(
         g = order[name]
         if whitenings[g] is None:
             whitenings[g] = whiten(stats.grams[g], eps=eps)
-        wh = whitenings[g]
         W = module.weight.detach().to("cpu", torch.float64)  # next to the Gram matrices (float64, CPU)
-        m, n = W.shape
-        M = W @ wh.S
-        if m <= n:
-            lam, U = torch.linalg.eigh(M @ M.T)  # M Mᵀ = U Σ² Uᵀ, ascending
-            lam, U = lam.flip(0), U.flip(1)
-            left, right = U, U.T @ W
-        else:
-            lam, V = torch.linalg.eigh(M.T @ M)  # MᵀM = V Σ² Vᵀ
-            lam, V = lam.flip(0), V.flip(1)
-            left, right = M @ V, wh.right_solve(V.T)
-        sigma = torch.sqrt(torch.clamp(lam, min=0)).cpu().numpy().copy()
-        sigma = np.minimum.accumulate(sigma)  # exact ties may come out unsorted by a rounding error
         bias = module.bias.detach().clone() if getattr(module, "bias", None) is not None else None
-        factors[name] = MatrixFactors(name, (m, n), sigma, left.to(dtype), right.to(dtype), bias, wh.info())
+        factors[name] = factor_matrix(name, W, whitenings[g], bias, dtype=dtype)
     info = {"eps": eps, "tokens": stats.tokens, "dtype": str(dtype).replace("torch.", "")}
     out = SvdFactors(factors, stats.tokens, stats.groups, info)
     out.info["whitening"] = {k: v for k, v in out.whitening_summary().items() if k != "per_input"}
@@ -262,4 +268,4 @@ def svd_factors(
     return out
 
 
-__all__ = ["FACTORS_FORMAT", "MatrixFactors", "SvdFactors", "factorize", "soft_weight", "svd_factors"]
+__all__ = ["FACTORS_FORMAT", "MatrixFactors", "SvdFactors", "factor_matrix", "factorize", "soft_weight", "svd_factors"]

@@ -3,7 +3,8 @@
 The objective poses the rank allocation of the whitened SVDs (:mod:`lmshrink.compress.factoring`): per matrix its
 whitened singular values σ_{l,i}, one global budget ``ratio · Σ_l m_l n_l``, and the energy
 Σ_l w_l Σ_{i≥r_l} σ_{l,i}² (the summed calibration truncation error; w_l = 1, or 1/Σ_i σ_{l,i}² with
-``normalize``).
+``normalize`` or ``error_weights="relative"``, or ½ f_l with ``error_weights="fisher"``: then each term estimates the
+calibration loss increase of truncating that matrix, :func:`~lmshrink.objectives.rank.output_sensitivity`).
 
 That energy treats every matrix's output error alike, although the network is not equally sensitive to each. So
 the objective also builds a *loss oracle* (:class:`SoftTruncationLoss`, a :class:`~lmshrink.core.rank.LossOracle`,
@@ -34,7 +35,7 @@ import numpy as np
 from ..core import Option
 from ..core.rank import RankAllocationProblem
 from ..plugins import hookimpl
-from .rank import RankObjective, rank_problem
+from .rank import ERROR_WEIGHTS, RankObjective, output_sensitivity, rank_problem
 
 
 class SoftTruncationLoss:
@@ -180,6 +181,9 @@ class FermiRankObjective(RankObjective):
         "teacher_top_k": Option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)",
                                 int),
         "normalize": Option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy", bool),
+        "error_weights": Option("plain", "weight of each matrix's whitened error in the energy: plain (1), relative "
+                                         "(1/‖WX‖², as normalize) or fisher (the loss's sensitivity to its outputs)",
+                                str, ERROR_WEIGHTS),
         "min_rank": Option(1, "smallest rank allowed", int),
         "seed": Option(0, "seed of the oracle's minibatch order", int),
     }
@@ -193,13 +197,29 @@ class FermiRankObjective(RankObjective):
             "adapter": adapter.name,
             "objective": self.name,
             "options": {"ratio": o["ratio"], "pivga": o["pivga"], "target": o["target"], "eps": o["eps"],
-                        "normalize": o["normalize"], "batch_size": o["batch_size"],
+                        "normalize": o["normalize"], "error_weights": o["error_weights"],
+                        "batch_size": o["batch_size"],
                         "teacher_top_k": o["teacher_top_k"]},
             "calibration": {"source": calibration.source, **calibration.info},
             "whitening": factors.info.get("whitening", {}),
         }
-        return rank_problem(factors, o["ratio"], pivga=o["pivga"], normalize=o["normalize"], min_rank=o["min_rank"],
-                            metadata=meta)
+        weights = None
+        if o["error_weights"] == "fisher":
+            weights = [f * 0.5 for f in self.sensitivity(model, adapter, calibration, o, factors.names)]
+        return rank_problem(factors, o["ratio"], pivga=o["pivga"], normalize=o["normalize"] or
+                            o["error_weights"] == "relative", min_rank=o["min_rank"], metadata=meta, weights=weights)
+
+    def sensitivity(self, model: Any, adapter: Any, calibration: Any, options: Mapping[str, Any],
+                    names: Sequence[str]) -> list[float]:
+        """:func:`~lmshrink.objectives.rank.output_sensitivity` of ``names`` on the calibration samples, kept for
+        the same model and samples (every ratio of a run poses with the same weights)."""
+        key = (id(model), calibration.fingerprint())
+        if getattr(self, "_sensitivity_key", None) != key:
+            linears = adapter.linear_layers(model)
+            self._sensitivity = output_sensitivity(model, linears, calibration.input_ids,
+                                                   batch_size=options["batch_size"], progress=options["progress"])
+            self._sensitivity_key = key
+        return [self._sensitivity[n] for n in names]
 
     def loss_oracle(self, model: Any, factors: Any, problem: RankAllocationProblem, calibration: Any,
                     options: Mapping[str, Any]) -> SoftTruncationLoss | None:

@@ -12,17 +12,23 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core import Objective, Option
+from ..core import LmshrinkError, Objective, Option
 from ..core.options import validate_options
 from ..core.rank import LossOracle, RankAllocationProblem
 
 if TYPE_CHECKING:
     from ..compress.factoring import SvdFactors
+
+
+#: how each matrix's whitened truncation error is weighted in the energy: ``plain`` (w_l = 1), ``relative``
+#: (w_l = 1/‖W_l X_l‖² = 1/Σ_i σ_{l,i}²) or ``fisher`` (w_l = the loss's mean squared gradient per output entry,
+#: :func:`output_sensitivity`)
+ERROR_WEIGHTS = ("plain", "relative", "fisher")
 
 
 def rank_problem(
@@ -33,15 +39,20 @@ def rank_problem(
     normalize: bool = False,
     min_rank: int = 1,
     metadata: dict[str, Any] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> RankAllocationProblem:
     """The rank-allocation problem of ``factors`` at ``ratio``: the whitened singular values of every matrix, one
-    budget ⌊ratio · Σ_l m_l n_l⌋; with ``normalize`` each matrix's error weighted by 1/Σ_i σ_{l,i}²."""
+    budget ⌊ratio · Σ_l m_l n_l⌋; with ``normalize`` each matrix's error weighted by 1/Σ_i σ_{l,i}², with
+    ``weights`` (one per matrix, in the factors' order) by those."""
     names = factors.names
     shapes = [factors.factors[n].shape for n in names]
     sigmas = [factors.factors[n].sigma for n in names]
     total = sum(m * n for m, n in shapes)
-    weights = None
-    if normalize:
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (len(names),) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise LmshrinkError(f"Give one finite, non-negative error weight per matrix ({len(names)}).")
+    elif normalize:
         weights = np.array([1.0 / max(float((s**2).sum()), 1e-300) for s in sigmas])
     meta = dict(metadata or {})
     meta.setdefault("ratio", float(ratio))
@@ -55,6 +66,57 @@ def rank_problem(
         weights=weights,
         metadata=meta,
     )
+
+
+def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *, batch_size: int = 4,
+                       progress: bool = False) -> dict[str, float]:
+    """Per matrix, how much the calibration loss reacts to an error in its outputs.
+
+    With L the summed next-token NLL and y_t a matrix's output at token t, a small output error Δy changes the loss
+    by about ½ Σ_t Δy_tᵀ F_t Δy_t (second order, F_t ≈ E[g_t g_tᵀ] with g_t = ∂L/∂y_t, the Fisher approximation of
+    the Hessian). Taking F_t isotropic with the mean of its diagonal, f_l = Σ_t ‖g_t‖² / (N m_l) over the N
+    calibration tokens and m_l outputs, gives ΔL ≈ ½ f_l ‖ΔW X‖², so f_l · (whitened truncation error) estimates
+    each matrix's loss increase on one scale. One forward and backward pass per batch; weights get no gradients.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..evaluate.loss import model_inputs, token_nll
+
+    sums = {name: 0.0 for name in linears}
+    handles = []
+
+    def keep(name: str):
+        def fn(module: Any, args: tuple, output: Any) -> None:
+            if output.requires_grad:
+                output.register_hook(lambda g: sums.__setitem__(name, sums[name] + float(g.double().pow(2).sum())))
+
+        return fn
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        handles = [module.register_forward_hook(keep(name)) for name, module in linears.items()]
+        embed = model.get_input_embeddings()
+        starts = range(0, int(input_ids.shape[0]), batch_size)
+        for s in tqdm(starts, desc="output sensitivity", disable=not progress, leave=False):
+            ids = model_inputs(model, input_ids[s : s + batch_size])
+            with torch.enable_grad():
+                h = embed(ids).detach().requires_grad_(True)
+                logits = model(inputs_embeds=h, use_cache=False).logits[:, :-1]
+                token_nll(logits, ids).sum().backward()
+            tokens += int(ids.numel())
+    finally:
+        for h_ in handles:
+            h_.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return {name: sums[name] / (tokens * module.out_features) for name, module in linears.items()}
 
 
 class RankObjective(Objective):
@@ -101,4 +163,4 @@ class RankObjective(Objective):
         return self.pose(factors, model, adapter, calibration, options)
 
 
-__all__ = ["RankObjective", "rank_problem"]
+__all__ = ["ERROR_WEIGHTS", "RankObjective", "output_sensitivity", "rank_problem"]

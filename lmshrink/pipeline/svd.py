@@ -28,6 +28,10 @@ from ..report import Timings, default_out_dir
 from ..report import log as _log
 from .inputs import Inputs, load_inputs
 
+#: ``dense``: every matrix whitened on the dense model's inputs (one pass); ``sequential``: each decoder layer on the
+#: inputs of the already compressed layers before it (:mod:`lmshrink.compress.sequential`)
+WHITENINGS = ("dense", "sequential")
+
 #: objective options the pipeline sets from its own settings when the objective declares them
 _FROM_SETTINGS = ("ratio", "pivga", "seed", "progress")
 
@@ -61,6 +65,8 @@ class SvdConfig:
     dtype: str = "auto"
     device_map: str | None = None
     save_dtype: str = "auto"
+    whitening: str = "dense"
+    update: str = "none"
 
     def __post_init__(self) -> None:
         self.solver_options = dict(self.solver_options or {})
@@ -77,6 +83,15 @@ class SvdConfig:
         if self.evaluate and (self.eval_tokens < 2 or self.eval_window < 2):
             raise LmshrinkError(f"eval_tokens and eval_window must be at least 2, not {self.eval_tokens} and "
                                 f"{self.eval_window}.")
+        if self.whitening not in WHITENINGS:
+            raise LmshrinkError(f"whitening must be one of {', '.join(WHITENINGS)}, not {self.whitening!r}.")
+        from ..compress.sequential import UPDATES
+
+        if self.update not in UPDATES:
+            raise LmshrinkError(f"update must be one of {', '.join(UPDATES)}, not {self.update!r}.")
+        if self.update != "none" and self.whitening != "sequential":
+            raise LmshrinkError(f"update={self.update!r} fits the factors to the compressed model's inputs; it needs "
+                                f"whitening='sequential'.")
         if self.time_limit is not None and not self.time_limit > 0:
             raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
         self.placement()
@@ -126,7 +141,10 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     stores the factors gauge-fixed, so the same budget buys higher ranks; ``objective_options`` go to the objective
     (``fermi-rank``: ``target``, ``batch_size``, ``normalize``, ``eps``, ...). Writes ``model/`` (reload with
     :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json``, ``report.md`` and, with
-    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``, which must be empty or absent (with
+    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``. ``whitening="sequential"`` recomputes
+    the factors after the allocation, each decoder layer on the inputs of the compressed layers before it, and
+    ``update`` ("ls" or "joint") refits the kept factors to the dense layer's outputs there
+    (:mod:`lmshrink.compress.sequential`); the files go under ``out``, which must be empty or absent (with
     ``overwrite``, an earlier run's output is replaced whole). ``verify`` reloads the saved model and records the
     largest logit difference.
     """
@@ -162,6 +180,9 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
         problem = pose(plugins, factors, inputs, timings)
         solutions = solve(plugins, problem, factors, inputs, config, timings)
     plan = make_plan(problem, solutions, plugins)
+    if config.whitening == "sequential":
+        del factors
+        factors = refit(plugins, inputs, plan, config, timings)
     summary = compress(net, factors, plan, timings)
     del factors
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
@@ -265,6 +286,22 @@ def make_plan(problem: RankAllocationProblem, solutions: SolutionSet, plugins: P
     """The best allocation as a :class:`RankPlan`."""
     source = {"solver": solutions.solver, "objective": plugins.objective.name, "problem": "problem.json"}
     return RankPlan.from_solution(problem, solutions.best.x, source=source)
+
+
+def refit(plugins: Plugins, inputs: Inputs, plan: RankPlan, config: SvdConfig, timings: Timings) -> Any:
+    """The factors recomputed with the plan's ranks by sequential whitening, each decoder layer on the inputs of the
+    compressed layers before it, updated as ``config.update`` says (:func:`~lmshrink.compress.sequential.
+    sequential_factors`). The ranks were allocated on the one-pass factors."""
+    from ..compress.sequential import sequential_factors
+
+    o = plugins.objective_options
+    ranks = {m.name: m.rank for m in plan.matrices if not m.dense}
+    with timings("sequential whitening"):
+        _log(config.progress, f"sequential whitening with the plan's ranks (update {config.update})")
+        return sequential_factors(inputs.model, inputs.adapter, inputs.adapter.linear_layers(inputs.model),
+                                  inputs.calibration.input_ids, ranks, update=config.update,
+                                  batch_size=o.get("gram_batch_size", 8), eps=o.get("eps", 1e-6),
+                                  progress=config.progress)
 
 
 def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:

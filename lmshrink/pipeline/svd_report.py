@@ -10,7 +10,7 @@ from ..report import Timings, library_versions, write_json
 
 #: settings of :class:`~lmshrink.pipeline.svd.SvdConfig` the report lists (where and how the run wrote are left out)
 _SETTINGS = ("ratio", "solver", "solver_options", "pivga", "data", "samples", "seq_len", "seed", "objective",
-             "objective_options", "eval_tokens", "eval_window", "export_dense", "time_limit")
+             "objective_options", "eval_tokens", "eval_window", "export_dense", "time_limit", "whitening", "update")
 
 
 def per_matrix(problem: Any, plan: Any) -> list[dict[str, Any]]:
@@ -68,7 +68,8 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
         "perplexity_before": ppl_before,
         "perplexity_after": ppl_after,
         "energy": best.energy,
-        "whitening": problem.metadata.get("whitening", {}),
+        "whitening": {**problem.metadata.get("whitening", {}), "mode": getattr(config, "whitening", "dense"),
+                      "update": getattr(config, "update", "none")},
         "verify": verified,
         "problem": {"path": "problem.json", "matrices": problem.num_matrices, "format": problem.FORMAT},
         "plan": {"path": "plan.json", "format": plan.FORMAT, "cost": plan.cost, "budget": plan.budget},

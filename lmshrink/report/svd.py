@@ -48,7 +48,9 @@ def render_svd_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Settings", "",
         markdown_table(["setting", "value"], [[k, v] for k, v in s.items()]), "",
-        (f"Calibration: {report['calibration'].get('source')}. Whitening: {w.get('cholesky', '?')} Cholesky, "
+        (f"Calibration: {report['calibration'].get('source')}. Whitening: {w.get('mode', 'dense')}"
+         + (f" (update of the kept factors: {w.get('update')})" if w.get("mode") == "sequential" else "")
+         + f"; allocation on one-pass factors: {w.get('cholesky', '?')} Cholesky, "
          f"{w.get('eigen', '?')} eigen-decomposition fallbacks over {w.get('inputs', '?')} distinct inputs "
          f"(largest relative eps {w.get('max_eps', '?')})."),
         "",
