@@ -1,0 +1,80 @@
+"""The joint removal-and-rank problem, its exact solver and the ``compress`` flow on a tiny Llama."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lmshrink.core import LmshrinkError
+from lmshrink.core.joint import JointCompressionProblem
+from lmshrink.core.problem import load_problem
+
+
+def tiny_problem(budget: float = 20, **kw) -> JointCompressionProblem:
+    """Two branches: branch 0 holds a 3×2 and a 2×3 matrix, branch 1 a 4×4 one."""
+    rng = np.random.default_rng(3)
+    shapes = [(3, 2), (2, 3), (4, 4)]
+    svs = [np.sort(rng.uniform(0.1, 2.0, min(s)))[::-1] for s in shapes]
+    return JointCompressionProblem(branches=["a", "b"], removal_loss=[0.8, 0.5], matrices=["a.q", "a.o", "b.d"],
+                                   shapes=shapes, singular_values=svs, branch_of=[0, 0, 1],
+                                   sensitivity=[0.3, 0.6, 1.1], budget=budget, **kw)
+
+
+def brute_force(p: JointCompressionProblem) -> tuple[float, np.ndarray]:
+    """Lowest energy over every branch decision and every rank of every matrix (feasibility checked by the problem)."""
+    best = (np.inf, None)
+    ranges = [range(2)] * p.num_branches + [range(p.max_rank(m) + 1) for m in range(p.num_matrices)]
+    for x in itertools.product(*ranges):
+        x = np.array(x)
+        if p.is_feasible(x):
+            e = p.energy(x)
+            if e < best[0] - 1e-12:
+                best = (e, x)
+    return best
+
+
+def test_energy_and_cost_by_hand():
+    p = tiny_problem()
+    s2 = [s**2 for s in p.singular_values]
+    # keep branch 0 with a.q at rank 1 (factored: 1·(3+2) = 5 < 6) and a.o dense; remove branch 1
+    x = p.state([1, 0], [1, 2, 3])
+    assert p.cost(x) == 5 + 6
+    assert p.energy(x) == pytest.approx(0.5 + 0.3 * s2[0][1:].sum() / s2[0].sum())
+    assert p.is_feasible(x) and p.removed(x) == ["b"] and p.ranks(x) == {"a.q": 1, "a.o": 2}
+    assert not p.is_feasible(np.array([1, 0, 1, 2, 3]))  # a removed branch's rank must be 0
+    assert not p.is_feasible(p.state([1, 1], [2, 2, 4]))  # 6 + 6 + 16 > 20
+
+
+@pytest.mark.parametrize("budget", [0, 7, 12, 20, 27, 40])
+@pytest.mark.parametrize("mode", ["joint", "removal", "svd"])
+def test_milp_equals_brute_force(budget, mode):
+    from lmshrink.plugins import get_solver
+
+    settings = {"removal": {"allow_factoring": False}, "svd": {"allow_removal": False}}.get(mode, {})
+    try:
+        p = tiny_problem(budget, **settings)
+    except LmshrinkError:
+        assert mode == "svd" and budget < 5 + 5 + 8  # each matrix at rank 1 costs that much at least
+        return
+    best, _ = brute_force(p)
+    sol = get_solver("joint-milp", JointCompressionProblem).solve(p, grid_step=1, mip_gap=0.0, num_solutions=3)
+    assert p.is_feasible(sol.best.x)
+    assert sol.best.energy == pytest.approx(best, abs=1e-9)
+    energies = [s.energy for s in sol]
+    assert energies == sorted(energies) and len({tuple(s.x) for s in sol}) == len(sol)
+
+
+def test_round_trip_through_a_file(tmp_path):
+    p = tiny_problem(allow_factoring=False)
+    q = load_problem(p.save(tmp_path / "joint.json"))
+    assert isinstance(q, JointCompressionProblem) and not q.allow_factoring
+    x = q.state([1, 0], [2, 2, 0])
+    assert q.energy(x) == p.energy(x) and q.cost(x) == p.cost(x)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(LmshrinkError, match="removal_loss"):
+        tiny_problem().with_settings().__class__(branches=["a"], removal_loss=[1, 2], matrices=[], shapes=[],
+                                                 singular_values=[], branch_of=[], sensitivity=[], budget=1)
