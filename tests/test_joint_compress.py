@@ -78,3 +78,52 @@ def test_bad_input_is_refused():
     with pytest.raises(LmshrinkError, match="removal_loss"):
         tiny_problem().with_settings().__class__(branches=["a"], removal_loss=[1, 2], matrices=[], shapes=[],
                                                  singular_values=[], branch_of=[], sensitivity=[], budget=1)
+
+
+# --- the flow on a tiny Llama --------------------------------------------------------------------------------------
+def _tiny_loaded(num_layers: int = 4):
+    from lmshrink.models import LoadedModel
+    from tests.tiny import tiny_llama, tiny_tokenizer
+
+    return LoadedModel(tiny_llama(num_layers), tiny_tokenizer(), "tiny")
+
+
+def _run(tmp_path, **kw):
+    from lmshrink.pipeline.compress import compress_model
+
+    settings = dict(ratio=0.6, samples=6, seq_len=32, loss_windows=4, probe_layers=2, evaluate=False, out=tmp_path / "out", progress=False, solver_options={"grid_step": 4})
+    settings.update(kw)
+    return compress_model(_tiny_loaded(), **settings)
+
+
+def test_compress_removes_and_factors_and_reloads_identically(tmp_path):
+    import json
+
+    import torch
+
+    from lmshrink import load_compressed
+    from lmshrink.adapters.sublayer import removed_branches
+
+    # at half the budget the optimum on this tiny model (seed 0) removes branches and factors matrices
+    result = _run(tmp_path, ratio=0.5)
+    assert result.removed and result.report["factored"]
+    problem, x = result.problem, result.solutions.best.x
+    assert problem.is_feasible(x) and problem.cost(x) <= 0.5 * problem.total_dense
+    report = json.loads((result.out / "report.json").read_text())
+    assert report["removed_branches"] == result.removed
+    assert report["params"]["kept"] == problem.cost(x)
+    assert (result.out / "report.md").exists() and (result.out / "plan.json").exists()
+    reloaded = load_compressed(result.out / "model")
+    ids = torch.randint(0, 320, (2, 24))
+    with torch.no_grad():
+        a = result.model(input_ids=ids).logits
+        b = reloaded(input_ids=ids).logits
+    assert torch.equal(a, b)
+    assert report["verify"]["identical"]
+    transforms = [t["type"] for t in json.loads((result.out / "model" / "lmshrink_config.json").read_text())
+                  ["transforms"]]
+    assert transforms == ["remove_sublayers", "low_rank"]
+    # the removed branches are gone in the reloaded model too (a layer that lost both is gone whole)
+    gone = sum(len(v) for v in removed_branches(reloaded).values())
+    whole = 4 - reloaded.config.num_hidden_layers
+    assert gone + 2 * whole == len(result.removed)
