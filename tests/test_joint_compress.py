@@ -127,3 +127,17 @@ def test_compress_removes_and_factors_and_reloads_identically(tmp_path):
     gone = sum(len(v) for v in removed_branches(reloaded).values())
     whole = 4 - reloaded.config.num_hidden_layers
     assert gone + 2 * whole == len(result.removed)
+
+
+def test_the_command_refuses_a_bad_ratio_before_loading(capsys):
+    from lmshrink.cli import main
+
+    assert main(["compress", "--ratio", "1.5", "--quiet"]) == 2
+    assert "ratio must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_command_parses_its_flags():
+    from lmshrink.cli import build_parser
+
+    args = build_parser().parse_args(["compress", "--ratio", "0.6", "--mode", "removal"])
+    assert args.ratio == 0.6 and args.mode == "removal"
