@@ -91,7 +91,7 @@ def _tiny_loaded(num_layers: int = 4):
 def _run(tmp_path, **kw):
     from lmshrink.pipeline.compress import compress_model
 
-    settings = dict(ratio=0.6, samples=6, seq_len=32, loss_windows=4, probe_layers=2, evaluate=False, out=tmp_path / "out", progress=False, solver_options={"grid_step": 4})
+    settings = dict(ratio=0.6, samples=6, seq_len=32, loss_windows=4, probe_layers=1, evaluate=False, out=tmp_path / "out", progress=False, solver_options={"grid_step": 4})
     settings.update(kw)
     return compress_model(_tiny_loaded(), **settings)
 
@@ -141,3 +141,39 @@ def test_the_command_parses_its_flags():
 
     args = build_parser().parse_args(["compress", "--ratio", "0.6", "--mode", "removal"])
     assert args.ratio == 0.6 and args.mode == "removal"
+
+
+def test_measurements_equal_whole_passes_on_modified_copies():
+    """ΔL_b and a probe's loss increase, measured mid-stack, equal whole forward passes of modified copies."""
+    import copy
+
+    import torch
+
+    from lmshrink.core.rank import break_even_rank
+    from lmshrink.evaluate.loss import per_sample_loss
+    from lmshrink.objectives.joint import measure_joint
+    from lmshrink.plugins import find_adapter
+
+    net = _tiny_loaded(3).model
+    adapter = find_adapter(net)
+    ids = torch.randint(0, 320, (4, 24), generator=torch.Generator().manual_seed(1))
+    m = measure_joint(net, adapter, ids, probe_layers=1, probe_fractions=(0.5,))
+    with torch.no_grad():
+        base = per_sample_loss(net, ids).double().mean().item()
+        gone = adapter.remove(copy.deepcopy(net), [3], "sublayer")  # layer 1's MLP
+        removed = per_sample_loss(gone, ids).double().mean().item()
+        name = "model.layers.0.mlp.down_proj"
+        f = m.factors.factors[name]
+        r = max(1, round(0.5 * break_even_rank(*f.shape)))
+        A, B = f.truncated(r)
+        cut = copy.deepcopy(net)
+        cut.get_submodule(name).weight.copy_(A @ B)
+        truncated = per_sample_loss(cut, ids).double().mean().item()
+    assert m.branches[3] == "model.layers.1.mlp"
+    assert m.removal_loss[3] == pytest.approx(removed - base, abs=1e-5)
+    point = m.fits["down_proj"]["points"][0]
+    s2 = f.sigma**2
+    assert point["relative_error"] == pytest.approx(s2[r:].sum() / s2.sum())
+    assert point["delta_loss"] == pytest.approx(truncated - base, abs=1e-5)
+    e, d = point["relative_error"], point["delta_loss"]
+    assert m.sensitivity["down_proj"] == pytest.approx(max(d / e, 0.0))  # (3) with one point: the ratio
