@@ -27,6 +27,7 @@ from .plugins import hookimpl  # noqa: E402
 _LAZY = {
     "prune": ("lmshrink.pipeline.prune", "prune"),
     "svd_compress": ("lmshrink.pipeline.svd", "svd_compress"),
+    "compress_model": ("lmshrink.pipeline.compress", "compress_model"),
     "load_model": ("lmshrink.models", "load_model"),
     "load_compressed": ("lmshrink.compress.io", "load_compressed"),
 }

@@ -9,8 +9,8 @@ from ..plugins import hookimpl
 
 @hookimpl
 def lmshrink_register_commands(register: Any) -> None:
-    from . import (eval_cmd, export_cmd, heal_cmd, plugins_cmd, problems_cmd, prune_cmd, show_cmd, solve_cmd, svd_cmd,
-                   sweep_cmd)
+    from . import (compress_cmd, eval_cmd, export_cmd, heal_cmd, plugins_cmd, problems_cmd, prune_cmd, show_cmd,
+                   solve_cmd, svd_cmd, sweep_cmd)
 
     register(prune_cmd.COMMAND)
     register(solve_cmd.COMMAND)
@@ -22,3 +22,4 @@ def lmshrink_register_commands(register: Any) -> None:
     register(show_cmd.COMMAND)
     register(sweep_cmd.COMMAND)
     register(export_cmd.COMMAND)
+    register(compress_cmd.COMMAND)

@@ -27,6 +27,8 @@ BUILTIN_MODULES = (
     "lmshrink.solvers.rank_milp",
     "lmshrink.solvers.uniform",
     "lmshrink.objectives.fermi_rank",
+    # one budget over branch removal and SVD ranks
+    "lmshrink.solvers.joint_milp",
     # architectures and commands
     "lmshrink.adapters.llama",
     "lmshrink.adapters.nemotron_h",
