@@ -95,6 +95,10 @@ def _honours(monkeypatch, names):
         caps = cls.capabilities
         kinds = ("cardinality", "weighted") if name in names else ("cardinality",)
         monkeypatch.setattr(cls, "capabilities", dataclasses.replace(caps, constraint_kinds=kinds))
+    # composite stacks (tabu) declare their capabilities per instance: leave them out of the fallback list
+    import lmshrink.pipeline.request as request
+
+    monkeypatch.setattr(request, "BUDGET_SOLVERS", tuple(n for n in request.BUDGET_SOLVERS if n != "tabu"))
 
 
 def test_the_pipeline_picks_a_solver_that_honours_the_band(monkeypatch):
