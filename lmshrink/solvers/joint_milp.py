@@ -27,15 +27,12 @@ from ..core.errors import require
 from ..core.joint import JointCompressionProblem
 from ..plugins import hookimpl
 from .milp import highs
+from .rank_milp import candidate_ranks
 
 
 def joint_candidates(problem: JointCompressionProblem, m: int, grid_step: int) -> np.ndarray:
-    """Allowed ranks of matrix m that are multiples of ``grid_step``, plus its smallest allowed and its dense rank."""
-    a = problem.allowed_ranks(m)
-    if grid_step <= 1:
-        return a
-    keep = (a % grid_step == 0) | (a == a[0]) | (a == problem.max_rank(m))
-    return a[keep]
+    """Allowed ranks of matrix m on the grid, chosen as for rank allocation (:func:`.rank_milp.candidate_ranks`)."""
+    return candidate_ranks(problem, m, grid_step)
 
 
 class JointMilpSolver(Solver):

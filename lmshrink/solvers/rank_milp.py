@@ -29,8 +29,9 @@ from ..plugins import hookimpl
 from .milp import highs
 
 
-def candidate_ranks(problem: RankAllocationProblem, l: int, grid_step: int) -> np.ndarray:
-    """Allowed ranks of matrix l that are multiples of ``grid_step``, plus its smallest allowed and its dense rank."""
+def candidate_ranks(problem: Any, l: int, grid_step: int) -> np.ndarray:
+    """Allowed ranks of matrix l that are multiples of ``grid_step``, plus its smallest allowed and its dense rank
+    (``problem``: any problem with ``allowed_ranks(l)`` and ``max_rank(l)``, rank or joint)."""
     a = problem.allowed_ranks(l)
     if grid_step <= 1:
         return a
