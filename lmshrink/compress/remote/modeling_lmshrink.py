@@ -56,6 +56,11 @@ class PivGaLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.linear(x, self.rows)
+        if self.rank * (self.in_features + self.out_features) <= self.in_features * self.out_features:
+            # the same arithmetic as lmshrink's layer: y = E·z with E[P] = I and E[P̄] = coef, in output order
+            eye = torch.eye(self.rank, dtype=self.coef.dtype, device=self.coef.device)
+            left = torch.cat([eye, self.coef], dim=0).index_select(0, self.inverse)
+            return F.linear(z, left, self.bias)
         y = torch.cat([z, F.linear(z, self.coef)], dim=-1).index_select(-1, self.inverse)
         return y + self.bias if self.bias is not None else y
 
