@@ -150,6 +150,41 @@ def layer_owners(layers: Any, linears: Mapping[str, nn.Module]) -> dict[str, int
     return None if any(i is None for i in found.values()) else found
 
 
+@dataclass
+class DecoderWalk:
+    """What a layer-by-layer walk over the decoder starts from: the decoder layers, the layer each linear layer
+    sits in, the calibration batches as model inputs, a one-sample probe of them, and each batch's hidden states
+    at the input of the first decoder layer."""
+
+    layers: list[nn.Module]
+    owners: dict[str, int]
+    batches: list[Any]
+    probe: Any
+    first_inputs: list[torch.Tensor]
+
+
+@torch.no_grad()
+def start_walk(model: nn.Module, layers: list[nn.Module], linears: Mapping[str, nn.Module], input_ids: torch.Tensor,
+               batch_size: int, outside: str) -> DecoderWalk:
+    """The :class:`DecoderWalk` of ``input_ids`` through ``model`` (which must be in eval mode); a linear layer
+    outside the decoder layers is refused with ``outside`` as the end of the sentence."""
+    from ..evaluate.loss import model_inputs
+
+    owners = layer_owners(layers, linears)
+    if owners is None:
+        raise LmshrinkError(f"A linear layer lies outside the decoder layers; {outside}")
+    batches = [model_inputs(model, input_ids[s : s + batch_size]) for s in range(0, input_ids.shape[0], batch_size)]
+    probe = model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])])
+    first: list[torch.Tensor] = []
+    handle = _stop_at(layers[0], first, before=True)
+    try:
+        for batch in batches:
+            run_until_stopped(model, input_ids=batch, use_cache=False)
+    finally:
+        handle.remove()
+    return DecoderWalk(layers, owners, batches, probe, first)
+
+
 @torch.no_grad()
 def grams_by_layer(
     model: nn.Module,
@@ -167,26 +202,15 @@ def grams_by_layer(
     hidden states the layer before produced; the pass stops right after it. Drop each yielded ``GramStats``
     before asking for the next to hold one layer's Grams at a time.
     """
-    from ..evaluate.loss import model_inputs
     from ..evaluate.midstack import start_at
 
     parent, attr = adapter.layer_list(model)
     layers = list(getattr(parent, attr))
-    owners = layer_owners(layers, linears)
-    if owners is None:
-        raise LmshrinkError("A linear layer lies outside the decoder layers; collect its Grams with collect_grams.")
-    batches = [model_inputs(model, input_ids[s : s + batch_size]) for s in range(0, input_ids.shape[0], batch_size)]
-    probe = model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])])
     was_training = model.training
     model.eval()
     try:
-        hidden: list[torch.Tensor] = []
-        handle = _stop_at(layers[0], hidden, before=True)
-        try:
-            for batch in batches:
-                run_until_stopped(model, input_ids=batch, use_cache=False)
-        finally:
-            handle.remove()
+        walk = start_walk(model, layers, linears, input_ids, batch_size, "collect its Grams with collect_grams.")
+        owners, batches, probe, hidden = walk.owners, walk.batches, walk.probe, walk.first_inputs
         last = max(owners.values(), default=-1)
         for index in tqdm(range(last + 1), desc="whitening statistics", disable=not progress, leave=False):
             members = {name: linears[name] for name, i in owners.items() if i == index}

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..core.errors import LmshrinkError
 from ..evaluate.stopping import run_until_stopped
 from .factoring import MatrixFactors, SvdFactors, factor_matrix
-from .gram import GramStats, _stop_at, _zero_grams, input_groups, layer_owners
+from .gram import GramStats, _stop_at, _zero_grams, input_groups, start_walk
 from .low_rank import LowRankLinear, replace_module
 from .whitening import Whitening, whiten
 
@@ -97,27 +97,16 @@ def sequential_stats(model: nn.Module, adapter: Any, linears: Mapping[str, nn.Mo
     (compress them); on resuming, the layer runs as it then stands on the compressed stream to give the next
     layer's inputs. Restoring the model afterwards is the caller's business.
     """
-    from ..evaluate.loss import model_inputs
 
     where = adapter.layer_list(model)
     if where is None:
         raise LmshrinkError("Sequential whitening needs an adapter that knows the decoder layer list.")
     layers = list(getattr(*where))
-    owners = layer_owners(layers, linears)
-    if owners is None:
-        raise LmshrinkError("A linear layer lies outside the decoder layers; sequential whitening cannot reach it.")
-    batches = [model_inputs(model, input_ids[s : s + batch_size]) for s in range(0, input_ids.shape[0], batch_size)]
-    probe = model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])])
     was_training = model.training
     model.eval()
     try:
-        first: list[torch.Tensor] = []
-        handle = _stop_at(layers[0], first, before=True)
-        try:
-            for batch in batches:
-                run_until_stopped(model, input_ids=batch, use_cache=False)
-        finally:
-            handle.remove()
+        walk = start_walk(model, layers, linears, input_ids, batch_size, "sequential whitening cannot reach it.")
+        owners, batches, probe, first = walk.owners, walk.batches, walk.probe, walk.first_inputs
         dense, comp = list(first), list(first)
         last = max(owners.values(), default=-1)
         for index in tqdm(range(last + 1), desc="sequential whitening", disable=not progress, leave=False):
