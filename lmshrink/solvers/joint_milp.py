@@ -26,7 +26,7 @@ from ..core import LmshrinkError, Option, Samples, Solver
 from ..core.errors import require
 from ..core.joint import JointCompressionProblem
 from ..plugins import hookimpl
-from .milp import highs
+from .milp import highs, ranked_solves
 from .rank_milp import candidate_ranks
 
 
@@ -83,47 +83,26 @@ class JointMilpSolver(Solver):
         if threads is not None:
             opt.highs_options["threads"] = int(threads)
 
-        states: list[np.ndarray] = []
-        info: dict[str, Any] = {"grid_step": grid_step, "num_variables": len(pairs) + B, "optimal": True,
-                                "solves": []}
-        for k in range(num_solutions):
-            if time_limit is not None:
-                left = time_limit - (time.perf_counter() - start)
-                if left <= 0:
-                    break
-                opt.config.time_limit = max(left, 0.01)
-            res = opt.solve(mdl)
-            term = str(res.termination_condition).rsplit(".", 1)[-1]
-            if term == "infeasible":
-                if k == 0:
-                    raise LmshrinkError("No choice of removals and ranks on the grid fits the budget; lower "
-                                        "grid_step or raise the ratio.")
-                break
-            primal, bound = res.best_feasible_objective, res.best_objective_bound
-            if primal is None:
-                if k == 0:
-                    raise LmshrinkError(f"'joint-milp' found no feasible choice before stopping ({term}).")
-                break
-            res.solution_loader.load_vars()
+        def read() -> tuple[np.ndarray, tuple[np.ndarray, list[int]]]:
             z = np.array([int(round(pyo.value(mdl.z[b]))) for b in range(B)], dtype=np.int64)
             pick = [max(range(len(cands[m])), key=lambda j, m=m: pyo.value(mdl.y[m, j])) for m in range(M)]
             r = np.array([cands[m][pick[m]] if z[problem.branch_of[m]] else 0 for m in range(M)], dtype=np.int64)
-            states.append(np.concatenate([z, r]))
-            proven = term == "optimal"
-            gap = None if bound is None else abs(primal - bound) / max(abs(primal), 1e-10)
-            info["solves"].append({"termination": term, "objective": primal * unit, "gap": gap})
-            if k == 0:
-                info.update(optimal=proven, gap=gap, objective=primal * unit,
-                            bound=None if bound is None else bound * unit)
-            if not proven:
-                break
+            return np.concatenate([z, r]), (z, pick)
+
+        def exclude(choice: tuple[np.ndarray, list[int]]) -> None:
             # no-good cut on this (z, y): at least one of its chosen binaries must flip
+            z, pick = choice
             ones = [mdl.z[b] for b in range(B) if z[b]] + [mdl.y[m, pick[m]] for m in range(M)
                                                             if z[problem.branch_of[m]]]
             zeros = [mdl.z[b] for b in range(B) if not z[b]]
             mdl.cuts.add(sum(ones) - sum(zeros) <= len(ones) - 1)
-        if not states:
-            raise LmshrinkError("'joint-milp' stopped before finding a choice; raise the time limit.")
+
+        states, facts = ranked_solves(
+            opt, mdl, count=num_solutions, time_limit=time_limit, start=start, scale=unit, read=read,
+            exclude=exclude, name="joint-milp", what="choice",
+            infeasible="No choice of removals and ranks on the grid fits the budget; lower grid_step or raise the "
+                       "ratio.")
+        info: dict[str, Any] = {"grid_step": grid_step, "num_variables": len(pairs) + B, **facts}
         info["solve_time_s"] = time.perf_counter() - start
         return Samples(np.array(states), info)
 

@@ -248,3 +248,52 @@ def highs(highs_mod: Any, *, verbose: bool, mip_gap: float, seed: int | None, ab
     opt.config.mip_gap = float(mip_gap)
     opt.highs_options = {"random_seed": int(seed or 0) % (2**31 - 1), "mip_abs_gap": float(abs_gap)}
     return opt
+
+
+def ranked_solves(opt: Any, model: Any, *, count: int, time_limit: float | None, start: float, scale: float,
+                  read: Any, exclude: Any, name: str, what: str,
+                  infeasible: str | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The ``count`` best solutions of a Pyomo ``model`` with HiGHS (``opt``, from :func:`highs`): solve, read the
+    state, cut it off with a no-good cut, solve again, while each solve is proven optimal.
+
+    ``read()`` returns (state, choice) from the loaded solution; ``exclude(choice)`` adds the cut. Objective values
+    are reported times ``scale`` (the unit the model's objective was divided by). ``name`` and ``what`` word the
+    errors ("'milp' found no feasible allocation …"); ``infeasible``, when given, is raised for an infeasible
+    first solve (otherwise an infeasible solve ends the search). Returns the states and the solves' facts.
+    """
+    article = "an" if what[:1] in "aeiou" else "a"
+    states: list[np.ndarray] = []
+    info: dict[str, Any] = {"optimal": True, "solves": []}
+    for k in range(count):
+        if time_limit is not None:
+            left = time_limit - (time.perf_counter() - start)
+            if left <= 0:
+                break
+            opt.config.time_limit = max(left, 0.01)
+        res = opt.solve(model)
+        term = str(res.termination_condition).rsplit(".", 1)[-1]
+        if term == "infeasible":
+            if k == 0 and infeasible is not None:
+                raise LmshrinkError(infeasible)
+            break
+        primal, bound = res.best_feasible_objective, res.best_objective_bound
+        if primal is None:
+            if k == 0:
+                raise LmshrinkError(f"{name!r} found no feasible {what} before stopping ({term}).")
+            break
+        res.solution_loader.load_vars()
+        state, choice = read()
+        states.append(state)
+        proven = term == "optimal"
+        gap = None if bound is None else abs(primal - bound) / max(abs(primal), 1e-10)
+        info["solves"].append({"termination": term, "objective": primal * scale,
+                               "bound": None if bound is None else bound * scale, "gap": gap})
+        if k == 0:
+            info.update(optimal=proven, gap=gap, objective=primal * scale,
+                        bound=None if bound is None else bound * scale)
+        if not proven:
+            break
+        exclude(choice)
+    if not states:
+        raise LmshrinkError(f"{name!r} stopped before finding {article} {what}; raise the time limit.")
+    return states, info

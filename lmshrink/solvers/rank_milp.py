@@ -26,7 +26,7 @@ from ..core import LmshrinkError, Option, Samples, Solver
 from ..core.errors import require
 from ..core.rank import RankAllocationProblem, repair_ranks
 from ..plugins import hookimpl
-from .milp import highs
+from .milp import highs, ranked_solves
 
 
 def candidate_ranks(problem: Any, l: int, grid_step: int) -> np.ndarray:
@@ -87,44 +87,16 @@ class RankMilpSolver(Solver):
         if threads is not None:
             opt.highs_options["threads"] = int(threads)
 
-        states: list[np.ndarray] = []
-        info: dict[str, Any] = {
-            "grid_step": grid_step,
-            "num_variables": len(pairs),
-            "optimal": True,
-            "solves": [],
-        }
-        for k in range(num_solutions):
-            if time_limit is not None:
-                left = time_limit - (time.perf_counter() - start)
-                if left <= 0:
-                    break
-                opt.config.time_limit = max(left, 0.01)
-            res = opt.solve(m)
-            term = str(res.termination_condition).rsplit(".", 1)[-1]
-            if term == "infeasible":
-                break
-            primal, bound = res.best_feasible_objective, res.best_objective_bound
-            if primal is None:
-                if k == 0:
-                    raise LmshrinkError(f"'milp' found no feasible allocation before stopping ({term}).")
-                break
-            res.solution_loader.load_vars()
+        def read() -> tuple[np.ndarray, list[int]]:
             choice = [max(range(len(cands[l])), key=lambda j, l=l: pyo.value(m.z[l, j])) for l in range(L)]
-            x = np.array([cands[l][choice[l]] for l in range(L)], dtype=np.int64)
-            states.append(x)
-            proven = term == "optimal"
-            gap = None if bound is None else abs(primal - bound) / max(abs(primal), 1e-10)
-            info["solves"].append({"termination": term, "objective": primal * scale,
-                                   "bound": None if bound is None else bound * scale, "gap": gap})
-            if k == 0:
-                info.update(optimal=proven, gap=gap, objective=primal * scale,
-                            bound=None if bound is None else bound * scale)
-            if not proven:
-                break
+            return np.array([cands[l][choice[l]] for l in range(L)], dtype=np.int64), choice
+
+        def exclude(choice: list[int]) -> None:
             m.cuts.add(sum(m.z[l, choice[l]] for l in range(L)) <= L - 1)
-        if not states:
-            raise LmshrinkError("'milp' stopped before finding an allocation; raise the time limit.")
+
+        states, facts = ranked_solves(opt, m, count=num_solutions, time_limit=time_limit, start=start, scale=scale,
+                                      read=read, exclude=exclude, name="milp", what="allocation")
+        info: dict[str, Any] = {"grid_step": grid_step, "num_variables": len(pairs), **facts}
         if fill:
             states = [repair_ranks(problem, x, fill=True) for x in states]
         info["solve_time_s"] = time.perf_counter() - start
