@@ -359,17 +359,7 @@ class LinearHeal:
         last = max(wanted, key=lambda k: (ends[k].layer, ends[k].kind != "attention"))
         store = {}
         handles = [_point_hook(layers, ends[k], store, k, stop=k == last) for k in wanted]
-        try:
-            with torch.no_grad():
-                for batch in self._batches(input_ids):
-                    store.clear()
-                    _run(model, batch)
-                    for k in wanted:
-                        targets[k].append(store[k])
-        finally:
-            for h in handles:
-                h.remove()
-        return targets
+        return self._gather(model, input_ids, handles, store, wanted, targets)
 
     def _capture_branch(self, model: Any, adapter: Any, layers: Any, run: HealedRun, source: Any,
                         input_ids: Any = None, *, resume: _Resume | None = None) -> list[tuple]:
@@ -446,6 +436,14 @@ class LinearHeal:
 
         for k in wanted:
             handles.append(layers[runs[k].stop - 1].register_forward_hook(keep(k, runs[k].stop - 1 == last)))
+        return self._gather(model, input_ids, handles, store, wanted, targets)
+
+    def _gather(self, model: Any, input_ids: Any, handles: list[Any], store: dict[int, Any], wanted: list[int],
+                targets: list[list[Any]]) -> list[list[Any]]:
+        """Run the calibration batches through ``model`` with the ``handles``' hooks filling ``store[k]``, append
+        each batch's ``store[k]`` to ``targets[k]`` for every wanted k, and remove the hooks."""
+        import torch
+
         try:
             with torch.no_grad():
                 for batch in self._batches(input_ids):
