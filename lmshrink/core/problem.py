@@ -298,6 +298,14 @@ class Constraint:
         """Whether each row of a (k, N) state matrix satisfies the constraint (within :meth:`tolerance`)."""
         return np.abs(self.violation(X)) <= self.tolerance()
 
+    def short_text(self) -> str:
+        """``name=M/size`` for a cardinality (``Σ`` when unnamed), ``L≤name≤U/size`` for a band (``Σw`` unnamed)."""
+        if self.is_cardinality:
+            return f"{self.name or 'Σ'}={self.equals}/{len(self.indices)}"
+        lo = "" if self.lower is None else f"{self.lower:g}≤"
+        hi = "" if self.upper is None else f"≤{self.upper:g}"
+        return f"{lo}{self.name or 'Σw'}{hi}/{len(self.indices)}"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"indices": list(self.indices)}
         if self.is_cardinality and self.weights is None:
@@ -632,14 +640,7 @@ class BinaryQuadraticProblem(Problem):
         )
 
     def __repr__(self) -> str:
-        def one(c: Constraint) -> str:
-            if c.is_cardinality:
-                return f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}"
-            lo = "" if c.lower is None else f"{c.lower:g}≤"
-            hi = "" if c.upper is None else f"≤{c.upper:g}"
-            return f"{lo}{c.name or 'Σw'}{hi}/{len(c.indices)}"
-
-        cons = ", ".join(one(c) for c in self.constraints)
+        cons = ", ".join(c.short_text() for c in self.constraints)
         return f"BinaryQuadraticProblem(N={self.num_variables}, constraints=[{cons}])"
 
 

@@ -67,14 +67,7 @@ class LibraryInstance:
     def constraints_text(self) -> str:
         """The constraints as ``name=M/size`` (``Σ=M/size`` when unnamed; a band as ``L≤name≤U/size``), without
         groups fixed to 0."""
-        def text(c: Any) -> str:
-            if c.is_cardinality:
-                return f"{c.name or 'Σ'}={c.equals}/{len(c.indices)}"
-            lo = "" if c.lower is None else f"{c.lower:g}≤"
-            hi = "" if c.upper is None else f"≤{c.upper:g}"
-            return f"{lo}{c.name or 'Σw'}{hi}/{len(c.indices)}"
-
-        parts = [text(c) for c in self.problem.constraints if not (c.equals == 0 and c.name == "kept")]
+        parts = [c.short_text() for c in self.problem.constraints if not (c.equals == 0 and c.name == "kept")]
         return ", ".join(parts) or "none"
 
     def summary(self) -> dict[str, Any]:
