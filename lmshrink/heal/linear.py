@@ -108,6 +108,15 @@ class HealedRun:
         return out
 
 
+def _target_embeddings(run: HealedRun, tied: bool) -> None:
+    """Point a run that starts at the model's first unit at the embeddings, or say why not (tied to the head)."""
+    if tied:
+        run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded into them "
+                      "would change the head too")
+    else:
+        run.target = EMBEDDINGS
+
+
 def removed_runs(removed: Sequence[int]) -> list[tuple[int, int]]:
     """Maximal runs ``[start, stop)`` of consecutive indices: [1, 2, 5] → [(1, 3), (5, 6)]."""
     runs: list[tuple[int, int]] = []
@@ -220,11 +229,7 @@ class LinearHeal:
         tied = _tied_embeddings(model)
         for run in runs:
             if run.start == 0:
-                if tied:
-                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
-                                  "into them would change the head too")
-                else:
-                    run.target = EMBEDDINGS
+                _target_embeddings(run, tied)
             else:
                 found = output_projection(layers[run.start - 1])
                 if found is None:
@@ -296,11 +301,7 @@ class LinearHeal:
             run.units = [blocks[i].name for i in range(run.start, run.stop)]
             run.span = (blocks[run.start].layer, blocks[run.stop - 1].layer)
             if run.start == 0:
-                if tied:
-                    run.reason = ("the run starts at the embeddings, which are tied to the output head: a map folded "
-                                  "into them would change the head too")
-                else:
-                    run.target = EMBEDDINGS
+                _target_embeddings(run, tied)
                 continue
             source = blocks[run.start - 1]
             found = _branch_projection(model, layers, source)
