@@ -58,11 +58,34 @@ class PivGaLinear(nn.Module):
         z = F.linear(x, self.rows)
         if self.rank * (self.in_features + self.out_features) <= self.in_features * self.out_features:
             # the same arithmetic as lmshrink's layer: y = E·z with E[P] = I and E[P̄] = coef, in output order
-            eye = torch.eye(self.rank, dtype=self.coef.dtype, device=self.coef.device)
-            left = torch.cat([eye, self.coef], dim=0).index_select(0, self.inverse)
-            return F.linear(z, left, self.bias)
+            return F.linear(z, self._expanded_left(), self.bias)
         y = torch.cat([z, F.linear(z, self.coef)], dim=-1).index_select(-1, self.inverse)
         return y + self.bias if self.bias is not None else y
+
+
+    def _expanded_left(self) -> torch.Tensor:
+        """E, built once by copies and rebuilt only when ``coef`` or ``inverse`` change (or under autograd)."""
+        coef, inverse = self.coef, self.inverse
+        if torch.is_grad_enabled() and coef.requires_grad:
+            return self._build_left()
+        key = (_version(coef), coef.data_ptr(), coef.dtype, coef.device, _version(inverse), inverse.data_ptr())
+        if getattr(self, "_left_key", None) != key:
+            with torch.no_grad():
+                self._left = self._build_left()
+            self._left_key = key
+        return self._left
+
+    def _build_left(self) -> torch.Tensor:
+        eye = torch.eye(self.rank, dtype=self.coef.dtype, device=self.coef.device)
+        return torch.cat([eye, self.coef], dim=0).index_select(0, self.inverse).contiguous()
+
+
+def _version(t: torch.Tensor) -> int:
+    """The in-place version counter of ``t`` (-1 for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 class RemovedAttention(nn.Module):
