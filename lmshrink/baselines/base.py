@@ -98,7 +98,7 @@ class RemovalMethod(ABC):
                                 f"(--remove {', '.join(map(str, spec.values()))}); give a count (e.g. --remove 6), or "
                                 "use a method that honours budgets (sleb, block-influence-iterative) or an objective.")
         blocks = adapter.blocks(model, granularity)
-        constraints, _ = model_constraints(adapter, model, blocks, spec, kinds)
+        constraints, _, _ = model_constraints(adapter, model, blocks, spec, kinds)
         if not self.per_kind:
             present = {b.kind for b in blocks}
             if None not in spec or (kinds is not None and not present <= set(kinds)):

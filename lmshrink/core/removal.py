@@ -159,16 +159,18 @@ def removal_constraints(blocks: Sequence[Block], spec: RemovalSpec, kinds: Seque
 
 
 def model_constraints(adapter: Any, model: Any, blocks: Sequence[Block], spec: RemovalSpec,
-                      kinds: Sequence[str] | None = None) -> tuple[list[Constraint], list[int] | None]:
+                      kinds: Sequence[str] | None = None
+                      ) -> tuple[list[Constraint], list[int] | None, int | None]:
     """:func:`removal_constraints` of ``spec`` on ``model``'s ``blocks``, with the parameter counts a budget needs
-    read from the adapter (:meth:`~lmshrink.core.ArchitectureAdapter.unit_parameters`); returns the constraints
-    and those counts (None for a spec of counts only)."""
+    read from the adapter (:meth:`~lmshrink.core.ArchitectureAdapter.unit_parameters` and
+    ``decoder_parameters``); returns the constraints, the blocks' counts and the decoder's (both None for a spec of
+    counts only)."""
     if not has_budget(spec):
-        return removal_constraints(blocks, spec, kinds), None
+        return removal_constraints(blocks, spec, kinds), None, None
     parameters = adapter.unit_parameters(model, blocks)
-    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters,
-                                      decoder=adapter.decoder_parameters(model))
-    return constraints, parameters
+    decoder = adapter.decoder_parameters(model)
+    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
+    return constraints, parameters, decoder
 
 
 def budget_constraint(name: str, indices: Sequence[int], weights: Sequence[int], budget: ParameterBudget,

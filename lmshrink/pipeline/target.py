@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Constraint, LmshrinkError
-from ..core.removal import has_budget, removal_constraints, spec_text
+from ..core.removal import model_constraints, spec_text
 
 
 @dataclass
@@ -34,11 +34,7 @@ def removal_target(adapter: Any, model: Any, spec: dict[str | None, Any], granul
                    kinds: list[str] | None) -> Target:
     """The blocks and constraints of ``spec`` on ``model``; an unsatisfiable request is refused."""
     blocks = adapter.blocks(model, granularity)
-    parameters = decoder = None
-    if has_budget(spec):
-        parameters = adapter.unit_parameters(model, blocks)
-        decoder = adapter.decoder_parameters(model)
-    constraints = removal_constraints(blocks, spec, kinds, parameters=parameters, decoder=decoder)
+    constraints, parameters, decoder = model_constraints(adapter, model, blocks, spec, kinds)
     target = Target(blocks, constraints, spec, granularity, kinds, parameters, decoder)
     check_target(adapter, model, target)
     return target
