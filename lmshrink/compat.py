@@ -26,15 +26,6 @@ TRANSFORMERS_SINCE = {
 CACHE_KWARGS = ("cache", "past_key_values")
 
 
-def cache_from_kwargs(kwargs: dict[str, Any]) -> Any:
-    """The cache a decoder layer passed to a sub-module, under whichever name this release uses (None if none)."""
-    for name in CACHE_KWARGS:
-        value = kwargs.get(name)
-        if value is not None:
-            return value
-    return None
-
-
 def cache_argument(model: Any) -> str:
     """The keyword ``model.forward`` takes its cache under: ``cache`` (transformers ≥ 5.24) or ``past_key_values``."""
     try:

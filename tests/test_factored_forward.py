@@ -66,6 +66,30 @@ def test_low_rank_forward_equals_the_product(m, n, r, lead):
     assert layer.macs_per_token() == r * (m + n)
 
 
+def test_left_factors_are_laid_out_column_by_column_without_changing_values(tmp_path):
+    """The forward multiplies by the left factor in its column-major layout (long rows of its transpose); the
+    values, the state dict and the saved file are those of the (out × r) factor."""
+    A, B = random_pair(40, 24, 6, seed=9)
+    plain, piv = LowRankLinear.from_factors(A, B), PivGaLinear.from_factors(A, B)
+    x = torch.randn(3, 24, generator=torch.Generator().manual_seed(10))
+    before = plain.left.detach().clone()
+    with torch.inference_mode():
+        y = plain(x)
+        piv(x)
+    assert plain.left.t().is_contiguous() and plain.left.stride() == (1, 40)
+    assert torch.equal(plain.left, before) and plain.left.shape == (40, 6)
+    assert piv.expanded_left().t().is_contiguous()
+    assert torch.equal(piv.expanded_left(), torch.cat([torch.eye(6), piv.coef]).index_select(0, piv.inverse))
+    assert torch.allclose(y, F.linear(F.linear(x, plain.right), before), rtol=1e-6, atol=1e-6)
+    # the relaid factor still trains: gradients reach it
+    plain(x).sum().backward()
+    assert plain.left.grad is not None and plain.left.grad.shape == (40, 6)
+    from safetensors.torch import load_file, save_model
+
+    save_model(plain, str(tmp_path / "w.safetensors"))
+    assert torch.equal(load_file(str(tmp_path / "w.safetensors"))["left"], before)
+
+
 def test_pivga_left_factor_follows_in_place_changes_and_dtype():
     A, B = random_pair(30, 20, 6, seed=4)
     layer = PivGaLinear.from_factors(A, B)

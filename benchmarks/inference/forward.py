@@ -3,10 +3,12 @@
     python -m benchmarks.inference.forward                 # SmolLM2-135M shapes, CPU float32, one thread
     python -m benchmarks.inference.forward --tokens 1,512 --threads 1 --dtype bfloat16
 
-For each shape (m × n at rank r) and token count: the dense product, the plain pair L·(R·x), and three PivGa forms
-of the same rank: *gathered* (y[P̄] = C·y[P], cat, then index_select into place: the first implementation),
-*scatter* (index_copy of y[P] and y[P̄] into an output buffer) and *gather-free* (E·(B′x) with the m × r left
-factor laid out once). Forms are timed round-robin (medians); printed as microseconds and as a Markdown table.
+For each shape (m × n at rank r) and token count: the dense product, the plain pair L·(R·x) with L stored row by row
+and column by column, and four PivGa forms of the same rank: *gathered* (y[P̄] = C·y[P], cat, then index_select
+into place), the same with C stored column by column, *scatter* (index_copy of y[P] and y[P̄] into an output
+buffer) and *gather-free* (E·(B′x) with the m × r left factor laid out once, column by column). A matrix-vector
+product with a factor stored column by column streams long rows of its transpose instead of computing dot
+products of only r numbers. Forms are timed round-robin (medians); printed as microseconds and as a Markdown table.
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ def forms(m: int, n: int, r: int, tokens: int, dtype: torch.dtype) -> dict[str, 
     W = torch.randn(m, n, generator=g).to(dtype)
     L, R = torch.randn(m, r, generator=g).to(dtype), torch.randn(r, n, generator=g).to(dtype)
     C = torch.randn(m - r, r, generator=g).to(dtype)
+    by_columns = lambda t: t.t().contiguous().t()  # noqa: E731  (the layout the layers keep their left factors in)
+    Lc, Cc = by_columns(L), by_columns(C)
     perm = torch.randperm(m, generator=g)
     inverse = torch.argsort(perm)
     P, Pbar = perm[:r], perm[r:]
-    E = torch.cat([torch.eye(r, dtype=dtype), C]).index_select(0, inverse).contiguous()
+    E = by_columns(torch.cat([torch.eye(r, dtype=dtype), C]).index_select(0, inverse))
 
     def gathered():
         z = F.linear(x, R)
         return torch.cat([z, F.linear(z, C)], -1).index_select(-1, inverse)
+
+    def gathered_by_columns():
+        z = F.linear(x, R)
+        return torch.cat([z, F.linear(z, Cc)], -1).index_select(-1, inverse)
 
     def scatter():
         z = F.linear(x, R)
@@ -44,7 +52,8 @@ def forms(m: int, n: int, r: int, tokens: int, dtype: torch.dtype) -> dict[str, 
         return y.index_copy_(-1, Pbar, F.linear(z, C))
 
     return {"dense": lambda: F.linear(x, W), "plain": lambda: F.linear(F.linear(x, R), L),
-            "pivga gathered": gathered, "pivga scatter": scatter,
+            "plain, L by columns": lambda: F.linear(F.linear(x, R), Lc),
+            "pivga gathered": gathered, "pivga gathered, C by columns": gathered_by_columns, "pivga scatter": scatter,
             "pivga gather-free": lambda: F.linear(F.linear(x, R), E)}
 
 
@@ -72,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    lines = ["| m × n, rank | tokens | dense | plain | pivga gathered | pivga scatter | pivga gather-free |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| m × n, rank | tokens | dense | plain | plain, L by columns | pivga gathered | pivga gathered, C by "
+             "columns | pivga scatter | pivga gather-free |", "|---|---|---|---|---|---|---|---|---|"]
     for m, n, r in SHAPES:
         for tokens in (int(t) for t in args.tokens.split(",")):
             us = time_forms(forms(m, n, r, tokens, dtype), args.rounds, 20 if tokens == 1 else 1)

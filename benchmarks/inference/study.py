@@ -24,7 +24,6 @@ rerun only times.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})")
     p.add_argument("--build-only", action="store_true", help="build (or find) the variants, time nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--in-process", action="store_true",
+                   help="time every variant in this process (default: each in a fresh one, but for --quick)")
     args = p.parse_args(argv)
+    args.isolate = not (args.in_process or args.quick)
     if args.quick:
         for name, value in (("prefill", 32), ("prompt", 16), ("decode", 4), ("reps", 2), ("samples", 4),
                             ("seq_len", 32), ("svd_solver", "uniform")):
@@ -160,8 +162,6 @@ def time_variant(dense: Any, model: Any, args: argparse.Namespace, device: Any, 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from lmshrink.models import load_model
-
     log = Log(args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,41 +172,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"variants": {v.name: str(folder) for v, folder in built}}
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     dense_macs = measure.matrix_macs(dense_loaded.model)
-    vocab = int(dense_loaded.model.config.vocab_size)
     rows: list[dict[str, Any]] = []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "quiet")}
     data = {"settings": settings, "environment": environment("benchmarks.inference"), "rows": rows,
             "model": dense_loaded.name}
+    source = quick_source(out)[0] if args.quick else args.model
     for device_name in devices:
-        device = torch.device(device_name)
         for dtype_name in args.dtypes:
-            dtype = getattr(torch, dtype_name)
-            dense = copy.deepcopy(dense_loaded.model).to(device=device, dtype=dtype).eval()
             for variant, folder in built:
-                model = load_model(str(folder)).model.to(device=device, dtype=dtype).eval()
-                macs = measure.matrix_macs(model)
-                row = {"variant": variant.name, "what": variant.describe(), "device": _device_label(device),
-                       "dtype": dtype_name, "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                       "clock": measure.clock_for(device),
-                       "params": sum(p.numel() for p in model.parameters()),
-                       "dense_params": sum(p.numel() for p in dense.parameters()),
-                       "macs": macs, "dense_macs": dense_macs,
-                       "mac_share": measure.mac_shares(macs, dense_macs, args.prefill),
-                       "disk_bytes": disk_bytes(folder), "disk_dtype": stored_dtype(folder),
-                       "dense_disk_bytes": disk_bytes(save_dense(dense_loaded.model, dense_loaded.tokenizer, root,
-                                                                 stored_dtype(folder)))}
-                row.update(time_variant(dense, model, args, device, vocab))
-                row["weight_bytes"] = measure.weight_bytes(model)  # after running: with what forwards lay out
-                row["dense_weight_bytes"] = measure.weight_bytes(dense)
+                job = (args, source, device_name, dtype_name, variant, folder, root, dense_macs)
+                row = _in_fresh_process(measure_variant, job) if args.isolate else measure_variant(*job)
                 rows.append(row)
                 log(_progress(row))
                 data["wall_s"] = log.elapsed
                 write_json(out / "results.json", data)  # after every variant: an interrupted run keeps its rows
                 (out / "report.md").write_text(render(data))
-                del model
-            del dense
     log(f"wrote {out / 'report.md'}")
     return data
+
+
+def measure_variant(args: argparse.Namespace, source: Any, device_name: str, dtype_name: str, variant: Variant,
+                    folder: Path, root: Path, dense_macs: dict[str, int]) -> dict[str, Any]:
+    """One row: ``variant`` (saved at ``folder``) timed interleaved with the dense model ``source`` on one device in
+    one dtype, with its multiply-adds, memory and size on disk."""
+    import torch
+
+    from lmshrink.models import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(device_name), getattr(torch, dtype_name)
+    dense_loaded = load_model(source)
+    dense = dense_loaded.model.to(device=device, dtype=dtype).eval()
+    model = load_model(str(folder)).model.to(device=device, dtype=dtype).eval()
+    macs = measure.matrix_macs(model)
+    row = {"variant": variant.name, "what": variant.describe(), "device": _device_label(device),
+           "dtype": dtype_name, "threads": torch.get_num_threads() if device.type == "cpu" else None,
+           "clock": measure.clock_for(device),
+           "params": sum(p.numel() for p in model.parameters()),
+           "dense_params": sum(p.numel() for p in dense.parameters()),
+           "macs": macs, "dense_macs": dense_macs,
+           "mac_share": measure.mac_shares(macs, dense_macs, args.prefill),
+           "disk_bytes": disk_bytes(folder), "disk_dtype": stored_dtype(folder),
+           "dense_disk_bytes": disk_bytes(save_dense(dense_loaded.model, dense_loaded.tokenizer, root,
+                                                     stored_dtype(folder)))}
+    row.update(time_variant(dense, model, args, device, int(dense.config.vocab_size)))
+    row["weight_bytes"] = measure.weight_bytes(model)  # after running: with what forwards lay out
+    row["dense_weight_bytes"] = measure.weight_bytes(dense)
+    return row
+
+
+def _in_fresh_process(fn: Any, job: tuple[Any, ...]) -> Any:
+    """``fn(*job)`` in a new Python process: each variant starts from the same memory state as the first (in one
+    long process, the models loaded before shift later variants' timings by up to a sixth)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *job).result()
 
 
 def _device_label(device: Any) -> str:

@@ -22,11 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 import torch.nn as nn
 
-from ..compat import cache_from_kwargs
 from ..compress.io import TransformType, check_int, check_keys, resolve_module, set_transform
+from ..compress.remote.modeling_lmshrink import RemovedAttention, RemovedMLP, kv_shape
 from ..core import Block, LmshrinkError
 from .decoder_stack import checked_indices
 
@@ -37,70 +36,15 @@ LAYERS_PATH = "model.layers"
 BRANCHES: dict[str, str] = {"self_attn": "attention", "mlp": "mlp"}
 
 
-class RemovedAttention(nn.Module):
-    """Stands in for a deleted attention branch: no parameters, returns ``(zeros_like(h), None)``.
-
-    It still keeps the KV cache's bookkeeping right: the decoder reads the number of tokens already seen from
-    the cache of its first layer (``cache.get_seq_length()``, layer 0), so a layer whose attention is
-    gone must still advance its cache entry. For a dynamic cache it appends keys and values of shape
-    (batch, 1, tokens, 1), a negligible amount of memory; for any other cache layer (static, quantized) it
-    writes zeros of the attention's own key/value shape.
-    """
-
-    def __init__(self, layer_idx: int, num_key_value_heads: int = 1, head_dim: int = 1) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.num_key_value_heads = num_key_value_heads
-        self.head_dim = head_dim
-
-    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        if hidden_states is None:
-            hidden_states = args[0]
-        cache = cache_from_kwargs(kwargs)
-        if cache is not None and hasattr(cache, "update"):
-            self._advance_cache(cache, hidden_states)
-        return torch.zeros_like(hidden_states), None
-
-    def _advance_cache(self, cache: Any, hidden_states: torch.Tensor) -> None:
-        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
-        layers = getattr(cache, "layers", None)
-        layer = layers[self.layer_idx] if layers is not None and self.layer_idx < len(layers) else None
-        batch, tokens = hidden_states.shape[:2]
-        if layer is None or type(layer) in (DynamicLayer, DynamicSlidingWindowLayer):
-            shape = (batch, 1, tokens, 1)
-        else:
-            shape = (batch, self.num_key_value_heads, tokens, self.head_dim)
-        zeros = hidden_states.new_zeros(shape)
-        cache.update(zeros, zeros, self.layer_idx)
-
-    def extra_repr(self) -> str:
-        return f"layer_idx={self.layer_idx}"
-
-
-class RemovedMLP(nn.Module):
-    """Stands in for a deleted MLP branch: no parameters, returns zeros shaped like its input."""
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return torch.zeros_like(hidden_states)
-
-
 def is_removed(module: Any) -> bool:
     """Whether ``module`` is a placeholder for a deleted branch."""
     return isinstance(module, (RemovedAttention, RemovedMLP))
 
 
-def _kv_shape(config: Any) -> tuple[int, int]:
-    heads = int(getattr(config, "num_attention_heads", 1) or 1)
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
-    return int(kv_heads), int(head_dim)
-
-
 def placeholder(model: Any, attr: str, layer_idx: int) -> nn.Module:
     """The parameter-free module that replaces branch ``attr`` of decoder layer ``layer_idx``."""
     if BRANCHES.get(attr) == "attention":
-        return RemovedAttention(layer_idx, *_kv_shape(model.config))
+        return RemovedAttention(layer_idx, *kv_shape(model.config))
     if attr in BRANCHES:
         return RemovedMLP()
     raise LmshrinkError(f"Unknown decoder-layer branch {attr!r}; expected one of {list(BRANCHES)}.")

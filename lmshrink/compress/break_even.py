@@ -73,7 +73,8 @@ def measure_break_even(m: int, n: int, *, device: torch.device | str = "cpu", dt
     R_full = torch.randn(top, n, generator=g).to(device, dtype)
 
     def faster(r: int) -> bool:
-        L, R = L_full[:, :r].contiguous(), R_full[:r].contiguous()
+        # the left factor laid out column by column, as the factored layers keep it
+        L, R = L_full[:, :r].t().contiguous().t(), R_full[:r].contiguous()
         dense = lambda: F.linear(x, W)  # noqa: E731
         factored = lambda: F.linear(F.linear(x, R), L)  # noqa: E731
         dense(), factored()  # warm-up

@@ -6,29 +6,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .remote.modeling_lmshrink import LowRankLinear as _StoredLowRankLinear
+from .remote.modeling_lmshrink import replace_module
+
 #: the structural transform recorded (and replayed on load) for layers replaced by :class:`LowRankLinear`
 TRANSFORM = "low_rank"
 
 
-def replace_module(root: nn.Module, path: str, module: nn.Module) -> nn.Module:
-    """Put ``module`` at the dotted ``path`` under ``root``; returns the module it replaced."""
-    parent, _, child = path.rpartition(".")
-    owner = root.get_submodule(parent) if parent else root
-    old = getattr(owner, child)
-    setattr(owner, child, module)
-    return old
+class LowRankLinear(_StoredLowRankLinear):
+    """y = left · (right · x) + bias, with ``left`` of shape (out, r) and ``right`` of shape (r, in): r(m+n) numbers.
 
-
-class LowRankLinear(nn.Module):
-    """y = left · (right · x) + bias, with ``left`` of shape (out, r) and ``right`` of shape (r, in): r(m+n) numbers."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = False,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.rank = int(in_features), int(out_features), int(rank)
-        self.left = nn.Parameter(torch.zeros(out_features, rank, dtype=dtype))
-        self.right = nn.Parameter(torch.zeros(rank, in_features, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype)) if bias else None
+    The stored layer (parameters and forward) is the saved modeling code's; this adds building and accounting.
+    """
 
     @classmethod
     def from_factors(cls, A: torch.Tensor, B: torch.Tensor, bias: torch.Tensor | None = None,
@@ -41,9 +30,6 @@ class LowRankLinear(nn.Module):
                 layer.bias.copy_(bias.to(dtype))
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.right), self.left, self.bias)
-
     def macs_per_token(self) -> int:
         """Multiply-adds of one forward per input vector: r(m + n)."""
         return self.rank * (self.in_features + self.out_features)
@@ -51,9 +37,6 @@ class LowRankLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """left · right, the (out, in) weight this layer applies."""
         return self.left @ self.right
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
 
 class SoftTruncatedLinear(nn.Module):

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..core.errors import LmshrinkError
+from .remote.modeling_lmshrink import PivGaLinear as _StoredPivGaLinear
 
 #: the structural transform recorded (and replayed on load, :mod:`lmshrink.compress.replay`) for PivGa layers
 TRANSFORM = "pivga"
@@ -77,30 +76,14 @@ def gauge_fix(A: torch.Tensor, B: torch.Tensor, U: torch.Tensor | None = None) -
     return perm, rows, coef
 
 
-def _version(t: torch.Tensor) -> int:
-    """The in-place version counter of ``t`` (-1 for an inference tensor, which has none and cannot change)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return -1
-
-
-class PivGaLinear(nn.Module):
+class PivGaLinear(_StoredPivGaLinear):
     """y[P] = rows · x, y[P̄] = coef · y[P] (+ bias): a rank-r layer storing r(m + n) − r² numbers.
 
     ``inverse`` (a buffer) maps output position i to its place in the concatenation [y[P], y[P̄]]. The stored
     tensors are ``rows``, ``coef`` and ``inverse``; in memory the forward also keeps the m × r left factor they
-    imply (:meth:`expanded_left`), so inference is two matrix products.
+    imply (:meth:`expanded_left`), so inference is two matrix products. The stored layer (parameters, forward) is
+    the saved modeling code's; this adds building, accounting and the check of loaded pivots.
     """
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = False,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features, self.rank = int(in_features), int(out_features), int(rank)
-        self.rows = nn.Parameter(torch.zeros(rank, in_features, dtype=dtype))
-        self.coef = nn.Parameter(torch.zeros(out_features - rank, rank, dtype=dtype))
-        self.register_buffer("inverse", torch.arange(out_features, dtype=torch.int64))
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype)) if bias else None
 
     @classmethod
     def from_factors(cls, A: torch.Tensor, B: torch.Tensor, U: torch.Tensor | None = None,
@@ -123,43 +106,6 @@ class PivGaLinear(nn.Module):
         """The r output rows stored directly (P)."""
         return torch.argsort(self.inverse)[: self.rank]
 
-    def expanded_left(self) -> torch.Tensor:
-        """E (m × r) with E[P] = I and E[P̄] = C, in the output rows' own order, so that y = E·(B′x).
-
-        Built from ``coef`` and ``inverse`` by copies only (exact in every dtype). Without autograd it is kept and
-        rebuilt only when ``coef`` or ``inverse`` change (in place, by loading weights, or by ``.to()``); with
-        autograd on a trainable ``coef`` it is rebuilt on every call so that gradients reach ``coef``.
-        """
-        coef, inverse = self.coef, self.inverse
-        if torch.is_grad_enabled() and coef.requires_grad:
-            return self._build_left(coef, inverse)
-        key = (_version(coef), coef.data_ptr(), coef.dtype, coef.device, _version(inverse), inverse.data_ptr())
-        if getattr(self, "_left_key", None) != key:
-            with torch.no_grad():
-                self._left = self._build_left(coef.detach(), inverse)
-            self._left_key = key
-        return self._left
-
-    def _build_left(self, coef: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(self.rank, dtype=coef.dtype, device=coef.device)
-        return torch.cat([eye, coef], dim=0).index_select(0, inverse).contiguous()
-
-    @property
-    def gather_free(self) -> bool:
-        """Whether the forward is y = E·(B′x) (two products, r(m + n) multiply-adds): when that is no more than the
-        dense m·n. At higher ranks (which only the gauge-fixed storage reaches) the forward computes y[P̄] = C·y[P]
-        and gathers the rows into place, r(m + n) − r² multiply-adds."""
-        return self.rank * (self.in_features + self.out_features) <= self.in_features * self.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.linear(x, self.rows)  # y[P]
-        if self.gather_free:
-            # two matrix products and no gather of the outputs (E is laid out once): r² more multiply-adds than the
-            # gathered form below, and faster than its cat and gather on the CPU (docs/guide/inference.md)
-            return F.linear(z, self.expanded_left(), self.bias)
-        y = torch.cat([z, F.linear(z, self.coef)], dim=-1).index_select(-1, self.inverse)
-        return y + self.bias if self.bias is not None else y
-
     def macs_per_token(self) -> int:
         """Multiply-adds of one forward per input vector: r(m + n) gather-free, r(m + n) − r² otherwise."""
         full = self.rank * (self.in_features + self.out_features)
@@ -168,9 +114,6 @@ class PivGaLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight W_r this layer applies."""
         return torch.cat([self.rows, self.coef @ self.rows], dim=0).index_select(0, self.inverse)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Load as usual, then refuse an ``inverse`` that is not a permutation of the output rows."""
