@@ -81,3 +81,20 @@ def test_bad_arguments_are_refused():
     for argv in (["--dtypes", "float8"], ["--reps", "0"]):
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+def test_quoted_inference_tables_are_the_reference_run():
+    """The table in benchmarks/README.md and in docs/guide/inference.md is the one the reference results render."""
+    data = json.loads((ROOT / "benchmarks" / "reference" / "inference" / "results.json").read_text())
+    rendered = render(data)
+    assert rendered == (ROOT / "benchmarks" / "reference" / "inference" / "report.md").read_text()
+    rows = [line for line in rendered.splitlines() if line.startswith("| ") and "×" in line]
+    assert len(rows) == len(data["rows"])
+    for quoting in ("benchmarks/README.md", "docs/guide/inference.md"):
+        text = (ROOT / quoting).read_text()
+        assert all(row in text for row in rows), quoting
+
+
+def test_variants_are_timed_each_in_a_fresh_process_unless_asked():
+    assert parse_args([]).isolate and not parse_args(["--in-process"]).isolate
+    assert not parse_args(["--quick"]).isolate  # CI: seconds, one process

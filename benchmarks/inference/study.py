@@ -9,7 +9,7 @@ and PivGa; see ``variants``), on every device and dtype asked for:
 * memory: bytes of weights in memory (and the peak allocated on CUDA); size on disk of the saved weights.
 
 Every variant is timed interleaved with the dense model in one process (dense, variant, variant, dense, ...;
-medians over ``--reps``) and reported as speed-ups (dense time / variant time) beside its share of the dense
+medians over ``--reps``), a fresh process for each variant (``--in-process``: all in this one) and reported as speed-ups (dense time / variant time) beside its share of the dense
 model's multiply-adds (decoder matrices and LM head; 1/share is the speed-up the arithmetic alone predicts).
 
     python -m benchmarks.inference                                # embedded default, CPU float32 + bfloat16
@@ -261,7 +261,7 @@ def render(data: dict[str, Any]) -> str:
     batches = s["batches"]
     lines = ["# Inference benchmark", "",
              f"Model: {data.get('model')}. Every variant timed interleaved with the dense model in one process "
-             f"(medians of {s['reps']} repetitions each); speed-up = dense time / variant time. Prefill: "
+             + ("of its own " if s.get("isolate") else "") + f"(medians of {s['reps']} repetitions each); speed-up = dense time / variant time. Prefill: "
              f"{s['prefill']} tokens per sequence; decode: {s['decode']} steps with the KV cache after a "
              f"{s['prompt']}-token prompt. MAC share: the variant's multiply-adds per decoded token (decoder "
              f"matrices and LM head) over the dense model's; 1/share is the speed-up the arithmetic predicts, and "
