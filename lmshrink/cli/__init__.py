@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.errors import LmshrinkError
+from ..pipeline.settings import PlacementSettings, SavedModelSettings
+from .flags import add_settings_arguments
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,6 @@ class Command:
 def add_placement_arguments(p: argparse.ArgumentParser, *, save: bool = True) -> None:
     """``--device``, ``--dtype``, ``--device-map`` and (with ``save``) ``--save-dtype``, shared by the commands that
     load a model; checked by :func:`lmshrink.devices.resolve_placement` before it loads."""
-    from ..pipeline.settings import PlacementSettings, SavedModelSettings
-    from .flags import add_settings_arguments
-
     add_settings_arguments(p, PlacementSettings)
     if save:
         add_settings_arguments(p, SavedModelSettings)
