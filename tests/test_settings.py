@@ -138,3 +138,17 @@ def test_svd_updates_are_the_sequential_whitenings():
 def test_heal_needs_an_output_directory():
     with pytest.raises(LmshrinkError, match="give an output directory"):
         HealConfig().check()
+
+
+@pytest.mark.parametrize("config", list(CONFIGS.values()))
+def test_the_shared_settings_are_checked_alike(config):
+    given = {"out": "healed"} if config is HealConfig else {}
+    with pytest.raises(LmshrinkError, match=r"^--samples must be at least 1, not 0\.$"):
+        config(samples=0, **given).check()
+    with pytest.raises(LmshrinkError, match=r"^--eval-window must be at least 2, not 1\.$"):
+        config(eval_window=1, **given).check()
+
+
+def test_a_value_outside_the_declared_choices_is_refused_from_python():
+    with pytest.raises(LmshrinkError, match=r"^mode must be one of joint, removal, svd, not 'both'\.$"):
+        CompressConfig(mode="both").check()

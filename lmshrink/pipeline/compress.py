@@ -58,17 +58,12 @@ class CompressConfig(FactoringSettings, RunSettings):
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
-        self.check_ratio()
-        if self.mode not in MODES:
-            raise LmshrinkError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}.")
-        if self.samples < 1 or self.seq_len < 2:
-            raise LmshrinkError(f"samples must be at least 1 and seq_len at least 2, not {self.samples} and "
-                                f"{self.seq_len}.")
+        self.check_factoring()
+        self.check_run()
         if self.loss_windows is not None and self.loss_windows < 2:
             raise LmshrinkError(f"loss_windows must be at least 2, not {self.loss_windows}.")
         if self.probe_layers < 1:
             raise LmshrinkError(f"probe_layers must be at least 1, not {self.probe_layers}.")
-        self.placement()
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
 from ..core.options import parse_option_strings
-from .settings import RunSettings, SavedModelSettings, count_or_fraction, setting
+from .settings import RunSettings, SavedModelSettings, check_count, count_or_fraction, setting
 
 #: the healing steps ``--heal`` names, applied in this order
 HEAL_STEPS = ("linear", "kd")
@@ -142,20 +142,13 @@ class PruneConfig(RunSettings, SavedModelSettings):
 
     def check(self) -> None:
         """Refuse settings that cannot give a meaningful run (one sentence each)."""
-        _count("--samples", self.samples, 1)
-        _count("--seq-len", self.seq_len, 2, " (a sample needs a token to predict from and one to predict)")
-        _count("--top-k", self.top_k, 1)
-        _count("--rerank", self.rerank, 0, " (0: no re-ranking)")
-        _count("--seed", self.seed, 0)
-        if self.evaluate:
-            _count("--eval-tokens", self.eval_tokens, 2, " (perplexity needs a token to predict from and one to "
-                   "predict; --no-eval skips it)")
-            _count("--eval-window", self.eval_window, 2)
+        self.check_run()
+        check_count("--top-k", self.top_k, 1)
+        check_count("--rerank", self.rerank, 0, " (0: no re-ranking)")
         if self.chooses:
-            _count("--validation", self.validation, 2, " (a standard error needs two windows)")
+            check_count("--validation", self.validation, 2, " (a standard error needs two windows)")
         self.check_option_owners()
         self.check_heal()
-        self.placement()
         self.check_save_dtype()
         if self.eval_limit is not None and (not isinstance(self.eval_limit, numbers.Real) or self.eval_limit <= 0):
             raise LmshrinkError(f"--eval-limit must be a count or a fraction above 0, not {self.eval_limit!r}.")
@@ -260,9 +253,3 @@ def kd_option_specs() -> dict[str, Any]:
     """The typed options of KD healing (``lmshrink heal --heal-option``): every KDConfig field."""
     return {k: v for k, v in PruneConfig.heal_option_specs().items() if k not in LINEAR_HEAL_OPTIONS}
 
-
-def _count(flag: str, value: Any, least: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise LmshrinkError(f"{flag} must be a whole number, not {value!r}.")
-    if value < least:
-        raise LmshrinkError(f"{flag} must be at least {least}{why}, not {value}.")

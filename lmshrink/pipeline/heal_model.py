@@ -62,9 +62,12 @@ class HealConfig(DataSettings, PerplexitySettings, OutputSettings, ProgressSetti
             self.kd_options = parse_option_strings("KD healing", kd_option_specs(), self.kd_options)
 
     def check(self) -> None:
-        """Refuse settings no run can use: no output directory, an unknown placement or KD option."""
+        """Refuse settings no run can use: no output directory, a calibration or evaluation too small, an unknown
+        placement or KD option."""
         if self.out is None:
             raise LmshrinkError("heal_model writes the healed model to out; give an output directory (--out).")
+        self.check_data()
+        self.check_perplexity()
         self.placement()
         self.check_save_dtype()
         self.kd_config()

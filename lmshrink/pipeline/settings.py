@@ -13,6 +13,7 @@ from a config and keyword settings the same way: :meth:`Settings.from_settings`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,6 +95,14 @@ def with_typed_options(config: S, **owners: tuple[str, Mapping[str, Any]]) -> S:
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def check_count(flag: str, value: Any, least: int, why: str = "") -> None:
+    """Refuse ``value`` of the setting written ``flag`` unless it is a whole number of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise LmshrinkError(f"{flag} must be a whole number, not {value!r}.")
+    if value < least:
+        raise LmshrinkError(f"{flag} must be at least {least}{why}, not {value}.")
+
+
 def count_or_fraction(text: str) -> int | float:
     """A command-line count (``100``) or fraction below 1 (``0.1``)."""
     value = float(text)
@@ -125,6 +134,13 @@ class Settings:
             raise LmshrinkError(f"{cls.command} takes a {cls.__name__}, not a {type(config).__name__}.")
         return dataclasses.replace(config, **settings) if config is not None else cls(**settings)
 
+    def check_choices(self) -> None:
+        """Refuse a value outside the choices its field declares."""
+        for f in dataclasses.fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value not in choices:
+                raise LmshrinkError(f"{f.name} must be one of {', '.join(map(str, choices))}, not {value!r}.")
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values (paths as strings), as report.json records them."""
         values = dataclasses.asdict(self)
@@ -140,6 +156,12 @@ class DataSettings(Settings):
     samples: int = setting(64, "calibration samples (default %(default)s)")
     seq_len: int = setting(128, "tokens per calibration sample (default %(default)s)")
     seed: int = setting(0, "random seed of the calibration sampling and the solvers (default %(default)s)")
+
+    def check_data(self) -> None:
+        """Refuse a calibration no run can use."""
+        check_count("--samples", self.samples, 1)
+        check_count("--seq-len", self.seq_len, 2, " (a sample needs a token to predict from and one to predict)")
+        check_count("--seed", self.seed, 0)
 
 
 @dataclasses.dataclass
@@ -192,12 +214,23 @@ class PerplexitySettings(Settings):
     eval_tokens: int = setting(16384, "held-out tokens for perplexity (default %(default)s)")
     eval_window: int = setting(512, "tokens per perplexity window (default %(default)s)")
 
+    def check_perplexity(self, skip: str = "") -> None:
+        """Refuse a held-out text or window too short for a perplexity (``skip``: how to do without one)."""
+        check_count("--eval-tokens", self.eval_tokens, 2, f" (perplexity needs a token to predict from and one to "
+                    f"predict{skip})")
+        check_count("--eval-window", self.eval_window, 2)
+
 
 @dataclasses.dataclass
 class EvaluationSettings(PerplexitySettings):
     """Held-out perplexity before and after, or none."""
 
     evaluate: bool = setting(True, "skip perplexity", flag="--no-eval")
+
+    def check_evaluation(self) -> None:
+        """Refuse an evaluation no run can make (none without ``evaluate``)."""
+        if self.evaluate:
+            self.check_perplexity("; --no-eval skips it")
 
 
 @dataclasses.dataclass
@@ -213,6 +246,13 @@ class RunSettings(DataSettings, EvaluationSettings, OutputSettings, SaveSettings
     """What every run that loads, measures and saves a model shares: calibration data, placement, output,
     evaluation and progress."""
 
+    def check_run(self) -> None:
+        """Refuse shared settings no run can use: a choice not declared, calibration, evaluation, placement."""
+        self.check_choices()
+        self.check_data()
+        self.check_evaluation()
+        self.placement()
+
 
 @dataclasses.dataclass
 class FactoringSettings(Settings):
@@ -227,10 +267,12 @@ class FactoringSettings(Settings):
     time_limit: float | None = setting(None, "seconds for the solver", type=float)
     verify: bool = setting(True, "reload the saved model and record the largest logit difference", flag=None)
 
-    def check_ratio(self) -> None:
-        """Refuse a ratio outside (0, 1]."""
+    def check_factoring(self) -> None:
+        """Refuse a ratio outside (0, 1] and a time limit that is not positive."""
         if not 0 < self.ratio <= 1:
             raise LmshrinkError(f"ratio must be in (0, 1], not {self.ratio}.")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
 
 
 @dataclasses.dataclass
@@ -243,5 +285,5 @@ class ModelSource(Settings):
 
 __all__ = ["DataSettings", "EvaluationSettings", "FactoringSettings", "ModelSource", "OutputSettings",
            "PerplexitySettings", "PlacementSettings", "ProgressSettings", "RunSettings", "SaveSettings",
-           "SavedModelSettings", "Settings", "count_or_fraction", "flag_of", "like", "ordered_fields", "setting",
+           "SavedModelSettings", "Settings", "check_count", "count_or_fraction", "flag_of", "like", "ordered_fields", "setting",
            "with_typed_options"]

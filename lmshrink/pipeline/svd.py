@@ -67,24 +67,11 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
-        self.check_ratio()
-        if self.samples < 1:
-            raise LmshrinkError(f"samples must be at least 1, not {self.samples}.")
-        if self.seq_len < 2:
-            raise LmshrinkError(f"seq_len must be at least 2 tokens, not {self.seq_len}.")
-        if self.evaluate and (self.eval_tokens < 2 or self.eval_window < 2):
-            raise LmshrinkError(f"eval_tokens and eval_window must be at least 2, not {self.eval_tokens} and "
-                                f"{self.eval_window}.")
-        if self.whitening not in WHITENINGS:
-            raise LmshrinkError(f"whitening must be one of {', '.join(WHITENINGS)}, not {self.whitening!r}.")
-        if self.update not in UPDATES:
-            raise LmshrinkError(f"update must be one of {', '.join(UPDATES)}, not {self.update!r}.")
+        self.check_factoring()
+        self.check_run()
         if self.update != "none" and self.whitening != "sequential":
             raise LmshrinkError(f"update={self.update!r} fits the factors to the compressed model's inputs; it needs "
                                 f"whitening='sequential'.")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
-        self.placement()
         self.check_save_dtype()
 
 
