@@ -115,6 +115,11 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
         "exactly the flags `lmshrink COMMAND --help` shows. Plugins may add commands of their own; "
         "`lmshrink plugins` lists them.",
         "",
+        "The flags of `prune`, `svd`, `compress` and `heal` are generated from the fields of `lmshrink.PruneConfig`, "
+        "`SvdConfig`, `CompressConfig` and `HealConfig` (`lmshrink.pipeline.settings`): each help below is its "
+        "field's, and each flag sets the Python keyword of the same name (`--seq-len` sets `seq_len`; `--no-eval`, "
+        "`--quiet`, `--option` and the `--*-option` flags set `evaluate`, `progress` and the `*_options` fields).",
+        "",
         f"`{_usage(parser)}`",
         "",
         escape(parser.description or ""),

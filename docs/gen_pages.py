@@ -37,8 +37,6 @@ documented here from their modules.
 
 {lazy}
 
-::: lmshrink.pipeline.config.PruneConfig
-
 ::: lmshrink.core.problem.load_problem
 """
 

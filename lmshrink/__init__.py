@@ -30,6 +30,15 @@ _LAZY = {
     "compress_model": ("lmshrink.pipeline.compress", "compress_model"),
     "load_model": ("lmshrink.models", "load_model"),
     "load_compressed": ("lmshrink.compress.io", "load_compressed"),
+    "heal_model": ("lmshrink.pipeline.heal_model", "heal_model"),
+    # the settings of the runs above and the shared settings they are composed of
+    "PruneConfig": ("lmshrink.pipeline.config", "PruneConfig"),
+    "SvdConfig": ("lmshrink.pipeline.svd", "SvdConfig"),
+    "CompressConfig": ("lmshrink.pipeline.compress", "CompressConfig"),
+    "HealConfig": ("lmshrink.pipeline.heal_model", "HealConfig"),
+    **{name: ("lmshrink.pipeline.settings", name) for name in (
+        "DataSettings", "EvaluationSettings", "FactoringSettings", "OutputSettings", "PerplexitySettings",
+        "PlacementSettings", "ProgressSettings", "RunSettings", "SaveSettings", "SavedModelSettings")},
 }
 
 

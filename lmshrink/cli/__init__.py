@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.errors import LmshrinkError
+from ..pipeline.settings import PlacementSettings, SavedModelSettings
+from .flags import add_settings_arguments
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,9 @@ class Command:
 def add_placement_arguments(p: argparse.ArgumentParser, *, save: bool = True) -> None:
     """``--device``, ``--dtype``, ``--device-map`` and (with ``save``) ``--save-dtype``, shared by the commands that
     load a model; checked by :func:`lmshrink.devices.resolve_placement` before it loads."""
-    p.add_argument("--device", default="auto", help="auto (a GPU when torch has one), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="auto", help="precision the model runs in: auto (bfloat16 on a GPU, float32 on "
-                   "the CPU), bfloat16, float16 or float32; measurements accumulate in float64 either way")
-    p.add_argument("--device-map", default=None, metavar="auto", help="spread a model too large for one GPU over "
-                   "all of them (accelerate's device map; needs CUDA)")
+    add_settings_arguments(p, PlacementSettings)
     if save:
-        p.add_argument("--save-dtype", default="auto", help="precision of the saved model: auto (the source's: "
-                       "bfloat16 for a GGUF source, a model directory's config dtype), bfloat16, float16 or float32")
+        add_settings_arguments(p, SavedModelSettings)
 
 
 def build_parser() -> argparse.ArgumentParser:

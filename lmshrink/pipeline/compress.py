@@ -21,7 +21,7 @@ The saved model records both transforms, ``remove_sublayers`` then ``low_rank`` 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,60 +31,39 @@ from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
+from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
 
 
 @dataclass
-class CompressConfig:
-    """The settings of a compress run; :func:`compress_model` takes the same names as keywords."""
+class CompressConfig(FactoringSettings, RunSettings):
+    """The settings of a compress run (``lmshrink compress`` flags, :func:`compress_model` keywords)."""
 
-    ratio: float = 0.75
-    mode: str = "joint"
-    solver: str = "joint-milp"
-    pivga: bool = False
-    data: str | list[str] | None = None
-    samples: int = 32
-    seq_len: int = 256
-    loss_windows: int | None = 16
-    probe_layers: int = 3
-    seed: int = 0
-    out: str | Path | None = None
-    solver_options: dict[str, Any] = field(default_factory=dict)
-    time_limit: float | None = None
-    eval_tokens: int = 16384
-    eval_window: int = 512
-    evaluate: bool = True
-    save: bool = True
-    overwrite: bool = False
-    verify: bool = True
-    progress: bool = True
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
+    command = "compress_model"
+
+    ratio: float = like(FactoringSettings, "ratio", 0.75)
+    mode: str = setting("joint", "joint (remove branches and factor matrices, default), removal (whole attention/MLP "
+                                 "branches only) or svd (factor only)", choices=MODES)
+    solver: str = setting("joint-milp", "the solver of the joint problem", flag=None)
+    solver_options: dict[str, Any] = like(FactoringSettings, "solver_options",
+                                          help="joint-milp option, e.g. grid_step=8, mip_gap=1e-6 (repeatable)")
+    samples: int = like(DataSettings, "samples", 32, help="calibration samples for the whitening (default "
+                                                          "%(default)s)")
+    seq_len: int = like(DataSettings, "seq_len", 256)
+    loss_windows: int | None = setting(16, "calibration samples the removal and truncation losses are measured on "
+                                           "(default %(default)s)")
+    probe_layers: int = setting(3, "layers whose matrices are truncated to calibrate each matrix kind's sensitivity "
+                                   "(default %(default)s)")
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
-        if not 0 < self.ratio <= 1:
-            raise LmshrinkError(f"ratio must be in (0, 1], not {self.ratio}.")
-        if self.mode not in MODES:
-            raise LmshrinkError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}.")
-        if self.samples < 1 or self.seq_len < 2:
-            raise LmshrinkError(f"samples must be at least 1 and seq_len at least 2, not {self.samples} and "
-                                f"{self.seq_len}.")
+        self.check_factoring()
+        self.check_run()
         if self.loss_windows is not None and self.loss_windows < 2:
             raise LmshrinkError(f"loss_windows must be at least 2, not {self.loss_windows}.")
         if self.probe_layers < 1:
             raise LmshrinkError(f"probe_layers must be at least 1, not {self.probe_layers}.")
-        self.placement()
-
-    def placement(self) -> Any:
-        from ..devices import resolve_placement
-
-        return resolve_placement(self.device, self.dtype, self.device_map)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -106,11 +85,12 @@ def mode_settings(mode: str) -> dict[str, bool]:
     return {"joint": {}, "removal": {"allow_factoring": False}, "svd": {"allow_removal": False}}[mode]
 
 
-def compress_model(model: Any = None, *, config: CompressConfig | None = None, **settings: Any) -> CompressResult:
+def compress_model(model: Any = None, config: CompressConfig | None = None, **settings: Any) -> CompressResult:
     """Compress ``model`` (a name/path, None for the embedded default, or a ``LoadedModel``) to ``ratio`` of its
     decomposed decoder matrices' parameters, choosing together which branches to remove and which ranks to keep.
 
-    Settings are :class:`CompressConfig`'s, as ``config`` or as keywords. Writes ``model/`` (reload with
+    Settings are :class:`CompressConfig`'s, as ``config``, as keywords, or both (keywords replace the config's
+    fields). Writes ``model/`` (reload with
     :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json`` and ``report.md`` under
     ``out`` (empty or absent; with ``overwrite`` an earlier run's output is replaced).
     """
@@ -121,11 +101,10 @@ def compress_model(model: Any = None, *, config: CompressConfig | None = None, *
     from .inputs import load_inputs
     from .request import requested_placement
 
-    if config is not None and settings:
-        raise LmshrinkError("Give compress_model either config= or keyword settings, not both.")
-    config = config if config is not None else CompressConfig(**settings)
+    config = CompressConfig.from_settings(config, **settings)
     config.check()
     solver = get_solver(config.solver, JointCompressionProblem)
+    config = with_typed_options(config, solver_options=(f"Solver {solver.name!r}", solver.options))
     solver_options = validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
     out = output_dir(config)
     timings = Timings()

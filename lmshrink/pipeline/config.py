@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
-from ..devices import Placement, check_save_dtype, resolve_placement
+from ..core.options import parse_option_strings
+from .settings import RunSettings, SavedModelSettings, check_count, count_or_fraction, setting
 
 #: the healing steps ``--heal`` names, applied in this order
 HEAL_STEPS = ("linear", "kd")
@@ -37,65 +37,68 @@ DEFAULT_PIPELINE: dict[str, Any] = {
 
 
 @dataclass
-class PruneConfig:
-    """What ``lmshrink prune`` flags and ``lmshrink.prune(...)`` keywords set.
-
-    ``remove`` is a total (``6``) or per-kind counts (``"moe=2,attention=1"``); ``kinds`` limits a total to some
-    block kinds. ``method`` (e.g. ``"sleb"``) replaces ``objective`` + ``solver`` by a removal method that
-    chooses the blocks itself. ``top_k`` candidates are kept; ``rerank`` re-ranks the first K of them by measured
-    calibration loss. ``eval_tasks`` are lm-eval tasks run on the pruned model (``eval_limit`` examples each).
-    ``out`` must be empty or absent unless ``overwrite``, which replaces it whole.
-
-    ``candidates`` names more sources for the candidate portfolio (``"SOURCE[:K]"``: an objective solved by
-    ``solver``, a preset such as ``fisher-fo``, or a removal method); when several candidates compete (``rerank``
-    or ``candidates``), the one with the lowest loss on ``validation`` calibration windows disjoint from the
-    samples wins. ``heal`` lists healing steps (``"linear"``, ``"kd"``) applied to the pruned model, with
-    ``heal_options`` (``ridge``, ``aware`` and the :class:`~lmshrink.heal.kd.KDConfig` fields).
+class PruneConfig(RunSettings, SavedModelSettings):
+    """What ``lmshrink prune`` flags and ``lmshrink.prune(...)`` keywords set: each field's help is its flag's
+    (``lmshrink prune --help``); the shared ones come from :class:`~lmshrink.pipeline.settings.RunSettings`.
 
     With ``objective`` and ``method`` both None, the run is :data:`DEFAULT_PIPELINE` (see :meth:`resolved`).
+    ``method`` replaces ``objective`` + ``solver``; when several candidates compete (``rerank`` or
+    ``candidates``), the one with the lowest loss on the ``validation`` windows wins. A model passed in loaded
+    stays where it is, in its dtype, unless ``device`` or ``dtype`` is named.
 
-    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``dtype`` (``auto``: bfloat16 on a GPU, float32 on the
-    CPU) place the model; ``device_map`` (``auto``) spreads one that does not fit one GPU over all of them.
-    ``save_dtype`` is the precision of the saved model (``auto``: the source's). A model passed in loaded stays
-    where it is, in its dtype, unless ``device`` or ``dtype`` is named.
+    Plugin options (``solver_options``, ``objective_options``, ``method_options``) may also be given as the
+    command line's ``KEY=VALUE`` strings; the request stage parses them against the plugin that takes them.
     """
 
-    remove: str | int = 6
-    kinds: list[str] | None = None
-    granularity: str = "layer"
-    data: str | list[str] | None = None
-    samples: int = 64
-    seq_len: int = 128
-    objective: str | None = None
-    objective_options: dict[str, Any] = field(default_factory=dict)
-    solver: str = "anneal"
-    solver_options: dict[str, Any] = field(default_factory=dict)
-    top_k: int = 10
-    rerank: int = 0
-    seed: int = 0
-    out: str | Path | None = None
-    overwrite: bool = False
-    eval_tokens: int = 16384
-    eval_window: int = 512
-    evaluate: bool = True
-    save: bool = True
-    progress: bool = True
-    method: str | None = None
-    method_options: dict[str, Any] = field(default_factory=dict)
-    eval_tasks: str | list[str] | None = None
-    eval_limit: int | float | None = None
-    candidates: list[str] | None = None
-    validation: int = 32
-    heal: str | list[str] | None = None
-    heal_options: dict[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
-    save_dtype: str = "auto"
+    command = "prune"
+
+    remove: str | int = setting(6, "what to remove: a number of blocks (6), a share of the decoder's parameters "
+                                   "(25%%), a number of parameters (30M), or per kind (moe=2,attention=50%%); a budget "
+                                   "in parameters removes at least that much and less than one smallest unit more; "
+                                   "default %(default)s", type=str)
+    kinds: list[str] | None = setting(None, "comma-separated block kinds a total may remove from (others kept)")
+    granularity: str = setting("layer", "layer (whole decoder layers) or sublayer (attention and MLP apart)")
+    objective: str | None = setting(None, "objective (see `lmshrink plugins`); naming one runs it alone (--objective "
+                                          "fisher: the paper's method). Default: the default pipeline (README, "
+                                          "'Block removal')")
+    objective_options: dict[str, Any] = setting(
+        help="objective option, e.g. first_order=true (fisher: add the first-order term, which chooses better "
+             "removals from M ≈ 6 on; see README)", flag="--objective-option", options=True, default_factory=dict)
+    solver: str = setting("anneal", "solver (see `lmshrink plugins`); default %(default)s")
+    solver_options: dict[str, Any] = setting(help="solver option", flag="--option", options=True,
+                                             default_factory=dict)
+    top_k: int = setting(10, "candidates kept from the solver (default %(default)s)")
+    rerank: int = setting(0, "choose among the K lowest-energy candidates by measured loss on the validation "
+                             "windows", metavar="K")
+    candidates: list[str] | None = setting(
+        None, "more candidate sources, chosen among by validation loss: objectives (solved by --solver), presets "
+              "(fisher-fo) or removal methods (sleb, angular, surrogate), e.g. fisher-fo:10 sleb",
+        nargs="+", metavar="SOURCE[:K]")
+    validation: int = setting(32, "calibration windows, disjoint from the samples, that candidates are compared on "
+                                  "(default %(default)s)")
+    heal: str | list[str] | None = setting(None, "heal the pruned model: linear (least-squares maps folded into the "
+                                                 "weights), kd (distillation from the unpruned model), linear,kd, or "
+                                                 "none", metavar="STEPS")
+    heal_options: dict[str, Any] = setting(help="healing option: ridge, aware (linear); steps, lr, temperature, method "
+                                                "(lora|full), lora_rank, batch_size, top_k (kd)",
+                                           flag="--heal-option", options=True, default_factory=dict)
+    method: str | None = setting(None, "a removal method instead of objective + solver: sleb, blockpruner, evopress, "
+                                       "angular, block-influence-iterative (the one-shot baselines are objectives: "
+                                       "--objective block-influence or norm-ratio)")
+    method_options: dict[str, Any] = setting(help="removal-method option", flag="--method-option", options=True,
+                                             default_factory=dict)
+    eval_tasks: str | list[str] | None = setting(None, "lm-eval tasks to run on the pruned model, e.g. "
+                                                       "lmshrink_pydoc_cloze (offline) or hellaswag", nargs="+",
+                                                 metavar="TASK")
+    eval_limit: int | float | None = setting(None, "examples per lm-eval task (count, or fraction < 1)",
+                                             type=count_or_fraction)
 
     def __post_init__(self) -> None:
-        for name in ("objective_options", "solver_options", "method_options", "heal_options"):
-            setattr(self, name, dict(getattr(self, name) or {}))
+        super().__post_init__()
+        if isinstance(self.heal_options, list):
+            self.heal_options = parse_option_strings("Healing", self.heal_option_specs(), self.heal_options)
+        if isinstance(self.kinds, str):
+            self.kinds = [k.strip() for k in self.kinds.split(",") if k.strip()]
         if isinstance(self.candidates, str):
             self.candidates = [c for c in self.candidates.replace(",", " ").split() if c]
         if isinstance(self.heal, str):
@@ -132,16 +135,6 @@ class PruneConfig:
     def heal_steps(self) -> list[str]:
         return list(self.heal or [])
 
-    @classmethod
-    def from_settings(cls, config: PruneConfig | None = None, **settings: Any) -> PruneConfig:
-        """``config`` with ``settings`` replaced (a fresh default config without one); unknown names refused."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in settings:
-            if key not in names:
-                raise LmshrinkError(f"prune has no setting {key!r}.{did_you_mean(key, names)} Settings: "
-                                    f"{', '.join(names)}.")
-        return dataclasses.replace(config, **settings) if config is not None else cls(**settings)
-
     @property
     def num_candidates(self) -> int:
         """How many candidates the solver or method is asked for."""
@@ -149,26 +142,22 @@ class PruneConfig:
 
     def check(self) -> None:
         """Refuse settings that cannot give a meaningful run (one sentence each)."""
-        _count("--samples", self.samples, 1)
-        _count("--seq-len", self.seq_len, 2, " (a sample needs a token to predict from and one to predict)")
-        _count("--top-k", self.top_k, 1)
-        _count("--rerank", self.rerank, 0, " (0: no re-ranking)")
-        _count("--seed", self.seed, 0)
-        if self.evaluate:
-            _count("--eval-tokens", self.eval_tokens, 2, " (perplexity needs a token to predict from and one to "
-                   "predict; --no-eval skips it)")
-            _count("--eval-window", self.eval_window, 2)
+        self.check_run()
+        check_count("--top-k", self.top_k, 1)
+        check_count("--rerank", self.rerank, 0, " (0: no re-ranking)")
         if self.chooses:
-            _count("--validation", self.validation, 2, " (a standard error needs two windows)")
+            check_count("--validation", self.validation, 2, " (a standard error needs two windows)")
+        self.check_option_owners()
         self.check_heal()
-        self.placement()
-        check_save_dtype(self.save_dtype)
+        self.check_save_dtype()
         if self.eval_limit is not None and (not isinstance(self.eval_limit, numbers.Real) or self.eval_limit <= 0):
             raise LmshrinkError(f"--eval-limit must be a count or a fraction above 0, not {self.eval_limit!r}.")
 
-    def placement(self) -> Placement:
-        """``device``, ``dtype`` and ``device_map`` checked, with "auto" resolved on this machine."""
-        return resolve_placement(self.device, self.dtype, self.device_map)
+    def check_option_owners(self) -> None:
+        """Refuse solver or objective options beside a removal method, which replaces both."""
+        if self.method is not None and (self.solver_options or self.objective_options):
+            raise LmshrinkError("--option and --objective-option set the solver and the objective, which --method "
+                                "replaces; give the method's options with --method-option.")
 
     def check_heal(self) -> None:
         """Refuse unknown healing steps and options, and KD settings out of range."""
@@ -228,13 +217,8 @@ class PruneConfig:
 
     def kd_config(self) -> Any:
         """The :class:`~lmshrink.heal.kd.KDConfig` of ``heal_options`` (seeded by ``seed`` unless given)."""
-        from ..heal.kd import KDConfig
-
         kd, _ = self.split_heal_options()
-        try:
-            return KDConfig(**{"seed": self.seed, **kd})
-        except TypeError as exc:
-            raise LmshrinkError(f"KD healing: {exc}.") from None
+        return kd_config(self.seed, kd)
 
     def heal_aware(self) -> bool:
         """Whether candidates are compared after linear healing."""
@@ -246,16 +230,26 @@ class PruneConfig:
         fit = int(self.linear_heal_options()["aware_samples"])
         return fit if 0 < fit < available else None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded in report.json (``remove`` as the command line writes it)."""
+        return {**super().to_dict(), "remove": str(self.remove)}
+
     def settings(self) -> dict[str, Any]:
-        """The settings as recorded in report.json."""
-        out = dataclasses.asdict(self)
-        out["remove"] = str(self.remove)
-        out["out"] = None if self.out is None else str(self.out)
-        return out
+        """The settings as recorded in report.json (:meth:`to_dict`)."""
+        return self.to_dict()
 
 
-def _count(flag: str, value: Any, least: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise LmshrinkError(f"{flag} must be a whole number, not {value!r}.")
-    if value < least:
-        raise LmshrinkError(f"{flag} must be at least {least}{why}, not {value}.")
+def kd_config(seed: int, options: dict[str, Any]) -> Any:
+    """The :class:`~lmshrink.heal.kd.KDConfig` of KD healing ``options``, seeded by ``seed`` unless given."""
+    from ..heal.kd import KDConfig
+
+    try:
+        return KDConfig(**{"seed": seed, **options})
+    except TypeError as exc:
+        raise LmshrinkError(f"KD healing: {exc}.") from None
+
+
+def kd_option_specs() -> dict[str, Any]:
+    """The typed options of KD healing (``lmshrink heal --heal-option``): every KDConfig field."""
+    return {k: v for k, v in PruneConfig.heal_option_specs().items() if k not in LINEAR_HEAL_OPTIONS}
+

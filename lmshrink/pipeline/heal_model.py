@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError
-from ..devices import check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
+from ..core.options import parse_option_strings
+from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
 from ..report import log as _log
+from .config import kd_config, kd_option_specs
+from .settings import (DataSettings, OutputSettings, PerplexitySettings, PlacementSettings, ProgressSettings,
+                       SavedModelSettings, like, setting)
 
 UNSET = object()
 
@@ -34,42 +38,82 @@ def recorded_teacher(model_dir: str | Path) -> Any:
     return data.get("model_source") or UNSET
 
 
-def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, overwrite: bool = False,
-               data: Any = None, samples: int = 64, seq_len: int = 128, eval_tokens: int = 16384,
-               eval_window: int = 512, seed: int = 0, kd_options: dict[str, Any] | None = None,
-               progress: bool = True, device: str = "auto", dtype: str = "auto", device_map: str | None = None,
-               save_dtype: str = "auto") -> HealResult:
-    """Distill ``model_dir`` (transformers or lmshrink format) towards ``teacher`` (a name or path, "smollm2" or
-    None for the embedded default; by default the model its prune run started from) on ``samples`` × ``seq_len`` calibration
-    tokens, and save the healed model and a report under ``out``.
+@dataclass
+class HealConfig(DataSettings, PerplexitySettings, OutputSettings, ProgressSettings, PlacementSettings,
+                 SavedModelSettings):
+    """The settings of a heal run (``lmshrink heal`` flags, :func:`heal_model` keywords): the teacher, the
+    calibration windows it labels, KD healing's options (:class:`~lmshrink.heal.kd.KDConfig` fields, e.g.
+    ``steps``, ``lr``), held-out perplexity, placement and output. ``save_dtype`` "auto" saves in the precision the
+    pruned model was saved in."""
 
-    Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is saved in
-    ``save_dtype`` ("auto": the precision ``model_dir`` was saved in)."""
+    command = "heal_model"
+
+    teacher: str | None = setting(None, "the unpruned model: directory, hub id, .gguf, or 'smollm2' for the "
+                                        "embedded default (default: the model the prune run's report.json names)")
+    kd_options: dict[str, Any] = setting(help="KD option: steps, lr, temperature, method (lora|full), lora_rank, "
+                                              "batch_size, top_k", flag="--heal-option", options=True,
+                                         default_factory=dict)
+    out: str | Path | None = like(OutputSettings, "out", help="output directory, absent or empty", required=True)
+    samples: int = like(DataSettings, "samples", help="calibration windows the teacher labels (default %(default)s)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.kd_options, list):
+            self.kd_options = parse_option_strings("KD healing", kd_option_specs(), self.kd_options)
+
+    def check(self) -> None:
+        """Refuse settings no run can use: no output directory, a calibration or evaluation too small, an unknown
+        placement or KD option."""
+        if self.out is None:
+            raise LmshrinkError("heal_model writes the healed model to out; give an output directory (--out).")
+        self.check_data()
+        self.check_perplexity()
+        self.placement()
+        self.check_save_dtype()
+        self.kd_config()
+
+    def kd_config(self) -> Any:
+        """The :class:`~lmshrink.heal.kd.KDConfig` of ``kd_options``, seeded by ``seed`` unless given."""
+        return kd_config(self.seed, self.kd_options)
+
+
+def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = None, **settings: Any) -> HealResult:
+    """Distill ``model_dir`` (transformers or lmshrink format) towards the ``teacher`` (a name or path, "smollm2"
+    for the embedded default; by default the model its prune run started from) on ``samples`` × ``seq_len``
+    calibration tokens, and save the healed model and a report under ``out``.
+
+    Settings are :class:`HealConfig`'s, as ``config``, as keywords, or both (keywords replace the config's
+    fields). Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is
+    saved in ``save_dtype`` ("auto": the precision ``model_dir`` was saved in)."""
     import torch
 
     from ..data import load_texts, make_calibration
-    from ..heal.kd import KDConfig, distill, teacher_targets
+    from ..heal.kd import distill, teacher_targets
     from ..models import check_model_source, load_model
     from ..staging import StagedDir, check_output_dir
     from .evaluation import held_out_ids
 
-    placement = resolve_placement(device, dtype, device_map)
-    check_save_dtype(save_dtype)
+    if settings.get("teacher", None) is UNSET:  # the former spelling of "the recorded teacher"
+        del settings["teacher"]
+    config = HealConfig.from_settings(config, **settings)
+    config.check()
+    if model_dir is None:
+        raise LmshrinkError("heal_model heals a pruned model: give its directory (the model/ of a prune run).")
+    placement = config.placement()
     model_dir = Path(model_dir)
     check_model_source(str(model_dir))
-    out = Path(out)
-    check_output_dir(out, overwrite)
+    out = Path(config.out)
+    check_output_dir(out, config.overwrite)
+    teacher = config.teacher if config.teacher is not None else recorded_teacher(model_dir)
     if teacher is UNSET:
-        teacher = recorded_teacher(model_dir)
-        if teacher is UNSET:
-            raise LmshrinkError(f"No prune report next to {model_dir} names the unpruned model; give it with "
-                                "--teacher.")
+        raise LmshrinkError(f"No prune report next to {model_dir} names the unpruned model; give it with "
+                            "--teacher.")
     if isinstance(teacher, str):
         check_model_source(teacher)
-    try:
-        config = KDConfig(**{"seed": seed, **(kd_options or {})})
-    except TypeError as exc:
-        raise LmshrinkError(f"KD healing: {exc}.") from None
+    distillation = config.kd_config()
+    data, samples, seq_len, seed, progress = (config.data, config.samples, config.seq_len, config.seed,
+                                              config.progress)
+    device_map, save_dtype = config.device_map, config.save_dtype
     timings = Timings()
     torch.manual_seed(seed)
     with timings("data"):
@@ -85,28 +129,29 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
         raise LmshrinkError(f"The teacher's vocabulary ({t_vocab} tokens) is not the pruned model's ({s_vocab}): "
                             "give the model it was pruned from with --teacher.")
     calibration = make_calibration(student.tokenizer, texts, samples, seq_len, seed)
-    ids = held_out_ids(student.tokenizer, texts, eval_tokens)
+    ids = held_out_ids(student.tokenizer, texts, config.eval_tokens)
     from ..evaluate.perplexity import perplexity
 
     precision = placement_settings(student.model, device_map, save_dtype_of(save_dtype, str(model_dir),
                                                                             student.model))
     lower = "--seq-len or --samples, or --heal-option batch_size"
     with timings("heal: teacher targets"), memory_hint(f"labelling with the teacher on {precision['device']}", lower):
-        targets = teacher_targets(teacher_model.model, calibration.input_ids, top_k=config.top_k,
-                                  temperature=config.temperature)
+        targets = teacher_targets(teacher_model.model, calibration.input_ids, top_k=distillation.top_k,
+                                  temperature=distillation.temperature)
     del teacher_model
     with timings("perplexity before"):
-        before = perplexity(student.model, ids, window=eval_window, progress=progress, desc="perplexity before")
+        before = perplexity(student.model, ids, window=config.eval_window, progress=progress,
+                            desc="perplexity before")
     with timings("heal: distill"), memory_hint(f"distilling on {precision['device']}", lower):
-        model, kd = distill(student.model, targets, config, progress=progress)
+        model, kd = distill(student.model, targets, distillation, progress=progress)
     with timings("perplexity after"):
-        after = perplexity(model, ids, window=eval_window, progress=progress, desc="perplexity after")
+        after = perplexity(model, ids, window=config.eval_window, progress=progress, desc="perplexity after")
     report = {"command": "heal", "model": str(model_dir), "teacher": teacher, "steps": ["kd"],
               "perplexity_before": before, "perplexity_after": after, "kd": kd.to_dict(),
               "calibration": {"source": texts.source, **calibration.info}, "settings": precision,
               "timings_s": dict(timings.seconds),
               "versions": library_versions()}
-    with timings("save"), StagedDir(out, overwrite=overwrite) as stage:
+    with timings("save"), StagedDir(out, overwrite=config.overwrite) as stage:
         if (model_dir / "lmshrink_config.json").exists():
             from ..compress.io import save_compressed
 

@@ -47,7 +47,8 @@ class PruneResult:
 def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any) -> PruneResult:
     """Remove blocks from ``model`` (a name/path, None for the embedded default, or a ``LoadedModel``).
 
-    Settings come as a :class:`PruneConfig` or as its fields by keyword (``prune(remove=6, solver="exact")``).
+    Settings come as a :class:`PruneConfig`, as its fields by keyword (``prune(remove=6, solver="exact")``), or
+    both (keywords replace the config's fields).
     Writes ``model/``, ``problem.json`` (not with a removal method), ``report.json`` and ``report.md`` under
     ``out``. Every setting is checked before the model loads; the model is saved before it is evaluated, and an
     evaluation that fails is recorded in the report (``report["errors"]``).

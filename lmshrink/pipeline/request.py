@@ -14,7 +14,8 @@ from ..core.removal import has_budget, parse_remove, spec_text
 from ..report import default_out_dir
 from ..devices import Placement
 from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
-from .config import PruneConfig
+from .config import DEFAULT_PIPELINE, PruneConfig
+from .settings import with_typed_options
 
 
 @dataclass
@@ -52,6 +53,7 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     out = Path(config.out) if config.out is not None else default_out_dir()
     remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
     remove_cache_orphans()
+    config = typed_plugin_options(config)
     optional = config.is_default_pipeline
     config = config.resolved()
     config.check()
@@ -82,6 +84,30 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
     return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given,
                         requested_placement(config, model), notes)
+
+
+def typed_plugin_options(config: PruneConfig) -> PruneConfig:
+    """``config`` with the plugin options given as ``KEY=VALUE`` strings (the command line's) parsed against the
+    plugin that takes them: the removal method's, or the solver's and the objective's (the default pipeline's
+    objective when none is named). Options given as dicts are validated with their source."""
+    config.check_option_owners()
+    owners: dict[str, tuple[str, Any]] = {}
+    if config.method is not None and isinstance(config.method_options, list):
+        from ..baselines import get_method
+
+        method = get_method(config.method)
+        owners["method_options"] = (f"Method {method.name!r}", method.options)
+    if config.method is None and isinstance(config.solver_options, list):
+        from ..plugins import get_solver
+
+        solver = get_solver(config.solver, BinaryQuadraticProblem)
+        owners["solver_options"] = (f"Solver {solver.name!r}", solver.options)
+    if config.method is None and isinstance(config.objective_options, list):
+        from ..plugins import get_objective
+
+        objective = get_objective(config.objective or DEFAULT_PIPELINE["objective"])
+        owners["objective_options"] = (f"Objective {objective.name!r}", objective.options)
+    return with_typed_options(config, **owners)
 
 
 #: solvers tried, in this order, for a budget in parameters when the configured solver does not honour weighted

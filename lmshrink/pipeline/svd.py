@@ -16,93 +16,63 @@ renamed into place once complete (:class:`~lmshrink.staging.StagedDir`), so ``ou
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
 from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
-from ..devices import Placement, check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
+from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, default_out_dir
 from ..report import log as _log
 from .inputs import Inputs, load_inputs
+from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
+                       with_typed_options)
 
 #: ``dense``: every matrix whitened on the dense model's inputs (one pass); ``sequential``: each decoder layer on the
 #: inputs of the already compressed layers before it (:mod:`lmshrink.compress.sequential`)
 WHITENINGS = ("dense", "sequential")
+
+#: how ``update`` refits the kept factors after sequential whitening (:mod:`lmshrink.compress.sequential`)
+UPDATES = ("none", "ls", "joint")
 
 #: objective options the pipeline sets from its own settings when the objective declares them
 _FROM_SETTINGS = ("ratio", "pivga", "seed", "progress")
 
 
 @dataclass
-class SvdConfig:
-    """The settings of an svd run; :func:`svd_compress` takes the same names as keywords. ``device``, ``dtype``,
+class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
+    """The settings of an svd run (``lmshrink svd`` flags, :func:`svd_compress` keywords); ``device``, ``dtype``,
     ``device_map`` and ``save_dtype`` as in :class:`~lmshrink.pipeline.config.PruneConfig`."""
 
-    ratio: float = 0.8
-    solver: str = "fermigrad"
-    pivga: bool = False
-    objective: str = "fermi-rank"
-    data: str | list[str] | None = None
-    samples: int = 64
-    seq_len: int = 256
-    seed: int = 0
-    out: str | Path | None = None
-    solver_options: dict[str, Any] = field(default_factory=dict)
-    objective_options: dict[str, Any] = field(default_factory=dict)
-    time_limit: float | None = None
-    eval_tokens: int = 16384
-    eval_window: int = 512
-    evaluate: bool = True
-    save: bool = True
-    export_dense: bool = False
-    overwrite: bool = False
-    verify: bool = True
-    progress: bool = True
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
-    save_dtype: str = "auto"
-    whitening: str = "dense"
-    update: str = "none"
+    command = "svd_compress"
 
-    def __post_init__(self) -> None:
-        self.solver_options = dict(self.solver_options or {})
-        self.objective_options = dict(self.objective_options or {})
+    solver: str = setting("fermigrad", "rank allocation: fermigrad (model loss, default), milp (exact on whitened "
+                                       "error), uniform, or any solver of rank-allocation problems (see `lmshrink "
+                                       "plugins`)")
+    objective: str = setting("fermi-rank", "rank objective: whitens the matrices and poses the problem (default "
+                                           "%(default)s)")
+    objective_options: dict[str, Any] = setting(
+        help="objective option, e.g. (fermi-rank) target=ce, batch_size=8, error_weights=fisher, eps=1e-6",
+        flag="--objective-option", options=True, default_factory=dict)
+    whitening: str = setting("dense", "dense: whiten every matrix on the dense model's inputs (one pass); "
+                                      "sequential: after the allocation, refactor each decoder layer on the inputs "
+                                      "of the compressed layers before it", choices=WHITENINGS)
+    update: str = setting("none", "with --whitening sequential: refit the kept factors to the dense layer's outputs "
+                                  "by least squares (ls: left factor only; joint: both factors, the best rank-r fit)",
+                          choices=UPDATES)
+    export_dense: bool = setting(False, "also write dense/: a plain transformers model with W_r multiplied back")
+    seq_len: int = like(DataSettings, "seq_len", 256)
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
-        if not 0 < self.ratio <= 1:
-            raise LmshrinkError(f"ratio must be in (0, 1], not {self.ratio}.")
-        if self.samples < 1:
-            raise LmshrinkError(f"samples must be at least 1, not {self.samples}.")
-        if self.seq_len < 2:
-            raise LmshrinkError(f"seq_len must be at least 2 tokens, not {self.seq_len}.")
-        if self.evaluate and (self.eval_tokens < 2 or self.eval_window < 2):
-            raise LmshrinkError(f"eval_tokens and eval_window must be at least 2, not {self.eval_tokens} and "
-                                f"{self.eval_window}.")
-        if self.whitening not in WHITENINGS:
-            raise LmshrinkError(f"whitening must be one of {', '.join(WHITENINGS)}, not {self.whitening!r}.")
-        from ..compress.sequential import UPDATES
-
-        if self.update not in UPDATES:
-            raise LmshrinkError(f"update must be one of {', '.join(UPDATES)}, not {self.update!r}.")
+        self.check_factoring()
+        self.check_run()
         if self.update != "none" and self.whitening != "sequential":
             raise LmshrinkError(f"update={self.update!r} fits the factors to the compressed model's inputs; it needs "
                                 f"whitening='sequential'.")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise LmshrinkError(f"time_limit must be positive, not {self.time_limit}.")
-        self.placement()
-        check_save_dtype(self.save_dtype)
-
-    def placement(self) -> Placement:
-        """``device``, ``dtype`` and ``device_map`` checked, with "auto" resolved on this machine."""
-        return resolve_placement(self.device, self.dtype, self.device_map)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        self.check_save_dtype()
 
 
 @dataclass
@@ -133,26 +103,18 @@ class Plugins:
     solver_options: dict[str, Any]
 
 
-def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settings: Any) -> SvdResult:
+def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings: Any) -> SvdResult:
     """Compress ``model`` (a name/path, None for the embedded default, or a ``LoadedModel``) by whitened SVD.
 
-    Settings are :class:`SvdConfig`'s, as ``config`` or as keywords: ``ratio``; ``solver`` picks the rank allocation
-    (``fermigrad``, ``milp``, ``uniform`` or any solver of :class:`~lmshrink.core.RankAllocationProblem`); ``pivga``
-    stores the factors gauge-fixed, so the same budget buys higher ranks; ``objective_options`` go to the objective
-    (``fermi-rank``: ``target``, ``batch_size``, ``normalize``, ``eps``, ...). Writes ``model/`` (reload with
-    :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json``, ``report.md`` and, with
-    ``export_dense``, ``dense/`` (a plain transformers model) under ``out``. ``whitening="sequential"`` recomputes
-    the factors after the allocation, each decoder layer on the inputs of the compressed layers before it, and
-    ``update`` ("ls" or "joint") refits the kept factors to the dense layer's outputs there
-    (:mod:`lmshrink.compress.sequential`); the files go under ``out``, which must be empty or absent (with
-    ``overwrite``, an earlier run's output is replaced whole). ``verify`` reloads the saved model and records the
-    largest logit difference.
+    Settings are :class:`SvdConfig`'s (each field's help says what it does), as ``config``, as keywords, or both
+    (keywords replace the config's fields). Writes ``model/`` (reload with :func:`lmshrink.load_compressed`),
+    ``problem.json``, ``plan.json``, ``report.json``, ``report.md`` and, with ``export_dense``, ``dense/`` (a plain
+    transformers model) under ``out``, which must be empty or absent (with ``overwrite``, an earlier run's output
+    is replaced whole).
     """
     import torch
 
-    if config is not None and settings:
-        raise LmshrinkError("Give svd_compress either config= or keyword settings, not both.")
-    config = config if config is not None else SvdConfig(**settings)
+    config = typed_plugin_options(SvdConfig.from_settings(config, **settings))
     config.check()
     plugins = resolve_plugins(config)  # typos fail before the model loads
     from ..models import DEFAULT_MODEL
@@ -200,6 +162,15 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
 
 
 # --- stages ------------------------------------------------------------------------------------------------------
+def typed_plugin_options(config: SvdConfig) -> SvdConfig:
+    """``config`` with the command line's ``KEY=VALUE`` option strings parsed against its objective and solver."""
+    from ..plugins import get_objective, get_solver
+
+    objective, solver = get_objective(config.objective), get_solver(config.solver, RankAllocationProblem)
+    return with_typed_options(config, objective_options=(f"Objective {objective.name!r}", objective.options),
+                              solver_options=(f"Solver {solver.name!r}", solver.options))
+
+
 def resolve_plugins(config: SvdConfig) -> Plugins:
     """The objective and the rank solver named in ``config``, with their options validated."""
     from ..objectives.rank import RankObjective
