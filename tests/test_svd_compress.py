@@ -406,3 +406,32 @@ def test_svd_output_is_checked_first_and_written_whole_or_not_at_all(tmp_path, t
     again = svd.svd_compress(str(tiny_model_dir), out=result.out, overwrite=True, **settings)
     assert not (again.out / "stale.txt").exists() and (again.out / "plan.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "out"]
+
+
+def test_dense_when_slower_keeps_dense_the_matrices_above_their_time_break_even(tmp_path, tiny_model_dir, text_file,
+                                                                               monkeypatch):
+    """With --dense-when-slower, a matrix whose shape's break-even (here given, not timed) is below its rank stays
+    dense; the report names it and counts its parameters."""
+    import lmshrink.pipeline.svd as svd
+    from lmshrink.compress.break_even import OVERRIDE_ENV
+    from lmshrink.compress.low_rank import LowRankLinear
+
+    settings = dict(ratio=0.7, solver="uniform", data=[str(text_file)], samples=4, seq_len=16, evaluate=False,
+                    progress=False, verify=False)
+    plain = svd.svd_compress(str(tiny_model_dir), out=tmp_path / "plain", **settings)
+    plan = json.loads((plain.out / "plan.json").read_text())
+    factored = {m["name"]: m for m in plan["matrices"] if not m.get("dense")}
+    shape = tuple(next(iter(factored.values()))["shape"])
+    slow = sorted(name for name, m in factored.items() if tuple(m["shape"]) == shape)
+    # every shape given (none is timed): the chosen one pays at no rank, the others at every rank
+    given = {f"{m}x{n}": min(m, n) for m, n in (tuple(f["shape"]) for f in factored.values())}
+    (tmp_path / "be.json").write_text(json.dumps({**given, f"{shape[0]}x{shape[1]}": 0}))
+    monkeypatch.setenv(OVERRIDE_ENV, str(tmp_path / "be.json"))
+    timed = svd.svd_compress(str(tiny_model_dir), out=tmp_path / "timed", dense_when_slower=True, **settings)
+    report = json.loads((timed.out / "report.json").read_text())
+    assert report["params"]["dense_for_speed"] == slow
+    before = json.loads((plain.out / "report.json").read_text())["params"]
+    extra = sum(shape[0] * shape[1] - factored[n]["rank"] * (shape[0] + shape[1]) for n in slow)
+    assert report["params"]["kept_plain"] == before["kept_plain"] + extra
+    assert all(not isinstance(timed.model.get_submodule(n), LowRankLinear) for n in slow)
+    assert "factoring them was slower" in (timed.out / "report.md").read_text()

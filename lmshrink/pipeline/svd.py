@@ -63,6 +63,10 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
                                   "by least squares (ls: left factor only; joint: both factors, the best rank-r fit)",
                           choices=UPDATES)
     export_dense: bool = setting(False, "also write dense/: a plain transformers model with W_r multiplied back")
+    dense_when_slower: bool = setting(False, "keep dense every matrix whose rank is above its shape's time "
+                                             "break-even, measured once on this device and dtype for decoding "
+                                             "(one token per call) and cached: faster decoding, more parameters "
+                                             "than --ratio")
     seq_len: int = like(DataSettings, "seq_len", 256)
 
     def check(self) -> None:
@@ -145,7 +149,7 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     if config.whitening == "sequential":
         del factors
         factors = refit(plugins, inputs, plan, config, timings)
-    summary = compress(net, factors, plan, timings)
+    summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
@@ -275,12 +279,22 @@ def refit(plugins: Plugins, inputs: Inputs, plan: RankPlan, config: SvdConfig, t
                                   progress=config.progress)
 
 
-def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
-    """The plan applied to ``net`` in place; returns the :class:`~lmshrink.compress.apply.CompressionSummary`."""
+def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings, break_even: Any = None) -> Any:
+    """The plan applied to ``net`` in place (a matrix above ``break_even``'s rank for its shape stays dense);
+    returns the :class:`~lmshrink.compress.apply.CompressionSummary`."""
     from ..compress.apply import apply_plan
 
     with timings("compress"):
-        return apply_plan(net, factors, plan)
+        return apply_plan(net, factors, plan, break_even=break_even)
+
+
+def time_break_even(net: Any) -> Any:
+    """The decoding time break-even (:class:`~lmshrink.compress.break_even.TimeBreakEven`, one token per call) on
+    the device and dtype of ``net``'s first parameter."""
+    from ..compress.break_even import TimeBreakEven
+
+    first = next(net.parameters())
+    return TimeBreakEven(str(first.device), first.dtype, tokens=1)
 
 
 def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,

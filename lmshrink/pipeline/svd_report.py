@@ -62,6 +62,7 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
             "kept_ratio_pivga": summary.params_pivga / total,
             "kept_ratio_stored": summary.params_stored / total,
             "dense_matrices": sorted(m.name for m in plan.matrices if m.dense),
+            "dense_for_speed": sorted(summary.dense_for_speed),
             "model_before": params_before,
             "model_after": params_after,
         },

@@ -38,6 +38,9 @@ def render_svd_markdown(report: dict[str, Any]) -> str:
            if p["dense_matrices"] else ""),
         "",
     ]
+    if p.get("dense_for_speed"):
+        lines += [f"Matrices kept dense because factoring them was slower (--dense-when-slower): "
+                  f"{len(p['dense_for_speed'])}.", ""]
     if report.get("perplexity_before"):
         b, a = report["perplexity_before"], report["perplexity_after"]
         lines += ["## Held-out perplexity", "",
