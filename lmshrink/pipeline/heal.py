@@ -12,6 +12,7 @@ from typing import Any
 from ..core.errors import LmshrinkError
 from ..report import Timings
 from ..report import log as _log
+from ..report.schema import HealingSummary
 
 
 @dataclass
@@ -23,20 +24,8 @@ class PendingHeal:
     reasons: list[str] = field(default_factory=list)
 
 
-@dataclass
-class HealOutcome:
-    """What healing did, for the report."""
-
-    steps: list[str]
-    linear: list[dict[str, Any]] | None = None
-    kd: dict[str, Any] | None = None
-    #: held-out perplexity of the pruned model before healing (None without evaluation)
-    perplexity_unhealed: dict[str, float] | None = None
-    reasons: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "linear": self.linear, "kd": self.kd,
-                "perplexity_unhealed": self.perplexity_unhealed, "reasons": self.reasons}
+#: what healing did, for the report (the record's older name)
+HealOutcome = HealingSummary
 
 
 def prepare_healing(config: Any, inputs: Any, removed: list[int], timings: Timings, *,
@@ -71,9 +60,9 @@ def prepare_healing(config: Any, inputs: Any, removed: list[int], timings: Timin
 
 
 def apply_healing(pending: PendingHeal, pruned: Any, adapter: Any, config: Any, timings: Timings, *,
-                  unhealed: dict[str, float] | None) -> tuple[Any, HealOutcome]:
+                  unhealed: dict[str, float] | None) -> tuple[Any, HealingSummary]:
     """Fold the fitted maps into ``pruned`` and distill into it; the healed model and what was done."""
-    outcome = HealOutcome(config.heal_steps, perplexity_unhealed=unhealed, reasons=list(pending.reasons))
+    outcome = HealingSummary(config.heal_steps, perplexity_unhealed=unhealed, reasons=list(pending.reasons))
     if pending.linear_runs is not None:
         from ..heal.linear import LinearHeal
 

@@ -15,7 +15,6 @@ renamed into place once complete (:class:`~lmshrink.staging.StagedDir`), so ``ou
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..core.rank import RankAllocationProblem
 from ..devices import Placement, check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
 from ..report import Timings, default_out_dir
 from ..report import log as _log
+from ..report.schema import SvdReport
 from .inputs import Inputs, load_inputs
 
 #: ``dense``: every matrix whitened on the dense model's inputs (one pass); ``sequential``: each decoder layer on the
@@ -107,7 +107,8 @@ class SvdConfig:
 
 @dataclass
 class SvdResult:
-    """Everything an SVD run produced; ``report`` is what report.json holds."""
+    """Everything an SVD run produced; ``report`` is the record report.json holds (it also reads as that
+    dictionary)."""
 
     out: Path | None
     problem: RankAllocationProblem
@@ -115,7 +116,7 @@ class SvdResult:
     plan: RankPlan
     model: Any
     tokenizer: Any
-    report: dict[str, Any] = field(default_factory=dict)
+    report: SvdReport = field(default_factory=SvdReport)
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -189,14 +190,11 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
 
     from .svd_report import svd_report
 
-    def report(verified: dict[str, Any] | None) -> dict[str, Any]:
-        return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings,
-                          precision)
-
-    out, final = save(inputs, problem, plan, config, out, timings, report, save_dtype)
+    report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
+                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision)
+    out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
-    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, final)
+    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)
 
 
 # --- stages ------------------------------------------------------------------------------------------------------
@@ -313,15 +311,14 @@ def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
 
 
 def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,
-         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]],
-         save_dtype: str | None = None) -> tuple[Path | None, dict]:
+         timings: Timings, report: SvdReport, save_dtype: str | None = None) -> Path | None:
     """``problem.json``, ``plan.json``, ``model/`` in lmshrink's format (when saving; and ``dense/`` with
     ``export_dense``), ``report.json`` and ``report.md``, written into a temporary directory and renamed to ``out``
     together. With ``verify``, the staged model is reloaded and its logits compared with the compressed model's
-    before the rename. The saved models hold ``save_dtype`` (None: the model's own). Returns ``out`` and the
-    report (``report(verified)``)."""
+    before the rename, into ``report.verify``. The saved models hold ``save_dtype`` (None: the model's own).
+    Returns ``out``."""
     if out is None:
-        return None, report(None)
+        return None
     from ..compress.export import export_dense
     from ..compress.io import save_compressed
     from ..staging import StagedDir
@@ -329,7 +326,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
 
     net, tokenizer = inputs.model, inputs.tokenizer
     with StagedDir(out, overwrite=config.overwrite) as stage:
-        verified = None
         with timings("save"):
             problem.save(stage.path / "problem.json")
             plan.save(stage.path / "plan.json")
@@ -346,10 +342,10 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
                         save_in_dtype(net, stage.path / folder, save_dtype)
         if config.save and config.verify:
             with timings("verify reload"):
-                verified = verify_reload(net, stage.path / "model", inputs.calibration)
-        final = report(verified)
-        write_report(stage.path, final)
-        return stage.commit(), final
+                report.verify = verify_reload(net, stage.path / "model", inputs.calibration)
+        report.timings_s = dict(timings.seconds)
+        write_report(stage.path, report)
+        return stage.commit()
 
 
 def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:

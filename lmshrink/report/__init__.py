@@ -1,5 +1,7 @@
-"""Run records: timings of each stage, library versions, writing report.json, Markdown tables; the Markdown
-rendering of each flow's report lives in a module of its own here (:mod:`.prune`)."""
+"""Run records: timings of each stage, library versions, writing report.json, Markdown tables. Each flow's record
+is a dataclass (:mod:`.schema`: :class:`PruneReport`, :class:`SvdReport`, :class:`CompressReport`,
+:class:`HealReport`), written as JSON with a schema version; its Markdown rendering lives in a module of its own
+here (:mod:`.prune`, :mod:`.svd`)."""
 
 from __future__ import annotations
 
@@ -101,3 +103,7 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+from .schema import (SCHEMA_VERSION, CompressReport, HealingSummary, HealReport, PruneReport, Report,  # noqa: E402
+                     SvdReport, load_report, report_from_json)
