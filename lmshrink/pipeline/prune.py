@@ -25,7 +25,7 @@ from .evaluation import Evaluation, evaluate_pruned, held_out_ids, perplexity_be
 from .inputs import Inputs, load_inputs
 from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
-from .heal import apply_healing, prepare_healing
+from .heal import HealingStage
 from .select import Selection, choose_by_validation, mark_unrunnable
 from .target import Target, budget_facts, removal_target
 
@@ -88,7 +88,8 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                     raise
                 skipped.append({"name": source.name, "skipped": str(exc)})
                 _log(progress, f"source {source.name} skipped: {exc}")
-        selection = _select(proposals, inputs, target, config, timings)
+        healing_stage = HealingStage.from_config(config) if config.heal_steps else None
+        selection = _select(proposals, inputs, target, config, timings, healing_stage)
     chosen = selection.chosen
     budget = budget_facts(target, chosen.indices)
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
@@ -102,9 +103,9 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
         with timings("perplexity before"):
             before = perplexity_before(net, eval_ids, window=config.eval_window, progress=progress, adapter=adapter,
                                        granularity=config.granularity)
-    with memory_hint(f"preparing the healing on {precision['device']}", lower):
-        pending = prepare_healing(config, inputs, plan.indices, timings, fitted=selection.heal_runs) \
-            if config.heal_steps else None
+    if healing_stage is not None:
+        with memory_hint(f"preparing the healing on {precision['device']}", lower):
+            healing_stage.prepare(inputs, plan.indices, timings)
     params_before = sum(p.numel() for p in net.parameters())
     save_format = adapter.save_format(net, plan.indices, config.granularity)
     with timings("remove"):
@@ -112,7 +113,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     if budget and save_format == "transformers" and hasattr(net, "config"):
         net.config.lmshrink_budget = budget  # the saved config.json says what the budget removed
     healing = None
-    if pending is not None:
+    if healing_stage is not None:
         unhealed = None
         if eval_ids is not None:
             from ..evaluate.perplexity import perplexity
@@ -120,7 +121,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
             with timings("perplexity unhealed"):
                 unhealed = perplexity(net, eval_ids, window=config.eval_window, progress=progress,
                                       desc="perplexity before healing")
-        net, healing = apply_healing(pending, net, adapter, config, timings, unhealed=unhealed)
+        net, healing = healing_stage.apply(net, adapter, timings, unhealed=unhealed)
 
     report = build_report(request, inputs, target, proposals, selection, plan, before, timings,
                           parameters=(params_before, sum(p.numel() for p in net.parameters())),
@@ -143,7 +144,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
 
 def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
-            timings: Timings) -> Selection:
+            timings: Timings, healing: HealingStage | None) -> Selection:
     """Set aside candidates the architecture cannot run; the main source's first one, or, when several compete,
     the one with the lowest validation loss (after linear healing when the run heals linearly)."""
     every = [c for p in proposals for c in p.candidates]
@@ -165,8 +166,8 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
                               + (f", the {top or 'all'} lowest again after linear healing"
                                  if config.heal_aware() else ""))
-        return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
-                                    ridge=float(linear["ridge"]),
+        return choose_by_validation(pool, inputs, granularity=config.granularity,
+                                    healing=healing if config.heal_aware() else None,
                                     fit_samples=config.heal_aware_samples(inputs.calibration.num_samples),
                                     finalists=top or None,
                                     progress=config.progress)
