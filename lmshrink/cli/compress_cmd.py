@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..core.options import parse_option_strings
     from ..pipeline.compress import compress_model
     from ..plugins import get_solver
+    from ..report.compress import compress_summary
 
     solver = get_solver("joint-milp", JointCompressionProblem)
     result = compress_model(
@@ -51,13 +52,8 @@ def _run(args: argparse.Namespace) -> int:
         time_limit=args.time_limit, eval_tokens=args.eval_tokens, evaluate=not args.no_eval,
         progress=not args.quiet, device=args.device, dtype=args.dtype, device_map=args.device_map,
     )
-    r = result.report
-    p = r["params"]
-    print(f"kept {p['kept']:,} of {p['dense']:,} decomposed decoder parameters ({p['kept_ratio']:.4f}); removed "
-          f"{len(r['removed_branches'])} branches, factored {len(r['factored'])} matrices")
-    if r["perplexity_before"]:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
-              f"on {r['perplexity_after']['tokens']} held-out tokens")
+    for line in compress_summary(result.report):
+        print(line)
     if result.out is not None:
         print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'))")
     return 0

@@ -28,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..core.options import parse_option_strings
     from ..pipeline.config import LINEAR_HEAL_OPTIONS, PruneConfig
     from ..pipeline.heal_model import UNSET, heal_model
+    from ..report.prune import heal_summary
 
     specs = {k: v for k, v in PruneConfig.heal_option_specs().items() if k not in LINEAR_HEAL_OPTIONS}
     options = parse_option_strings("KD healing", specs, args.heal_option)
@@ -36,9 +37,8 @@ def _run(args: argparse.Namespace) -> int:
                         samples=args.samples, seq_len=args.seq_len, eval_tokens=args.eval_tokens, seed=args.seed,
                         kd_options=options, progress=not args.quiet, device=args.device, dtype=args.dtype,
                         device_map=args.device_map, save_dtype=args.save_dtype)
-    r = result.report
-    print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} on "
-          f"{r['perplexity_after']['tokens']} held-out tokens")
+    for line in heal_summary(result.report):
+        print(line)
     print(f"wrote {result.out}")
     return 0
 

@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..core.rank import RankAllocationProblem
     from ..pipeline.svd import svd_compress
     from ..plugins import get_objective, get_solver
+    from ..report.svd import svd_summary
 
     solver = get_solver(args.solver, RankAllocationProblem)
     objective = get_objective(args.objective)
@@ -77,14 +78,8 @@ def _run(args: argparse.Namespace) -> int:
         device_map=args.device_map,
         save_dtype=args.save_dtype,
     )
-    r = result.report
-    p = r["params"]
-    print(f"kept {p['kept_stored']:,} of {p['decomposed_dense']:,} decomposed parameters "
-          f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa {p['kept_ratio_pivga']:.4f}); "
-          f"{len(p['dense_matrices'])} matrices kept dense")
-    if r["perplexity_before"]:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
-              f"on {r['perplexity_after']['tokens']} held-out tokens")
+    for line in svd_summary(result.report):
+        print(line)
     print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'), or without lmshrink: "
           "AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))")
     return 0

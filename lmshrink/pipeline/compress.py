@@ -31,6 +31,7 @@ from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
+from ..report.compress import render_compress_markdown
 from ..report.schema import CompressReport
 
 MODES = ("joint", "removal", "svd")
@@ -254,26 +255,6 @@ def build_report(config: CompressConfig, problem: JointCompressionProblem, solut
     )
 
 
-def markdown_report(report: CompressReport) -> str:
-    """A short human-readable report.md."""
-    p = report.params
-    lines = [f"# lmshrink compress (ratio {report.settings['ratio']}, mode {report.settings['mode']})", "",
-             f"Kept {p['kept']:,} of {p['dense']:,} parameters of the decomposed decoder matrices "
-             f"({p['kept_ratio']:.4f}; budget {p['budget']:,.0f}).", "",
-             f"Removed branches ({len(report.removed_branches)}): "
-             + (", ".join(report.removed_branches) or "none"), "",
-             f"Factored matrices: {len(report.factored)}; kept dense: {len(report.dense_matrices)}.", "",
-             f"Estimated calibration-loss increase (surrogate): {report.estimated_loss_increase:.4f} nats/token."]
-    if report.perplexity_before:
-        lines += ["", f"Held-out perplexity {report.perplexity_before['perplexity']:.3f} → "
-                      f"{report.perplexity_after['perplexity']:.3f}."]
-    if report.verify:
-        lines += ["", f"Reload check: max |Δlogit| {report.verify['max_abs_logit_diff']:.3g}."]
-    lines += ["", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in report.timings_s.items()]
-    return "\n".join(lines) + "\n"
-
-
 def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: CompressConfig, out: Path | None,
          timings: Timings, report: CompressReport) -> Path | None:
     """``problem.json``, ``plan.json`` (removed branches and ranks), ``model/`` (lmshrink's format),
@@ -303,7 +284,7 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
                 report.verify = verify_reload(net, stage.path / "model", inputs.calibration)
         report.timings_s = dict(timings.seconds)
         write_json(stage.path / "report.json", report.to_json())
-        (stage.path / "report.md").write_text(markdown_report(report))
+        (stage.path / "report.md").write_text(render_compress_markdown(report))
         return stage.commit()
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table
+from . import markdown_table, perplexity_change
 from .schema import HealReport, PruneReport
 
 
@@ -54,8 +54,7 @@ def prune_summary(report: PruneReport) -> list[str]:
                      f"{after['perplexity']:.3f} healed ({', '.join(report.healing.steps)}) on "
                      f"{after['tokens']} held-out tokens")
     elif before and after:
-        lines.append(f"perplexity {before['perplexity']:.3f} -> {after['perplexity']:.3f} on {after['tokens']} "
-                     "held-out tokens")
+        lines.append(perplexity_change(before, after))
     lines += [f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}"
               for row in (report.lm_eval or {}).get("scores", [])]
     return lines
@@ -187,3 +186,8 @@ def render_heal_markdown(report: HealReport | Mapping[str, Any]) -> str:
                              ["after healing", after["perplexity"], after["tokens"]]]), ""]
     lines += _timings(r.timings_s) + _versions(r.versions)
     return "\n".join(lines)
+
+
+def heal_summary(report: HealReport) -> list[str]:
+    """What ``lmshrink heal`` prints on stdout: the held-out perplexity before and after healing."""
+    return [perplexity_change(report.perplexity_before, report.perplexity_after)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table
+from . import markdown_table, perplexity_change
 from .schema import SvdReport
 
 
@@ -71,3 +71,14 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                                r["params_plain"], r["params_pivga"], r["relative_error"]]
                               for r in report.per_matrix]), ""]
     return "\n".join(lines)
+
+
+def svd_summary(report: SvdReport) -> list[str]:
+    """What ``lmshrink svd`` prints on stdout: the parameters kept and the held-out perplexity before and after."""
+    p = report.params
+    lines = [f"kept {p['kept_stored']:,} of {p['decomposed_dense']:,} decomposed parameters "
+             f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa "
+             f"{p['kept_ratio_pivga']:.4f}); {len(p['dense_matrices'])} matrices kept dense"]
+    if report.perplexity_before:
+        lines.append(perplexity_change(report.perplexity_before, report.perplexity_after))
+    return lines
