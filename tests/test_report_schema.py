@@ -125,3 +125,22 @@ def test_healed_fitness_old_path_is_a_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="lmshrink.heal.fitness"):
         from lmshrink.evaluate.healed import HealedFitness as old
     assert old is HealedFitness
+
+
+def test_command_summaries_read_the_records():
+    from lmshrink.report.compress import compress_summary
+    from lmshrink.report.prune import heal_summary
+    from lmshrink.report.svd import svd_summary
+
+    before, after = {"perplexity": 10.0, "tokens": 64}, {"perplexity": 12.5, "tokens": 64}
+    svd = SvdReport(params={"kept_stored": 7500, "decomposed_dense": 10000, "kept_ratio_stored": 0.75,
+                            "kept_ratio_plain": 0.8, "kept_ratio_pivga": 0.75, "dense_matrices": ["a"]},
+                    perplexity_before=before, perplexity_after=after)
+    assert svd_summary(svd) == ["kept 7,500 of 10,000 decomposed parameters (0.7500; plain low-rank 0.8000, PivGa "
+                                "0.7500); 1 matrices kept dense", "perplexity 10.000 -> 12.500 on 64 held-out tokens"]
+    joint = CompressReport(params={"kept": 750, "dense": 1000, "kept_ratio": 0.75}, removed_branches=["x"],
+                           factored={"a": 2, "b": 3})
+    assert compress_summary(joint) == ["kept 750 of 1,000 decomposed decoder parameters (0.7500); removed 1 branches, "
+                                       "factored 2 matrices"]
+    assert heal_summary(HealReport(perplexity_before=before, perplexity_after=after)) == [
+        "perplexity 10.000 -> 12.500 on 64 held-out tokens"]
