@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan
+from ..report import write_json
+from ..report.prune import render_prune_markdown
 from ..report.schema import PruneReport
 from ..staging import StagedDir, atomic_write_text, checkpoint
 
@@ -106,8 +108,5 @@ def format_reason(save_format: str | None) -> str:
 
 def write_report(folder: Path, report: PruneReport) -> None:
     """report.json and report.md, each replaced atomically."""
-    from ..report import write_json
-    from ..report.prune import render_prune_markdown
-
     write_json(folder / "report.json", report.to_json())
     atomic_write_text(folder / "report.md", render_prune_markdown(report))
