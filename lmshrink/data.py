@@ -41,6 +41,25 @@ ENTRIES_PER_DOCUMENT = 16
 EVAL_FRACTION = 0.2
 
 
+class TokenWindows:
+    """Sizes of a holder of ``input_ids``, token ids of shape (windows, seq_len)."""
+
+    input_ids: Any
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def tokens(self) -> int:
+        """Tokens in all the windows (windows × seq_len)."""
+        return int(self.input_ids.numel())
+
+
 @dataclass
 class TextSplit:
     """Raw calibration and evaluation texts and where they came from."""
@@ -51,7 +70,7 @@ class TextSplit:
 
 
 @dataclass
-class Calibration:
+class Calibration(TokenWindows):
     """``input_ids`` (a LongTensor of shape (samples, seq_len)) and a description of the source."""
 
     input_ids: Any
@@ -63,11 +82,7 @@ class Calibration:
 
     @property
     def num_samples(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.input_ids.shape[1])
+        return self.num_windows
 
     def fingerprint(self) -> str:
         """A short hash of the token ids, for caches keyed on the calibration data."""

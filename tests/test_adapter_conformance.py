@@ -9,6 +9,7 @@ from lmshrink.adapters.nemotron_h import NemotronHAdapter
 from lmshrink.testing import (
     NEMOTRON_3_NANO_PATTERN,
     AdapterConformance,
+    conformance_suite,
     tiny_llama,
     tiny_nemotron_h,
     tiny_qwen3,
@@ -50,14 +51,7 @@ class TestLlamaSublayers(AdapterConformance):
         return tiny_llama()
 
 
-class TestQwen3(AdapterConformance):
-    adapter = LlamaAdapter()
-
-    def make_model(self):
-        return tiny_qwen3()
-
-    def foreign_models(self):
-        return [tiny_nemotron_h_or_skip()]
+TestQwen3 = conformance_suite(LlamaAdapter(), tiny_qwen3, foreign=[tiny_nemotron_h_or_skip])
 
 
 @needs_transformers("nemotron_h")

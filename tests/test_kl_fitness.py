@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmshrink.adapters.llama import LlamaAdapter
-from lmshrink.evaluate.healed import HealedFitness, healed_fitness
+from lmshrink.heal.fitness import HealedFitness, healed_fitness
 from lmshrink.evaluate.kl import DenseReference, RemovalKL, full_kl, summarize, topk_kl
 from lmshrink.evaluate.measured import RemovalLoss
 from lmshrink.heal.linear import LinearHeal

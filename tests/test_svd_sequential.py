@@ -15,16 +15,14 @@ from lmshrink.compress.sequential import (factor_layer, sequential_factors, sequ
                                           updated_weight)
 from lmshrink.compress.whitening import whiten
 from lmshrink.core import LmshrinkError
-from tiny import tiny_llama
+from tiny import tiny_llama_linears
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = tiny_llama(num_layers=3, vocab_size=128, hidden_size=32, intermediate_size=64)
-    linears = LlamaAdapter().linear_layers(model)
-    ids = torch.randint(0, 128, (6, 24), generator=torch.Generator().manual_seed(0))
+    model, linears, ids = tiny_llama_linears(6, 24, num_layers=3, hidden_size=32, intermediate_size=64)
     ranks = {name: (6 if "mlp" in name else 5) for name in linears if not name.endswith("v_proj")}
     return model, linears, ids, ranks
 

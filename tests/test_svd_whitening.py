@@ -8,7 +8,7 @@ import torch
 
 from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.compress.svd import collect_grams, factorize, soft_weight, whiten
-from tiny import tiny_llama
+from tiny import tiny_llama_linears
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -16,9 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup():
-    model = tiny_llama(num_layers=2, vocab_size=128, hidden_size=64, intermediate_size=128)
-    linears = LlamaAdapter().linear_layers(model)
-    ids = torch.randint(0, 128, (12, 48), generator=torch.Generator().manual_seed(0))
+    model, linears, ids = tiny_llama_linears(12, 48, num_layers=2, hidden_size=64, intermediate_size=128)
     stats = collect_grams(model, linears, ids, batch_size=5, progress=False)
     factors = factorize(linears, stats, eps=1e-6, dtype=torch.float64, progress=False)
     return model, linears, ids, stats, factors

@@ -43,6 +43,17 @@ def tiny_llama(num_layers: int = 4, vocab_size: int = 320, seed: int = 0, **over
     return model.eval()
 
 
+def tiny_llama_linears(windows: int, seq_len: int, num_layers: int, **shape):
+    """A tiny Llama (vocabulary 128, ``shape`` its sizes), its decomposable linear layers and ``windows`` ×
+    ``seq_len`` random token ids (seed 0): the setting of the SVD tests."""
+    from lmshrink.adapters.llama import LlamaAdapter
+
+    model = tiny_llama(num_layers=num_layers, vocab_size=128, **shape)
+    linears = LlamaAdapter().linear_layers(model)
+    ids = torch.randint(0, 128, (windows, seq_len), generator=torch.Generator().manual_seed(0))
+    return model, linears, ids
+
+
 def save_tiny_llama_dir(path: Path, num_layers: int = 6) -> Path:
     model = tiny_llama(num_layers)
     tok = tiny_tokenizer()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..pipeline.heal_model import HealConfig, heal_model
+from ..report.prune import heal_summary
 from . import Command
 from .flags import add_settings_arguments, config_from_args
 
@@ -16,9 +17,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     result = heal_model(args.model_dir, config_from_args(args, HealConfig))
-    r = result.report
-    print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} on "
-          f"{r['perplexity_after']['tokens']} held-out tokens")
+    for line in heal_summary(result.report):
+        print(line)
     print(f"wrote {result.out}")
     return 0
 

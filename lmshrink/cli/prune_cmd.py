@@ -7,6 +7,7 @@ import sys
 
 from ..pipeline.config import PruneConfig
 from ..pipeline.prune import prune
+from ..report.prune import prune_summary
 from . import Command
 from .export_cmd import add_gguf_type_arguments
 from .flags import config_from_args, model_and_settings
@@ -33,22 +34,8 @@ def _run(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()  # transformers' own loading and saving bars
     result = prune(args.model, config)
     r = result.report
-    removed = ", ".join(f"{b['index']}:{b['name']}" for b in r["removed"])
-    print(f"removed {len(r['removed'])}/{r['num_blocks']} blocks: {removed}")
-    if r.get("budget"):
-        from ..report.prune import budget_sentence
-
-        print(budget_sentence(r["budget"]))
-    unhealed = (r.get("healing") or {}).get("perplexity_unhealed")
-    if r["perplexity_before"] and r["perplexity_after"] and unhealed:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {unhealed['perplexity']:.3f} removed -> "
-              f"{r['perplexity_after']['perplexity']:.3f} healed ({', '.join(r['healing']['steps'])}) on "
-              f"{r['perplexity_after']['tokens']} held-out tokens")
-    elif r["perplexity_before"] and r["perplexity_after"]:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
-              f"on {r['perplexity_after']['tokens']} held-out tokens")
-    for row in (r.get("lm_eval") or {}).get("scores", []):
-        print(f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}")
+    for line in prune_summary(r):
+        print(line)
     print(f"wrote {result.out}")
     if args.save_format == "gguf":
         from ..core import LmshrinkError
@@ -56,16 +43,16 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
-                                   [b["index"] for b in r["removed"]], r["num_blocks"],
+                                   r.removed_indices, r.num_blocks,
                                    type=args.gguf_type, fallback=args.gguf_fallback_type, progress=config.progress)
         except LmshrinkError as exc:
             raise LmshrinkError(f"{exc} (no GGUF file written; the pruned model is saved in {result.out / 'model'})") \
                 from None
         print(f"wrote {gguf_file}")
-    for err in r["errors"]:
+    for err in r.errors:
         print(f"lmshrink: {err['stage']} failed: {err['error']} (recorded in the report; the model is saved)",
               file=sys.stderr)
-    return 1 if r["errors"] else 0
+    return 1 if r.errors else 0
 
 
 COMMAND = Command("prune", "Remove blocks from a model (block removal as constrained binary optimization).", _add_arguments, _run)

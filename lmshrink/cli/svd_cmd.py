@@ -6,20 +6,15 @@ from __future__ import annotations
 import argparse
 
 from ..pipeline.svd import SvdConfig, svd_compress
+from ..report.svd import svd_summary
 from . import Command
 from .flags import config_from_args, model_and_settings
 
 
 def _run(args: argparse.Namespace) -> int:
     result = svd_compress(args.model, config_from_args(args, SvdConfig))
-    r = result.report
-    p = r["params"]
-    print(f"kept {p['kept_stored']:,} of {p['decomposed_dense']:,} decomposed parameters "
-          f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa {p['kept_ratio_pivga']:.4f}); "
-          f"{len(p['dense_matrices'])} matrices kept dense")
-    if r["perplexity_before"]:
-        print(f"perplexity {r['perplexity_before']['perplexity']:.3f} -> {r['perplexity_after']['perplexity']:.3f} "
-              f"on {r['perplexity_after']['tokens']} held-out tokens")
+    for line in svd_summary(result.report):
+        print(line)
     print(f"wrote {result.out} (reload with lmshrink.load_compressed('{result.out / 'model'}'), or without lmshrink: "
           "AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True))")
     return 0

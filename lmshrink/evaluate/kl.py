@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import TokenWindows
 from .measured import LossEstimate
 
 #: what :meth:`RemovalKL.windows` can return per window
@@ -94,7 +95,7 @@ def full_kl(dense_logits: Any, logits: Any) -> Any:
     return (logp.exp() * (logp - logq)).sum(dim=-1)
 
 
-class DenseReference:
+class DenseReference(TokenWindows):
     """The dense model's next-token distributions on fixed windows, summarised by their top ``k`` (docstring, (2)).
 
     ``input_ids`` is (windows, seq_len). Built from one pass of the dense model that also keeps every decoder layer's
@@ -160,10 +161,6 @@ class DenseReference:
         return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
     @property
-    def num_windows(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @property
     def rest_mass(self) -> float:
         """The mean, over all predicted positions, of the dense mass p_R the top k leave out (0 when k = |V|)."""
         return float(self.rest_logp.exp().mean())
@@ -179,7 +176,7 @@ class DenseReference:
         return torch.stack(rows)
 
 
-class RemovalKL:
+class RemovalKL(TokenWindows):
     """KL fitness (1)–(2) of removal sets of ``model``, with the CE of the same passes; mirrors
     :class:`~lmshrink.evaluate.measured.RemovalLoss`.
 
@@ -225,18 +222,6 @@ class RemovalKL:
     def num_blocks(self) -> int:
         return len(self.blocks)
 
-    @property
-    def num_windows(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.input_ids.shape[1])
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per full measurement (windows × seq_len)."""
-        return int(self.input_ids.numel())
 
     @property
     def tokens_spent(self) -> int:

@@ -8,9 +8,9 @@ only needs layers L.. of the network run on the cached input of layer L. Adapter
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -118,13 +118,34 @@ def removed_in(model: Any, adapter: Any, blocks: Sequence[Any], removed: Sequenc
 
     values = torch.ones(len(blocks))
     values[list(removed)] = 0.0
-    healing: Any = nullcontext()
-    if runs:
-        from ..heal.linear import applied
-
-        healing = applied(model, adapter, runs)
-    with adapter.gate(model, Gates(values), granularity), healing:
+    with adapter.gate(model, Gates(values), granularity), maps_applied(model, adapter, runs or ()):
         yield
+
+
+class HealingMap(Protocol):
+    """A fitted map of a removed run that multiplies a branch's output (as
+    :class:`lmshrink.heal.linear.HealedRun` does), applied while measuring by a forward hook."""
+
+    @property
+    def healed(self) -> bool:
+        """Whether there is a map to apply."""
+
+    def hook(self, model: Any, adapter: Any) -> Any:
+        """Register the map's forward hook on ``model``; its handle."""
+
+
+@contextmanager
+def maps_applied(model: Any, adapter: Any, runs: Sequence[HealingMap]) -> Iterator[None]:
+    """Within the context, the healed ``runs``' maps multiply their branches' outputs (full model numbering)."""
+    handles = []
+    try:
+        for run in runs:
+            if run.healed:
+                handles.append(run.hook(model, adapter))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class LayerInputs:

@@ -41,13 +41,13 @@ it, renumbered when earlier layers lost both branches and were removed whole (:a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import Gates
 from ..core.errors import LmshrinkError
+from ..evaluate.midstack import maps_applied
 from ..evaluate.stopping import StopPass, run_until_stopped
 
 #: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
@@ -98,6 +98,18 @@ class HealedRun:
         if self.target is None or self.target == EMBEDDINGS:
             return None
         return self.layer if self.layer is not None else self.start - 1
+
+    def hook(self, model: Any, adapter: Any) -> Any:
+        """Register, on the full ``model``, the forward hook that multiplies the branch's output by the map; the
+        hook's handle (a healed run only)."""
+        import torch
+
+        T = torch.as_tensor(self.map)
+
+        def multiply(module: Any, args: tuple, output: Any) -> Any:
+            return output @ T.to(output.device, output.dtype)
+
+        return _branch(model, adapter, self).register_forward_hook(multiply)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"layers": list(self.span) if self.span is not None else [self.start, self.stop - 1],
@@ -174,25 +186,8 @@ def _branch(model: Any, adapter: Any, run: HealedRun) -> Any:
     return _get(decoder_layers(model, adapter)[run.branch_layer], run.target)
 
 
-@contextmanager
-def applied(model: Any, adapter: Any, runs: Sequence[HealedRun]) -> Iterator[None]:
-    """Within the context, the healed runs' maps multiply their branches' outputs (full model numbering)."""
-    import torch
-
-    handles = []
-    try:
-        for run in runs:
-            if run.healed:
-                T = torch.as_tensor(run.map)
-
-                def hook(module: Any, args: tuple, output: Any, T: Any = T) -> Any:
-                    return output @ T.to(output.device, output.dtype)
-
-                handles.append(_branch(model, adapter, run).register_forward_hook(hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+#: within the context, the healed runs' maps multiply their branches' outputs (full model numbering)
+applied = maps_applied
 
 
 class LinearHeal:

@@ -31,6 +31,8 @@ from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
+from ..report.compress import render_compress_markdown
+from ..report.schema import CompressReport
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
@@ -68,7 +70,8 @@ class CompressConfig(FactoringSettings, RunSettings):
 
 @dataclass
 class CompressResult:
-    """Everything a compress run produced; ``report`` is what report.json holds."""
+    """Everything a compress run produced; ``report`` is the record report.json holds (it also reads as that
+    dictionary)."""
 
     out: Path | None
     problem: JointCompressionProblem
@@ -77,7 +80,7 @@ class CompressResult:
     ranks: dict[str, int]
     model: Any
     tokenizer: Any
-    report: dict[str, Any] = field(default_factory=dict)
+    report: CompressReport = field(default_factory=CompressReport)
 
 
 def mode_settings(mode: str) -> dict[str, bool]:
@@ -208,52 +211,31 @@ def _perplexity(net: Any, eval_ids: Any, config: CompressConfig, timings: Timing
 
 
 def build_report(config: CompressConfig, problem: JointCompressionProblem, solutions: Any, measured: Any,
-                 summary: Any, ppl_before: Any, ppl_after: Any, timings: Timings, source: str) -> dict[str, Any]:
-    """What report.json holds: the choice (removed branches, factored matrices), the budget, the measurements and
-    the perplexities."""
+                 summary: Any, ppl_before: Any, ppl_after: Any, timings: Timings, source: str) -> CompressReport:
+    """The run's record: the choice (removed branches, factored matrices), the budget, the measurements and the
+    perplexities (the save adds the reload check, ``verify``, and the save's timings)."""
     x = solutions.best.x
     factored = {k: v for k, v in summary.ranks.items() if summary.kinds[k] != "dense"}
-    return {
-        "command": "compress",
-        "settings": config.to_dict(),
-        "data": source,
-        "params": {"counted": "weights of the decomposed decoder matrices (adapter.linear_layers)",
-                   "dense": problem.total_dense, "budget": problem.budget, "kept": problem.cost(x),
-                   "kept_ratio": problem.cost(x) / problem.total_dense},
-        "removed_branches": problem.removed(x),
-        "factored": factored,
-        "dense_matrices": sorted(k for k, v in summary.kinds.items() if v == "dense"),
-        "estimated_loss_increase": float(solutions.best.energy),
-        "solver": {"name": solutions.solver, "info": {k: v for k, v in solutions.info.items() if k != "options"}},
-        "measurements": measured.to_dict(),
-        "perplexity_before": ppl_before,
-        "perplexity_after": ppl_after,
-        "timings_s": dict(timings.seconds),
-    }
-
-
-def markdown_report(report: dict[str, Any]) -> str:
-    """A short human-readable report.md."""
-    p = report["params"]
-    lines = [f"# lmshrink compress (ratio {report['settings']['ratio']}, mode {report['settings']['mode']})", "",
-             f"Kept {p['kept']:,} of {p['dense']:,} parameters of the decomposed decoder matrices "
-             f"({p['kept_ratio']:.4f}; budget {p['budget']:,.0f}).", "",
-             f"Removed branches ({len(report['removed_branches'])}): "
-             + (", ".join(report["removed_branches"]) or "none"), "",
-             f"Factored matrices: {len(report['factored'])}; kept dense: {len(report['dense_matrices'])}.", "",
-             f"Estimated calibration-loss increase (surrogate): {report['estimated_loss_increase']:.4f} nats/token."]
-    if report["perplexity_before"]:
-        lines += ["", f"Held-out perplexity {report['perplexity_before']['perplexity']:.3f} → "
-                      f"{report['perplexity_after']['perplexity']:.3f}."]
-    if report.get("verify"):
-        lines += ["", f"Reload check: max |Δlogit| {report['verify']['max_abs_logit_diff']:.3g}."]
-    lines += ["", "| stage | seconds |", "|---|---:|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in report["timings_s"].items()]
-    return "\n".join(lines) + "\n"
+    return CompressReport(
+        settings=config.to_dict(),
+        data=source,
+        params={"counted": "weights of the decomposed decoder matrices (adapter.linear_layers)",
+                "dense": problem.total_dense, "budget": problem.budget, "kept": problem.cost(x),
+                "kept_ratio": problem.cost(x) / problem.total_dense},
+        removed_branches=problem.removed(x),
+        factored=factored,
+        dense_matrices=sorted(k for k, v in summary.kinds.items() if v == "dense"),
+        estimated_loss_increase=float(solutions.best.energy),
+        solver={"name": solutions.solver, "info": {k: v for k, v in solutions.info.items() if k != "options"}},
+        measurements=measured.to_dict(),
+        perplexity_before=ppl_before,
+        perplexity_after=ppl_after,
+        timings_s=dict(timings.seconds),
+    )
 
 
 def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: CompressConfig, out: Path | None,
-         timings: Timings, report: dict[str, Any]) -> Path | None:
+         timings: Timings, report: CompressReport) -> Path | None:
     """``problem.json``, ``plan.json`` (removed branches and ranks), ``model/`` (lmshrink's format),
     ``report.json`` and ``report.md``, staged and renamed to ``out`` together; ``verify`` reloads the model first
     and records the largest logit difference."""
@@ -272,16 +254,16 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
             write_json(stage.path / "plan.json", plan)
             if config.save:
                 info = {"command": "compress", "ratio": config.ratio, "mode": config.mode,
-                        "removed_branches": plan["removed_branches"], "ranks": report["factored"]}
+                        "removed_branches": plan["removed_branches"], "ranks": report.factored}
                 save_compressed(net, stage.path / "model", tokenizer=inputs.tokenizer, info=info)
         if config.save and config.verify:
             from .svd import verify_reload
 
             with timings("verify reload"):
-                report["verify"] = verify_reload(net, stage.path / "model", inputs.calibration)
-        report["timings_s"] = dict(timings.seconds)
-        write_json(stage.path / "report.json", report)
-        (stage.path / "report.md").write_text(markdown_report(report))
+                report.verify = verify_reload(net, stage.path / "model", inputs.calibration)
+        report.timings_s = dict(timings.seconds)
+        write_json(stage.path / "report.json", report.to_json())
+        (stage.path / "report.md").write_text(render_compress_markdown(report))
         return stage.commit()
 
 

@@ -13,6 +13,7 @@ from ..core.options import parse_option_strings
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
 from ..report import log as _log
+from ..report.schema import HealReport
 from .config import kd_config, kd_option_specs
 from .settings import (DataSettings, OutputSettings, PerplexitySettings, PlacementSettings, ProgressSettings,
                        SavedModelSettings, like, setting)
@@ -24,7 +25,7 @@ UNSET = object()
 class HealResult:
     out: Path
     model: Any
-    report: dict[str, Any]
+    report: HealReport
 
 
 def recorded_teacher(model_dir: str | Path) -> Any:
@@ -146,11 +147,9 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
         model, kd = distill(student.model, targets, distillation, progress=progress)
     with timings("perplexity after"):
         after = perplexity(model, ids, window=config.eval_window, progress=progress, desc="perplexity after")
-    report = {"command": "heal", "model": str(model_dir), "teacher": teacher, "steps": ["kd"],
-              "perplexity_before": before, "perplexity_after": after, "kd": kd.to_dict(),
-              "calibration": {"source": texts.source, **calibration.info}, "settings": precision,
-              "timings_s": dict(timings.seconds),
-              "versions": library_versions()}
+    report = HealReport(model=str(model_dir), teacher=teacher, perplexity_before=before, perplexity_after=after,
+                        kd=kd.to_dict(), calibration={"source": texts.source, **calibration.info},
+                        settings=precision, timings_s=dict(timings.seconds), versions=library_versions())
     with timings("save"), StagedDir(out, overwrite=config.overwrite) as stage:
         if (model_dir / "lmshrink_config.json").exists():
             from ..compress.io import save_compressed
@@ -166,7 +165,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
         from ..report.prune import render_heal_markdown
         from ..staging import atomic_write_text
 
-        write_json(stage.path / "report.json", report)
+        write_json(stage.path / "report.json", report.to_json())
         atomic_write_text(stage.path / "report.md", render_heal_markdown(report))
         stage.commit()
     return HealResult(out, model, report)

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan
+from ..report import write_json
+from ..report.prune import render_prune_markdown
+from ..report.schema import PruneReport
 from ..staging import StagedDir, atomic_write_text, checkpoint
 
 
 def save_outputs(out: Path, *, overwrite: bool, model: Any, tokenizer: Any, save_format: str | None,
-                 plan: RemovalPlan, problem: BinaryQuadraticProblem | None, report: dict[str, Any],
+                 plan: RemovalPlan, problem: BinaryQuadraticProblem | None, report: PruneReport,
                  save_dtype: str | None = None) -> Path:
     """Write the run's files and move them to ``out`` in one rename; ``model`` None saves no model. The saved
     model holds ``save_dtype`` ("bfloat16", "float16", "float32"; None: the model's own dtype)."""
@@ -103,10 +106,7 @@ def format_reason(save_format: str | None) -> str:
     return "a removed unit is part of a layer, which the stock config cannot express"
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> None:
+def write_report(folder: Path, report: PruneReport) -> None:
     """report.json and report.md, each replaced atomically."""
-    from ..report import write_json
-    from ..report.prune import render_prune_markdown
-
-    write_json(folder / "report.json", report)
+    write_json(folder / "report.json", report.to_json())
     atomic_write_text(folder / "report.md", render_prune_markdown(report))

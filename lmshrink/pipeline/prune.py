@@ -16,6 +16,7 @@ from typing import Any
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionSet
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
+from ..report.schema import HealingSummary, PruneReport
 from ..report import log as _log
 from ..selection import Portfolio
 from .candidates import Proposal
@@ -24,7 +25,7 @@ from .evaluation import Evaluation, evaluate_pruned, held_out_ids, perplexity_be
 from .inputs import Inputs, load_inputs
 from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
-from .heal import HealOutcome, apply_healing, prepare_healing
+from .heal import HealingStage
 from .select import Selection, choose_by_validation, mark_unrunnable
 from .target import Target, budget_facts, removal_target
 
@@ -33,7 +34,8 @@ __all__ = ["PruneConfig", "PruneResult", "prune"]
 
 @dataclass
 class PruneResult:
-    """Everything a prune run produced; ``report`` is what report.json holds."""
+    """Everything a prune run produced; ``report`` is the record report.json holds (its :meth:`~PruneReport.to_json`;
+    it also reads as that dictionary)."""
 
     out: Path
     problem: BinaryQuadraticProblem | None  # None when a removal method (``method=``) chose the blocks
@@ -41,7 +43,7 @@ class PruneResult:
     plan: RemovalPlan
     model: Any
     tokenizer: Any
-    report: dict[str, Any] = field(default_factory=dict)
+    report: PruneReport = field(default_factory=PruneReport)
 
 
 def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any) -> PruneResult:
@@ -87,7 +89,8 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                     raise
                 skipped.append({"name": source.name, "skipped": str(exc)})
                 _log(progress, f"source {source.name} skipped: {exc}")
-        selection = _select(proposals, inputs, target, config, timings)
+        healing_stage = HealingStage.from_config(config) if config.heal_steps else None
+        selection = _select(proposals, inputs, target, config, timings, healing_stage)
     chosen = selection.chosen
     budget = budget_facts(target, chosen.indices)
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
@@ -101,9 +104,9 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
         with timings("perplexity before"):
             before = perplexity_before(net, eval_ids, window=config.eval_window, progress=progress, adapter=adapter,
                                        granularity=config.granularity)
-    with memory_hint(f"preparing the healing on {precision['device']}", lower):
-        pending = prepare_healing(config, inputs, plan.indices, timings, fitted=selection.heal_runs) \
-            if config.heal_steps else None
+    if healing_stage is not None:
+        with memory_hint(f"preparing the healing on {precision['device']}", lower):
+            healing_stage.prepare(inputs, plan.indices, timings)
     params_before = sum(p.numel() for p in net.parameters())
     save_format = adapter.save_format(net, plan.indices, config.granularity)
     with timings("remove"):
@@ -111,7 +114,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     if budget and save_format == "transformers" and hasattr(net, "config"):
         net.config.lmshrink_budget = budget  # the saved config.json says what the budget removed
     healing = None
-    if pending is not None:
+    if healing_stage is not None:
         unhealed = None
         if eval_ids is not None:
             from ..evaluate.perplexity import perplexity
@@ -119,28 +122,30 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
             with timings("perplexity unhealed"):
                 unhealed = perplexity(net, eval_ids, window=config.eval_window, progress=progress,
                                       desc="perplexity before healing")
-        net, healing = apply_healing(pending, net, adapter, config, timings, unhealed=unhealed)
+        net, healing = healing_stage.apply(net, adapter, timings, unhealed=unhealed)
 
-    def report(evaluation: Evaluation | None) -> dict[str, Any]:
-        return build_report(request, inputs, target, proposals, selection, plan, before, evaluation, timings,
-                            parameters=(params_before, sum(p.numel() for p in net.parameters())),
-                            save_format=save_format, saved=config.save, healing=healing, skipped=skipped,
-                            precision=precision)
-
-    pending_eval = eval_ids is not None or bool(request.eval_tasks)
+    report = build_report(request, inputs, target, proposals, selection, plan, before, timings,
+                          parameters=(params_before, sum(p.numel() for p in net.parameters())),
+                          save_format=save_format, saved=config.save, healing=healing, skipped=skipped,
+                          precision=precision)
+    if eval_ids is None and not request.eval_tasks:  # nothing to evaluate: the report is complete as saved
+        report.record_evaluation(Evaluation(), timings.seconds)
     with timings("save"):
         out = save_outputs(request.out, overwrite=config.overwrite, model=net if config.save else None,
                            tokenizer=inputs.tokenizer, save_format=save_format, plan=plan, save_dtype=save_dtype,
-                           problem=proposals[0].problem, report=report(None if pending_eval else Evaluation()))
-    evaluation = _evaluate(net, inputs.tokenizer, eval_ids, request, timings, lambda e: write_report(out, report(e)))
-    final = report(evaluation)
-    write_report(out, final)
+                           problem=proposals[0].problem, report=report)
+
+    def record(evaluation: Evaluation) -> None:
+        report.record_evaluation(evaluation, timings.seconds)
+        write_report(out, report)
+
+    record(_evaluate(net, inputs.tokenizer, eval_ids, request, timings, record))
     _log(progress, f"done in {timings.total:.1f} s; wrote {out}")
-    return PruneResult(out, proposals[0].problem, proposals[0].solutions, plan, net, inputs.tokenizer, final)
+    return PruneResult(out, proposals[0].problem, proposals[0].solutions, plan, net, inputs.tokenizer, report)
 
 
 def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
-            timings: Timings) -> Selection:
+            timings: Timings, healing: HealingStage | None) -> Selection:
     """Set aside candidates the architecture cannot run; the main source's first one, or, when several compete,
     the one with the lowest validation loss (after linear healing when the run heals linearly)."""
     every = [c for p in proposals for c in p.candidates]
@@ -162,8 +167,8 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
         _log(config.progress, f"validating {len(pool)} candidate(s) on {config.validation} windows"
                               + (f", the {top or 'all'} lowest again after linear healing"
                                  if config.heal_aware() else ""))
-        return choose_by_validation(pool, inputs, granularity=config.granularity, heal_aware=config.heal_aware(),
-                                    ridge=float(linear["ridge"]),
+        return choose_by_validation(pool, inputs, granularity=config.granularity,
+                                    healing=healing if config.heal_aware() else None,
                                     fit_samples=config.heal_aware_samples(inputs.calibration.num_samples),
                                     finalists=top or None,
                                     progress=config.progress)
@@ -184,57 +189,51 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
 
 
 def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposals: list[Proposal],
-                 selection: Selection, plan: RemovalPlan, before: dict[str, float] | None,
-                 evaluation: Evaluation | None, timings: Timings, *, parameters: tuple[int, int], save_format: str,
-                 saved: bool, healing: HealOutcome | None = None,
-                 skipped: list[dict[str, str]] | None = None,
-                 precision: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What report.json holds. ``status`` is "evaluating" while the saved model is evaluated (``evaluation``
-    None), "complete" after, "interrupted" when the evaluation was cut short. ``precision`` (device, dtype,
-    device map, saved dtype as run) replaces the requested values in ``settings``."""
+                 selection: Selection, plan: RemovalPlan, before: dict[str, float] | None, timings: Timings, *,
+                 parameters: tuple[int, int], save_format: str, saved: bool,
+                 healing: HealingSummary | None = None, skipped: list[dict[str, str]] | None = None,
+                 precision: dict[str, Any] | None = None) -> PruneReport:
+    """The run's report, built once the pruned model is ready and before it is saved (status "evaluating";
+    :meth:`PruneReport.record_evaluation` completes it). ``precision`` (device, dtype, device map, saved dtype as
+    run) replaces the requested values in ``settings``."""
     config, main = request.config, proposals[0]
     problem = main.problem
     settings = config.settings()
     settings.update(eval_tasks=request.eval_tasks, objective_options=getattr(request.source, "objective_options",
                                                                              config.objective_options))
     settings.update(precision or {})
-    return {
-        "command": "prune",
-        "status": "evaluating" if evaluation is None else "complete" if evaluation.finished else "interrupted",
-        "errors": evaluation.errors if evaluation is not None else [],
-        "model": inputs.loaded.name,
-        "model_source": request.model_source,
-        "architecture": type(inputs.model).__name__,
-        "adapter": inputs.adapter.name,
-        "granularity": config.granularity,
-        "num_blocks": len(target.blocks),
-        "removed": [b.to_dict() for b in plan.blocks],
-        "plan": plan.to_dict(),
-        "candidates": _candidate_rows(proposals, selection),
-        "reranked": selection.portfolio is not None,
-        "selection": selection.to_dict(),
-        "healing": healing.to_dict() if healing is not None else None,
-        "perplexity_before": before,
-        "perplexity_after": evaluation.perplexity if evaluation is not None else None,
-        "parameters_before": parameters[0],
-        "parameters_after": parameters[1],
-        "budget": budget_facts(target, plan.indices),
-        "notes": list(request.notes),
-        "saved_format": save_format if saved else None,
-        "saved_format_reason": format_reason(save_format),
-        "problem": {"path": "problem.json", "variables": problem.num_variables,
-                    "constraints": [c.to_dict() | {"size": len(c.indices)} for c in problem.constraints]}
+    return PruneReport(
+        model=inputs.loaded.name,
+        model_source=request.model_source,
+        architecture=type(inputs.model).__name__,
+        adapter=inputs.adapter.name,
+        granularity=config.granularity,
+        num_blocks=len(target.blocks),
+        removed=[b.to_dict() for b in plan.blocks],
+        plan=plan.to_dict(),
+        candidates=_candidate_rows(proposals, selection),
+        reranked=selection.portfolio is not None,
+        selection=selection.to_dict(),
+        healing=healing,
+        perplexity_before=before,
+        parameters_before=parameters[0],
+        parameters_after=parameters[1],
+        budget=budget_facts(target, plan.indices),
+        notes=list(request.notes),
+        saved_format=save_format if saved else None,
+        saved_format_reason=format_reason(save_format),
+        problem={"path": "problem.json", "variables": problem.num_variables,
+                 "constraints": [c.to_dict() | {"size": len(c.indices)} for c in problem.constraints]}
         if problem is not None else None,
-        "solver": main.facts.get("solver"),
-        "method": main.facts.get("method"),
-        "sources": [{"name": p.candidates[0].source if p.candidates else None, **p.facts} for p in proposals[1:]]
+        solver=main.facts.get("solver"),
+        method=main.facts.get("method"),
+        sources=[{"name": p.candidates[0].source if p.candidates else None, **p.facts} for p in proposals[1:]]
         + list(skipped or []),
-        "lm_eval": evaluation.lm_eval if evaluation is not None else None,
-        "settings": settings,
-        "calibration": {"source": inputs.texts.source, **inputs.calibration.info},
-        "timings_s": dict(timings.seconds),
-        "versions": library_versions(),
-    }
+        settings=settings,
+        calibration={"source": inputs.texts.source, **inputs.calibration.info},
+        timings_s=dict(timings.seconds),
+        versions=library_versions(),
+    )
 
 
 def _candidate_rows(proposals: list[Proposal], selection: Selection) -> list[dict[str, Any]]:

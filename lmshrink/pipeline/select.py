@@ -16,6 +16,9 @@ from typing import Any
 
 from ..core import LmshrinkError
 from ..selection import Candidate, Portfolio
+from .heal import HealingStage, heal_finalists
+
+__all__ = ["Selection", "choose_by_validation", "heal_finalists", "mark_unrunnable"]
 
 
 def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], granularity: str) -> list[Candidate]:
@@ -34,15 +37,13 @@ def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], g
 @dataclass
 class Selection:
     """The chosen candidate, the portfolio it was chosen from (None without a choice), and what it was measured
-    on; ``heal_runs`` are the chosen candidate's fitted linear maps when the choice was heal-aware, and
-    ``finalists`` how many candidates were measured after healing."""
+    on; ``finalists`` is how many candidates were measured after healing when the choice was heal-aware."""
 
     chosen: Candidate
     portfolio: Portfolio | None = None
     windows: int = 0
     tokens: int = 0
     heal_aware: bool = False
-    heal_runs: list[Any] | None = None
     note: str | None = None
     comparison: list[dict[str, Any]] = field(default_factory=list)
     finalists: int | None = None
@@ -53,15 +54,16 @@ class Selection:
                 "finalists": self.finalists, "note": self.note}
 
 
-def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
-                         ridge: float = 1e-3, fit_samples: int | None = None, finalists: int | None = None,
-                         progress: bool = False) -> Selection:
+def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str,
+                         healing: HealingStage | None = None, fit_samples: int | None = None,
+                         finalists: int | None = None, progress: bool = False) -> Selection:
     """Pool ``candidates`` (runnable ones), measure each on the validation windows and return the lowest, with
     every candidate's paired difference to it.
 
-    With ``heal_aware`` the ``finalists`` lowest (all when None) are measured again after fitting their own linear
-    maps on the first ``fit_samples`` calibration samples, and the lowest healed loss wins; the unhealed losses
-    stay in each candidate's ``unhealed``.
+    With a linear ``healing`` stage (heal-aware) the ``finalists`` lowest (all when None) are measured again after
+    fitting their own linear maps on the first ``fit_samples`` calibration samples, and the lowest healed loss
+    wins; the unhealed losses stay in each candidate's ``unhealed``. Fitted on all of them (``fit_samples`` None),
+    the chosen candidate's maps are handed over to the stage.
     """
     from ..evaluate.measured import RemovalLoss
 
@@ -72,42 +74,13 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     measure = RemovalLoss(inputs.model, inputs.adapter, validation.input_ids, granularity=granularity,
                           progress=progress)
     portfolio.validate(measure)
-    fitted: dict[tuple[int, ...], list[Any]] = {}
-    if heal_aware:
-        fitted = heal_finalists(portfolio, measure, inputs.model, inputs.adapter,
-                                inputs.calibration.input_ids[:fit_samples], granularity=granularity, ridge=ridge,
-                                finalists=finalists, progress=progress)
+    measured = None
+    if healing is not None:
+        measured = healing.fit_finalists(portfolio, measure, inputs.model, inputs.adapter,
+                                         inputs.calibration.input_ids[:fit_samples], finalists=finalists,
+                                         keep=fit_samples is None)
     chosen = portfolio.best()
     rows = portfolio.comparison()
     return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
-                     heal_aware=heal_aware, heal_runs=fitted.get(chosen.key) if fit_samples is None else None,
-                     note=portfolio.separation_note(), comparison=rows, finalists=len(fitted) if heal_aware else None)
-
-
-def heal_finalists(portfolio: Portfolio, measure: Any, model: Any, adapter: Any, fit_ids: Any, *,
-                   granularity: str = "layer", ridge: float = 1e-3, finalists: int | None = None,
-                   streams: Any = None, progress: bool = False) -> dict[tuple[int, ...], list[Any]]:
-    """Compare a validated ``portfolio`` after linear healing: the ``finalists`` lowest (all when None) are measured
-    again by ``measure`` (a RemovalLoss) with their own maps fitted on ``fit_ids``. Every runnable candidate's
-    unhealed loss moves to ``unhealed`` and the finalists' ``validation`` becomes the healed loss, so
-    ``portfolio.best()`` is the heal-aware choice. ``streams`` are the full model's kept
-    :class:`~lmshrink.evaluate.midstack.LayerInputs` of ``fit_ids`` when the caller has them (else computed here
-    for two or more finalists). Returns the fitted maps per candidate key."""
-    from tqdm.auto import tqdm
-
-    from ..evaluate.midstack import LayerInputs
-    from ..heal.linear import LinearHeal
-
-    ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
-    chosen_few = ranked[: finalists or len(ranked)]
-    for cand in portfolio.runnable():
-        cand.unhealed, cand.validation = cand.validation, None
-    healer = LinearHeal(ridge=ridge)
-    # one pass of the full model over fit_ids serves every finalist's fit (targets and mid-stack starts)
-    if streams is None and len(chosen_few) > 1:
-        streams = LayerInputs(model, adapter, fit_ids, healer.batch_size)
-    fitted: dict[tuple[int, ...], list[Any]] = {}
-    for cand in tqdm(chosen_few, desc="fitting and validating healed candidates", disable=not progress, leave=False):
-        fitted[cand.key] = runs = healer.fit(model, adapter, cand.indices, fit_ids, granularity, streams=streams)
-        cand.validation = measure.healed(cand.indices, runs)
-    return fitted
+                     heal_aware=healing is not None, note=portfolio.separation_note(), comparison=rows,
+                     finalists=measured)

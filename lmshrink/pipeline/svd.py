@@ -15,7 +15,6 @@ renamed into place once complete (:class:`~lmshrink.staging.StagedDir`), so ``ou
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..core.rank import RankAllocationProblem
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, default_out_dir
 from ..report import log as _log
+from ..report.schema import SvdReport
 from .inputs import Inputs, load_inputs
 from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
                        with_typed_options)
@@ -81,7 +81,8 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
 
 @dataclass
 class SvdResult:
-    """Everything an SVD run produced; ``report`` is what report.json holds."""
+    """Everything an SVD run produced; ``report`` is the record report.json holds (it also reads as that
+    dictionary)."""
 
     out: Path | None
     problem: RankAllocationProblem
@@ -89,7 +90,7 @@ class SvdResult:
     plan: RankPlan
     model: Any
     tokenizer: Any
-    report: dict[str, Any] = field(default_factory=dict)
+    report: SvdReport = field(default_factory=SvdReport)
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -155,14 +156,11 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
 
     from .svd_report import svd_report
 
-    def report(verified: dict[str, Any] | None) -> dict[str, Any]:
-        return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                          sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings,
-                          precision)
-
-    out, final = save(inputs, problem, plan, config, out, timings, report, save_dtype)
+    report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
+                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision)
+    out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
-    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, final)
+    return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)
 
 
 # --- stages ------------------------------------------------------------------------------------------------------
@@ -298,15 +296,14 @@ def time_break_even(net: Any) -> Any:
 
 
 def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config: SvdConfig, out: Path | None,
-         timings: Timings, report: Callable[[dict[str, Any] | None], dict[str, Any]],
-         save_dtype: str | None = None) -> tuple[Path | None, dict]:
+         timings: Timings, report: SvdReport, save_dtype: str | None = None) -> Path | None:
     """``problem.json``, ``plan.json``, ``model/`` in lmshrink's format (when saving; and ``dense/`` with
     ``export_dense``), ``report.json`` and ``report.md``, written into a temporary directory and renamed to ``out``
     together. With ``verify``, the staged model is reloaded and its logits compared with the compressed model's
-    before the rename. The saved models hold ``save_dtype`` (None: the model's own). Returns ``out`` and the
-    report (``report(verified)``)."""
+    before the rename, into ``report.verify``. The saved models hold ``save_dtype`` (None: the model's own).
+    Returns ``out``."""
     if out is None:
-        return None, report(None)
+        return None
     from ..compress.export import export_dense
     from ..compress.io import save_compressed
     from ..staging import StagedDir
@@ -314,7 +311,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
 
     net, tokenizer = inputs.model, inputs.tokenizer
     with StagedDir(out, overwrite=config.overwrite) as stage:
-        verified = None
         with timings("save"):
             problem.save(stage.path / "problem.json")
             plan.save(stage.path / "plan.json")
@@ -331,10 +327,10 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
                         save_in_dtype(net, stage.path / folder, save_dtype)
         if config.save and config.verify:
             with timings("verify reload"):
-                verified = verify_reload(net, stage.path / "model", inputs.calibration)
-        final = report(verified)
-        write_report(stage.path, final)
-        return stage.commit(), final
+                report.verify = verify_reload(net, stage.path / "model", inputs.calibration)
+        report.timings_s = dict(timings.seconds)
+        write_report(stage.path, report)
+        return stage.commit()
 
 
 def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Timings, library_versions, write_json
+from ..report.schema import SvdReport
+from ..report.svd import render_svd_markdown
+from ..staging import atomic_write_text
 
 #: settings of :class:`~lmshrink.pipeline.svd.SvdConfig` the report lists (where and how the run wrote are left out)
 _SETTINGS = ("ratio", "solver", "solver_options", "pivga", "data", "samples", "seq_len", "seed", "objective",
@@ -33,26 +36,24 @@ def per_matrix(problem: Any, plan: Any) -> list[dict[str, Any]]:
 
 def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: Any, plan: Any, summary: Any,
                params_before: int, params_after: int, ppl_before: dict[str, Any] | None,
-               ppl_after: dict[str, Any] | None, verified: dict[str, Any] | None, timings: Timings,
-               precision: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What report.json holds; ``precision`` (device, dtype, device map, saved dtype as run) goes into
-    ``settings``."""
+               ppl_after: dict[str, Any] | None, timings: Timings,
+               precision: dict[str, Any] | None = None) -> SvdReport:
+    """The run's record, built once the model is compressed (the save adds the reload check, ``verify``, and the
+    save's timings); ``precision`` (device, dtype, device map, saved dtype as run) goes into ``settings``."""
     net, calibration = inputs.model, inputs.calibration
     best = solutions.best
     total = problem.total_dense
     settings = {k: getattr(config, k) for k in _SETTINGS}
     settings["objective_options"] = dict(plugins.objective_options)
     settings.update(precision or {})
-    return {
-        "command": "svd",
-        "model": inputs.loaded.name,
-        "architecture": type(net).__name__,
-        "adapter": inputs.adapter.name,
-        "ratio": config.ratio,
-        "solver": {"name": solutions.solver, "time_s": solutions.time_s, "energy": best.energy,
-                   "info": solutions.info},
-        "pivga": config.pivga,
-        "params": {
+    return SvdReport(
+        model=inputs.loaded.name,
+        architecture=type(net).__name__,
+        adapter=inputs.adapter.name,
+        ratio=config.ratio,
+        solver={"name": solutions.solver, "time_s": solutions.time_s, "energy": best.energy, "info": solutions.info},
+        pivga=config.pivga,
+        params={
             "decomposed_dense": total,
             "budget": problem.budget,
             "kept_plain": summary.params_plain,
@@ -66,28 +67,24 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
             "model_before": params_before,
             "model_after": params_after,
         },
-        "perplexity_before": ppl_before,
-        "perplexity_after": ppl_after,
-        "energy": best.energy,
-        "whitening": {**problem.metadata.get("whitening", {}), "mode": getattr(config, "whitening", "dense"),
-                      "update": getattr(config, "update", "none")},
-        "verify": verified,
-        "problem": {"path": "problem.json", "matrices": problem.num_matrices, "format": problem.FORMAT},
-        "plan": {"path": "plan.json", "format": plan.FORMAT, "cost": plan.cost, "budget": plan.budget},
-        "per_matrix": per_matrix(problem, plan),
-        "settings": settings,
-        "calibration": {"source": inputs.texts.source, **calibration.info},
-        "timings_s": dict(timings.seconds),
-        "versions": library_versions(),
-    }
+        perplexity_before=ppl_before,
+        perplexity_after=ppl_after,
+        energy=best.energy,
+        whitening={**problem.metadata.get("whitening", {}), "mode": getattr(config, "whitening", "dense"),
+                   "update": getattr(config, "update", "none")},
+        problem={"path": "problem.json", "matrices": problem.num_matrices, "format": problem.FORMAT},
+        plan={"path": "plan.json", "format": plan.FORMAT, "cost": plan.cost, "budget": plan.budget},
+        per_matrix=per_matrix(problem, plan),
+        settings=settings,
+        calibration={"source": inputs.texts.source, **calibration.info},
+        timings_s=dict(timings.seconds),
+        versions=library_versions(),
+    )
 
 
-def write_report(out: Path, report: dict[str, Any]) -> None:
+def write_report(out: Path, report: SvdReport) -> None:
     """report.json and report.md under ``out``, each replaced atomically."""
-    from ..report.svd import render_svd_markdown
-    from ..staging import atomic_write_text
-
-    write_json(out / "report.json", report)
+    write_json(out / "report.json", report.to_json())
     atomic_write_text(out / "report.md", render_svd_markdown(report))
 
 

@@ -1,12 +1,14 @@
-"""Run records: timings of each stage, library versions, writing report.json, Markdown tables; the Markdown
-rendering of each flow's report lives in a module of its own here (:mod:`.prune`)."""
+"""Run records: timings of each stage, library versions, writing report.json, Markdown tables. Each flow's record
+is a dataclass (:mod:`.schema`: :class:`PruneReport`, :class:`SvdReport`, :class:`CompressReport`,
+:class:`HealReport`), written as JSON with a schema version; its Markdown rendering lives in a module of its own
+here (:mod:`.prune`, :mod:`.svd`, :mod:`.compress`), with the summary each command prints."""
 
 from __future__ import annotations
 
 import json
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
@@ -90,6 +92,12 @@ def read_json(path: str | Path, what: str) -> Any:
         raise LmshrinkError(f"{str(path)!r} is not a readable JSON {what} ({type(exc).__name__}).") from None
 
 
+def perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """The line a command prints for held-out perplexity before and after: ``perplexity 7.390 -> 12.180 on 64
+    held-out tokens``."""
+    return f"perplexity {before['perplexity']:.3f} -> {after['perplexity']:.3f} on {after['tokens']} held-out tokens"
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured Markdown table; floats printed with 6 significant digits."""
 
@@ -101,3 +109,7 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+from .schema import (SCHEMA_VERSION, CompressReport, HealingSummary, HealReport, PruneReport, Report,  # noqa: E402
+                     SvdReport, load_report, report_from_json)

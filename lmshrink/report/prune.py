@@ -1,42 +1,71 @@
-"""report.md of a prune run, rendered from its report.json dictionary."""
+"""report.md of a prune run and of a heal run, and the summary ``lmshrink prune`` prints, rendered from their
+records (:class:`~lmshrink.report.schema.PruneReport`, :class:`~lmshrink.report.schema.HealReport`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table
+from . import markdown_table, perplexity_change
+from .schema import HealReport, PruneReport
 
 
-def render_prune_markdown(report: dict[str, Any]) -> str:
-    """The human-readable report of a prune run."""
-    lines = [f"# lmshrink prune: {report['model']}", ""]
-    removed = ", ".join(f"{b['index']} ({b['name']})" for b in report["removed"]) or "nothing"
-    lines += [f"Removed {len(report['removed'])} of {report['num_blocks']} blocks ({report['granularity']}): "
-              f"{removed}.", ""]
-    lines += _budget(report)
-    lines += [f"{note}" for note in report.get("notes") or []] + ([""] if report.get("notes") else [])
-    lines += _status(report)
-    before, after = report["perplexity_before"], report["perplexity_after"]
+def render_prune_markdown(report: PruneReport | Mapping[str, Any]) -> str:
+    """The human-readable report of a prune run (a report.json dictionary is read as its record)."""
+    r = report if isinstance(report, PruneReport) else PruneReport.from_json(report)
+    lines = [f"# lmshrink prune: {r.model}", ""]
+    removed = ", ".join(f"{b['index']} ({b['name']})" for b in r.removed) or "nothing"
+    lines += [f"Removed {len(r.removed)} of {r.num_blocks} blocks ({r.granularity}): {removed}.", ""]
+    lines += [budget_sentence(r.budget), ""] if r.budget else []
+    lines += list(r.notes) + ([""] if r.notes else [])
+    lines += _status(r)
+    before, after = r.perplexity_before, r.perplexity_after
     if before and after:
         lines += ["## Held-out perplexity", "",
                   markdown_table(["", "perplexity", "tokens", "parameters"],
-                                 [["before", before["perplexity"], before["tokens"], report["parameters_before"]],
-                                  ["after", after["perplexity"], after["tokens"], report["parameters_after"]]]), ""]
-    lines += _candidates(report)
-    lines += _healing(report)
-    if report.get("lm_eval"):
+                                 [["before", before["perplexity"], before["tokens"], r.parameters_before],
+                                  ["after", after["perplexity"], after["tokens"], r.parameters_after]]), ""]
+    lines += _candidates(r)
+    lines += _healing(r)
+    if r.lm_eval:
         from ..evaluate.lm_eval import markdown as lm_eval_markdown
 
-        lines += ["## lm-eval (pruned model)", "", lm_eval_markdown(report["lm_eval"]), ""]
-    lines += ["## Timings", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]),
-              ""]
-    fmt = report.get("saved_format")
-    if fmt:
-        lines += [f"Model saved in `{fmt}` format under `model/` ({report['saved_format_reason']}).", ""]
-    lines += ["## Settings", "", "```json", json.dumps(report["settings"], indent=1, default=str), "```",
-              "", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+        lines += ["## lm-eval (pruned model)", "", lm_eval_markdown(r.lm_eval), ""]
+    lines += _timings(r.timings_s)
+    if r.saved_format:
+        lines += [f"Model saved in `{r.saved_format}` format under `model/` ({r.saved_format_reason}).", ""]
+    lines += ["## Settings", "", "```json", json.dumps(r.settings, indent=1, default=str), "```", ""]
+    lines += _versions(r.versions)
     return "\n".join(lines)
+
+
+def prune_summary(report: PruneReport) -> list[str]:
+    """What ``lmshrink prune`` prints on stdout: the blocks removed, the budget, the perplexities (before, removed,
+    healed) and the lm-eval scores."""
+    removed = ", ".join(f"{b['index']}:{b['name']}" for b in report.removed)
+    lines = [f"removed {len(report.removed)}/{report.num_blocks} blocks: {removed}"]
+    if report.budget:
+        lines.append(budget_sentence(report.budget))
+    before, after = report.perplexity_before, report.perplexity_after
+    unhealed = report.healing.perplexity_unhealed if report.healing is not None else None
+    if before and after and unhealed:
+        lines.append(f"perplexity {before['perplexity']:.3f} -> {unhealed['perplexity']:.3f} removed -> "
+                     f"{after['perplexity']:.3f} healed ({', '.join(report.healing.steps)}) on "
+                     f"{after['tokens']} held-out tokens")
+    elif before and after:
+        lines.append(perplexity_change(before, after))
+    lines += [f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}"
+              for row in (report.lm_eval or {}).get("scores", [])]
+    return lines
+
+
+def _timings(seconds: Mapping[str, float]) -> list[str]:
+    return ["## Timings", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in seconds.items()]), ""]
+
+
+def _versions(versions: Mapping[str, str]) -> list[str]:
+    return ["## Versions", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
 
 
 def budget_sentence(budget: dict[str, Any]) -> str:
@@ -49,17 +78,12 @@ def budget_sentence(budget: dict[str, Any]) -> str:
             + (f"; band {bands}" if bands else "") + ").")
 
 
-def _budget(report: dict[str, Any]) -> list[str]:
-    budget = report.get("budget")
-    return [budget_sentence(budget), ""] if budget else []
-
-
-def _status(report: dict[str, Any]) -> list[str]:
+def _status(report: PruneReport) -> list[str]:
     """A line for an unfinished evaluation and one per step that failed (the model is saved regardless)."""
     lines = []
-    if report.get("status") == "evaluating":
+    if report.status == "evaluating":
         lines += ["**Evaluation of the pruned model is running (or was cut short); the model is saved.**", ""]
-    for err in report.get("errors", []):
+    for err in report.errors:
         lines += [f"**{err['stage']} failed:** {err['error']}", ""]
     return lines
 
@@ -68,13 +92,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _candidates(report: dict[str, Any]) -> list[str]:
-    candidates = report["candidates"]
-    selection = report.get("selection") or {}
-    if report.get("method"):
-        intro = f"Removal method `{report['method']['name']}`"
+def _candidates(report: PruneReport) -> list[str]:
+    candidates = report.candidates
+    selection = report.selection or {}
+    if report.method:
+        intro = f"Removal method `{report.method['name']}`"
     else:
-        intro = f"Solver `{report['solver']['name']}` in {report['solver']['time_s']:.3f} s"
+        intro = f"Solver `{report.solver['name']}` in {report.solver['time_s']:.3f} s"
     if selection.get("validated"):
         healed = ""
         if selection.get("heal_aware"):
@@ -84,7 +108,7 @@ def _candidates(report: dict[str, Any]) -> list[str]:
                   f"{selection['windows']} validation windows ({selection['tokens']} tokens, disjoint from the "
                   f"calibration samples){healed}; Δ is the paired difference to the chosen one.")
     else:
-        intro += "; ranked by " + ("the method's own score." if report.get("method") else "energy.")
+        intro += "; ranked by " + ("the method's own score." if report.method else "energy.")
     labels = sorted({k for c in candidates for k in (c.get("energies") or {})})
     unhealed = any(c.get("loss_unhealed") is not None for c in candidates)
     header = ["", "removed blocks", "sources", *(f"energy {k}" for k in labels), "score",
@@ -106,7 +130,7 @@ def _candidates(report: dict[str, Any]) -> list[str]:
         for row, c in zip(rows, candidates):
             row.insert(3, _fmt(c.get("energy"), 6))
     lines = ["## Candidates", "", intro, "", markdown_table(header, rows), ""]
-    info = ((report.get("method") or {}).get("selection") or {}).get("info") or {}
+    info = ((report.method or {}).get("selection") or {}).get("info") or {}
     if info.get("tokens_spent") is not None:  # a search that counts its cost in tokens (evopress)
         lines += [f"The search spent {info['tokens_spent']:,} tokens of fitness evaluation"
                   + (f" ({info['tokens_scoring_every_child_fully']:,} had every child been scored on the last "
@@ -120,46 +144,50 @@ def _candidates(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _healing(report: dict[str, Any]) -> list[str]:
-    healing = report.get("healing")
-    if not healing:
+def _healing(report: PruneReport) -> list[str]:
+    healing = report.healing
+    if healing is None:
         return []
-    lines = ["## Healing", "", f"Steps: {', '.join(healing['steps'])}.", ""]
-    unhealed, after = healing.get("perplexity_unhealed"), report.get("perplexity_after")
+    lines = ["## Healing", "", f"Steps: {', '.join(healing.steps)}.", ""]
+    unhealed, after = healing.perplexity_unhealed, report.perplexity_after
     if unhealed and after:
         lines += [f"Held-out perplexity after removal {unhealed['perplexity']:.3f}, after healing "
                   f"{after['perplexity']:.3f}.", ""]
-    if healing.get("linear"):
+    if healing.linear:
         rows = [[f"{r['layers'][0]}–{r['layers'][1]}", r.get("folded_into") or "", _fmt(r.get("error_removed")),
-                 _fmt(r.get("error_healed")), r.get("reason") or ""] for r in healing["linear"]]
+                 _fmt(r.get("error_healed")), r.get("reason") or ""] for r in healing.linear]
         lines += ["Linear maps (relative error of the residual stream after each removed run, removed plainly and "
                   "healed, on the calibration samples):", "",
                   markdown_table(["removed layers", "folded into", "error removed", "error healed", "not healed"],
                                  rows), ""]
-    kd = healing.get("kd")
+    kd = healing.kd
     if kd:
         cfg = kd["config"]
         lines += [f"Distillation ({cfg['method']}, {cfg['steps']} steps, lr {cfg['lr']}, T {cfg['temperature']}): "
                   f"loss {_fmt(kd['loss_first'])} → {_fmt(kd['loss_last'])}, {kd['trained_parameters']:,} trained "
                   f"parameters, {kd['seconds']:.1f} s.", ""]
-    lines += [f"**{reason}**" for reason in healing.get("reasons", [])] + ([""] if healing.get("reasons") else [])
+    lines += [f"**{reason}**" for reason in healing.reasons] + ([""] if healing.reasons else [])
     return lines
 
 
-def render_heal_markdown(report: dict[str, Any]) -> str:
-    """The human-readable report of ``lmshrink heal``."""
-    kd, cfg = report["kd"], report["kd"]["config"]
-    teacher = report["teacher"] if report["teacher"] is not None else "the embedded default"
-    lines = [f"# lmshrink heal: {report['model']}", "",
+def render_heal_markdown(report: HealReport | Mapping[str, Any]) -> str:
+    """The human-readable report of ``lmshrink heal`` (a report.json dictionary is read as its record)."""
+    r = report if isinstance(report, HealReport) else HealReport.from_json(report)
+    kd, cfg = r.kd, r.kd["config"]
+    teacher = r.teacher if r.teacher is not None else "the embedded default"
+    before, after = r.perplexity_before, r.perplexity_after
+    lines = [f"# lmshrink heal: {r.model}", "",
              f"Distilled from {teacher} ({cfg['method']}, {cfg['steps']} steps × {cfg['batch_size']} windows, lr "
              f"{cfg['lr']}, T {cfg['temperature']}, seed {cfg['seed']}): loss {_fmt(kd['loss_first'])} → "
              f"{_fmt(kd['loss_last'])}, {kd['trained_parameters']:,} trained parameters.", "",
              "## Held-out perplexity", "",
              markdown_table(["", "perplexity", "tokens"],
-                            [["before healing", report["perplexity_before"]["perplexity"],
-                              report["perplexity_before"]["tokens"]],
-                             ["after healing", report["perplexity_after"]["perplexity"],
-                              report["perplexity_after"]["tokens"]]]), "",
-             "## Timings", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]),
-             "", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+                            [["before healing", before["perplexity"], before["tokens"]],
+                             ["after healing", after["perplexity"], after["tokens"]]]), ""]
+    lines += _timings(r.timings_s) + _versions(r.versions)
     return "\n".join(lines)
+
+
+def heal_summary(report: HealReport) -> list[str]:
+    """What ``lmshrink heal`` prints on stdout: the held-out perplexity before and after healing."""
+    return [perplexity_change(report.perplexity_before, report.perplexity_after)]

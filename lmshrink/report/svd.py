@@ -1,22 +1,26 @@
-"""report.md of an svd run, rendered from its report.json dictionary."""
+"""report.md of an svd run, rendered from its record (:class:`~lmshrink.report.schema.SvdReport`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table
+from . import markdown_table, perplexity_change
+from .schema import SvdReport
 
 
-def render_svd_markdown(report: dict[str, Any]) -> str:
-    """report.md: settings, parameters, perplexity, timings and the per-matrix ranks."""
-    p = report["params"]
-    s = report["settings"]
+def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
+    """report.md: settings, parameters, perplexity, timings and the per-matrix ranks (a report.json dictionary is
+    read as its record)."""
+    report = report if isinstance(report, SvdReport) else SvdReport.from_json(report)
+    p = report.params
+    s = report.settings
     lines = [
-        f"# lmshrink svd: {report['model']}",
+        f"# lmshrink svd: {report.model}",
         "",
         (f"Kept {p['kept_ratio_stored']:.4f} of the {p['decomposed_dense']:,} parameters of the "
-         f"{len(report['per_matrix'])} decomposed matrices (target ratio {report['ratio']}), ranks chosen by "
-         f"**{report['solver']['name']}**{' with PivGa' if report['pivga'] else ''}."),
+         f"{len(report.per_matrix)} decomposed matrices (target ratio {report.ratio}), ranks chosen by "
+         f"**{report.solver['name']}**{' with PivGa' if report.pivga else ''}."),
         "",
         "## Parameters",
         "",
@@ -41,32 +45,43 @@ def render_svd_markdown(report: dict[str, Any]) -> str:
     if p.get("dense_for_speed"):
         lines += [f"Matrices kept dense because factoring them was slower (--dense-when-slower): "
                   f"{len(p['dense_for_speed'])}.", ""]
-    if report.get("perplexity_before"):
-        b, a = report["perplexity_before"], report["perplexity_after"]
+    if report.perplexity_before:
+        b, a = report.perplexity_before, report.perplexity_after
         lines += ["## Held-out perplexity", "",
                   markdown_table(["model", "perplexity", "nll", "tokens"],
                                  [["before", b["perplexity"], b["nll"], b["tokens"]],
                                   ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
-    w = report.get("whitening") or {}
+    w = report.whitening or {}
     lines += [
         "## Settings", "",
         markdown_table(["setting", "value"], [[k, v] for k, v in s.items()]), "",
-        (f"Calibration: {report['calibration'].get('source')}. Whitening: {w.get('mode', 'dense')}"
+        (f"Calibration: {report.calibration.get('source')}. Whitening: {w.get('mode', 'dense')}"
          + (f" (update of the kept factors: {w.get('update')})" if w.get("mode") == "sequential" else "")
          + f"; allocation on one-pass factors: {w.get('cholesky', '?')} Cholesky, "
          f"{w.get('eigen', '?')} eigen-decomposition fallbacks over {w.get('inputs', '?')} distinct inputs "
          f"(largest relative eps {w.get('max_eps', '?')})."),
         "",
-        f"Summed whitened truncation error (the problem's energy): {report['energy']:.6g}.",
+        f"Summed whitened truncation error (the problem's energy): {report.energy:.6g}.",
         "",
     ]
-    if report.get("verify"):
-        v = report["verify"]
+    if report.verify:
+        v = report.verify
         lines += [f"Reload check: identical logits {v['identical']} (max |Δ| {v['max_abs_logit_diff']:.3g}).", ""]
-    lines += ["## Timings (s)", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]), ""]
+    lines += ["## Timings (s)", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report.timings_s.items()]), ""]
     lines += ["## Ranks per matrix", "",
               markdown_table(["matrix", "shape", "rank", "kind", "kept plain", "kept PivGa", "relative error"],
                              [[r["name"], f"{r['shape'][0]}×{r['shape'][1]}", r["rank"], r["kind"],
                                r["params_plain"], r["params_pivga"], r["relative_error"]]
-                              for r in report["per_matrix"]]), ""]
+                              for r in report.per_matrix]), ""]
     return "\n".join(lines)
+
+
+def svd_summary(report: SvdReport) -> list[str]:
+    """What ``lmshrink svd`` prints on stdout: the parameters kept and the held-out perplexity before and after."""
+    p = report.params
+    lines = [f"kept {p['kept_stored']:,} of {p['decomposed_dense']:,} decomposed parameters "
+             f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa "
+             f"{p['kept_ratio_pivga']:.4f}); {len(p['dense_matrices'])} matrices kept dense"]
+    if report.perplexity_before:
+        lines.append(perplexity_change(report.perplexity_before, report.perplexity_after))
+    return lines

@@ -626,6 +626,16 @@ class AdapterConformance:
         check_refuses(self.adapter, self.foreign_models())
 
 
+def conformance_suite(adapter: ArchitectureAdapter, make_model: Callable[[], Any], *,
+                      foreign: Sequence[Callable[[], Any]] = (), **settings: Any) -> type[AdapterConformance]:
+    """An :class:`AdapterConformance` test class for ``adapter`` on the models ``make_model`` builds, refusing the
+    models the ``foreign`` factories build; ``settings`` set its other attributes (``granularities``,
+    ``removals``). Give it a ``Test...`` name: ``TestGPT2 = conformance_suite(GPT2Adapter(), tiny_gpt2)``."""
+    body = {"adapter": adapter, "make_model": lambda self: make_model(),
+            "foreign_models": lambda self: [build() for build in foreign], **settings}
+    return type(f"{type(adapter).__name__}Conformance", (AdapterConformance,), body)
+
+
 __all__ = [
     "ATOL",
     "AdapterConformance",
@@ -633,6 +643,7 @@ __all__ = [
     "UnsupportedModel",
     "check_blocks",
     "check_gate_gradients",
+    "conformance_suite",
     "check_gate_zero_is_removal",
     "check_gates_one",
     "check_generation",

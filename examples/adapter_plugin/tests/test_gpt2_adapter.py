@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from lmshrink.testing import AdapterConformance, tiny_gpt2, tiny_llama
+from lmshrink.testing import conformance_suite, tiny_gpt2, tiny_llama
 from lmshrink_gpt2 import GPT2Adapter
 
-
-class TestGPT2Adapter(AdapterConformance):
-    adapter = GPT2Adapter()
-
-    def make_model(self):
-        return tiny_gpt2()
-
-    def foreign_models(self):
-        return [tiny_llama()]
+TestGPT2Adapter = conformance_suite(GPT2Adapter(), tiny_gpt2, foreign=[tiny_llama])

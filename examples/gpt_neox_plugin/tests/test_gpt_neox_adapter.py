@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from lmshrink.testing import AdapterConformance, tiny_gpt_neox, tiny_llama
+from lmshrink.testing import conformance_suite, tiny_gpt_neox, tiny_llama
 from lmshrink_gpt_neox import GPTNeoXAdapter
 
-
-class TestGPTNeoXAdapter(AdapterConformance):
-    adapter = GPTNeoXAdapter()
-
-    def make_model(self):
-        return tiny_gpt_neox()
-
-    def foreign_models(self):
-        return [tiny_llama()]
+TestGPTNeoXAdapter = conformance_suite(GPTNeoXAdapter(), tiny_gpt_neox, foreign=[tiny_llama])
