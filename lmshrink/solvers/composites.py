@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -60,6 +60,23 @@ class RepairComposite(Composite):
         per_state = {k: [v[o] if 0 <= o < len(v) else None for o in origin] for k, v in samples.per_state.items()}
         return Samples(states, {**samples.info, **counts}, per_state, samples.proven_optimal, samples.stopped_early,
                        raw)
+
+
+class RepairedSolver(RepairComposite):
+    """A solver plugin that is one raw sampler under :class:`RepairComposite`: a subclass names the sampler class
+    (:attr:`sampler`) and whether to polish (:attr:`polishes`). Its capabilities are the sampler's, read from that
+    class (the registry lists classes), with the repair steps added when it is created."""
+
+    sampler: ClassVar[type[Solver]]
+    polishes: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "sampler" in cls.__dict__ and "capabilities" not in cls.__dict__:
+            cls.capabilities = cls.sampler.capabilities
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self) -> None:
+        super().__init__(self.sampler(), polish=self.polishes)
 
 
 def repair_and_polish(problem: BinaryQuadraticProblem, states: np.ndarray, *, polish: bool, num_solutions: int = 1,
