@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
-from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
 from ..devices import Placement, check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
 from ..report import Timings, default_out_dir
@@ -216,7 +215,7 @@ def resolve_plugins(config: SvdConfig) -> Plugins:
     solver_options = dict(config.solver_options)
     if "progress" in solver.options:
         solver_options.setdefault("progress", config.progress)
-    validate_options(f"Solver {solver.name!r}", solver.options, solver_options)
+    solver.validate(solver_options)
     return Plugins(objective, objective_options, solver, solver_options)
 
 
