@@ -140,8 +140,9 @@ def _refuse(owner: str, name: str, opt: Option, value: Any) -> LmshrinkError:
     return LmshrinkError(f"{owner} option {name} must be {opt.describe()}, not {value!r}{hint}.")
 
 
-#: options as they are given: a mapping (Python), an options dataclass instance, or ``KEY=VALUE`` strings
-GivenOptions = Mapping[str, Any] | Iterable[str] | Any
+#: options as they are given: a mapping (Python), ``KEY=VALUE`` strings (command line) or an instance of the
+#: plugin's options dataclass
+GivenOptions = Mapping[str, Any] | Iterable[str] | object | None
 
 
 def read_options(owner: str, declared: Mapping[str, Option], given: GivenOptions) -> dict[str, Any]:

@@ -27,7 +27,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Composite, Constraint, LmshrinkError, Option, RawSummary, Samples, Solver
+from ..core import (
+    BinaryQuadraticProblem,
+    Composite,
+    Constraint,
+    LmshrinkError,
+    Option,
+    RawSummary,
+    Samples,
+    Solver,
+    SolverCapabilities,
+)
 from ..core.problem import Problem
 from .repair import repair, swap_descent
 
@@ -159,11 +169,13 @@ class PenaltyComposite(Composite):
 
     step = "penalty"
 
-    def __init__(self, child: Solver) -> None:
-        super().__init__(child)
-        if not type(self)._declared_capabilities:  # the slack form brings weighted bands to any penalty sampler
-            kinds = tuple(dict.fromkeys((*self.capabilities.constraint_kinds, "cardinality", "weighted")))
-            self.capabilities = replace(self.capabilities, constraint_kinds=kinds)
+    def stack_capabilities(self) -> SolverCapabilities:
+        caps = super().stack_capabilities()
+        if type(self)._declared_capabilities:
+            return caps
+        # the slack form brings weighted bands to any penalty sampler
+        kinds = tuple(dict.fromkeys((*caps.constraint_kinds, "cardinality", "weighted")))
+        return replace(caps, constraint_kinds=kinds)
 
     def composite_options(self) -> dict[str, Option]:
         return {"penalty": Option(None, "weight P of the cardinality penalty; default chosen from the problem "
