@@ -124,12 +124,12 @@ class RankFermiGradSolver(Solver):
 
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, options: RankFermiGradOptions) -> Samples:
-        o = options
-        steps, lr, t_start, t_end, init, loss = o.steps, o.lr, o.t_start, o.t_end, o.init, o.loss
-        use_loss, value_window, progress = o.use_loss, o.value_window, o.progress
         import torch
         from tqdm.auto import tqdm
 
+        o = options
+        steps, lr, t_start, t_end, init, loss = o.steps, o.lr, o.t_start, o.t_end, o.init, o.loss
+        use_loss, value_window, progress = o.use_loss, o.value_window, o.progress
         start = time.perf_counter()
         L = problem.num_matrices
         oracle = loss if use_loss else None
