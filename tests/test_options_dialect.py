@@ -192,3 +192,13 @@ def test_the_conformance_declaration_check_catches_a_default_the_option_refuses(
     check_declaration(_solver("anneal"))
     with pytest.raises(AssertionError, match="refuses its own default"):
         check_declaration(Careless())
+
+
+def test_every_registered_solver_declares_what_it_is_once():
+    from lmshrink.plugins import registry
+    from lmshrink.testing import check_declaration
+
+    for entry in registry("solver"):
+        assert "exact" not in vars(entry.obj) and "problem_types" not in vars(entry.obj), entry.name
+        assert entry.problem_types == tuple(entry.obj.capabilities.problem_types), entry.name
+        check_declaration(entry.create())
