@@ -173,7 +173,7 @@ def test_a_registered_stack_reports_its_samplers_capabilities():
     from lmshrink.solvers.fermigrad import FermiGradRelaxation, FermiGradSolver
 
     assert issubclass(FermiGradSolver, RepairedSolver)
-    assert FermiGradSolver.capabilities is FermiGradRelaxation.capabilities
+    assert FermiGradSolver.capabilities == FermiGradRelaxation.capabilities
     solver = FermiGradSolver()
     assert solver.capabilities.postprocessing == ("repair", "polish")
     assert solver.capabilities.requires == FermiGradRelaxation.capabilities.requires
