@@ -399,7 +399,7 @@ class SolverConformance:
                                                      **self._options())
         return cache[name]
 
-    def _results(self) -> Iterator[tuple[BinaryQuadraticProblem, SolutionSet]]:
+    def _each_result(self) -> Iterator[tuple[BinaryQuadraticProblem, SolutionSet]]:
         """Each conformance problem with the solver's result on it, inside a context that names the problem."""
         for name in conformance_problems():
             with _context(f"problem {name!r}"):
@@ -410,23 +410,23 @@ class SolverConformance:
         assert BinaryQuadraticProblem in self.solver.capabilities.problem_types
 
     def test_feasible_distinct_sorted(self) -> None:
-        for problem, result in self._results():
+        for problem, result in self._each_result():
             check_solutions(problem, result, self.num_solutions, self.min_distinct)
 
     def test_energies_recomputed_from_the_saved_problem(self, tmp_path: Path) -> None:
-        for problem, result in self._results():
+        for problem, result in self._each_result():
             check_energies(problem, result, tmp_path, self.expect_optimum)
 
     def test_proves_the_k_lowest(self) -> None:
         if not self.solver.capabilities.proves_optimality:
             _pytest.skip(f"{self.solver.name} does not claim to prove optimality")
-        for problem, result in self._results():
+        for problem, result in self._each_result():
             check_proof(problem, result, self.num_solutions)
 
     def test_seed_reproduces(self) -> None:
         if not self.solver.capabilities.reproducible:
             _pytest.skip(f"{self.solver.name} does not claim that a seed reproduces its results")
-        for problem, result in self._results():
+        for problem, result in self._each_result():
             again = self.solver.solve(problem, num_solutions=self.num_solutions, seed=3, **self._options())
             assert [s.x for s in again] == [s.x for s in result], "the same seed gave other states"
 
