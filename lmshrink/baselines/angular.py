@@ -10,11 +10,12 @@ Only a total count over all blocks makes sense for a window, so per-kind counts 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import Option
+from ..core import option
 from ..core.errors import LmshrinkError
 from ..plugins import hookimpl
 from .base import RemovalMethod, Selection
@@ -29,6 +30,11 @@ def window_distances(angular: np.ndarray, n: int) -> np.ndarray:
     return np.array([angular[l, l + n] for l in range(size - n + 1)])
 
 
+@dataclass(frozen=True)
+class AngularDistanceOptions:
+    batch_size: int = option(8, "samples per forward pass")
+
+
 class AngularDistance(RemovalMethod):
     """Remove the window of M consecutive layers whose input and output are closest in angle."""
 
@@ -36,9 +42,7 @@ class AngularDistance(RemovalMethod):
     description = "Gromov et al. baseline: remove the M consecutive layers with the smallest angular distance."
     granularities = ("layer",)
     per_kind = False
-    options = {
-        "batch_size": Option(8, "samples per forward pass", int),
-    }
+    options = AngularDistanceOptions
 
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, batch_size):
         total = sum(c.equals for c in constraints)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core.errors import LmshrinkError
-from ..core.options import Option, validate_options
+from ..core.options import Configurable, Option
 from ..core.removal import has_budget, model_constraints, parse_remove
 
 if TYPE_CHECKING:  # torch-free at import
@@ -51,7 +51,7 @@ class Selection:
                 "info": self.info}
 
 
-class RemovalMethod(ABC):
+class RemovalMethod(Configurable, ABC):
     """Base class of every removal-method plugin.
 
     Subclasses set :attr:`name`, :attr:`options`, :attr:`granularities` and :attr:`per_kind` and implement
@@ -59,6 +59,7 @@ class RemovalMethod(ABC):
     supports and validates the options first.
     """
 
+    plugin_kind: ClassVar[str] = "Method"
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     options: ClassVar[Mapping[str, Option]] = {}
@@ -87,7 +88,7 @@ class RemovalMethod(ABC):
 
         ``calibration`` is a :class:`lmshrink.data.Calibration`.
         """
-        opts = validate_options(f"Method {self.name!r}", self.options, options)
+        opts = self.validate(options)
         spec = dict(remove) if isinstance(remove, Mapping) else parse_remove(remove)
         if granularity not in self.granularities:
             raise LmshrinkError(

@@ -11,11 +11,12 @@ A block that barely turns the hidden state (BI near 0) matters little. Two forms
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import Option
+from ..core import option
 from ..plugins import hookimpl
 from .base import RemovalMethod, Selection, greedy_order, step_logger
 from .hidden_states import ResidualScoreObjective, check_granularity, residual_statistics
@@ -32,6 +33,12 @@ class BlockInfluenceObjective(ResidualScoreObjective):
         return 1.0 - stats["cosine"]
 
 
+@dataclass(frozen=True)
+class IterativeBlockInfluenceOptions:
+    samples: int | None = option(None, "calibration samples used (default: all)")
+    batch_size: int = option(8, "samples per forward pass")
+
+
 class IterativeBlockInfluence(RemovalMethod):
     """ShortGPT's Block Influence, recomputed on the pruned model after each removal."""
 
@@ -40,10 +47,7 @@ class IterativeBlockInfluence(RemovalMethod):
     granularities = ("layer",)
     nested = True
     budgets = True
-    options = {
-        "samples": Option(None, "calibration samples used (default: all)", int),
-        "batch_size": Option(8, "samples per forward pass", int),
-    }
+    options = IterativeBlockInfluenceOptions
 
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, samples, batch_size):
         check_granularity(f"Method {self.name!r}", granularity)

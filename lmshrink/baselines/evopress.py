@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..core import Option
+from ..core import option
 from ..core.errors import LmshrinkError
 from ..plugins import hookimpl
 from .base import RemovalMethod, Selection, greedy_order
@@ -268,6 +268,21 @@ def evolve(constraints: Sequence[Any], fitness: Fitness, num_units: int, *, gene
 FitnessFactory = Callable[..., Fitness]
 
 
+@dataclass(frozen=True)
+class EvoPressOptions:
+    generations: int = option(20, "generations of the (1+λ) search", minimum=1)
+    offspring: int = option(16, "children per generation (λ)", minimum=1)
+    stages: str = option("4:4,16:2,64", "selection stages windows:survivors, e.g. 4:4,16:2,64 (the last keeps one; "
+                                        "windows beyond the calibration samples are cut to them)")
+    start: str = option("single", "start: single (greedy by single-removal fitness) or random",
+                                  choices=("single", "random"))
+    mutations: int = option(3, "most level-switch mutations per child", minimum=1)
+    max_tokens: int | None = option(None, "stop once this many tokens are spent (None: run every generation)",
+                                          minimum=1)
+    seed: int = option(0, "seed of the mutations", minimum=0)
+    batch_size: int = option(8, "windows per forward pass", minimum=1)
+
+
 class EvoPressRemoval(RemovalMethod):
     """(1+λ) evolutionary search over removal sets with multi-step selection (module docstring)."""
 
@@ -275,18 +290,7 @@ class EvoPressRemoval(RemovalMethod):
     description = ("EvoPress: (1+λ) evolutionary search over removal sets with level-switch mutations that keep the "
                    "budget, and multi-step selection on growing numbers of calibration windows.")
     budgets = True
-    options = {
-        "generations": Option(20, "generations of the (1+λ) search", int, minimum=1),
-        "offspring": Option(16, "children per generation (λ)", int, minimum=1),
-        "stages": Option("4:4,16:2,64", "selection stages windows:survivors, e.g. 4:4,16:2,64 (the last keeps one; "
-                         "windows beyond the calibration samples are cut to them)", str),
-        "start": Option("single", "start: single (greedy by single-removal fitness) or random", str,
-                        choices=("single", "random")),
-        "mutations": Option(3, "most level-switch mutations per child", int, minimum=1),
-        "max_tokens": Option(None, "stop once this many tokens are spent (None: run every generation)", int, minimum=1),
-        "seed": Option(0, "seed of the mutations", int, minimum=0),
-        "batch_size": Option(8, "windows per forward pass", int, minimum=1),
-    }
+    options = EvoPressOptions
 
     def __init__(self, fitness: FitnessFactory | None = None) -> None:
         #: the fitness factory; None is the calibration loss (:class:`LossFitness`)

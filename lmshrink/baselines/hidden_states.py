@@ -18,11 +18,12 @@ listed in ``removed`` are gated to 0 through the adapter (their output equals th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Gates, Objective, Option
+from ..core import BinaryQuadraticProblem, Gates, Objective, option
 from ..core.errors import LmshrinkError
 from ..evaluate.stopping import StopPass, run_until_stopped
 from ..objectives.common import require_finite
@@ -173,6 +174,13 @@ def cached_residual_statistics(model: Any, adapter: Any, calibration: Any, *, gr
     )
 
 
+@dataclass(frozen=True)
+class ResidualScoreOptions:
+    granularity: str = option("layer", "layer (the score compares hidden states around whole layers)")
+    batch_size: int = option(8, "samples per forward pass")
+    progress: bool = option(True, "show a progress bar")
+
+
 class ResidualScoreObjective(Objective):
     """A one-shot baseline as a linear problem: minimise Σ_i s_i x_i, s_i a statistic of block i's residual stream.
 
@@ -181,11 +189,7 @@ class ResidualScoreObjective(Objective):
     """
 
     score_name = "score"
-    options = {
-        "granularity": Option("layer", "layer (the score compares hidden states around whole layers)", str),
-        "batch_size": Option(8, "samples per forward pass", int),
-        "progress": Option(True, "show a progress bar", bool),
-    }
+    options = ResidualScoreOptions
 
     def score(self, stats: dict[str, Any]) -> np.ndarray:
         """Block scores from :func:`residual_statistics`' output."""

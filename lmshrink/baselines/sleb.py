@@ -11,12 +11,19 @@ measure only their blocks: growing a saved run from M to M' costs about N·(M' -
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..core import Option
+from ..core import option
 from ..plugins import hookimpl
 from ..objectives.common import require_finite
 from .base import RemovalMethod, Selection, greedy_order, step_logger
+
+
+@dataclass(frozen=True)
+class GreedyLossOptions:
+    samples: int | None = option(4, "calibration samples per loss measurement (the first ones; None: all)")
+    batch_size: int = option(8, "samples per forward pass")
 
 
 class GreedyLossRemoval(RemovalMethod):
@@ -26,10 +33,7 @@ class GreedyLossRemoval(RemovalMethod):
     description = "SLEB baseline: greedily remove the block whose removal gives the lowest measured loss."
     nested = True
     budgets = True
-    options = {
-        "samples": Option(4, "calibration samples per loss measurement (the first ones; None: all)", int),
-        "batch_size": Option(8, "samples per forward pass", int),
-    }
+    options = GreedyLossOptions
 
     def __init__(self, loss: Callable[[Sequence[int]], float] | None = None,
                  known: Sequence[Sequence[int]] = ()) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import LmshrinkError
 from .problem import Problem
-from .rank import break_even_rank, factored_cost
+from .rank import allowed_ranks, break_even_rank, cost_table, tail_table
 
 
 @dataclass
@@ -99,7 +99,7 @@ class JointCompressionProblem(Problem):
             self.grid = [sorted({int(x) for x in g}) for g in self.grid]
         self._members = [[m for m in range(M) if self.branch_of[m] == b] for b in range(B)]
         self._allowed = [self._compute_allowed(m) for m in range(M)]
-        self._cost = [self._compute_cost(m) for m in range(M)]
+        self._cost = [cost_table(r, c, self.pivga) for r, c in self.shapes]
         self._err = [self._compute_error(m) for m in range(M)]
         if self.budget < self.min_cost() - 1e-9:
             raise LmshrinkError(f"Budget {self.budget:,.0f} is below {self.min_cost():,}, the least any choice "
@@ -145,21 +145,12 @@ class JointCompressionProblem(Problem):
         k = self.max_rank(m)
         if not self.allow_factoring:
             return np.array([k], dtype=np.int64)
-        be = break_even_rank(*self.shapes[m], self.pivga)
-        base = self.grid[m] if self.grid is not None else range(max(self.min_rank, 0), k + 1)
-        return np.array(sorted({int(r) for r in base if 0 <= r < be} | {k}), dtype=np.int64)
-
-    def _compute_cost(self, m: int) -> np.ndarray:
-        rows, cols = self.shapes[m]
-        cost = np.asarray(factored_cost(rows, cols, np.arange(min(rows, cols) + 1), self.pivga), dtype=np.int64)
-        cost[break_even_rank(rows, cols, self.pivga):] = rows * cols
-        return cost
+        base = self.grid[m] if self.grid is not None else None
+        return allowed_ranks(base, self.min_rank, break_even_rank(*self.shapes[m], self.pivga), k)
 
     def _compute_error(self, m: int) -> np.ndarray:
-        s2 = self.singular_values[m] ** 2
-        tail = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])
-        tail[break_even_rank(*self.shapes[m], self.pivga):] = 0.0
-        return self.sensitivity[m] * tail / max(float(s2.sum()), 1e-300)
+        tail = tail_table(self.singular_values[m], break_even_rank(*self.shapes[m], self.pivga))
+        return self.sensitivity[m] * tail / max(float((self.singular_values[m] ** 2).sum()), 1e-300)
 
     # --- totals ------------------------------------------------------------------------------------------------
     @property

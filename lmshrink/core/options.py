@@ -1,15 +1,16 @@
-"""Declared, typed, validated keyword options for solvers, objectives and other plugins.
+"""Declared, typed, validated keyword options for solvers, objectives, removal methods and other plugins.
 
-Options are declared once, in either of two forms that validate the same way:
+A plugin declares its options once, as a frozen dataclass whose fields are made with :func:`option` (peft-style):
+the annotation is the type (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``tuple[float, float]``,
+``list[int]``, ``Literal[...]`` for choices), the field default the default. :func:`option_table` reads it into a
+mapping ``{name: Option(default, help, type, choices)}``; that mapping is also accepted as a declaration (the
+older form, kept for plugins written against it).
 
-* a frozen dataclass whose fields are made with :func:`option` (peft-style): the annotation is the type
-  (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``tuple[float, float]``, ``list[int]``, ``Literal[...]`` for
-  choices), the field default the default; :func:`option_table` reads it into the mapping below;
-* a mapping ``{name: Option(default, help, type, choices)}``, the older form (still accepted everywhere).
-
-The same checks run for Python calls (:func:`validate_options`) and for ``KEY=VALUE`` strings from the command line
-(:func:`parse_option_strings`): an unknown name gets a suggestion and the valid names, a value of the wrong type,
-outside the choices or below the minimum gets one sentence naming the option and what it accepts.
+Options are checked in one place, :func:`read_options`, whatever form they come in: a mapping from Python, an
+options dataclass instance, or ``KEY=VALUE`` strings from the command line. An unknown name gets a suggestion and
+the valid names; a value of the wrong type, outside the choices or below the minimum gets one sentence naming the
+option and what it accepts. :class:`Configurable`, the base of every plugin contract, reads a plugin's declaration
+when its class is created and offers :meth:`~Configurable.validate` and :meth:`~Configurable.parse_options`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import dataclasses
 import numbers
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 from .errors import LmshrinkError, did_you_mean
 
@@ -139,32 +140,90 @@ def _refuse(owner: str, name: str, opt: Option, value: Any) -> LmshrinkError:
     return LmshrinkError(f"{owner} option {name} must be {opt.describe()}, not {value!r}{hint}.")
 
 
-def validate_options(owner: str, declared: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``given`` over the declared defaults, each checked and converted to its option's type."""
-    out = {name: opt.default for name, opt in declared.items()}
-    for name, value in given.items():
+#: options as they are given: a mapping (Python), ``KEY=VALUE`` strings (command line) or an instance of the
+#: plugin's options dataclass
+GivenOptions = Mapping[str, Any] | Iterable[str] | object | None
+
+
+def read_options(owner: str, declared: Mapping[str, Option], given: GivenOptions) -> dict[str, Any]:
+    """The options ``given``, each checked and converted to its declared type (defaults are not filled in).
+
+    ``given`` is a mapping of Python values, an instance of an options dataclass, or a list of ``KEY=VALUE``
+    strings (command line: ``KEY`` may use dashes, ``VALUE`` is parsed by the option's type, ``none`` is None).
+    This is the one place options are checked; ``owner`` (e.g. ``"Solver 'anneal'"``) starts every message.
+    """
+    if given is None:
+        return {}
+    if isinstance(given, str):
+        given = [given]
+    if dataclasses.is_dataclass(given) and not isinstance(given, type):
+        given = {f.name: getattr(given, f.name) for f in dataclasses.fields(given)}
+    from_text = not isinstance(given, Mapping)
+    pairs = [_split_item(item) for item in given] if from_text else list(given.items())
+    out: dict[str, Any] = {}
+    for name, value in pairs:
         opt = check_name(owner, declared, name)
         try:
-            out[name] = opt.check(value)
+            out[name] = opt.check(opt.parse(value) if from_text else value)
         except (TypeError, ValueError):
             raise _refuse(owner, name, opt, value) from None
     return out
 
 
+def _split_item(item: str) -> tuple[str, str]:
+    """``("key", "value")`` of a command-line ``KEY=VALUE`` (dashes in the key read as underscores)."""
+    if not isinstance(item, str) or "=" not in item:
+        raise LmshrinkError(f"Option {item!r} must look like KEY=VALUE.")
+    key, value = item.split("=", 1)
+    return key.strip().replace("-", "_"), value
+
+
+def validate_options(owner: str, declared: Mapping[str, Option], given: GivenOptions) -> dict[str, Any]:
+    """Every declared option: ``given`` (see :func:`read_options`) over the declared defaults."""
+    return {**{name: opt.default for name, opt in declared.items()}, **read_options(owner, declared, given)}
+
+
 def parse_option_strings(owner: str, declared: Mapping[str, Option], items: list[str]) -> dict[str, Any]:
-    """Parse ``["KEY=VALUE", ...]`` from the command line into typed, validated options."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise LmshrinkError(f"Option {item!r} must look like KEY=VALUE.")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        opt = check_name(owner, declared, key)
-        try:
-            parsed[key] = opt.check(opt.parse(value))
-        except (TypeError, ValueError):
-            raise _refuse(owner, key, opt, value) from None
-    return parsed
+    """Parse ``["KEY=VALUE", ...]`` from the command line into typed, validated options (see :func:`read_options`)."""
+    return read_options(owner, declared, list(items))
+
+
+class Configurable:
+    """What every plugin contract (solver, objective, removal method) shares: declared options, checked in one place.
+
+    A subclass sets :attr:`options` to an options dataclass (its fields made with :func:`option`); when the class
+    is created the dataclass becomes :attr:`Options` and :attr:`options` its ``{name: Option}`` table. A mapping of
+    :class:`Option` is accepted too (then :attr:`Options` is None).
+    """
+
+    #: what kind of plugin it is, as its messages name it ("Solver", "Objective", "Method")
+    plugin_kind: ClassVar[str] = "Plugin"
+    name: ClassVar[str] = ""
+    #: the declared options: an options dataclass, read into this ``{name: Option}`` mapping
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: the options dataclass, when the plugin declares one
+    Options: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("options")
+        if declared is not None and not isinstance(declared, property):
+            cls.Options = declared if isinstance(declared, type) else None
+            cls.options = option_table(declared)
+
+    @property
+    def option_owner(self) -> str:
+        """How messages about its options name the plugin, e.g. ``Solver 'anneal'``."""
+        return f"{self.plugin_kind} {self.name!r}"
+
+    def validate(self, options: GivenOptions) -> dict[str, Any]:
+        """Every option: ``options`` (a mapping, an :attr:`Options` instance or ``KEY=VALUE`` strings) over the
+        defaults, each checked (one sentence naming a bad one and what it accepts)."""
+        return validate_options(self.option_owner, self.options, options)
+
+    def parse_options(self, items: Iterable[str]) -> dict[str, Any]:
+        """Only the options of ``KEY=VALUE`` strings (command line), typed and checked."""
+        return read_options(self.option_owner, self.options, list(items))
 
 
 def describe_options(declared: Mapping[str, Option]) -> list[str]:
@@ -207,32 +266,26 @@ class _Bool(_Kind):
         return "true or false"
 
 
-class _Int(_Kind):
-    def check(self, value: Any) -> int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():  # 1e6 sweeps
-            return int(value)
-        raise _Bad()
+class _Number(_Kind):
+    """Integers (``integral``; a float with an integer value, as in 1e6 sweeps, is taken) or real numbers."""
 
-    def parse(self, text: str) -> int:
-        return int(text.strip())
+    def __init__(self, integral: bool) -> None:
+        self.integral = integral
 
-    def describe(self) -> str:
-        return "an integer"
-
-
-class _Float(_Kind):
-    def check(self, value: Any) -> float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    def check(self, value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _Bad()
+        if not self.integral:
             return float(value)
+        if isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer():
+            return int(value)
         raise _Bad()
 
-    def parse(self, text: str) -> float:
-        return float(text.strip())
+    def parse(self, text: str) -> int | float:
+        return int(text.strip()) if self.integral else float(text.strip())
 
     def describe(self) -> str:
-        return "a number"
+        return "an integer" if self.integral else "a number"
 
 
 class _Str(_Kind):
@@ -341,7 +394,8 @@ class _ParsedBy:
     parse: Callable[[str], Any]
 
 
-_SIMPLE: dict[Any, type[_Kind]] = {bool: _Bool, int: _Int, float: _Float, str: _Str}
+_SIMPLE: dict[Any, Callable[[], _Kind]] = {bool: _Bool, int: lambda: _Number(True), float: lambda: _Number(False),
+                                           str: _Str}
 
 
 def _optional(spec: Any) -> bool:

@@ -73,6 +73,29 @@ def break_even_rank(m: int, n: int, pivga: bool = False) -> int:
     return int(over[0]) if over.size else k
 
 
+def allowed_ranks(grid: Sequence[int] | None, min_rank: int, break_even: int, k: int) -> np.ndarray:
+    """The allowed ranks of a matrix of full rank k, ascending: those of ``grid`` (default: ``min_rank`` up) below
+    ``break_even``, then k itself (kept dense)."""
+    base = grid if grid is not None else range(max(min_rank, 0), k + 1)
+    return np.array(sorted({int(r) for r in base if 0 <= r < break_even} | {k}), dtype=np.int64)
+
+
+def cost_table(m: int, n: int, pivga: bool = False) -> np.ndarray:
+    """cost[r] for r = 0..min(m, n): the factored cost below the break-even rank, the dense m·n from it on."""
+    cost = np.asarray(factored_cost(m, n, np.arange(min(m, n) + 1), pivga), dtype=np.int64)
+    cost[break_even_rank(m, n, pivga):] = m * n
+    return cost
+
+
+def tail_table(singular_values: np.ndarray, break_even: int) -> np.ndarray:
+    """tail[r] = Σ_{i≥r} σ_i² for r = 0..k below ``break_even`` (0 from it on: kept dense), summed from the small
+    end for accuracy."""
+    s2 = np.asarray(singular_values) ** 2
+    tail = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])
+    tail[break_even:] = 0.0
+    return tail
+
+
 @dataclass
 class RankAllocationProblem(Problem):
     """Choose a rank per matrix minimising the summed (weighted) whitened truncation error under a parameter budget.
@@ -133,9 +156,10 @@ class RankAllocationProblem(Problem):
                 grid.append(g)
             self.grid = grid
         self._be = [break_even_rank(m, n, self.pivga) for m, n in self.shapes]
-        self._allowed = [self._compute_allowed(l) for l in range(L)]
-        self._cost = [self._compute_costs(l) for l in range(L)]
-        self._tail = [self._compute_tail(l) for l in range(L)]
+        grid = self.grid or [None] * L
+        self._allowed = [allowed_ranks(grid[l], self.min_rank, self._be[l], self.max_rank(l)) for l in range(L)]
+        self._cost = [cost_table(m, n, self.pivga) for m, n in self.shapes]
+        self._tail = [tail_table(s, be) for s, be in zip(self.singular_values, self._be)]
         if self.budget < self.min_cost() - 1e-9:
             raise LmshrinkError(
                 f"Budget {self.budget:,.0f} is below the cost {self.min_cost():,} of the smallest allowed ranks."
@@ -183,25 +207,6 @@ class RankAllocationProblem(Problem):
 
     def weight(self, l: int) -> float:
         return 1.0 if self.weights is None else float(self.weights[l])
-
-    def _compute_allowed(self, l: int) -> np.ndarray:
-        k, be = self.max_rank(l), self.break_even(l)
-        base = self.grid[l] if self.grid is not None else range(max(self.min_rank, 0), k + 1)
-        allowed = {int(r) for r in base if r < be} | {k}
-        return np.array(sorted(allowed), dtype=np.int64)
-
-    def _compute_costs(self, l: int) -> np.ndarray:
-        k = self.max_rank(l)
-        cost = self.factored_cost(l, np.arange(k + 1))
-        cost[self.break_even(l):] = self.dense_size(l)
-        return cost
-
-    def _compute_tail(self, l: int) -> np.ndarray:
-        s2 = self.singular_values[l] ** 2
-        # tail[r] = Σ_{i≥r} σ_i², summed from the small end for accuracy; tail[k] = 0
-        tail = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])
-        tail[self.break_even(l):] = 0.0
-        return tail
 
     # --- totals ------------------------------------------------------------------------------------------------
     @property

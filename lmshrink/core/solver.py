@@ -8,7 +8,8 @@ A solver class declares, once each:
 
 - its **options**, as a frozen dataclass of :func:`~lmshrink.core.options.option` fields (``sample`` then receives
   one instance as ``options=``) or as a mapping ``{name: Option(...)}`` (``sample`` then receives keywords);
-- its **capabilities** (:class:`SolverCapabilities`): what it proves, what it needs, how a study should budget it.
+- its **capabilities** (:class:`SolverCapabilities`): the problems it solves, what it proves, what it needs, how a
+  study should budget it (:attr:`Solver.problem_types` and :attr:`Solver.exact` read them).
 
 A :class:`Composite` wraps any solver and transforms the states its child proposes (repair, polish, variable
 fixing, penalty conversion: see :mod:`lmshrink.solvers.composites`); the summary of the child's own, untransformed
@@ -29,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from .errors import LmshrinkError
-from .options import Option, option_table, validate_options
+from .options import Configurable, Option
 from .problem import BinaryQuadraticProblem, Problem
 from .solution import RawSummary, Solution, SolutionSet
 
@@ -60,7 +61,8 @@ class SolverCapabilities:
     :class:`lmshrink.testing.SolverConformance`, so none of them needs a table of solver names.
     """
 
-    #: problem classes it solves (filled in from :attr:`Solver.problem_types`)
+    #: problem classes it solves (left empty, those of the class the solver derives from: binary problems for a
+    #: direct :class:`Solver` subclass); :attr:`Solver.problem_types` reads them
     problem_types: tuple[type[Problem], ...] = ()
     #: a finished run proves its best state optimal (and its k lowest): see :attr:`SolutionSet.proven_optimal`
     proves_optimality: bool = False
@@ -107,44 +109,75 @@ class SolverCapabilities:
         return out
 
 
-class Solver(ABC):
-    """Base class of every solver plugin.
+class _FromCapabilities:
+    """A solver attribute that is one field of its :class:`SolverCapabilities`, so that it is declared once, there.
 
-    Subclasses set :attr:`name`, :attr:`problem_types`, :attr:`options`, :attr:`capabilities` and implement
-    :meth:`sample`. :attr:`aliases` are further names the registry finds the solver by, for its problem types
-    (e.g. the rank-allocation ``rank-milp`` is also ``milp`` for rank problems).
+    It reads on the class (the registry lists classes) and on an instance (a composite's capabilities are those of
+    its stack); assigning to an instance updates the instance's capabilities.
     """
 
+    def __init__(self, field: str, convert: Callable[[Any], Any]) -> None:
+        self.field, self.convert = field, convert
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return getattr((owner if obj is None else obj).capabilities, self.field)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.capabilities = replace(obj.capabilities, **{self.field: self.convert(value)})
+
+
+#: the class attributes that are fields of the capabilities, and how a class body's value of each is read
+_CAPABILITY_ATTRIBUTES = {"problem_types": ("problem_types", tuple), "exact": ("proves_optimality", bool)}
+
+
+class Solver(Configurable, ABC):
+    """Base class of every solver plugin.
+
+    Subclasses set :attr:`name`, :attr:`options`, :attr:`capabilities` and implement :meth:`sample`.
+    :attr:`aliases` are further names the registry finds the solver by, for its problem types (e.g. the
+    rank-allocation ``rank-milp`` is also ``milp`` for rank problems).
+    """
+
+    plugin_kind: ClassVar[str] = "Solver"
     name: ClassVar[str] = ""
     #: one-line description shown by ``lmshrink plugins``
     description: ClassVar[str] = ""
     #: further names, looked up together with the problem type
     aliases: ClassVar[tuple[str, ...]] = ()
-    problem_types: ClassVar[tuple[type[Problem], ...]] = (BinaryQuadraticProblem,)
-    #: keyword options accepted by :meth:`solve`: a mapping of :class:`Option`, or an options dataclass (read into
-    #: that mapping when the class is created; the dataclass itself is then :attr:`Options`)
+    #: keyword options accepted by :meth:`solve`: an options dataclass (read into this ``{name: Option}`` mapping
+    #: when the class is created; the dataclass itself is then :attr:`Options`, and :meth:`sample` gets
+    #: ``options=Options(...)``), or, the older form, such a mapping (:meth:`sample` then gets keywords)
     options: ClassVar[Mapping[str, Option]] = {}
-    #: the options dataclass, when the solver declares one: :meth:`sample` then gets ``options=Options(...)``
-    Options: ClassVar[type | None] = None
-    capabilities: ClassVar[SolverCapabilities] = SolverCapabilities()
-    #: the same as ``capabilities.proves_optimality`` (what a run proved is :attr:`SolutionSet.proven_optimal`)
-    exact: ClassVar[bool] = False
+    #: what the solver can do; its problem types default to the base class's (binary problems)
+    capabilities: ClassVar[SolverCapabilities] = SolverCapabilities(problem_types=(BinaryQuadraticProblem,))
+    #: the problem classes it solves: ``capabilities.problem_types``
+    problem_types = _FromCapabilities("problem_types", tuple)
+    #: whether a finished run proves its best state optimal: ``capabilities.proves_optimality`` (what a run proved
+    #: is :attr:`SolutionSet.proven_optimal`)
+    exact = _FromCapabilities("proves_optimality", bool)
+    #: the capabilities the class body itself declares (None: inherited), and whether it names its problem types
     _declared_capabilities: ClassVar[SolverCapabilities | None] = None
+    _declares_problem_types: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        declared = cls.__dict__.get("options")
-        if isinstance(declared, type) and dataclasses.is_dataclass(declared):
-            cls.Options = declared
-            cls.options = option_table(declared)
         caps = cls.__dict__.get("capabilities")
         cls._declared_capabilities = caps
-        if caps is None:  # a class that declares only ``exact`` (or nothing new)
-            caps = replace(cls.capabilities, proves_optimality=bool(cls.exact))
-        if "problem_types" not in cls.__dict__ and caps.problem_types:
-            cls.problem_types = tuple(caps.problem_types)
-        cls.capabilities = replace(caps, problem_types=tuple(cls.problem_types))
-        cls.exact = cls.capabilities.proves_optimality
+        inherited = super(cls, cls).capabilities
+        if caps is None:
+            caps = inherited
+        elif not caps.problem_types:
+            caps = replace(caps, problem_types=inherited.problem_types)
+        # ``problem_types = ...`` and ``exact = ...`` in a class body (the older spelling) go into the capabilities
+        legacy = {}
+        for attr, (field_name, convert) in _CAPABILITY_ATTRIBUTES.items():
+            value = cls.__dict__.get(attr)
+            if value is not None and not isinstance(value, _FromCapabilities):
+                legacy[field_name] = convert(value)
+                delattr(cls, attr)
+        cls._declares_problem_types = "problem_types" in legacy or bool(
+            cls._declared_capabilities and cls._declared_capabilities.problem_types)
+        cls.capabilities = replace(caps, **legacy)
 
     def supports(self, problem: Problem) -> bool:
         """Whether this solver can solve ``problem``: its type, and the kinds of its constraints."""
@@ -175,10 +208,6 @@ class Solver(ABC):
             return self.sample(problem, num_solutions=num_solutions, seed=seed, time_limit=time_limit,
                                options=self.Options(**values))
         return self.sample(problem, num_solutions=num_solutions, seed=seed, time_limit=time_limit, **values)
-
-    def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` over the defaults, each checked (one sentence naming a bad one and what it accepts)."""
-        return validate_options(f"Solver {self.name!r}", self.options, options)
 
     def solve(
         self,
@@ -234,9 +263,9 @@ class Composite(Solver):
     """A solver wrapping another solver (its ``child``), as dimod's composites wrap samplers.
 
     It accepts its own options (:meth:`composite_options`) and every option of the child, passes the child's on,
-    and transforms what the child proposes in :meth:`transform`. Name, description and problem types are the
-    child's unless the composite class sets its own; so are its capabilities, except that the steps of the whole
-    stack (the child's, then :meth:`steps`) fill in ``postprocessing``.
+    and transforms what the child proposes in :meth:`transform`. Name and description are the child's unless the
+    composite class sets its own; so are its capabilities (:meth:`stack_capabilities`), and with them
+    :attr:`problem_types` and :attr:`exact`, which read them.
     """
 
     #: what the composite does to the child's states, as listed in ``capabilities.postprocessing``
@@ -252,17 +281,21 @@ class Composite(Solver):
         self.options = {**child.options, **own}
         self.Options = None  # the composite takes keywords and hands the child its own form
         cls = type(self)
-        if not cls.name:
-            self.name = child.name
-        if not cls.description:
-            self.description = child.description
-        if "problem_types" not in cls.__dict__:
-            self.problem_types = child.problem_types
-        # a class that declares capabilities keeps them; the steps its stack applies are filled in
-        base = cls._declared_capabilities or child.capabilities
-        steps = base.postprocessing or (child.capabilities.postprocessing + self.steps())
-        self.capabilities = replace(base, problem_types=tuple(self.problem_types), postprocessing=steps)
-        self.exact = self.capabilities.proves_optimality
+        self.name = cls.name or child.name
+        self.description = cls.description or child.description
+        self.capabilities = self.stack_capabilities()
+
+    def stack_capabilities(self) -> SolverCapabilities:
+        """The capabilities of the whole stack: the composite class's own where it declares them, else the child's;
+        the problem types the class declares, else the child's; in ``postprocessing`` the child's steps, then
+        :meth:`steps` (unless the class declares its own)."""
+        cls, child = type(self), self.child
+        declared = cls._declared_capabilities
+        base = declared or child.capabilities
+        problem_types = cls.capabilities.problem_types if cls._declares_problem_types else child.problem_types
+        steps = declared.postprocessing if declared and declared.postprocessing else \
+            child.capabilities.postprocessing + self.steps()
+        return replace(base, problem_types=tuple(problem_types), postprocessing=steps)
 
     def composite_options(self) -> dict[str, Option]:
         """The composite's own options (default: none)."""

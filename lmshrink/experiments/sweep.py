@@ -70,16 +70,13 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 def grid_points(solver: Solver, grid: dict[str, list[str]], base: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every point of the grid as typed, validated options (the ``base`` KEY=VALUE options under each); a bad
     value anywhere is refused before any point runs."""
-    from ..core.options import parse_option_strings
-
-    owner = f"Solver {solver.name!r}"
     clash = sorted(set(grid) & {s.split("=", 1)[0].strip().replace("-", "_") for s in base})
     if clash:
         raise LmshrinkError(f"{clash[0]!r} is both swept (--grid) and fixed (--option); give it once.")
     points = []
     for values in itertools.product(*grid.values()):
         items = list(base) + [f"{k}={v}" for k, v in zip(grid, values)]
-        points.append(parse_option_strings(owner, solver.options, items))
+        points.append(solver.parse_options(items))
     return points
 
 

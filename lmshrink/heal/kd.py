@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import LmshrinkError, require
+from ..core.options import option
 
 METHODS = ("lora", "full")
 
@@ -26,17 +27,18 @@ METHODS = ("lora", "full")
 class KDConfig:
     """Settings of distillation (every field has a command-line twin: ``--heal-option KEY=VALUE``)."""
 
-    steps: int = 60
-    lr: float = 5e-4
-    temperature: float = 1.0
-    method: str = "lora"
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    batch_size: int = 4
-    top_k: int = 256
-    warmup: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
+    steps: int = option(60, "KD healing: optimizer steps")
+    lr: float = option(5e-4, "KD healing: peak AdamW learning rate (linear warm-up, then cosine decay to 10%)")
+    temperature: float = option(1.0, "KD healing: distillation temperature τ of teacher and student")
+    method: str = option("lora", "KD healing: lora (adapters merged afterwards) or full (every weight but the "
+                                 "embeddings and the output head)")
+    lora_rank: int = option(16, "KD healing: LoRA rank")
+    lora_alpha: float = option(32.0, "KD healing: LoRA alpha")
+    batch_size: int = option(4, "KD healing: calibration windows per step")
+    top_k: int = option(256, "KD healing: most likely teacher tokens kept per position")
+    warmup: float = option(0.1, "KD healing: fraction of the steps spent warming up the learning rate")
+    weight_decay: float = option(0.0, "KD healing: AdamW weight decay")
+    seed: int = option(0, "KD healing: seed of the window order and of the adapters")
 
     def __post_init__(self) -> None:
         checks = [

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import Option
+from ..core import option
 from ..core.rank import RankAllocationProblem
 from ..plugins import hookimpl
-from .rank import ERROR_WEIGHTS, RankObjective, output_sensitivity, rank_problem
+from .rank import ERROR_WEIGHTS, RankObjective, RankOptions, output_sensitivity, rank_problem
 
 
 class SoftTruncationLoss:
@@ -167,26 +168,27 @@ class SoftTruncationLoss:
         return kl.mean()
 
 
+@dataclass(frozen=True)
+class FermiRankOptions(RankOptions):
+    target: str = option("kl", "oracle loss: kl (to the uncompressed model) or ce (next-token)", choices=("kl", "ce"))
+    oracle: bool = option(True, "build the soft-truncation loss oracle for solvers that take one (runtime only, "
+                                "never saved)")
+    batch_size: int = option(2, "calibration samples per oracle call")
+    teacher_top_k: int = option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)")
+    normalize: bool = option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy")
+    error_weights: str = option("plain", "weight of each matrix's whitened error in the energy: plain (1), relative "
+                                         "(1/‖WX‖², as normalize) or fisher (the loss's sensitivity to its outputs)",
+                                         choices=ERROR_WEIGHTS)
+    min_rank: int = option(1, "smallest rank allowed")
+    seed: int = option(0, "seed of the oracle's minibatch order")
+
+
 class FermiRankObjective(RankObjective):
     """Whitened-SVD rank allocation under a parameter budget, with a soft-truncation loss oracle for fermigrad."""
 
     name = "fermi-rank"
     description = "SVD rank allocation (whitened truncation error) with a differentiable soft-truncation loss oracle."
-    options = {
-        **RankObjective.options,
-        "target": Option("kl", "oracle loss: kl (to the uncompressed model) or ce (next-token)", str, ("kl", "ce")),
-        "oracle": Option(True, "build the soft-truncation loss oracle for solvers that take one (runtime only, never "
-                               "saved)", bool),
-        "batch_size": Option(2, "calibration samples per oracle call", int),
-        "teacher_top_k": Option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)",
-                                int),
-        "normalize": Option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy", bool),
-        "error_weights": Option("plain", "weight of each matrix's whitened error in the energy: plain (1), relative "
-                                         "(1/‖WX‖², as normalize) or fisher (the loss's sensitivity to its outputs)",
-                                str, ERROR_WEIGHTS),
-        "min_rank": Option(1, "smallest rank allowed", int),
-        "seed": Option(0, "seed of the oracle's minibatch order", int),
-    }
+    options = FermiRankOptions
 
     def pose(self, factors: Any, model: Any, adapter: Any, calibration: Any,
              options: Mapping[str, Any]) -> RankAllocationProblem:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
-from ..core import BinaryQuadraticProblem, Gates, Objective, Option
+from ..core import BinaryQuadraticProblem, Gates, Objective, option
 from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
 
@@ -104,19 +105,22 @@ def fisher_terms(A: np.ndarray, first_order: bool = False) -> tuple[np.ndarray, 
     return np.zeros(A.shape[1]), H, mean_grad
 
 
+@dataclass(frozen=True)
+class FisherOptions:
+    granularity: str = option("layer", "layer, or sublayer (attention and MLP apart)")
+    first_order: bool = option(False, "use −ḡ·x + ½xᵀHx instead of xᵀHx")
+    batch_size: int = option(8, "samples per backward pass")
+    checkpointing: bool = option(False, "recompute each layer in the backward pass (less memory, one more forward "
+                                        "pass of compute)")
+    progress: bool = option(True, "show a progress bar")
+
+
 class FisherObjective(Objective):
     """Empirical-Fisher QUBO of block gates (second order, optionally with the first-order term)."""
 
     name = "fisher"
     description = "Empirical-Fisher QUBO xᵀHx of block-gate gradients, H = AᵀA/m (optional first-order term)."
-    options = {
-        "granularity": Option("layer", "layer, or sublayer (attention and MLP apart)", str),
-        "first_order": Option(False, "use −ḡ·x + ½xᵀHx instead of xᵀHx", bool),
-        "batch_size": Option(8, "samples per backward pass", int),
-        "checkpointing": Option(False, "recompute each layer in the backward pass (less memory, one more forward "
-                                       "pass of compute)", bool),
-        "progress": Option(True, "show a progress bar", bool),
-    }
+    options = FisherOptions
 
     def build_problem(self, model, adapter, calibration, *, granularity, first_order, batch_size, checkpointing,
                       progress):

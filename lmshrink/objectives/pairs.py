@@ -11,13 +11,14 @@ and the pairs (i, j) reuse the hidden states of the run without i: about N³/6 l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import itertools
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
-from ..core import BinaryQuadraticProblem, Gates, Objective, Option
+from ..core import BinaryQuadraticProblem, Gates, Objective, option
 from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
 
@@ -110,17 +111,20 @@ def _midstack_losses(model, adapter, ids, granularity, tick):
     return base, single, pair
 
 
+@dataclass(frozen=True)
+class PairsOptions:
+    granularity: str = option("layer", "layer, or sublayer (attention and MLP apart)")
+    samples: int = option(4, "calibration samples per measurement (the first ones)")
+    batch_size: int = option(8, "samples per forward pass")
+    progress: bool = option(True, "show a progress bar")
+
+
 class PairsObjective(Objective):
     """QUBO fitted to measured single and pairwise removal losses (exact for M ≤ 2)."""
 
     name = "pairs"
     description = "QUBO from measured loss increases of every single and pairwise removal (exact for M ≤ 2)."
-    options = {
-        "granularity": Option("layer", "layer, or sublayer (attention and MLP apart)", str),
-        "samples": Option(4, "calibration samples per measurement (the first ones)", int),
-        "batch_size": Option(8, "samples per forward pass", int),
-        "progress": Option(True, "show a progress bar", bool),
-    }
+    options = PairsOptions
 
     def build_problem(self, model, adapter, calibration, *, granularity, samples, batch_size, progress):
         blocks = adapter.blocks(model, granularity)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core import LmshrinkError, Objective, Option
-from ..core.options import validate_options
+from ..core import LmshrinkError, Objective, option
 from ..core.rank import LossOracle, RankAllocationProblem
 
 if TYPE_CHECKING:
@@ -119,6 +119,15 @@ def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *
     return {name: sums[name] / (tokens * module.out_features) for name, module in linears.items()}
 
 
+@dataclass(frozen=True)
+class RankOptions:
+    ratio: float = option(0.8, "fraction of the decomposed matrices' parameters to keep")
+    pivga: bool = option(False, "count PivGa costs r(m+n)−r² instead of r(m+n)")
+    gram_batch_size: int = option(8, "samples per forward pass when collecting the whitening statistics")
+    eps: float = option(1e-6, "relative regularization eps·trace/d first tried in the Cholesky factorization")
+    progress: bool = option(True, "show progress bars")
+
+
 class RankObjective(Objective):
     """Base class of rank-allocation objectives: whitened SVDs → problem (→ loss oracle).
 
@@ -127,17 +136,7 @@ class RankObjective(Objective):
     ``ratio`` (the budget as a fraction of the dense parameters) and ``pivga`` (the cost model) the pipeline sets.
     """
 
-    options = {
-        "ratio": Option(0.8, "fraction of the decomposed matrices' parameters to keep", float),
-        "pivga": Option(False, "count PivGa costs r(m+n)−r² instead of r(m+n)", bool),
-        "gram_batch_size": Option(8, "samples per forward pass when collecting the whitening statistics", int),
-        "eps": Option(1e-6, "relative regularization eps·trace/d first tried in the Cholesky factorization", float),
-        "progress": Option(True, "show progress bars", bool),
-    }
-
-    def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` over the declared defaults; an unknown name or a value outside its choices is refused."""
-        return validate_options(f"Objective {self.name!r}", self.options, options)
+    options = RankOptions
 
     def whiten(self, model: Any, adapter: Any, calibration: Any, options: Mapping[str, Any]) -> SvdFactors:
         """The whitened SVD of every matrix ``adapter.linear_layers(model)`` lists, on ``calibration`` (one decoder
@@ -163,4 +162,4 @@ class RankObjective(Objective):
         return self.pose(factors, model, adapter, calibration, options)
 
 
-__all__ = ["ERROR_WEIGHTS", "RankObjective", "output_sensitivity", "rank_problem"]
+__all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "output_sensitivity", "rank_problem"]

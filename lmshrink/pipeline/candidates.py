@@ -94,7 +94,6 @@ def portfolio_sources(specs: list[str], config: Any, solver: Any, solver_options
     """The extra candidate sources of ``--candidates`` with how many candidates each gives: objectives (and presets
     such as ``fisher-fo``) solved by the run's ``solver``, removal methods with their default options."""
     from ..baselines import get_method
-    from ..core.options import validate_options
     from ..plugins import get_objective
     from ..selection import parse_sources
 
@@ -108,6 +107,6 @@ def portfolio_sources(specs: list[str], config: Any, solver: Any, solver_options
         for name, value in (("granularity", config.granularity), ("progress", config.progress)):
             if name in objective.options:
                 options.setdefault(name, value)
-        validate_options(f"Objective {objective.name!r}", objective.options, options)
+        objective.validate(options)
         sources.append((SolverSource(objective, options, solver, solver_options, label=spec.label), spec.k))
     return sources

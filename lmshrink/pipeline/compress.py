@@ -100,7 +100,6 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     import torch
 
     from ..plugins import get_solver
-    from ..core.options import validate_options
     from .inputs import load_inputs
     from .request import requested_placement
 
@@ -108,7 +107,7 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     config.check()
     solver = get_solver(config.solver, JointCompressionProblem)
     config = with_typed_options(config, solver_options=(f"Solver {solver.name!r}", solver.options))
-    solver_options = validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
+    solver_options = solver.validate(config.solver_options)
     out = output_dir(config)
     timings = Timings()
     torch.manual_seed(config.seed)

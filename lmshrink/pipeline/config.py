@@ -8,19 +8,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
-from ..core.options import parse_option_strings
+from ..core.options import option, option_table, parse_option_strings
 from .settings import RunSettings, SavedModelSettings, check_count, count_or_fraction, setting
 
 #: the healing steps ``--heal`` names, applied in this order
 HEAL_STEPS = ("linear", "kd")
-#: ``--heal-option`` keys of linear healing (the others are :class:`~lmshrink.heal.kd.KDConfig` fields)
-LINEAR_HEAL_OPTIONS = {"ridge": "linear healing: ridge towards the identity map",
-                       "aware": "linear healing: compare candidates after fitting their maps",
-                       "aware_samples": "linear healing: calibration samples each candidate's maps are fitted on "
-                                        "for the comparison (0: all, and the chosen one keeps its maps; fewer: "
-                                        "the chosen one is refitted on all)",
-                       "aware_top": "linear healing: how many of the lowest unhealed candidates are compared "
-                                    "after healing (0: all)"}
+@dataclass(frozen=True)
+class LinearHealOptions:
+    """The ``--heal-option`` settings of linear healing (the others are :class:`~lmshrink.heal.kd.KDConfig` fields)."""
+
+    ridge: float = option(1e-3, "linear healing: ridge towards the identity map", minimum=0.0)
+    aware: bool = option(True, "linear healing: compare candidates after fitting their maps")
+    aware_samples: int = option(0, "linear healing: calibration samples each candidate's maps are fitted on for the "
+                                   "comparison (0: all, and the chosen one keeps its maps; fewer: the chosen one is "
+                                   "refitted on all)", minimum=0)
+    aware_top: int = option(2, "linear healing: how many of the lowest unhealed candidates are compared after "
+                               "healing (0: all)", minimum=0)
+
+
+#: ``--heal-option`` keys of linear healing, with their help
+LINEAR_HEAL_OPTIONS = {name: opt.help for name, opt in option_table(LinearHealOptions).items()}
 
 #: What ``lmshrink prune --remove M`` runs when no objective, removal method or candidate source is named: a
 #: portfolio of fisher-fo's lowest states and three baselines, chosen on validation windows after linear healing
@@ -203,17 +210,10 @@ class PruneConfig(RunSettings, SavedModelSettings):
 
     @staticmethod
     def heal_option_specs() -> dict[str, Any]:
-        """The typed ``--heal-option`` declarations: linear healing's and every KDConfig field."""
-        from ..core.options import Option
+        """The typed ``--heal-option`` declarations: :class:`LinearHealOptions` and every KDConfig field."""
         from ..heal.kd import KDConfig
 
-        specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),
-                 "aware": Option(True, LINEAR_HEAL_OPTIONS["aware"], bool),
-                 "aware_samples": Option(0, LINEAR_HEAL_OPTIONS["aware_samples"], int, minimum=0),
-                 "aware_top": Option(2, LINEAR_HEAL_OPTIONS["aware_top"], int, minimum=0)}
-        for f in dataclasses.fields(KDConfig):
-            specs[f.name] = Option(f.default, f"KD healing: {f.name}", type(f.default))
-        return specs
+        return {**option_table(LinearHealOptions), **option_table(KDConfig)}
 
     def kd_config(self) -> Any:
         """The :class:`~lmshrink.heal.kd.KDConfig` of ``heal_options`` (seeded by ``seed`` unless given)."""

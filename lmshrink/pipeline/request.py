@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
-from ..core.options import validate_options
 from ..core.removal import has_budget, parse_remove, spec_text
 from ..report import default_out_dir
 from ..devices import Placement
@@ -179,7 +178,7 @@ def _candidate_source(config: PruneConfig) -> CandidateSource:
         from ..baselines import get_method
 
         method = get_method(config.method)
-        validate_options(f"Method {method.name!r}", method.options, config.method_options)
+        method.validate(config.method_options)
         return MethodSource(method, config.method_options)
     objective = get_objective(config.objective)
     solver = get_solver(config.solver, BinaryQuadraticProblem)
@@ -187,8 +186,8 @@ def _candidate_source(config: PruneConfig) -> CandidateSource:
     for name, value in (("granularity", config.granularity), ("progress", config.progress)):
         if name in objective.options:
             objective_options.setdefault(name, value)
-    validate_options(f"Objective {objective.name!r}", objective.options, objective_options)
-    validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
+    objective.validate(objective_options)
+    solver.validate(config.solver_options)
     from ..selection import source_label
 
     return SolverSource(objective, objective_options, solver, config.solver_options,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
-from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, default_out_dir
@@ -189,7 +188,7 @@ def resolve_plugins(config: SvdConfig) -> Plugins:
     solver_options = dict(config.solver_options)
     if "progress" in solver.options:
         solver_options.setdefault("progress", config.progress)
-    validate_options(f"Solver {solver.name!r}", solver.options, solver_options)
+    solver.validate(solver_options)
     return Plugins(objective, objective_options, solver, solver_options)
 
 

@@ -11,12 +11,13 @@ loss evaluations (by default what SLEB spends on the same removal). It returns t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..baselines.base import RemovalMethod, Selection
-from ..core import BinaryQuadraticProblem, Constraint, Option
+from ..core import BinaryQuadraticProblem, Constraint, option
 from ..core.errors import LmshrinkError
 from ..plugins import hookimpl
 from .surrogate import PairwiseSurrogate, fit_quality, qubo_weights, weights_to_qubo
@@ -44,24 +45,27 @@ def _state(indices: Sequence[int], n: int) -> np.ndarray:
     return x
 
 
+@dataclass(frozen=True)
+class SurrogateSearchOptions:
+    budget: int | None = option(None, "loss evaluations (default: what SLEB spends on the same removal)")
+    batch: int = option(4, "states proposed and measured per round")
+    samples: int = option(16, "calibration windows per loss measurement (the first ones)")
+    prior: str = option("fisher", "prior QUBO: fisher (first-order expansion of the gate gradients), pairs, none",
+                                  choices=("fisher", "pairs", "none"))
+    proposer: str = option("auto", "binary solver minimising the sampled surrogate (auto: exact when small, else "
+                                   "anneal)")
+    seeds: str = option("block-influence,norm-ratio", "objectives whose lowest state is measured first")
+    batch_size: int = option(8, "windows per forward pass")
+    seed: int = option(0, "random seed of the Thompson draws and the proposer")
+
+
 class SurrogateSearch(RemovalMethod):
     """Search removal sets by a Bayesian pairwise surrogate of the measured loss (BOCS-style)."""
 
     name = "surrogate"
     description = ("Surrogate search: a Bayesian pairwise QUBO of the measured loss, refitted each round; a binary "
                    "solver proposes its lowest unmeasured states (Thompson sampling) within a budget of evaluations.")
-    options = {
-        "budget": Option(None, "loss evaluations (default: what SLEB spends on the same removal)", int),
-        "batch": Option(4, "states proposed and measured per round", int),
-        "samples": Option(16, "calibration windows per loss measurement (the first ones)", int),
-        "prior": Option("fisher", "prior QUBO: fisher (first-order expansion of the gate gradients), pairs, none",
-                        str, ("fisher", "pairs", "none")),
-        "proposer": Option("auto", "binary solver minimising the sampled surrogate (auto: exact when small, "
-                           "else anneal)", str),
-        "seeds": Option("block-influence,norm-ratio", "objectives whose lowest state is measured first", str),
-        "batch_size": Option(8, "windows per forward pass", int),
-        "seed": Option(0, "random seed of the Thompson draws and the proposer", int),
-    }
+    options = SurrogateSearchOptions
 
     def __init__(self, loss: Callable[[Sequence[int]], Any] | None = None) -> None:
         #: optional shared oracle returning a LossEstimate (e.g. a RemovalLoss a caller also uses elsewhere)

@@ -177,6 +177,14 @@ class AnnealOptions:
     beta_range: tuple[float, float] | None = option(None, "(β_hot, β_cold); default from the problem's energy scale")
 
 
+def keep_best(x: np.ndarray, energy: np.ndarray, best_x: np.ndarray, best_e: np.ndarray) -> None:
+    """Record in ``best_x``/``best_e`` (in place) each read whose state ``x`` is lower than its best so far."""
+    better = energy < best_e - 1e-12
+    if better.any():
+        best_x[better] = x[better]
+        best_e[better] = energy[better]
+
+
 def compiled_kernel() -> Any:
     """The compiled annealing module (:mod:`lmshrink.solvers.kernels.anneal_swap`), or None without numba."""
     try:
@@ -327,10 +335,7 @@ class AnnealSolver(Solver):
                     x[r, kk[acc]] ^= 1
                     F[r] += 2 * sign[:, None] * Q[kk[acc]]
             energy = energy + np.where(acc, delta, 0.0)
-            better = energy < best_e - 1e-12
-            if better.any():
-                best_x[better] = x[better]
-                best_e[better] = energy[better]
+            keep_best(x, energy, best_x, best_e)
         info.update(beta_range=[float(hot), float(cold)], sweeps_done=done // n)
         quenched = swap_descent(problem, x)
         quenched_e = problem.energies(quenched)

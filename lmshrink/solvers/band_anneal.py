@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
+from .anneal import keep_best
 from .repair import repair, swap_descent
 
 
@@ -132,10 +133,7 @@ def anneal_bands(problem: BinaryQuadraticProblem, *, num_reads: int, num_sweeps:
             F[rp] += 2 * dj[pr, None] * Q[j[pr]]
         sums[m] = np.where(acc, new, sums[m])
         energy = energy + np.where(acc, delta, 0.0)
-        better = energy < best_e - 1e-12
-        if better.any():
-            best_x[better] = X[better]
-            best_e[better] = energy[better]
+        keep_best(X, energy, best_x, best_e)
     info.update(beta_range=[float(hot), float(cold)], sweeps_done=done // n)
     quenched = swap_descent(problem, X)
     quenched_e = problem.energies(quenched)

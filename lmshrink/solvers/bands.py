@@ -43,14 +43,7 @@ def class_counts(c: Constraint, limit: int = 10_000) -> list[tuple[int, ...]] | 
         return None
     weights = np.array([w for w, _ in classes])
     grids = np.stack(np.meshgrid(*[np.arange(s + 1) for s in sizes], indexing="ij"), axis=-1).reshape(-1, len(sizes))
-    sums = grids @ weights
-    tol = c.tolerance()
-    ok = np.ones(len(grids), dtype=bool)
-    if c.lower is not None:
-        ok &= sums >= c.lower - tol
-    if c.upper is not None:
-        ok &= sums <= c.upper + tol
-    picked = grids[ok]
+    picked = grids[_sums_inside(c, grids @ weights)]
     if len(picked) > limit:
         return None
     return [tuple(int(v) for v in row) for row in picked]
@@ -141,13 +134,17 @@ def group_patterns(c: Constraint, max_rows: int = 5_000_000) -> np.ndarray:
 
 def _inside(c: Constraint, X: np.ndarray) -> np.ndarray:
     """Rows of a (k, |c|) pattern matrix (columns in the order of ``c.indices``) inside the band."""
-    s = X @ c.weight_array()
+    return _sums_inside(c, X @ c.weight_array())
+
+
+def _sums_inside(c: Constraint, sums: np.ndarray) -> np.ndarray:
+    """Which weighted sums lie inside the band of ``c`` (within its tolerance)."""
     tol = c.tolerance()
-    ok = np.ones(len(X), dtype=bool)
+    ok = np.ones(len(sums), dtype=bool)
     if c.lower is not None:
-        ok &= s >= c.lower - tol
+        ok &= sums >= c.lower - tol
     if c.upper is not None:
-        ok &= s <= c.upper + tol
+        ok &= sums <= c.upper + tol
     return ok
 
 

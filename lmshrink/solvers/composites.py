@@ -23,11 +23,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Composite, Constraint, LmshrinkError, Option, RawSummary, Samples, Solver
+from ..core import (
+    BinaryQuadraticProblem,
+    Composite,
+    Constraint,
+    LmshrinkError,
+    Option,
+    RawSummary,
+    Samples,
+    Solver,
+    SolverCapabilities,
+)
 from ..core.problem import Problem
 from .repair import repair, swap_descent
 
@@ -60,6 +70,23 @@ class RepairComposite(Composite):
         per_state = {k: [v[o] if 0 <= o < len(v) else None for o in origin] for k, v in samples.per_state.items()}
         return Samples(states, {**samples.info, **counts}, per_state, samples.proven_optimal, samples.stopped_early,
                        raw)
+
+
+class RepairedSolver(RepairComposite):
+    """A solver plugin that is one raw sampler under :class:`RepairComposite`: a subclass names the sampler class
+    (:attr:`sampler`) and whether to polish (:attr:`polishes`). Its capabilities are the sampler's, read from that
+    class (the registry lists classes), with the repair steps added when it is created."""
+
+    sampler: ClassVar[type[Solver]]
+    polishes: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "sampler" in cls.__dict__ and "capabilities" not in cls.__dict__:
+            cls.capabilities = cls.sampler.capabilities
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self) -> None:
+        super().__init__(self.sampler(), polish=self.polishes)
 
 
 def repair_and_polish(problem: BinaryQuadraticProblem, states: np.ndarray, *, polish: bool, num_solutions: int = 1,
@@ -142,11 +169,13 @@ class PenaltyComposite(Composite):
 
     step = "penalty"
 
-    def __init__(self, child: Solver) -> None:
-        super().__init__(child)
-        if not type(self)._declared_capabilities:  # the slack form brings weighted bands to any penalty sampler
-            kinds = tuple(dict.fromkeys((*self.capabilities.constraint_kinds, "cardinality", "weighted")))
-            self.capabilities = replace(self.capabilities, constraint_kinds=kinds)
+    def stack_capabilities(self) -> SolverCapabilities:
+        caps = super().stack_capabilities()
+        if type(self)._declared_capabilities:
+            return caps
+        # the slack form brings weighted bands to any penalty sampler
+        kinds = tuple(dict.fromkeys((*caps.constraint_kinds, "cardinality", "weighted")))
+        return replace(caps, constraint_kinds=kinds)
 
     def composite_options(self) -> dict[str, Option]:
         return {"penalty": Option(None, "weight P of the cardinality penalty; default chosen from the problem "

@@ -61,7 +61,7 @@ from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLarg
 from ..experiments.budget import check_budget
 from ..experiments.capture import offer
 from ..plugins import hookimpl
-from .composites import PenaltyComposite, RepairComposite
+from .composites import PenaltyComposite, RepairComposite, RepairedSolver
 from .tabu import bqm_samples
 
 #: default working-graph shapes of the offline mock samplers (kept small so tests stay quick), and the larger
@@ -512,15 +512,13 @@ class HybridCQM(Solver):
         return leap_call("connecting", system.LeapHybridCQMSampler)
 
 
-class DWaveHybridSolver(RepairComposite):
+class DWaveHybridSolver(RepairedSolver):
     """Leap's hybrid CQM solver: the cardinality constraints stay constraints (no penalty)."""
 
     name = "dwave-hybrid"
     description = "D-Wave Leap hybrid CQM solver (LeapHybridCQMSampler); constraints kept natively."
-    capabilities = HybridCQM.capabilities
-
-    def __init__(self) -> None:
-        super().__init__(HybridCQM(), polish=False)
+    sampler = HybridCQM
+    polishes = False
 
 
 @hookimpl

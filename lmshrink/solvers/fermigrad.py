@@ -37,7 +37,7 @@ import numpy as np
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
 from ..plugins import hookimpl
-from .composites import RepairComposite
+from .composites import RepairedSolver
 
 
 @dataclass(frozen=True)
@@ -173,15 +173,12 @@ class FermiGradRelaxation(Solver):
         return X
 
 
-class FermiGradSolver(RepairComposite):
+class FermiGradSolver(RepairedSolver):
     """The Fermi–Dirac relaxation's read-offs, polished by constraint-preserving swap descent."""
 
     name = "fermigrad"
     description = "Fermi-Dirac mean-field relaxation at fixed particle number, annealed by gradient descent (torch)."
-    capabilities = FermiGradRelaxation.capabilities
-
-    def __init__(self) -> None:
-        super().__init__(FermiGradRelaxation(), polish=True)
+    sampler = FermiGradRelaxation
 
 
 @hookimpl

@@ -18,11 +18,12 @@ no-good cuts on the chosen (z, y), one per solution found.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import LmshrinkError, Option, Samples, Solver
+from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
 from ..core.joint import JointCompressionProblem
 from ..plugins import hookimpl
@@ -35,24 +36,26 @@ def joint_candidates(problem: JointCompressionProblem, m: int, grid_step: int) -
     return candidate_ranks(problem, m, grid_step)
 
 
+@dataclass(frozen=True)
+class JointMilpOptions:
+    grid_step: int = option(8, "candidate ranks are multiples of this (1: every allowed rank)")
+    mip_gap: float = option(1e-6, "relative gap at which HiGHS stops (0: prove the optimum)")
+    threads: int | None = option(None, "HiGHS threads (default: HiGHS's choice)")
+    verbose: bool = option(False, "print HiGHS's log")
+
+
 class JointMilpSolver(Solver):
     """Exact branch removal and rank allocation under one budget (Pyomo + HiGHS)."""
 
     name = "joint-milp"
     aliases = ("milp",)
     description = "Exact joint branch removal and rank allocation: grouped multiple-choice knapsack (Pyomo + HiGHS)."
-    problem_types = (JointCompressionProblem,)
-    exact = True
-    options = {
-        "grid_step": Option(8, "candidate ranks are multiples of this (1: every allowed rank)", int),
-        "mip_gap": Option(1e-6, "relative gap at which HiGHS stops (0: prove the optimum)", float),
-        "threads": Option(None, "HiGHS threads (default: HiGHS's choice)", int),
-        "verbose": Option(False, "print HiGHS's log", bool),
-    }
+    options = JointMilpOptions
+    capabilities = SolverCapabilities(problem_types=(JointCompressionProblem,), proves_optimality=True)
 
     def sample(self, problem: JointCompressionProblem, *, num_solutions: int, seed: int | None,
-               time_limit: float | None, grid_step: int, mip_gap: float, threads: int | None,
-               verbose: bool) -> Samples:
+               time_limit: float | None, options: JointMilpOptions) -> Samples:
+        grid_step, mip_gap, threads, verbose = options.grid_step, options.mip_gap, options.threads, options.verbose
         pyo = require("pyomo.environ", "milp", "The 'joint-milp' solver")
         require("highspy", "milp", "The 'joint-milp' solver")
         highs_mod = require("pyomo.contrib.appsi.solvers.highs", "milp", "The 'joint-milp' solver")

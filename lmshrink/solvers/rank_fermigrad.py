@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import LmshrinkError, Option, Samples, Solver
+from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.rank import LossOracle, RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
 from ..plugins import hookimpl
 
@@ -95,6 +96,22 @@ def check_oracle(oracle: Any, problem: RankAllocationProblem) -> None:
                             f"{problem.num_matrices}, in its order.")
 
 
+@dataclass(frozen=True)
+class RankFermiGradOptions:
+    steps: int = option(0, "gradient steps (0: 60 with a loss oracle, 500 on the proxy)")
+    lr: float = option(0.02, "Adam learning rate of θ_l = μ_l/k_l (fraction of the full rank per step)")
+    t_start: float = option(0.0, "initial temperature, in ranks (0: 3% of the largest full rank)")
+    t_end: float = option(0.25, "final temperature, in ranks")
+    init: str = option("auto", "start from the uniform ratio or the greedy proxy optimum (auto: uniform with a loss "
+                               "oracle, greedy on the proxy)", choices=("auto", "uniform", "greedy"))
+    loss: LossOracle | None = option(None, "loss oracle: differentiable calibration loss of the soft keep-masks (a "
+                                           "LossOracle, given from Python; `lmshrink svd` passes the objective's); "
+                                           "none: the proxy")
+    use_loss: bool = option(True, "use the loss oracle when one is given (false: the proxy)")
+    value_window: float = option(0.3, "fraction of the last steps whose mask gradients value the repair steps")
+    progress: bool = option(True, "show a progress bar")
+
+
 class RankFermiGradSolver(Solver):
     """Fermi-function soft truncation trained by gradient descent (loss oracle or proxy), then budget repair."""
 
@@ -102,28 +119,17 @@ class RankFermiGradSolver(Solver):
     aliases = ("fermigrad",)
     description = ("Rank allocation: Fermi-function truncation levels trained on the model loss (or the whitened "
                    "error) at fixed budget, T → 0, exact repair.")
-    problem_types = (RankAllocationProblem,)
-    exact = False
-    options = {
-        "steps": Option(0, "gradient steps (0: 60 with a loss oracle, 500 on the proxy)", int),
-        "lr": Option(0.02, "Adam learning rate of θ_l = μ_l/k_l (fraction of the full rank per step)", float),
-        "t_start": Option(0.0, "initial temperature, in ranks (0: 3% of the largest full rank)", float),
-        "t_end": Option(0.25, "final temperature, in ranks", float),
-        "init": Option("auto", "start from the uniform ratio or the greedy proxy optimum (auto: uniform with a loss "
-                       "oracle, greedy on the proxy)", str, ("auto", "uniform", "greedy")),
-        "loss": Option(None, "loss oracle: differentiable calibration loss of the soft keep-masks (a LossOracle, "
-                             "given from Python; `lmshrink svd` passes the objective's); none: the proxy", LossOracle),
-        "use_loss": Option(True, "use the loss oracle when one is given (false: the proxy)", bool),
-        "value_window": Option(0.3, "fraction of the last steps whose mask gradients value the repair steps", float),
-        "progress": Option(True, "show a progress bar", bool),
-    }
+    options = RankFermiGradOptions
+    capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,))
 
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
-               time_limit: float | None, steps: int, lr: float, t_start: float, t_end: float, init: str,
-               loss: LossOracle | None, use_loss: bool, value_window: float, progress: bool) -> Samples:
+               time_limit: float | None, options: RankFermiGradOptions) -> Samples:
         import torch
         from tqdm.auto import tqdm
 
+        o = options
+        steps, lr, t_start, t_end, init, loss = o.steps, o.lr, o.t_start, o.t_end, o.init, o.loss
+        use_loss, value_window, progress = o.use_loss, o.value_window, o.progress
         start = time.perf_counter()
         L = problem.num_matrices
         oracle = loss if use_loss else None

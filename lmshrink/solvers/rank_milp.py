@@ -18,11 +18,12 @@ found. With ``fill`` the grid optimum is then topped up rank by rank while a ste
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..core import LmshrinkError, Option, Samples, Solver
+from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
 from ..core.rank import RankAllocationProblem, repair_ranks
 from ..plugins import hookimpl
@@ -39,26 +40,29 @@ def candidate_ranks(problem: Any, l: int, grid_step: int) -> np.ndarray:
     return a[keep]
 
 
+@dataclass(frozen=True)
+class RankMilpOptions:
+    grid_step: int = option(8, "candidate ranks are multiples of this (1: every allowed rank)")
+    fill: bool = option(False, "after solving on the grid, raise ranks off the grid while a step fits")
+    mip_gap: float = option(1e-4, "relative gap at which HiGHS stops (1e-9 or 0: prove the optimum; slower on large "
+                                  "models)")
+    threads: int | None = option(None, "HiGHS threads (default: HiGHS's choice)")
+    verbose: bool = option(False, "print HiGHS's log")
+
+
 class RankMilpSolver(Solver):
     """Exact multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."""
 
     name = "rank-milp"
     aliases = ("milp",)
     description = "Exact rank allocation: multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."
-    problem_types = (RankAllocationProblem,)
-    exact = True
-    options = {
-        "grid_step": Option(8, "candidate ranks are multiples of this (1: every allowed rank)", int),
-        "fill": Option(False, "after solving on the grid, raise ranks off the grid while a step fits", bool),
-        "mip_gap": Option(1e-4, "relative gap at which HiGHS stops (1e-9 or 0: prove the optimum; slower on large "
-                                "models)", float),
-        "threads": Option(None, "HiGHS threads (default: HiGHS's choice)", int),
-        "verbose": Option(False, "print HiGHS's log", bool),
-    }
+    options = RankMilpOptions
+    capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,), proves_optimality=True)
 
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
-               time_limit: float | None, grid_step: int, fill: bool, mip_gap: float, threads: int | None,
-               verbose: bool) -> Samples:
+               time_limit: float | None, options: RankMilpOptions) -> Samples:
+        grid_step, fill, mip_gap, threads = options.grid_step, options.fill, options.mip_gap, options.threads
+        verbose = options.verbose
         pyo = require("pyomo.environ", "milp", "The 'milp' solver")
         require("highspy", "milp", "The 'milp' solver")
         highs_mod = require("pyomo.contrib.appsi.solvers.highs", "milp", "The 'milp' solver")

@@ -7,11 +7,17 @@ over by rounding are then spent greedily on the steps with the most whitened err
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..core import Option, Samples, Solver
+from ..core import Samples, Solver, SolverCapabilities, option
 from ..core.rank import RankAllocationProblem, repair_ranks, uniform_ranks
 from ..plugins import hookimpl
+
+
+@dataclass(frozen=True)
+class UniformOptions:
+    fill: bool = option(False, "spend what rounding leaves over on the best further rank steps")
 
 
 class UniformSolver(Solver):
@@ -20,14 +26,12 @@ class UniformSolver(Solver):
     name = "rank-uniform"
     aliases = ("uniform",)
     description = "The same kept-parameter ratio in every matrix (SVD-LLM's uniform truncation)."
-    problem_types = (RankAllocationProblem,)
-    exact = False
-    options = {
-        "fill": Option(False, "spend what rounding leaves over on the best further rank steps", bool),
-    }
+    options = UniformOptions
+    capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,))
 
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
-               time_limit: float | None, fill: bool) -> Samples:
+               time_limit: float | None, options: UniformOptions) -> Samples:
+        fill = options.fill
         x = uniform_ranks(problem)
         if fill or problem.cost(x) > problem.budget:  # over budget only when a min rank alone exceeds its share
             x = repair_ranks(problem, x, fill=fill)

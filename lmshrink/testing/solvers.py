@@ -13,6 +13,8 @@ or with one call, :func:`run_solver_conformance`. The solver's :class:`~lmshrink
 what applies and how it runs (its ``offline_options`` where it needs credentials, its ``quick_options``; a missing
 optional module it ``requires`` skips the tests):
 
+- the declaration (:func:`check_declaration`): capabilities naming the problem types, which ``problem_types`` and
+  ``exact`` read; every option with help and accepting its own default; the capabilities naming only options;
 - every returned state is feasible under one constraint, several constraints, and constraints with free
   variables; the states are distinct and sorted by energy; the result is plain JSON;
 - energies recomputed from the problem saved to a file and read back equal the reported ones, and none is below
@@ -35,7 +37,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -313,6 +315,8 @@ def run_solver_conformance(solver: Solver, *, tmp_path: str | Path, options: Map
     """Every check of this module on ``solver`` (``options``: default :func:`run_options`)."""
     opts = run_options(solver) if options is None else dict(options)
     caps = solver.capabilities
+    with _context("declaration"):
+        check_declaration(solver)
     for name, problem in conformance_problems().items():
         with _context(f"problem {name!r}"):
             result = solver.solve(problem, num_solutions=num_solutions, seed=3, **opts)
@@ -332,6 +336,26 @@ def run_solver_conformance(solver: Solver, *, tmp_path: str | Path, options: Map
         check_bad_options(solver, conformance_problems()["one-group"])
 
 
+def check_declaration(solver: Solver) -> None:
+    """The solver declares what it is once: capabilities (a :class:`~lmshrink.core.SolverCapabilities` naming the
+    problem types, which :attr:`~lmshrink.core.Solver.problem_types` and :attr:`~lmshrink.core.Solver.exact` read),
+    and options with help whose defaults they accept; the capabilities name only declared options."""
+    from ..core import SolverCapabilities
+
+    caps = solver.capabilities
+    assert isinstance(caps, SolverCapabilities), f"capabilities is {type(caps).__name__}, not SolverCapabilities"
+    assert caps.problem_types, "the capabilities name no problem type"
+    assert tuple(solver.problem_types) == tuple(caps.problem_types), "problem_types differs from the capabilities'"
+    assert solver.exact == caps.proves_optimality, "exact differs from capabilities.proves_optimality"
+    assert set(caps.budget_options.values()) <= set(solver.options), "a budget option is not a declared option"
+    assert set(caps.offline_options) | set(caps.quick_options) <= set(solver.options), \
+        "an offline or quick option is not a declared option"
+    for name, opt in solver.options.items():
+        assert opt.help, f"option {name!r} has no help"
+        try:
+            opt.check(opt.default)
+        except (TypeError, ValueError):
+            raise AssertionError(f"option {name!r} refuses its own default {opt.default!r}") from None
 
 
 class SolverConformance:
@@ -375,43 +399,36 @@ class SolverConformance:
                                                      **self._options())
         return cache[name]
 
-    def test_capabilities(self) -> None:
-        from ..core import SolverCapabilities
+    def _each_result(self) -> Iterator[tuple[BinaryQuadraticProblem, SolutionSet]]:
+        """Each conformance problem with the solver's result on it, inside a context that names the problem."""
+        for name in conformance_problems():
+            with _context(f"problem {name!r}"):
+                yield self._result(name)
 
-        caps = self.solver.capabilities
-        assert isinstance(caps, SolverCapabilities)
-        assert BinaryQuadraticProblem in caps.problem_types and self.solver.exact == caps.proves_optimality
-        assert set(caps.budget_options.values()) <= set(self.solver.options)
-        assert set(caps.offline_options) | set(caps.quick_options) <= set(self.solver.options)
+    def test_capabilities(self) -> None:
+        check_declaration(self.solver)
+        assert BinaryQuadraticProblem in self.solver.capabilities.problem_types
 
     def test_feasible_distinct_sorted(self) -> None:
-        for name in conformance_problems():
-            with _context(f"problem {name!r}"):
-                problem, result = self._result(name)
-                check_solutions(problem, result, self.num_solutions, self.min_distinct)
+        for problem, result in self._each_result():
+            check_solutions(problem, result, self.num_solutions, self.min_distinct)
 
     def test_energies_recomputed_from_the_saved_problem(self, tmp_path: Path) -> None:
-        for name in conformance_problems():
-            with _context(f"problem {name!r}"):
-                problem, result = self._result(name)
-                check_energies(problem, result, tmp_path, self.expect_optimum)
+        for problem, result in self._each_result():
+            check_energies(problem, result, tmp_path, self.expect_optimum)
 
     def test_proves_the_k_lowest(self) -> None:
         if not self.solver.capabilities.proves_optimality:
             _pytest.skip(f"{self.solver.name} does not claim to prove optimality")
-        for name in conformance_problems():
-            with _context(f"problem {name!r}"):
-                problem, result = self._result(name)
-                check_proof(problem, result, self.num_solutions)
+        for problem, result in self._each_result():
+            check_proof(problem, result, self.num_solutions)
 
     def test_seed_reproduces(self) -> None:
         if not self.solver.capabilities.reproducible:
             _pytest.skip(f"{self.solver.name} does not claim that a seed reproduces its results")
-        for name in conformance_problems():
-            with _context(f"problem {name!r}"):
-                problem, result = self._result(name)
-                again = self.solver.solve(problem, num_solutions=self.num_solutions, seed=3, **self._options())
-                assert [s.x for s in again] == [s.x for s in result], "the same seed gave other states"
+        for problem, result in self._each_result():
+            again = self.solver.solve(problem, num_solutions=self.num_solutions, seed=3, **self._options())
+            assert [s.x for s in again] == [s.x for s in result], "the same seed gave other states"
 
     def test_time_limit(self) -> None:
         if not self.solver.capabilities.honours_time_limit:
@@ -431,6 +448,7 @@ __all__ = [
     "SolverConformance",
     "brute_force",
     "check_bad_options",
+    "check_declaration",
     "check_energies",
     "check_proof",
     "check_solutions",
