@@ -18,7 +18,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..plugins import hookimpl
 from .sleb import GreedyLossRemoval
 
 
@@ -45,8 +44,3 @@ class BlockPrunerRemoval(GreedyLossRemoval):
             return math.exp(loss)
 
         return perplexity
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(BlockPrunerRemoval)

@@ -35,7 +35,6 @@ import numpy as np
 
 from ..core import Option
 from ..core.errors import LmshrinkError
-from ..plugins import hookimpl
 from .base import RemovalMethod, Selection, greedy_order
 
 
@@ -304,8 +303,3 @@ class EvoPressRemoval(RemovalMethod):
                 "stages": [{"windows": w, "survivors": k, "tokens": w * fit.tokens_per_window} for w, k in stage_list],
                 "fitness": getattr(fit, "description", type(fit).__name__), "start": result.start}
         return Selection([result.best], [result.fitness], None, result.trace, info)
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(EvoPressRemoval)

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core import Option
-from ..plugins import hookimpl
 from ..objectives.common import require_finite
 from .base import RemovalMethod, Selection, greedy_order, step_logger
 
@@ -76,8 +75,3 @@ class GreedyLossRemoval(RemovalMethod):
         return Selection([sorted(order)], [trace[-1]["score"]] if trace else None, order, trace,
                          {"samples": int(ids.shape[0]), "loss_measurements": measured,
                           "step_score": self.step_score})
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(GreedyLossRemoval)

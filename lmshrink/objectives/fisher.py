@@ -24,7 +24,6 @@ import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
-from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
 
 
@@ -139,8 +138,3 @@ class FisherObjective(Objective):
         meta.update({"samples": m, **measurement_metadata(arrays, cached), "mean_gradient": mean_grad.tolist(),
                      "base_loss": float(arrays["losses"].mean())})
         return BinaryQuadraticProblem([b.name for b in blocks], linear, quadratic, 0.0, [], meta)
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(FisherObjective)

@@ -1,37 +1,85 @@
-"""The modules that register lmshrink's own plugins, through the same hooks a third party uses.
+"""lmshrink's own plugins, registered by lazy ``"module:attr"`` reference through the same hooks a third party uses.
 
-Every solver has a unique canonical name; a short alias may be shared by solvers of different problem types and is
-looked up together with the problem type (``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
+Nothing here imports a plugin's module: an entry is imported the first time it is used, so listing names, aliases
+and the command line's ``--help`` stay light. Every solver has a unique canonical name; a short alias may be shared
+by solvers of different problem types and is looked up together with the problem type
+(``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
 """
 
-BUILTIN_MODULES = (
-    # binary problems: solvers, objectives, removal methods
-    "lmshrink.solvers.exact",
-    "lmshrink.solvers.anneal",
-    "lmshrink.solvers.milp",
-    "lmshrink.solvers.dwave",
-    "lmshrink.solvers.qaoa",
-    "lmshrink.solvers.tabu",
-    "lmshrink.solvers.fermigrad",
-    "lmshrink.objectives.fisher",
-    "lmshrink.objectives.pairs",
-    "lmshrink.baselines.block_influence",
-    "lmshrink.baselines.norm_ratio",
-    "lmshrink.baselines.angular",
-    "lmshrink.baselines.sleb",
-    "lmshrink.baselines.blockpruner",
-    "lmshrink.baselines.evopress",
-    "lmshrink.search.surrogate_search",
-    # rank allocation for SVD compression
-    "lmshrink.solvers.rank_fermigrad",
-    "lmshrink.solvers.rank_milp",
-    "lmshrink.solvers.uniform",
-    "lmshrink.objectives.fermi_rank",
-    # one budget over branch removal and SVD ranks
-    "lmshrink.solvers.joint_milp",
-    # architectures and commands
-    "lmshrink.adapters.llama",
-    "lmshrink.adapters.nemotron_h",
-    "lmshrink.cli.commands",
-)
+from __future__ import annotations
 
+from typing import Any
+
+from .hookspecs import hookimpl
+
+#: kind → (canonical name, "module:attr", aliases), in registration order
+BUILTINS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "solver": (
+        # binary problems
+        ("exact", "lmshrink.solvers.exact:ExactSolver", ()),
+        ("anneal", "lmshrink.solvers.anneal:AnnealSolver", ()),
+        ("milp", "lmshrink.solvers.milp:MilpSolver", ()),
+        ("dwave", "lmshrink.solvers.dwave:DWaveSolver", ()),
+        ("dwave-hybrid", "lmshrink.solvers.dwave:DWaveHybridSolver", ()),
+        ("qaoa", "lmshrink.solvers.qaoa:QAOASolver", ()),
+        ("tabu", "lmshrink.solvers.tabu:TabuSolver", ()),
+        ("fermigrad", "lmshrink.solvers.fermigrad:FermiGradSolver", ()),
+        # rank allocation for SVD compression
+        ("rank-fermigrad", "lmshrink.solvers.rank_fermigrad:RankFermiGradSolver", ("fermigrad",)),
+        ("rank-milp", "lmshrink.solvers.rank_milp:RankMilpSolver", ("milp",)),
+        ("rank-uniform", "lmshrink.solvers.uniform:UniformSolver", ("uniform",)),
+        # one budget over branch removal and SVD ranks
+        ("joint-milp", "lmshrink.solvers.joint_milp:JointMilpSolver", ("milp",)),
+    ),
+    "objective": (
+        ("fisher", "lmshrink.objectives.fisher:FisherObjective", ()),
+        ("pairs", "lmshrink.objectives.pairs:PairsObjective", ()),
+        ("block-influence", "lmshrink.baselines.block_influence:BlockInfluenceObjective", ()),
+        ("norm-ratio", "lmshrink.baselines.norm_ratio:NormRatioObjective", ()),
+        ("fermi-rank", "lmshrink.objectives.fermi_rank:FermiRankObjective", ()),
+    ),
+    "method": (
+        ("block-influence-iterative", "lmshrink.baselines.block_influence:IterativeBlockInfluence", ()),
+        ("angular", "lmshrink.baselines.angular:AngularDistance", ()),
+        ("sleb", "lmshrink.baselines.sleb:GreedyLossRemoval", ()),
+        ("blockpruner", "lmshrink.baselines.blockpruner:BlockPrunerRemoval", ()),
+        ("evopress", "lmshrink.baselines.evopress:EvoPressRemoval", ()),
+        ("surrogate", "lmshrink.search.surrogate_search:SurrogateSearch", ()),
+    ),
+    "adapter": (
+        ("llama", "lmshrink.adapters.llama:LlamaAdapter", ()),
+        ("nemotron_h", "lmshrink.adapters.nemotron_h:NemotronHAdapter", ()),
+    ),
+    "command": tuple((name, f"lmshrink.cli.{name}_cmd:COMMAND", ()) for name in (
+        "prune", "solve", "plugins", "svd", "eval", "heal", "problems", "show", "sweep", "export", "compress")),
+}
+
+
+def _register_all(kind: str, register: Any) -> None:
+    for name, reference, aliases in BUILTINS[kind]:
+        register(reference, name=name, aliases=aliases)
+
+
+@hookimpl
+def lmshrink_register_solvers(register: Any) -> None:
+    _register_all("solver", register)
+
+
+@hookimpl
+def lmshrink_register_objectives(register: Any) -> None:
+    _register_all("objective", register)
+
+
+@hookimpl
+def lmshrink_register_methods(register: Any) -> None:
+    _register_all("method", register)
+
+
+@hookimpl
+def lmshrink_register_adapters(register: Any) -> None:
+    _register_all("adapter", register)
+
+
+@hookimpl
+def lmshrink_register_commands(register: Any) -> None:
+    _register_all("command", register)

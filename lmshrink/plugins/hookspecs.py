@@ -5,6 +5,7 @@ Each hook receives a ``register`` callable; call it once per thing the plugin pr
     @hookimpl
     def lmshrink_register_solvers(register):
         register(MySolver)            # a Solver subclass; its ``name`` is the registry key
+        register("my_package.solvers:OtherSolver", name="other")  # imported on first use
 """
 
 from __future__ import annotations

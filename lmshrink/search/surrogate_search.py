@@ -18,7 +18,6 @@ import numpy as np
 from ..baselines.base import RemovalMethod, Selection
 from ..core import BinaryQuadraticProblem, Constraint, Option
 from ..core.errors import LmshrinkError
-from ..plugins import hookimpl
 from .surrogate import PairwiseSurrogate, fit_quality, qubo_weights, weights_to_qubo
 
 #: above this many feasible states the ``auto`` proposer anneals instead of enumerating
@@ -223,11 +222,6 @@ class SurrogateSearch(RemovalMethod):
             if len(out) >= want:
                 break
         return out
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(SurrogateSearch)
 
 
 __all__ = ["SurrogateSearch", "sleb_budget"]

@@ -60,7 +60,6 @@ from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Sol
 from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
 from ..experiments.budget import check_budget
 from ..experiments.capture import offer
-from ..plugins import hookimpl
 from .composites import PenaltyComposite, RepairComposite
 from .tabu import bqm_samples
 
@@ -521,9 +520,3 @@ class DWaveHybridSolver(RepairComposite):
 
     def __init__(self) -> None:
         super().__init__(HybridCQM(), polish=False)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(DWaveSolver)
-    register(DWaveHybridSolver)

@@ -36,7 +36,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
-from ..plugins import hookimpl
 from .composites import RepairComposite
 
 
@@ -182,8 +181,3 @@ class FermiGradSolver(RepairComposite):
 
     def __init__(self) -> None:
         super().__init__(FermiGradRelaxation(), polish=True)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(FermiGradSolver)

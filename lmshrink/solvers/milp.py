@@ -41,7 +41,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
-from ..plugins import hookimpl
 
 
 def _gap(primal: float | None, bound: float | None) -> float | None:
@@ -231,11 +230,6 @@ def _band_rlt(rows: Any, c: Any, x: Any, y: Any, have: set[tuple[int, int]], n: 
             rows.add(lhs <= float(c.upper) * x[i])
         if c.lower is not None and complete:
             rows.add(lhs >= float(c.lower) * x[i])
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(MilpSolver)
 
 
 def highs(highs_mod: Any, *, verbose: bool, mip_gap: float, seed: int | None, abs_gap: float) -> Any:

@@ -74,7 +74,6 @@ from ..core.errors import (
 )
 from ..experiments.budget import check_budget
 from ..experiments.capture import offer
-from ..plugins import hookimpl
 from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_fixing: importable from here too
     FixingComposite,
     RepairComposite,
@@ -481,8 +480,3 @@ class QAOASolver(RepairComposite):
     def __init__(self) -> None:
         fixing = FixingComposite(QAOACircuits(), limit=12, limit_option="max_qubits", reduce_top=8)
         super().__init__(fixing, polish=False)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(QAOASolver)

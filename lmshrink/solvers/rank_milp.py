@@ -25,7 +25,6 @@ import numpy as np
 from ..core import LmshrinkError, Option, Samples, Solver
 from ..core.errors import require
 from ..core.rank import RankAllocationProblem, repair_ranks
-from ..plugins import hookimpl
 from .milp import highs, ranked_solves
 
 
@@ -43,7 +42,6 @@ class RankMilpSolver(Solver):
     """Exact multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."""
 
     name = "rank-milp"
-    aliases = ("milp",)
     description = "Exact rank allocation: multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."
     problem_types = (RankAllocationProblem,)
     exact = True
@@ -101,8 +99,3 @@ class RankMilpSolver(Solver):
             states = [repair_ranks(problem, x, fill=True) for x in states]
         info["solve_time_s"] = time.perf_counter() - start
         return Samples(np.array(states), info)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(RankMilpSolver)

@@ -7,18 +7,14 @@ over by rounding are then spent greedily on the steps with the most whitened err
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..core import Option, Samples, Solver
 from ..core.rank import RankAllocationProblem, repair_ranks, uniform_ranks
-from ..plugins import hookimpl
 
 
 class UniformSolver(Solver):
     """Every matrix keeps the same fraction of its parameters."""
 
     name = "rank-uniform"
-    aliases = ("uniform",)
     description = "The same kept-parameter ratio in every matrix (SVD-LLM's uniform truncation)."
     problem_types = (RankAllocationProblem,)
     exact = False
@@ -32,8 +28,3 @@ class UniformSolver(Solver):
         if fill or problem.cost(x) > problem.budget:  # over budget only when a min rank alone exceeds its share
             x = repair_ranks(problem, x, fill=fill)
         return Samples(x[None, :], {"ratio": problem.ratio, "fill": fill})
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(UniformSolver)
