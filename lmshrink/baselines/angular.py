@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core import Option
 from ..core.errors import LmshrinkError
-from .base import RemovalMethod, Selection
+from ..core.method import RemovalMethod, Selection
 from .hidden_states import cached_residual_statistics
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..core import Option
-from .base import RemovalMethod, Selection, greedy_order, step_logger
+from ..core.method import RemovalMethod, Selection
+from .base import greedy_order, step_logger
 from .hidden_states import ResidualScoreObjective, check_granularity, residual_statistics
 
 

@@ -35,7 +35,8 @@ import numpy as np
 
 from ..core import Option
 from ..core.errors import LmshrinkError
-from .base import RemovalMethod, Selection, greedy_order
+from ..core.method import RemovalMethod, Selection
+from .base import greedy_order
 
 
 class Fitness(Protocol):

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core import Option
+from ..core.method import RemovalMethod, Selection
 from ..objectives.common import require_finite
-from .base import RemovalMethod, Selection, greedy_order, step_logger
+from .base import greedy_order, step_logger
 
 
 class GreedyLossRemoval(RemovalMethod):

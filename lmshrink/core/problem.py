@@ -69,13 +69,14 @@ class Problem:
         if path.suffix == ".npz":
             arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, np.ndarray)}
             rest = {k: v for k, v in data.items() if k not in arrays}
-            np.savez_compressed(path, __json__=np.array(json.dumps(rest, default=_json_default)), **arrays)
+            np.savez_compressed(path, __json__=np.array(json.dumps(rest, default=json_default)), **arrays)
         else:
-            path.write_text(json.dumps(data, indent=1, default=_json_default))
+            path.write_text(json.dumps(data, indent=1, default=json_default))
         return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps``' ``default``: numpy arrays and scalars as lists and numbers, paths as strings."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..torch_utils import frozen
 from .measured import LossEstimate
 
 #: what :meth:`RemovalKL.windows` can return per window
@@ -109,7 +110,6 @@ class DenseReference:
         import torch
 
         from ..core.errors import LmshrinkError
-        from ..objectives.common import frozen
         from .loss import model_inputs, token_nll
         from .midstack import LayerInputs, logits_from_hidden
 
@@ -327,7 +327,6 @@ class RemovalKL:
         """(2, b − a): per-window KL and CE of windows [a, b)."""
         import torch
 
-        from ..objectives.common import frozen
         from .loss import model_inputs, token_nll
         from .midstack import RemovalPass, logits_from_hidden, removed_in
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..torch_utils import frozen
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,6 @@ class RemovalLoss:
     def _measure_base(self) -> LossEstimate:
         import torch
 
-        from ..objectives.common import frozen
         from .loss import per_sample_loss
         from .midstack import LayerInputs, loss_from_hidden
 
@@ -165,7 +165,6 @@ class RemovalLoss:
     def _measure(self, removed: Sequence[int], runs: list[Any] | None = None) -> np.ndarray:
         import torch
 
-        from ..objectives.common import frozen
         from .loss import per_sample_loss
         from .midstack import RemovalPass, loss_from_hidden, removed_in
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..torch_utils import frozen
 from .loss import model_inputs, token_nll
 from .stopping import StopPass, run_until_stopped
 
@@ -140,7 +141,6 @@ class LayerInputs:
 
     def __init__(self, model: Any, adapter: Any, input_ids: torch.Tensor, batch_size: int = 8) -> None:
         from ..core.errors import LmshrinkError
-        from ..objectives.common import frozen
 
         found = adapter.layer_list(model)
         if found is None:

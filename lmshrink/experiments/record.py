@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Problem, SolutionSet, load_problem
-from ..core.problem import _json_default
-from .capture import collecting
+from ..core.capture import collecting
+from ..core.problem import json_default
 from .metrics import HIT_RTOL, hits
 
 RECORD_FORMAT = "lmshrink.record/1"
@@ -50,7 +50,7 @@ HARDWARE_KEYS = (
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, default=_json_default))
+    path.write_text(json.dumps(data, indent=1, default=json_default))
 
 
 def qpu_seconds(info: dict[str, Any]) -> float | None:

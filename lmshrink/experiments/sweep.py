@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Solver
-from .budget import BudgetExceededError
+from ..core.budget import BudgetExceededError
 from .metrics import tts
 
 SWEEP_FORMAT = "lmshrink.sweep/1"

@@ -6,7 +6,7 @@ The reference set:
   objectives ``fisher``, ``fisher`` with the first-order term (``fisher-fo``) and ``pairs``, with M = 4 … 12 blocks
   removed in total;
 - a random-weight Nemotron-H with the 52-block pattern of Nemotron-3-Nano-30B-A3B
-  (:data:`lmshrink.testing.NEMOTRON_3_NANO_PATTERN`), ``fisher`` and ``fisher-fo``, with per-kind removal counts.
+  (:data:`lmshrink.tiny_models.NEMOTRON_3_NANO_PATTERN`), ``fisher`` and ``fisher-fo``, with per-kind removal counts.
 
 Each instance gets its proven optimum (``exact`` when the feasible states are few enough to enumerate, which also
 proves the lowest states; else ``milp`` within a time limit) or its best known energy (the lower of ``milp``'s
@@ -106,7 +106,7 @@ def _load_smollm2() -> tuple[Any, Any]:
 
 
 def _load_nemotron() -> tuple[Any, Any]:
-    from ..testing import NEMOTRON_3_NANO_PATTERN, tiny_nemotron_h, tiny_tokenizer
+    from ..tiny_models import NEMOTRON_3_NANO_PATTERN, tiny_nemotron_h, tiny_tokenizer
 
     return tiny_nemotron_h(NEMOTRON_3_NANO_PATTERN, seed=0), tiny_tokenizer()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core import LmshrinkError
 from ..core.errors import did_you_mean
-from ..core.problem import _json_default
+from ..core.problem import json_default
 from .instance import LibraryInstance
 
 #: format → file suffix
@@ -116,5 +116,5 @@ def export_library(instances: Sequence[LibraryInstance], out: str | Path, fmt: s
     index = {"format": EXPORT_FORMAT, "file_format": fmt,
              "energy": "offset + linear·x + xᵀQx of the lmshrink problem; every file has this energy at every "
                        "feasible state", "instances": entries}
-    (out / "index.json").write_text(json.dumps(index, indent=1, default=_json_default))
+    (out / "index.json").write_text(json.dumps(index, indent=1, default=json_default))
     return paths

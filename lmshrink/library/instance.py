@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
-from ..core.problem import _json_default
+from ..core.problem import json_default
 
 FORMAT = "lmshrink.library_instance/1"
 
@@ -102,7 +102,7 @@ class LibraryInstance:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=json_default))
         os.replace(tmp, path)
         return path
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
-from .common import frozen, measurement_key, problem_metadata, require_finite
+from ..torch_utils import frozen
+from .common import measurement_key, problem_metadata, require_finite
 
 
 @contextmanager

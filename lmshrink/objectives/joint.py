@@ -30,6 +30,7 @@ import numpy as np
 from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
 from ..core.rank import break_even_rank
+from ..torch_utils import frozen
 
 
 @dataclass
@@ -83,7 +84,6 @@ def _truncated_loss(model: Any, adapter: Any, meter: Any, layer: int, name: str,
     import torch
 
     from ..evaluate.midstack import loss_from_hidden
-    from ..objectives.common import frozen
 
     module = model.get_submodule(name)
     saved = module.weight.data

@@ -45,7 +45,8 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
 
     from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
     from ..evaluate.perplexity import perplexity
-    from ..objectives.common import model_identity, nonfinite_origin
+    from ..objectives.common import nonfinite_origin
+    from ..torch_utils import model_identity
 
     def measure() -> dict[str, np.ndarray]:
         got = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")

@@ -163,7 +163,7 @@ def _candidate_source(config: PruneConfig) -> CandidateSource:
             objective_options.setdefault(name, value)
     validate_options(f"Objective {objective.name!r}", objective.options, objective_options)
     validate_options(f"Solver {solver.name!r}", solver.options, config.solver_options)
-    from ..selection import source_label
+    from ..portfolio import source_label
 
     return SolverSource(objective, objective_options, solver, config.solver_options,
                         label=source_label(objective.name, objective_options))

@@ -2,7 +2,7 @@
 
 Candidates the architecture cannot run are set aside. With one source and no re-ranking the first runnable
 candidate wins (the solver's lowest energy, or the method's pick). When several compete (``rerank`` K: the main
-source's first K; ``candidates``: more sources), they are pooled in a :class:`~lmshrink.selection.Portfolio` and
+source's first K; ``candidates``: more sources), they are pooled in a :class:`~lmshrink.portfolio.Portfolio` and
 measured on validation windows disjoint from the calibration samples the objectives were built on
 (:class:`~lmshrink.evaluate.measured.RemovalLoss`), after linear healing when the run heals linearly (each
 candidate with its own fitted maps), and the lowest loss wins.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import LmshrinkError
-from ..selection import Candidate, Portfolio
+from ..portfolio import Candidate, Portfolio
 
 
 def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], granularity: str) -> list[Candidate]:
@@ -32,7 +32,7 @@ def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], g
 
 
 @dataclass
-class Selection:
+class Choice:
     """The chosen candidate, the portfolio it was chosen from (None without a choice), and what it was measured
     on; ``heal_runs`` are the chosen candidate's fitted linear maps when the choice was heal-aware, and
     ``finalists`` how many candidates were measured after healing."""
@@ -55,7 +55,7 @@ class Selection:
 
 def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str, heal_aware: bool,
                          ridge: float = 1e-3, fit_samples: int | None = None, finalists: int | None = None,
-                         progress: bool = False) -> Selection:
+                         progress: bool = False) -> Choice:
     """Pool ``candidates`` (runnable ones), measure each on the validation windows and return the lowest, with
     every candidate's paired difference to it.
 
@@ -79,7 +79,7 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
                                 finalists=finalists, progress=progress)
     chosen = portfolio.best()
     rows = portfolio.comparison()
-    return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
+    return Choice(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
                      heal_aware=heal_aware, heal_runs=fitted.get(chosen.key) if fit_samples is None else None,
                      note=portfolio.separation_note(), comparison=rows, finalists=len(fitted) if heal_aware else None)
 

@@ -8,7 +8,7 @@ by solvers of different problem types and is looked up together with the problem
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .hookspecs import hookimpl
 
@@ -55,31 +55,18 @@ BUILTINS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
 }
 
 
-def _register_all(kind: str, register: Any) -> None:
-    for name, reference, aliases in BUILTINS[kind]:
-        register(reference, name=name, aliases=aliases)
+def _registers(kind: str) -> Callable[[Any], None]:
+    """The hook implementation that registers the built-in plugins of ``kind`` (pluggy names it by attribute)."""
+
+    def register_builtins(register: Any) -> None:
+        for name, reference, aliases in BUILTINS[kind]:
+            register(reference, name=name, aliases=aliases)
+
+    return hookimpl(register_builtins)
 
 
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    _register_all("solver", register)
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    _register_all("objective", register)
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    _register_all("method", register)
-
-
-@hookimpl
-def lmshrink_register_adapters(register: Any) -> None:
-    _register_all("adapter", register)
-
-
-@hookimpl
-def lmshrink_register_commands(register: Any) -> None:
-    _register_all("command", register)
+lmshrink_register_solvers = _registers("solver")
+lmshrink_register_objectives = _registers("objective")
+lmshrink_register_methods = _registers("method")
+lmshrink_register_adapters = _registers("adapter")
+lmshrink_register_commands = _registers("command")

@@ -42,5 +42,5 @@ def lmshrink_register_commands(register: Register) -> None:
 
 @hookspec
 def lmshrink_register_methods(register: Register) -> None:
-    """Register :class:`lmshrink.baselines.RemovalMethod` subclasses: removal procedures that choose blocks
+    """Register :class:`lmshrink.core.RemovalMethod` subclasses: removal procedures that choose blocks
     themselves (iterative or greedy baselines) instead of posing a problem for a solver."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError
-from ..core.problem import _json_default
+from ..core.problem import json_default
 
 LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "dwave-samplers", "dwave-system",
              "qiskit", "qiskit-optimization", "pyomo", "highspy", "lm-eval")
@@ -75,7 +75,7 @@ def write_json(path: str | Path, data: Any) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
+    return atomic_write_text(path, json.dumps(data, indent=1, default=json_default))
 
 
 def read_json(path: str | Path, what: str) -> Any:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines.base import RemovalMethod, Selection
 from ..core import BinaryQuadraticProblem, Constraint, Option
 from ..core.errors import LmshrinkError
+from ..core.method import RemovalMethod, Selection
 from .surrogate import PairwiseSurrogate, fit_quality, qubo_weights, weights_to_qubo
 
 #: above this many feasible states the ``auto`` proposer anneals instead of enumerating

@@ -19,7 +19,7 @@
 * **annealing_time** or **anneal_schedule** (flat t,s pairs of a forward anneal), passed to the QPU.
 * **max_qpu_seconds**: the QPU access time of the run is estimated by D-Wave's timing model on the sampler's own
   ``problem_timing_data`` after embedding, before sampling; a run over the limit is refused then
-  (:class:`~lmshrink.experiments.budget.BudgetExceededError`), which is how sweeps keep to a budget.
+  (:class:`~lmshrink.core.budget.BudgetExceededError`), which is how sweeps keep to a budget.
 * **chain_strength** default ``None`` = Ocean's ``uniform_torque_compensation`` (√2 × the RMS coupling times
   √(mean degree)), computed on the penalty BQM; pass a number for a fixed strength in BQM units.
 * **penalty** default ``None``: chosen from the problem by :func:`~lmshrink.solvers.composites.choose_penalty`
@@ -57,9 +57,9 @@ from typing import Any, Literal
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Solver, SolverCapabilities, option
+from ..core.budget import check_budget
+from ..core.capture import offer
 from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
-from ..experiments.budget import check_budget
-from ..experiments.capture import offer
 from .composites import PenaltyComposite, RepairComposite
 from .tabu import bqm_samples
 

@@ -67,13 +67,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
+from ..core.budget import check_budget
+from ..core.capture import offer
 from ..core.errors import (
     LmshrinkError,
     MissingDependencyError,
     require,
 )
-from ..experiments.budget import check_budget
-from ..experiments.capture import offer
 from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_fixing: importable from here too
     FixingComposite,
     RepairComposite,

@@ -15,7 +15,7 @@ a removal method its K best sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,11 +205,3 @@ class Portfolio:
         return (f"The validation windows cannot separate the chosen removal from {r['indices']} (loss difference "
                 f"{r['delta']:.5f} ± {r['se']:.5f}, under {SEPARATION:g} standard errors): more validation windows "
                 "would make the choice surer.")
-
-
-def choose(candidates: Sequence[Candidate], measure: Callable[[Sequence[int]], Any] | Any, *,
-           progress: bool = False) -> tuple[Candidate, Portfolio]:
-    """Pool ``candidates``, validate the runnable ones with ``measure`` and return the best and the portfolio."""
-    portfolio = Portfolio(candidates)
-    portfolio.validate(measure, progress=progress)
-    return portfolio.best(), portfolio
