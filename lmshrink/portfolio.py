@@ -79,23 +79,22 @@ def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
 
 @dataclass
 class Candidate:
-    """One proposed removal: the block indices and names, who proposed it, and what is known of it.
-
-    ``rank``, ``energy`` and ``score`` belong to the first source (its k-th lowest state and that state's energy,
-    or a method's own score); ``energies`` holds the energy under every objective that scored the portfolio;
-    ``validation`` the measured loss (a LossEstimate) once validated; ``unhealed`` the loss measured before healing
-    when the comparison is made after it; ``error`` why the architecture cannot run it.
-    """
+    """One proposed removal: the block indices and names, who proposed it, and what is known of it."""
 
     indices: list[int]
     blocks: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: the first source's k for this set (its k-th lowest state), that state's energy, or a method's own score
     rank: int = 1
     energy: float | None = None
     score: float | None = None
+    #: the energy under every objective that scored the portfolio
     energies: dict[str, float] = field(default_factory=dict)
+    #: the measured loss (a LossEstimate) once validated, and the one measured before healing when the comparison
+    #: is made after it
     validation: Any = None
     unhealed: Any = None
+    #: why the architecture cannot run it
     error: str | None = None
 
     @property
