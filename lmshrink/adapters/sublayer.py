@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from ..compat import cache_from_kwargs
 from ..compress.io import TransformType, check_int, check_keys, resolve_module, set_transform
@@ -62,8 +63,6 @@ class RemovedAttention(nn.Module):
         return torch.zeros_like(hidden_states), None
 
     def _advance_cache(self, cache: Any, hidden_states: torch.Tensor) -> None:
-        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-
         layers = getattr(cache, "layers", None)
         layer = layers[self.layer_idx] if layers is not None and self.layer_idx < len(layers) else None
         batch, tokens = hidden_states.shape[:2]
@@ -206,8 +205,6 @@ def sync_record(model: Any, layers_path: str = LAYERS_PATH) -> None:
 def _validate(model: Any, spec: dict[str, Any]) -> None:
     """Check a saved ``remove_sublayers`` record against the stock model: the layer list exists, and every
     ``[layer, branch]`` pair names a branch of a layer in range, once."""
-    import torch.nn as nn
-
     check_keys(spec, ["removed"], ["layers"])
     layers_path = spec.get("layers", LAYERS_PATH)
     layers = resolve_module(model, layers_path)

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..objectives.common import require_finite
 from .sleb import GreedyLossRemoval
 
 
@@ -34,7 +35,6 @@ class BlockPrunerRemoval(GreedyLossRemoval):
                    progress: bool) -> Callable[[list[int]], float]:
         """Perplexity (1) of the model with ``removed`` gated off, measured mid-stack on ``ids``."""
         from ..evaluate.measured import RemovalLoss
-        from ..objectives.common import require_finite
 
         meter = RemovalLoss(model, adapter, ids, granularity=granularity, batch_size=batch_size)
 

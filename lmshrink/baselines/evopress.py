@@ -36,6 +36,7 @@ import numpy as np
 from ..core import Option
 from ..core.errors import LmshrinkError
 from ..core.method import RemovalMethod, Selection
+from ..objectives.common import require_finite
 from .base import greedy_order
 
 
@@ -64,7 +65,6 @@ class LossFitness:
 
     def __call__(self, removed: Sequence[int], windows: int) -> np.ndarray:
         from ..evaluate.measured import RemovalLoss
-        from ..objectives.common import require_finite
 
         if windows not in self._meters:
             self._meters[windows] = RemovalLoss(self.model, self.adapter, self.input_ids[:windows],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .errors import LmshrinkError
+from .errors import LmshrinkError, require
 
 _FORMATS: dict[str, type[Problem]] = {}
 
@@ -123,8 +124,6 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "__json__" not in npz.files:
@@ -548,8 +547,6 @@ class BinaryQuadraticProblem(Problem):
 
     def to_bqm(self, penalty: float | None = None):
         """A ``dimod.BinaryQuadraticModel`` of the penalty form (needs dimod)."""
-        from .errors import require
-
         dimod = require("dimod", "dwave", "Conversion to a dimod BQM")
         lin, quad, off = self.penalty_qubo(penalty)
         n = self.num_variables
@@ -564,8 +561,6 @@ class BinaryQuadraticProblem(Problem):
 
     def to_cqm(self):
         """A ``dimod.ConstrainedQuadraticModel`` with the constraints kept as constraints (needs dimod)."""
-        from .errors import require
-
         dimod = require("dimod", "dwave", "Conversion to a dimod CQM")
         cqm = dimod.ConstrainedQuadraticModel()
         n = self.num_variables

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.problem import json_default
+from ..report import read_json
 
 FORMAT = "lmshrink.library_instance/1"
 
@@ -109,8 +110,6 @@ class LibraryInstance:
 
 def load_instance(path: str | Path) -> LibraryInstance:
     """Read one instance file; anything else gets one sentence."""
-    from ..report import read_json
-
     return LibraryInstance.from_dict(read_json(path, "library instance file"), repr(str(path)))
 
 

@@ -17,13 +17,15 @@ inside during the backward pass (one more forward pass of compute, the activatio
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, Option
+from ..core.errors import LmshrinkError
+from ..devices import model_device
 from ..torch_utils import frozen
 from .common import measurement_key, problem_metadata, require_finite
 
@@ -33,8 +35,6 @@ def checkpointed_layers(model: Any, adapter: Any) -> Iterator[None]:
     """Within the context every decoder layer's forward runs under activation checkpointing (non-reentrant, so
     the gate hooks around and inside a layer get their gradients): the backward pass recomputes each layer."""
     from torch.utils.checkpoint import checkpoint
-
-    from ..core.errors import LmshrinkError
 
     where = adapter.layer_list(model)
     if where is None:
@@ -69,12 +69,9 @@ def gate_gradients(
     """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1, float64 whatever the model's
     dtype (the gradients are cast per sample before H is formed from them); ``checkpointing`` recomputes each
     layer in the backward pass instead of keeping its activations."""
-    from contextlib import nullcontext
-
     import torch
     from tqdm.auto import tqdm
 
-    from ..devices import model_device
     from ..evaluate.loss import per_sample_loss
 
     n = len(adapter.blocks(model, granularity))

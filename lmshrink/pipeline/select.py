@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..core import LmshrinkError
+from ..evaluate.measured import RemovalLoss
+from ..evaluate.midstack import LayerInputs
+from ..heal.linear import LinearHeal
 from ..portfolio import Candidate, Portfolio
 
 
@@ -63,8 +68,6 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     maps on the first ``fit_samples`` calibration samples, and the lowest healed loss wins; the unhealed losses
     stay in each candidate's ``unhealed``.
     """
-    from ..evaluate.measured import RemovalLoss
-
     validation = inputs.calibration.validation
     if validation is None:
         raise LmshrinkError("Choosing among candidates needs validation windows (--validation).")
@@ -93,11 +96,6 @@ def heal_finalists(portfolio: Portfolio, measure: Any, model: Any, adapter: Any,
     ``portfolio.best()`` is the heal-aware choice. ``streams`` are the full model's kept
     :class:`~lmshrink.evaluate.midstack.LayerInputs` of ``fit_ids`` when the caller has them (else computed here
     for two or more finalists). Returns the fitted maps per candidate key."""
-    from tqdm.auto import tqdm
-
-    from ..evaluate.midstack import LayerInputs
-    from ..heal.linear import LinearHeal
-
     ranked = sorted(portfolio.runnable(), key=lambda c: c.validation.mean)
     chosen_few = ranked[: finalists or len(ranked)]
     for cand in portfolio.runnable():

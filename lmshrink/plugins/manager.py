@@ -19,6 +19,7 @@ from typing import Any
 
 import pluggy
 
+from .. import __version__
 from ..core.errors import did_you_mean
 from . import builtins, hookspecs
 from .registry import Registry
@@ -71,8 +72,6 @@ class LoadedPlugins:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 

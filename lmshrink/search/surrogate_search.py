@@ -18,6 +18,9 @@ import numpy as np
 from ..core import BinaryQuadraticProblem, Constraint, Option
 from ..core.errors import LmshrinkError
 from ..core.method import RemovalMethod, Selection
+from ..plugins import get_objective, get_solver
+from ..report import log
+from ..solvers.exact import count_feasible
 from .surrogate import PairwiseSurrogate, fit_quality, qubo_weights, weights_to_qubo
 
 #: above this many feasible states the ``auto`` proposer anneals instead of enumerating
@@ -69,7 +72,6 @@ class SurrogateSearch(RemovalMethod):
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, budget, batch,
             samples, prior, proposer, seeds, batch_size, seed):
         from ..evaluate.measured import RemovalLoss
-        from ..report import log
 
         if batch < 1 or samples is not None and samples < 2:
             raise LmshrinkError("surrogate: batch must be ≥ 1 and samples ≥ 2 (standard errors need 2 windows).")
@@ -139,7 +141,6 @@ class SurrogateSearch(RemovalMethod):
     def _prior(self, prior: str, model, adapter, calibration, granularity, progress) -> tuple[Any, dict[str, Any]]:
         if prior == "none":
             return None, {"name": "none"}
-        from ..plugins import get_objective
 
         options = {"granularity": granularity, "progress": progress}
         if prior == "fisher":
@@ -151,8 +152,6 @@ class SurrogateSearch(RemovalMethod):
     def _initial(self, prior_w, seeds, model, adapter, calibration, blocks, constraints, granularity, proposer,
                  batch, seed) -> list[tuple[int, ...]]:
         """The prior's lowest states and the seed objectives' lowest states, distinct, in that order."""
-        from ..plugins import get_objective
-
         n = len(blocks)
         states: list[tuple[int, ...]] = []
         if prior_w is not None:
@@ -175,9 +174,6 @@ class SurrogateSearch(RemovalMethod):
     def _lowest(self, problem: BinaryQuadraticProblem, k: int, proposer: str, seed: int,
                 skip: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
         """Up to ``k`` lowest states of ``problem`` not in ``skip``, from the proposer."""
-        from ..plugins import get_solver
-        from ..solvers.exact import count_feasible
-
         name, opts = proposer, {}
         if proposer == "auto":
             if count_feasible(problem) <= EXACT_PROPOSER_LIMIT:

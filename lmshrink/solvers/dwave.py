@@ -52,6 +52,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -60,6 +62,7 @@ from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Sol
 from ..core.budget import check_budget
 from ..core.capture import offer
 from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
+from ..report import read_json
 from .composites import PenaltyComposite, RepairComposite
 from .tabu import bqm_samples
 
@@ -151,10 +154,6 @@ def embedding_document(chains: Mapping[Any, Any], variables: list[str], sampler:
 
 def read_embedding(path: str, num_variables: int) -> dict[str, Any]:
     """An embedding file written with a record, checked against the problem (one sentence when it does not fit)."""
-    from pathlib import Path
-
-    from ..report import read_json
-
     if not Path(path).is_file():
         raise LmshrinkError(f"embedding={path!r} is neither {' nor '.join(EMBEDDING_METHODS)} nor an embedding file.")
     data = read_json(path, "embedding file")
@@ -199,8 +198,6 @@ def estimate_access_time_us(properties: Mapping[str, Any], num_qubits: int, num_
                             anneal_schedule: list[list[float]] | None = None) -> float:
     """QPU access time in µs by D-Wave's timing model (dwave-cloud-client's ``estimate_qpu_access_time``) from a
     sampler's ``problem_timing_data``: programming + reads × (anneal + readout + delay)."""
-    from types import SimpleNamespace
-
     from dwave.cloud.solver import StructuredSolver
 
     return float(StructuredSolver.estimate_qpu_access_time(

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
+from .repair import repair, swap_descent
 
 
 def _gap(primal: float | None, bound: float | None) -> float | None:
@@ -196,8 +197,6 @@ class MilpSolver(Solver):
     @staticmethod
     def _warm_start(problem: BinaryQuadraticProblem, model: Any, pairs: list[tuple[int, int]]) -> None:
         """Greedy feasible start: repair the all-zero vector, then a swap descent (see :mod:`.repair`)."""
-        from .repair import repair, swap_descent
-
         x0, _ = repair(problem, np.zeros((1, problem.num_variables), dtype=np.int8))
         x0 = swap_descent(problem, x0)[0]
         for i in range(problem.num_variables):
