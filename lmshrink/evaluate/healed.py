@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .measured import LossEstimate
+from .midstack import LayerInputs
 
 
 class HealedFitness:
@@ -41,7 +42,6 @@ class HealedFitness:
     def __init__(self, meter: Any, fit_ids: Any, *, ridge: float = 1e-3, samples: int | None = None,
                  batch_size: int = 8, streams: Any = None) -> None:
         from ..heal.linear import LinearHeal
-        from .midstack import LayerInputs
 
         self.meter = meter
         self.fit_ids = fit_ids[:samples] if samples else fit_ids

@@ -26,11 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..compress.apply import apply_plan
+from ..compress.factoring import SvdFactors
 from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
+from ..core.options import validate_options
+from ..core.plan import RankPlan
+from ..data import evaluation_ids
+from ..devices import resolve_placement
+from ..objectives.joint import joint_problem, measure_joint
+from ..plugins import get_solver
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
+from ..staging import StagedDir, check_output_dir
+from .request import requested_placement
 
 MODES = ("joint", "removal", "svd")
 
@@ -79,8 +90,6 @@ class CompressConfig:
         self.placement()
 
     def placement(self) -> Any:
-        from ..devices import resolve_placement
-
         return resolve_placement(self.device, self.dtype, self.device_map)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,12 +123,7 @@ def compress_model(model: Any = None, *, config: CompressConfig | None = None, *
     :func:`lmshrink.load_compressed`), ``problem.json``, ``plan.json``, ``report.json`` and ``report.md`` under
     ``out`` (empty or absent; with ``overwrite`` an earlier run's output is replaced).
     """
-    import torch
-
-    from ..plugins import get_solver
-    from ..core.options import validate_options
     from .inputs import load_inputs
-    from .request import requested_placement
 
     if config is not None and settings:
         raise LmshrinkError("Give compress_model either config= or keyword settings, not both.")
@@ -156,8 +160,6 @@ def compress_model(model: Any = None, *, config: CompressConfig | None = None, *
 # --- stages ------------------------------------------------------------------------------------------------------
 def output_dir(config: CompressConfig) -> Path | None:
     """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked writable; None when not saving."""
-    from ..staging import check_output_dir
-
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
         check_output_dir(out, config.overwrite)
@@ -167,8 +169,6 @@ def output_dir(config: CompressConfig) -> Path | None:
 def measure(net: Any, adapter: Any, calibration_ids: Any, config: CompressConfig) -> Any:
     """The whitened SVDs, branch-removal losses and truncation sensitivities (:func:`~lmshrink.objectives.joint.
     measure_joint`)."""
-    from ..objectives.joint import measure_joint
-
     _log(config.progress, "measuring whitened SVDs, branch removals and truncation sensitivities")
     return measure_joint(net, adapter, calibration_ids, loss_windows=config.loss_windows,
                          probe_layers=config.probe_layers, pivga=config.pivga, progress=config.progress)
@@ -176,8 +176,6 @@ def measure(net: Any, adapter: Any, calibration_ids: Any, config: CompressConfig
 
 def pose(measured: Any, config: CompressConfig, net: Any, adapter: Any) -> JointCompressionProblem:
     """The joint problem at ``config.ratio`` in ``config.mode``."""
-    from ..objectives.joint import joint_problem
-
     meta = {"model": getattr(net.config, "name_or_path", "") or type(net).__name__, "adapter": adapter.name,
             "mode": config.mode, "measurements": measured.to_dict()}
     return joint_problem(measured, config.ratio, pivga=config.pivga, metadata=meta, **mode_settings(config.mode))
@@ -190,10 +188,6 @@ def apply_choice(net: Any, adapter: Any, factors: Any, problem: JointCompression
 
     Removal may renumber the layers (a layer that loses both branches goes whole), so each kept matrix is found
     again by identity after the removal and its factors are renamed to its new path."""
-    from ..compress.apply import apply_plan
-    from ..compress.factoring import SvdFactors
-    from ..core.plan import RankPlan
-
     blocks = adapter.blocks(net, "sublayer")
     if [b.name for b in blocks] != problem.branches:
         raise LmshrinkError("The model's branches are not the problem's; apply a joint choice to the model it was "
@@ -214,8 +208,6 @@ def apply_choice(net: Any, adapter: Any, factors: Any, problem: JointCompression
 
 
 def _evaluation_ids(inputs: Any, config: CompressConfig) -> Any:
-    from ..data import evaluation_ids
-
     return evaluation_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
 
 
@@ -281,7 +273,6 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
     if out is None:
         return None
     from ..compress.io import save_compressed
-    from ..staging import StagedDir
 
     net = inputs.model
     with StagedDir(out, overwrite=config.overwrite) as stage:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean
+from ..core.options import Option
 from ..devices import Placement, check_save_dtype, resolve_placement
 
 #: the healing steps ``--heal`` names, applied in this order
@@ -215,7 +216,6 @@ class PruneConfig:
     @staticmethod
     def heal_option_specs() -> dict[str, Any]:
         """The typed ``--heal-option`` declarations: linear healing's and every KDConfig field."""
-        from ..core.options import Option
         from ..heal.kd import KDConfig
 
         specs = {"ridge": Option(1e-3, LINEAR_HEAL_OPTIONS["ridge"], float, minimum=0.0),

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import LmshrinkError
+from ..heal.kd import distill, teacher_targets
+from ..heal.linear import LinearHeal
 from ..report import Timings
 from ..report import log as _log
 
@@ -49,8 +51,6 @@ def prepare_healing(config: Any, inputs: Any, removed: list[int], timings: Timin
         if fitted is not None:
             pending.linear_runs = fitted
         else:
-            from ..heal.linear import LinearHeal
-
             ridge = float(config.linear_heal_options()["ridge"])
             with timings("heal: fit linear maps"):
                 _log(config.progress, "fitting linear healing maps")
@@ -60,8 +60,6 @@ def prepare_healing(config: Any, inputs: Any, removed: list[int], timings: Timin
                 except LmshrinkError as exc:
                     pending.reasons.append(f"linear healing skipped: {exc}")
     if "kd" in steps:
-        from ..heal.kd import teacher_targets
-
         kd = config.kd_config()
         with timings("heal: teacher targets"):
             _log(config.progress, "computing the teacher's next-token targets")
@@ -75,15 +73,11 @@ def apply_healing(pending: PendingHeal, pruned: Any, adapter: Any, config: Any, 
     """Fold the fitted maps into ``pruned`` and distill into it; the healed model and what was done."""
     outcome = HealOutcome(config.heal_steps, perplexity_unhealed=unhealed, reasons=list(pending.reasons))
     if pending.linear_runs is not None:
-        from ..heal.linear import LinearHeal
-
         with timings("heal: fold linear maps"):
             runs = LinearHeal().fold(pending.linear_runs, pruned, adapter)
         outcome.linear = [r.to_dict() for r in runs]
         outcome.reasons += [f"layers {r.start}–{r.stop - 1} left unhealed: {r.reason}" for r in runs if r.reason]
     if pending.teacher is not None:
-        from ..heal.kd import distill
-
         with timings("heal: distill"):
             _log(config.progress, "healing by distillation from the unpruned model")
             pruned, report = distill(pruned, pending.teacher, config.kd_config(), progress=config.progress)

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..core.errors import LmshrinkError
+from ..data import load_texts, make_calibration
 from ..devices import check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
+from ..heal.kd import KDConfig, distill, teacher_targets
 from ..report import Timings, library_versions
 from ..report import log as _log
+from ..staging import StagedDir, check_output_dir
+from .evaluation import held_out_ids
 
 UNSET = object()
 
@@ -45,13 +51,7 @@ def heal_model(model_dir: str | Path, *, teacher: Any = UNSET, out: str | Path, 
 
     Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is saved in
     ``save_dtype`` ("auto": the precision ``model_dir`` was saved in)."""
-    import torch
-
-    from ..data import load_texts, make_calibration
-    from ..heal.kd import KDConfig, distill, teacher_targets
     from ..models import check_model_source, load_model
-    from ..staging import StagedDir, check_output_dir
-    from .evaluation import held_out_ids
 
     placement = resolve_placement(device, dtype, device_map)
     check_save_dtype(save_dtype)

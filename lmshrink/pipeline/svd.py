@@ -20,13 +20,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..compress.apply import apply_plan
+from ..compress.export import export_dense
+from ..compress.io import load_compressed
+from ..compress.sequential import UPDATES, sequential_factors
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
 from ..core.options import validate_options
 from ..core.rank import RankAllocationProblem
-from ..devices import Placement, check_save_dtype, memory_hint, placement_settings, resolve_placement, save_dtype_of
+from ..data import evaluation_ids
+from ..devices import (
+    Placement,
+    check_save_dtype,
+    memory_hint,
+    model_device,
+    placement_settings,
+    resolve_placement,
+    save_dtype_of,
+)
+from ..models import DEFAULT_MODEL
+from ..objectives.rank import RankObjective
+from ..plugins import get_objective, get_solver
 from ..report import Timings, default_out_dir
 from ..report import log as _log
+from ..staging import StagedDir, check_output_dir
 from .inputs import Inputs, load_inputs
+from .request import requested_placement
+from .svd_report import svd_report, write_report
 
 #: ``dense``: every matrix whitened on the dense model's inputs (one pass); ``sequential``: each decoder layer on the
 #: inputs of the already compressed layers before it (:mod:`lmshrink.compress.sequential`)
@@ -85,7 +106,6 @@ class SvdConfig:
                                 f"{self.eval_window}.")
         if self.whitening not in WHITENINGS:
             raise LmshrinkError(f"whitening must be one of {', '.join(WHITENINGS)}, not {self.whitening!r}.")
-        from ..compress.sequential import UPDATES
 
         if self.update not in UPDATES:
             raise LmshrinkError(f"update must be one of {', '.join(UPDATES)}, not {self.update!r}.")
@@ -148,15 +168,11 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     ``overwrite``, an earlier run's output is replaced whole). ``verify`` reloads the saved model and records the
     largest logit difference.
     """
-    import torch
-
     if config is not None and settings:
         raise LmshrinkError("Give svd_compress either config= or keyword settings, not both.")
     config = config if config is not None else SvdConfig(**settings)
     config.check()
     plugins = resolve_plugins(config)  # typos fail before the model loads
-    from ..models import DEFAULT_MODEL
-    from .request import requested_placement
 
     placement = requested_placement(config, model)
     source = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
@@ -187,8 +203,6 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
     del factors
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
-    from .svd_report import svd_report
-
     def report(verified: dict[str, Any] | None) -> dict[str, Any]:
         return svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
                           sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, verified, timings,
@@ -202,9 +216,6 @@ def svd_compress(model: Any = None, *, config: SvdConfig | None = None, **settin
 # --- stages ------------------------------------------------------------------------------------------------------
 def resolve_plugins(config: SvdConfig) -> Plugins:
     """The objective and the rank solver named in ``config``, with their options validated."""
-    from ..objectives.rank import RankObjective
-    from ..plugins import get_objective, get_solver
-
     objective = get_objective(config.objective)
     if not isinstance(objective, RankObjective):
         raise LmshrinkError(f"Objective {config.objective!r} does not pose rank-allocation problems; svd needs a rank "
@@ -223,8 +234,6 @@ def resolve_plugins(config: SvdConfig) -> Plugins:
 def output_dir(config: SvdConfig) -> Path | None:
     """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked to be writable by this run (empty
     or absent, or an earlier run's with ``overwrite``) but not created yet; None when nothing is written."""
-    from ..staging import check_output_dir
-
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
         check_output_dir(out, config.overwrite)
@@ -233,8 +242,6 @@ def output_dir(config: SvdConfig) -> Path | None:
 
 def evaluation_tokens(inputs: Inputs, config: SvdConfig) -> Any:
     """The held-out token ids perplexity is measured on (None without evaluation)."""
-    from ..data import evaluation_ids
-
     return evaluation_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
 
 
@@ -292,8 +299,6 @@ def refit(plugins: Plugins, inputs: Inputs, plan: RankPlan, config: SvdConfig, t
     """The factors recomputed with the plan's ranks by sequential whitening, each decoder layer on the inputs of the
     compressed layers before it, updated as ``config.update`` says (:func:`~lmshrink.compress.sequential.
     sequential_factors`). The ranks were allocated on the one-pass factors."""
-    from ..compress.sequential import sequential_factors
-
     o = plugins.objective_options
     ranks = {m.name: m.rank for m in plan.matrices if not m.dense}
     with timings("sequential whitening"):
@@ -306,8 +311,6 @@ def refit(plugins: Plugins, inputs: Inputs, plan: RankPlan, config: SvdConfig, t
 
 def compress(net: Any, factors: Any, plan: RankPlan, timings: Timings) -> Any:
     """The plan applied to ``net`` in place; returns the :class:`~lmshrink.compress.apply.CompressionSummary`."""
-    from ..compress.apply import apply_plan
-
     with timings("compress"):
         return apply_plan(net, factors, plan)
 
@@ -322,10 +325,7 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
     report (``report(verified)``)."""
     if out is None:
         return None, report(None)
-    from ..compress.export import export_dense
     from ..compress.io import save_compressed
-    from ..staging import StagedDir
-    from .svd_report import write_report
 
     net, tokenizer = inputs.model, inputs.tokenizer
     with StagedDir(out, overwrite=config.overwrite) as stage:
@@ -354,11 +354,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
 
 def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:
     """The largest logit difference between ``net`` and the model saved at ``path``, on two calibration samples."""
-    import torch
-
-    from ..compress.io import load_compressed
-    from ..devices import model_device
-
     reloaded = load_compressed(path).to(model_device(net))  # in the dtype it was saved in
     probe = calibration.input_ids[:2, : min(64, calibration.seq_len)].to(model_device(net))
     with torch.no_grad():

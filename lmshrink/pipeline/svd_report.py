@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Timings, library_versions, write_json
+from ..report.svd import render_svd_markdown
+from ..staging import atomic_write_text
 
 #: settings of :class:`~lmshrink.pipeline.svd.SvdConfig` the report lists (where and how the run wrote are left out)
 _SETTINGS = ("ratio", "solver", "solver_options", "pivga", "data", "samples", "seq_len", "seed", "objective",
@@ -83,9 +85,6 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
     """report.json and report.md under ``out``, each replaced atomically."""
-    from ..report.svd import render_svd_markdown
-    from ..staging import atomic_write_text
-
     write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_svd_markdown(report))
 

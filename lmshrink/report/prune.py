@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..evaluate.lm_eval import markdown as lm_eval_markdown
 from . import markdown_table
 
 
@@ -26,8 +27,6 @@ def render_prune_markdown(report: dict[str, Any]) -> str:
     lines += _candidates(report)
     lines += _healing(report)
     if report.get("lm_eval"):
-        from ..evaluate.lm_eval import markdown as lm_eval_markdown
-
         lines += ["## lm-eval (pruned model)", "", lm_eval_markdown(report["lm_eval"]), ""]
     lines += ["## Timings", "", markdown_table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]),
               ""]

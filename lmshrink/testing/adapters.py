@@ -50,10 +50,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PretrainedConfig
 
 from ..compat import cache_argument, output_cache
+from ..compress.io import load_compressed
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
 from .. import tiny_models
+from ..plugins import find_adapter, registry
 from ..tiny_models import *  # noqa: F401,F403 - the tiny models are part of this module's names
 from .context import labelled as _context
 from .context import pytest as _pytest
@@ -72,7 +76,6 @@ class UnsupportedModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from transformers import PretrainedConfig
 
         self.config = PretrainedConfig(model_type="lmshrink-unsupported")
         self.embed = nn.Embedding(16, 8)
@@ -95,7 +98,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
 
 
 def sample_ids(model: Any, batch: int = 2, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
@@ -300,8 +302,6 @@ def check_gate_gradients(
     adapter: ArchitectureAdapter, model: Any, granularity: str = "layer", input_ids: torch.Tensor | None = None
 ) -> None:
     """Per-sample gate gradients from one backward pass are finite, shaped (B, N), and no gate is unwired."""
-    import torch.nn.functional as F
-
     ids = sample_ids(model) if input_ids is None else input_ids
     n = len(adapter.blocks(model, granularity))
     gates = torch.ones(ids.shape[0], n, requires_grad=True)
@@ -344,7 +344,6 @@ def load_pruned(path: str | Path, fmt: str) -> Any:
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    from ..compress.io import load_compressed
 
     return load_compressed(path)
 
@@ -410,8 +409,6 @@ def check_generation(model: Any, input_ids: torch.Tensor | None = None, max_new_
 def check_refuses(adapter: ArchitectureAdapter, foreign: Sequence[Any] = ()) -> None:
     """``adapter`` does not match models of other architectures, and :func:`~lmshrink.plugins.find_adapter`
     refuses an unsupported model with a sentence listing the supported adapters and how to write one."""
-    from ..plugins import find_adapter, registry
-
     unsupported = UnsupportedModel()
     for other in [unsupported, *foreign]:
         if adapter.matches(other):
@@ -466,8 +463,6 @@ def _run_conformance(
                     )
                     check_generation(reloaded)
     check_refuses(adapter, foreign)
-
-
 
 
 class AdapterConformance:

@@ -48,6 +48,7 @@ from ..core import (
     ProblemTooLargeError,
     SolutionSet,
     Solver,
+    SolverCapabilities,
     load_problem,
 )
 from .context import labelled as _context
@@ -332,8 +333,6 @@ def run_solver_conformance(solver: Solver, *, tmp_path: str | Path, options: Map
         check_bad_options(solver, conformance_problems()["one-group"])
 
 
-
-
 class SolverConformance:
     """Base class of a pytest conformance test class for one solver of binary problems (subclass it as
     ``TestSomething`` and set :attr:`solver`).
@@ -376,8 +375,6 @@ class SolverConformance:
         return cache[name]
 
     def test_capabilities(self) -> None:
-        from ..core import SolverCapabilities
-
         caps = self.solver.capabilities
         assert isinstance(caps, SolverCapabilities)
         assert BinaryQuadraticProblem in caps.problem_types and self.solver.exact == caps.proves_optimality
