@@ -1,9 +1,12 @@
 """lmshrink's own plugins, registered by lazy ``"module:attr"`` reference through the same hooks a third party uses.
 
 Nothing here imports a plugin's module: an entry is imported the first time it is used, so listing names, aliases
-and the command line's ``--help`` stay light. Every solver has a unique canonical name; a short alias may be shared
-by solvers of different problem types and is looked up together with the problem type
-(``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
+and the command line's ``--help`` stay light. ``lmshrink plugins`` imports them all to describe them; the solver,
+objective, method and adapter modules therefore import torch, and the lmshrink modules that do, inside the functions
+that use them.
+
+Every solver has a unique canonical name; a short alias may be shared by solvers of different problem types and is
+looked up together with the problem type (``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
 """
 
 from __future__ import annotations
