@@ -104,7 +104,7 @@ class Registry:
         names = tuple(dict.fromkeys(a for a in (*aliases, *declared) if a and a != key))
         entry = Entry(key, obj, package, version, names)
         if key in self._entries:
-            if self._entries[key].target is obj:
+            if self._entries[key].target is obj or (lazy and self._entries[key].target == obj):
                 return
             raise LmshrinkError(
                 f"Two {self.kind}s are called {key!r}: one from {self._entries[key].package}, one from {package}."
@@ -113,8 +113,8 @@ class Registry:
         for alias in names:
             self._aliases.setdefault(alias, []).append(key)
         try:
-            for alias in names:
-                self._check_alias(alias, loaded_only=True)
+            for alias in names:  # a plugin object is checked now; references when the alias is first looked up
+                self._check_alias(alias, loaded_only=lazy)
         except LmshrinkError:
             self._forget(key)
             raise
@@ -127,8 +127,8 @@ class Registry:
                 del self._aliases[alias]
 
     def _check_alias(self, alias: str, *, loaded_only: bool = False) -> None:
-        """Refuse an alias that two entries share for the same problems (for ``loaded_only``, only among entries
-        at hand; entries registered by reference are checked when the alias is first looked up)."""
+        """Refuse an alias that two entries share for the same problems (with ``loaded_only``, only among the
+        entries whose objects are at hand)."""
         sharing = [self._entries[k] for k in self._aliases.get(alias, [])]
         if loaded_only:
             sharing = [e for e in sharing if e.loaded]
