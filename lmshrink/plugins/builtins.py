@@ -15,55 +15,50 @@ from typing import Any, Callable
 
 from .hookspecs import hookimpl
 
-#: kind → (canonical name, "module:attr", aliases), in registration order
-BUILTINS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
-    "solver": (
+#: kind → canonical name → "module:attr", in registration order
+BUILTINS: dict[str, dict[str, str]] = {
+    "solver": {
         # binary problems
-        ("exact", "lmshrink.solvers.exact:ExactSolver", ()),
-        ("anneal", "lmshrink.solvers.anneal:AnnealSolver", ()),
-        ("milp", "lmshrink.solvers.milp:MilpSolver", ()),
-        ("dwave", "lmshrink.solvers.dwave:DWaveSolver", ()),
-        ("dwave-hybrid", "lmshrink.solvers.dwave:DWaveHybridSolver", ()),
-        ("qaoa", "lmshrink.solvers.qaoa:QAOASolver", ()),
-        ("tabu", "lmshrink.solvers.tabu:TabuSolver", ()),
-        ("fermigrad", "lmshrink.solvers.fermigrad:FermiGradSolver", ()),
+        "exact": "lmshrink.solvers.exact:ExactSolver", "anneal": "lmshrink.solvers.anneal:AnnealSolver",
+        "milp": "lmshrink.solvers.milp:MilpSolver", "tabu": "lmshrink.solvers.tabu:TabuSolver",
+        "dwave": "lmshrink.solvers.dwave:DWaveSolver", "dwave-hybrid": "lmshrink.solvers.dwave:DWaveHybridSolver",
+        "qaoa": "lmshrink.solvers.qaoa:QAOASolver", "fermigrad": "lmshrink.solvers.fermigrad:FermiGradSolver",
         # rank allocation for SVD compression
-        ("rank-fermigrad", "lmshrink.solvers.rank_fermigrad:RankFermiGradSolver", ("fermigrad",)),
-        ("rank-milp", "lmshrink.solvers.rank_milp:RankMilpSolver", ("milp",)),
-        ("rank-uniform", "lmshrink.solvers.uniform:UniformSolver", ("uniform",)),
+        "rank-fermigrad": "lmshrink.solvers.rank_fermigrad:RankFermiGradSolver",
+        "rank-milp": "lmshrink.solvers.rank_milp:RankMilpSolver",
+        "rank-uniform": "lmshrink.solvers.uniform:UniformSolver",
         # one budget over branch removal and SVD ranks
-        ("joint-milp", "lmshrink.solvers.joint_milp:JointMilpSolver", ("milp",)),
-    ),
-    "objective": (
-        ("fisher", "lmshrink.objectives.fisher:FisherObjective", ()),
-        ("pairs", "lmshrink.objectives.pairs:PairsObjective", ()),
-        ("block-influence", "lmshrink.baselines.block_influence:BlockInfluenceObjective", ()),
-        ("norm-ratio", "lmshrink.baselines.norm_ratio:NormRatioObjective", ()),
-        ("fermi-rank", "lmshrink.objectives.fermi_rank:FermiRankObjective", ()),
-    ),
-    "method": (
-        ("block-influence-iterative", "lmshrink.baselines.block_influence:IterativeBlockInfluence", ()),
-        ("angular", "lmshrink.baselines.angular:AngularDistance", ()),
-        ("sleb", "lmshrink.baselines.sleb:GreedyLossRemoval", ()),
-        ("blockpruner", "lmshrink.baselines.blockpruner:BlockPrunerRemoval", ()),
-        ("evopress", "lmshrink.baselines.evopress:EvoPressRemoval", ()),
-        ("surrogate", "lmshrink.search.surrogate_search:SurrogateSearch", ()),
-    ),
-    "adapter": (
-        ("llama", "lmshrink.adapters.llama:LlamaAdapter", ()),
-        ("nemotron_h", "lmshrink.adapters.nemotron_h:NemotronHAdapter", ()),
-    ),
-    "command": tuple((name, f"lmshrink.cli.{name}_cmd:COMMAND", ()) for name in (
-        "prune", "solve", "plugins", "svd", "eval", "heal", "problems", "show", "sweep", "export", "compress")),
+        "joint-milp": "lmshrink.solvers.joint_milp:JointMilpSolver",
+    },
+    "objective": {
+        "fisher": "lmshrink.objectives.fisher:FisherObjective", "pairs": "lmshrink.objectives.pairs:PairsObjective",
+        "fermi-rank": "lmshrink.objectives.fermi_rank:FermiRankObjective",
+        "block-influence": "lmshrink.baselines.block_influence:BlockInfluenceObjective",
+        "norm-ratio": "lmshrink.baselines.norm_ratio:NormRatioObjective",
+    },
+    "method": {
+        "block-influence-iterative": "lmshrink.baselines.block_influence:IterativeBlockInfluence",
+        "angular": "lmshrink.baselines.angular:AngularDistance", "sleb": "lmshrink.baselines.sleb:GreedyLossRemoval",
+        "blockpruner": "lmshrink.baselines.blockpruner:BlockPrunerRemoval",
+        "evopress": "lmshrink.baselines.evopress:EvoPressRemoval",
+        "surrogate": "lmshrink.search.surrogate_search:SurrogateSearch",
+    },
+    "adapter": {"llama": "lmshrink.adapters.llama:LlamaAdapter",
+                "nemotron_h": "lmshrink.adapters.nemotron_h:NemotronHAdapter"},
+    "command": {name: f"lmshrink.cli.{name}_cmd:COMMAND" for name in (
+        "prune", "solve", "plugins", "svd", "eval", "heal", "problems", "show", "sweep", "export", "compress")},
 }
+#: canonical name → the short names it also answers to (shared across problem types)
+ALIASES: dict[str, tuple[str, ...]] = {"rank-fermigrad": ("fermigrad",), "rank-milp": ("milp",),
+                                       "rank-uniform": ("uniform",), "joint-milp": ("milp",)}
 
 
 def _registers(kind: str) -> Callable[[Any], None]:
     """The hook implementation that registers the built-in plugins of ``kind`` (pluggy names it by attribute)."""
 
     def register_builtins(register: Any) -> None:
-        for name, reference, aliases in BUILTINS[kind]:
-            register(reference, name=name, aliases=aliases)
+        for name, reference in BUILTINS[kind].items():
+            register(reference, name=name, aliases=ALIASES.get(name, ()))
 
     return hookimpl(register_builtins)
 
