@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -72,8 +73,6 @@ def cached_arrays(kind: str, key: str, compute: Callable[[], dict[str, np.ndarra
 
     Returns (arrays, was_cached).
     """
-    import time
-
     folder = cache_dir()
     path = folder / kind / f"{key}.npz" if folder else None
     entry = {ENTRY: np.asarray(f"{kind}/{key}")}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .core.errors import LmshrinkError
 
@@ -289,8 +290,6 @@ def make_calibration(tokenizer: Any, texts: TextSplit, samples: int, seq_len: in
     them, so the choice is not biased by the objective's own noise. The samples for a seed do not depend on
     ``validation``.
     """
-    import torch
-
     ids = tokenize_texts(tokenizer, texts.calibration)
     windows = len(ids) // seq_len
     if windows < samples + validation:
@@ -315,7 +314,5 @@ def make_calibration(tokenizer: Any, texts: TextSplit, samples: int, seq_len: in
 
 def evaluation_ids(tokenizer: Any, texts: TextSplit, max_tokens: int) -> Any:
     """The first ``max_tokens`` token ids of the held-out evaluation texts, as a 1-D LongTensor."""
-    import torch
-
     ids = tokenize_texts(tokenizer, texts.evaluation)[:max_tokens]
     return torch.from_numpy(ids)

@@ -18,6 +18,9 @@ from typing import Any
 
 from .core.errors import LmshrinkError, did_you_mean
 
+# torch (and what imports it) is imported inside the functions that need it: the settings are checked here, from
+# the command line too, before anything heavy loads
+
 #: ``--dtype`` and ``--save-dtype`` values; "auto" is resolved by :func:`resolve_placement` / :func:`save_dtype_of`
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 #: ``--device-map`` values accelerate understands

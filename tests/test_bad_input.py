@@ -153,7 +153,7 @@ def test_bad_input_is_refused_before_loading(case, bad_inputs, tiny_model_dir, t
 
     from lmshrink.pipeline.config import PruneConfig
     from lmshrink.plugins import registry
-    from lmshrink.selection import PRESETS
+    from lmshrink.portfolio import PRESETS
 
     sources = sorted(set(registry("objective").names()) | set(registry("method").names()) | set(PRESETS))
     fill = {"tmp": str(tmp), "model": str(model), "anneal_options": ", ".join(sorted(get_solver("anneal").options)),

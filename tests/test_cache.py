@@ -12,7 +12,8 @@ import torch
 
 from lmshrink.cache import cache_dir, cached_arrays
 from lmshrink.data import Calibration
-from lmshrink.objectives.common import measurement_key, model_identity, weights_digest
+from lmshrink.objectives.common import measurement_key
+from lmshrink.torch_utils import model_identity, weights_digest
 from lmshrink.plugins import find_adapter, get_objective
 from lmshrink.staging import TEMP_MARK, host_tag, remove_orphans, temp_path
 

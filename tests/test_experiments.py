@@ -155,7 +155,7 @@ def fake_per_read_timing(per_read_us: float):
 def test_mock_timing_follows_the_timing_model_and_max_qpu_seconds_refuses_before_sampling(monkeypatch):
     needs("dwave.system", "dwave.samplers", "minorminer")
     import lmshrink.solvers.dwave as dwave
-    from lmshrink.experiments.budget import BudgetExceededError
+    from lmshrink.core.budget import BudgetExceededError
 
     monkeypatch.setattr(dwave, "mock_timing_data", fake_per_read_timing(10_000.0))
     p = random_problem([(5, 2)], seed=2)
@@ -313,7 +313,7 @@ def test_qaoa_on_a_fake_ibm_device_in_a_session_is_recorded_with_its_isa_circuit
 
 def test_qaoa_refuses_a_run_over_its_device_time_budget_before_running():
     needs("qiskit", "qiskit_optimization", "qiskit_aer", "qiskit_ibm_runtime")
-    from lmshrink.experiments.budget import BudgetExceededError
+    from lmshrink.core.budget import BudgetExceededError
 
     p = random_problem([(3, 1)], seed=3)
     with pytest.raises(BudgetExceededError, match="nothing was submitted") as err:

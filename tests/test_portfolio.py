@@ -1,4 +1,4 @@
-"""The candidate portfolio (lmshrink.selection): sources parsed against the registries, sets deduplicated with
+"""The candidate portfolio (lmshrink.portfolio): sources parsed against the registries, sets deduplicated with
 every source kept, energies under each objective, and the lowest validation loss chosen, with paired errors."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from lmshrink.core import BinaryQuadraticProblem, LmshrinkError
 from lmshrink.evaluate.measured import LossEstimate
-from lmshrink.selection import Portfolio, parse_sources
+from lmshrink.portfolio import Portfolio, parse_sources
 
 
 class FakeMeter:

@@ -346,7 +346,7 @@ def run_pipelines(settings: Any, measures: SeedMeasures, sources: Sources, log: 
     takes stored surrogate candidates for the portfolio+surrogate rows instead, False leaves them out. ``seconds``
     prices each source (its label's seconds), ``sleb_evals`` the search evaluations SLEB spent per M."""
     from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
-    from lmshrink.selection import Portfolio
+    from lmshrink.portfolio import Portfolio
 
     seed, model, adapter, calib = measures.seed, measures.model, measures.adapter, measures.calib
     choices: dict[tuple[str, int], Choice] = {}

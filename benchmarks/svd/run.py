@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmshrink.data import evaluation_ids, load_texts, make_calibration
     from lmshrink.evaluate.perplexity import perplexity
     from lmshrink.models import load_model
-    from lmshrink.objectives.common import model_identity
+    from lmshrink.torch_utils import model_identity
     from lmshrink.plugins import find_adapter, get_objective
 
     args.out.mkdir(parents=True, exist_ok=True)

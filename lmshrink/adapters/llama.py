@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core import Block
-from ..plugins import hookimpl
 from .decoder_stack import (  # noqa: F401  (re-exported: these helpers lived here before)
     DecoderStackAdapter,
     remap_per_layer_overrides,
@@ -72,8 +71,3 @@ class LlamaAdapter(DecoderStackAdapter):
         from .sublayer import SUBLAYER_TRANSFORM
 
         return {SUBLAYER_TRANSFORM.name: SUBLAYER_TRANSFORM}
-
-
-@hookimpl
-def lmshrink_register_adapters(register: Any) -> None:
-    register(LlamaAdapter)

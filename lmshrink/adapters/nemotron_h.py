@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core import LmshrinkError
-from ..plugins import hookimpl
 from .decoder_stack import DecoderStackAdapter, remap_per_layer_overrides
 
 #: Nemotron-H block type (current and legacy names) → lmshrink block kind
@@ -148,8 +147,3 @@ class NemotronHAdapter(DecoderStackAdapter):
                 "use_cache=True fails). Keep at least one attention block, e.g. --remove attention=N-1."
             )
         return None
-
-
-@hookimpl
-def lmshrink_register_adapters(register: Any) -> None:
-    register(NemotronHAdapter)

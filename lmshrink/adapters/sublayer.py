@@ -150,8 +150,6 @@ def sync_record(model: Any, layers_path: str = LAYERS_PATH) -> None:
 def _validate(model: Any, spec: dict[str, Any]) -> None:
     """Check a saved ``remove_sublayers`` record against the stock model: the layer list exists, and every
     ``[layer, branch]`` pair names a branch of a layer in range, once."""
-    import torch.nn as nn
-
     check_keys(spec, ["removed"], ["layers"])
     layers_path = spec.get("layers", LAYERS_PATH)
     layers = resolve_module(model, layers_path)

@@ -25,12 +25,3 @@ from .base import RemovalMethod, Selection, get_method, greedy_order
 
 __all__ = ["RemovalMethod", "Selection", "get_method", "greedy_order"]
 
-#: the modules that register the baselines (listed in lmshrink.plugins.builtins)
-MODULES = (
-    "lmshrink.baselines.block_influence",
-    "lmshrink.baselines.norm_ratio",
-    "lmshrink.baselines.angular",
-    "lmshrink.baselines.sleb",
-    "lmshrink.baselines.blockpruner",
-    "lmshrink.baselines.evopress",
-)

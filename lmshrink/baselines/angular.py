@@ -11,14 +11,11 @@ Only a total count over all blocks makes sense for a window, so per-kind counts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from ..core import option
 from ..core.errors import LmshrinkError
-from ..plugins import hookimpl
-from .base import RemovalMethod, Selection
+from ..core.method import RemovalMethod, Selection
 from .hidden_states import cached_residual_statistics
 
 
@@ -55,8 +52,3 @@ class AngularDistance(RemovalMethod):
         candidates = [list(range(int(l), int(l) + total)) for l in starts]
         return Selection(candidates, [float(d[l]) for l in starts],
                          info={"window_start": int(starts[0]), "distances": d.tolist(), "cached_measurement": cached})
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(AngularDistance)

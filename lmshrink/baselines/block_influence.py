@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ..core import option
-from ..plugins import hookimpl
 from .base import RemovalMethod, Selection, greedy_order, step_logger
 from .hidden_states import ResidualScoreObjective, check_granularity, residual_statistics
 
@@ -61,13 +60,3 @@ class IterativeBlockInfluence(RemovalMethod):
         order, trace = greedy_order(constraints, score, on_step=step_logger(progress, self.name))
         return Selection([sorted(order)], None, order, trace,
                          {"samples": int(ids.shape[0]), "step_score": "block influence on the model pruned so far"})
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(BlockInfluenceObjective)
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(IterativeBlockInfluence)

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..plugins import hookimpl
+from ..objectives.common import require_finite
 from .sleb import GreedyLossRemoval
 
 
@@ -35,7 +35,6 @@ class BlockPrunerRemoval(GreedyLossRemoval):
                    progress: bool) -> Callable[[list[int]], float]:
         """Perplexity (1) of the model with ``removed`` gated off, measured mid-stack on ``ids``."""
         from ..evaluate.measured import RemovalLoss
-        from ..objectives.common import require_finite
 
         meter = RemovalLoss(model, adapter, ids, granularity=granularity, batch_size=batch_size)
 
@@ -45,8 +44,3 @@ class BlockPrunerRemoval(GreedyLossRemoval):
             return math.exp(loss)
 
         return perplexity
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(BlockPrunerRemoval)

@@ -35,8 +35,9 @@ import numpy as np
 
 from ..core import option
 from ..core.errors import LmshrinkError
-from ..plugins import hookimpl
-from .base import RemovalMethod, Selection, greedy_order
+from ..core.method import RemovalMethod, Selection
+from ..objectives.common import require_finite
+from .base import greedy_order
 
 
 class Fitness(Protocol):
@@ -64,7 +65,6 @@ class LossFitness:
 
     def __call__(self, removed: Sequence[int], windows: int) -> np.ndarray:
         from ..evaluate.measured import RemovalLoss
-        from ..objectives.common import require_finite
 
         if windows not in self._meters:
             self._meters[windows] = RemovalLoss(self.model, self.adapter, self.input_ids[:windows],
@@ -308,8 +308,3 @@ class EvoPressRemoval(RemovalMethod):
                 "stages": [{"windows": w, "survivors": k, "tokens": w * fit.tokens_per_window} for w, k in stage_list],
                 "fitness": getattr(fit, "description", type(fit).__name__), "start": result.start}
         return Selection([result.best], [result.fitness], None, result.trace, info)
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(EvoPressRemoval)

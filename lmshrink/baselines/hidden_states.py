@@ -17,6 +17,7 @@ listed in ``removed`` are gated to 0 through the adapter (their output equals th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
+from ..cache import cached_arrays, measurement_metadata
 from ..core.errors import LmshrinkError
+from ..devices import model_device
 from ..evaluate.stopping import StopPass, run_until_stopped
-from ..objectives.common import require_finite
+from ..objectives.common import measurement_key, problem_metadata, require_finite
 
 #: granularities whose blocks map the residual stream to the residual stream
 RESIDUAL_GRANULARITIES = ("layer",)
@@ -66,15 +69,12 @@ def residual_statistics(
 
     Averages are over every token of ``input_ids`` (a (samples, seq_len) LongTensor); ``tokens`` holds the count.
     """
-    import contextlib
-
     import torch
     from tqdm.auto import tqdm
 
     check_granularity("This measurement", granularity)
     blocks = adapter.blocks(model, granularity)
     n = len(blocks)
-    from ..devices import model_device
 
     on = dict(dtype=torch.float64, device=model_device(model))  # float64 sums, next to the first hidden states
     cos_sum = torch.zeros(n, **on)
@@ -161,9 +161,6 @@ def residual_statistics(
 def cached_residual_statistics(model: Any, adapter: Any, calibration: Any, *, granularity: str = "layer",
                                batch_size: int = 8, progress: bool = False) -> tuple[dict[str, np.ndarray], bool]:
     """:func:`residual_statistics` of the full model on ``calibration``, cached on disk. Returns (arrays, cached)."""
-    from ..cache import cached_arrays
-    from ..objectives.common import measurement_key
-
     check_granularity("This measurement", granularity)
     key = measurement_key(model, adapter, calibration, granularity, what="residual_statistics/2")
     return cached_arrays(
@@ -196,9 +193,6 @@ class ResidualScoreObjective(Objective):
         raise NotImplementedError
 
     def build_problem(self, model, adapter, calibration, *, granularity, batch_size, progress):
-        from ..cache import measurement_metadata
-        from ..objectives.common import problem_metadata
-
         check_granularity(f"Objective {self.name!r}", granularity)
         blocks = adapter.blocks(model, granularity)
         stats, cached = cached_residual_statistics(model, adapter, calibration, granularity=granularity,

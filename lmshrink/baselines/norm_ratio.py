@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..plugins import hookimpl
 from .hidden_states import ResidualScoreObjective
 
 
@@ -25,8 +24,3 @@ class NormRatioObjective(ResidualScoreObjective):
 
     def score(self, stats: dict[str, Any]) -> np.ndarray:
         return stats["norm_ratio"]
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(NormRatioObjective)

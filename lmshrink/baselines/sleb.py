@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import option
-from ..plugins import hookimpl
+from ..core.method import RemovalMethod, Selection
 from ..objectives.common import require_finite
-from .base import RemovalMethod, Selection, greedy_order, step_logger
+from .base import greedy_order, step_logger
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,3 @@ class GreedyLossRemoval(RemovalMethod):
         return Selection([sorted(order)], [trace[-1]["score"]] if trace else None, order, trace,
                          {"samples": int(ids.shape[0]), "loss_measurements": measured,
                           "step_score": self.step_score})
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(GreedyLossRemoval)

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ..core.errors import LmshrinkError
 from ..core.plan import RankPlan
+from ..core.records import attributes
 from .factoring import SvdFactors
 from .io import record_transform
 from .low_rank import TRANSFORM, LowRankLinear, replace_module
@@ -33,10 +34,7 @@ class CompressionSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "params_plain": self.params_plain,
-            "params_pivga": self.params_pivga,
-            "params_stored": self.params_stored,
-            "params_dense": self.params_dense,
+            **attributes(self, "params_plain", "params_pivga", "params_stored", "params_dense"),
             "ratio_stored": self.params_stored / max(self.params_dense, 1),
             "ratio_plain": self.params_plain / max(self.params_dense, 1),
             "ratio_pivga": self.params_pivga / max(self.params_dense, 1),

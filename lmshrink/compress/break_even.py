@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..cache import cache_dir
 from ..core.errors import LmshrinkError
 
 #: the environment variable naming a JSON file of break-even ranks ({"MxN": rank}) that replace measurements
@@ -134,8 +135,6 @@ class TimeBreakEven:
         env = os.environ.get(OVERRIDE_ENV)
         self.overrides = {**(_read_overrides(env) if env else {}), **dict(self.overrides)}
         if self.cache_file is None:
-            from ..cache import cache_dir
-
             folder = cache_dir()
             self.cache_file = folder / "break_even" / "times.json" if folder is not None else None
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..core.errors import LmshrinkError
@@ -103,8 +104,6 @@ class SvdFactors:
         ``key`` (JSON data) describes what the factors were computed from; :meth:`load` refuses another key. Each
         file is written under a temporary name and renamed into place, the side file last.
         """
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
@@ -138,8 +137,6 @@ class SvdFactors:
     @classmethod
     def load(cls, path: str | Path, *, key: Mapping[str, Any] | None = None) -> SvdFactors:
         """Read factors written by :meth:`save`; with ``key``, refuse factors computed from anything else."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         meta = _side_file(path)
         if not path.is_file() or not meta.is_file():

@@ -35,8 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..core.errors import LmshrinkError
+from ..models import DEFAULT_MODEL, LMSHRINK_CONFIG, check_model_source, default_gguf_path
+from .io import transforms_of
 
 #: the ``--type`` choices: name → GGML tensor type name
 GGUF_TYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}
@@ -258,10 +263,6 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
     error leaves nothing.
     """
     import gguf
-    import torch
-    from tqdm.auto import tqdm
-
-    from .io import transforms_of
 
     check_type(type, fallback)
     check_gguf_exportable(model.config, transforms_of(model))
@@ -334,10 +335,6 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
 def check_model_dir(model_dir: str | Path) -> Any:
     """The config of the model directory ``model_dir`` after checking that GGUF can express it (reads
     ``config.json`` and ``lmshrink_config.json`` only: nothing is loaded)."""
-    from transformers import AutoConfig
-
-    from ..models import LMSHRINK_CONFIG, check_model_source
-
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise LmshrinkError(f"{model_dir} is not a model directory.")
@@ -355,8 +352,6 @@ def check_model_dir(model_dir: str | Path) -> Any:
 
 def source_gguf_of(model: str | None) -> Path | None:
     """The GGUF file a ``--model`` name loads (the embedded default's, or a ``.gguf`` path), None for others."""
-    from ..models import DEFAULT_MODEL, default_gguf_path
-
     if model is None or model == DEFAULT_MODEL:
         return default_gguf_path()
     return Path(model) if str(model).endswith(".gguf") else None
@@ -386,9 +381,6 @@ def export_gguf_dir(model_dir: str | Path, path: str | Path, *, type: str = "aut
                     source_gguf: str | Path | None = None, layer_map: Sequence[int] | None = None,
                     progress: bool = False) -> Path:
     """Write the transformers model directory ``model_dir`` as the GGUF file ``path`` (checked before loading)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     check_type(type, fallback)
     check_model_dir(model_dir)
     if source_gguf is not None and not Path(source_gguf).is_file():

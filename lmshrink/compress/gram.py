@@ -19,6 +19,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..core.errors import LmshrinkError
+from ..evaluate.loss import model_inputs
+from ..evaluate.midstack import start_at
 from ..evaluate.stopping import StopPass, run_until_stopped
 
 
@@ -84,8 +86,6 @@ def collect_grams(
 ) -> GramStats:
     """Accumulate G = Σ_tokens x xᵀ (float64, on the CPU) for every distinct layer input over the calibration
     batches, whatever the model's dtype and device."""
-    from ..evaluate.loss import model_inputs
-
     groups = input_groups(model, linears, model_inputs(model, input_ids[:1, : min(8, input_ids.shape[1])]))
     grams = _zero_grams(linears, groups)
     handles = []
@@ -168,8 +168,6 @@ def start_walk(model: nn.Module, layers: list[nn.Module], linears: Mapping[str, 
                batch_size: int, outside: str) -> DecoderWalk:
     """The :class:`DecoderWalk` of ``input_ids`` through ``model`` (which must be in eval mode); a linear layer
     outside the decoder layers is refused with ``outside`` as the end of the sentence."""
-    from ..evaluate.loss import model_inputs
-
     owners = layer_owners(layers, linears)
     if owners is None:
         raise LmshrinkError(f"A linear layer lies outside the decoder layers; {outside}")
@@ -202,8 +200,6 @@ def grams_by_layer(
     hidden states the layer before produced; the pass stops right after it. Drop each yielded ``GramStats``
     before asking for the next to hold one layer's Grams at a time.
     """
-    from ..evaluate.midstack import start_at
-
     parent, attr = adapter.layer_list(model)
     layers = list(getattr(parent, attr))
     was_training = model.training

@@ -30,7 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
 from ..core.errors import LmshrinkError
+from ..plugins import registry
+from .remote import drop_remote_code_keys, write_remote_code
 
 FORMAT = "lmshrink.compressed/1"
 CONFIG_FILE = "lmshrink_config.json"
@@ -91,7 +99,6 @@ def _discover() -> None:
     """Register the transform types of lmshrink.compress and of every installed architecture adapter."""
     for module in _COMPRESS_MODULES:
         importlib.import_module(module)
-    from ..plugins import registry
 
     for entry in registry("adapter"):
         declare = getattr(entry.obj(), "transforms", None)
@@ -177,8 +184,6 @@ def validate_layer_ranks(model: Any, spec: dict[str, Any]) -> None:
     """Validator of the factored-layer transforms (``{"type", "layers": {module path: rank}}``, the shape of
     ``low_rank`` and ``pivga``): every path names an ``nn.Linear`` of ``model`` and every rank is in
     0..min(out, in) of that matrix."""
-    import torch.nn as nn
-
     check_keys(spec, ["layers"])
     layers = spec["layers"]
     if not isinstance(layers, dict):
@@ -200,10 +205,6 @@ _DEFAULT_VALIDATORS: dict[str, Validate] = {"low_rank": validate_layer_ranks, "p
 def save_compressed(model: Any, path: str | Path, *, tokenizer: Any = None, info: dict[str, Any] | None = None) -> Path:
     """Save ``model`` in lmshrink's format under ``path``, with the modeling code that lets plain transformers load
     it (``trust_remote_code=True``) where :mod:`lmshrink.compress.remote` can express it."""
-    from safetensors.torch import save_model
-
-    from .remote import write_remote_code
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(path)
@@ -245,9 +246,6 @@ def read_transforms(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _stock_model(config: Any, meta: bool = False) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
     dtype = getattr(config, "dtype", None) or torch.float32
     if meta:  # shapes without memory: for checking untrusted specs before anything real is built
         with torch.device("meta"):
@@ -259,9 +257,6 @@ def validate_transforms(path: str | Path, config: Any, transforms: list[dict[str
     """Check ``transforms`` (from ``path/lmshrink_config.json``) and the weight file against the model ``config``
     builds, on a skeleton without memory: each spec is validated, then replayed, in order; finally every tensor
     of ``model.safetensors`` must be one of the skeleton's, with its shape."""
-    import torch
-    from safetensors import safe_open
-
     path = Path(path)
     skeleton = _stock_model(config, meta=True)
     for k, spec in enumerate(transforms):
@@ -299,9 +294,6 @@ def load_compressed(path: str | Path, *, with_tokenizer: bool = False) -> Any:
     Everything read from ``path`` is checked first (:func:`read_transforms`, :func:`validate_transforms`).
     """
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoTokenizer
-
-    from .remote import drop_remote_code_keys
 
     path = Path(path)
     transforms = read_transforms(path)

@@ -42,6 +42,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..core.errors import LmshrinkError
+from ..evaluate.midstack import start_at
 from ..evaluate.stopping import run_until_stopped
 from .factoring import MatrixFactors, SvdFactors, factor_matrix
 from .gram import GramStats, _stop_at, _zero_grams, input_groups, start_walk
@@ -74,8 +75,6 @@ def _run_layer(model: nn.Module, adapter: Any, index: int, layer: nn.Module, hid
                hooks: list[Any]) -> torch.Tensor:
     """Decoder layer ``index`` run on ``hidden`` (started mid-stack, stopped after it); its output hidden state.
     ``hooks`` (handles already registered) are removed afterwards."""
-    from ..evaluate.midstack import start_at
-
     out: list[torch.Tensor] = []
     hooks = [*hooks, _stop_at(layer, out, before=False)]
     try:

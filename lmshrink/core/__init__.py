@@ -8,6 +8,7 @@ from .errors import (
     ProblemTooLargeError,
     UnknownNameError,
 )
+from .method import RemovalMethod, Selection
 from .objective import Objective
 from .options import Option, option
 from .plan import RankPlan, RemovalPlan
@@ -32,8 +33,10 @@ __all__ = [
     "ProblemTooLargeError",
     "RankPlan",
     "RawSummary",
+    "RemovalMethod",
     "RemovalPlan",
     "Samples",
+    "Selection",
     "Solution",
     "SolutionSet",
     "Solver",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
 
 
@@ -48,8 +49,6 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
 
 def require(module: str, extra: str, what: str):
     """Import ``module`` or raise one clear sentence naming the pip extra that provides it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -27,6 +27,7 @@ with cost_m the factored cost r(m+n) (or PivGa r(m+n) − r²) below the break-e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -288,8 +289,6 @@ class JointCompressionProblem(Problem):
     def with_settings(self, *, budget: float | None = None, allow_removal: bool | None = None,
                       allow_factoring: bool | None = None) -> JointCompressionProblem:
         """The same measurements under another budget or with removal or factoring switched off."""
-        import dataclasses
-
         return dataclasses.replace(
             self,
             budget=self.budget if budget is None else budget,

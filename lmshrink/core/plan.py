@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .adapter import Block
 from .errors import LmshrinkError
 from .rank import break_even_rank
+from .records import attributes
 
 if TYPE_CHECKING:
     from .rank import RankAllocationProblem
@@ -143,10 +144,7 @@ class RankPlan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.FORMAT,
-            "pivga": self.pivga,
-            "energy": self.energy,
-            "cost": self.cost,
-            "budget": self.budget,
+            **attributes(self, "pivga", "energy", "cost", "budget"),
             "matrices": [m.to_dict() for m in self.matrices],
             "source": self.source,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .errors import LmshrinkError
+from .errors import LmshrinkError, require
 
 _FORMATS: dict[str, type[Problem]] = {}
 
@@ -69,13 +70,14 @@ class Problem:
         if path.suffix == ".npz":
             arrays = {k: np.asarray(v) for k, v in data.items() if isinstance(v, np.ndarray)}
             rest = {k: v for k, v in data.items() if k not in arrays}
-            np.savez_compressed(path, __json__=np.array(json.dumps(rest, default=_json_default)), **arrays)
+            np.savez_compressed(path, __json__=np.array(json.dumps(rest, default=json_default)), **arrays)
         else:
-            path.write_text(json.dumps(data, indent=1, default=_json_default))
+            path.write_text(json.dumps(data, indent=1, default=json_default))
         return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps``' ``default``: numpy arrays and scalars as lists and numbers, paths as strings."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
@@ -122,8 +124,6 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "__json__" not in npz.files:
@@ -547,8 +547,6 @@ class BinaryQuadraticProblem(Problem):
 
     def to_bqm(self, penalty: float | None = None):
         """A ``dimod.BinaryQuadraticModel`` of the penalty form (needs dimod)."""
-        from .errors import require
-
         dimod = require("dimod", "dwave", "Conversion to a dimod BQM")
         lin, quad, off = self.penalty_qubo(penalty)
         n = self.num_variables
@@ -563,8 +561,6 @@ class BinaryQuadraticProblem(Problem):
 
     def to_cqm(self):
         """A ``dimod.ConstrainedQuadraticModel`` with the constraints kept as constraints (needs dimod)."""
-        from .errors import require
-
         dimod = require("dimod", "dwave", "Conversion to a dimod CQM")
         cqm = dimod.ConstrainedQuadraticModel()
         n = self.num_variables

@@ -30,6 +30,7 @@ objective builds and the pipeline hands over (the solver option ``loss``); witho
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -354,8 +355,6 @@ class RankAllocationProblem(Problem):
 
     def with_budget(self, budget: float) -> RankAllocationProblem:
         """The same matrices under another budget."""
-        import dataclasses
-
         return dataclasses.replace(self, budget=budget, metadata=dict(self.metadata, ratio=budget / self.total_dense))
 
     def __repr__(self) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .records import attributes
+
 
 @dataclass(frozen=True)
 class Solution:
@@ -98,10 +100,7 @@ class SolutionSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "solver": self.solver,
-            "time_s": self.time_s,
-            "proven_optimal": self.proven_optimal,
-            "stopped_early": self.stopped_early,
+            **attributes(self, "solver", "time_s", "proven_optimal", "stopped_early"),
             "raw": self.raw.to_dict() if self.raw is not None else None,
             "solutions": [s.to_dict() for s in self.solutions],
             "info": self.info,

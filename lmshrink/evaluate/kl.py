@@ -40,9 +40,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from ..data import TokenWindows
+from ..core.errors import LmshrinkError
+from ..torch_utils import frozen
+from .loss import model_inputs, token_nll
 from .measured import LossEstimate
+from .midstack import LayerInputs, RemovalPass, logits_from_hidden, removed_in
 
 #: what :meth:`RemovalKL.windows` can return per window
 MEASURES = ("kl", "ce")
@@ -50,8 +56,6 @@ MEASURES = ("kl", "ce")
 
 def _scored(logits: Any) -> Any:
     """Logits in the precision the KL is computed in: float64 for float32/float64 models, float32 for half."""
-    import torch
-
     return logits.double() if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
@@ -59,8 +63,6 @@ def summarize(logits: Any, k: int) -> tuple[Any, Any, Any]:
     """The top-k summary of the distributions ``softmax(logits)`` (``(..., |V|)``): the ids of the k most probable
     tokens (``(..., k)``, int64), their log-probabilities and the log of the rest's mass (float64; −inf when
     k = |V|)."""
-    import torch
-
     logp = torch.log_softmax(_scored(logits), dim=-1)
     k = min(int(k), logp.shape[-1])
     top, idx = logp.topk(k, dim=-1)
@@ -74,8 +76,6 @@ def summarize(logits: Any, k: int) -> tuple[Any, Any, Any]:
 def topk_kl(logits: Any, idx: Any, top: Any, rest: Any) -> Any:
     """KL_k(P ‖ Q) of (2) per position (float64, ``logits.shape[:-1]``): P given by its top-k summary
     (:func:`summarize`), Q = ``softmax(logits)``."""
-    import torch
-
     logq = torch.log_softmax(_scored(logits), dim=-1)
     q_top = logq.gather(-1, idx).double()
     kl = (top.exp() * (top - q_top)).sum(dim=-1)
@@ -88,8 +88,6 @@ def topk_kl(logits: Any, idx: Any, top: Any, rest: Any) -> Any:
 
 def full_kl(dense_logits: Any, logits: Any) -> Any:
     """KL(P ‖ Q) of (1) over the whole vocabulary, per position, float64 (for checks: it needs the dense logits)."""
-    import torch
-
     logp = torch.log_softmax(dense_logits.double(), dim=-1)
     logq = torch.log_softmax(logits.double(), dim=-1)
     return (logp.exp() * (logp - logq)).sum(dim=-1)
@@ -107,13 +105,6 @@ class DenseReference(TokenWindows):
 
     def __init__(self, model: Any, adapter: Any, input_ids: Any, *, k: int = 64, batch_size: int = 8,
                  streams: Any = None) -> None:
-        import torch
-
-        from ..core.errors import LmshrinkError
-        from ..objectives.common import frozen
-        from .loss import model_inputs, token_nll
-        from .midstack import LayerInputs, logits_from_hidden
-
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise LmshrinkError(f"The top-k of the dense reference must be a whole number ≥ 1, not {k!r}.")
         if input_ids.dim() != 2 or input_ids.shape[1] < 2:
@@ -168,8 +159,6 @@ class DenseReference(TokenWindows):
     def kl(self, logits: Any, windows: slice) -> Any:
         """Per-position KL_k (2) of ``logits`` (the predicting positions of ``windows``, ``(b − a, seq_len − 1,
         |V|)``) from the dense model, float64."""
-        import torch
-
         a = windows.start
         rows = [topk_kl(logits[j], self.top_ids[a + j], self.top_logp[a + j], self.rest_logp[a + j])
                 for j in range(logits.shape[0])]
@@ -256,8 +245,6 @@ class RemovalKL(TokenWindows):
 
     def many(self, sets: Sequence[Sequence[int]], desc: str = "measuring removals") -> list[LossEstimate]:
         """The KL of several sets, with a progress bar over the ones not measured yet."""
-        from tqdm.auto import tqdm
-
         todo = [s for s in sets if not self.measured(s)]
         for s in tqdm(todo, desc=desc, disable=not self.progress or not todo, leave=False):
             self(s)
@@ -310,12 +297,6 @@ class RemovalKL(TokenWindows):
 
     def _measure(self, removed: Sequence[int], a: int, b: int, runs: list[Any] | None) -> np.ndarray:
         """(2, b − a): per-window KL and CE of windows [a, b)."""
-        import torch
-
-        from ..objectives.common import frozen
-        from .loss import model_inputs, token_nll
-        from .midstack import RemovalPass, logits_from_hidden, removed_in
-
         plan = RemovalPass.of(self.blocks, removed, runs, self.granularity)
         kl, ce = [], []
         with frozen(self.model), torch.no_grad(), \

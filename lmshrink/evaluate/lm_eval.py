@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError, did_you_mean, require
+from ..report import markdown_table
 from .tasks import TASKS_DIR
 
 #: the offline task lmshrink ships
@@ -159,8 +160,6 @@ def scores(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(result: dict[str, Any]) -> str:
     """The scores of :func:`run_lm_eval` as a Markdown table."""
-    from ..report import markdown_table
-
     rows = [[r["task"], r["metric"], r["value"], r["stderr"], result["n_samples"].get(r["task"], {}).get("effective")]
             for r in result["scores"]]
     return markdown_table(["task", "metric", "value", "stderr", "examples"], rows)

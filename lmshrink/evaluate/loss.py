@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Gates
+from ..devices import model_device
 
 
 def _upcast(logits: torch.Tensor) -> torch.Tensor:
@@ -27,8 +28,6 @@ def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
 
 def model_inputs(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """``input_ids`` on the device of the model's input embeddings (a no-op when they are there already)."""
-    from ..devices import model_device
-
     return input_ids.to(model_device(model))
 
 

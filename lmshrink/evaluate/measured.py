@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from ..torch_utils import frozen
+from .loss import per_sample_loss
+from .midstack import LayerInputs, RemovalPass, loss_from_hidden, removed_in
 
 
 @dataclass(frozen=True)
@@ -130,8 +135,6 @@ class RemovalLoss:
 
     def many(self, sets: Sequence[Sequence[int]], desc: str = "measuring removals") -> list[LossEstimate]:
         """Measure several sets, with a progress bar over the ones not measured yet."""
-        from tqdm.auto import tqdm
-
         todo = [s for s in sets if not self.measured(s)]
         for s in tqdm(todo, desc=desc, disable=not self.progress or not todo, leave=False):
             self(s)
@@ -146,12 +149,6 @@ class RemovalLoss:
         return [slice(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
 
     def _measure_base(self) -> LossEstimate:
-        import torch
-
-        from ..objectives.common import frozen
-        from .loss import per_sample_loss
-        from .midstack import LayerInputs, loss_from_hidden
-
         with frozen(self.model), torch.no_grad():
             if self.adapter.layer_list(self.model) is None:
                 out = [per_sample_loss(self.model, self.input_ids[batch]) for batch in self._batches()]
@@ -163,12 +160,6 @@ class RemovalLoss:
         return LossEstimate(torch.cat(out).double().cpu().numpy())
 
     def _measure(self, removed: Sequence[int], runs: list[Any] | None = None) -> np.ndarray:
-        import torch
-
-        from ..objectives.common import frozen
-        from .loss import per_sample_loss
-        from .midstack import RemovalPass, loss_from_hidden, removed_in
-
         plan = RemovalPass.of(self.blocks, removed, runs, self.granularity)
         out = []
         with frozen(self.model), torch.no_grad(), \

@@ -14,6 +14,9 @@ from typing import Any, Protocol
 
 import torch
 
+from ..core import Gates
+from ..core.errors import LmshrinkError
+from ..torch_utils import frozen
 from .loss import model_inputs, token_nll
 from .stopping import StopPass, run_until_stopped
 
@@ -114,8 +117,6 @@ def removed_in(model: Any, adapter: Any, blocks: Sequence[Any], removed: Sequenc
                runs: Sequence[Any] | None = None) -> Iterator[None]:
     """Within the context, the blocks ``removed`` are gated off (no copy of the model) and the healed ``runs``'
     maps applied by hooks."""
-    from ..core import Gates
-
     values = torch.ones(len(blocks))
     values[list(removed)] = 0.0
     with adapter.gate(model, Gates(values), granularity), maps_applied(model, adapter, runs or ()):
@@ -160,9 +161,6 @@ class LayerInputs:
     """
 
     def __init__(self, model: Any, adapter: Any, input_ids: torch.Tensor, batch_size: int = 8) -> None:
-        from ..core.errors import LmshrinkError
-        from ..objectives.common import frozen
-
         found = adapter.layer_list(model)
         if found is None:
             raise LmshrinkError(f"Adapter {adapter.name!r} does not expose its decoder layer list (layer_list), "

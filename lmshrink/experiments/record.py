@@ -32,9 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..core import BinaryQuadraticProblem, LmshrinkError, Problem, SolutionSet, load_problem
-from ..core.problem import _json_default
-from .capture import collecting
+from ..core.capture import collecting
+from ..core.errors import require
+from ..core.problem import json_default
+from ..plugins import get_solver
+from ..report import library_versions, read_json
 from .metrics import HIT_RTOL, hits
 
 RECORD_FORMAT = "lmshrink.record/1"
@@ -50,7 +54,7 @@ HARDWARE_KEYS = (
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, default=_json_default))
+    path.write_text(json.dumps(data, indent=1, default=json_default))
 
 
 def qpu_seconds(info: dict[str, Any]) -> float | None:
@@ -87,10 +91,6 @@ def record_run(problem: Problem, solver: Any, out: str | Path, *, num_solutions:
 
     ``out`` must not exist yet, or be an empty folder (checked before the run). Returns the result and the path.
     """
-    from .. import __version__
-    from ..plugins import get_solver
-    from ..report import library_versions
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmshrinkError(f"The record folder {str(out)!r} already exists and is not empty; give a new one.")
@@ -163,7 +163,6 @@ class Record:
         """The raw reads as a ``dimod.SampleSet`` (None when the solver offered none)."""
         if "sampleset" not in self.artifacts:
             return None
-        from ..core.errors import require
 
         dimod = require("dimod", "dwave", "Reading a record's sample set")
         return dimod.SampleSet.from_serializable(self.artifacts["sampleset"])
@@ -205,8 +204,6 @@ class Record:
 
 def load_record(path: str | Path) -> Record:
     """Read a record folder written by :func:`record_run`; anything else gets one sentence."""
-    from ..report import read_json
-
     path = Path(path)
     meta_path = path / "record.json"
     if not meta_path.is_file():

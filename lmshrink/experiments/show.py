@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import require
 from .record import Record
+from .sweep import sweep_rows_array
 
 
 def _fmt(value: Any) -> str:
@@ -83,8 +85,6 @@ def raw_energies(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
 
 def make_plots(record: Record, out: str | Path | None = None) -> list[Path]:
     """Write the record's plots (PNG) to ``out`` (default ``DIR/plots``); returns their paths."""
-    from ..core.errors import require
-
     require("matplotlib", "plot", "lmshrink show's plots")
     import matplotlib
 
@@ -143,9 +143,6 @@ def _save(fig: Any, path: Path) -> Path:
 
 def sweep_plots(data: dict[str, Any], out: str | Path) -> list[Path]:
     """The sweep's points: QPU seconds (estimated or used) and, for a run, success probability and TTS99."""
-    from ..core.errors import require
-    from .sweep import sweep_rows_array
-
     require("matplotlib", "plot", "lmshrink show's plots")
     import matplotlib
 

@@ -30,8 +30,11 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Solver
-from .budget import BudgetExceededError
+from ..core.budget import BudgetExceededError
+from ..plugins import get_solver
+from ..report import default_out_dir, log, markdown_table, write_json
 from .metrics import tts
+from .record import load_record, qpu_seconds, record_run
 
 SWEEP_FORMAT = "lmshrink.sweep/1"
 #: the option that bounds a run's QPU time; a solver must have it for budgets and dry runs
@@ -94,8 +97,6 @@ def dry_run_options(solver: Solver, options: dict[str, Any]) -> dict[str, Any]:
 def reference_target(problem: Any) -> tuple[float | None, str]:
     """The proven optimum when the problem is small enough to enumerate (else None), and where it came from."""
     if isinstance(problem, BinaryQuadraticProblem) and problem.num_feasible_states() <= EXACT_TARGET_LIMIT:
-        from ..plugins import get_solver
-
         return float(get_solver("exact", problem).solve(problem).best.energy), "proven optimum (exact)"
     return None, "best energy found in the sweep"
 
@@ -128,10 +129,6 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
     """Run (or, with ``dry_run``, estimate) every grid point within ``budget_qpu_seconds``; records go to
     ``out/point-NN`` and the summary to ``out/sweep.json`` (a dry run writes only the summary, and only with
     ``out``)."""
-    from ..plugins import get_solver
-    from ..report import log, write_json
-    from .record import load_record, qpu_seconds, record_run
-
     solver = get_solver(solver, problem) if isinstance(solver, str) else solver
     if budget_qpu_seconds is not None and (not math.isfinite(budget_qpu_seconds) or budget_qpu_seconds < 0):
         raise LmshrinkError(f"--budget-qpu-seconds must be a number of seconds ≥ 0, not {budget_qpu_seconds}.")
@@ -144,8 +141,6 @@ def run_sweep(problem: Any, solver: Solver | str, grid: dict[str, list[str]], *,
     for p in points:  # every point's own checks (credentials, embedding files, ...) before the first runs
         solver.preflight(problem, solver.validate(p))
     if out is None and not dry_run:
-        from ..report import default_out_dir
-
         out = default_out_dir()
     out = Path(out) if out is not None else None
     if out is not None and out.exists() and any(out.iterdir()):
@@ -227,8 +222,6 @@ def _success(record: Any, row: dict[str, Any], target: float | None) -> dict[str
 
 def sweep_table(result: SweepResult | dict[str, Any]) -> str:
     """The points as a Markdown table."""
-    from ..report import markdown_table
-
     data = result.to_dict() if isinstance(result, SweepResult) else result
     keys = [f"option.{k}" for k in data["grid"]]
     if data["dry_run"]:

@@ -14,11 +14,16 @@ excluded) and are merged into the weights before saving, so the healed model is 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
 from ..core.errors import LmshrinkError, require
 from ..core.options import option
+from ..evaluate.loss import model_inputs
 
 METHODS = ("lora", "full")
 
@@ -92,11 +97,6 @@ class KDReport:
 def teacher_targets(teacher: Any, input_ids: Any, *, top_k: int = 256, temperature: float = 1.0,
                     batch_size: int = 8, progress: bool = False) -> TeacherTargets:
     """Run the (unpruned) teacher once over ``input_ids`` and keep its top-k distribution per position."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..evaluate.loss import model_inputs
-
     probs, indices = [], []
     teacher.eval()
     with torch.no_grad():
@@ -115,8 +115,6 @@ def teacher_targets(teacher: Any, input_ids: Any, *, top_k: int = 256, temperatu
 
 def kd_loss(student_logits: Any, probs: Any, indices: Any, temperature: float) -> Any:
     """The loss (1) for a batch: student logits (B, T, V) against top-k teacher targets (B, T, k)."""
-    import torch
-
     logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     return -(temperature**2) * (probs * logq.gather(-1, indices)).sum(-1).mean()
 
@@ -127,13 +125,6 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
 
     The windows are used in order, ``config.batch_size`` per step, cycling if the schedule needs more than there are.
     """
-    import time
-
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..evaluate.loss import model_inputs
-
     config = config or KDConfig()
     if abs(targets.temperature - config.temperature) > 1e-12:
         raise LmshrinkError(f"The teacher targets were made at temperature {targets.temperature}, the config says "

@@ -45,9 +45,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+import torch.nn as nn
+
 from ..core import Gates
 from ..core.errors import LmshrinkError
-from ..evaluate.midstack import maps_applied
+from ..evaluate.loss import model_inputs
+from ..evaluate.midstack import maps_applied, start_at
 from ..evaluate.stopping import StopPass, run_until_stopped
 
 #: attribute paths, inside one decoder layer, of the linear map that writes its last branch into the residual
@@ -148,8 +152,6 @@ def _get(root: Any, path: str) -> Any:
 
 def output_projection(layer: Any) -> tuple[str, Any] | None:
     """``(path, module)`` of the ``nn.Linear`` that writes the last branch of ``layer`` into the residual stream."""
-    import torch.nn as nn
-
     for path in OUTPUT_PROJECTIONS:
         try:
             module = _get(layer, path)
@@ -253,8 +255,6 @@ class LinearHeal:
 
     def fold(self, runs: Sequence[HealedRun], pruned: Any, adapter: Any) -> list[HealedRun]:
         """Fold the maps into ``pruned``, the model with the runs' layers removed (numbering shifts)."""
-        import torch
-
         layers = decoder_layers(pruned, adapter)
         removed_before = 0
         for run in runs:
@@ -328,8 +328,6 @@ class LinearHeal:
     def _sublayer_targets(self, model: Any, adapter: Any, layers: Any, blocks: Any, runs: list[HealedRun],
                           input_ids: Any, streams: Any) -> list[list[Any]]:
         """Per run and batch, z = h_b of (2): the stream after the run's last branch in the full model."""
-        import torch
-
         targets: list[list[Any]] = [[] for _ in runs]
         wanted = [k for k, r in enumerate(runs) if r.target is not None]
         if not wanted:
@@ -363,8 +361,6 @@ class LinearHeal:
         output of its output projection, y its residual input (the layer's input before an attention branch, the
         layer's mid-point before an MLP). With ``resume``, the passes start mid-stack where it says (and it moves on
         to the source's layer)."""
-        import torch
-
         got: dict[str, Any] = {}
         handles = []
 
@@ -400,8 +396,6 @@ class LinearHeal:
     # --- pieces -----------------------------------------------------------------------------------------------
     @staticmethod
     def _gate_values(n: int, removed: Sequence[int]) -> Any:
-        import torch
-
         values = torch.ones(n)
         values[list(removed)] = 0.0
         return values
@@ -412,8 +406,6 @@ class LinearHeal:
 
     def _targets(self, model: Any, layers: Any, runs: list[HealedRun], input_ids: Any) -> list[list[Any]]:
         """Per run and batch, z: the output of the run's last layer in the full model (the next layer's input)."""
-        import torch
-
         wanted = [k for k, r in enumerate(runs) if r.target is not None]
         targets: list[list[Any]] = [[] for _ in runs]
         if not wanted:
@@ -438,8 +430,6 @@ class LinearHeal:
                 targets: list[list[Any]]) -> list[list[Any]]:
         """Run the calibration batches through ``model`` with the ``handles``' hooks filling ``store[k]``, append
         each batch's ``store[k]`` to ``targets[k]`` for every wanted k, and remove the hooks."""
-        import torch
-
         try:
             with torch.no_grad():
                 for batch in self._batches(input_ids):
@@ -456,8 +446,6 @@ class LinearHeal:
                  resume: _Resume | None = None) -> list[tuple]:
         """Per batch ``(m, y)``: the branch output m and the rest y of the output of layer ``run.start − 1``; with
         ``resume``, the passes start mid-stack where it says (and it moves on to layer ``run.start − 1``)."""
-        import torch
-
         got: dict[str, Any] = {}
         branch = _branch(model, adapter, run)
         layer = None if run.target == EMBEDDINGS else layers[run.start - 1]
@@ -500,8 +488,6 @@ class LinearHeal:
 
     def _solve(self, samples: list[tuple], targets: list[Any]) -> tuple[Any, float, float]:
         """Solve (1); returns T (float64, d × d) and the relative errors without and with it."""
-        import torch
-
         d = samples[0][0].shape[-1]
         on = dict(dtype=torch.float64, device=samples[0][0].device)  # next to the captured hidden states
         G = torch.zeros(d, d, **on)
@@ -553,8 +539,6 @@ class _Resume:
 def _branch_projection(model: Any, layers: Any, block: Any) -> str | None:
     """The path, inside its decoder layer, of the ``nn.Linear`` that writes sub-layer ``block`` into the residual
     stream (e.g. "self_attn.o_proj"), or None."""
-    import torch.nn as nn
-
     attr = block.name.rsplit(".", 1)[1]
     branch = getattr(layers[block.layer], attr, None)
     for name in BRANCH_PROJECTIONS.get(block.kind, ()):
@@ -585,16 +569,12 @@ def _point_hook(layers: Any, block: Any, store: dict, key: Any, *, stop: bool) -
 
 
 def _run(model: Any, input_ids: Any) -> None:
-    from ..evaluate.loss import model_inputs
-
     run_until_stopped(model, input_ids=model_inputs(model, input_ids), use_cache=False)
 
 
 def _run_from(model: Any, adapter: Any, layer: int, hidden: Any, skip: Sequence[int] = ()) -> None:
     """Run decoder layers ``layer, layer+1, ...`` (but those in ``skip``) on ``hidden`` (the input of ``layer``),
     until a hook stops it."""
-    from ..evaluate.midstack import start_at
-
     with start_at(model, adapter, layer, frozenset(skip)):
         run_until_stopped(model, inputs_embeds=hidden, use_cache=False)
 

@@ -6,7 +6,7 @@ The reference set:
   objectives ``fisher``, ``fisher`` with the first-order term (``fisher-fo``) and ``pairs``, with M = 4 … 12 blocks
   removed in total;
 - a random-weight Nemotron-H with the 52-block pattern of Nemotron-3-Nano-30B-A3B
-  (:data:`lmshrink.testing.NEMOTRON_3_NANO_PATTERN`), ``fisher`` and ``fisher-fo``, with per-kind removal counts.
+  (:data:`lmshrink.tiny_models.NEMOTRON_3_NANO_PATTERN`), ``fisher`` and ``fisher-fo``, with per-kind removal counts.
 
 Each instance gets its proven optimum (``exact`` when the feasible states are few enough to enumerate, which also
 proves the lowest states; else ``milp`` within a time limit) or its best known energy (the lower of ``milp``'s
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,9 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..core import BinaryQuadraticProblem, LmshrinkError
+from ..core.removal import removal_constraints, with_constraints
+from ..data import evaluation_ids, load_texts, make_calibration
+from ..plugins import find_adapter, get_objective, get_solver
 from ..report import library_versions
 from ..report import log as _log
+from ..tiny_models import NEMOTRON_3_NANO_PATTERN, tiny_nemotron_h, tiny_tokenizer
 from .instance import LibraryInstance, load_instance
 
 #: objective labels of the library → (objective plugin, its options)
@@ -106,8 +113,6 @@ def _load_smollm2() -> tuple[Any, Any]:
 
 
 def _load_nemotron() -> tuple[Any, Any]:
-    from ..testing import NEMOTRON_3_NANO_PATTERN, tiny_nemotron_h, tiny_tokenizer
-
     return tiny_nemotron_h(NEMOTRON_3_NANO_PATTERN, seed=0), tiny_tokenizer()
 
 
@@ -166,8 +171,6 @@ def solve_reference(problem: BinaryQuadraticProblem, settings: BuildSettings
     reference is ``milp``'s proven optimum, or else the lower of the two best energies (best known), with HiGHS's
     lower bound.
     """
-    from ..plugins import get_solver
-
     top, seed = settings.top, settings.seed
     if problem.num_feasible_states() <= settings.exact_limit:
         sols = get_solver("exact", problem).solve(problem, num_solutions=top, seed=seed)
@@ -233,8 +236,6 @@ class StateMeasurements:
 
     def __call__(self, removed: Sequence[int]) -> dict[str, float]:
         """``{"loss", "perplexity"}`` of removing ``removed`` (nothing: the unpruned model); saved at once."""
-        import math
-
         key = ",".join(str(i) for i in sorted(int(i) for i in removed))
         if key not in self.values:
             if self._meters is None:
@@ -296,12 +297,6 @@ def _build_group(out: Path, source: ModelSource, loaded: tuple[Any, Any], specs:
                  settings: BuildSettings, force: bool, progress: bool) -> None:
     """Build instances of one model (``loaded``: model and tokenizer): each (objective, granularity) problem once,
     then every instance from it, then (real models) the measurements of every instance's states."""
-    import torch
-
-    from ..core.removal import removal_constraints, with_constraints
-    from ..data import evaluation_ids, load_texts, make_calibration
-    from ..plugins import find_adapter, get_objective
-
     torch.manual_seed(settings.seed)
     model, tokenizer = loaded
     model.eval()

@@ -25,10 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import LmshrinkError
-from ..core.errors import did_you_mean
-from ..core.problem import _json_default
+from ..core import BinaryQuadraticProblem, LmshrinkError, load_problem
+from ..core.errors import did_you_mean, require
+from ..core.problem import json_default
+from ..solvers.composites import choose_penalty
+from ..solvers.milp import linearized_model
 from .instance import LibraryInstance
+from .qplib import write_qplib
 
 #: format → file suffix
 FORMATS = {"lmshrink": ".json", "bqm": ".bqm.json", "cqm": ".cqm", "lp": ".lp", "mps": ".mps", "qplib": ".qplib"}
@@ -43,8 +46,6 @@ def check_format(fmt: str) -> None:
     needs = {"bqm": ("dimod", "dwave"), "cqm": ("dimod", "dwave"), "lp": ("pyomo.environ", "milp"),
              "mps": ("pyomo.environ", "milp")}
     if fmt in needs:
-        from ..core.errors import require
-
         require(needs[fmt][0], needs[fmt][1], f"Export as {fmt}")
 
 
@@ -57,8 +58,6 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
     if fmt == "lmshrink":
         problem.save(path)
     elif fmt == "bqm":
-        from ..solvers.composites import choose_penalty
-
         penalty, rule = choose_penalty(problem)
         extra = {"penalty": penalty, "penalty_rule": rule}
         if problem.has_weighted_constraints:
@@ -73,13 +72,9 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
         with open(path, "wb") as f, problem.to_cqm().to_file() as data:
             f.write(data.read())
     elif fmt in ("lp", "mps"):
-        from ..solvers.milp import linearized_model
-
         linearized_model(problem).write(str(path), format=fmt, io_options={"symbolic_solver_labels": True})
         extra = {"milp": "x[i] binary (variable i), y[i,j] = x_i·x_j continuous (McCormick + RLT cuts)"}
     else:
-        from .qplib import write_qplib
-
         write_qplib(problem, path, instance.name)
     return path, extra
 
@@ -87,8 +82,6 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
 def problem_instance(path: str | Path) -> LibraryInstance:
     """A user's problem file (``.json`` or ``.npz``, any binary problem lmshrink reads) as an instance to export,
     named after the file, with no reference energy or states."""
-    from ..core import BinaryQuadraticProblem, load_problem
-
     path = Path(path)
     if not path.is_file():
         raise LmshrinkError(f"No problem file at {str(path)!r}.")
@@ -116,5 +109,5 @@ def export_library(instances: Sequence[LibraryInstance], out: str | Path, fmt: s
     index = {"format": EXPORT_FORMAT, "file_format": fmt,
              "energy": "offset + linear·x + xᵀQx of the lmshrink problem; every file has this energy at every "
                        "feasible state", "instances": entries}
-    (out / "index.json").write_text(json.dumps(index, indent=1, default=_json_default))
+    (out / "index.json").write_text(json.dumps(index, indent=1, default=json_default))
     return paths

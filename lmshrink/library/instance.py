@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
-from ..core.problem import _json_default
+from ..core.problem import json_default
+from ..report import read_json
 
 FORMAT = "lmshrink.library_instance/1"
 
@@ -102,15 +103,13 @@ class LibraryInstance:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=json_default))
         os.replace(tmp, path)
         return path
 
 
 def load_instance(path: str | Path) -> LibraryInstance:
     """Read one instance file; anything else gets one sentence."""
-    from ..report import read_json
-
     return LibraryInstance.from_dict(read_json(path, "library instance file"), repr(str(path)))
 
 

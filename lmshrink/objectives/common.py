@@ -1,55 +1,15 @@
-"""Helpers shared by the block-removal objectives: cache keys, problem metadata, frozen parameters, and the
-check that a measurement is finite."""
+"""Helpers shared by the block-removal objectives: cache keys, problem metadata, and the check that a measurement
+is finite."""
 
 from __future__ import annotations
 
-import hashlib
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from ..cache import cache_key
 from ..core.errors import LmshrinkError
-
-#: config entries that name where a model came from rather than what it computes
-_PROVENANCE = ("_name_or_path", "name_or_path", "transformers_version", "_commit_hash")
-
-
-def weights_digest(model: Any) -> str:
-    """SHA-256 of every tensor of ``model.state_dict()``: names, dtypes, shapes and raw bytes."""
-    import torch
-
-    digest = hashlib.sha256()
-    seen: dict[tuple[int, int], str] = {}  # tied weights (embeddings and LM head) are hashed once
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            t = tensor.detach()
-            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
-            storage = (t.data_ptr(), t.nbytes)
-            if storage in seen:
-                digest.update(f"same as {seen[storage]};".encode())
-            elif t.numel():
-                seen[storage] = name
-                digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def model_identity(model: Any) -> dict[str, Any]:
-    """What a measurement on ``model`` depends on: every weight (hashed), the config and the library versions."""
-    import torch
-
-    from .. import __version__
-
-    config = model.config.to_dict() if hasattr(model.config, "to_dict") else {}
-    return {
-        "class": type(model).__name__,
-        "weights": weights_digest(model),
-        "config": {k: v for k, v in config.items() if k not in _PROVENANCE},
-        "torch": torch.__version__.split("+")[0],
-        "lmshrink": __version__,
-    }
-
+from ..torch_utils import model_identity
 
 def measurement_key(model: Any, adapter: Any, calibration: Any, granularity: str, **extra: Any) -> str:
     """The cache key of a measurement (``extra`` names it and its version, e.g. ``what="gate_gradients"``)."""
@@ -68,22 +28,6 @@ def problem_metadata(model: Any, adapter: Any, calibration: Any, objective: str,
         "calibration": {"source": calibration.source, **calibration.info},
         "blocks": [b.to_dict() for b in blocks],
     }
-
-
-@contextmanager
-def frozen(model: Any):
-    """Turn off parameter gradients (only gate gradients are needed) and restore them afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def nonfinite_origin(model: Any, adapter: Any, input_ids: Any, granularity: str = "layer") -> str:

@@ -35,7 +35,6 @@ import numpy as np
 
 from ..core import option
 from ..core.rank import RankAllocationProblem
-from ..plugins import hookimpl
 from .rank import ERROR_WEIGHTS, RankObjective, RankOptions, output_sensitivity, rank_problem
 
 
@@ -231,11 +230,6 @@ class FermiRankObjective(RankObjective):
         return SoftTruncationLoss(model, factors, problem.names, calibration.input_ids, target=options["target"],
                                   batch_size=options["batch_size"], seed=options["seed"],
                                   teacher_top_k=options["teacher_top_k"])
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(FermiRankObjective)
 
 
 __all__ = ["FermiRankObjective", "SoftTruncationLoss", "rank_problem"]

@@ -19,14 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
-from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
+from ..core.errors import LmshrinkError
+from ..devices import model_device
 
 
 @contextmanager
@@ -34,8 +36,6 @@ def checkpointed_layers(model: Any, adapter: Any) -> Iterator[None]:
     """Within the context every decoder layer's forward runs under activation checkpointing (non-reentrant, so
     the gate hooks around and inside a layer get their gradients): the backward pass recomputes each layer."""
     from torch.utils.checkpoint import checkpoint
-
-    from ..core.errors import LmshrinkError
 
     where = adapter.layer_list(model)
     if where is None:
@@ -70,12 +70,9 @@ def gate_gradients(
     """Per-sample gate gradients A (m × N) and per-sample losses (m,) at gates = 1, float64 whatever the model's
     dtype (the gradients are cast per sample before H is formed from them); ``checkpointing`` recomputes each
     layer in the backward pass instead of keeping its activations."""
-    from contextlib import nullcontext
-
     import torch
     from tqdm.auto import tqdm
 
-    from ..devices import model_device
     from ..evaluate.loss import per_sample_loss
 
     n = len(adapter.blocks(model, granularity))
@@ -143,8 +140,3 @@ class FisherObjective(Objective):
         meta.update({"samples": m, **measurement_metadata(arrays, cached), "mean_gradient": mean_grad.tolist(),
                      "base_loss": float(arrays["losses"].mean())})
         return BinaryQuadraticProblem([b.name for b in blocks], linear, quadratic, 0.0, [], meta)
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(FisherObjective)

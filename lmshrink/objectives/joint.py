@@ -26,10 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from ..compress.factoring import svd_factors
 from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
 from ..core.rank import break_even_rank
+from ..evaluate.measured import RemovalLoss
+from ..evaluate.midstack import loss_from_hidden
+from ..torch_utils import frozen
 
 
 @dataclass
@@ -80,11 +86,6 @@ def branch_membership(blocks: Sequence[Any], matrices: Sequence[str]) -> list[in
 
 def _truncated_loss(model: Any, adapter: Any, meter: Any, layer: int, name: str, weight: Any) -> np.ndarray:
     """Per-window loss with matrix ``name`` (in decoder layer ``layer``) replaced by ``weight``, run mid-stack."""
-    import torch
-
-    from ..evaluate.midstack import loss_from_hidden
-    from ..objectives.common import frozen
-
     module = model.get_submodule(name)
     saved = module.weight.data
     module.weight.data = weight.to(saved.dtype).to(saved.device)
@@ -102,8 +103,6 @@ def calibrate_sensitivity(model: Any, adapter: Any, meter: Any, factors: Any, ma
                           probe_fractions: Sequence[float] = (0.25, 0.6), pivga: bool = False,
                           progress: bool = False) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """c per matrix kind by the least-squares fit (3); returns the factors and, per kind, the probe points and R²."""
-    from tqdm.auto import tqdm
-
     num_layers = meter.streams.num_layers
     chosen = sorted({int(round(v)) for v in np.linspace(0, num_layers - 1, max(int(probe_layers), 1))})
     by_kind: dict[str, list[int]] = {}
@@ -141,9 +140,6 @@ def measure_joint(model: Any, adapter: Any, calibration_ids: Any, *, loss_window
                   progress: bool = False) -> JointMeasurements:
     """Whitened SVDs on ``calibration_ids``, then branch-removal losses and kind sensitivities on its first
     ``loss_windows`` windows (all without it)."""
-    from ..compress.factoring import svd_factors
-    from ..evaluate.measured import RemovalLoss
-
     if "sublayer" not in getattr(adapter, "granularities", ()):
         raise LmshrinkError(f"Adapter {adapter.name!r} cannot remove attention and MLP branches apart, which joint "
                             "compression needs.")

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
-from ..plugins import hookimpl
 from .common import frozen, measurement_key, problem_metadata, require_finite
 
 
@@ -141,8 +140,3 @@ class PairsObjective(Objective):
         meta = problem_metadata(model, adapter, calib, self.name, granularity, {"samples": samples}, blocks)
         meta.update({"base_loss": base, **measurement_metadata(arrays, cached), "single_loss_increase": d.tolist()})
         return BinaryQuadraticProblem([b.name for b in blocks], d, quad, 0.0, [], meta)
-
-
-@hookimpl
-def lmshrink_register_objectives(register: Any) -> None:
-    register(PairsObjective)

@@ -1,8 +1,8 @@
 """Stage 2 of a prune run: candidate removals, each tagged with its source.
 
 A source is an objective + solver (the problem's lowest-energy states) or a removal method (its own ranking).
-Every source returns the same :class:`~lmshrink.selection.Candidate` records, so candidates from several sources
-are pooled in one :class:`~lmshrink.selection.Portfolio` and chosen together (:mod:`.select`).
+Every source returns the same :class:`~lmshrink.portfolio.Candidate` records, so candidates from several sources
+are pooled in one :class:`~lmshrink.portfolio.Portfolio` and chosen together (:mod:`.select`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from ..core import BinaryQuadraticProblem, SolutionSet
 from ..core.removal import with_constraints
 from ..report import Timings
-from ..selection import Candidate
+from ..portfolio import Candidate
 from ..report import log as _log
 from ..staging import checkpoint
 from .target import Target
@@ -95,7 +95,7 @@ def portfolio_sources(specs: list[str], config: Any, solver: Any, solver_options
     such as ``fisher-fo``) solved by the run's ``solver``, removal methods with their default options."""
     from ..baselines import get_method
     from ..plugins import get_objective
-    from ..selection import parse_sources
+    from ..portfolio import parse_sources
 
     sources: list[tuple[CandidateSource, int]] = []
     for spec in parse_sources(specs):

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionSet
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
 from ..report.schema import HealingSummary, PruneReport
 from ..report import log as _log
-from ..selection import Portfolio
+from ..portfolio import Portfolio
 from .candidates import Proposal
 from .config import PruneConfig
 from .evaluation import Evaluation, evaluate_pruned, held_out_ids, perplexity_before
@@ -26,7 +28,7 @@ from .inputs import Inputs, load_inputs
 from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
 from .heal import HealingStage
-from .select import Selection, choose_by_validation, mark_unrunnable
+from .select import Choice, choose_by_validation, mark_unrunnable
 from .target import Target, budget_facts, removal_target
 
 __all__ = ["PruneConfig", "PruneResult", "prune"]
@@ -55,8 +57,6 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     ``out``. Every setting is checked before the model loads; the model is saved before it is evaluated, and an
     evaluation that fails is recorded in the report (``report["errors"]``).
     """
-    import torch
-
     config = PruneConfig.from_settings(config, **settings)
     request = prepare(config, model)
     config = request.config
@@ -145,7 +145,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
 
 
 def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
-            timings: Timings, healing: HealingStage | None) -> Selection:
+            timings: Timings, healing: HealingStage | None) -> Choice:
     """Set aside candidates the architecture cannot run; the main source's first one, or, when several compete,
     the one with the lowest validation loss (after linear healing when the run heals linearly)."""
     every = [c for p in proposals for c in p.candidates]
@@ -159,7 +159,7 @@ def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: P
             every_set.score(p.candidates[0].source.split("+")[0], p.problem)
     main = [c for c in proposals[0].candidates if c.error is None]
     if not config.chooses:
-        return Selection(main[0] if main else runnable[0])
+        return Choice(main[0] if main else runnable[0])
     pool = main[: max(config.rerank, 1)] + [c for p in proposals[1:] for c in p.candidates if c.error is None]
     linear = config.linear_heal_options()
     with timings("validate candidates"):
@@ -189,7 +189,7 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
 
 
 def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposals: list[Proposal],
-                 selection: Selection, plan: RemovalPlan, before: dict[str, float] | None, timings: Timings, *,
+                 selection: Choice, plan: RemovalPlan, before: dict[str, float] | None, timings: Timings, *,
                  parameters: tuple[int, int], save_format: str, saved: bool,
                  healing: HealingSummary | None = None, skipped: list[dict[str, str]] | None = None,
                  precision: dict[str, Any] | None = None) -> PruneReport:
@@ -236,7 +236,7 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
     )
 
 
-def _candidate_rows(proposals: list[Proposal], selection: Selection) -> list[dict[str, Any]]:
+def _candidate_rows(proposals: list[Proposal], selection: Choice) -> list[dict[str, Any]]:
     """Every candidate once (pooled candidates carry all their sources), with its paired difference to the chosen
     one when validated."""
     deltas = {tuple(r["indices"]): r for r in selection.comparison}

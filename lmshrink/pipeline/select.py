@@ -2,7 +2,7 @@
 
 Candidates the architecture cannot run are set aside. With one source and no re-ranking the first runnable
 candidate wins (the solver's lowest energy, or the method's pick). When several compete (``rerank`` K: the main
-source's first K; ``candidates``: more sources), they are pooled in a :class:`~lmshrink.selection.Portfolio` and
+source's first K; ``candidates``: more sources), they are pooled in a :class:`~lmshrink.portfolio.Portfolio` and
 measured on validation windows disjoint from the calibration samples the objectives were built on
 (:class:`~lmshrink.evaluate.measured.RemovalLoss`), after linear healing when the run heals linearly (each
 candidate with its own fitted maps), and the lowest loss wins.
@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+
 from ..core import LmshrinkError
-from ..selection import Candidate, Portfolio
+from ..portfolio import Candidate, Portfolio
 from .heal import HealingStage, heal_finalists
 
-__all__ = ["Selection", "choose_by_validation", "heal_finalists", "mark_unrunnable"]
+__all__ = ["Choice", "choose_by_validation", "heal_finalists", "mark_unrunnable"]
 
 
 def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], granularity: str) -> list[Candidate]:
@@ -35,7 +36,7 @@ def mark_unrunnable(adapter: Any, model: Any, candidates: Sequence[Candidate], g
 
 
 @dataclass
-class Selection:
+class Choice:
     """The chosen candidate, the portfolio it was chosen from (None without a choice), and what it was measured
     on; ``finalists`` is how many candidates were measured after healing when the choice was heal-aware."""
 
@@ -56,7 +57,7 @@ class Selection:
 
 def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granularity: str,
                          healing: HealingStage | None = None, fit_samples: int | None = None,
-                         finalists: int | None = None, progress: bool = False) -> Selection:
+                         finalists: int | None = None, progress: bool = False) -> Choice:
     """Pool ``candidates`` (runnable ones), measure each on the validation windows and return the lowest, with
     every candidate's paired difference to it.
 
@@ -81,6 +82,6 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
                                          keep=fit_samples is None)
     chosen = portfolio.best()
     rows = portfolio.comparison()
-    return Selection(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
+    return Choice(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
                      heal_aware=healing is not None, note=portfolio.separation_note(), comparison=rows,
                      finalists=measured)

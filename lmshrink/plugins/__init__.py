@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.errors import LmshrinkError
 from .hookspecs import hookimpl, hookspec
 from .manager import (
     ENTRY_POINT_GROUP,
@@ -40,8 +41,6 @@ def get_adapter(name: str) -> Any:
 
 def find_adapter(model: Any) -> Any:
     """The first registered adapter that matches ``model``, or an error naming the supported ones."""
-    from ..core.errors import LmshrinkError
-
     adapters = registry("adapter")
     for entry in adapters:
         adapter = entry.obj()

@@ -1,37 +1,70 @@
-"""The modules that register lmshrink's own plugins, through the same hooks a third party uses.
+"""lmshrink's own plugins, registered by lazy ``"module:attr"`` reference through the same hooks a third party uses.
+
+Nothing here imports a plugin's module: an entry is imported the first time it is used, so listing names, aliases
+and the command line's ``--help`` stay light. ``lmshrink plugins`` imports them all to describe them; the solver,
+objective, method and adapter modules therefore import torch, and the lmshrink modules that do, inside the functions
+that use them.
 
 Every solver has a unique canonical name; a short alias may be shared by solvers of different problem types and is
 looked up together with the problem type (``get_solver("milp", RankAllocationProblem)`` is ``rank-milp``).
 """
 
-BUILTIN_MODULES = (
-    # binary problems: solvers, objectives, removal methods
-    "lmshrink.solvers.exact",
-    "lmshrink.solvers.anneal",
-    "lmshrink.solvers.milp",
-    "lmshrink.solvers.dwave",
-    "lmshrink.solvers.qaoa",
-    "lmshrink.solvers.tabu",
-    "lmshrink.solvers.fermigrad",
-    "lmshrink.objectives.fisher",
-    "lmshrink.objectives.pairs",
-    "lmshrink.baselines.block_influence",
-    "lmshrink.baselines.norm_ratio",
-    "lmshrink.baselines.angular",
-    "lmshrink.baselines.sleb",
-    "lmshrink.baselines.blockpruner",
-    "lmshrink.baselines.evopress",
-    "lmshrink.search.surrogate_search",
-    # rank allocation for SVD compression
-    "lmshrink.solvers.rank_fermigrad",
-    "lmshrink.solvers.rank_milp",
-    "lmshrink.solvers.uniform",
-    "lmshrink.objectives.fermi_rank",
-    # one budget over branch removal and SVD ranks
-    "lmshrink.solvers.joint_milp",
-    # architectures and commands
-    "lmshrink.adapters.llama",
-    "lmshrink.adapters.nemotron_h",
-    "lmshrink.cli.commands",
-)
+from __future__ import annotations
 
+from typing import Any, Callable
+
+from .hookspecs import hookimpl
+
+#: kind → canonical name → "module:attr", in registration order
+BUILTINS: dict[str, dict[str, str]] = {
+    "solver": {
+        # binary problems
+        "exact": "lmshrink.solvers.exact:ExactSolver", "anneal": "lmshrink.solvers.anneal:AnnealSolver",
+        "milp": "lmshrink.solvers.milp:MilpSolver", "tabu": "lmshrink.solvers.tabu:TabuSolver",
+        "dwave": "lmshrink.solvers.dwave:DWaveSolver", "dwave-hybrid": "lmshrink.solvers.dwave:DWaveHybridSolver",
+        "qaoa": "lmshrink.solvers.qaoa:QAOASolver", "fermigrad": "lmshrink.solvers.fermigrad:FermiGradSolver",
+        # rank allocation for SVD compression
+        "rank-fermigrad": "lmshrink.solvers.rank_fermigrad:RankFermiGradSolver",
+        "rank-milp": "lmshrink.solvers.rank_milp:RankMilpSolver",
+        "rank-uniform": "lmshrink.solvers.uniform:UniformSolver",
+        # one budget over branch removal and SVD ranks
+        "joint-milp": "lmshrink.solvers.joint_milp:JointMilpSolver",
+    },
+    "objective": {
+        "fisher": "lmshrink.objectives.fisher:FisherObjective", "pairs": "lmshrink.objectives.pairs:PairsObjective",
+        "fermi-rank": "lmshrink.objectives.fermi_rank:FermiRankObjective",
+        "block-influence": "lmshrink.baselines.block_influence:BlockInfluenceObjective",
+        "norm-ratio": "lmshrink.baselines.norm_ratio:NormRatioObjective",
+    },
+    "method": {
+        "block-influence-iterative": "lmshrink.baselines.block_influence:IterativeBlockInfluence",
+        "angular": "lmshrink.baselines.angular:AngularDistance", "sleb": "lmshrink.baselines.sleb:GreedyLossRemoval",
+        "blockpruner": "lmshrink.baselines.blockpruner:BlockPrunerRemoval",
+        "evopress": "lmshrink.baselines.evopress:EvoPressRemoval",
+        "surrogate": "lmshrink.search.surrogate_search:SurrogateSearch",
+    },
+    "adapter": {"llama": "lmshrink.adapters.llama:LlamaAdapter",
+                "nemotron_h": "lmshrink.adapters.nemotron_h:NemotronHAdapter"},
+    "command": {name: f"lmshrink.cli.{name}_cmd:COMMAND" for name in (
+        "prune", "solve", "plugins", "svd", "eval", "heal", "problems", "show", "sweep", "export", "compress")},
+}
+#: canonical name → the short names it also answers to (shared across problem types)
+ALIASES: dict[str, tuple[str, ...]] = {"rank-fermigrad": ("fermigrad",), "rank-milp": ("milp",),
+                                       "rank-uniform": ("uniform",), "joint-milp": ("milp",)}
+
+
+def _registers(kind: str) -> Callable[[Any], None]:
+    """The hook implementation that registers the built-in plugins of ``kind`` (pluggy names it by attribute)."""
+
+    def register_builtins(register: Any) -> None:
+        for name, reference in BUILTINS[kind].items():
+            register(reference, name=name, aliases=ALIASES.get(name, ()))
+
+    return hookimpl(register_builtins)
+
+
+lmshrink_register_solvers = _registers("solver")
+lmshrink_register_objectives = _registers("objective")
+lmshrink_register_methods = _registers("method")
+lmshrink_register_adapters = _registers("adapter")
+lmshrink_register_commands = _registers("command")

@@ -5,6 +5,7 @@ Each hook receives a ``register`` callable; call it once per thing the plugin pr
     @hookimpl
     def lmshrink_register_solvers(register):
         register(MySolver)            # a Solver subclass; its ``name`` is the registry key
+        register("my_package.solvers:OtherSolver", name="other")  # imported on first use
 """
 
 from __future__ import annotations
@@ -41,5 +42,5 @@ def lmshrink_register_commands(register: Register) -> None:
 
 @hookspec
 def lmshrink_register_methods(register: Register) -> None:
-    """Register :class:`lmshrink.baselines.RemovalMethod` subclasses: removal procedures that choose blocks
+    """Register :class:`lmshrink.core.RemovalMethod` subclasses: removal procedures that choose blocks
     themselves (iterative or greedy baselines) instead of posing a problem for a solver."""

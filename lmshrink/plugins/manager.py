@@ -10,7 +10,6 @@ names; empty means the built-ins only; unset means every installed plugin.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import os
 import warnings
@@ -20,9 +19,9 @@ from typing import Any
 
 import pluggy
 
+from .. import __version__
 from ..core.errors import did_you_mean
-from . import hookspecs
-from .builtins import BUILTIN_MODULES
+from . import builtins, hookspecs
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "lmshrink"
@@ -73,8 +72,6 @@ class LoadedPlugins:
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -140,10 +137,8 @@ def loaded_plugins() -> LoadedPlugins:
     pm = pluggy.PluginManager("lmshrink")
     pm.add_hookspecs(hookspecs)
     loaded = LoadedPlugins(pm)
-    for module in BUILTIN_MODULES:
-        plugin = importlib.import_module(module)
-        pm.register(plugin, name=module)
-        loaded.provided_by[id(plugin)] = ("lmshrink", _version())
+    pm.register(builtins, name=builtins.__name__)
+    loaded.provided_by[id(builtins)] = ("lmshrink", _version())
     _load_entry_points(loaded)
     _check_hooks(loaded)
     return loaded

@@ -1,23 +1,60 @@
-"""A name → plugin registry with provider facts, aliases and "did you mean" errors."""
+"""A name → plugin registry with provider facts, aliases and "did you mean" errors.
+
+An entry is either the plugin object itself or a lazy reference ``"module:attr"`` (as lm-evaluation-harness
+registers its tasks), imported the first time something asks for the object, its description or its problem types.
+Registering by reference keeps listing names, aliases and the command line's ``--help`` free of the plugins'
+modules and of what they import.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import LmshrinkError, unknown_name
 
 
+def is_reference(target: Any) -> bool:
+    """Whether ``target`` is a lazy ``"module:attr"`` reference rather than the plugin object."""
+    return isinstance(target, str) and ":" in target
+
+
+def resolve(reference: str) -> Any:
+    """The object a ``"module:attr"`` reference names (``attr`` may be dotted)."""
+    module, _, attr = reference.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One registered plugin object, the distribution that provides it and the further names it answers to."""
+    """One registered plugin (the object or a lazy ``"module:attr"`` reference to it), the distribution that
+    provides it and the further names it answers to."""
 
     name: str
-    obj: Any
+    target: Any
     package: str
     version: str
     aliases: tuple[str, ...] = ()
+    _resolved: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def obj(self) -> Any:
+        """The plugin object, imported on first use when it was registered by reference."""
+        if not is_reference(self.target):
+            return self.target
+        if not self._resolved:
+            self._resolved.append(resolve(self.target))
+        return self._resolved[0]
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the object is at hand without importing anything."""
+        return not is_reference(self.target) or bool(self._resolved)
 
     @property
     def description(self) -> str:
@@ -58,31 +95,56 @@ class Registry:
 
     def add(self, obj: Any, *, package: str, version: str, name: str | None = None,
             aliases: tuple[str, ...] = ()) -> None:
-        key = name or getattr(obj, "name", None)
+        """Register ``obj`` (a plugin object, or a ``"module:attr"`` reference given with its ``name``)."""
+        lazy = is_reference(obj)
+        key = name or (None if lazy else getattr(obj, "name", None))
         if not key:
             raise LmshrinkError(f"A {self.kind} from {package} was registered without a name.")
-        names = tuple(dict.fromkeys(a for a in (*aliases, *getattr(obj, "aliases", ())) if a and a != key))
+        declared = () if lazy else getattr(obj, "aliases", ())
+        names = tuple(dict.fromkeys(a for a in (*aliases, *declared) if a and a != key))
         entry = Entry(key, obj, package, version, names)
         if key in self._entries:
-            if self._entries[key].obj is obj:
+            if self._entries[key].target is obj or (lazy and self._entries[key].target == obj):
                 return
             raise LmshrinkError(
                 f"Two {self.kind}s are called {key!r}: one from {self._entries[key].package}, one from {package}."
             )
-        for alias in names:
-            for other in self._aliases.get(alias, []):
-                theirs = self._entries[other]
-                if not entry.problem_types or not theirs.problem_types or \
-                        set(entry.problem_types) & set(theirs.problem_types):
-                    raise LmshrinkError(f"{self.kind.capitalize()}s {other!r} ({theirs.package}) and {key!r} "
-                                        f"({package}) both answer to {alias!r} for the same problems.")
         self._entries[key] = entry
         for alias in names:
             self._aliases.setdefault(alias, []).append(key)
+        try:
+            for alias in names:  # a plugin object is checked now; references when the alias is first looked up
+                self._check_alias(alias, loaded_only=lazy)
+        except LmshrinkError:
+            self._forget(key)
+            raise
+
+    def _forget(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        for alias in entry.aliases:
+            self._aliases[alias].remove(key)
+            if not self._aliases[alias]:
+                del self._aliases[alias]
+
+    def _check_alias(self, alias: str, *, loaded_only: bool = False) -> None:
+        """Refuse an alias that two entries share for the same problems (with ``loaded_only``, only among the
+        entries whose objects are at hand)."""
+        sharing = [self._entries[k] for k in self._aliases.get(alias, [])]
+        if loaded_only:
+            sharing = [e for e in sharing if e.loaded]
+        for i, entry in enumerate(sharing):
+            for theirs in sharing[:i]:
+                if not entry.problem_types or not theirs.problem_types or \
+                        set(entry.problem_types) & set(theirs.problem_types):
+                    raise LmshrinkError(f"{self.kind.capitalize()}s {theirs.name!r} ({theirs.package}) and "
+                                        f"{entry.name!r} ({entry.package}) both answer to {alias!r} for the same "
+                                        "problems.")
 
     def _candidates(self, name: str) -> list[Entry]:
         """Entries ``name`` may mean: the canonical one first, then those with that alias."""
         found = [self._entries[name]] if name in self._entries else []
+        if name in self._aliases:
+            self._check_alias(name)
         return found + [self._entries[k] for k in self._aliases.get(name, [])]
 
     def entry(self, name: str) -> Entry:
@@ -128,6 +190,7 @@ class Registry:
         return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[Entry]:
+        """Every entry by canonical name (their objects are imported when first asked for)."""
         return iter([self._entries[name] for name in sorted(self._entries)])
 
     def __len__(self) -> int:

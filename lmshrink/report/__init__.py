@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LmshrinkError
-from ..core.problem import _json_default
+from ..core.problem import json_default
+from ..staging import atomic_write_text
 
 LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "dwave-samplers", "dwave-system",
              "qiskit", "qiskit-optimization", "pyomo", "highspy", "lm-eval")
@@ -73,11 +74,9 @@ def default_out_dir(root: str | Path = "lmshrink-out") -> Path:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as JSON through a temporary file and a rename (readers never see half a file)."""
-    from ..staging import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(data, indent=1, default=_json_default))
+    return atomic_write_text(path, json.dumps(data, indent=1, default=json_default))
 
 
 def read_json(path: str | Path, what: str) -> Any:

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..baselines.base import RemovalMethod, Selection
 from ..core import BinaryQuadraticProblem, Constraint, option
 from ..core.errors import LmshrinkError
-from ..plugins import hookimpl
+from ..core.method import RemovalMethod, Selection
+from ..plugins import get_objective, get_solver
+from ..report import log
+from ..solvers.exact import count_feasible
 from .surrogate import PairwiseSurrogate, fit_quality, qubo_weights, weights_to_qubo
 
 #: above this many feasible states the ``auto`` proposer anneals instead of enumerating
@@ -74,7 +76,6 @@ class SurrogateSearch(RemovalMethod):
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, budget, batch,
             samples, prior, proposer, seeds, batch_size, seed):
         from ..evaluate.measured import RemovalLoss
-        from ..report import log
 
         if batch < 1 or samples is not None and samples < 2:
             raise LmshrinkError("surrogate: batch must be ≥ 1 and samples ≥ 2 (standard errors need 2 windows).")
@@ -144,7 +145,6 @@ class SurrogateSearch(RemovalMethod):
     def _prior(self, prior: str, model, adapter, calibration, granularity, progress) -> tuple[Any, dict[str, Any]]:
         if prior == "none":
             return None, {"name": "none"}
-        from ..plugins import get_objective
 
         options = {"granularity": granularity, "progress": progress}
         if prior == "fisher":
@@ -156,8 +156,6 @@ class SurrogateSearch(RemovalMethod):
     def _initial(self, prior_w, seeds, model, adapter, calibration, blocks, constraints, granularity, proposer,
                  batch, seed) -> list[tuple[int, ...]]:
         """The prior's lowest states and the seed objectives' lowest states, distinct, in that order."""
-        from ..plugins import get_objective
-
         n = len(blocks)
         states: list[tuple[int, ...]] = []
         if prior_w is not None:
@@ -180,9 +178,6 @@ class SurrogateSearch(RemovalMethod):
     def _lowest(self, problem: BinaryQuadraticProblem, k: int, proposer: str, seed: int,
                 skip: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
         """Up to ``k`` lowest states of ``problem`` not in ``skip``, from the proposer."""
-        from ..plugins import get_solver
-        from ..solvers.exact import count_feasible
-
         name, opts = proposer, {}
         if proposer == "auto":
             if count_feasible(problem) <= EXACT_PROPOSER_LIMIT:
@@ -227,11 +222,6 @@ class SurrogateSearch(RemovalMethod):
             if len(out) >= want:
                 break
         return out
-
-
-@hookimpl
-def lmshrink_register_methods(register: Any) -> None:
-    register(SurrogateSearch)
 
 
 __all__ = ["SurrogateSearch", "sleb_budget"]

@@ -31,7 +31,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, RawSummary, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
-from ..plugins import hookimpl
 from .repair import swap_descent
 
 
@@ -365,8 +364,3 @@ class AnnealSolver(Solver):
         hot = np.log(2) / np.median(d)
         cold = np.log(100) / d.min()
         return float(hot), float(max(cold, hot * 10))
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(AnnealSolver)

@@ -39,6 +39,7 @@ from ..core import (
     SolverCapabilities,
 )
 from ..core.problem import Problem
+from .anneal import AnnealSolver, swap_neighbours
 from .repair import repair, swap_descent
 
 
@@ -101,8 +102,6 @@ def repair_and_polish(problem: BinaryQuadraticProblem, states: np.ndarray, *, po
     list needs. Without ``polish`` the neighbours are added only when the reads give fewer than ``num_solutions``
     distinct states, so a top-k list is always filled.
     """
-    from .anneal import swap_neighbours
-
     states = np.atleast_2d(np.asarray(states))
     if repair_rows:
         fixed, changed = repair(problem, states)
@@ -310,8 +309,6 @@ class FixingComposite(Composite):
         if limit is not None and problem.num_variables - len(fixed) > limit:
             classical = self.classical
             if classical is None:
-                from .anneal import AnnealSolver
-
                 classical = AnnealSolver()
             found = classical.solve(problem, num_solutions=options["reduce_top"], seed=seed)
             states = np.array([s.x for s in found], dtype=np.int8)

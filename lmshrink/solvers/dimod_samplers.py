@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Constraint, LmshrinkError
 from ..core.errors import require
+from ..plugins import registry
 
 dimod = require("dimod", "dwave", "lmshrink's dimod samplers")
 
@@ -94,8 +95,6 @@ class LmshrinkSampler(dimod.Sampler):
     """
 
     def __init__(self, solver: str = "anneal", **options: Any) -> None:
-        from ..plugins import registry
-
         probe = BinaryQuadraticProblem(["x"], [0.0], [[0.0]])
         self.solver = registry("solver").for_problem(solver, probe)
         self.default_options = dict(options)

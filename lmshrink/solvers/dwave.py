@@ -19,7 +19,7 @@
 * **annealing_time** or **anneal_schedule** (flat t,s pairs of a forward anneal), passed to the QPU.
 * **max_qpu_seconds**: the QPU access time of the run is estimated by D-Wave's timing model on the sampler's own
   ``problem_timing_data`` after embedding, before sampling; a run over the limit is refused then
-  (:class:`~lmshrink.experiments.budget.BudgetExceededError`), which is how sweeps keep to a budget.
+  (:class:`~lmshrink.core.budget.BudgetExceededError`), which is how sweeps keep to a budget.
 * **chain_strength** default ``None`` = Ocean's ``uniform_torque_compensation`` (√2 × the RMS coupling times
   √(mean degree)), computed on the penalty BQM; pass a number for a fixed strength in BQM units.
 * **penalty** default ``None``: chosen from the problem by :func:`~lmshrink.solvers.composites.choose_penalty`
@@ -52,16 +52,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Solver, SolverCapabilities, option
+from ..core.budget import check_budget
+from ..core.capture import offer
 from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
-from ..experiments.budget import check_budget
-from ..experiments.capture import offer
-from ..plugins import hookimpl
 from .composites import PenaltyComposite, RepairComposite, RepairedSolver
+from ..report import read_json
 from .tabu import bqm_samples
 
 #: default working-graph shapes of the offline mock samplers (kept small so tests stay quick), and the larger
@@ -152,10 +154,6 @@ def embedding_document(chains: Mapping[Any, Any], variables: list[str], sampler:
 
 def read_embedding(path: str, num_variables: int) -> dict[str, Any]:
     """An embedding file written with a record, checked against the problem (one sentence when it does not fit)."""
-    from pathlib import Path
-
-    from ..report import read_json
-
     if not Path(path).is_file():
         raise LmshrinkError(f"embedding={path!r} is neither {' nor '.join(EMBEDDING_METHODS)} nor an embedding file.")
     data = read_json(path, "embedding file")
@@ -200,8 +198,6 @@ def estimate_access_time_us(properties: Mapping[str, Any], num_qubits: int, num_
                             anneal_schedule: list[list[float]] | None = None) -> float:
     """QPU access time in µs by D-Wave's timing model (dwave-cloud-client's ``estimate_qpu_access_time``) from a
     sampler's ``problem_timing_data``: programming + reads × (anneal + readout + delay)."""
-    from types import SimpleNamespace
-
     from dwave.cloud.solver import StructuredSolver
 
     return float(StructuredSolver.estimate_qpu_access_time(
@@ -520,8 +516,3 @@ class DWaveHybridSolver(RepairedSolver):
     sampler = HybridCQM
     polishes = False
 
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(DWaveSolver)
-    register(DWaveHybridSolver)

@@ -37,7 +37,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import LmshrinkError, MissingDependencyError, ProblemTooLargeError, require
-from ..plugins import hookimpl
 from .bands import cardinality_splits, group_patterns, product_states
 
 CHUNK = 1 << 15
@@ -262,11 +261,6 @@ class ExactSolver(Solver):
         done = seen >= total
         info = {"method": "enumerate", "num_feasible_states": total, "num_enumerated": seen}
         return Samples(best_x, info, proven_optimal=done, stopped_early=not done)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(ExactSolver)
 
 
 def _split_lower_bound(kernel: Any, problem: BinaryQuadraticProblem, dshift: np.ndarray) -> float:

@@ -36,7 +36,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
-from ..plugins import hookimpl
 from .composites import RepairedSolver
 
 
@@ -180,7 +179,3 @@ class FermiGradSolver(RepairedSolver):
     description = "Fermi-Dirac mean-field relaxation at fixed particle number, annealed by gradient descent (torch)."
     sampler = FermiGradRelaxation
 
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(FermiGradSolver)

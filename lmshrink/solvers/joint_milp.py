@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
+from ..core import Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
 from ..core.joint import JointCompressionProblem
-from ..plugins import hookimpl
 from .milp import highs, ranked_solves
 from .rank_milp import candidate_ranks
 
@@ -48,7 +47,6 @@ class JointMilpSolver(Solver):
     """Exact branch removal and rank allocation under one budget (Pyomo + HiGHS)."""
 
     name = "joint-milp"
-    aliases = ("milp",)
     description = "Exact joint branch removal and rank allocation: grouped multiple-choice knapsack (Pyomo + HiGHS)."
     options = JointMilpOptions
     capabilities = SolverCapabilities(problem_types=(JointCompressionProblem,), proves_optimality=True)
@@ -108,11 +106,6 @@ class JointMilpSolver(Solver):
         info: dict[str, Any] = {"grid_step": grid_step, "num_variables": len(pairs) + B, **facts}
         info["solve_time_s"] = time.perf_counter() - start
         return Samples(np.array(states), info)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(JointMilpSolver)
 
 
 __all__ = ["JointMilpSolver", "joint_candidates"]

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
-from ..plugins import hookimpl
+from .repair import repair, swap_descent
 
 
 def _gap(primal: float | None, bound: float | None) -> float | None:
@@ -197,8 +197,6 @@ class MilpSolver(Solver):
     @staticmethod
     def _warm_start(problem: BinaryQuadraticProblem, model: Any, pairs: list[tuple[int, int]]) -> None:
         """Greedy feasible start: repair the all-zero vector, then a swap descent (see :mod:`.repair`)."""
-        from .repair import repair, swap_descent
-
         x0, _ = repair(problem, np.zeros((1, problem.num_variables), dtype=np.int8))
         x0 = swap_descent(problem, x0)[0]
         for i in range(problem.num_variables):
@@ -231,11 +229,6 @@ def _band_rlt(rows: Any, c: Any, x: Any, y: Any, have: set[tuple[int, int]], n: 
             rows.add(lhs <= float(c.upper) * x[i])
         if c.lower is not None and complete:
             rows.add(lhs >= float(c.lower) * x[i])
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(MilpSolver)
 
 
 def highs(highs_mod: Any, *, verbose: bool, mip_gap: float, seed: int | None, abs_gap: float) -> Any:

@@ -67,14 +67,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
+from ..core.budget import check_budget
+from ..core.capture import offer
 from ..core.errors import (
     LmshrinkError,
     MissingDependencyError,
     require,
 )
-from ..experiments.budget import check_budget
-from ..experiments.capture import offer
-from ..plugins import hookimpl
 from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_fixing: importable from here too
     FixingComposite,
     RepairComposite,
@@ -83,10 +82,12 @@ from .composites import (  # noqa: F401 - restrict, forced_variables, agreement_
     forced_variables,
     restrict,
 )
-from .ibm_runtime import (  # noqa: F401 - the credential helpers are importable from here too
+from .exact import count_feasible, feasible_states
+from .ibm_runtime import (
     IBM_BACKENDS,
     has_ibm_credentials,
     ibm_call,
+    isa_facts,
     isa_pass_manager,
     open_runtime,
     require_ibm_credentials,
@@ -337,16 +338,12 @@ class QAOACircuits(Solver):
     @staticmethod
     def _circuit_facts(ansatz: Any, pm: Any, seed: int) -> tuple[dict[str, Any], Any]:
         """Depth, two-qubit count and gate counts of the circuit as it ran (ISA for hardware), and the circuit."""
-        from .ibm_runtime import isa_facts
-
         circ = pm.run(ansatz)
         return isa_facts(circ), circ
 
     @staticmethod
     def _p_optimal(sub: BinaryQuadraticProblem, ansatz: Any, point: np.ndarray) -> dict[str, Any]:
         """Ideal probability of the reduced problem's optimal state(s) at the final angles."""
-        from .exact import count_feasible, feasible_states
-
         n = sub.num_variables
         if n > 20 or count_feasible(sub) > 1 << 16:
             return {}
@@ -481,8 +478,3 @@ class QAOASolver(RepairComposite):
     def __init__(self) -> None:
         fixing = FixingComposite(QAOACircuits(), limit=12, limit_option="max_qubits", reduce_top=8)
         super().__init__(fixing, polish=False)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(QAOASolver)

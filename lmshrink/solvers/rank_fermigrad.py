@@ -45,7 +45,6 @@ import numpy as np
 
 from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.rank import LossOracle, RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
-from ..plugins import hookimpl
 
 #: Adam's second-moment decay: short, so steps follow gradients that shrink as μ_l moves into the tail
 BETA2 = 0.9
@@ -116,7 +115,6 @@ class RankFermiGradSolver(Solver):
     """Fermi-function soft truncation trained by gradient descent (loss oracle or proxy), then budget repair."""
 
     name = "rank-fermigrad"
-    aliases = ("fermigrad",)
     description = ("Rank allocation: Fermi-function truncation levels trained on the model loss (or the whitened "
                    "error) at fixed budget, T → 0, exact repair.")
     options = RankFermiGradOptions
@@ -242,8 +240,3 @@ class RankFermiGradSolver(Solver):
             "oracle_calls": done if oracle is not None else 0,
         }
         return Samples(x[None, :], info, per_state={"mu": [mu.round(3).tolist()]})
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(RankFermiGradSolver)

@@ -26,7 +26,6 @@ import numpy as np
 from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
 from ..core.rank import RankAllocationProblem, repair_ranks
-from ..plugins import hookimpl
 from .milp import highs, ranked_solves
 
 
@@ -54,7 +53,6 @@ class RankMilpSolver(Solver):
     """Exact multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."""
 
     name = "rank-milp"
-    aliases = ("milp",)
     description = "Exact rank allocation: multiple-choice knapsack over a rank grid per matrix (Pyomo + HiGHS)."
     options = RankMilpOptions
     capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,), proves_optimality=True)
@@ -105,8 +103,3 @@ class RankMilpSolver(Solver):
             states = [repair_ranks(problem, x, fill=True) for x in states]
         info["solve_time_s"] = time.perf_counter() - start
         return Samples(np.array(states), info)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(RankMilpSolver)

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import require
-from ..plugins import hookimpl
 from .composites import PenaltyComposite, RepairComposite
 
 
@@ -91,8 +90,3 @@ class TabuSolver(RepairComposite):
 
     def __init__(self) -> None:
         super().__init__(PenaltyComposite(TabuSearch()), polish=True)
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(TabuSolver)

@@ -8,11 +8,8 @@ over by rounding are then spent greedily on the steps with the most whitened err
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from ..core import Samples, Solver, SolverCapabilities, option
 from ..core.rank import RankAllocationProblem, repair_ranks, uniform_ranks
-from ..plugins import hookimpl
 
 
 @dataclass(frozen=True)
@@ -24,7 +21,6 @@ class UniformSolver(Solver):
     """Every matrix keeps the same fraction of its parameters."""
 
     name = "rank-uniform"
-    aliases = ("uniform",)
     description = "The same kept-parameter ratio in every matrix (SVD-LLM's uniform truncation)."
     options = UniformOptions
     capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,))
@@ -36,8 +32,3 @@ class UniformSolver(Solver):
         if fill or problem.cost(x) > problem.budget:  # over budget only when a min rank alone exceeds its share
             x = repair_ranks(problem, x, fill=fill)
         return Samples(x[None, :], {"ratio": problem.ratio, "fill": fill})
-
-
-@hookimpl
-def lmshrink_register_solvers(register: Any) -> None:
-    register(UniformSolver)

@@ -43,7 +43,6 @@ only plugins support).
 from __future__ import annotations
 
 import copy
-import string
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,105 +50,25 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PretrainedConfig
 
-from ..compat import cache_argument, output_cache, transformers_lacks
+from ..compat import cache_argument, output_cache
+from ..compress.io import load_compressed
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
+from .. import tiny_models
+from ..plugins import find_adapter, registry
+from ..tiny_models import *  # noqa: F401,F403 - the tiny models are part of this module's names
 from .context import labelled as _context
 from .context import pytest as _pytest
 
 ModelFactory = Callable[[], Any]
 
-#: the block pattern of NVIDIA-Nemotron-3-Nano-30B-A3B: 23 Mamba2 (M), 23 MoE (E), 6 attention (*) blocks
-NEMOTRON_3_NANO_PATTERN = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
-
 #: default absolute tolerance of the logit comparisons
 ATOL = 1e-5
 
 
-# --- tiny models -------------------------------------------------------------------------------------------------
-
-
-#: config fields every tiny model shares: weights large enough that every block changes the logits, and the
-#: special token ids of :func:`tiny_tokenizer`
-_TINY = dict(initializer_range=0.1, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-
-def _tiny(config_class: str, model_class: str, seed: int, **config: Any) -> Any:
-    """``model_class(config_class(**config))`` from transformers, seeded, in eval mode."""
-    import transformers
-
-    config_obj = getattr(transformers, config_class)(**_TINY, **config)
-    torch.manual_seed(seed)
-    return getattr(transformers, model_class)(config_obj).eval()
-
-
-def tiny_llama(*, layers: int = 4, hidden: int = 32, vocab: int = 128, tie: bool = True, seed: int = 0) -> Any:
-    """A random Llama (SmolLM2-shaped: GQA, tied embeddings) small enough for unit tests."""
-    return _tiny(
-        "LlamaConfig", "LlamaForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=tie,
-    )
-
-
-def tiny_qwen3(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
-    """A random Qwen3 (q/k norms, explicit head_dim, per-layer ``layer_types``) small enough for unit tests."""
-    return _tiny(
-        "Qwen3Config", "Qwen3ForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=256, tie_word_embeddings=False,
-    )
-
-
-def tiny_nemotron_h(pattern: str = "M*EM-E*M", *, hidden: int = 16, vocab: int = 128, seed: int = 0) -> Any:
-    """A random Nemotron-H with the block ``pattern`` (M Mamba2, E MoE, * attention, - MLP), fast on a CPU.
-
-    With :data:`NEMOTRON_3_NANO_PATTERN` it has the 52-block layout of Nemotron-3-Nano-30B-A3B; a forward pass
-    over a (4, 32) batch takes a few tens of milliseconds.
-    """
-    reason = transformers_lacks("nemotron_h")
-    if reason:
-        raise ImportError(reason)
-    return _tiny(
-        "NemotronHConfig", "NemotronHForCausalLM", seed, vocab_size=vocab, hidden_size=hidden,
-        hybrid_override_pattern=pattern, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
-        intermediate_size=2 * hidden, mamba_num_heads=2, mamba_head_dim=8, n_groups=1, ssm_state_size=8,
-        conv_kernel=4, chunk_size=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden,
-        moe_shared_expert_intermediate_size=hidden, max_position_embeddings=256,
-    )
-
-
-def tiny_gpt2(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
-    """A random GPT-2 (blocks at ``transformer.h``) for tests of adapter plugins; no built-in adapter supports it."""
-    return _tiny("GPT2Config", "GPT2LMHeadModel", seed, vocab_size=vocab, n_positions=128, n_embd=hidden,
-                 n_layer=layers, n_head=4)
-
-
-def tiny_gpt_neox(*, layers: int = 4, hidden: int = 32, vocab: int = 128, seed: int = 0) -> Any:
-    """A random GPT-NeoX (Pythia-shaped, layers at ``gpt_neox.layers``) for tests of adapter plugins; no built-in
-    adapter supports it."""
-    return _tiny(
-        "GPTNeoXConfig", "GPTNeoXForCausalLM", seed, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
-    )
-
-
-def tiny_tokenizer() -> Any:
-    """A character-level fast tokenizer (100 tokens: ``<unk>``, ``<s>``, ``</s>`` and printable ASCII) built
-    offline, for models with a vocabulary of at least 100."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for c in string.printable:
-        if c not in "\x0b\x0c\r":
-            vocab.setdefault(c, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>"
-    )
+# --- tiny models (the supported families are in lmshrink.tiny_models) ------------------------------------------
 
 
 class UnsupportedModel(nn.Module):
@@ -157,7 +76,6 @@ class UnsupportedModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from transformers import PretrainedConfig
 
         self.config = PretrainedConfig(model_type="lmshrink-unsupported")
         self.embed = nn.Embedding(16, 8)
@@ -180,7 +98,6 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
 
 
 def sample_ids(model: Any, batch: int = 2, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
@@ -385,8 +302,6 @@ def check_gate_gradients(
     adapter: ArchitectureAdapter, model: Any, granularity: str = "layer", input_ids: torch.Tensor | None = None
 ) -> None:
     """Per-sample gate gradients from one backward pass are finite, shaped (B, N), and no gate is unwired."""
-    import torch.nn.functional as F
-
     ids = sample_ids(model) if input_ids is None else input_ids
     n = len(adapter.blocks(model, granularity))
     gates = torch.ones(ids.shape[0], n, requires_grad=True)
@@ -429,7 +344,6 @@ def load_pruned(path: str | Path, fmt: str) -> Any:
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    from ..compress.io import load_compressed
 
     return load_compressed(path)
 
@@ -495,8 +409,6 @@ def check_generation(model: Any, input_ids: torch.Tensor | None = None, max_new_
 def check_refuses(adapter: ArchitectureAdapter, foreign: Sequence[Any] = ()) -> None:
     """``adapter`` does not match models of other architectures, and :func:`~lmshrink.plugins.find_adapter`
     refuses an unsupported model with a sentence listing the supported adapters and how to write one."""
-    from ..plugins import find_adapter, registry
-
     unsupported = UnsupportedModel()
     for other in [unsupported, *foreign]:
         if adapter.matches(other):
@@ -551,8 +463,6 @@ def _run_conformance(
                     )
                     check_generation(reloaded)
     check_refuses(adapter, foreign)
-
-
 
 
 class AdapterConformance:
@@ -639,7 +549,6 @@ def conformance_suite(adapter: ArchitectureAdapter, make_model: Callable[[], Any
 __all__ = [
     "ATOL",
     "AdapterConformance",
-    "NEMOTRON_3_NANO_PATTERN",
     "UnsupportedModel",
     "check_blocks",
     "check_gate_gradients",
@@ -658,10 +567,5 @@ __all__ = [
     "sample_ids",
     "save_pruned",
     "single_thread",
-    "tiny_gpt2",
-    "tiny_gpt_neox",
-    "tiny_llama",
-    "tiny_nemotron_h",
-    "tiny_qwen3",
-    "tiny_tokenizer",
+    *tiny_models.__all__,
 ]

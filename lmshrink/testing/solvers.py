@@ -43,15 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core import (
-    BinaryQuadraticProblem,
-    Constraint,
-    LmshrinkError,
-    ProblemTooLargeError,
-    SolutionSet,
-    Solver,
-    load_problem,
-)
+from ..core import (BinaryQuadraticProblem, Constraint, LmshrinkError, ProblemTooLargeError, SolutionSet, Solver, load_problem)
 from .context import labelled as _context
 from .context import pytest as _pytest
 

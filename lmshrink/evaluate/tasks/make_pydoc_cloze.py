@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmshrink.data import pydoc_texts
+
 HERE = Path(__file__).parent
 OUTPUT = HERE / "pydoc_cloze.jsonl"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -73,8 +75,6 @@ def build_items(texts: list[tuple[str, str]], max_items: int = 500, seed: int = 
 def held_out_topics() -> list[tuple[str, str]]:
     """(name, text) of the pydoc topics that lmshrink's default data split holds out for evaluation."""
     from pydoc_data.topics import topics
-
-    from lmshrink.data import pydoc_texts
 
     held = set(pydoc_texts().evaluation)
     return [(name, topics[name]) for name in sorted(topics) if topics[name] in held]

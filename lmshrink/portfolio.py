@@ -15,11 +15,14 @@ a removal method its K best sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .core.errors import LmshrinkError, did_you_mean
+from .plugins import registry
 
 #: source name → (objective, objective options) for objectives used with non-default options
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {"fisher-fo": ("fisher", {"first_order": True})}
@@ -48,8 +51,6 @@ class SourceSpec:
 
 def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
     """Read source specs (``"fisher-fo:10"``, ``"sleb"``), checking every name against the registries."""
-    from .plugins import registry
-
     objectives, methods = registry("objective"), registry("method")
     out: list[SourceSpec] = []
     for spec in specs:
@@ -79,23 +80,22 @@ def parse_sources(specs: Iterable[str], default_k: int = 1) -> list[SourceSpec]:
 
 @dataclass
 class Candidate:
-    """One proposed removal: the block indices and names, who proposed it, and what is known of it.
-
-    ``rank``, ``energy`` and ``score`` belong to the first source (its k-th lowest state and that state's energy,
-    or a method's own score); ``energies`` holds the energy under every objective that scored the portfolio;
-    ``validation`` the measured loss (a LossEstimate) once validated; ``unhealed`` the loss measured before healing
-    when the comparison is made after it; ``error`` why the architecture cannot run it.
-    """
+    """One proposed removal: the block indices and names, who proposed it, and what is known of it."""
 
     indices: list[int]
     blocks: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: the first source's k for this set (its k-th lowest state), that state's energy, or a method's own score
     rank: int = 1
     energy: float | None = None
     score: float | None = None
+    #: the energy under every objective that scored the portfolio
     energies: dict[str, float] = field(default_factory=dict)
+    #: the measured loss (a LossEstimate) once validated, and the one measured before healing when the comparison
+    #: is made after it
     validation: Any = None
     unhealed: Any = None
+    #: why the architecture cannot run it
     error: str | None = None
 
     @property
@@ -148,8 +148,6 @@ class Portfolio:
 
     def score(self, label: str, problem: Any) -> None:
         """Record every candidate's energy under ``problem`` (a BinaryQuadraticProblem) as ``label``."""
-        import numpy as np
-
         if not self._by_set:
             return
         X = np.zeros((len(self._by_set), problem.num_variables), dtype=np.int8)
@@ -205,11 +203,3 @@ class Portfolio:
         return (f"The validation windows cannot separate the chosen removal from {r['indices']} (loss difference "
                 f"{r['delta']:.5f} ± {r['se']:.5f}, under {SEPARATION:g} standard errors): more validation windows "
                 "would make the choice surer.")
-
-
-def choose(candidates: Sequence[Candidate], measure: Callable[[Sequence[int]], Any] | Any, *,
-           progress: bool = False) -> tuple[Candidate, Portfolio]:
-    """Pool ``candidates``, validate the runnable ones with ``measure`` and return the best and the portfolio."""
-    portfolio = Portfolio(candidates)
-    portfolio.validate(measure, progress=progress)
-    return portfolio.best(), portfolio
