@@ -11,6 +11,7 @@ Only a total count over all blocks makes sense for a window, so per-kind counts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..core import option

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core import BinaryQuadraticProblem, Gates, Objective, option
 from ..cache import cached_arrays, measurement_metadata
+from ..core import BinaryQuadraticProblem, Gates, Objective, option
 from ..core.errors import LmshrinkError
 from ..devices import model_device
 from ..evaluate.stopping import StopPass, run_until_stopped

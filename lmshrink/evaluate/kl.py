@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import TokenWindows
 from ..core.errors import LmshrinkError
+from ..data import TokenWindows
 from ..torch_utils import frozen
 from .loss import model_inputs, token_nll
 from .measured import LossEstimate

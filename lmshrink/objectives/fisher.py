@@ -17,18 +17,18 @@ inside during the backward pass (one more forward pass of compute, the activatio
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
-from .common import frozen, measurement_key, problem_metadata, require_finite
 from ..core.errors import LmshrinkError
 from ..devices import model_device
+from ..torch_utils import frozen
+from .common import measurement_key, problem_metadata, require_finite
 
 
 @contextmanager

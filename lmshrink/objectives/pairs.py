@@ -11,15 +11,16 @@ and the pairs (i, j) reuse the hidden states of the run without i: about N³/6 l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
-from .common import frozen, measurement_key, problem_metadata, require_finite
+from ..torch_utils import frozen
+from .common import measurement_key, problem_metadata, require_finite
 
 
 def removal_losses(model: Any, adapter: Any, input_ids: Any, granularity: str, batch_size: int,

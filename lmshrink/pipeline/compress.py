@@ -27,20 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..compress.apply import apply_plan
-from ..compress.factoring import SvdFactors
 from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
-from ..core.plan import RankPlan
-from ..data import evaluation_ids
-from ..objectives.joint import joint_problem, measure_joint
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
 from ..report.compress import render_compress_markdown
 from ..report.schema import CompressReport
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
-from ..staging import StagedDir, check_output_dir
-from .request import requested_placement
 
 MODES = ("joint", "removal", "svd")
 
@@ -108,6 +101,7 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
 
     from ..plugins import get_solver
     from .inputs import load_inputs
+    from .request import requested_placement
 
     config = CompressConfig.from_settings(config, **settings)
     config.check()
@@ -143,6 +137,8 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
 # --- stages ------------------------------------------------------------------------------------------------------
 def output_dir(config: CompressConfig) -> Path | None:
     """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked writable; None when not saving."""
+    from ..staging import check_output_dir
+
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
         check_output_dir(out, config.overwrite)
@@ -152,6 +148,8 @@ def output_dir(config: CompressConfig) -> Path | None:
 def measure(net: Any, adapter: Any, calibration_ids: Any, config: CompressConfig) -> Any:
     """The whitened SVDs, branch-removal losses and truncation sensitivities (:func:`~lmshrink.objectives.joint.
     measure_joint`)."""
+    from ..objectives.joint import measure_joint
+
     _log(config.progress, "measuring whitened SVDs, branch removals and truncation sensitivities")
     return measure_joint(net, adapter, calibration_ids, loss_windows=config.loss_windows,
                          probe_layers=config.probe_layers, pivga=config.pivga, progress=config.progress)
@@ -159,6 +157,8 @@ def measure(net: Any, adapter: Any, calibration_ids: Any, config: CompressConfig
 
 def pose(measured: Any, config: CompressConfig, net: Any, adapter: Any) -> JointCompressionProblem:
     """The joint problem at ``config.ratio`` in ``config.mode``."""
+    from ..objectives.joint import joint_problem
+
     meta = {"model": getattr(net.config, "name_or_path", "") or type(net).__name__, "adapter": adapter.name,
             "mode": config.mode, "measurements": measured.to_dict()}
     return joint_problem(measured, config.ratio, pivga=config.pivga, metadata=meta, **mode_settings(config.mode))
@@ -171,6 +171,10 @@ def apply_choice(net: Any, adapter: Any, factors: Any, problem: JointCompression
 
     Removal may renumber the layers (a layer that loses both branches goes whole), so each kept matrix is found
     again by identity after the removal and its factors are renamed to its new path."""
+    from ..compress.apply import apply_plan
+    from ..compress.factoring import SvdFactors
+    from ..core.plan import RankPlan
+
     blocks = adapter.blocks(net, "sublayer")
     if [b.name for b in blocks] != problem.branches:
         raise LmshrinkError("The model's branches are not the problem's; apply a joint choice to the model it was "
@@ -191,6 +195,8 @@ def apply_choice(net: Any, adapter: Any, factors: Any, problem: JointCompression
 
 
 def _evaluation_ids(inputs: Any, config: CompressConfig) -> Any:
+    from ..data import evaluation_ids
+
     return evaluation_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
 
 
@@ -235,6 +241,7 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
     if out is None:
         return None
     from ..compress.io import save_compressed
+    from ..staging import StagedDir
 
     net = inputs.model
     with StagedDir(out, overwrite=config.overwrite) as stage:

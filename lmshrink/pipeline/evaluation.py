@@ -4,20 +4,13 @@ model that is already saved."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
 from ..core.errors import LmshrinkError
-from ..data import evaluation_ids
-from ..objectives.common import nonfinite_origin
 from ..report import Timings
 from ..report import log as _log
-from ..torch_utils import model_identity
 
 
 @dataclass
@@ -33,6 +26,8 @@ class Evaluation:
 
 def held_out_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:
     """The held-out evaluation tokens; refused when there are fewer than two (no perplexity possible)."""
+    from ..data import evaluation_ids
+
     ids = evaluation_ids(tokenizer, texts, max_tokens)
     if len(ids) < 2:
         raise LmshrinkError(f"The held-out part of the text ({texts.source}) has {len(ids)} token(s), too few for "
@@ -44,7 +39,13 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
                       granularity: str) -> dict[str, float]:
     """Held-out perplexity of the unpruned model (cached: it depends only on the weights and the tokens); a
     non-finite one is refused, saying where it starts."""
+    import hashlib
+
+    import numpy as np
+
+    from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
     from ..evaluate.perplexity import perplexity
+    from ..objectives.common import model_identity, nonfinite_origin
 
     def measure() -> dict[str, np.ndarray]:
         got = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")

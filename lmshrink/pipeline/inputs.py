@@ -7,10 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import LmshrinkError
-from ..data import load_texts, make_calibration
-from ..devices import Placement, place_model
-from ..models import nonfinite_weights
-from ..plugins import find_adapter
 from ..report import Timings
 from ..report import log as _log
 
@@ -45,7 +41,10 @@ def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int,
     ``placement`` (a :class:`~lmshrink.devices.Placement`) is where the model runs and in which dtype: a name is
     loaded so (float32 on the CPU without one), a ``LoadedModel`` moved and cast (left as it is without one).
     """
+    from ..data import load_texts, make_calibration
+    from ..devices import Placement, place_model
     from ..models import LoadedModel, load_model
+    from ..plugins import find_adapter
 
     with timings("data"):
         texts = load_texts(data)
@@ -69,6 +68,8 @@ def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int,
 
 def check_finite_weights(model: Any, adapter: Any) -> None:
     """Refuse a model whose weights hold NaN or infinity, naming the first such tensor and its block."""
+    from ..models import nonfinite_weights
+
     bad = nonfinite_weights(model)
     if not bad:
         return

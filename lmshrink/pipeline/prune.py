@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan, SolutionSet
 from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
@@ -57,6 +55,8 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     ``out``. Every setting is checked before the model loads; the model is saved before it is evaluated, and an
     evaluation that fails is recorded in the report (``report["errors"]``).
     """
+    import torch
+
     config = PruneConfig.from_settings(config, **settings)
     request = prepare(config, model)
     config = request.config

@@ -4,21 +4,14 @@ spec, and checks ``--model`` and ``--out``."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..baselines import get_method
-from ..cache import remove_cache_orphans
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.removal import has_budget, parse_remove, spec_text
-from ..evaluate.lm_eval import check_tasks
-from ..models import DEFAULT_MODEL, check_model_source
-from ..plugins import get_objective, get_solver, registry
 from ..report import default_out_dir
 from ..devices import Placement
-from ..staging import check_output_dir, remove_orphans
 from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
 from .config import DEFAULT_PIPELINE, PruneConfig
 from .settings import with_typed_options
@@ -52,6 +45,10 @@ class PruneRequest:
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy; with no
     objective or method named, the default pipeline (:data:`~lmshrink.pipeline.config.DEFAULT_PIPELINE`)."""
+    from ..cache import remove_cache_orphans
+    from ..models import check_model_source
+    from ..staging import check_output_dir, remove_orphans
+
     out = Path(config.out) if config.out is not None else default_out_dir()
     remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
     remove_cache_orphans()
@@ -67,16 +64,21 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     source = _candidate_source(config)
     extra = []
     if config.candidates:
+        from ..plugins import get_solver
+
         solver = get_solver(config.solver, BinaryQuadraticProblem)
         extra = portfolio_sources(config.candidates, config, solver, config.solver_options)
     if has_budget(spec):
         check_budget_sources([source] + ([] if optional else [s for s, _ in extra]), spec)
     eval_tasks = None
     if config.eval_tasks:
+        from ..evaluate.lm_eval import check_tasks
+
         eval_tasks, _ = check_tasks(config.eval_tasks)
     if model is None or isinstance(model, str):
         check_model_source(model)
     check_output_dir(out, config.overwrite)
+    from ..models import DEFAULT_MODEL
 
     given = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
     return PruneRequest(config, spec, source, eval_tasks, out, extra, optional, given,
@@ -116,6 +118,10 @@ def budget_solver(config: PruneConfig, spec: dict[str | None, Any]) -> tuple[Pru
     """``config`` with a solver that honours the weighted band of a parameter budget (``--remove 25%``): the
     configured one when it does, else the first of :data:`BUDGET_SOLVERS` that does, with a sentence saying so;
     refused in one sentence when none does. A run with a removal method (``--method``) keeps its settings."""
+    import dataclasses
+
+    from ..plugins import get_solver, registry
+
     if config.method is not None or config.objective is None and not config.candidates:
         return config, None
     configured = get_solver(config.solver, BinaryQuadraticProblem)
@@ -144,6 +150,8 @@ def check_budget_sources(sources: list[CandidateSource], spec: dict[str | None, 
     for source in sources:
         method = getattr(source, "method", None)
         if method is not None and not method.budgets:
+            from ..plugins import registry
+
             able = [n for n in registry("method").names() if registry("method").create(n).budgets]
             raise LmshrinkError(f"Method {method.name!r} removes a number of blocks, not a budget in parameters "
                                 f"(--remove {spec_text(spec)}); use a method that honours budgets "
@@ -164,7 +172,11 @@ def requested_placement(config: Any, model: Any) -> Placement | None:
 
 def _candidate_source(config: PruneConfig) -> CandidateSource:
     """The removal method, or the objective and solver, with their options validated."""
+    from ..plugins import get_objective, get_solver
+
     if config.method is not None:
+        from ..baselines import get_method
+
         method = get_method(config.method)
         method.validate(config.method_options)
         return MethodSource(method, config.method_options)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from ..core import LmshrinkError
 from ..portfolio import Candidate, Portfolio
 from .heal import HealingStage, heal_finalists

@@ -27,17 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core import (
-    BinaryQuadraticProblem,
-    Composite,
-    Constraint,
-    LmshrinkError,
-    Option,
-    RawSummary,
-    Samples,
-    Solver,
-    SolverCapabilities,
-)
+from ..core import (BinaryQuadraticProblem, Composite, Constraint, LmshrinkError, Option, RawSummary, Samples, Solver,
+                    SolverCapabilities)
 from ..core.problem import Problem
 from .anneal import AnnealSolver, swap_neighbours
 from .repair import repair, swap_descent

@@ -62,8 +62,8 @@ from ..core import BinaryQuadraticProblem, MissingCredentialsError, Samples, Sol
 from ..core.budget import check_budget
 from ..core.capture import offer
 from ..core.errors import CredentialsRefusedError, LmshrinkError, ProblemTooLargeError, require
-from .composites import PenaltyComposite, RepairComposite, RepairedSolver
 from ..report import read_json
+from .composites import PenaltyComposite, RepairComposite, RepairedSolver
 from .tabu import bqm_samples
 
 #: default working-graph shapes of the offline mock samplers (kept small so tests stay quick), and the larger

@@ -8,6 +8,7 @@ over by rounding are then spent greedily on the steps with the most whitened err
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from ..core import Samples, Solver, SolverCapabilities, option
 from ..core.rank import RankAllocationProblem, repair_ranks, uniform_ranks
 

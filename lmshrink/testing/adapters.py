@@ -53,10 +53,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import PretrainedConfig
 
+from .. import tiny_models
 from ..compat import cache_argument, output_cache
 from ..compress.io import load_compressed
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
-from .. import tiny_models
 from ..plugins import find_adapter, registry
 from ..tiny_models import *  # noqa: F401,F403 - the tiny models are part of this module's names
 from .context import labelled as _context
