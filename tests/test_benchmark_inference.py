@@ -83,16 +83,19 @@ def test_bad_arguments_are_refused():
             parse_args(argv)
 
 
-def test_quoted_inference_tables_are_the_reference_run():
-    """The table in benchmarks/README.md and in docs/guide/inference.md is the one the reference results render."""
-    data = json.loads((ROOT / "benchmarks" / "reference" / "inference" / "results.json").read_text())
+@pytest.mark.parametrize("folder,quoting", [("", ("benchmarks/README.md", "docs/guide/inference.md")),
+                                            ("bfloat16", ("docs/guide/inference.md",))])
+def test_quoted_inference_tables_are_the_reference_run(folder, quoting):
+    """The tables in benchmarks/README.md and docs/guide/inference.md are the ones the reference results render."""
+    reference = ROOT / "benchmarks" / "reference" / "inference" / folder
+    data = json.loads((reference / "results.json").read_text())
     rendered = render(data)
-    assert rendered == (ROOT / "benchmarks" / "reference" / "inference" / "report.md").read_text()
+    assert rendered == (reference / "report.md").read_text()
     rows = [line for line in rendered.splitlines() if line.startswith("| ") and "×" in line]
     assert len(rows) == len(data["rows"])
-    for quoting in ("benchmarks/README.md", "docs/guide/inference.md"):
-        text = (ROOT / quoting).read_text()
-        assert all(row in text for row in rows), quoting
+    for path in quoting:
+        text = (ROOT / path).read_text()
+        assert all(row in text for row in rows), path
 
 
 def test_variants_are_timed_each_in_a_fresh_process_unless_asked():
