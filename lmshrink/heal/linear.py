@@ -106,8 +106,6 @@ class HealedRun:
     def hook(self, model: Any, adapter: Any) -> Any:
         """Register, on the full ``model``, the forward hook that multiplies the branch's output by the map; the
         hook's handle (a healed run only)."""
-        import torch
-
         T = torch.as_tensor(self.map)
 
         def multiply(module: Any, args: tuple, output: Any) -> Any:

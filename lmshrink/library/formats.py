@@ -30,6 +30,7 @@ from ..core.errors import did_you_mean, require
 from ..core.problem import json_default
 from ..solvers.composites import choose_penalty
 from ..solvers.milp import linearized_model
+from ..solvers.slack import slack_problem
 from .instance import LibraryInstance
 from .qplib import write_qplib
 
@@ -61,8 +62,6 @@ def export_instance(instance: LibraryInstance, folder: str | Path, fmt: str) -> 
         penalty, rule = choose_penalty(problem)
         extra = {"penalty": penalty, "penalty_rule": rule}
         if problem.has_weighted_constraints:
-            from ..solvers.slack import slack_problem
-
             form = slack_problem(problem, penalty)
             path.write_text(json.dumps(form.to_bqm().to_serializable()))
             extra["slack_variables"] = form.variables[problem.num_variables:]

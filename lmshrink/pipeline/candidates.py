@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..baselines import get_method
 from ..core import BinaryQuadraticProblem, SolutionSet
 from ..core.removal import with_constraints
+from ..plugins import get_objective
 from ..report import Timings
-from ..portfolio import Candidate
+from ..portfolio import Candidate, parse_sources
 from ..report import log as _log
 from ..staging import checkpoint
 from .target import Target
@@ -93,10 +95,6 @@ def portfolio_sources(specs: list[str], config: Any, solver: Any, solver_options
         tuple[CandidateSource, int]]:
     """The extra candidate sources of ``--candidates`` with how many candidates each gives: objectives (and presets
     such as ``fisher-fo``) solved by the run's ``solver``, removal methods with their default options."""
-    from ..baselines import get_method
-    from ..plugins import get_objective
-    from ..portfolio import parse_sources
-
     sources: list[tuple[CandidateSource, int]] = []
     for spec in parse_sources(specs):
         if spec.kind == "method":

@@ -29,10 +29,14 @@ import numpy as np
 
 from ..core.errors import LmshrinkError
 from ..core.joint import JointCompressionProblem
+from ..core.plan import RankPlan
+from ..plugins import get_solver
 from ..report import Timings, default_out_dir, write_json
 from ..report import log as _log
 from ..report.compress import render_compress_markdown
 from ..report.schema import CompressReport
+from ..staging import StagedDir, check_output_dir
+from .request import requested_placement
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
@@ -99,9 +103,7 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     """
     import torch
 
-    from ..plugins import get_solver
     from .inputs import load_inputs
-    from .request import requested_placement
 
     config = CompressConfig.from_settings(config, **settings)
     config.check()
@@ -137,8 +139,6 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
 # --- stages ------------------------------------------------------------------------------------------------------
 def output_dir(config: CompressConfig) -> Path | None:
     """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked writable; None when not saving."""
-    from ..staging import check_output_dir
-
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
         check_output_dir(out, config.overwrite)
@@ -173,7 +173,6 @@ def apply_choice(net: Any, adapter: Any, factors: Any, problem: JointCompression
     again by identity after the removal and its factors are renamed to its new path."""
     from ..compress.apply import apply_plan
     from ..compress.factoring import SvdFactors
-    from ..core.plan import RankPlan
 
     blocks = adapter.blocks(net, "sublayer")
     if [b.name for b in blocks] != problem.branches:
@@ -241,7 +240,6 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
     if out is None:
         return None
     from ..compress.io import save_compressed
-    from ..staging import StagedDir
 
     net = inputs.model
     with StagedDir(out, overwrite=config.overwrite) as stage:

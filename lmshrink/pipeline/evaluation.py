@@ -4,11 +4,16 @@ model that is already saved."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
 from ..core.errors import LmshrinkError
+from ..objectives.common import model_identity, nonfinite_origin
 from ..report import Timings
 from ..report import log as _log
 
@@ -39,13 +44,7 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
                       granularity: str) -> dict[str, float]:
     """Held-out perplexity of the unpruned model (cached: it depends only on the weights and the tokens); a
     non-finite one is refused, saying where it starts."""
-    import hashlib
-
-    import numpy as np
-
-    from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
     from ..evaluate.perplexity import perplexity
-    from ..objectives.common import model_identity, nonfinite_origin
 
     def measure() -> dict[str, np.ndarray]:
         got = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")

@@ -14,7 +14,9 @@ from ..devices import memory_hint, placement_settings, save_dtype_of
 from ..report import Timings, library_versions
 from ..report import log as _log
 from ..report.schema import HealReport
+from ..staging import StagedDir, check_output_dir
 from .config import kd_config, kd_option_specs
+from .evaluation import held_out_ids
 from .settings import (DataSettings, OutputSettings, PerplexitySettings, PlacementSettings, ProgressSettings,
                        SavedModelSettings, like, setting)
 
@@ -91,8 +93,6 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
     from ..data import load_texts, make_calibration
     from ..heal.kd import distill, teacher_targets
     from ..models import check_model_source, load_model
-    from ..staging import StagedDir, check_output_dir
-    from .evaluation import held_out_ids
 
     if settings.get("teacher", None) is UNSET:  # the former spelling of "the recorded teacher"
         del settings["teacher"]

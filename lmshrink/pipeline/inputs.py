@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import LmshrinkError
+from ..devices import Placement, place_model
+from ..plugins import find_adapter
 from ..report import Timings
 from ..report import log as _log
 
@@ -42,9 +44,7 @@ def load_inputs(model: Any, *, data: Any, samples: int, seq_len: int, seed: int,
     loaded so (float32 on the CPU without one), a ``LoadedModel`` moved and cast (left as it is without one).
     """
     from ..data import load_texts, make_calibration
-    from ..devices import Placement, place_model
     from ..models import LoadedModel, load_model
-    from ..plugins import find_adapter
 
     with timings("data"):
         texts = load_texts(data)

@@ -5,10 +5,12 @@ run removes). The report is rewritten, atomically, once the pruned model has bee
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..core import BinaryQuadraticProblem, LmshrinkError, RemovalPlan
+from ..devices import cast_saved, model_dtype
 from ..report import write_json
 from ..report.prune import render_prune_markdown
 from ..report.schema import PruneReport
@@ -49,8 +51,6 @@ def save_model(model: Any, tokenizer: Any, path: Path, save_format: str | None, 
 def save_in_dtype(model: Any, path: Path, save_dtype: str) -> None:
     """Rewrite the model saved at ``path`` in ``save_dtype`` unless ``model`` already has it; the model in memory
     is left as it is (the file is rewritten, one safetensors file at a time)."""
-    from ..devices import cast_saved, model_dtype
-
     if str(model_dtype(model)).removeprefix("torch.") != save_dtype:
         cast_saved(path, save_dtype)
 
@@ -61,8 +61,6 @@ def write_gguf(out: Path, model: Any, tokenizer: Any, model_source: str | None, 
     the pruned ``model`` in memory. The tokenizer and the tensor types of ``type="auto"`` come from the source GGUF
     when the model was loaded from one (block i of the file is source block ``layer_map[i]``, the layers kept in
     order), else from ``tokenizer`` and the dtype ``out/model`` was saved in."""
-    import json
-
     from ..compress.gguf_export import export_gguf, source_gguf_of
     from ..models import DEFAULT_MODEL
 
@@ -82,8 +80,6 @@ def gguf_source_of_run(model_dir: str | Path) -> tuple[Path | None, list[int] | 
     """(source GGUF, kept layers) of the prune run whose ``model/`` is ``model_dir``, read from the
     ``report.json`` beside it: the GGUF file the run loaded (None when it loaded something else or the file is
     gone) and the source index of each layer kept (None without a record of whole-layer removal)."""
-    import json
-
     from ..compress.gguf_export import source_gguf_of
 
     try:

@@ -4,14 +4,20 @@ spec, and checks ``--model`` and ``--out``."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..baselines import get_method
+from ..cache import remove_cache_orphans
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.removal import has_budget, parse_remove, spec_text
+from ..plugins import get_objective, get_solver, registry
+from ..portfolio import source_label
 from ..report import default_out_dir
 from ..devices import Placement
+from ..staging import check_output_dir, remove_orphans
 from .candidates import CandidateSource, MethodSource, SolverSource, portfolio_sources
 from .config import DEFAULT_PIPELINE, PruneConfig
 from .settings import with_typed_options
@@ -45,9 +51,7 @@ class PruneRequest:
 def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     """Check ``config`` (and ``model`` when it is a name or path) without loading anything heavy; with no
     objective or method named, the default pipeline (:data:`~lmshrink.pipeline.config.DEFAULT_PIPELINE`)."""
-    from ..cache import remove_cache_orphans
     from ..models import check_model_source
-    from ..staging import check_output_dir, remove_orphans
 
     out = Path(config.out) if config.out is not None else default_out_dir()
     remove_orphans(out.parent)  # what killed runs left behind, here and in the cache
@@ -64,8 +68,6 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
     source = _candidate_source(config)
     extra = []
     if config.candidates:
-        from ..plugins import get_solver
-
         solver = get_solver(config.solver, BinaryQuadraticProblem)
         extra = portfolio_sources(config.candidates, config, solver, config.solver_options)
     if has_budget(spec):
@@ -92,18 +94,12 @@ def typed_plugin_options(config: PruneConfig) -> PruneConfig:
     config.check_option_owners()
     owners: dict[str, tuple[str, Any]] = {}
     if config.method is not None and isinstance(config.method_options, list):
-        from ..baselines import get_method
-
         method = get_method(config.method)
         owners["method_options"] = (f"Method {method.name!r}", method.options)
     if config.method is None and isinstance(config.solver_options, list):
-        from ..plugins import get_solver
-
         solver = get_solver(config.solver, BinaryQuadraticProblem)
         owners["solver_options"] = (f"Solver {solver.name!r}", solver.options)
     if config.method is None and isinstance(config.objective_options, list):
-        from ..plugins import get_objective
-
         objective = get_objective(config.objective or DEFAULT_PIPELINE["objective"])
         owners["objective_options"] = (f"Objective {objective.name!r}", objective.options)
     return with_typed_options(config, **owners)
@@ -118,10 +114,6 @@ def budget_solver(config: PruneConfig, spec: dict[str | None, Any]) -> tuple[Pru
     """``config`` with a solver that honours the weighted band of a parameter budget (``--remove 25%``): the
     configured one when it does, else the first of :data:`BUDGET_SOLVERS` that does, with a sentence saying so;
     refused in one sentence when none does. A run with a removal method (``--method``) keeps its settings."""
-    import dataclasses
-
-    from ..plugins import get_solver, registry
-
     if config.method is not None or config.objective is None and not config.candidates:
         return config, None
     configured = get_solver(config.solver, BinaryQuadraticProblem)
@@ -150,8 +142,6 @@ def check_budget_sources(sources: list[CandidateSource], spec: dict[str | None, 
     for source in sources:
         method = getattr(source, "method", None)
         if method is not None and not method.budgets:
-            from ..plugins import registry
-
             able = [n for n in registry("method").names() if registry("method").create(n).budgets]
             raise LmshrinkError(f"Method {method.name!r} removes a number of blocks, not a budget in parameters "
                                 f"(--remove {spec_text(spec)}); use a method that honours budgets "
@@ -172,11 +162,7 @@ def requested_placement(config: Any, model: Any) -> Placement | None:
 
 def _candidate_source(config: PruneConfig) -> CandidateSource:
     """The removal method, or the objective and solver, with their options validated."""
-    from ..plugins import get_objective, get_solver
-
     if config.method is not None:
-        from ..baselines import get_method
-
         method = get_method(config.method)
         method.validate(config.method_options)
         return MethodSource(method, config.method_options)
@@ -188,7 +174,6 @@ def _candidate_source(config: PruneConfig) -> CandidateSource:
             objective_options.setdefault(name, value)
     objective.validate(objective_options)
     solver.validate(config.solver_options)
-    from ..portfolio import source_label
 
     return SolverSource(objective, objective_options, solver, config.solver_options,
                         label=source_label(objective.name, objective_options))

@@ -21,11 +21,15 @@ from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
 from ..core.rank import RankAllocationProblem
-from ..devices import memory_hint, placement_settings, save_dtype_of
+from ..devices import memory_hint, model_device, placement_settings, save_dtype_of
+from ..objectives.rank import RankObjective
+from ..plugins import get_objective, get_solver
 from ..report import Timings, default_out_dir
 from ..report import log as _log
 from ..report.schema import SvdReport
+from ..staging import StagedDir, check_output_dir
 from .inputs import Inputs, load_inputs
+from .request import requested_placement
 from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
                        with_typed_options)
 
@@ -122,7 +126,6 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     config.check()
     plugins = resolve_plugins(config)  # typos fail before the model loads
     from ..models import DEFAULT_MODEL
-    from .request import requested_placement
 
     placement = requested_placement(config, model)
     source = DEFAULT_MODEL if model is None else str(model) if isinstance(model, (str, Path)) else None
@@ -165,8 +168,6 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
 # --- stages ------------------------------------------------------------------------------------------------------
 def typed_plugin_options(config: SvdConfig) -> SvdConfig:
     """``config`` with the command line's ``KEY=VALUE`` option strings parsed against its objective and solver."""
-    from ..plugins import get_objective, get_solver
-
     objective, solver = get_objective(config.objective), get_solver(config.solver, RankAllocationProblem)
     return with_typed_options(config, objective_options=(f"Objective {objective.name!r}", objective.options),
                               solver_options=(f"Solver {solver.name!r}", solver.options))
@@ -174,9 +175,6 @@ def typed_plugin_options(config: SvdConfig) -> SvdConfig:
 
 def resolve_plugins(config: SvdConfig) -> Plugins:
     """The objective and the rank solver named in ``config``, with their options validated."""
-    from ..objectives.rank import RankObjective
-    from ..plugins import get_objective, get_solver
-
     objective = get_objective(config.objective)
     if not isinstance(objective, RankObjective):
         raise LmshrinkError(f"Objective {config.objective!r} does not pose rank-allocation problems; svd needs a rank "
@@ -195,8 +193,6 @@ def resolve_plugins(config: SvdConfig) -> Plugins:
 def output_dir(config: SvdConfig) -> Path | None:
     """``config.out`` (default ``./lmshrink-out/<timestamp>`` when saving), checked to be writable by this run (empty
     or absent, or an earlier run's with ``overwrite``) but not created yet; None when nothing is written."""
-    from ..staging import check_output_dir
-
     out = Path(config.out) if config.out is not None else (default_out_dir() if config.save else None)
     if out is not None:
         check_output_dir(out, config.overwrite)
@@ -305,7 +301,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
         return None
     from ..compress.export import export_dense
     from ..compress.io import save_compressed
-    from ..staging import StagedDir
     from .svd_report import write_report
 
     net, tokenizer = inputs.model, inputs.tokenizer
@@ -337,7 +332,6 @@ def verify_reload(net: Any, path: Path, calibration: Any) -> dict[str, Any]:
     import torch
 
     from ..compress.io import load_compressed
-    from ..devices import model_device
 
     reloaded = load_compressed(path).to(model_device(net))  # in the dtype it was saved in
     probe = calibration.input_ids[:2, : min(64, calibration.seq_len)].to(model_device(net))

@@ -43,7 +43,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..core import (BinaryQuadraticProblem, Constraint, LmshrinkError, ProblemTooLargeError, SolutionSet, Solver, load_problem)
+from ..core import (
+    BinaryQuadraticProblem,
+    Constraint,
+    LmshrinkError,
+    ProblemTooLargeError,
+    SolutionSet,
+    Solver,
+    SolverCapabilities,
+    load_problem,
+)
 from .context import labelled as _context
 from .context import pytest as _pytest
 
@@ -332,8 +341,6 @@ def check_declaration(solver: Solver) -> None:
     """The solver declares what it is once: capabilities (a :class:`~lmshrink.core.SolverCapabilities` naming the
     problem types, which :attr:`~lmshrink.core.Solver.problem_types` and :attr:`~lmshrink.core.Solver.exact` read),
     and options with help whose defaults they accept; the capabilities name only declared options."""
-    from ..core import SolverCapabilities
-
     caps = solver.capabilities
     assert isinstance(caps, SolverCapabilities), f"capabilities is {type(caps).__name__}, not SolverCapabilities"
     assert caps.problem_types, "the capabilities name no problem type"
