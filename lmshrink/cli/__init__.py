@@ -10,6 +10,7 @@ from typing import Callable
 
 from ..core.errors import LmshrinkError
 from ..pipeline.settings import PlacementSettings, SavedModelSettings
+from ..plugins import registry
 from .flags import add_settings_arguments
 
 
@@ -33,7 +34,6 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, save: bool = True) ->
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
-    from ..plugins import registry
 
     parser = argparse.ArgumentParser(
         prog="lmshrink",

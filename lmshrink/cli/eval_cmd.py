@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..core.errors import LmshrinkError
+from ..devices import model_device, placement_settings, resolve_placement
+from ..report import write_json
 from . import Command, add_placement_arguments
 
 
@@ -28,12 +31,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..devices import model_device, placement_settings, resolve_placement
     from ..evaluate.lm_eval import check_tasks, markdown, run_lm_eval
     from ..models import load_model
-    from ..report import write_json
 
     limit = args.limit
     if limit is not None and limit >= 1:

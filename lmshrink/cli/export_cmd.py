@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core.errors import LmshrinkError
+from ..pipeline.outputs import gguf_source_of_run
 from . import Command
 
 FORMATS = ("gguf",)
@@ -38,7 +40,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..compress.gguf_export import check_model_dir, check_type, export_gguf_dir
-    from ..core.errors import LmshrinkError
 
     check_type(args.type, args.fallback_type)
     model_dir = Path(args.model_dir)
@@ -50,7 +51,6 @@ def _run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    from ..pipeline.outputs import gguf_source_of_run
 
     run_source, layer_map = gguf_source_of_run(model_dir)
     source = args.source_gguf or run_source

@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from ..plugins import PLUGINS_ENV, broken_plugins, loaded_plugins, registry
 from . import Command
 
 
@@ -15,8 +16,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows() -> list[dict[str, Any]]:
-    from ..plugins import registry
-
     rows = []
     for kind in ("solver", "objective", "method", "adapter", "command"):
         for e in registry(kind):
@@ -31,8 +30,6 @@ def _rows() -> list[dict[str, Any]]:
 
 def _problems() -> list[dict[str, str]]:
     """Installed plugins that were skipped, left out by LMSHRINK_PLUGINS, or implement unknown hooks."""
-    from ..plugins import PLUGINS_ENV, broken_plugins, loaded_plugins
-
     loaded = loaded_plugins()
     rows = [{"status": "broken", **vars(p)} for p in broken_plugins()]
     rows += [{"status": "unknown hook", **vars(p)} for p in loaded.unknown_hooks]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import replace
+from ..core import LmshrinkError
+from ..report import markdown_table
 from . import Command
 
 
@@ -49,10 +53,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import json
-
     from ..library import load_library
-    from ..report import markdown_table
 
     rows = [inst.summary() for inst in load_library(args.source)]
     if args.json:
@@ -67,7 +68,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..core import LmshrinkError
     from ..library import load_library
     from ..library.formats import check_format, export_library, problem_instance
 
@@ -82,9 +82,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ..core import LmshrinkError
     from ..library.build import SHIPPED, BuildSettings, build_library, reference_specs, select_specs
 
     specs = select_specs(reference_specs(), args.only)

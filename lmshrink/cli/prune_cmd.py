@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core import LmshrinkError
 from ..pipeline.config import PruneConfig
+from ..pipeline.outputs import write_gguf
 from ..pipeline.prune import prune
 from ..report.prune import prune_summary
 from . import Command
@@ -38,9 +40,6 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {result.out}")
     if args.save_format == "gguf":
-        from ..core import LmshrinkError
-        from ..pipeline.outputs import write_gguf
-
         try:
             gguf_file = write_gguf(result.out, result.model, result.tokenizer, args.model,
                                    r.removed_indices, r.num_blocks,

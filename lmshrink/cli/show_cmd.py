@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
+from ..core import LmshrinkError
 from . import Command
 
 
@@ -13,11 +16,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from ..core import LmshrinkError
-
     path = Path(args.path)
     if (path / "sweep.json").is_file():
         from ..experiments.show import sweep_plots

@@ -6,6 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from ..core import load_problem
+from ..core.options import parse_option_strings
+from ..core.solver import check_run_arguments
+from ..plugins import get_solver
 from . import Command
 
 
@@ -25,11 +29,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..core import load_problem
-    from ..core.options import parse_option_strings
-    from ..core.solver import check_run_arguments
-    from ..plugins import get_solver
-
     check_run_arguments(args.top_k, args.seed, args.time_limit)
     problem = load_problem(args.problem)
     solver = get_solver(args.solver, problem)

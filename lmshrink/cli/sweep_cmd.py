@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..core import load_problem
+from ..core.solver import check_run_arguments
+from ..plugins import get_solver
 from . import Command
 
 
@@ -33,10 +36,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..core import load_problem
-    from ..core.solver import check_run_arguments
     from ..experiments.sweep import parse_grid, run_sweep, sweep_summary, sweep_table
-    from ..plugins import get_solver
 
     check_run_arguments(args.top_k, args.seed, None)
     grid = parse_grid(args.grid)
