@@ -243,10 +243,9 @@ def _device_label(device: Any) -> str:
 
 
 def _progress(r: dict[str, Any]) -> str:
-    b1 = r.get("decode_b1", {})
-    p1 = r.get("prefill_b1", {})
-    return (f"{r['variant']} {r['dtype']} {r['device']}: MAC share {r['mac_share']['decode']:.2f}, decode b1 "
-            f"{b1.get('speedup', float('nan')):.2f}x, prefill b1 {p1.get('speedup', float('nan')):.2f}x")
+    speedups = ", ".join(f"{kind} b{key.rsplit('_b', 1)[1]} {value['speedup']:.2f}x"
+                         for kind in ("decode", "prefill") for key, value in r.items() if key.startswith(f"{kind}_b"))
+    return f"{r['variant']} {r['dtype']} {r['device']}: MAC share {r['mac_share']['decode']:.2f}, {speedups}"
 
 
 # --- report ------------------------------------------------------------------------------------------------------
