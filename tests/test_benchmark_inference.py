@@ -84,7 +84,8 @@ def test_bad_arguments_are_refused():
 
 
 @pytest.mark.parametrize("folder,quoting", [("", ("benchmarks/README.md", "docs/guide/inference.md")),
-                                            ("bfloat16", ("docs/guide/inference.md",))])
+                                            ("bfloat16", ("docs/guide/inference.md",)),
+                                            ("batch8", ("docs/guide/inference.md",))])
 def test_quoted_inference_tables_are_the_reference_run(folder, quoting):
     """The tables in benchmarks/README.md and docs/guide/inference.md are the ones the reference results render."""
     reference = ROOT / "benchmarks" / "reference" / "inference" / folder
