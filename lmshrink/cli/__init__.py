@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import __version__
 from ..core.errors import LmshrinkError
 from ..pipeline.settings import PlacementSettings, SavedModelSettings
 from ..plugins import registry
@@ -33,8 +34,6 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, save: bool = True) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="lmshrink",
         description="Compress language models by solving each compression decision as an optimization problem.",

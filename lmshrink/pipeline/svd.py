@@ -32,6 +32,7 @@ from .inputs import Inputs, load_inputs
 from .request import requested_placement
 from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
                        with_typed_options)
+from .svd_report import svd_report, write_report
 
 #: ``dense``: every matrix whitened on the dense model's inputs (one pass); ``sequential``: each decoder layer on the
 #: inputs of the already compressed layers before it (:mod:`lmshrink.compress.sequential`)
@@ -155,8 +156,6 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
-
-    from .svd_report import svd_report
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
                         sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision)
@@ -301,7 +300,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
         return None
     from ..compress.export import export_dense
     from ..compress.io import save_compressed
-    from .svd_report import write_report
 
     net, tokenizer = inputs.model, inputs.tokenizer
     with StagedDir(out, overwrite=config.overwrite) as stage:
