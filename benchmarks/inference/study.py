@@ -9,8 +9,9 @@ and PivGa; see ``variants``), on every device and dtype asked for:
 * memory: bytes of weights in memory (and the peak allocated on CUDA); size on disk of the saved weights.
 
 Every variant is timed interleaved with the dense model in one process (dense, variant, variant, dense, ...;
-medians over ``--reps``), a fresh process for each variant (``--in-process``: all in this one) and reported as speed-ups (dense time / variant time) beside its share of the dense
-model's multiply-adds (decoder matrices and LM head; 1/share is the speed-up the arithmetic alone predicts).
+medians over ``--reps``), a fresh process for each variant (``--in-process``: all in this one), and reported as
+speed-ups (dense time / variant time) beside its share of the dense model's multiply-adds (decoder matrices and LM
+head; 1/share is the speed-up the arithmetic alone predicts).
 
     python -m benchmarks.inference                                # embedded default, CPU float32 + bfloat16
     python -m benchmarks.inference --dtypes float32 --threads 1   # the table of docs/guide/inference.md
@@ -24,6 +25,7 @@ rerun only times.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 from pathlib import Path
 from typing import Any
@@ -181,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for dtype_name in args.dtypes:
             for variant, folder in built:
                 job = (args, source, device_name, dtype_name, variant, folder, root, dense_macs)
-                row = _in_fresh_process(measure_variant, job) if args.isolate else measure_variant(*job)
+                # in this process, the dense model loaded once serves every variant
+                row = _in_fresh_process(measure_variant, job) if args.isolate else measure_variant(*job, dense_loaded)
                 rows.append(row)
                 log(_progress(row))
                 data["wall_s"] = log.elapsed
@@ -192,9 +195,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_variant(args: argparse.Namespace, source: Any, device_name: str, dtype_name: str, variant: Variant,
-                    folder: Path, root: Path, dense_macs: dict[str, int]) -> dict[str, Any]:
+                    folder: Path, root: Path, dense_macs: dict[str, int], dense_loaded: Any = None) -> dict[str, Any]:
     """One row: ``variant`` (saved at ``folder``) timed interleaved with the dense model ``source`` on one device in
-    one dtype, with its multiply-adds, memory and size on disk."""
+    one dtype, with its multiply-adds, memory and size on disk; ``dense_loaded``: that model already loaded (it is
+    copied, not changed)."""
     import torch
 
     from lmshrink.models import load_model
@@ -202,8 +206,8 @@ def measure_variant(args: argparse.Namespace, source: Any, device_name: str, dty
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(device_name), getattr(torch, dtype_name)
-    dense_loaded = load_model(source)
-    dense = dense_loaded.model.to(device=device, dtype=dtype).eval()
+    dense_loaded = dense_loaded or load_model(source)
+    dense = copy.deepcopy(dense_loaded.model).to(device=device, dtype=dtype).eval()
     model = load_model(str(folder)).model.to(device=device, dtype=dtype).eval()
     macs = measure.matrix_macs(model)
     row = {"variant": variant.name, "what": variant.describe(), "device": _device_label(device),
@@ -260,7 +264,8 @@ def render(data: dict[str, Any]) -> str:
     batches = s["batches"]
     lines = ["# Inference benchmark", "",
              f"Model: {data.get('model')}. Every variant timed interleaved with the dense model in one process "
-             + ("of its own " if s.get("isolate") else "") + f"(medians of {s['reps']} repetitions each); speed-up = dense time / variant time. Prefill: "
+             + ("of its own " if s.get("isolate") else "")
+             + f"(medians of {s['reps']} repetitions each); speed-up = dense time / variant time. Prefill: "
              f"{s['prefill']} tokens per sequence; decode: {s['decode']} steps with the KV cache after a "
              f"{s['prompt']}-token prompt. MAC share: the variant's multiply-adds per decoded token (decoder "
              f"matrices and LM head) over the dense model's; 1/share is the speed-up the arithmetic predicts, and "
