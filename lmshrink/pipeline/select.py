@@ -82,5 +82,5 @@ def choose_by_validation(candidates: Sequence[Candidate], inputs: Any, *, granul
     chosen = portfolio.best()
     rows = portfolio.comparison()
     return Choice(chosen, portfolio, windows=validation.num_samples, tokens=int(validation.input_ids.numel()),
-                     heal_aware=healing is not None, note=portfolio.separation_note(), comparison=rows,
-                     finalists=measured)
+                  heal_aware=healing is not None, note=portfolio.separation_note(), comparison=rows,
+                  finalists=measured)
