@@ -47,7 +47,13 @@ def layers_page() -> str:
     lines = ["# Layers", "",
              "Which part of lmshrink may import which, as `tests/test_layering.py` enforces it with import-linter "
              "(`lint-imports`; the contracts live in `pyproject.toml`, `[tool.importlinter]`). Imports inside "
-             "functions count as much as those at the top of a module.", ""]
+             "functions count as much as those at the top of a module.", "",
+             "An import sits inside a function only to keep torch off a light path (`import lmshrink`, "
+             "`lmshrink --help`, `lmshrink plugins`, the solvers and the problem library, which load neither torch nor "
+             "an optional extra) or to keep an optional extra (numba, dimod, qiskit, pyomo, lm-eval, peft, matplotlib, "
+             "ray) out of its module, so that the module loads without it; everything else is imported at the top of "
+             "its module. `tests/test_layering.py` checks both, statically for every import and by running the light "
+             "paths.", ""]
     for contract in linter["contracts"]:
         lines += [f"## {contract['name']}", ""]
         if contract["type"] == "layers":

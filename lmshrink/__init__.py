@@ -5,6 +5,7 @@ The top-level names are light: heavy ones (torch, transformers) load on first us
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -44,8 +45,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'lmshrink' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import transformers
 from packaging.version import Version
 
 #: models and config features lmshrink supports that are newer than its transformers floor:
@@ -46,8 +47,6 @@ def output_cache(output: Any) -> Any:
 
 def transformers_lacks(feature: str) -> str | None:
     """Why the installed transformers cannot run ``feature`` (a key of :data:`TRANSFORMERS_SINCE`), or None if it can."""
-    import transformers
-
     needed, what = TRANSFORMERS_SINCE[feature]
     if Version(transformers.__version__) >= Version(needed):
         return None

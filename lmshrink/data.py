@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
@@ -117,8 +118,6 @@ def holdout(texts: list[str]) -> tuple[list[str], list[str]]:
 
 def pydoc_texts() -> TextSplit:
     """CPython's own documentation topics (sorted by name), split disjointly by :func:`holdout`."""
-    from pydoc_data.topics import topics
-
     calib, held = holdout([topics[k] for k in sorted(topics)])
     return TextSplit(calib, held, f"pydoc_data.topics ({len(calib)} calibration / {len(held)} evaluation topics)")
 

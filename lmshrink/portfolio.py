@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .core.errors import LmshrinkError, did_you_mean
 from .plugins import registry
@@ -168,8 +169,6 @@ class Portfolio:
         if hasattr(measure, "many"):
             estimates = measure.many([c.indices for c in runnable], desc="validating candidates")
         else:
-            from tqdm.auto import tqdm
-
             estimates = [measure(c.indices) for c in tqdm(runnable, desc="validating candidates",
                                                           disable=not progress, leave=False)]
         for cand, est in zip(runnable, estimates):

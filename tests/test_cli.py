@@ -99,7 +99,7 @@ def test_prune_refuses_a_used_out_and_overwrite_replaces_it_whole(tiny_model_dir
 def test_a_failing_evaluation_is_recorded_and_the_saved_model_kept(tiny_model_dir, text_file, tmp_path, capsys,
                                                                    monkeypatch):
     pytest.importorskip("lm_eval")
-    import lmshrink.evaluate.lm_eval as lm_eval
+    import lmshrink.pipeline.evaluation as evaluation
     from lmshrink.core import LmshrinkError
 
     out = tmp_path / "run"
@@ -110,7 +110,7 @@ def test_a_failing_evaluation_is_recorded_and_the_saved_model_kept(tiny_model_di
         assert status == "evaluating"  # saved, and the report says the evaluation is under way
         raise LmshrinkError("lm-eval failed on hellaswag: ConnectionError: the Hub cannot be reached.")
 
-    monkeypatch.setattr(lm_eval, "run_lm_eval", offline)
+    monkeypatch.setattr(evaluation, "run_lm_eval", offline)
     code = main(_small_prune(tiny_model_dir, text_file, out, "--eval-tasks", "lmshrink_pydoc_cloze"))
     captured = capsys.readouterr()
     assert code == 1

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core import option
 from ..core.errors import LmshrinkError
@@ -209,8 +210,6 @@ def evolve(constraints: Sequence[Any], fitness: Fitness, num_units: int, *, gene
     ``start`` is ``"single"`` (fill each group greedily by the fitness of removing each unit alone, on the first
     stage's windows) or ``"random"`` (fill in a random order). Stages ask for at most ``fitness.max_windows``
     windows (more are cut to that). Deterministic for a given ``seed`` and fitness."""
-    from tqdm.auto import tqdm
-
     stage_list = [(min(w, fitness.max_windows), k) for w, k in parse_stages(stages)]
     final = stage_list[-1][0]
     if start not in ("single", "random"):

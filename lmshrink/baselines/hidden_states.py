@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
@@ -70,7 +71,6 @@ def residual_statistics(
     Averages are over every token of ``input_ids`` (a (samples, seq_len) LongTensor); ``tokens`` holds the count.
     """
     import torch
-    from tqdm.auto import tqdm
 
     check_granularity("This measurement", granularity)
     blocks = adapter.blocks(model, granularity)

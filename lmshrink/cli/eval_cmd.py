@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core.errors import LmshrinkError
 from ..devices import model_device, placement_settings, resolve_placement
+from ..evaluate.lm_eval import check_tasks, markdown, run_lm_eval
 from ..report import write_json
 from . import Command, add_placement_arguments
 
@@ -31,7 +32,6 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..evaluate.lm_eval import check_tasks, markdown, run_lm_eval
     from ..models import load_model
 
     limit = args.limit

@@ -6,6 +6,8 @@ import argparse
 import json
 from dataclasses import replace
 from ..core import LmshrinkError
+from ..library import load_library
+from ..library.formats import check_format, export_library, problem_instance
 from ..report import markdown_table
 from . import Command
 
@@ -53,8 +55,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..library import load_library
-
     rows = [inst.summary() for inst in load_library(args.source)]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -68,9 +68,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..library import load_library
-    from ..library.formats import check_format, export_library, problem_instance
-
     check_format(args.fmt)
     if args.problem and (args.only or args.source):
         raise LmshrinkError("Give either --problem FILE (your own problems) or library instances (--only, --from), "

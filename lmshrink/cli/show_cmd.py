@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from ..core import LmshrinkError
+from ..experiments.record import load_record
+from ..experiments.show import make_plots, summary_lines, sweep_plots
+from ..experiments.sweep import sweep_summary, sweep_table
 from . import Command
 
 
@@ -18,18 +21,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if (path / "sweep.json").is_file():
-        from ..experiments.show import sweep_plots
-        from ..experiments.sweep import sweep_summary, sweep_table
-
         data = json.loads((path / "sweep.json").read_text())
         print(sweep_table(data))
         for line in sweep_summary(data):
             print(line)
         plots = [] if args.no_plots else sweep_plots(data, path / "plots")
     elif (path / "record.json").is_file():
-        from ..experiments.record import load_record
-        from ..experiments.show import make_plots, summary_lines
-
         record = load_record(path)
         for line in summary_lines(record):
             print(line)

@@ -6,9 +6,12 @@ import argparse
 import json
 from typing import Any
 
+import numpy as np
+
 from ..core import load_problem
 from ..core.options import parse_option_strings
 from ..core.solver import check_run_arguments
+from ..experiments.record import record_run
 from ..plugins import get_solver
 from . import Command
 
@@ -34,8 +37,6 @@ def _run(args: argparse.Namespace) -> int:
     solver = get_solver(args.solver, problem)
     options = parse_option_strings(f"Solver {solver.name!r}", solver.options, args.option)
     if args.record:
-        from ..experiments.record import record_run
-
         result, _ = record_run(problem, solver, args.record, num_solutions=args.top_k, seed=args.seed,
                                time_limit=args.time_limit, options=options, problem_source=args.problem)
     else:
@@ -56,8 +57,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def describe_bands(problem: Any, result: Any) -> list[str]:
     """One line per weighted band (a parameter budget): the best solution's weighted sum and the band."""
-    import numpy as np
-
     lines = []
     for k, c in enumerate(getattr(problem, "constraints", ())):
         if c.is_cardinality or not len(result):

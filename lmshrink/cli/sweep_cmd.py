@@ -7,6 +7,7 @@ import json
 
 from ..core import load_problem
 from ..core.solver import check_run_arguments
+from ..experiments.sweep import parse_grid, run_sweep, sweep_summary, sweep_table
 from ..plugins import get_solver
 from . import Command
 
@@ -36,8 +37,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..experiments.sweep import parse_grid, run_sweep, sweep_summary, sweep_table
-
     check_run_arguments(args.top_k, args.seed, None)
     grid = parse_grid(args.grid)
     problem = load_problem(args.problem)

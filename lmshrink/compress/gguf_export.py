@@ -34,8 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
+from gguf.vocab import BpeVocab, SpecialVocab
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -114,15 +116,11 @@ def interleave_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def _ggml(name: str) -> Any:
-    import gguf
-
     return gguf.GGMLQuantizationType[name]
 
 
 def _encode(data: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
     """``data`` (float32) in ``qtype``, as :mod:`gguf` writes it; F16 when the rows do not split into blocks."""
-    import gguf
-
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if data.ndim < 2 or data.shape[-1] % block:
         qtype = _ggml("F16") if data.ndim >= 2 else _ggml("F32")
@@ -136,8 +134,6 @@ def _encode(data: np.ndarray, qtype: Any) -> tuple[np.ndarray, Any]:
 @functools.lru_cache(maxsize=None)
 def _writable(qtype: Any) -> bool:
     """Whether :func:`gguf.quants.quantize` writes ``qtype``."""
-    import gguf
-
     try:
         gguf.quants.quantize(np.zeros((1, gguf.GGML_QUANT_SIZES[qtype][0]), np.float32), qtype)
     except (NotImplementedError, gguf.quants.QuantError, KeyError):
@@ -199,8 +195,6 @@ def _write_hparams(writer: Any, config: Any, name: str) -> None:
 
 def _copy_tokenizer_fields(writer: Any, reader: Any) -> None:
     """Every ``tokenizer.*`` field of the source GGUF, with its GGUF value types."""
-    import gguf
-
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer."):
             continue
@@ -225,8 +219,6 @@ def _pre_tokenizer(tokenizer_json: Path) -> str | None:
 
 def _write_hf_tokenizer(writer: Any, tokenizer: Any) -> None:
     """Tokens, types, merges, special ids and chat template of a byte-level BPE tokenizer (GGUF model "gpt2")."""
-    from gguf.vocab import BpeVocab, SpecialVocab
-
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         try:
@@ -262,8 +254,6 @@ def export_gguf(model: Any, path: str | Path, tokenizer: Any = None, *, type: st
     own) is the source type of every matrix. The file is written next to ``path`` and renamed into place: an
     error leaves nothing.
     """
-    import gguf
-
     check_type(type, fallback)
     check_gguf_exportable(model.config, transforms_of(model))
     reader = gguf.GGUFReader(str(source_gguf)) if source_gguf is not None else None
@@ -360,8 +350,6 @@ def source_gguf_of(model: str | None) -> Path | None:
 def check_gguf_source(model: str | None, granularity: str = "layer") -> None:
     """Refuse, before a prune run starts, a ``--save-format gguf`` that cannot succeed: sub-layer granularity, a
     GGUF source or model directory of an architecture other than Llama's (a Hub id is checked after loading)."""
-    import gguf
-
     if granularity != "layer":
         raise LmshrinkError("--save-format gguf needs --granularity layer: GGUF cannot express a decoder layer "
                             "without its attention or MLP.")

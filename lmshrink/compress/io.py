@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_model
+from safetensors.torch import load_model, save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..core.errors import LmshrinkError
@@ -293,8 +293,6 @@ def load_compressed(path: str | Path, *, with_tokenizer: bool = False) -> Any:
 
     Everything read from ``path`` is checked first (:func:`read_transforms`, :func:`validate_transforms`).
     """
-    from safetensors.torch import load_model
-
     path = Path(path)
     transforms = read_transforms(path)
     if not (path / "config.json").is_file():

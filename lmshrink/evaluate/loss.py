@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -56,8 +57,6 @@ def calibration_loss(
         values[list(removed)] = 0.0
         ctx = adapter.gate(model, Gates(values), granularity)
     else:
-        from contextlib import nullcontext
-
         ctx = nullcontext()
     with ctx:
         for start in range(0, input_ids.shape[0], batch_size):

@@ -35,6 +35,7 @@ import torch
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.removal import removal_constraints, with_constraints
 from ..data import evaluation_ids, load_texts, make_calibration
+from ..models import load_model
 from ..plugins import find_adapter, get_objective, get_solver
 from ..report import library_versions
 from ..report import log as _log
@@ -106,8 +107,6 @@ class InstanceSpec:
 
 
 def _load_smollm2() -> tuple[Any, Any]:
-    from ..models import load_model
-
     loaded = load_model(None)
     return loaded.model, loaded.tokenizer
 

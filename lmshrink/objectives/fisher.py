@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
@@ -71,7 +72,6 @@ def gate_gradients(
     dtype (the gradients are cast per sample before H is formed from them); ``checkpointing`` recomputes each
     layer in the backward pass instead of keeping its activations."""
     import torch
-    from tqdm.auto import tqdm
 
     from ..evaluate.loss import per_sample_loss
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..cache import cached_arrays, measurement_metadata
 from ..core import BinaryQuadraticProblem, Gates, Objective, option
@@ -26,8 +27,6 @@ from .common import measurement_key, problem_metadata, require_finite
 def removal_losses(model: Any, adapter: Any, input_ids: Any, granularity: str, batch_size: int,
                    progress: bool) -> dict[str, np.ndarray]:
     """Base loss, single-removal losses (N,) and pair-removal losses (N × N, symmetric, NaN diagonal)."""
-    from tqdm.auto import tqdm
-
     n = len(adapter.blocks(model, granularity))
     total = 1 + n + n * (n - 1) // 2
     bar = tqdm(total=total * ((input_ids.shape[0] + batch_size - 1) // batch_size), desc="pairwise removals",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core import LmshrinkError, Objective, option
 from ..core.rank import LossOracle, RankAllocationProblem
@@ -79,7 +80,6 @@ def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *
     each matrix's loss increase on one scale. One forward and backward pass per batch; weights get no gradients.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from ..evaluate.loss import model_inputs, token_nll
 

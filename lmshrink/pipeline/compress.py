@@ -36,7 +36,9 @@ from ..report import log as _log
 from ..report.compress import render_compress_markdown
 from ..report.schema import CompressReport
 from ..staging import StagedDir, check_output_dir
+from .inputs import load_inputs
 from .request import requested_placement
+from .svd import verify_reload
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
@@ -102,8 +104,6 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     ``out`` (empty or absent; with ``overwrite`` an earlier run's output is replaced).
     """
     import torch
-
-    from .inputs import load_inputs
 
     config = CompressConfig.from_settings(config, **settings)
     config.check()
@@ -254,8 +254,6 @@ def save(inputs: Any, problem: JointCompressionProblem, x: np.ndarray, config: C
                         "removed_branches": plan["removed_branches"], "ranks": report.factored}
                 save_compressed(net, stage.path / "model", tokenizer=inputs.tokenizer, info=info)
         if config.save and config.verify:
-            from .svd import verify_reload
-
             with timings("verify reload"):
                 report.verify = verify_reload(net, stage.path / "model", inputs.calibration)
         report.timings_s = dict(timings.seconds)

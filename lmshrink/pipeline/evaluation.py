@@ -13,6 +13,7 @@ import numpy as np
 
 from ..cache import ENTRY, SECONDS, cache_key, cached_arrays
 from ..core.errors import LmshrinkError
+from ..evaluate.lm_eval import run_lm_eval
 from ..objectives.common import model_identity, nonfinite_origin
 from ..report import Timings
 from ..report import log as _log
@@ -81,8 +82,6 @@ def evaluate_pruned(model: Any, tokenizer: Any, ids: Any, *, window: int, eval_t
                                            f"{ppl['perplexity']})"})
     if eval_tasks:
         with timings("lm-eval"):
-            from ..evaluate.lm_eval import run_lm_eval
-
             _log(progress, f"lm-eval on the pruned model: {', '.join(eval_tasks)}")
             try:
                 result.lm_eval = run_lm_eval(model, tokenizer, eval_tasks, limit=eval_limit, seed=seed)

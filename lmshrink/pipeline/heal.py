@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..core.errors import LmshrinkError
 from ..report import Timings
 from ..report import log as _log
@@ -118,8 +120,6 @@ def heal_finalists(portfolio: Any, measure: Any, model: Any, adapter: Any, fit_i
     ``portfolio.best()`` is the heal-aware choice. ``streams`` are the full model's kept
     :class:`~lmshrink.evaluate.midstack.LayerInputs` of ``fit_ids`` when the caller has them (else computed here
     for two or more finalists). Returns the fitted maps per candidate key."""
-    from tqdm.auto import tqdm
-
     from ..evaluate.midstack import LayerInputs
     from ..heal.linear import LinearHeal
 

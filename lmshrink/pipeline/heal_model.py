@@ -11,12 +11,14 @@ from typing import Any
 from ..core.errors import LmshrinkError
 from ..core.options import parse_option_strings
 from ..devices import memory_hint, placement_settings, save_dtype_of
-from ..report import Timings, library_versions
+from ..report import Timings, library_versions, write_json
 from ..report import log as _log
+from ..report.prune import render_heal_markdown
 from ..report.schema import HealReport
-from ..staging import StagedDir, check_output_dir
+from ..staging import StagedDir, atomic_write_text, check_output_dir
 from .config import kd_config, kd_option_specs
 from .evaluation import held_out_ids
+from .outputs import save_in_dtype
 from .settings import (DataSettings, OutputSettings, PerplexitySettings, PlacementSettings, ProgressSettings,
                        SavedModelSettings, like, setting)
 
@@ -158,13 +160,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
         else:
             model.save_pretrained(stage.path / "model")
             student.tokenizer.save_pretrained(stage.path / "model")
-        from .outputs import save_in_dtype
-
         save_in_dtype(model, stage.path / "model", precision["save_dtype"])
-        from ..report import write_json
-        from ..report.prune import render_heal_markdown
-        from ..staging import atomic_write_text
-
         write_json(stage.path / "report.json", report.to_json())
         atomic_write_text(stage.path / "report.md", render_heal_markdown(report))
         stage.commit()

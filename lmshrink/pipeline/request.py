@@ -13,6 +13,7 @@ from ..baselines import get_method
 from ..cache import remove_cache_orphans
 from ..core import BinaryQuadraticProblem, LmshrinkError
 from ..core.removal import has_budget, parse_remove, spec_text
+from ..evaluate.lm_eval import check_tasks
 from ..plugins import get_objective, get_solver, registry
 from ..portfolio import source_label
 from ..report import default_out_dir
@@ -74,8 +75,6 @@ def prepare(config: PruneConfig, model: Any = None) -> PruneRequest:
         check_budget_sources([source] + ([] if optional else [s for s, _ in extra]), spec)
     eval_tasks = None
     if config.eval_tasks:
-        from ..evaluate.lm_eval import check_tasks
-
         eval_tasks, _ = check_tasks(config.eval_tasks)
     if model is None or isinstance(model, str):
         check_model_source(model)

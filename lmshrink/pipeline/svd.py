@@ -29,6 +29,7 @@ from ..report import log as _log
 from ..report.schema import SvdReport
 from ..staging import StagedDir, check_output_dir
 from .inputs import Inputs, load_inputs
+from .outputs import save_in_dtype
 from .request import requested_placement
 from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
                        with_typed_options)
@@ -313,8 +314,6 @@ def save(inputs: Inputs, problem: RankAllocationProblem, plan: RankPlan, config:
                 if config.export_dense:
                     export_dense(net, stage.path / "dense", tokenizer)
                 if save_dtype is not None:
-                    from .outputs import save_in_dtype
-
                     for folder in ("model", "dense") if config.export_dense else ("model",):
                         save_in_dtype(net, stage.path / folder, save_dtype)
         if config.save and config.verify:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,8 +27,6 @@ LIBRARIES = ("lmshrink", "torch", "transformers", "numpy", "pluggy", "dimod", "d
 def log(progress: bool, message: str) -> None:
     """A one-line progress message on stderr (``[lmshrink] ...``) unless ``progress`` is off."""
     if progress:
-        import sys
-
         print(f"[lmshrink] {message}", file=sys.stderr, flush=True)
 
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..evaluate.lm_eval import markdown as lm_eval_markdown
 from . import markdown_table, perplexity_change
 from .schema import HealReport, PruneReport
 
@@ -29,8 +30,6 @@ def render_prune_markdown(report: PruneReport | Mapping[str, Any]) -> str:
     lines += _candidates(r)
     lines += _healing(r)
     if r.lm_eval:
-        from ..evaluate.lm_eval import markdown as lm_eval_markdown
-
         lines += ["## lm-eval (pruned model)", "", lm_eval_markdown(r.lm_eval), ""]
     lines += _timings(r.timings_s)
     if r.saved_format:

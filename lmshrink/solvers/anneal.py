@@ -31,6 +31,7 @@ import numpy as np
 
 from ..core import BinaryQuadraticProblem, RawSummary, Samples, Solver, SolverCapabilities, option
 from ..core.errors import MissingDependencyError
+from .band_anneal import anneal_bands, keep_best
 from .repair import swap_descent
 
 
@@ -176,14 +177,6 @@ class AnnealOptions:
     beta_range: tuple[float, float] | None = option(None, "(β_hot, β_cold); default from the problem's energy scale")
 
 
-def keep_best(x: np.ndarray, energy: np.ndarray, best_x: np.ndarray, best_e: np.ndarray) -> None:
-    """Record in ``best_x``/``best_e`` (in place) each read whose state ``x`` is lower than its best so far."""
-    better = energy < best_e - 1e-12
-    if better.any():
-        best_x[better] = x[better]
-        best_e[better] = energy[better]
-
-
 def compiled_kernel() -> Any:
     """The compiled annealing module (:mod:`lmshrink.solvers.kernels.anneal_swap`), or None without numba."""
     try:
@@ -213,8 +206,6 @@ class AnnealSolver(Solver):
         start = time.perf_counter()
         kernel = None if problem.has_weighted_constraints else compiled_kernel()
         if problem.has_weighted_constraints:
-            from .band_anneal import anneal_bands
-
             final, final_e, best, best_e, info = anneal_bands(
                 problem, num_reads=options.num_reads, num_sweeps=options.num_sweeps, seed=seed,
                 time_limit=time_limit, beta_range=options.beta_range)

@@ -25,8 +25,15 @@ from typing import Any
 import numpy as np
 
 from ..core import BinaryQuadraticProblem, LmshrinkError
-from .anneal import keep_best
 from .repair import repair, swap_descent
+
+
+def keep_best(x: np.ndarray, energy: np.ndarray, best_x: np.ndarray, best_e: np.ndarray) -> None:
+    """Record in ``best_x``/``best_e`` (in place) each read whose state ``x`` is lower than its best so far."""
+    better = energy < best_e - 1e-12
+    if better.any():
+        best_x[better] = x[better]
+        best_e[better] = energy[better]
 
 
 def _movers(problem: BinaryQuadraticProblem) -> list[tuple[str, np.ndarray, np.ndarray, float, float]]:

@@ -32,6 +32,7 @@ from ..core import (BinaryQuadraticProblem, Composite, Constraint, LmshrinkError
 from ..core.problem import Problem
 from .anneal import AnnealSolver, swap_neighbours
 from .repair import repair, swap_descent
+from .slack import project, slack_problem
 
 
 # --- repair and polish ----------------------------------------------------------------------------------------------
@@ -180,8 +181,6 @@ class PenaltyComposite(Composite):
         else:
             weight, rule = float(options["penalty"]), "given"
         if problem.has_weighted_constraints:
-            from .slack import project, slack_problem
-
             form = slack_problem(problem, weight)
             samples = run_child(form)
             samples.states = project(samples.states, problem.num_variables)

@@ -38,6 +38,7 @@ import numpy as np
 from ..core import BinaryQuadraticProblem, Samples, Solver, SolverCapabilities, option
 from ..core.errors import LmshrinkError, MissingDependencyError, ProblemTooLargeError, require
 from .bands import cardinality_splits, group_patterns, product_states
+from .kernels.layout import problem_layout
 
 CHUNK = 1 << 15
 #: ``method="auto"`` enumerates problems with at most this many feasible states (measured: below it enumeration,
@@ -266,8 +267,6 @@ class ExactSolver(Solver):
 def _split_lower_bound(kernel: Any, problem: BinaryQuadraticProblem, dshift: np.ndarray) -> float:
     """A quick lower bound of a cardinality split (to order and skip splits, and for those a time limit left
     unsearched): its convex relaxation (``dshift`` from :func:`~lmshrink.solvers.kernels.topk.convex_shift` of the shared objective)."""
-    from .kernels.layout import problem_layout
-
     lay = problem_layout(problem)
     return float(kernel.convex_root_bound(problem.linear, problem.quadratic, lay, dshift, iters=200)
                  + problem.offset)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
 from ..core.rank import LossOracle, RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
@@ -123,7 +124,6 @@ class RankFermiGradSolver(Solver):
     def sample(self, problem: RankAllocationProblem, *, num_solutions: int, seed: int | None,
                time_limit: float | None, options: RankFermiGradOptions) -> Samples:
         import torch
-        from tqdm.auto import tqdm
 
         o = options
         steps, lr, t_start, t_end, init, loss = o.steps, o.lr, o.t_start, o.t_end, o.init, o.loss

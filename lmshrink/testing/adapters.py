@@ -51,11 +51,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import PretrainedConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from .. import tiny_models
 from ..compat import cache_argument, output_cache
-from ..compress.io import load_compressed
+from ..compress.io import load_compressed, save_compressed
 from ..core import BLOCK_KINDS, ArchitectureAdapter, Block, Gates, LmshrinkError
 from ..plugins import find_adapter, registry
 from ..tiny_models import *  # noqa: F401,F403 - the tiny models are part of this module's names
@@ -332,8 +332,6 @@ def save_pruned(adapter: ArchitectureAdapter, model: Any, indices: Sequence[int]
     if fmt == "transformers":
         pruned.save_pretrained(path)
     else:
-        from ..compress.io import save_compressed
-
         save_compressed(pruned, path)
     return pruned, fmt
 
@@ -341,8 +339,6 @@ def save_pruned(adapter: ArchitectureAdapter, model: Any, indices: Sequence[int]
 def load_pruned(path: str | Path, fmt: str) -> Any:
     """Reload a model written by :func:`save_pruned`."""
     if fmt == "transformers":
-        from transformers import AutoModelForCausalLM
-
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
     return load_compressed(path)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import transformers
+
 #: the file written into the model directory
 MODELING_FILE = "modeling_lmshrink.py"
 #: the class it defines
@@ -31,8 +33,6 @@ _BASE_LINE = 'BASE_CLASS = "LlamaForCausalLM"'
 
 def transformers_base_class(model: Any) -> str | None:
     """The name of the first class in ``model``'s hierarchy that transformers itself defines and exports."""
-    import transformers
-
     for klass in type(model).__mro__:
         if klass.__module__.startswith("transformers.") and getattr(transformers, klass.__name__, None) is klass:
             return klass.__name__

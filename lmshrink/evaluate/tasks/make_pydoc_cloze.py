@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 
@@ -74,8 +75,6 @@ def build_items(texts: list[tuple[str, str]], max_items: int = 500, seed: int = 
 
 def held_out_topics() -> list[tuple[str, str]]:
     """(name, text) of the pydoc topics that lmshrink's default data split holds out for evaluation."""
-    from pydoc_data.topics import topics
-
     held = set(pydoc_texts().evaluation)
     return [(name, topics[name]) for name in sorted(topics) if topics[name] in held]
 

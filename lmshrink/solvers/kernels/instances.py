@@ -19,6 +19,7 @@ import numpy as np
 
 from ...core import BinaryQuadraticProblem, Constraint
 from .layout import make_layout
+from .topk import reformulate
 
 
 def _groups(n: int, m: int, kinds: int) -> list[Constraint]:
@@ -46,8 +47,6 @@ def planted_problem(n: int, m: int, *, seed: int = 0, rank: int | None = None, e
     # (x − x*)ᵀA(x − x*) = xᵀAx − 2(Ax*)·x + x*ᵀAx*
     lin, Q, offset = -2 * A @ x, A.copy(), float(x @ A @ x)
     if disguise:
-        from .topk import reformulate
-
         lay = make_layout(n, [c.indices for c in constraints], [c.equals for c in constraints])
         a = lin + np.diag(A)
         # u_j < 0 on the planted variables raises their diagonal a_j = l_j + Q_jj by about the gap to the others
