@@ -90,8 +90,8 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                 skipped.append({"name": source.name, "skipped": str(exc)})
                 _log(progress, f"source {source.name} skipped: {exc}")
         healing_stage = HealingStage.from_config(config) if config.heal_steps else None
-        selection = _select(proposals, inputs, target, config, timings, healing_stage)
-    chosen = selection.chosen
+        choice = _choose(proposals, inputs, target, config, timings, healing_stage)
+    chosen = choice.chosen
     budget = budget_facts(target, chosen.indices)
     plan = RemovalPlan([target.blocks[i] for i in chosen.indices], config.granularity, chosen.energy, chosen.loss,
                        {"candidate_rank": chosen.rank, "sources": chosen.sources,
@@ -124,7 +124,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
                                       desc="perplexity before healing")
         net, healing = healing_stage.apply(net, adapter, timings, unhealed=unhealed)
 
-    report = build_report(request, inputs, target, proposals, selection, plan, before, timings,
+    report = build_report(request, inputs, target, proposals, choice, plan, before, timings,
                           parameters=(params_before, sum(p.numel() for p in net.parameters())),
                           save_format=save_format, saved=config.save, healing=healing, skipped=skipped,
                           precision=precision)
@@ -144,7 +144,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     return PruneResult(out, proposals[0].problem, proposals[0].solutions, plan, net, inputs.tokenizer, report)
 
 
-def _select(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
+def _choose(proposals: list[Proposal], inputs: Inputs, target: Target, config: PruneConfig,
             timings: Timings, healing: HealingStage | None) -> Choice:
     """Set aside candidates the architecture cannot run; the main source's first one, or, when several compete,
     the one with the lowest validation loss (after linear healing when the run heals linearly)."""
@@ -189,7 +189,7 @@ def _evaluate(net: Any, tokenizer: Any, eval_ids: Any, request: PruneRequest, ti
 
 
 def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposals: list[Proposal],
-                 selection: Choice, plan: RemovalPlan, before: dict[str, float] | None, timings: Timings, *,
+                 choice: Choice, plan: RemovalPlan, before: dict[str, float] | None, timings: Timings, *,
                  parameters: tuple[int, int], save_format: str, saved: bool,
                  healing: HealingSummary | None = None, skipped: list[dict[str, str]] | None = None,
                  precision: dict[str, Any] | None = None) -> PruneReport:
@@ -211,9 +211,9 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
         num_blocks=len(target.blocks),
         removed=[b.to_dict() for b in plan.blocks],
         plan=plan.to_dict(),
-        candidates=_candidate_rows(proposals, selection),
-        reranked=selection.portfolio is not None,
-        selection=selection.to_dict(),
+        candidates=_candidate_rows(proposals, choice),
+        reranked=choice.portfolio is not None,
+        selection=choice.to_dict(),
         healing=healing,
         perplexity_before=before,
         parameters_before=parameters[0],
@@ -236,10 +236,10 @@ def build_report(request: PruneRequest, inputs: Inputs, target: Target, proposal
     )
 
 
-def _candidate_rows(proposals: list[Proposal], selection: Choice) -> list[dict[str, Any]]:
+def _candidate_rows(proposals: list[Proposal], choice: Choice) -> list[dict[str, Any]]:
     """Every candidate once (pooled candidates carry all their sources), with its paired difference to the chosen
     one when validated."""
-    deltas = {tuple(r["indices"]): r for r in selection.comparison}
+    deltas = {tuple(r["indices"]): r for r in choice.comparison}
     rows, seen = [], set()
     for cand in (c for p in proposals for c in p.candidates):
         if cand.key in seen:
@@ -247,6 +247,6 @@ def _candidate_rows(proposals: list[Proposal], selection: Choice) -> list[dict[s
         seen.add(cand.key)
         row = cand.to_dict()
         d = deltas.get(tuple(cand.indices))
-        row.update(chosen=cand is selection.chosen, delta=d["delta"] if d else None, delta_se=d["se"] if d else None)
+        row.update(chosen=cand is choice.chosen, delta=d["delta"] if d else None, delta_se=d["se"] if d else None)
         rows.append(row)
     return rows
