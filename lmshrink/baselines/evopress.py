@@ -161,6 +161,20 @@ def mutate(parent: frozenset[int], constraints: Sequence[Any], rng: np.random.Ge
     return child if child != parent else None
 
 
+def _removable(constraints: Sequence[Any]) -> list[int]:
+    """Units that may go (a group held at 0, such as "kept", has none)."""
+    return [i for c in constraints if c.upper is None or c.upper > 0 for i in c.indices]
+
+
+def random_order(constraints: Sequence[Any], rng: np.random.Generator) -> list[int]:
+    """A random set that satisfies ``constraints``, as the order its units were added in: each group filled in a
+    random order (a band up to its lower bound, never past its upper one)."""
+    units = _removable(constraints)
+    noise = {i: float(v) for i, v in zip(units, rng.random(len(units)))}
+    order, _ = greedy_order(constraints, lambda removed, allowed: {i: noise[i] for i in allowed})
+    return order
+
+
 def feasible(removed: frozenset[int], constraints: Sequence[Any], num_units: int) -> bool:
     """Whether the set satisfies every constraint."""
     x = np.zeros((1, num_units))
@@ -216,15 +230,12 @@ def evolve(constraints: Sequence[Any], fitness: Fitness, num_units: int, *, gene
         raise LmshrinkError(f"EvoPress start {start!r}: expected 'single' or 'random'.")
     rng = np.random.default_rng(seed)
     score = _Scorer(fitness)
-    # units that may go (a group held at 0, such as "kept", has none)
-    group_units = [i for c in constraints if c.upper is None or c.upper > 0 for i in c.indices]
     if start == "single":
         single = {i: score(frozenset([i]), stage_list[0][0])
-                  for i in tqdm(group_units, desc="evopress start", disable=not progress, leave=False)}
+                  for i in tqdm(_removable(constraints), desc="evopress start", disable=not progress, leave=False)}
         order, _ = greedy_order(constraints, lambda removed, allowed: {i: single[i] for i in allowed})
     else:
-        noise = {i: float(v) for i, v in zip(group_units, rng.random(len(group_units)))}
-        order, _ = greedy_order(constraints, lambda removed, allowed: {i: noise[i] for i in allowed})
+        order = random_order(constraints, rng)
     parent = frozenset(order)
     if not feasible(parent, constraints, num_units):
         raise LmshrinkError("EvoPress could not build a start that satisfies the removal constraints.")

@@ -42,6 +42,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "blockpruner": "lmshrink.baselines.blockpruner:BlockPrunerRemoval",
         "evopress": "lmshrink.baselines.evopress:EvoPressRemoval",
         "surrogate": "lmshrink.search.surrogate_search:SurrogateSearch",
+        "surrogate-race": "lmshrink.search.surrogate_race:SurrogateRace",
     },
     "adapter": {"llama": "lmshrink.adapters.llama:LlamaAdapter",
                 "nemotron_h": "lmshrink.adapters.nemotron_h:NemotronHAdapter"},
