@@ -22,11 +22,13 @@ def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for s in summary["seeds"] for r in s["rows"]]
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
-    """(method, M, healed) → mean / min / max perplexity over seeds, and mean costs."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+def aggregate(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("method", "M", "healed")
+              ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """(method, M, healed) (or the row fields ``keys``) → mean / min / max perplexity over seeds, and mean
+    costs."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["M"], r["healed"]), []).append(r)
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     out = {}
     for key, rs in groups.items():
         ppl = np.array([r["perplexity"] for r in rs])
