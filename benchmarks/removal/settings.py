@@ -42,7 +42,7 @@ class Settings:
 
 #: the budget mode's own defaults (the calibration and held-out settings are :data:`FULL`'s / :data:`QUICK`'s)
 BUDGET_FULL = {"budget": "25%,37.5%", "search_tokens": 1_048_576}
-BUDGET_QUICK = {"budget": "25%", "search_tokens": 16_384}
+BUDGET_QUICK = {"budget": "25%", "search_tokens": 65_536}
 #: the rows of the budget mode, in the report's order
 BUDGET_ROWS = ("block-influence", "block-influence-iterative", "angular", "sleb", "blockpruner", "evopress", "default")
 #: where budget runs go unless ``--out`` says otherwise, apart from the runs of counts M

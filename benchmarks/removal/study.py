@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="with --budget: the second held-out text, of a domain no calibration uses (default literature)")
     p.add_argument("--search-tokens", type=int, default=None,
                    help="with --budget: tokens every search may spend measuring candidates (default 1048576; "
-                        "quick 16384)")
+                        "quick 65536)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     a = p.parse_args(argv)
     if a.budget is not None:
