@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..common import dump_settings, table, write_csv, write_json
+from ..common import table, write_csv, write_json
 from .settings import BUDGET_ROWS
-from .report import _cell, _compare, _mean_sd, _ratio, _seed_time, aggregate
+from .report import _cell, _compare, _mean_sd, _ratio, _seed_time, aggregate, footer
 
 #: what the budget mode aggregates over seeds by
 KEYS = ("method", "budget", "text", "healed")
@@ -106,7 +106,7 @@ def _budget_section(budget: str, texts: list[str], agg: dict, ratios: list[dict[
 def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any]],
                   costs: list[dict[str, Any]]) -> str:
     """report.md of a budget run."""
-    s, env, first = summary["settings"], summary["environment"], summary["seeds"][0]
+    s, first = summary["settings"], summary["seeds"][0]
     texts = list(summary["held_out"])
     held = "; ".join(f"`{name}` {h['tokens']} tokens in {h['windows']} windows (the full model scores "
                      f"**{h['perplexity']:.3f}**)" for name, h in summary["held_out"].items())
@@ -127,17 +127,6 @@ def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any
     ]
     for budget in s["budget"]:
         lines += _budget_section(budget, texts, agg, ratios, costs, s["seeds"])
-    skipped = {k: v for sd in summary["seeds"] for k, v in sd.get("skipped", {}).items()}
-    if skipped:
-        lines += ["## Skipped", "", *[f"- `{k}`: {v}" for k, v in skipped.items()], ""]
-    lines += [
-        "## Files", "",
-        "`results.csv` (every seed, row, budget, held-out text, plain and healed), `seed-<s>.json`, `summary.json` "
-        "(with the aggregates, ratios and costs).", "",
-        "## Settings", "", dump_settings(s), "",
-        "Command: `" + env["command"] + "`", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        + f"; {env['cpus']} CPUs, torch threads {env.get('torch_threads')}; load average at the end "
-        f"{env.get('load_average')}.", "",
-    ]
+    lines += footer(summary, "`results.csv` (every seed, row, budget, held-out text, plain and healed), "
+                             "`seed-<s>.json`, `summary.json` (with the aggregates, ratios and costs).")
     return "\n".join(lines)
