@@ -107,3 +107,19 @@ def test_a_bad_budget_is_refused_in_one_sentence(tiny_model_dir, tmp_path, capsy
     assert code == 2 and len(said) == 1 and words in said[0], said
     assert said[0].startswith("python -m benchmarks.removal: error: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_budget_flags_and_count_flags_do_not_mix(capsys):
+    from benchmarks.removal import parse_args
+    from benchmarks.removal.settings import BUDGET_OUT, BudgetSettings, Settings
+
+    settings = parse_args(["--budget", "25%,37.5%,25%"])
+    assert isinstance(settings, BudgetSettings) and settings.budget == ["25%", "37.5%"]
+    assert settings.out == BUDGET_OUT and settings.granularity == "sublayer" and settings.heldout_data == "literature"
+    assert type(parse_args([])) is Settings and parse_args([]).out == Settings.out
+    for argv, words in ((["--granularity", "layer"], "--granularity applies to runs with --budget"),
+                        (["--budget", "25%", "--remove", "6"], "--remove applies to runs of totals M"),
+                        (["--budget", "25%", "--skip", "fisher"], "Unknown row 'fisher'")):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(argv)
+        assert exc.value.code == 2 and words in capsys.readouterr().err, argv
