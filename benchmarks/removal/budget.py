@@ -220,8 +220,13 @@ class BudgetRows:
             return sel.best, {"tokens": int(sel.info["tokens_spent"]), "evaluations": int(sel.info["evaluations"]),
                               "generations": int(sel.info["generations_run"])}
         windows = greedy_windows(target, s.search_tokens, seq_len, int(self.calib.input_ids.shape[0]))
-        sel = get_method(name).select(self.model, self.adapter, self.calib, target.spec,
-                                      granularity=target.granularity, samples=windows)
+        method = get_method(name)
+        if name == "sleb":  # measured mid-stack, as BlockPruner's and EvoPress's losses are (same values, faster)
+            meter = RemovalLoss(self.model, self.adapter, self.calib.input_ids[:windows],
+                                granularity=target.granularity)
+            method = type(method)(loss=lambda removed: meter(removed).mean)
+        sel = method.select(self.model, self.adapter, self.calib, target.spec, granularity=target.granularity,
+                            samples=windows)
         spent = int(sel.info["loss_measurements"])
         return sel.best, {"tokens": spent * windows * seq_len, "evaluations": spent, "windows": windows}
 
