@@ -272,7 +272,9 @@ def run_budget_seed(settings: BudgetSettings, seed: int, model: Any, adapter: An
         for label in (r for r in ROWS if r not in settings.skip):
             log(f"seed {seed}, {budget}: {label}")
             try:
-                choices[(label, budget)] = rows.choose(label, budget)
+                c = choices[(label, budget)] = rows.choose(label, budget)
+                log(f"seed {seed}, {budget}: {label} took {c.seconds:.1f} s"
+                    + (f", {c.extra['tokens']:,} tokens" if c.extra.get("tokens") is not None else ""))
             except LmshrinkError as exc:
                 skipped[f"{label} at {budget}"] = str(exc)
                 log(f"seed {seed}, {budget}: {label} skipped ({exc})")
