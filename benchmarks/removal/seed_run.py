@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lmshrink.data import evaluation_ids
+
 #: label → (objective, options): the objective rows (lowest-energy state) and portfolio sources
 OBJECTIVES: dict[str, tuple[str, dict[str, Any]]] = {
     "fisher": ("fisher", {}),
@@ -595,8 +597,6 @@ def run_default(settings: Any, seed: int, remove: int | str, model: Any, tokeniz
 def held_out_windows(tokenizer: Any, texts: Any, tokens: int, window: int) -> Any:
     """The first ``tokens`` token ids of the held-out part of ``texts`` as (windows, ``window``) rows (a window no
     longer than ``tokens``; the tail that fills no window left out)."""
-    from lmshrink.data import evaluation_ids
-
     window = min(window, tokens)
     ids = evaluation_ids(tokenizer, texts, tokens)
     return ids[: (len(ids) // window) * window].reshape(-1, window)
