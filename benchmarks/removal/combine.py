@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 #: settings that may differ between two runs combined: which M values and seeds each ran, where it was written
 #: and whether it refreshed
@@ -33,6 +33,21 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> str:
     """The settings two runs do not share (apart from :data:`RUN_ONLY`), as ``name: a vs b`` phrases."""
     keys = sorted({*a, *b} - set(RUN_ONLY))
     return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k))
+
+
+def saved_seed(path: Path, settings: dict[str, Any], ignore: tuple[str, ...], log: Callable[[str], None]
+               ) -> dict[str, Any] | None:
+    """The seed result at ``path`` when it was run with ``settings`` (apart from ``ignore``); None when there is
+    none, or when its settings differ: it is then moved aside to ``*.replaced.json`` and ``log`` says so."""
+    saved = json.loads(path.read_text()) if path.exists() else None
+    if saved is not None and not comparable(saved.get("settings"), settings, ignore):
+        aside = path.with_suffix(".replaced.json")
+        path.replace(aside)
+        changed = differences(saved.get("settings") or {}, settings)
+        log(f"seed {saved.get('seed')}: {path} was run with other settings ({changed}); running it again (the old "
+            f"result kept as {aside})")
+        saved = None
+    return saved
 
 
 def merge_seeds(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:

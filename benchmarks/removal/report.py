@@ -22,11 +22,13 @@ def _rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for s in summary["seeds"] for r in s["rows"]]
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
-    """(method, M, healed) → mean / min / max perplexity over seeds, and mean costs."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+def aggregate(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("method", "M", "healed")
+              ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """(method, M, healed) (or the row fields ``keys``) → mean / min / max perplexity over seeds, and mean
+    costs."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["M"], r["healed"]), []).append(r)
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
     out = {}
     for key, rs in groups.items():
         ppl = np.array([r["perplexity"] for r in rs])
@@ -195,7 +197,6 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
     s = summary["settings"]
     ms = s["remove"]
     first = summary["seeds"][0]
-    env = summary["environment"]
     methods = [m for m in _order() if any((m, M, "none") in agg for M in ms)]
     kind = lambda m: "baseline" if m in BASELINES else "objective" if m in OBJECTIVES else "lmshrink"  # noqa: E731
     lines = [
@@ -272,21 +273,26 @@ def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: li
               table(["method", *[f"M={m}" for m in ms]],
                     [[m, *[next((r["removed"] for r in first["rows"] if r["method"] == m and r["M"] == M), None)
                            for M in ms]] for m in methods]), ""]
+    lines += footer(summary, "`results.csv` (every seed, method, M, plain and healed), `kd.csv`, `seed-<s>.json` "
+                             "(everything one seed measured, including every portfolio candidate with its sources, "
+                             f"energies and validation loss; {len(notes)} tables), `summary.json`.")
+    return "\n".join(lines)
+
+
+def footer(summary: dict[str, Any], files: str) -> list[str]:
+    """The end of a report: the rows left out (when any), the files (``files``, a sentence), the settings, the
+    command and the versions it ran with."""
+    env = summary["environment"]
     skipped = {k: v for sd in summary["seeds"] for k, v in sd.get("skipped", {}).items()}
-    if skipped:
-        lines += ["## Skipped", "", *[f"- `{k}`: {v}" for k, v in skipped.items()], ""]
-    lines += [
-        "## Files", "",
-        "`results.csv` (every seed, method, M, plain and healed), `kd.csv`, `seed-<s>.json` (everything one seed "
-        f"measured, including every portfolio candidate with its sources, energies and validation loss; "
-        f"{len(notes)} tables), `summary.json`.", "",
-        "## Settings", "", dump_settings(s), "",
+    return [
+        *(["## Skipped", "", *[f"- `{k}`: {v}" for k, v in skipped.items()], ""] if skipped else []),
+        "## Files", "", files, "",
+        "## Settings", "", dump_settings(summary["settings"]), "",
         "Command: `" + env["command"] + "`", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         + f"; {env['cpus']} CPUs, torch threads {env.get('torch_threads')}; load average at the end "
         f"{env.get('load_average')}.", "",
     ]
-    return "\n".join(lines)
 
 
 def _surrogate_against_sleb(summary: dict[str, Any], agg: dict, ms: list[int]) -> list[str]:

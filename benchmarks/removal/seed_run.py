@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lmshrink.data import evaluation_ids
+
 #: label → (objective, options): the objective rows (lowest-energy state) and portfolio sources
 OBJECTIVES: dict[str, tuple[str, dict[str, Any]]] = {
     "fisher": ("fisher", {}),
@@ -85,13 +87,16 @@ class SeedMeasures:
     windows, the linear maps fitted per removal set (from the full model's kept layer inputs) and the seconds spent
     per component."""
 
-    def __init__(self, settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any) -> None:
+    def __init__(self, settings: Any, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                 granularity: str = GRANULARITY) -> None:
         from lmshrink.data import make_calibration
         from lmshrink.heal.linear import LinearHeal
 
         self.settings, self.seed, self.model, self.adapter = settings, seed, model, adapter
         self.tokenizer, self.texts = tokenizer, texts
-        self.blocks = adapter.blocks(model, GRANULARITY)
+        #: the units every loss meter and linear map of this seed works in
+        self.granularity = granularity
+        self.blocks = adapter.blocks(model, granularity)
         self.clock = Clock()
         self.calib = make_calibration(tokenizer, texts, settings.samples, settings.seq_len, seed,
                                       validation=settings.validation)
@@ -110,7 +115,7 @@ class SeedMeasures:
         from lmshrink.evaluate.measured import RemovalLoss
 
         return self.clock.time("search windows", RemovalLoss, self.model, self.adapter,
-                               self.calib.input_ids[: self.settings.search_samples])
+                               self.calib.input_ids[: self.settings.search_samples], granularity=self.granularity)
 
     @cached_property
     def valid(self) -> Any:
@@ -118,7 +123,7 @@ class SeedMeasures:
         from lmshrink.evaluate.measured import RemovalLoss
 
         return self.clock.time("validation windows", RemovalLoss, self.model, self.adapter,
-                               self.calib.validation.input_ids)
+                               self.calib.validation.input_ids, granularity=self.granularity)
 
     def remember(self, saved: dict[str, Any]) -> int:
         """Take the per-window validation losses a saved run of this seed kept in its portfolio tables, so its
@@ -178,7 +183,7 @@ class SeedMeasures:
         key = tuple(sorted(removed))
         if key not in self._runs:
             self._runs[key] = self.clock.time("linear healing", self.healer.fit, self.model, self.adapter, key,
-                                              self.calib.input_ids, streams=self.streams())
+                                              self.calib.input_ids, self.granularity, streams=self.streams())
         return self._runs[key]
 
     def heal_aware(self, portfolio: Any) -> tuple[list[int], float, int]:
@@ -563,6 +568,17 @@ def default_rows(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -
     ``--heal none`` (the lowest unhealed validation loss among the same candidates), run through
     :func:`lmshrink.prune` on a copy of the model with the study's calibration settings, not saved or evaluated;
     each with the run's seconds and the number of candidates validated."""
+    result, seconds = run_default(settings, seed, m, model, tokenizer)
+    plain = lambda c: c["loss_unhealed"] if c.get("loss_unhealed") is not None else c["loss"]  # noqa: E731
+    rows = [c for c in result.report["candidates"] if c.get("error") is None and plain(c) is not None]
+    unhealed = min(rows, key=plain)
+    return {("default", m): Choice(sorted(result.plan.indices), seconds, 0, len(rows)),
+            ("default (--heal none)", m): Choice(sorted(unhealed["indices"]), seconds, 0, len(rows))}
+
+
+def run_default(settings: Any, seed: int, remove: int | str, model: Any, tokenizer: Any) -> tuple[Any, float]:
+    """``lmshrink prune --remove REMOVE --seed SEED`` (:func:`lmshrink.prune`, no other setting than the study's
+    calibration) on a copy of the model, not saved or evaluated: its :class:`~lmshrink.PruneResult` and seconds."""
     import tempfile
     from pathlib import Path
 
@@ -571,16 +587,19 @@ def default_rows(settings: Any, seed: int, m: int, model: Any, tokenizer: Any) -
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        result = prune(LoadedModel(copy.deepcopy(model), tokenizer, "study copy"), remove=m, seed=seed,
+        result = prune(LoadedModel(copy.deepcopy(model), tokenizer, "study copy"), remove=remove, seed=seed,
                        data=settings.data, samples=settings.samples, seq_len=settings.seq_len,
                        validation=settings.validation, evaluate=False, save=False, progress=False,
                        out=Path(tmp) / "run")
-        seconds = time.perf_counter() - t
-    plain = lambda c: c["loss_unhealed"] if c.get("loss_unhealed") is not None else c["loss"]  # noqa: E731
-    rows = [c for c in result.report["candidates"] if c.get("error") is None and plain(c) is not None]
-    unhealed = min(rows, key=plain)
-    return {("default", m): Choice(sorted(result.plan.indices), seconds, 0, len(rows)),
-            ("default (--heal none)", m): Choice(sorted(unhealed["indices"]), seconds, 0, len(rows))}
+        return result, time.perf_counter() - t
+
+
+def held_out_windows(tokenizer: Any, texts: Any, tokens: int, window: int) -> Any:
+    """The first ``tokens`` token ids of the held-out part of ``texts`` as (windows, ``window``) rows (a window no
+    longer than ``tokens``; the tail that fills no window left out)."""
+    window = min(window, tokens)
+    ids = evaluation_ids(tokenizer, texts, tokens)
+    return ids[: (len(ids) // window) * window].reshape(-1, window)
 
 
 def _late_fit(trace: list[dict[str, Any]]) -> dict[str, float] | None:

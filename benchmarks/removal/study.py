@@ -26,6 +26,9 @@ Seeds, M values and rows can run apart: each seed file is reused, grown by the M
 for (:func:`add_rows`, one M at a time; :func:`.combine.merge_seeds`), or merged from another folder (``--merge FROM
 INTO``).
 
+``--budget 25%,37.5%`` runs the study at budgets in parameters instead of totals M (:mod:`.budget`): its own rows,
+two held-out texts, and its own results folder.
+
 Run ``python -m benchmarks.removal`` (see benchmarks/README.md); ``--quick`` is the CI-sized version.
 """
 
@@ -33,46 +36,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from lmshrink.core.errors import LmshrinkError
+
 from ..common import Log, environment, study_main, write_json
-from .combine import GROWABLE, RUN_ONLY, comparable, differences, kd_values, merge_runs, merge_seeds
-
-FULL = {"remove": "4,6,8,10,12", "seeds": "0,1,2", "samples": 64, "seq_len": 128, "search_samples": 16,
-        "validation": 32, "eval_tokens": 8192, "eval_window": 512, "top_k": 10, "kd": "6", "kd_steps": 60}
-QUICK = {"remove": "2,4", "seeds": "0,1", "samples": 8, "seq_len": 64, "search_samples": 4, "validation": 4,
-         "eval_tokens": 1024, "eval_window": 128, "top_k": 3, "kd": "", "kd_steps": 4}
-
-
-@dataclass
-class Settings:
-    """Everything that defines a run (written into the report)."""
-
-    model: str | None = None
-    data: str | None = None
-    out: str = "benchmarks/results/removal"
-    remove: list[int] = field(default_factory=lambda: [4, 6, 8, 10, 12])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    samples: int = 64
-    seq_len: int = 128
-    search_samples: int = 16
-    validation: int = 32
-    eval_tokens: int = 8192
-    eval_window: int = 512
-    top_k: int = 10
-    validate_top: int = 5
-    batch: int = 4
-    ridge: float = 1e-3
-    skip: list[str] = field(default_factory=list)
-    kd: list[int] = field(default_factory=lambda: [6])
-    kd_steps: int = 60
-    kd_batch: int = 4
-    quick: bool = False
-    #: choose the pipeline rows (``pipelines``) or the default's (``default``) of finished seeds again with the
-    #: current code, other rows kept; "" for none
-    refresh: str = ""
+from .budget import parse_budgets, run_budget
+from .budget_report import write_budget_report
+from .combine import GROWABLE, RUN_ONLY, kd_values, merge_runs, merge_seeds, saved_seed
+from .seed_run import held_out_windows, refresh_seed, sleb_choices
+from .settings import BUDGET_FULL, BUDGET_OUT, BUDGET_QUICK, BUDGET_ROWS, FULL, QUICK, BudgetSettings, Settings
 
 
 def _ints(text: Any) -> list[int]:
@@ -83,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p = argparse.ArgumentParser(prog="python -m benchmarks.removal", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model directory, hub id or .gguf (default: embedded SmolLM2)")
     p.add_argument("--data", default=None, help="calibration/evaluation text (default: pydoc topics)")
-    p.add_argument("--out", default="benchmarks/results/removal", help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/removal; with --budget "
+                                               f"{BUDGET_OUT})")
     p.add_argument("--remove", default=None, help="totals M, comma-separated (default 4,6,8,10,12; quick 2,4)")
     p.add_argument("--seeds", default=None, help="calibration seeds (default 0,1,2; quick 0,1)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 8)")
@@ -104,8 +80,24 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="for seeds already in --out: choose the pipeline rows (default, portfolios; or only the "
                         "default's with --refresh default) again with the code as it is now, the portfolios from "
                         "each seed's stored candidates; baselines, objectives and searches are kept")
+    p.add_argument("--budget", default=None,
+                   help="budgets in parameters instead of totals M: shares of the decoder's parameters or numbers of "
+                        "parameters, comma-separated (e.g. 25%%,37.5%%; quick 25%%); see benchmarks/README.md")
+    p.add_argument("--granularity", default=None, choices=("layer", "sublayer"),
+                   help="with --budget: the units of the rows that can take either (default sublayer)")
+    p.add_argument("--heldout-data", default=None,
+                   help="with --budget: the second held-out text, of a domain no calibration uses (default literature)")
+    p.add_argument("--search-tokens", type=int, default=None,
+                   help="with --budget: tokens every search may spend measuring candidates (default 1048576; "
+                        "quick 65536)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     a = p.parse_args(argv)
+    if a.budget is not None:
+        return _budget_settings(p, a)
+    budget_only = [f for f, v in (("--granularity", a.granularity), ("--heldout-data", a.heldout_data),
+                                  ("--search-tokens", a.search_tokens)) if v is not None]
+    if budget_only:
+        p.error(f"{budget_only[0]} applies to runs with --budget")
     try:
         skip = _skips(a.skip, a.no_pairs)
     except ValueError as exc:
@@ -113,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     base = QUICK if a.quick else FULL
     pick = lambda v, k: base[k] if v is None else v  # noqa: E731
     return Settings(
-        model=a.model, data=a.data, out=a.out, remove=_ints(pick(a.remove, "remove")),
+        model=a.model, data=a.data, out=a.out or Settings.out, remove=_ints(pick(a.remove, "remove")),
         seeds=_ints(pick(a.seeds, "seeds")), samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         search_samples=pick(a.search_samples, "search_samples"), validation=pick(a.validation, "validation"),
         eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"),
@@ -122,13 +114,37 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
 
 
-def _skips(text: str, no_pairs: bool) -> list[str]:
-    """The rows ``--skip`` names (and ``pairs`` with ``--no-pairs``), checked against what the study has."""
+def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> BudgetSettings:
+    """The settings of a ``--budget`` run from the parsed flags (a flag of the count study only is refused)."""
+    counts_only = [f for f, v in (("--remove", a.remove), ("--kd", a.kd), ("--top-k", a.top_k),
+                                  ("--search-samples", a.search_samples)) if v is not None] + \
+        (["--refresh"] if a.refresh else []) + (["--no-pairs"] if a.no_pairs else [])
+    if counts_only:
+        p.error(f"{counts_only[0]} applies to runs of totals M, not to --budget")
+    try:
+        skip = _skips(a.skip, False, BUDGET_ROWS)
+    except ValueError as exc:
+        p.error(str(exc))
+    base, own = (QUICK, BUDGET_QUICK) if a.quick else (FULL, BUDGET_FULL)
+    pick = lambda v, k: base[k] if v is None else v  # noqa: E731
+    return BudgetSettings(
+        model=a.model, data=a.data, out=a.out or BUDGET_OUT, seeds=_ints(pick(a.seeds, "seeds")),
+        samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
+        validation=pick(a.validation, "validation"), eval_tokens=pick(a.eval_tokens, "eval_tokens"),
+        eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick,
+        budget=parse_budgets(a.budget or own["budget"]), granularity=a.granularity or "sublayer",
+        heldout_data=a.heldout_data or "literature",
+        search_tokens=own["search_tokens"] if a.search_tokens is None else a.search_tokens)
+
+
+def _skips(text: str, no_pairs: bool, known: tuple[str, ...] | None = None) -> list[str]:
+    """The rows ``--skip`` names (and ``pairs`` with ``--no-pairs``), checked against ``known`` (default: the rows
+    of the count study)."""
     from lmshrink.core.errors import did_you_mean
 
     from .seed_run import BASELINES, OBJECTIVES, SKIPPABLE_GROUPS
 
-    known = (*OBJECTIVES, *BASELINES, *SKIPPABLE_GROUPS)
+    known = known or (*OBJECTIVES, *BASELINES, *SKIPPABLE_GROUPS)
     names = [v.strip() for v in text.split(",") if v.strip()] + (["pairs"] if no_pairs else [])
     for name in names:
         if name not in known:
@@ -138,8 +154,11 @@ def _skips(text: str, no_pairs: bool) -> list[str]:
 
 
 def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
-    """Run every seed (each written to ``seed-<s>.json`` as it finishes, and reused if present), then the report."""
-    from lmshrink.data import evaluation_ids, load_texts
+    """Run every seed (each written to ``seed-<s>.json`` as it finishes, and reused if present), then the report;
+    a :class:`BudgetSettings` run is the budget mode's (:func:`.budget.run_budget`)."""
+    if isinstance(settings, BudgetSettings):
+        return run_budget(settings, log)
+    from lmshrink.data import load_texts
     from lmshrink.evaluate.measured import RemovalLoss
     from lmshrink.models import load_model
     from lmshrink.plugins import find_adapter
@@ -156,25 +175,15 @@ def run(settings: Settings, log: Log | None = None) -> dict[str, Any]:
     n = len(adapter.blocks(model, "layer"))
     settings.remove = [m for m in settings.remove if 0 < m < n]
     texts = load_texts(settings.data)
-    window = min(settings.eval_window, settings.eval_tokens)
-    ids = evaluation_ids(tok, texts, settings.eval_tokens)
-    ids = ids[: (len(ids) // window) * window].reshape(-1, window)
+    ids = held_out_windows(tok, texts, settings.eval_tokens, settings.eval_window)
     log(f"{loaded.name}: {n} blocks; held-out {ids.numel()} tokens in {len(ids)} windows; M = {settings.remove}; "
         f"seeds {settings.seeds}")
     held_out = RemovalLoss(model, adapter, ids, batch_size=4)
-    from .seed_run import refresh_seed, sleb_choices
 
     results = []
     for seed in settings.seeds:
         path = out / f"seed-{seed}.json"
-        saved = json.loads(path.read_text()) if path.exists() else None
-        if saved is not None and not comparable(saved.get("settings"), asdict(settings), (*RUN_ONLY, *GROWABLE)):
-            aside = path.with_suffix(".replaced.json")
-            path.replace(aside)
-            changed = differences(saved.get("settings") or {}, asdict(settings))
-            log(f"seed {seed}: {path} was run with other settings ({changed}); running it again (the old result "
-                f"kept as {aside})")
-            saved = None
+        saved = saved_seed(path, asdict(settings), (*RUN_ONLY, *GROWABLE), log)
         if saved is None:
             saved = _run_seed(settings, seed, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
@@ -270,11 +279,13 @@ def _run_seed(settings: Settings, seed: int, model: Any, adapter: Any, tok: Any,
 
 
 def rerender(out: str | Path) -> Path:
-    """Rewrite report.md and the plots of a finished run from its summary.json."""
+    """Rewrite report.md and the plots of a finished run from its summary.json (a budget run's report.md)."""
     from .report import write_report
 
     out = Path(out)
     summary = json.loads((out / "summary.json").read_text())
+    if "budget" in summary["settings"]:
+        return write_budget_report(out, summary)
     return write_report(out, summary)
 
 
@@ -291,4 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("usage: python -m benchmarks.removal --merge FROM INTO")
         print(write_report(Path(args[2]), merge_runs(args[2], args[1])))
         return 0
-    return study_main(argv, run=run, parse_args=parse_args, rerender=rerender, default_dir="benchmarks/results/removal")
+    if not any(a == "--budget" or a.startswith("--budget=") for a in args):
+        return study_main(argv, run=run, parse_args=parse_args, rerender=rerender,
+                          default_dir="benchmarks/results/removal")
+    try:
+        return study_main(argv, run=run, parse_args=parse_args, rerender=rerender, default_dir=BUDGET_OUT)
+    except LmshrinkError as exc:  # a budget the model cannot give, a text that cannot be read: one sentence
+        print(f"python -m benchmarks.removal: error: {exc}", file=sys.stderr)
+        return 2
