@@ -66,7 +66,7 @@ def test_budget_study_has_every_row_on_both_texts_and_its_ratios(tiny_model_dir,
             assert int(r["parameters_removed"]) <= math.ceil(0.25 * decoder) + min(sizes)
     # the searches stay within the token budget, and record what they spent
     for r in rows:
-        if r["method"] in ("sleb", "blockpruner", "evopress"):
+        if r["method"] in ("sleb", "blockpruner", "evopress", "surrogate-race"):
             assert 0 < int(r["tokens"]) <= 8192 and int(r["search_evaluations"]) > 0, r["method"]
 
     # a sub-layer row's perplexity on the second text is that of a really pruned copy on the same windows

@@ -9,11 +9,13 @@ row chooses what to remove:
   the unit these methods are defined on;
 - ``blockpruner``: attention and MLP sub-layers (its unit; left out at ``--granularity layer``);
 - ``evopress``: the study's units (``--granularity``, sub-layers by default);
+- ``surrogate-race``: lmshrink's own search (a surrogate QUBO of the measured KL that a solver minimises under the
+  band, racing in tokens), in the study's units;
 - ``default``: exactly what ``lmshrink prune --remove 25%`` chooses (:func:`lmshrink.prune`, in its own units).
 
 A choice made in whole layers is scored in the study's units (a layer is its attention and MLP sub-layers). The
-searches (``sleb``, ``blockpruner``, ``evopress``) get the same budget of tokens, ``--search-tokens``: EvoPress
-stops before a generation could pass it; the greedies measure each candidate on as many calibration windows as
+searches (``sleb``, ``blockpruner``, ``evopress``, ``surrogate-race``) get the same budget of tokens,
+``--search-tokens``: EvoPress stops before a generation could pass it, surrogate-race before a round could; the greedies measure each candidate on as many calibration windows as
 make their expected number of measurements (:func:`expected_greedy_evaluations`) fit in it (at least one window: a
 budget below one window per expected measurement is exceeded, and the row's tokens show by how much). Each row
 records the tokens it spent, its loss evaluations and its seconds.
@@ -57,7 +59,7 @@ from .settings import BudgetSettings
 NATIVE_UNITS = {"block-influence": "layer", "block-influence-iterative": "layer", "angular": "layer",
                 "sleb": "layer", "blockpruner": "sublayer"}
 #: rows that search by measuring candidates on calibration windows, each given ``--search-tokens``
-SEARCHES = ("sleb", "blockpruner", "evopress")
+SEARCHES = ("sleb", "blockpruner", "evopress", "surrogate-race")
 #: searches of the count study that take no budget in parameters
 NOT_BUDGETED = {"surrogate": "surrogate search removes a number of blocks, not a budget in parameters"}
 #: units from finest to coarsest: a choice in coarser units is scored in finer ones, not the other way round
@@ -219,6 +221,12 @@ class BudgetRows:
                                           granularity=target.granularity, **opts)
             return sel.best, {"tokens": int(sel.info["tokens_spent"]), "evaluations": int(sel.info["evaluations"]),
                               "generations": int(sel.info["generations_run"])}
+        if name == "surrogate-race":
+            sel = get_method(name).select(self.model, self.adapter, self.calib, target.spec,
+                                          granularity=target.granularity, max_tokens=s.search_tokens,
+                                          seed=self.measures.seed)
+            return sel.best, {"tokens": int(sel.info["tokens_spent"]), "evaluations": int(sel.info["evaluations"]),
+                              "rounds": int(sel.info["rounds_run"])}
         windows = greedy_windows(target, s.search_tokens, seq_len, int(self.calib.input_ids.shape[0]))
         method = get_method(name)
         if name == "sleb":  # measured mid-stack, as BlockPruner's and EvoPress's losses are (same values, faster)

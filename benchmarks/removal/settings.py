@@ -44,7 +44,8 @@ class Settings:
 BUDGET_FULL = {"budget": "25%,37.5%", "search_tokens": 1_048_576}
 BUDGET_QUICK = {"budget": "25%", "search_tokens": 65_536}
 #: the rows of the budget mode, in the report's order
-BUDGET_ROWS = ("block-influence", "block-influence-iterative", "angular", "sleb", "blockpruner", "evopress", "default")
+BUDGET_ROWS = ("block-influence", "block-influence-iterative", "angular", "sleb", "blockpruner", "evopress",
+               "surrogate-race", "default")
 #: where budget runs go unless ``--out`` says otherwise, apart from the runs of counts M
 BUDGET_OUT = "benchmarks/results/removal-budget"
 
