@@ -24,7 +24,8 @@ final confirmation needs: the ``keep`` best sets are measured on all W windows a
 
 Tokens are counted as windows × seq_len passed through the model (the first removed unit's pass starts mid-stack
 from the dense model's kept layer inputs, so a window costs at most one full pass); a healed fitness adds the
-fitting passes (fitting samples × seq_len per set fitted). The searches' budgets (``evopress``, ``sleb``,
+fitting passes (fitting samples × seq_len per set fitted), and the prior's gradients and the seeds' hidden states
+each add one pass over the calibration samples. The searches' budgets (``evopress``, ``sleb``,
 ``blockpruner``) are counted in the same tokens.
 """
 
@@ -182,13 +183,15 @@ class SurrogateRace(SurrogateSearch):
         prior_w, prior_info = self._prior(prior, model, adapter, calibration, granularity, progress)
         initial = self._initial(prior_w, seeds, model, adapter, calibration, blocks, constraints, granularity,
                                 proposer, batch, seed)
+        # the prior's gradient pass and the seeds' hidden-state pass each read the calibration samples once
+        upfront = ((prior != "none") + bool(str(seeds or "").strip())) * int(ids.numel())
+        fitted = (lambda: source.fits * heal_samples * seq_len) if healed else (lambda: 0)
         result = self.search(constraints, len(blocks), evaluate, n_windows, tokens_per_window=seq_len,
                              max_tokens=budget, prior=prior_w, initial=initial, batch=batch, keep=keep, first=first,
                              z=z, proposer=proposer, rng=rng, progress=progress,
-                             extra_tokens=(lambda: source.fits * heal_samples * seq_len)
-                             if healed else None)
+                             extra_tokens=lambda: upfront + fitted())
         info = {"fitness": fitness, "healed": healed, "windows": n_windows, "seq_len": seq_len,
-                "tokens_spent": result.tokens, "token_budget": budget, "evaluations": result.evaluations,
+                "tokens_spent": result.tokens, "token_budget": budget, "tokens_prior_and_seeds": upfront, "evaluations": result.evaluations,
                 "rounds_run": len(result.rounds) - 1, "seconds": result.seconds, "prior": prior_info,
                 "proposer": proposer, "dense_top_k_rest_mass": meter.reference.rest_mass,
                 "fit": [r["fit"] for r in result.rounds if r.get("fit")],
