@@ -150,6 +150,7 @@ class RemovedAttention(nn.Module):
         return torch.zeros_like(hidden_states), None
 
     def _advance_cache(self, cache: Any, hidden_states: torch.Tensor) -> None:
+        # here, not at the top: the file must load in a transformers without these classes (only a cache needs them)
         from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
         layers = getattr(cache, "layers", None)
