@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
+from ..core.options import parse_option_strings
 from ..core.rank import RankAllocationProblem
 from ..devices import memory_hint, model_device, placement_settings, save_dtype_of
 from ..objectives.rank import RankObjective
@@ -28,6 +29,8 @@ from ..report import Timings, default_out_dir
 from ..report import log as _log
 from ..report.schema import SvdReport
 from ..staging import StagedDir, check_output_dir
+from .config import HEAL_STEPS, PruneConfig, kd_config, kd_option_specs
+from .heal import HealingStage
 from .inputs import Inputs, load_inputs
 from .request import requested_placement
 from .settings import (DataSettings, FactoringSettings, RunSettings, SavedModelSettings, like, setting,
@@ -71,7 +74,25 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
                                              "break-even, measured once on this device and dtype for decoding "
                                              "(one token per call) and cached: faster decoding, more parameters "
                                              "than --ratio")
+    heal: str | list[str] | None = like(PruneConfig, "heal", help="heal the compressed model: kd (distillation "
+                                                                   "from the dense model, the factors trained and "
+                                                                   "kept factored) or none")
+    heal_options: dict[str, Any] = like(PruneConfig, "heal_options", help="KD healing option: steps, lr, temperature, "
+                                                                          "method (lora|full), lora_rank, batch_size, "
+                                                                          "top_k")
     seq_len: int = like(DataSettings, "seq_len", 256)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.heal_options, list):
+            self.heal_options = parse_option_strings("KD healing", kd_option_specs(), self.heal_options)
+        if isinstance(self.heal, str):
+            self.heal = [h.strip() for h in self.heal.split(",") if h.strip() and h.strip() != "none"]
+
+    @property
+    def heal_steps(self) -> list[str]:
+        """The healing steps named (KD only, for an svd run)."""
+        return list(self.heal or [])
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
@@ -80,7 +101,26 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
         if self.update != "none" and self.whitening != "sequential":
             raise LmshrinkError(f"update={self.update!r} fits the factors to the compressed model's inputs; it needs "
                                 f"whitening='sequential'.")
+        self.check_heal()
         self.check_save_dtype()
+
+    def check_heal(self) -> None:
+        """Refuse healing steps other than kd, KD options without it, and KD settings out of range."""
+        for step in self.heal_steps:
+            if step == "linear":
+                raise LmshrinkError("Linear healing replaces removed blocks, and svd removes none; heal an svd run "
+                                    "with --heal kd.")
+            if step not in HEAL_STEPS:
+                raise LmshrinkError(f"Unknown healing step {step!r} in --heal; svd heals with kd (or none).")
+        if self.heal_options and "kd" not in self.heal_steps:
+            raise LmshrinkError(f"--heal-option {next(iter(self.heal_options))} sets KD healing, which --heal does "
+                                "not name.")
+        if "kd" in self.heal_steps:
+            self.kd_config()
+
+    def kd_config(self) -> Any:
+        """The :class:`~lmshrink.heal.kd.KDConfig` of ``heal_options`` (seeded by ``seed`` unless given)."""
+        return kd_config(self.seed, self.heal_options)
 
 
 @dataclass
@@ -145,7 +185,11 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     eval_ids = evaluation_tokens(inputs, config)
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
     lower = "--seq-len or --samples, or the objective option batch_size"
+    healing = HealingStage(config.heal_steps, kd=config.kd_config(), progress=config.progress) \
+        if config.heal_steps else None
     with memory_hint(f"measuring on {precision['device']}", lower):
+        if healing is not None:  # the dense model's targets, before it is compressed in place
+            healing.prepare(inputs, [], timings)
         factors = whiten(plugins, inputs, timings, config.progress)
         problem = pose(plugins, factors, inputs, timings)
         solutions = solve(plugins, problem, factors, inputs, config, timings)
@@ -155,10 +199,17 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
         factors = refit(plugins, inputs, plan, config, timings)
     summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
+    healed = None
+    if healing is not None:
+        unhealed = evaluate(net, eval_ids, config, timings, "perplexity unhealed")
+        with memory_hint(f"distilling on {precision['device']}", "--seq-len, or --heal-option batch_size"):
+            net, healed = healing.apply(net, adapter, timings, unhealed=unhealed)
+        inputs.loaded.model = net
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision)
+                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision,
+                        healing=healed)
     out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)

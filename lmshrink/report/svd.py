@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table, perplexity_change
+from . import markdown_table
+from .prune import healed_perplexity_change, healing_section
 from .schema import SvdReport
 
 
@@ -64,6 +65,7 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
         f"Summed whitened truncation error (the problem's energy): {report.energy:.6g}.",
         "",
     ]
+    lines += healing_section(report.healing, report.perplexity_after, "compression")
     if report.verify:
         v = report.verify
         lines += [f"Reload check: identical logits {v['identical']} (max |Δ| {v['max_abs_logit_diff']:.3g}).", ""]
@@ -83,5 +85,6 @@ def svd_summary(report: SvdReport) -> list[str]:
              f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa "
              f"{p['kept_ratio_pivga']:.4f}); {len(p['dense_matrices'])} matrices kept dense"]
     if report.perplexity_before:
-        lines.append(perplexity_change(report.perplexity_before, report.perplexity_after))
+        lines.append(healed_perplexity_change(report.perplexity_before, report.perplexity_after, report.healing,
+                                              "compressed"))
     return lines
