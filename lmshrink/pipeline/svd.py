@@ -1,5 +1,7 @@
 """The SVD flow, stage by stage: load → evaluate (before) → whiten → problem → solve → plan → compress →
-evaluate (after) → save (with the report).
+evaluate (after) → save (with the report). With ``heal="kd"`` the dense model's next-token targets are kept before
+whitening, and the compressed model is distilled towards them (:mod:`lmshrink.heal.kd`, the factors kept factored)
+before the evaluation after.
 
 The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the
 matrices the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down
@@ -27,9 +29,9 @@ from ..objectives.rank import RankObjective
 from ..plugins import get_objective, get_solver
 from ..report import Timings, default_out_dir
 from ..report import log as _log
-from ..report.schema import SvdReport
+from ..report.schema import HealingSummary, SvdReport
 from ..staging import StagedDir, check_output_dir
-from .config import HEAL_STEPS, PruneConfig, kd_config, kd_option_specs
+from .config import HEAL_STEPS, PruneConfig, heal_steps_of, kd_config, kd_option_specs
 from .heal import HealingStage
 from .inputs import Inputs, load_inputs
 from .request import requested_placement
@@ -87,7 +89,7 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
         if isinstance(self.heal_options, list):
             self.heal_options = parse_option_strings("KD healing", kd_option_specs(), self.heal_options)
         if isinstance(self.heal, str):
-            self.heal = [h.strip() for h in self.heal.split(",") if h.strip() and h.strip() != "none"]
+            self.heal = heal_steps_of(self.heal)
 
     @property
     def heal_steps(self) -> list[str]:
@@ -185,11 +187,8 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     eval_ids = evaluation_tokens(inputs, config)
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
     lower = "--seq-len or --samples, or the objective option batch_size"
-    healing = HealingStage(config.heal_steps, kd=config.kd_config(), progress=config.progress) \
-        if config.heal_steps else None
     with memory_hint(f"measuring on {precision['device']}", lower):
-        if healing is not None:  # the dense model's targets, before it is compressed in place
-            healing.prepare(inputs, [], timings)
+        healing = prepare_healing(inputs, config, timings)
         factors = whiten(plugins, inputs, timings, config.progress)
         problem = pose(plugins, factors, inputs, timings)
         solutions = solve(plugins, problem, factors, inputs, config, timings)
@@ -199,12 +198,9 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
         factors = refit(plugins, inputs, plan, config, timings)
     summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
-    healed = None
-    if healing is not None:
-        unhealed = evaluate(net, eval_ids, config, timings, "perplexity unhealed")
-        with memory_hint(f"distilling on {precision['device']}", "--seq-len, or --heal-option batch_size"):
-            net, healed = healing.apply(net, adapter, timings, unhealed=unhealed)
-        inputs.loaded.model = net
+    with memory_hint(f"distilling on {precision['device']}", "--seq-len, or --heal-option batch_size"):
+        healed = heal(healing, inputs, eval_ids, config, timings)
+    net = inputs.model
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
@@ -264,6 +260,27 @@ def evaluate(net: Any, eval_ids: Any, config: SvdConfig, timings: Timings, stage
 
     with timings(stage):
         return perplexity(net, eval_ids, window=config.eval_window, progress=config.progress, desc=stage)
+
+
+def prepare_healing(inputs: Inputs, config: SvdConfig, timings: Timings) -> HealingStage | None:
+    """With ``--heal kd``, the healing stage holding the dense model's next-token targets on the calibration
+    windows, computed now, before the model is compressed in place (None without healing)."""
+    if not config.heal_steps:
+        return None
+    healing = HealingStage(config.heal_steps, kd=config.kd_config(), progress=config.progress)
+    healing.prepare(inputs, [], timings)
+    return healing
+
+
+def heal(healing: HealingStage | None, inputs: Inputs, eval_ids: Any, config: SvdConfig,
+         timings: Timings) -> HealingSummary | None:
+    """Distill the compressed model (``inputs.model``, replaced by the healed one) towards the dense model's
+    targets, after measuring its held-out perplexity unhealed; what healing did (None without healing)."""
+    if healing is None:
+        return None
+    unhealed = evaluate(inputs.model, eval_ids, config, timings, "perplexity unhealed")
+    inputs.loaded.model, summary = healing.apply(inputs.model, inputs.adapter, timings, unhealed=unhealed)
+    return summary
 
 
 def whiten(plugins: Plugins, inputs: Inputs, timings: Timings, progress: bool) -> Any:
