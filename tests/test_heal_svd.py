@@ -18,6 +18,7 @@ from lmshrink.compress.svd import compress_model, svd_factors
 from lmshrink.heal.factored import factored_layers
 from lmshrink.heal.kd import KDConfig, distill, kd_loss, teacher_targets
 from lmshrink.pipeline.svd import svd_compress
+from lmshrink.report.svd import svd_summary
 from tiny import tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,11 +73,11 @@ def test_kd_trains_a_factored_model_and_keeps_it_factored(tmp_path, pivga, dense
     assert torch.equal(_logits(load_compressed(tmp_path / "m"), ids), _logits(healed, ids))
 
 
-@pytest.fixture(scope="module")
-def svd_run(tmp_path_factory, tiny_model_dir, text_file):
+@pytest.fixture(scope="module", params=[False, True], ids=["low-rank", "pivga"])
+def svd_run(request, tmp_path_factory, tiny_model_dir, text_file):
     out = tmp_path_factory.mktemp("svd") / "run"
-    return svd_compress(str(tiny_model_dir), out=out, ratio=0.6, solver="uniform", pivga=True, data=[str(text_file)],
-                        samples=4, seq_len=16, evaluate=False, progress=False)
+    return svd_compress(str(tiny_model_dir), out=out, ratio=0.6, solver="uniform", pivga=request.param,
+                        data=[str(text_file)], samples=4, seq_len=16, evaluate=False, progress=False)
 
 
 def test_heal_command_heals_an_svd_model_which_reloads_with_identical_logits(svd_run, tiny_model_dir, text_file,
@@ -93,6 +94,14 @@ def test_heal_command_heals_an_svd_model_which_reloads_with_identical_logits(svd
     assert not torch.equal(_logits(reloaded, probe), _logits(load_compressed(model_dir), probe))
 
 
+def test_the_heal_command_line_heals_an_svd_run(svd_run, tiny_model_dir, text_file, tmp_path):
+    code = main(["heal", str(svd_run.out / "model"), "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "h"),
+                 "--data", str(text_file), "--samples", "4", "--seq-len", "16", "--eval-tokens", "128",
+                 *[a for k, v in FAST_KD.items() for a in ("--heal-option", f"{k}={v}")], "--quiet"])
+    assert code == 0
+    assert _layout(load_compressed(tmp_path / "h" / "model")) == _layout(svd_run.model)
+
+
 def test_svd_heal_kd_distills_from_the_dense_model_before_saving(tiny_model_dir, text_file, tmp_path):
     result = svd_compress(str(tiny_model_dir), out=tmp_path / "run", ratio=0.6, solver="uniform", pivga=True,
                           data=[str(text_file)], samples=4, seq_len=16, eval_tokens=128, progress=False, heal="kd",
@@ -105,6 +114,7 @@ def test_svd_heal_kd_distills_from_the_dense_model_before_saving(tiny_model_dir,
     assert report["params"]["model_after"] == sum(p.numel() for p in result.model.parameters())
     assert {"heal: teacher targets", "heal: distill", "perplexity unhealed"} <= set(report["timings_s"])
     assert "after compression" in (result.out / "report.md").read_text()
+    assert " compressed -> " in svd_summary(result.report)[-1] and "healed (kd)" in svd_summary(result.report)[-1]
     reloaded = load_compressed(result.out / "model")
     probe = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
     assert torch.equal(_logits(reloaded, probe), _logits(result.model, probe))
