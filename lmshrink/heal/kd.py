@@ -177,7 +177,7 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
 
 
 def _trainable(student: Any, config: KDConfig) -> tuple[Any, list[Any]]:
-    if config.method == "full":  # factors of factored layers included: they are parameters like any other
+    if config.method == "full":  # factors included; trained PivGa rows and coef stay a PivGa layer (.factored)
         for name, p in student.named_parameters():
             p.requires_grad_("embed" not in name and "lm_head" not in name)
         return student, [p for p in student.parameters() if p.requires_grad]
