@@ -28,14 +28,14 @@ FACTORS: dict[type[nn.Module], tuple[str, ...]] = {LowRankLinear: ("left", "righ
 
 
 class LowRankDelta(nn.Module):
-    """X ↦ X + scale·B·A for a factor X (p × q): B (p × k) starts at zero, A (k × q) as in LoRA, so training starts
-    from the factor itself."""
+    """X ↦ X + scale·B·A for a factor X (p × q), k = min(rank, p, q), scale = alpha/rank: B (p × k) starts at zero,
+    A (k × q) as in LoRA, so training starts from the factor itself."""
 
     def __init__(self, factor: torch.Tensor, rank: int, alpha: float) -> None:
         super().__init__()
         p, q = factor.shape
         k = min(rank, p, q)
-        self.scale = alpha / k
+        self.scale = alpha / rank  # as peft's LoRA: the same scale for every factor, whatever its sides cap k to
         self.A = nn.Parameter(torch.empty(k, q, dtype=factor.dtype, device=factor.device))
         self.B = nn.Parameter(torch.zeros(p, k, dtype=factor.dtype, device=factor.device))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
