@@ -52,6 +52,7 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                   markdown_table(["model", "perplexity", "nll", "tokens"],
                                  [["before", b["perplexity"], b["nll"], b["tokens"]],
                                   ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
+    lines += healing_section(report.healing, report.perplexity_after, "compression")
     w = report.whitening or {}
     lines += [
         "## Settings", "",
@@ -65,7 +66,6 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
         f"Summed whitened truncation error (the problem's energy): {report.energy:.6g}.",
         "",
     ]
-    lines += healing_section(report.healing, report.perplexity_after, "compression")
     if report.verify:
         v = report.verify
         lines += [f"Reload check: identical logits {v['identical']} (max |Δ| {v['max_abs_logit_diff']:.3g}).", ""]
