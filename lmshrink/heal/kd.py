@@ -9,6 +9,10 @@ The teacher's distribution at temperature τ is kept at its ``top_k`` most likel
 which differs from KL(p̃ ‖ q_student) by the teacher's entropy, a constant; τ² keeps gradient sizes comparable
 across temperatures (Hinton et al.). LoRA adapters come from peft (``target_modules="all-linear"``, the output head
 excluded) and are merged into the weights before saving, so the healed model is a plain transformers model.
+
+A factored model (``lmshrink svd``: low-rank and PivGa layers) stays factored: with ``lora``, each factor gets a
+low-rank delta of its own (:mod:`.factored`), folded into it afterwards, beside peft's adapters on the dense linear
+layers left; with ``full``, the factors are trained directly. Layer types, shapes and parameter counts do not change.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 from ..core.errors import LmshrinkError, require
 from ..core.options import option
 from ..evaluate.loss import model_inputs
+from .factored import add_factor_deltas, factored_layers, fold_factor_deltas
 
 METHODS = ("lora", "full")
 
@@ -164,7 +169,7 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
         report.losses.append(value)
         bar.set_postfix(loss=f"{value:.4f}")
     model.eval()
-    model = _merged(model, config)
+    model = _merged(model)
     for p in model.parameters():
         p.requires_grad_(False)
     report.seconds = time.perf_counter() - start
@@ -172,18 +177,38 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
 
 
 def _trainable(student: Any, config: KDConfig) -> tuple[Any, list[Any]]:
-    if config.method == "full":
+    if config.method == "full":  # factors included; trained PivGa rows and coef stay a PivGa layer (.factored)
         for name, p in student.named_parameters():
             p.requires_grad_("embed" not in name and "lm_head" not in name)
         return student, [p for p in student.parameters() if p.requires_grad]
-    peft = require("peft", "heal", "LoRA healing")
-    lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                           target_modules="all-linear", bias="none")
-    model = peft.get_peft_model(student, lora)
+    factored = bool(factored_layers(student))
+    model = _with_lora(student, config) if not factored or _has_dense_linear(student) else _frozen(student)
+    if factored:
+        add_factor_deltas(student, config.lora_rank, config.lora_alpha)
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
-def _merged(model: Any, config: KDConfig) -> Any:
-    if config.method == "lora":
-        return model.merge_and_unload()
+def _with_lora(student: Any, config: KDConfig) -> Any:
+    """``student`` wrapped by peft with LoRA adapters on its dense linear layers, everything else frozen."""
+    peft = require("peft", "heal", "LoRA healing")
+    lora = peft.LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                           target_modules="all-linear", bias="none")
+    return peft.get_peft_model(student, lora)
+
+
+def _has_dense_linear(model: Any) -> bool:
+    """Whether ``model`` has an ``nn.Linear`` besides its output head (what peft's "all-linear" adapts)."""
+    head = model.get_output_embeddings()
+    return any(isinstance(m, torch.nn.Linear) and m is not head for m in model.modules())
+
+
+def _frozen(model: Any) -> Any:
+    for p in model.parameters():
+        p.requires_grad_(False)
     return model
+
+
+def _merged(model: Any) -> Any:
+    """The trained model with its factor deltas folded and peft's adapters merged into the weights."""
+    fold_factor_deltas(model)
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

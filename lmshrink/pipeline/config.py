@@ -109,7 +109,7 @@ class PruneConfig(RunSettings, SavedModelSettings):
         if isinstance(self.candidates, str):
             self.candidates = [c for c in self.candidates.replace(",", " ").split() if c]
         if isinstance(self.heal, str):
-            self.heal = [h.strip() for h in self.heal.split(",") if h.strip() and h.strip() != "none"]
+            self.heal = heal_steps_of(self.heal)
 
     @property
     def is_default_pipeline(self) -> bool:
@@ -237,6 +237,11 @@ class PruneConfig(RunSettings, SavedModelSettings):
     def settings(self) -> dict[str, Any]:
         """The settings as recorded in report.json (:meth:`to_dict`)."""
         return self.to_dict()
+
+
+def heal_steps_of(value: str) -> list[str]:
+    """The healing steps of ``--heal``'s comma-separated ``value`` ("none" names none)."""
+    return [h.strip() for h in value.split(",") if h.strip() and h.strip() != "none"]
 
 
 def kd_config(seed: int, options: dict[str, Any]) -> Any:

@@ -1,5 +1,6 @@
 """``lmshrink heal``: distill an already pruned model from its unpruned teacher (the KD step of ``--heal kd``, on
-its own), with held-out perplexity before and after, written in one piece like a prune run's output."""
+its own), with held-out perplexity before and after, written in one piece like a prune run's output. A model
+``lmshrink svd`` factored stays factored (:mod:`lmshrink.heal.factored`) and is saved in lmshrink's format."""
 
 from __future__ import annotations
 
@@ -83,9 +84,9 @@ class HealConfig(DataSettings, PerplexitySettings, OutputSettings, ProgressSetti
 
 
 def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = None, **settings: Any) -> HealResult:
-    """Distill ``model_dir`` (transformers or lmshrink format) towards the ``teacher`` (a name or path, "smollm2"
-    for the embedded default; by default the model its prune run started from) on ``samples`` × ``seq_len``
-    calibration tokens, and save the healed model and a report under ``out``.
+    """Distill ``model_dir`` (transformers or lmshrink format: pruned, or factored by ``lmshrink svd``) towards the
+    ``teacher`` (a name or path, "smollm2" for the embedded default; by default the model its prune run started
+    from) on ``samples`` × ``seq_len`` calibration tokens, and save the healed model and a report under ``out``.
 
     Settings are :class:`HealConfig`'s, as ``config``, as keywords, or both (keywords replace the config's
     fields). Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is

@@ -1,5 +1,7 @@
 """The SVD flow, stage by stage: load → evaluate (before) → whiten → problem → solve → plan → compress →
-evaluate (after) → save (with the report).
+evaluate (after) → save (with the report). With ``heal="kd"`` the dense model's next-token targets are kept before
+whitening, and the compressed model is distilled towards them (:mod:`lmshrink.heal.kd`, the factors kept factored)
+before the evaluation after.
 
 The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the
 matrices the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down
@@ -20,14 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from ..core import LmshrinkError, RankPlan, SolutionSet, Solver
+from ..core.options import parse_option_strings
 from ..core.rank import RankAllocationProblem
 from ..devices import memory_hint, model_device, placement_settings, save_dtype_of
 from ..objectives.rank import RankObjective
 from ..plugins import get_objective, get_solver
 from ..report import Timings, default_out_dir
 from ..report import log as _log
-from ..report.schema import SvdReport
+from ..report.schema import HealingSummary, SvdReport
 from ..staging import StagedDir, check_output_dir
+from .config import HEAL_STEPS, PruneConfig, heal_steps_of, kd_config, kd_option_specs
+from .heal import HealingStage
 from .inputs import Inputs, load_inputs
 from .outputs import save_in_dtype
 from .request import requested_placement
@@ -72,7 +77,25 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
                                              "break-even, measured once on this device and dtype for decoding "
                                              "(one token per call) and cached: faster decoding, more parameters "
                                              "than --ratio")
+    heal: str | list[str] | None = like(PruneConfig, "heal", help="heal the compressed model: kd (distillation "
+                                                                   "from the dense model, the factors trained and "
+                                                                   "kept factored) or none")
+    heal_options: dict[str, Any] = like(PruneConfig, "heal_options", help="KD healing option: steps, lr, temperature, "
+                                                                          "method (lora|full), lora_rank, batch_size, "
+                                                                          "top_k")
     seq_len: int = like(DataSettings, "seq_len", 256)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.heal_options, list):
+            self.heal_options = parse_option_strings("KD healing", kd_option_specs(), self.heal_options)
+        if isinstance(self.heal, str):
+            self.heal = heal_steps_of(self.heal)
+
+    @property
+    def heal_steps(self) -> list[str]:
+        """The healing steps named (KD only, for an svd run)."""
+        return list(self.heal or [])
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
@@ -81,7 +104,26 @@ class SvdConfig(FactoringSettings, RunSettings, SavedModelSettings):
         if self.update != "none" and self.whitening != "sequential":
             raise LmshrinkError(f"update={self.update!r} fits the factors to the compressed model's inputs; it needs "
                                 f"whitening='sequential'.")
+        self.check_heal()
         self.check_save_dtype()
+
+    def check_heal(self) -> None:
+        """Refuse healing steps other than kd, KD options without it, and KD settings out of range."""
+        for step in self.heal_steps:
+            if step == "linear":
+                raise LmshrinkError("Linear healing replaces removed blocks, and svd removes none; heal an svd run "
+                                    "with --heal kd.")
+            if step not in HEAL_STEPS:
+                raise LmshrinkError(f"Unknown healing step {step!r} in --heal; svd heals with kd (or none).")
+        if self.heal_options and "kd" not in self.heal_steps:
+            raise LmshrinkError(f"--heal-option {next(iter(self.heal_options))} sets KD healing, which --heal does "
+                                "not name.")
+        if "kd" in self.heal_steps:
+            self.kd_config()
+
+    def kd_config(self) -> Any:
+        """The :class:`~lmshrink.heal.kd.KDConfig` of ``heal_options`` (seeded by ``seed`` unless given)."""
+        return kd_config(self.seed, self.heal_options)
 
 
 @dataclass
@@ -147,6 +189,7 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
     lower = "--seq-len or --samples, or the objective option batch_size"
     with memory_hint(f"measuring on {precision['device']}", lower):
+        healing = prepare_healing(inputs, config, timings)
         factors = whiten(plugins, inputs, timings, config.progress)
         problem = pose(plugins, factors, inputs, timings)
         solutions = solve(plugins, problem, factors, inputs, config, timings)
@@ -156,10 +199,14 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
         factors = refit(plugins, inputs, plan, config, timings)
     summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
+    with memory_hint(f"distilling on {precision['device']}", "--seq-len, or --heal-option batch_size"):
+        healed = heal(healing, inputs, eval_ids, config, timings)
+    net = inputs.model
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
-                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision)
+                        sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision,
+                        healing=healed)
     out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)
@@ -214,6 +261,27 @@ def evaluate(net: Any, eval_ids: Any, config: SvdConfig, timings: Timings, stage
 
     with timings(stage):
         return perplexity(net, eval_ids, window=config.eval_window, progress=config.progress, desc=stage)
+
+
+def prepare_healing(inputs: Inputs, config: SvdConfig, timings: Timings) -> HealingStage | None:
+    """With ``--heal kd``, the healing stage holding the dense model's next-token targets on the calibration
+    windows, computed now, before the model is compressed in place (None without healing)."""
+    if not config.heal_steps:
+        return None
+    healing = HealingStage(config.heal_steps, kd=config.kd_config(), progress=config.progress)
+    healing.prepare(inputs, [], timings)
+    return healing
+
+
+def heal(healing: HealingStage | None, inputs: Inputs, eval_ids: Any, config: SvdConfig,
+         timings: Timings) -> HealingSummary | None:
+    """Distill the compressed model (``inputs.model``, replaced by the healed one) towards the dense model's
+    targets, after measuring its held-out perplexity unhealed; what healing did (None without healing)."""
+    if healing is None:
+        return None
+    unhealed = evaluate(inputs.model, eval_ids, config, timings, "perplexity unhealed")
+    inputs.loaded.model, summary = healing.apply(inputs.model, inputs.adapter, timings, unhealed=unhealed)
+    return summary
 
 
 def whiten(plugins: Plugins, inputs: Inputs, timings: Timings, progress: bool) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report import Timings, library_versions, write_json
-from ..report.schema import SvdReport
+from ..report.schema import HealingSummary, SvdReport
 from ..report.svd import render_svd_markdown
 from ..staging import atomic_write_text
 
@@ -37,9 +37,10 @@ def per_matrix(problem: Any, plan: Any) -> list[dict[str, Any]]:
 def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: Any, plan: Any, summary: Any,
                params_before: int, params_after: int, ppl_before: dict[str, Any] | None,
                ppl_after: dict[str, Any] | None, timings: Timings,
-               precision: dict[str, Any] | None = None) -> SvdReport:
+               precision: dict[str, Any] | None = None, healing: HealingSummary | None = None) -> SvdReport:
     """The run's record, built once the model is compressed (the save adds the reload check, ``verify``, and the
-    save's timings); ``precision`` (device, dtype, device map, saved dtype as run) goes into ``settings``."""
+    save's timings); ``precision`` (device, dtype, device map, saved dtype as run) goes into ``settings``;
+    ``healing`` is what KD healing did (with ``ppl_after`` measured after it)."""
     net, calibration = inputs.model, inputs.calibration
     best = solutions.best
     total = problem.total_dense
@@ -79,6 +80,7 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
         calibration={"source": inputs.texts.source, **calibration.info},
         timings_s=dict(timings.seconds),
         versions=library_versions(),
+        healing=healing,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..evaluate.lm_eval import markdown as lm_eval_markdown
 from . import markdown_table, perplexity_change
-from .schema import HealReport, PruneReport
+from .schema import HealingSummary, HealReport, PruneReport
 
 
 def render_prune_markdown(report: PruneReport | Mapping[str, Any]) -> str:
@@ -28,7 +28,7 @@ def render_prune_markdown(report: PruneReport | Mapping[str, Any]) -> str:
                                  [["before", before["perplexity"], before["tokens"], r.parameters_before],
                                   ["after", after["perplexity"], after["tokens"], r.parameters_after]]), ""]
     lines += _candidates(r)
-    lines += _healing(r)
+    lines += healing_section(r.healing, r.perplexity_after, "removal")
     if r.lm_eval:
         lines += ["## lm-eval (pruned model)", "", lm_eval_markdown(r.lm_eval), ""]
     lines += _timings(r.timings_s)
@@ -47,13 +47,8 @@ def prune_summary(report: PruneReport) -> list[str]:
     if report.budget:
         lines.append(budget_sentence(report.budget))
     before, after = report.perplexity_before, report.perplexity_after
-    unhealed = report.healing.perplexity_unhealed if report.healing is not None else None
-    if before and after and unhealed:
-        lines.append(f"perplexity {before['perplexity']:.3f} -> {unhealed['perplexity']:.3f} removed -> "
-                     f"{after['perplexity']:.3f} healed ({', '.join(report.healing.steps)}) on "
-                     f"{after['tokens']} held-out tokens")
-    elif before and after:
-        lines.append(perplexity_change(before, after))
+    if before and after:
+        lines.append(healed_perplexity_change(before, after, report.healing, "removed"))
     lines += [f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}"
               for row in (report.lm_eval or {}).get("scores", [])]
     return lines
@@ -143,14 +138,26 @@ def _candidates(report: PruneReport) -> list[str]:
     return lines
 
 
-def _healing(report: PruneReport) -> list[str]:
-    healing = report.healing
+def healed_perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any], healing: HealingSummary | None,
+                             change: str) -> str:
+    """The printed perplexity line: ``perplexity 7.390 -> 20.090 removed -> 12.180 healed (linear) on 64 held-out
+    tokens`` when the model was healed (``change`` names what came before healing), else before -> after."""
+    unhealed = healing.perplexity_unhealed if healing is not None else None
+    if not unhealed:
+        return perplexity_change(before, after)
+    return (f"perplexity {before['perplexity']:.3f} -> {unhealed['perplexity']:.3f} {change} -> "
+            f"{after['perplexity']:.3f} healed ({', '.join(healing.steps)}) on {after['tokens']} held-out tokens")
+
+
+def healing_section(healing: HealingSummary | None, after: Mapping[str, Any] | None, change: str) -> list[str]:
+    """The "Healing" section of a report.md: the steps, the held-out perplexity after ``change`` (before healing)
+    and after healing (``after``), the linear maps, the distillation and why a step was skipped."""
     if healing is None:
         return []
     lines = ["## Healing", "", f"Steps: {', '.join(healing.steps)}.", ""]
-    unhealed, after = healing.perplexity_unhealed, report.perplexity_after
+    unhealed = healing.perplexity_unhealed
     if unhealed and after:
-        lines += [f"Held-out perplexity after removal {unhealed['perplexity']:.3f}, after healing "
+        lines += [f"Held-out perplexity after {change} {unhealed['perplexity']:.3f}, after healing "
                   f"{after['perplexity']:.3f}.", ""]
     if healing.linear:
         rows = [[f"{r['layers'][0]}–{r['layers'][1]}", r.get("folded_into") or "", _fmt(r.get("error_removed")),

@@ -83,6 +83,11 @@ class HealingSummary:
                 "perplexity_unhealed": self.perplexity_unhealed, "reasons": self.reasons}
 
 
+def as_healing_summary(value: HealingSummary | Mapping[str, Any] | None) -> HealingSummary | None:
+    """``value`` as a :class:`HealingSummary` (a report.json dictionary is read as one)."""
+    return HealingSummary(**value) if isinstance(value, Mapping) else value
+
+
 @dataclass(eq=False)
 class PruneReport(Report):
     """The record of ``lmshrink prune``. ``status`` is "evaluating" while the saved model is evaluated, "complete"
@@ -123,8 +128,7 @@ class PruneReport(Report):
     versions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.healing, Mapping):
-            self.healing = HealingSummary(**self.healing)
+        self.healing = as_healing_summary(self.healing)
 
     def record_evaluation(self, evaluation: Any, timings_s: Mapping[str, float]) -> None:
         """Take the pruned model's ``evaluation`` (perplexity, lm-eval, errors, whether it finished) and the
@@ -144,7 +148,11 @@ class PruneReport(Report):
 @dataclass(eq=False)
 class SvdReport(Report):
     """The record of ``lmshrink svd``: the allocation's parameters (``params``), the perplexities, the whitening
-    statistics, the reload check (``verify``) and one row per decomposed matrix (``per_matrix``)."""
+    statistics, the reload check (``verify``) and one row per decomposed matrix (``per_matrix``); ``healing`` only
+    when the compressed model was healed (``perplexity_after`` is then the healed model's, and
+    ``healing.perplexity_unhealed`` the compressed model's before healing)."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("healing",)
 
     command: str = "svd"
     model: str | None = None
@@ -166,6 +174,10 @@ class SvdReport(Report):
     calibration: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    healing: HealingSummary | None = None
+
+    def __post_init__(self) -> None:
+        self.healing = as_healing_summary(self.healing)
 
 
 @dataclass(eq=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table, perplexity_change
+from . import markdown_table
+from .prune import healed_perplexity_change, healing_section
 from .schema import SvdReport
 
 
@@ -51,6 +52,7 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                   markdown_table(["model", "perplexity", "nll", "tokens"],
                                  [["before", b["perplexity"], b["nll"], b["tokens"]],
                                   ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
+    lines += healing_section(report.healing, report.perplexity_after, "compression")
     w = report.whitening or {}
     lines += [
         "## Settings", "",
@@ -83,5 +85,6 @@ def svd_summary(report: SvdReport) -> list[str]:
              f"({p['kept_ratio_stored']:.4f}; plain low-rank {p['kept_ratio_plain']:.4f}, PivGa "
              f"{p['kept_ratio_pivga']:.4f}); {len(p['dense_matrices'])} matrices kept dense"]
     if report.perplexity_before:
-        lines.append(perplexity_change(report.perplexity_before, report.perplexity_after))
+        lines.append(healed_perplexity_change(report.perplexity_before, report.perplexity_after, report.healing,
+                                              "compressed"))
     return lines
