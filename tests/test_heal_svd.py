@@ -94,12 +94,16 @@ def test_heal_command_heals_an_svd_model_which_reloads_with_identical_logits(svd
     assert not torch.equal(_logits(reloaded, probe), _logits(load_compressed(model_dir), probe))
 
 
-def test_the_heal_command_line_heals_an_svd_run(svd_run, tiny_model_dir, text_file, tmp_path):
-    code = main(["heal", str(svd_run.out / "model"), "--teacher", str(tiny_model_dir), "--out", str(tmp_path / "h"),
+def test_the_heal_command_line_heals_an_svd_run_towards_the_model_its_report_names(svd_run, tiny_model_dir,
+                                                                                  text_file, tmp_path):
+    # no --teacher: the svd run's report.json names the model it compressed
+    assert json.loads((svd_run.out / "report.json").read_text())["model_source"] == str(tiny_model_dir)
+    code = main(["heal", str(svd_run.out / "model"), "--out", str(tmp_path / "h"),
                  "--data", str(text_file), "--samples", "4", "--seq-len", "16", "--eval-tokens", "128",
                  *[a for k, v in FAST_KD.items() for a in ("--heal-option", f"{k}={v}")], "--quiet"])
     assert code == 0
     assert _layout(load_compressed(tmp_path / "h" / "model")) == _layout(svd_run.model)
+    assert json.loads((tmp_path / "h" / "report.json").read_text())["teacher"] == str(tiny_model_dir)
 
 
 def test_svd_heal_kd_distills_from_the_dense_model_before_saving(tiny_model_dir, text_file, tmp_path):

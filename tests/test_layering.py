@@ -139,8 +139,8 @@ def statements(tree: ast.Module) -> Iterator[tuple[ast.Import | ast.ImportFrom, 
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 yield child, local, guarded
-            elif (isinstance(child, ast.Call) and getattr(child.func, "id", getattr(child.func, "attr", "")) == "require"
-                  and child.args and isinstance(child.args[0], ast.Constant)):
+            elif (isinstance(child, ast.Call) and child.args and isinstance(child.args[0], ast.Constant)
+                  and getattr(child.func, "id", getattr(child.func, "attr", "")) == "require"):
                 yield ast.Import(names=[ast.alias(child.args[0].value)], lineno=child.lineno), local, guarded
             yield from visit(child, local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)),
                              guarded or isinstance(child, ast.Try))

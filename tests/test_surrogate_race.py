@@ -31,8 +31,9 @@ def band(share: float):
 
 
 class Planted:
-    """ℓ_w(S) = Σ a_i + Σ_{i<j ∈ S} b_ij + d_w + ε_{S,w}: a QUBO, a per-window difficulty d_w every set shares (so
-    paired differences are what tells sets apart) and a little noise of each set's own; counts the windows asked."""
+    """ℓ_w(S) = Σ a_i + Σ_{i<j ∈ S} b_ij + d_w + ε_{S,w}: a QUBO, a per-window difficulty d_w every set shares
+    (so paired differences are what tells sets apart) and a little noise of each set's own; counts the windows
+    asked."""
 
     def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)

@@ -15,9 +15,10 @@ row chooses what to remove:
 
 A choice made in whole layers is scored in the study's units (a layer is its attention and MLP sub-layers). The
 searches (``sleb``, ``blockpruner``, ``evopress``, ``surrogate-race``) get the same budget of tokens,
-``--search-tokens``: EvoPress stops before a generation could pass it, surrogate-race before a round could; the greedies measure each candidate on as many calibration windows as
-make their expected number of measurements (:func:`expected_greedy_evaluations`) fit in it (at least one window: a
-budget below one window per expected measurement is exceeded, and the row's tokens show by how much). Each row
+``--search-tokens``: EvoPress stops before a generation could pass it, surrogate-race before a round could; the
+greedies measure each candidate on as many calibration windows as make their expected number of measurements
+(:func:`expected_greedy_evaluations`) fit in it (at least one window: a budget below one window per expected
+measurement is exceeded, and the row's tokens show by how much). Each row
 records the tokens it spent, its loss evaluations and its seconds.
 
 Every choice is scored on the held-out windows of the calibration text's evaluation split and of a second text

@@ -98,8 +98,8 @@ def _budget_section(budget: str, texts: list[str], agg: dict, ratios: list[dict[
         "",
         "### Cost", "",
         table(["method", "tokens", "evaluations", "validated", "seconds"],
-              [[m, None if cost[m]["tokens"] is None else round(cost[m]["tokens"]), cost[m]["search_evaluations"], cost[m]["validation_evaluations"],
-                cost[m]["seconds"]] for m in methods if m in cost]), "",
+              [[m, None if cost[m]["tokens"] is None else round(cost[m]["tokens"]), cost[m]["search_evaluations"],
+                cost[m]["validation_evaluations"], cost[m]["seconds"]] for m in methods if m in cost]), "",
     ]
 
 

@@ -103,7 +103,7 @@ class HealingStage:
             from ..heal.kd import distill
 
             with timings("heal: distill"):
-                _log(self.progress, "healing by distillation from the unpruned model")
+                _log(self.progress, "healing by distillation from the dense model")
                 pruned, report = distill(pruned, self._teacher, self.kd, progress=self.progress)
             summary.kd = report.to_dict()
         for reason in summary.reasons:

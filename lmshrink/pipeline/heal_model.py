@@ -34,7 +34,7 @@ class HealResult:
 
 
 def recorded_teacher(model_dir: str | Path) -> Any:
-    """The model a prune run started from, read from the ``report.json`` next to its ``model/`` folder;
+    """The model a prune or svd run started from, read from the ``report.json`` next to its ``model/`` folder;
     :data:`UNSET` when there is no such record."""
     report = Path(model_dir).parent / "report.json"
     try:
@@ -55,7 +55,8 @@ class HealConfig(DataSettings, PerplexitySettings, OutputSettings, ProgressSetti
     command = "heal_model"
 
     teacher: str | None = setting(None, "the unpruned model: directory, hub id, .gguf, or 'smollm2' for the "
-                                        "embedded default (default: the model the prune run's report.json names)")
+                                        "embedded default (default: the model the prune or svd run's report.json "
+                                        "names)")
     kd_options: dict[str, Any] = setting(help="KD option: steps, lr, temperature, method (lora|full), lora_rank, "
                                               "batch_size, top_k", flag="--heal-option", options=True,
                                          default_factory=dict)
@@ -85,8 +86,9 @@ class HealConfig(DataSettings, PerplexitySettings, OutputSettings, ProgressSetti
 
 def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = None, **settings: Any) -> HealResult:
     """Distill ``model_dir`` (transformers or lmshrink format: pruned, or factored by ``lmshrink svd``) towards the
-    ``teacher`` (a name or path, "smollm2" for the embedded default; by default the model its prune run started
-    from) on ``samples`` × ``seq_len`` calibration tokens, and save the healed model and a report under ``out``.
+    ``teacher`` (a name or path, "smollm2" for the embedded default; by default the model its prune or svd run
+    started from) on ``samples`` × ``seq_len`` calibration tokens, and save the healed model and a report under
+    ``out``.
 
     Settings are :class:`HealConfig`'s, as ``config``, as keywords, or both (keywords replace the config's
     fields). Both models are loaded on ``device`` in ``dtype`` (or spread by ``device_map``); the healed model is
@@ -110,7 +112,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
     check_output_dir(out, config.overwrite)
     teacher = config.teacher if config.teacher is not None else recorded_teacher(model_dir)
     if teacher is UNSET:
-        raise LmshrinkError(f"No prune report next to {model_dir} names the unpruned model; give it with "
+        raise LmshrinkError(f"No prune or svd report next to {model_dir} names the model it came from; give it with "
                             "--teacher.")
     if isinstance(teacher, str):
         check_model_source(teacher)

@@ -152,10 +152,12 @@ class SvdReport(Report):
     when the compressed model was healed (``perplexity_after`` is then the healed model's, and
     ``healing.perplexity_unhealed`` the compressed model's before healing)."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("healing",)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("healing", "model_source")
 
     command: str = "svd"
     model: str | None = None
+    #: the model as given (name or path; the embedded default's name): what ``lmshrink heal`` distils towards
+    model_source: str | None = None
     architecture: str | None = None
     adapter: str | None = None
     ratio: float | None = None

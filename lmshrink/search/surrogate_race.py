@@ -191,7 +191,8 @@ class SurrogateRace(SurrogateSearch):
                              z=z, proposer=proposer, rng=rng, progress=progress,
                              extra_tokens=lambda: upfront + fitted())
         info = {"fitness": fitness, "healed": healed, "windows": n_windows, "seq_len": seq_len,
-                "tokens_spent": result.tokens, "token_budget": budget, "tokens_prior_and_seeds": upfront, "evaluations": result.evaluations,
+                "tokens_spent": result.tokens, "token_budget": budget, "tokens_prior_and_seeds": upfront,
+                "evaluations": result.evaluations,
                 "rounds_run": len(result.rounds) - 1, "seconds": result.seconds, "prior": prior_info,
                 "proposer": proposer, "dense_top_k_rest_mass": meter.reference.rest_mass,
                 "fit": [r["fit"] for r in result.rounds if r.get("fit")],
