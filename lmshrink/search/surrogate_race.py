@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..baselines.evopress import feasible, mutate, random_order
-from ..core import BinaryQuadraticProblem, option
+from ..core import option
 from ..core.errors import LmshrinkError
 from ..core.method import Selection
 from ..evaluate.racing import race
@@ -72,6 +72,7 @@ class _Measured:
         self.evaluate, self.num_windows, self.tokens_per_window = evaluate, num_windows, tokens_per_window
         self.values: dict[tuple[int, ...], np.ndarray] = {}
         self.tokens = 0
+        self._estimates: dict[tuple[int, ...], tuple[float, float]] | None = None  # until a window is added
 
     def __call__(self, s: tuple[int, ...], a: int, b: int) -> np.ndarray:
         have = self.values.get(s, np.empty(0))
@@ -81,16 +82,22 @@ class _Measured:
                 raise ValueError(f"the fitness returned {got.size} values for windows [{have.size}, {b})")
             self.tokens += got.size * self.tokens_per_window
             have = self.values[s] = np.concatenate([have, got])
+            self._estimates = None
         return have[a:b]
 
-    def estimates(self, sweeps: int = 50) -> dict[tuple[int, ...], tuple[float, float]]:
+    def estimates(self) -> dict[tuple[int, ...], tuple[float, float]]:
         """Each set's value v_S and its standard error, with the windows' own difficulty taken out.
 
         Sets have different numbers of windows (always the first n_S), and some windows are harder than others for
         every set, so plain means over different windows do not compare. The additive model ℓ_w(S) = v_S + d_w + ε
         (two-way, with the missing windows left out) is fitted by alternating least squares, with the d_w of the
         windows measured averaging 0: a set measured on every window then has v_S = its plain mean. se_S is the
-        residual spread over √n_S (one window: the median spread of the others)."""
+        residual spread over √n_S (one window: the median spread of the others). Kept until a window is added."""
+        if self._estimates is None:
+            self._estimates = self._fit_estimates()
+        return self._estimates
+
+    def _fit_estimates(self, sweeps: int = 50) -> dict[tuple[int, ...], tuple[float, float]]:
         sets = list(self.values)
         width = max(v.size for v in self.values.values())
         table = np.full((len(sets), width), np.nan)
@@ -292,10 +299,6 @@ class SurrogateRace(SurrogateSearch):
             if len(out) >= want:
                 break
         return out
-
-    def _lowest(self, problem: BinaryQuadraticProblem, k: int, proposer: str, seed: int,
-                skip: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        return [tuple(sorted(s)) for s in super()._lowest(problem, k, proposer, seed, skip)]
 
 
 __all__ = ["RaceSearchResult", "SurrogateRace"]
