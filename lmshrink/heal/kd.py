@@ -169,9 +169,7 @@ def distill(student: Any, targets: TeacherTargets, config: KDConfig | None = Non
         report.losses.append(value)
         bar.set_postfix(loss=f"{value:.4f}")
     model.eval()
-    model = _merged(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = _frozen(_merged(model))
     report.seconds = time.perf_counter() - start
     return model, report
 
@@ -203,6 +201,7 @@ def _has_dense_linear(model: Any) -> bool:
 
 
 def _frozen(model: Any) -> Any:
+    """``model`` with no parameter requiring gradients."""
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -206,8 +206,7 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
                         sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision,
-                        healing=healed)
-    report.model_source = source
+                        healing=healed, model_source=source)
     out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)

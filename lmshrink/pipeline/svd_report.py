@@ -37,10 +37,11 @@ def per_matrix(problem: Any, plan: Any) -> list[dict[str, Any]]:
 def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: Any, plan: Any, summary: Any,
                params_before: int, params_after: int, ppl_before: dict[str, Any] | None,
                ppl_after: dict[str, Any] | None, timings: Timings,
-               precision: dict[str, Any] | None = None, healing: HealingSummary | None = None) -> SvdReport:
+               precision: dict[str, Any] | None = None, healing: HealingSummary | None = None,
+               model_source: str | None = None) -> SvdReport:
     """The run's record, built once the model is compressed (the save adds the reload check, ``verify``, and the
     save's timings); ``precision`` (device, dtype, device map, saved dtype as run) goes into ``settings``;
-    ``healing`` is what KD healing did (with ``ppl_after`` measured after it)."""
+    ``healing`` is what KD healing did (with ``ppl_after`` measured after it); ``model_source`` the model as given."""
     net, calibration = inputs.model, inputs.calibration
     best = solutions.best
     total = problem.total_dense
@@ -49,6 +50,7 @@ def svd_report(inputs: Any, config: Any, plugins: Any, problem: Any, solutions: 
     settings.update(precision or {})
     return SvdReport(
         model=inputs.loaded.name,
+        model_source=model_source,
         architecture=type(net).__name__,
         adapter=inputs.adapter.name,
         ratio=config.ratio,
