@@ -23,14 +23,15 @@ import pytest
 pytest.importorskip("importlinter", reason="import-linter is in the test extra: pip install -e '.[test]'")
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the environment of a fresh interpreter that imports this checkout's lmshrink
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def lint(config: Path | None = None) -> subprocess.CompletedProcess:
     """``lint-imports`` on this checkout's lmshrink (no cache written into the repository)."""
     call = f"lint_imports(config_filename={str(config)!r}, no_cache=True)" if config else "lint_imports(no_cache=True)"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", f"import sys; from importlinter.cli import lint_imports; "
-                           f"sys.exit({call})"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                           f"sys.exit({call})"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
 
 
 def test_every_contract_is_kept():
@@ -78,8 +79,7 @@ TORCH = ("torch", "transformers", "safetensors", "accelerate")
 
 def run_python(code: str) -> str:
     """The last line ``code`` prints, run in a fresh interpreter on this checkout."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     return run.stdout.strip().splitlines()[-1]
 
