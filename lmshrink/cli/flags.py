@@ -39,7 +39,7 @@ def _argument(f: dataclasses.Field) -> dict[str, Any]:
     if isinstance(default, bool):
         return {**kwargs, "action": "store_false" if default else "store_true", "default": default}
     kind = meta.get("type") or (type(default) if isinstance(default, (int, float)) else str)
-    if kind is str and default is not None:
+    if kind is str and default is not None and not isinstance(default, list):
         default = str(default)  # as the command line would give it
     kwargs.update(default=default, type=kind)
     for key in ("choices", "metavar", "nargs"):

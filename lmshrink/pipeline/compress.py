@@ -36,6 +36,7 @@ from ..report import log as _log
 from ..report.compress import render_compress_markdown
 from ..report.schema import CompressReport
 from ..staging import StagedDir, check_output_dir
+from .evaluation import OtherTexts
 from .inputs import load_inputs
 from .request import requested_placement
 from .svd import verify_reload
@@ -113,11 +114,14 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     out = output_dir(config)
     timings = Timings()
     torch.manual_seed(config.seed)
+    others = OtherTexts.read(config.eval_data if config.evaluate else [])
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
                          timings=timings, progress=config.progress, placement=requested_placement(config, model))
     net, adapter = inputs.model, inputs.adapter
     eval_ids = _evaluation_ids(inputs, config)
     ppl_before = _perplexity(net, eval_ids, config, timings, "perplexity before")
+    others.tokenize(inputs.tokenizer, config.eval_tokens)
+    others.measure(net, "before", window=config.eval_window, timings=timings, progress=config.progress)
     with timings("measure"):
         measured = measure(net, adapter, inputs.calibration.input_ids, config)
     with timings("solve"):
@@ -128,8 +132,10 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
         net, summary = apply_choice(net, adapter, measured.factors, problem, x)
     inputs.loaded.model = net
     ppl_after = _perplexity(net, eval_ids, config, timings, "perplexity after")
+    others.measure(net, "after", window=config.eval_window, timings=timings, progress=config.progress)
     report = build_report(config, problem, solutions, measured, summary, ppl_before, ppl_after, timings,
                           inputs.texts.source)
+    report.other_texts = others.scores or None
     out = save(inputs, problem, x, config, out, timings, report)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return CompressResult(out, problem, solutions, problem.removed(x), problem.ranks(x), net, inputs.tokenizer,

@@ -41,14 +41,53 @@ def held_out_ids(tokenizer: Any, texts: Any, max_tokens: int) -> Any:
     return ids
 
 
-def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adapter: Any,
-                      granularity: str) -> dict[str, float]:
-    """Held-out perplexity of the unpruned model (cached: it depends only on the weights and the tokens); a
-    non-finite one is refused, saying where it starts."""
+@dataclass
+class OtherTexts:
+    """Held-out texts of other domains than the calibration's (``--eval-data``), scored at each stage of a run.
+
+    :meth:`read` reads the texts (before the model loads, so a bad name is refused early), :meth:`tokenize` takes
+    the first ``max_tokens`` of each held-out part, and :meth:`measure` records the model's perplexity on each at a
+    stage ("before", "unhealed", "after"): ``scores[text][stage]`` is a perplexity record (perplexity, nll,
+    tokens), what a report's ``other_texts`` holds.
+    """
+
+    texts: dict[str, Any] = field(default_factory=dict)
+    ids: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, names: list[str] | None) -> OtherTexts:
+        """The texts ``names`` (named texts or local files; see :func:`lmshrink.data.load_texts`)."""
+        from ..data import load_texts
+
+        return cls({name: load_texts(name) for name in dict.fromkeys(names or [])})
+
+    def tokenize(self, tokenizer: Any, max_tokens: int) -> OtherTexts:
+        """Each text's held-out tokens; a text with fewer than two is refused."""
+        self.ids = {name: held_out_ids(tokenizer, texts, max_tokens) for name, texts in self.texts.items()}
+        return self
+
+    def measure(self, model: Any, stage: str, *, window: int, timings: Timings, progress: bool) -> None:
+        """Record ``model``'s perplexity on every text at ``stage`` (the stage "before" is cached like
+        :func:`perplexity_before`'s)."""
+        from ..evaluate.perplexity import perplexity
+
+        for name, ids in self.ids.items():
+            with timings(f"perplexity {stage} ({name})"):
+                if stage == "before":
+                    got = _cached_perplexity(model, ids, window, progress, f"perplexity before ({name})")
+                else:
+                    got = perplexity(model, ids, window=window, progress=progress, desc=f"perplexity {stage} "
+                                                                                         f"({name})")
+            self.scores.setdefault(name, {})[stage] = got
+
+
+def _cached_perplexity(model: Any, ids: Any, window: int, progress: bool, desc: str) -> dict[str, float]:
+    """Held-out perplexity of ``model`` on ``ids``, cached on the weights, the tokens, the window and the device."""
     from ..evaluate.perplexity import perplexity
 
     def measure() -> dict[str, np.ndarray]:
-        got = perplexity(model, ids, window=window, progress=progress, desc="perplexity before")
+        got = perplexity(model, ids, window=window, progress=progress, desc=desc)
         return {k: np.asarray(v, dtype=np.float64) for k, v in got.items()}
 
     tokens = hashlib.sha256(np.ascontiguousarray(ids.cpu().numpy()).tobytes()).hexdigest()
@@ -58,6 +97,14 @@ def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adap
     result = {k: float(v) for k, v in arrays.items() if k not in (SECONDS, ENTRY)}
     if "tokens" in result:
         result["tokens"] = int(result["tokens"])
+    return result
+
+
+def perplexity_before(model: Any, ids: Any, *, window: int, progress: bool, adapter: Any,
+                      granularity: str) -> dict[str, float]:
+    """Held-out perplexity of the unpruned model (cached: it depends only on the weights and the tokens); a
+    non-finite one is refused, saying where it starts."""
+    result = _cached_perplexity(model, ids, window, progress, "perplexity before")
     if not math.isfinite(result["nll"]):
         where = nonfinite_origin(model, adapter, ids[None, :window], granularity)
         raise LmshrinkError(f"The model produced non-finite values while measuring the perplexity before removal, "

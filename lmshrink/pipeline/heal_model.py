@@ -18,7 +18,7 @@ from ..report.prune import render_heal_markdown
 from ..report.schema import HealReport
 from ..staging import StagedDir, atomic_write_text, check_output_dir
 from .config import kd_config, kd_option_specs
-from .evaluation import held_out_ids
+from .evaluation import OtherTexts, held_out_ids
 from .outputs import save_in_dtype
 from .settings import (DataSettings, OutputSettings, PerplexitySettings, PlacementSettings, ProgressSettings,
                        SavedModelSettings, like, setting)
@@ -124,6 +124,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
     torch.manual_seed(seed)
     with timings("data"):
         texts = load_texts(data)
+        others = OtherTexts.read(config.eval_data)
     with timings("load model"):
         _log(progress, f"loading {model_dir} and its teacher")
         where = dict(dtype=placement.dtype, device=placement.device, device_map=placement.device_map)
@@ -136,6 +137,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
                             "give the model it was pruned from with --teacher.")
     calibration = make_calibration(student.tokenizer, texts, samples, seq_len, seed)
     ids = held_out_ids(student.tokenizer, texts, config.eval_tokens)
+    others.tokenize(student.tokenizer, config.eval_tokens)
     from ..evaluate.perplexity import perplexity
 
     precision = placement_settings(student.model, device_map, save_dtype_of(save_dtype, str(model_dir),
@@ -148,13 +150,16 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
     with timings("perplexity before"):
         before = perplexity(student.model, ids, window=config.eval_window, progress=progress,
                             desc="perplexity before")
+    others.measure(student.model, "before", window=config.eval_window, timings=timings, progress=progress)
     with timings("heal: distill"), memory_hint(f"distilling on {precision['device']}", lower):
         model, kd = distill(student.model, targets, distillation, progress=progress)
     with timings("perplexity after"):
         after = perplexity(model, ids, window=config.eval_window, progress=progress, desc="perplexity after")
+    others.measure(model, "after", window=config.eval_window, timings=timings, progress=progress)
     report = HealReport(model=str(model_dir), teacher=teacher, perplexity_before=before, perplexity_after=after,
                         kd=kd.to_dict(), calibration={"source": texts.source, **calibration.info},
-                        settings=precision, timings_s=dict(timings.seconds), versions=library_versions())
+                        settings=precision, timings_s=dict(timings.seconds), versions=library_versions(),
+                        other_texts=others.scores or None)
     with timings("save"), StagedDir(out, overwrite=config.overwrite) as stage:
         if (model_dir / "lmshrink_config.json").exists():
             from ..compress.io import save_compressed

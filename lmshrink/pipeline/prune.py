@@ -21,7 +21,7 @@ from ..report import log as _log
 from ..portfolio import Portfolio
 from .candidates import Proposal
 from .config import PruneConfig
-from .evaluation import Evaluation, evaluate_pruned, held_out_ids, perplexity_before
+from .evaluation import Evaluation, OtherTexts, evaluate_pruned, held_out_ids, perplexity_before
 from .inputs import Inputs, load_inputs
 from .outputs import format_reason, save_outputs, write_report
 from .request import PruneRequest, prepare
@@ -62,6 +62,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     config = request.config
     timings, progress = Timings(), config.progress
     torch.manual_seed(config.seed)
+    others = OtherTexts.read(config.eval_data if config.evaluate else [])
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
                          validation=config.validation if config.chooses else 0, timings=timings, progress=progress,
                          placement=request.placement)
@@ -70,6 +71,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     precision = placement_settings(net, config.device_map, save_dtype)
     target = removal_target(adapter, net, request.spec, config.granularity, config.kinds)
     eval_ids = held_out_ids(inputs.tokenizer, inputs.texts, config.eval_tokens) if config.evaluate else None
+    others.tokenize(inputs.tokenizer, config.eval_tokens)
     _log(progress, f"{type(net).__name__}: {len(target.blocks)} blocks ({config.granularity}); adapter "
                    f"{adapter.name}; calibration {inputs.calibration.num_samples}×{inputs.calibration.seq_len} "
                    f"tokens from {inputs.texts.source}")
@@ -104,6 +106,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
         with timings("perplexity before"):
             before = perplexity_before(net, eval_ids, window=config.eval_window, progress=progress, adapter=adapter,
                                        granularity=config.granularity)
+        others.measure(net, "before", window=config.eval_window, timings=timings, progress=progress)
     if healing_stage is not None:
         with memory_hint(f"preparing the healing on {precision['device']}", lower):
             healing_stage.prepare(inputs, plan.indices, timings)
@@ -122,12 +125,14 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
             with timings("perplexity unhealed"):
                 unhealed = perplexity(net, eval_ids, window=config.eval_window, progress=progress,
                                       desc="perplexity before healing")
+            others.measure(net, "unhealed", window=config.eval_window, timings=timings, progress=progress)
         net, healing = healing_stage.apply(net, adapter, timings, unhealed=unhealed)
 
     report = build_report(request, inputs, target, proposals, choice, plan, before, timings,
                           parameters=(params_before, sum(p.numel() for p in net.parameters())),
                           save_format=save_format, saved=config.save, healing=healing, skipped=skipped,
                           precision=precision)
+    report.other_texts = others.scores or None
     if eval_ids is None and not request.eval_tasks:  # nothing to evaluate: the report is complete as saved
         report.record_evaluation(Evaluation(), timings.seconds)
     with timings("save"):
@@ -139,7 +144,10 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
         report.record_evaluation(evaluation, timings.seconds)
         write_report(out, report)
 
-    record(_evaluate(net, inputs.tokenizer, eval_ids, request, timings, record))
+    evaluation = _evaluate(net, inputs.tokenizer, eval_ids, request, timings, record)
+    others.measure(net, "after", window=config.eval_window, timings=timings, progress=progress)
+    report.other_texts = others.scores or None
+    record(evaluation)
     _log(progress, f"done in {timings.total:.1f} s; wrote {out}")
     return PruneResult(out, proposals[0].problem, proposals[0].solutions, plan, net, inputs.tokenizer, report)
 

@@ -213,12 +213,20 @@ class PerplexitySettings(Settings):
 
     eval_tokens: int = setting(16384, "held-out tokens for perplexity (default %(default)s)")
     eval_window: int = setting(512, "tokens per perplexity window (default %(default)s)")
+    eval_data: list[str] = setting(help="more held-out texts to score the model on at every stage, beside the "
+                                        "calibration text's held-out part: named texts (literature, prose) or local "
+                                        "files, e.g. literature (a domain no named calibration text reads)",
+                                   nargs="+", metavar="TEXT", default_factory=list)
 
     def check_perplexity(self, skip: str = "") -> None:
         """Refuse a held-out text or window too short for a perplexity (``skip``: how to do without one)."""
         check_count("--eval-tokens", self.eval_tokens, 2, f" (perplexity needs a token to predict from and one to "
                     f"predict{skip})")
         check_count("--eval-window", self.eval_window, 2)
+        if isinstance(self.eval_data, str):
+            self.eval_data = [self.eval_data]
+        if not all(isinstance(t, str) and t for t in self.eval_data or []):
+            raise LmshrinkError(f"--eval-data takes names of texts or paths, not {self.eval_data!r}.")
 
 
 @dataclasses.dataclass
@@ -231,6 +239,8 @@ class EvaluationSettings(PerplexitySettings):
         """Refuse an evaluation no run can make (none without ``evaluate``)."""
         if self.evaluate:
             self.check_perplexity("; --no-eval skips it")
+        elif self.eval_data:
+            raise LmshrinkError("--eval-data scores held-out texts, which --no-eval skips: give one or the other.")
 
 
 @dataclasses.dataclass

@@ -33,6 +33,7 @@ from ..report.schema import HealingSummary, SvdReport
 from ..staging import StagedDir, check_output_dir
 from .config import HEAL_STEPS, PruneConfig, heal_steps_of, kd_config, kd_option_specs
 from .heal import HealingStage
+from .evaluation import OtherTexts
 from .inputs import Inputs, load_inputs
 from .outputs import save_in_dtype
 from .request import requested_placement
@@ -176,6 +177,7 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     timings = Timings()
     out = output_dir(config)
     torch.manual_seed(config.seed)
+    others = OtherTexts.read(config.eval_data if config.evaluate else [])
     inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
                          timings=timings, progress=config.progress, placement=placement)
     net, adapter, calibration = inputs.model, inputs.adapter, inputs.calibration
@@ -187,6 +189,8 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
                           f"{inputs.texts.source}")
     eval_ids = evaluation_tokens(inputs, config)
     ppl_before = evaluate(net, eval_ids, config, timings, "perplexity before")
+    others.tokenize(inputs.tokenizer, config.eval_tokens)
+    others.measure(net, "before", window=config.eval_window, timings=timings, progress=config.progress)
     lower = "--seq-len or --samples, or the objective option batch_size"
     with memory_hint(f"measuring on {precision['device']}", lower):
         healing = prepare_healing(inputs, config, timings)
@@ -200,13 +204,15 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     summary = compress(net, factors, plan, timings, time_break_even(net) if config.dense_when_slower else None)
     del factors
     with memory_hint(f"distilling on {precision['device']}", "--seq-len, or --heal-option batch_size"):
-        healed = heal(healing, inputs, eval_ids, config, timings)
+        healed = heal(healing, inputs, eval_ids, config, timings, others)
     net = inputs.model
     ppl_after = evaluate(net, eval_ids, config, timings, "perplexity after")
+    others.measure(net, "after", window=config.eval_window, timings=timings, progress=config.progress)
 
     report = svd_report(inputs, config, plugins, problem, solutions, plan, summary, params_before,
                         sum(p.numel() for p in net.parameters()), ppl_before, ppl_after, timings, precision,
                         healing=healed, model_source=source)
+    report.other_texts = others.scores or None
     out = save(inputs, problem, plan, config, out, timings, report, save_dtype)
     _log(config.progress, f"done in {timings.total:.1f} s" + (f"; wrote {out}" if out is not None else ""))
     return SvdResult(out, problem, solutions, plan, net, inputs.tokenizer, report)
@@ -273,13 +279,17 @@ def prepare_healing(inputs: Inputs, config: SvdConfig, timings: Timings) -> Heal
     return healing
 
 
-def heal(healing: HealingStage | None, inputs: Inputs, eval_ids: Any, config: SvdConfig,
-         timings: Timings) -> HealingSummary | None:
+def heal(healing: HealingStage | None, inputs: Inputs, eval_ids: Any, config: SvdConfig, timings: Timings,
+         others: OtherTexts | None = None) -> HealingSummary | None:
     """Distill the compressed model (``inputs.model``, replaced by the healed one) towards the dense model's
-    targets, after measuring its held-out perplexity unhealed; what healing did (None without healing)."""
+    targets, after measuring its held-out perplexity unhealed (also on ``others``); what healing did (None without
+    healing)."""
     if healing is None:
         return None
     unhealed = evaluate(inputs.model, eval_ids, config, timings, "perplexity unhealed")
+    if others is not None:
+        others.measure(inputs.model, "unhealed", window=config.eval_window, timings=timings,
+                       progress=config.progress)
     inputs.loaded.model, summary = healing.apply(inputs.model, inputs.adapter, timings, unhealed=unhealed)
     return summary
 

@@ -96,6 +96,31 @@ def perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> st
     return f"perplexity {before['perplexity']:.3f} -> {after['perplexity']:.3f} on {after['tokens']} held-out tokens"
 
 
+def other_text_lines(scores: Mapping[str, Mapping[str, Mapping[str, Any]]] | None, change: str) -> list[str]:
+    """The printed lines for held-out texts of other domains: ``literature: perplexity 39.841 -> 79.928 removed ->
+    61.330 healed on 8192 held-out tokens`` (``change``: what the unhealed stage did, e.g. "removed")."""
+    lines = []
+    for name, stages in (scores or {}).items():
+        values = [f"{stages['before']['perplexity']:.3f}"] if "before" in stages else []
+        if "unhealed" in stages:
+            values.append(f"{stages['unhealed']['perplexity']:.3f} {change}")
+        if "after" in stages:
+            values.append(f"{stages['after']['perplexity']:.3f}" + (" healed" if "unhealed" in stages else ""))
+        tokens = next(iter(stages.values()))["tokens"] if stages else 0
+        lines.append(f"{name}: perplexity {' -> '.join(values)} on {tokens} held-out tokens")
+    return lines
+
+
+def other_texts_section(scores: Mapping[str, Mapping[str, Mapping[str, Any]]] | None) -> list[str]:
+    """The report.md section of held-out texts of other domains: one row per text, one column per stage."""
+    if not scores:
+        return []
+    stages = [s for s in ("before", "unhealed", "after") if any(s in v for v in scores.values())]
+    rows = [[name] + [v[s]["perplexity"] if s in v else "" for s in stages] + [next(iter(v.values()))["tokens"]]
+            for name, v in scores.items() if v]
+    return ["## Held-out perplexity on other texts", "", markdown_table(["text", *stages, "tokens"], rows), ""]
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured Markdown table; floats printed with 6 significant digits."""
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from . import perplexity_change
+from . import other_text_lines, other_texts_section, perplexity_change
 from .schema import CompressReport
 
 
@@ -22,6 +22,8 @@ def render_compress_markdown(report: CompressReport) -> str:
                       f"{report.perplexity_after['perplexity']:.3f}."]
     if report.verify:
         lines += ["", f"Reload check: max |Δlogit| {report.verify['max_abs_logit_diff']:.3g}."]
+    if report.other_texts:
+        lines += [""] + other_texts_section(report.other_texts)[:-1]
     lines += ["", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in report.timings_s.items()]
     return "\n".join(lines) + "\n"
@@ -35,4 +37,5 @@ def compress_summary(report: CompressReport) -> list[str]:
              f"{len(report.removed_branches)} branches, factored {len(report.factored)} matrices"]
     if report.perplexity_before:
         lines.append(perplexity_change(report.perplexity_before, report.perplexity_after))
+    lines += other_text_lines(report.other_texts, "")
     return lines

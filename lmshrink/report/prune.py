@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..evaluate.lm_eval import markdown as lm_eval_markdown
-from . import markdown_table, perplexity_change
+from . import markdown_table, other_text_lines, other_texts_section, perplexity_change
 from .schema import HealingSummary, HealReport, PruneReport
 
 
@@ -27,6 +27,7 @@ def render_prune_markdown(report: PruneReport | Mapping[str, Any]) -> str:
                   markdown_table(["", "perplexity", "tokens", "parameters"],
                                  [["before", before["perplexity"], before["tokens"], r.parameters_before],
                                   ["after", after["perplexity"], after["tokens"], r.parameters_after]]), ""]
+    lines += other_texts_section(r.other_texts)
     lines += _candidates(r)
     lines += healing_section(r.healing, r.perplexity_after, "removal")
     if r.lm_eval:
@@ -49,6 +50,7 @@ def prune_summary(report: PruneReport) -> list[str]:
     before, after = report.perplexity_before, report.perplexity_after
     if before and after:
         lines.append(healed_perplexity_change(before, after, report.healing, "removed"))
+    lines += other_text_lines(report.other_texts, "removed")
     lines += [f"lm-eval {row['task']} {row['metric']}: {row['value']:.4f}"
               for row in (report.lm_eval or {}).get("scores", [])]
     return lines
@@ -190,10 +192,12 @@ def render_heal_markdown(report: HealReport | Mapping[str, Any]) -> str:
              markdown_table(["", "perplexity", "tokens"],
                             [["before healing", before["perplexity"], before["tokens"]],
                              ["after healing", after["perplexity"], after["tokens"]]]), ""]
+    lines += other_texts_section(r.other_texts)
     lines += _timings(r.timings_s) + _versions(r.versions)
     return "\n".join(lines)
 
 
 def heal_summary(report: HealReport) -> list[str]:
     """What ``lmshrink heal`` prints on stdout: the held-out perplexity before and after healing."""
-    return [perplexity_change(report.perplexity_before, report.perplexity_after)]
+    return [perplexity_change(report.perplexity_before, report.perplexity_after),
+            *other_text_lines(report.other_texts, "")]

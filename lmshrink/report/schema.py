@@ -23,6 +23,9 @@ from . import read_json
 SCHEMA_VERSION = 1
 
 R = TypeVar("R", bound="Report")
+#: held-out perplexity on texts of other domains (``--eval-data``): text → stage ("before", "unhealed", "after") →
+#: perplexity record (perplexity, nll, tokens)
+OtherTextScores = dict[str, dict[str, dict[str, float]]]
 
 
 @dataclass(eq=False)
@@ -126,6 +129,9 @@ class PruneReport(Report):
     calibration: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    other_texts: OtherTextScores | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("other_texts",)
 
     def __post_init__(self) -> None:
         self.healing = as_healing_summary(self.healing)
@@ -152,7 +158,7 @@ class SvdReport(Report):
     when the compressed model was healed (``perplexity_after`` is then the healed model's, and
     ``healing.perplexity_unhealed`` the compressed model's before healing)."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("healing", "model_source")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("healing", "model_source", "other_texts")
 
     command: str = "svd"
     model: str | None = None
@@ -177,6 +183,7 @@ class SvdReport(Report):
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     healing: HealingSummary | None = None
+    other_texts: OtherTextScores | None = None
 
     def __post_init__(self) -> None:
         self.healing = as_healing_summary(self.healing)
@@ -187,7 +194,7 @@ class CompressReport(Report):
     """The record of ``lmshrink compress``: the choice (removed branches, factored matrices), the budget
     (``params``), the measurements and the perplexities; ``verify`` only when the saved model was reloaded."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("verify",)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("verify", "other_texts")
 
     command: str = "compress"
     settings: dict[str, Any] = field(default_factory=dict)
@@ -203,6 +210,7 @@ class CompressReport(Report):
     perplexity_after: dict[str, float] | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     verify: dict[str, Any] | None = None
+    other_texts: OtherTextScores | None = None
 
 
 @dataclass(eq=False)
@@ -220,6 +228,9 @@ class HealReport(Report):
     settings: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    other_texts: OtherTextScores | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("other_texts",)
 
 
 #: the record class of each command

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import markdown_table
+from . import markdown_table, other_text_lines, other_texts_section
 from .prune import healed_perplexity_change, healing_section
 from .schema import SvdReport
 
@@ -52,6 +52,7 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                   markdown_table(["model", "perplexity", "nll", "tokens"],
                                  [["before", b["perplexity"], b["nll"], b["tokens"]],
                                   ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
+    lines += other_texts_section(report.other_texts)
     lines += healing_section(report.healing, report.perplexity_after, "compression")
     w = report.whitening or {}
     lines += [
@@ -87,4 +88,5 @@ def svd_summary(report: SvdReport) -> list[str]:
     if report.perplexity_before:
         lines.append(healed_perplexity_change(report.perplexity_before, report.perplexity_after, report.healing,
                                               "compressed"))
+    lines += other_text_lines(report.other_texts, "compressed")
     return lines
