@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.errors import LmshrinkError
+from .core.errors import LmshrinkError, did_you_mean
 
 DEFAULT_DATA = "pydoc"
 #: where Debian's ``fortunes`` package puts its topic files
@@ -184,6 +184,19 @@ def mixed_texts(directory: Path | None = None) -> TextSplit:
 NAMED_TEXTS = {"pydoc": pydoc_texts, "prose": prose_texts, "mix": mixed_texts, "literature": literature_texts}
 
 
+def default_calibration(directory: Path | None = None) -> str:
+    """The text a run calibrates on when none is named: ``mix`` (pydoc and English prose, two domains) when
+    Debian's fortunes package provides the prose, else ``pydoc``.
+
+    Linear healing and SVD factors fitted on one domain help mostly there: with the default removal of 6 layers
+    of the embedded default, maps fitted on ``mix`` instead of ``pydoc`` gave 18% lower perplexity on
+    ``literature`` (a domain neither reads) for 2% higher on pydoc's held-out split (docs: "Calibration and
+    held-out texts").
+    """
+    directory = FORTUNES_DIR if directory is None else Path(directory)
+    return "mix" if all((directory / t).is_file() for t in PROSE_TOPICS) else DEFAULT_DATA
+
+
 def _read_local(path: Path) -> list[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".md"))
@@ -248,6 +261,10 @@ def load_texts(data: str | list[str] | None = None) -> TextSplit:
     if len(paths) != 1:
         missing = [p for p in paths if not Path(p).exists()]
         raise LmshrinkError(f"No such file: {missing[0]}")
+    hint = did_you_mean(paths[0], [DEFAULT_DATA, *NAMED_TEXTS]) if "/" not in paths[0] and ":" not in paths[0] else ""
+    if hint:  # a misspelled named text, not a dataset to look for on the hub
+        raise LmshrinkError(f"Unknown text {paths[0]!r}.{hint} Named texts: {', '.join(NAMED_TEXTS)}; or give "
+                            "local files, or a Hugging Face dataset.")
     return _hf_texts(paths[0])
 
 

@@ -70,3 +70,21 @@ def test_the_installed_package_gives_the_named_texts():
     for name in ("prose", "mix", "literature"):
         split = data.load_texts(name)
         assert sum(map(len, split.calibration)) > 100_000 and split.evaluation
+
+
+def test_a_misspelled_name_is_refused_with_the_name_meant_not_looked_up_on_the_hub():
+    with pytest.raises(LmshrinkError, match="Unknown text 'literatur'. Did you mean 'literature'"):
+        data.load_texts("literatur")
+
+
+def test_the_default_calibration_mixes_domains_when_the_prose_is_installed(tmp_path, monkeypatch):
+    from lmshrink.pipeline.settings import DataSettings
+
+    assert data.default_calibration(tmp_path) == "pydoc"  # no fortunes: the embedded text alone
+    d = _fake_fortunes(tmp_path, data.PROSE_TOPICS)
+    assert data.default_calibration(d) == "mix"
+    monkeypatch.setattr(data, "FORTUNES_DIR", d)
+    assert DataSettings().calibration_text() == "mix"
+    assert DataSettings(data="prose").calibration_text() == "prose"
+    monkeypatch.setattr(data, "FORTUNES_DIR", tmp_path / "absent")
+    assert DataSettings().calibration_text() == "pydoc"

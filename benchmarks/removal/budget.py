@@ -92,8 +92,9 @@ def parse_budgets(text: str) -> list[str]:
 
 
 def text_name(data: str | None) -> str:
-    """The name a held-out text goes by in the rows: ``pydoc`` for the default, else what ``--data`` gave."""
-    return "pydoc" if data is None else str(data)
+    """The name a held-out text goes by in the rows: ``pydoc`` for the default texts (``mix`` holds pydoc's held-out
+    split), else what ``--data`` gave."""
+    return "pydoc" if data in (None, "pydoc", "mix") else str(data)
 
 
 # --- units and budgets -------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from lmshrink.core.errors import LmshrinkError
+from lmshrink.data import default_calibration
 
 from ..common import Log, environment, study_main, write_json
 from .budget import parse_budgets, run_budget
@@ -105,13 +106,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     base = QUICK if a.quick else FULL
     pick = lambda v, k: base[k] if v is None else v  # noqa: E731
     return Settings(
-        model=a.model, data=a.data, out=a.out or Settings.out, remove=_ints(pick(a.remove, "remove")),
+        model=a.model, data=_calibration(a.data), out=a.out or Settings.out, remove=_ints(pick(a.remove, "remove")),
         seeds=_ints(pick(a.seeds, "seeds")), samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         search_samples=pick(a.search_samples, "search_samples"), validation=pick(a.validation, "validation"),
         eval_tokens=pick(a.eval_tokens, "eval_tokens"), eval_window=pick(a.eval_window, "eval_window"),
         top_k=pick(a.top_k, "top_k"), skip=skip,
         kd=_ints(pick(a.kd, "kd")), kd_steps=pick(a.kd_steps, "kd_steps"), quick=a.quick, refresh=a.refresh,
     )
+
+
+def _calibration(data: str | None) -> str:
+    """The study's calibration text: ``--data``, or lmshrink's default calibration, so every row (baselines and
+    the default pipeline alike) reads the same text."""
+    return data if data is not None else default_calibration()
 
 
 def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> BudgetSettings:
@@ -128,7 +135,7 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
     base, own = (QUICK, BUDGET_QUICK) if a.quick else (FULL, BUDGET_FULL)
     pick = lambda v, k: base[k] if v is None else v  # noqa: E731
     return BudgetSettings(
-        model=a.model, data=a.data, out=a.out or BUDGET_OUT, seeds=_ints(pick(a.seeds, "seeds")),
+        model=a.model, data=_calibration(a.data), out=a.out or BUDGET_OUT, seeds=_ints(pick(a.seeds, "seeds")),
         samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         validation=pick(a.validation, "validation"), eval_tokens=pick(a.eval_tokens, "eval_tokens"),
         eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick,

@@ -115,7 +115,7 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     timings = Timings()
     torch.manual_seed(config.seed)
     others = OtherTexts.read(config.eval_data if config.evaluate else [])
-    inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
+    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len, seed=config.seed,
                          timings=timings, progress=config.progress, placement=requested_placement(config, model))
     net, adapter = inputs.model, inputs.adapter
     eval_ids = _evaluation_ids(inputs, config)

@@ -117,7 +117,7 @@ def heal_model(model_dir: str | Path | None = None, config: HealConfig | None = 
     if isinstance(teacher, str):
         check_model_source(teacher)
     distillation = config.kd_config()
-    data, samples, seq_len, seed, progress = (config.data, config.samples, config.seq_len, config.seed,
+    data, samples, seq_len, seed, progress = (config.calibration_text(), config.samples, config.seq_len, config.seed,
                                               config.progress)
     device_map, save_dtype = config.device_map, config.save_dtype
     timings = Timings()

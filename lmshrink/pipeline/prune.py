@@ -63,7 +63,7 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     timings, progress = Timings(), config.progress
     torch.manual_seed(config.seed)
     others = OtherTexts.read(config.eval_data if config.evaluate else [])
-    inputs = load_inputs(model, data=config.data, samples=config.samples, seq_len=config.seq_len, seed=config.seed,
+    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len, seed=config.seed,
                          validation=config.validation if config.chooses else 0, timings=timings, progress=progress,
                          placement=request.placement)
     net, adapter = inputs.model, inputs.adapter

@@ -152,10 +152,21 @@ class DataSettings(Settings):
     """The calibration text and how much of it a run reads."""
 
     data: str | list[str] | None = setting(None, "calibration and evaluation text: named text, local .txt/.jsonl "
-                                                 "files or an HF dataset (default: CPython's pydoc topics)", nargs="+")
+                                                 "files or an HF dataset (default: mix, CPython's pydoc topics and "
+                                                 "English prose, when Debian's fortunes package is installed; else "
+                                                 "pydoc)", nargs="+")
     samples: int = setting(64, "calibration samples (default %(default)s)")
     seq_len: int = setting(128, "tokens per calibration sample (default %(default)s)")
     seed: int = setting(0, "random seed of the calibration sampling and the solvers (default %(default)s)")
+
+    def calibration_text(self) -> str | list[str]:
+        """``data``, or the default calibration text when none is named (:func:`lmshrink.data.default_calibration`);
+        the held-out split of either default is pydoc's."""
+        if self.data is not None:
+            return self.data
+        from ..data import default_calibration
+
+        return default_calibration()
 
     def check_data(self) -> None:
         """Refuse a calibration no run can use."""

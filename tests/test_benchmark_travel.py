@@ -1,0 +1,28 @@
+"""The healing-that-travels study's aggregation: means, ranges and the mix / pydoc ratio, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.removal.travel import aggregate, render
+
+
+def _row(cal, seed, pydoc, literature):
+    texts = {"pydoc": {"before": 15.0, "unhealed": 34.0, "after": pydoc, "tokens": 100},
+             "prose": {"before": 30.0, "unhealed": 60.0, "after": 50.0, "tokens": 100},
+             "literature": {"before": 40.0, "unhealed": 80.0 + seed, "after": literature, "tokens": 100}}
+    return {"calibration": cal, "seed": seed, "removed": [1, 2], "texts": texts, "seconds": 1.0}
+
+
+def test_aggregate_gives_the_mean_range_and_ratio_of_the_healed_perplexities():
+    rows = [_row("pydoc", 0, 24.0, 84.0), _row("mix", 0, 25.0, 68.0),
+            _row("pydoc", 1, 26.0, 82.0), _row("mix", 1, 25.0, 66.0)]
+    got = aggregate(rows)
+    lit = {h["calibration"]: h for h in got["healed"] if h["text"] == "literature"}
+    assert lit["pydoc"]["mean"] == 83.0 and (lit["pydoc"]["min"], lit["pydoc"]["max"]) == (82.0, 84.0)
+    assert lit["mix"]["removed_mean"] == 80.5 and lit["mix"]["seeds"] == 2
+    ratios = {r["text"]: r["mix_over_pydoc"] for r in got["ratios"]}
+    assert ratios["literature"] == pytest.approx(67.0 / 83.0)
+    assert ratios["pydoc"] == pytest.approx(1.0) and ratios["prose"] == pytest.approx(1.0)
+    page = render({"settings": {"remove": "6", "seeds": [0, 1]}, "aggregate": got})
+    assert "| literature | mix |" in page and "82.00–84.00" in page
