@@ -26,3 +26,19 @@ def test_aggregate_gives_the_mean_range_and_ratio_of_the_healed_perplexities():
     assert ratios["pydoc"] == pytest.approx(1.0) and ratios["prose"] == pytest.approx(1.0)
     page = render({"settings": {"remove": "6", "seeds": [0, 1]}, "aggregate": got})
     assert "| literature | mix |" in page and "82.00–84.00" in page
+
+
+def test_an_svd_run_scores_every_text_dense_and_compressed(tiny_model_dir):
+    from lmshrink.data import default_calibration
+
+    if default_calibration() != "mix":
+        pytest.skip("Debian's fortunes package is not installed")
+    from benchmarks.removal.travel import run_one
+
+    row = run_one(str(tiny_model_dir), "1", "mix", 0, {"ratio": 0.6, "solver": "uniform", "samples": 4,
+                                                       "seq_len": 16, "eval_tokens": 128, "eval_window": 32})
+    assert row["removed"] == pytest.approx(0.6, abs=0.05)
+    assert set(row["texts"]) == {"pydoc", "prose", "literature"}
+    for stages in row["texts"].values():
+        assert stages["unhealed"] is None and stages["after"] != stages["before"] and stages["before"] > 1
+    assert len({stages["tokens"] for stages in row["texts"].values()}) == 1  # the same count on every text
