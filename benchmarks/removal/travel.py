@@ -83,7 +83,8 @@ def render(summary: dict[str, Any]) -> str:
         columns = ["text", "calibration", "dense", "—", "compressed", "range"]
     else:
         title = f"# Healing that travels: `lmshrink prune --remove {s['remove']}`, seeds {s['seeds']}"
-        what = "Held-out perplexity dense, after removal and after linear healing, mean over the seeds (range of the healed)."
+        what = ("Held-out perplexity dense, after removal and after linear healing, mean over the seeds (range of the "
+                "healed).")
         columns = ["text", "calibration", "dense", "removed", "healed", "range"]
     return "\n".join([title, "", what, "", table(columns, rows, digits=4), "",
                       table(["text", "final mix / pydoc"], ratios, digits=3), ""])

@@ -115,8 +115,9 @@ def compress_model(model: Any = None, config: CompressConfig | None = None, **se
     timings = Timings()
     torch.manual_seed(config.seed)
     others = OtherTexts.read(config.eval_data if config.evaluate else [])
-    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         timings=timings, progress=config.progress, placement=requested_placement(config, model))
+    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len,
+                         seed=config.seed, timings=timings, progress=config.progress,
+                         placement=requested_placement(config, model))
     net, adapter = inputs.model, inputs.adapter
     eval_ids = _evaluation_ids(inputs, config)
     ppl_before = _perplexity(net, eval_ids, config, timings, "perplexity before")

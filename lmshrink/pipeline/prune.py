@@ -63,9 +63,9 @@ def prune(model: Any = None, config: PruneConfig | None = None, **settings: Any)
     timings, progress = Timings(), config.progress
     torch.manual_seed(config.seed)
     others = OtherTexts.read(config.eval_data if config.evaluate else [])
-    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         validation=config.validation if config.chooses else 0, timings=timings, progress=progress,
-                         placement=request.placement)
+    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len,
+                         seed=config.seed, validation=config.validation if config.chooses else 0, timings=timings,
+                         progress=progress, placement=request.placement)
     net, adapter = inputs.model, inputs.adapter
     save_dtype = save_dtype_of(config.save_dtype, request.model_source, net) if config.save else None
     precision = placement_settings(net, config.device_map, save_dtype)

@@ -178,8 +178,8 @@ def svd_compress(model: Any = None, config: SvdConfig | None = None, **settings:
     out = output_dir(config)
     torch.manual_seed(config.seed)
     others = OtherTexts.read(config.eval_data if config.evaluate else [])
-    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len, seed=config.seed,
-                         timings=timings, progress=config.progress, placement=placement)
+    inputs = load_inputs(model, data=config.calibration_text(), samples=config.samples, seq_len=config.seq_len,
+                         seed=config.seed, timings=timings, progress=config.progress, placement=placement)
     net, adapter, calibration = inputs.model, inputs.adapter, inputs.calibration
     save_dtype = save_dtype_of(config.save_dtype, source, net) if out is not None and config.save else None
     precision = placement_settings(net, config.device_map, save_dtype)
