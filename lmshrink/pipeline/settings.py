@@ -225,8 +225,8 @@ class PerplexitySettings(Settings):
     eval_tokens: int = setting(16384, "held-out tokens for perplexity (default %(default)s)")
     eval_window: int = setting(512, "tokens per perplexity window (default %(default)s)")
     eval_data: list[str] = setting(help="more held-out texts to score the model on at every stage, beside the "
-                                        "calibration text's held-out part: named texts (literature, prose) or local "
-                                        "files, e.g. literature (a domain no named calibration text reads)",
+                                        "calibration text's held-out part: named texts or local files, e.g. "
+                                        "literature (a domain no named calibration text reads)",
                                    nargs="+", metavar="TEXT", default_factory=list)
 
     def check_perplexity(self, skip: str = "") -> None:
