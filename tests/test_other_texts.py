@@ -93,3 +93,18 @@ def test_bad_other_texts_are_refused_in_one_sentence(tiny_model_dir, tmp_path, c
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_compress_scores_the_other_text(tiny_model_dir, text_file, other_text, tmp_path):
+    from lmshrink.pipeline.compress import compress_model
+    from lmshrink.report.compress import compress_summary
+
+    result = compress_model(str(tiny_model_dir), ratio=0.6, samples=6, seq_len=32, loss_windows=4, probe_layers=1,
+                            data=str(text_file), eval_tokens=160, eval_window=32, eval_data=[str(other_text)],
+                            out=tmp_path / "out", progress=False, solver_options={"grid_step": 4})
+    scores = result.report.other_texts[str(other_text)]
+    assert list(scores) == ["before", "after"]
+    assert scores["after"]["perplexity"] == pytest.approx(
+        _direct(result.model, result.tokenizer, other_text)["perplexity"], rel=1e-6)
+    assert compress_summary(result.report)[-1].startswith(f"{other_text}: perplexity ")
+    assert "## Held-out perplexity on other texts" in (result.out / "report.md").read_text()
