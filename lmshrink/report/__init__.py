@@ -9,7 +9,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
@@ -90,25 +90,24 @@ def read_json(path: str | Path, what: str) -> Any:
         raise LmshrinkError(f"{str(path)!r} is not a readable JSON {what} ({type(exc).__name__}).") from None
 
 
-def perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+def perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any], unhealed: Mapping[str, Any] | None = None,
+                      change: str = "", steps: Sequence[str] = ()) -> str:
     """The line a command prints for held-out perplexity before and after: ``perplexity 7.390 -> 12.180 on 64
-    held-out tokens``."""
-    return f"perplexity {before['perplexity']:.3f} -> {after['perplexity']:.3f} on {after['tokens']} held-out tokens"
+    held-out tokens``; with the perplexity ``unhealed`` (after ``change``, before healing by ``steps``):
+    ``perplexity 7.390 -> 20.090 removed -> 12.180 healed (linear) on 64 held-out tokens``."""
+    values = [f"{before['perplexity']:.3f}"]
+    if unhealed:
+        values.append(f"{unhealed['perplexity']:.3f} {change}")
+    healed = (" healed" + (f" ({', '.join(steps)})" if steps else "")) if unhealed else ""
+    values.append(f"{after['perplexity']:.3f}{healed}")
+    return f"perplexity {' -> '.join(values)} on {after['tokens']} held-out tokens"
 
 
 def other_text_lines(scores: Mapping[str, Mapping[str, Mapping[str, Any]]] | None, change: str) -> list[str]:
     """The printed lines for held-out texts of other domains: ``literature: perplexity 39.841 -> 79.928 removed ->
     61.330 healed on 8192 held-out tokens`` (``change``: what the unhealed stage did, e.g. "removed")."""
-    lines = []
-    for name, stages in (scores or {}).items():
-        values = [f"{stages['before']['perplexity']:.3f}"] if "before" in stages else []
-        if "unhealed" in stages:
-            values.append(f"{stages['unhealed']['perplexity']:.3f} {change}")
-        if "after" in stages:
-            values.append(f"{stages['after']['perplexity']:.3f}" + (" healed" if "unhealed" in stages else ""))
-        tokens = next(iter(stages.values()))["tokens"] if stages else 0
-        lines.append(f"{name}: perplexity {' -> '.join(values)} on {tokens} held-out tokens")
-    return lines
+    return [f"{name}: " + perplexity_change(stages["before"], stages["after"], stages.get("unhealed"), change)
+            for name, stages in (scores or {}).items() if "before" in stages and "after" in stages]
 
 
 def other_texts_section(scores: Mapping[str, Mapping[str, Mapping[str, Any]]] | None) -> list[str]:

@@ -144,11 +144,9 @@ def healed_perplexity_change(before: Mapping[str, Any], after: Mapping[str, Any]
                              change: str) -> str:
     """The printed perplexity line: ``perplexity 7.390 -> 20.090 removed -> 12.180 healed (linear) on 64 held-out
     tokens`` when the model was healed (``change`` names what came before healing), else before -> after."""
-    unhealed = healing.perplexity_unhealed if healing is not None else None
-    if not unhealed:
+    if healing is None or not healing.perplexity_unhealed:
         return perplexity_change(before, after)
-    return (f"perplexity {before['perplexity']:.3f} -> {unhealed['perplexity']:.3f} {change} -> "
-            f"{after['perplexity']:.3f} healed ({', '.join(healing.steps)}) on {after['tokens']} held-out tokens")
+    return perplexity_change(before, after, healing.perplexity_unhealed, change, healing.steps)
 
 
 def healing_section(healing: HealingSummary | None, after: Mapping[str, Any] | None, change: str) -> list[str]:
