@@ -229,13 +229,16 @@ class PerplexitySettings(Settings):
                                         "literature (a domain no named calibration text reads)",
                                    nargs="+", metavar="TEXT", default_factory=list)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.eval_data, str):  # one text named from Python
+            self.eval_data = [self.eval_data]
+
     def check_perplexity(self, skip: str = "") -> None:
         """Refuse a held-out text or window too short for a perplexity (``skip``: how to do without one)."""
         check_count("--eval-tokens", self.eval_tokens, 2, f" (perplexity needs a token to predict from and one to "
                     f"predict{skip})")
         check_count("--eval-window", self.eval_window, 2)
-        if isinstance(self.eval_data, str):
-            self.eval_data = [self.eval_data]
         if not all(isinstance(t, str) and t for t in self.eval_data or []):
             raise LmshrinkError(f"--eval-data takes names of texts or paths, not {self.eval_data!r}.")
 
