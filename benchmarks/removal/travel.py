@@ -73,14 +73,15 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(summary: dict[str, Any]) -> str:
     """report.md: the healed perplexity per text and calibration (mean, range), and the ratio."""
-    rows = [[h["text"], h["calibration"], h.get("before"), h["removed_mean"], h["mean"],
+    s = summary["settings"]
+    svd = bool(s.get("svd"))  # no healing: no stage between dense and compressed
+    rows = [[h["text"], h["calibration"], h.get("before"), *([] if svd else [h["removed_mean"]]), h["mean"],
              f"{h['min']:.2f}–{h['max']:.2f}"] for h in summary["aggregate"]["healed"]]
     ratios = [[r["text"], r["mix_over_pydoc"]] for r in summary["aggregate"]["ratios"]]
-    s = summary["settings"]
-    if s.get("svd"):
+    if svd:
         title = f"# Compression that travels: `lmshrink svd {_flags(s['svd'])}`, seeds {s['seeds']}"
         what = "Held-out perplexity dense and compressed, mean over the seeds (range of the compressed)."
-        columns = ["text", "calibration", "dense", "—", "compressed", "range"]
+        columns = ["text", "calibration", "dense", "compressed", "range"]
     else:
         title = f"# Healing that travels: `lmshrink prune --remove {s['remove']}`, seeds {s['seeds']}"
         what = ("Held-out perplexity dense, after removal and after linear healing, mean over the seeds (range of the "
