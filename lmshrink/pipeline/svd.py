@@ -32,8 +32,8 @@ from ..report import log as _log
 from ..report.schema import HealingSummary, SvdReport
 from ..staging import StagedDir, check_output_dir
 from .config import HEAL_STEPS, PruneConfig, heal_steps_of, kd_config, kd_option_specs
-from .heal import HealingStage
 from .evaluation import OtherTexts
+from .heal import HealingStage
 from .inputs import Inputs, load_inputs
 from .outputs import save_in_dtype
 from .request import requested_placement
