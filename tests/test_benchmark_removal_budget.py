@@ -92,6 +92,23 @@ def test_budget_study_has_every_row_on_both_texts_and_its_ratios(tiny_model_dir,
     report = (out / "report.md").read_text()
     assert "## Budget 25% of the decoder's parameters" in report and "| evopress | sublayer |" in report
 
+    # --refresh default chooses and scores the default's rows again (here: the same, as the code is unchanged) and
+    # keeps every other row as it was stored
+    import json
+
+    stored = json.loads((out / "seed-0.json").read_text())
+    spoiled = [{**r, "perplexity": 1e9, "removed": []} if r["method"] == "default" else r for r in stored["rows"]]
+    (out / "seed-0.json").write_text(json.dumps({**stored, "rows": spoiled}))
+    run(parse_args(["--model", str(tiny_model_dir), *QUICK_ARGS, "--out", str(out), "--refresh", "default"]),
+        Log(quiet=True))
+    again = json.loads((out / "seed-0.json").read_text())
+    assert again["refreshed"]["rows"] == ["default"]
+    key = lambda r: (r["method"], r["text"], r["healed"])  # noqa: E731
+    timeless = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in sorted(rows, key=key)]  # noqa: E731
+    assert timeless(again["rows"]) == timeless(stored["rows"])
+    assert [r for r in again["rows"] if r["method"] != "default"] == [
+        r for r in stored["rows"] if r["method"] != "default"]
+
 
 @pytest.mark.parametrize("budget, words", [
     ("150%", "strictly between 0 and 100"),
@@ -119,7 +136,8 @@ def test_budget_flags_and_count_flags_do_not_mix(capsys):
     assert type(parse_args([])) is Settings and parse_args([]).out == Settings.out
     for argv, words in ((["--granularity", "layer"], "--granularity applies to runs with --budget"),
                         (["--budget", "25%", "--remove", "6"], "--remove applies to runs of totals M"),
-                        (["--budget", "25%", "--skip", "fisher"], "Unknown row 'fisher'")):
+                        (["--budget", "25%", "--skip", "fisher"], "Unknown row 'fisher'"),
+                        (["--budget", "25%", "--refresh"], "--refresh default does")):
         with pytest.raises(SystemExit) as exc:
             parse_args(argv)
         assert exc.value.code == 2 and words in capsys.readouterr().err, argv

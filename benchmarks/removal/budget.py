@@ -294,9 +294,26 @@ def run_budget_seed(settings: BudgetSettings, seed: int, model: Any, adapter: An
             "num_units": len(measures.blocks), "settings": asdict(settings), "wall_seconds": log.elapsed - started}
 
 
+def refresh_budget_seed(settings: BudgetSettings, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any,
+                        texts: Any, held_out: dict[str, RemovalLoss], log: Log) -> dict[str, Any]:
+    """A finished seed with its ``default`` rows chosen and scored again by the code as it is now (``--refresh
+    default``: after a change of lmshrink's default pipeline); every other row kept as it was."""
+    seed, started = int(saved["seed"]), time.perf_counter()
+    torch.manual_seed(seed)
+    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts, settings.granularity)
+    rows = BudgetRows(settings, measures)
+    choices = {}
+    for budget in settings.budget:
+        log(f"seed {seed}, {budget}: default, chosen again")
+        choices[("default", budget)] = rows.choose("default", budget)
+    kept = [r for r in saved["rows"] if r["method"] != "default"]
+    return {**saved, "rows": kept + scored_rows(rows, choices, held_out),
+            "refreshed": {"rows": ["default"], "seconds": time.perf_counter() - started}}
+
+
 def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, Any]:
     """Run every seed of the budget mode (each written to ``seed-<s>.json`` as it ends, and reused when its settings
-    match), then the report. A budget the model cannot give is refused before any seed runs."""
+    match, its default rows chosen again with ``refresh``), then the report. A budget the model cannot give is refused before any seed runs."""
     log = log or Log()
     out = Path(settings.out)
     log(f"loading model {settings.model or '(embedded default)'}")
@@ -322,6 +339,9 @@ def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, An
         saved = saved_seed(path, asdict(settings), RUN_ONLY, log)
         if saved is None:
             saved = run_budget_seed(settings, seed, model, adapter, tok, texts, held_out, log)
+            write_json(path, saved)
+        elif settings.refresh:
+            saved = refresh_budget_seed(settings, saved, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
         else:
             log(f"seed {seed}: reusing {path}")

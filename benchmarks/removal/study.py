@@ -80,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--refresh", nargs="?", const="pipelines", default="", choices=("pipelines", "default"),
                    help="for seeds already in --out: choose the pipeline rows (default, portfolios; or only the "
                         "default's with --refresh default) again with the code as it is now, the portfolios from "
-                        "each seed's stored candidates; baselines, objectives and searches are kept")
+                        "each seed's stored candidates; baselines, objectives and searches are kept (with --budget: "
+                        "--refresh default only)")
     p.add_argument("--budget", default=None,
                    help="budgets in parameters instead of totals M: shares of the decoder's parameters or numbers of "
                         "parameters, comma-separated (e.g. 25%%,37.5%%; quick 25%%); see benchmarks/README.md")
@@ -125,9 +126,10 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
     """The settings of a ``--budget`` run from the parsed flags (a flag of the count study only is refused)."""
     counts_only = [f for f, v in (("--remove", a.remove), ("--kd", a.kd), ("--top-k", a.top_k),
                                   ("--search-samples", a.search_samples)) if v is not None] + \
-        (["--refresh"] if a.refresh else []) + (["--no-pairs"] if a.no_pairs else [])
+        (["--refresh pipelines"] if a.refresh == "pipelines" else []) + (["--no-pairs"] if a.no_pairs else [])
     if counts_only:
-        p.error(f"{counts_only[0]} applies to runs of totals M, not to --budget")
+        p.error(f"{counts_only[0]} applies to runs of totals M, not to --budget"
+                + (" (--refresh default does)" if counts_only[0] == "--refresh pipelines" else ""))
     try:
         skip = _skips(a.skip, False, BUDGET_ROWS)
     except ValueError as exc:
@@ -138,7 +140,7 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
         model=a.model, data=_calibration(a.data), out=a.out or BUDGET_OUT, seeds=_ints(pick(a.seeds, "seeds")),
         samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         validation=pick(a.validation, "validation"), eval_tokens=pick(a.eval_tokens, "eval_tokens"),
-        eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick,
+        eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick, refresh=a.refresh,
         budget=parse_budgets(a.budget or own["budget"]), granularity=a.granularity or "sublayer",
         heldout_data=a.heldout_data or "literature",
         search_tokens=own["search_tokens"] if a.search_tokens is None else a.search_tokens)
