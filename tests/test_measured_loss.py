@@ -109,3 +109,19 @@ def test_healed_measurement_equals_a_healed_pruned_model(ids, removed):
     np.testing.assert_allclose(meter.healed(removed, runs).per_window, expected, rtol=1e-5, atol=1e-5)
     assert meter.healed(removed, runs) is meter.healed(removed, runs)  # memoised apart from the plain one
     assert meter.healed(removed, runs).mean != meter(removed).mean
+
+
+def test_one_meter_scores_two_fits_of_the_same_set_apart(ids):
+    """Two fits of one set's maps (two calibration draws, as the seeds of a study) get their own healed scores from
+    one meter, each equal to that of a fresh meter; the same fit is measured once."""
+    from lmshrink.heal.linear import LinearHeal
+
+    model = tiny_llama(layers=6, tie=False)
+    healer = LinearHeal(batch_size=4)
+    fits = [healer.fit(model, ADAPTER, [2, 3], sample_ids(model, batch=12, seq_len=16, seed=s)) for s in (11, 12)]
+    shared = RemovalLoss(model, ADAPTER, ids, batch_size=4)
+    scores = [shared.healed([2, 3], runs).mean for runs in fits]
+    fresh = [RemovalLoss(model, ADAPTER, ids, batch_size=4).healed([2, 3], runs).mean for runs in fits]
+    assert scores == pytest.approx(fresh, rel=1e-12) and scores[0] != pytest.approx(scores[1], rel=1e-6)
+    before = shared.evaluations
+    assert shared.healed([3, 2], fits[1]).mean == scores[1] and shared.evaluations == before

@@ -81,7 +81,9 @@ class RemovalLoss:
         self.progress = progress
         self.blocks = adapter.blocks(model, granularity)
         self.evaluations = 0
-        self._memo: dict[tuple[str, frozenset[int]], LossEstimate] = {}
+        self._memo: dict[tuple[Any, ...], LossEstimate] = {}
+        #: the healings measured, kept referenced so that the identities in their memo keys stay theirs
+        self._healings: dict[tuple[Any, ...], list[Any]] = {}
         #: the unmodified model's layer inputs on the windows (:class:`~.midstack.LayerInputs`); None for an
         #: adapter without a layer list, whose measurements run whole passes
         self.streams: Any = None
@@ -101,15 +103,17 @@ class RemovalLoss:
 
     def healed(self, removed: Iterable[int], runs: Sequence[Any]) -> LossEstimate:
         """The loss with ``removed`` gated off and the linear-healing maps of ``runs`` applied
-        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set). Memoised per set: one healing setting per
-        meter."""
+        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set). Memoised per set and healing: the same
+        ``runs`` objects measure once, another fit of the same set (other calibration samples) measures again."""
         return self._lookup("healed", removed, list(runs))
 
     def _lookup(self, kind: str, removed: Iterable[int], runs: list[Any] | None) -> LossEstimate:
         s = frozenset(int(i) for i in removed)
         if not s:
             return self.base
-        key = (kind, s)
+        key: tuple[Any, ...] = (kind, s) if runs is None else (kind, s, tuple(id(r) for r in runs))
+        if runs is not None:
+            self._healings.setdefault(key, runs)
         if key not in self._memo:
             bad = [i for i in s if not 0 <= i < self.num_blocks]
             if bad:
