@@ -313,7 +313,8 @@ def refresh_budget_seed(settings: BudgetSettings, saved: dict[str, Any], model: 
 
 def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, Any]:
     """Run every seed of the budget mode (each written to ``seed-<s>.json`` as it ends, and reused when its settings
-    match, its default rows chosen again with ``refresh``), then the report. A budget the model cannot give is refused before any seed runs."""
+    match, its default rows chosen again with ``refresh``), then the report. A budget the model cannot give is
+    refused before any seed runs."""
     log = log or Log()
     out = Path(settings.out)
     log(f"loading model {settings.model or '(embedded default)'}")

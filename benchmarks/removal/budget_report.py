@@ -114,8 +114,9 @@ def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any
         f"# Removal study at budgets in parameters: {summary['model']}", "",
         f"{summary['num_units']} units ({s['granularity']}); budgets {', '.join(s['budget'])} of the decoder's "
         f"parameters. Calibration seeds {s['seeds']} (each draws {s['samples']} samples × {s['seq_len']} tokens from "
-        f"{first['calibration']['source']}). Held-out: {held}. Every search (sleb, blockpruner, evopress) may spend "
-        f"{s['search_tokens']:,} tokens measuring candidates. Run time {summary['total_seconds'] / 60:.1f} min"
+        f"{first['calibration']['source']}). Held-out: {held}. Every search (sleb, blockpruner, evopress, "
+        f"surrogate-race) may spend {s['search_tokens']:,} tokens measuring candidates. "
+        f"Run time {summary['total_seconds'] / 60:.1f} min"
         + (" (quick mode)" if s["quick"] else "") + "; each seed's own run: "
         + ", ".join(_seed_time(sd) for sd in summary["seeds"]) + ".", "",
         "Rows in layers (block-influence, block-influence-iterative, angular, sleb, and the default at "
