@@ -268,26 +268,37 @@ def scored_rows(rows: BudgetRows, choices: dict[tuple[str, str], Choice],
     return out
 
 
-def run_budget_seed(settings: BudgetSettings, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any,
-                    held_out: dict[str, RemovalLoss], log: Log) -> dict[str, Any]:
-    """Every row at every budget on calibration seed ``seed``, scored; plain data (JSON-able)."""
+def choose_rows(settings: BudgetSettings, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                labels: list[str], log: Log) -> tuple[BudgetRows, dict[tuple[str, str], Choice], dict[str, str]]:
+    """Seed ``seed``'s calibration and the choice of each row of ``labels`` at every budget; a row a budget refuses
+    is left out with the reason (the third value, keyed ``"<row> at <budget>"``)."""
     torch.manual_seed(seed)
-    started = log.elapsed
-    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts, settings.granularity)
-    rows = BudgetRows(settings, measures)
+    rows = BudgetRows(settings, SeedMeasures(settings, seed, model, adapter, tokenizer, texts, settings.granularity))
     choices: dict[tuple[str, str], Choice] = {}
-    skipped = {label: "left out (--skip)" for label in ROWS if label in settings.skip}
-    skipped.update(NOT_BUDGETED)
+    failed: dict[str, str] = {}
     for budget in settings.budget:
-        for label in (r for r in ROWS if r not in settings.skip):
+        for label in labels:
             log(f"seed {seed}, {budget}: {label}")
             try:
                 c = choices[(label, budget)] = rows.choose(label, budget)
                 log(f"seed {seed}, {budget}: {label} took {c.seconds:.1f} s"
                     + (f", {c.extra['tokens']:,} tokens" if c.extra.get("tokens") is not None else ""))
             except LmshrinkError as exc:
-                skipped[f"{label} at {budget}"] = str(exc)
+                failed[f"{label} at {budget}"] = str(exc)
                 log(f"seed {seed}, {budget}: {label} skipped ({exc})")
+    return rows, choices, failed
+
+
+def run_budget_seed(settings: BudgetSettings, seed: int, model: Any, adapter: Any, tokenizer: Any, texts: Any,
+                    held_out: dict[str, RemovalLoss], log: Log) -> dict[str, Any]:
+    """Every row at every budget on calibration seed ``seed``, scored; plain data (JSON-able)."""
+    started = log.elapsed
+    rows, choices, failed = choose_rows(settings, seed, model, adapter, tokenizer, texts,
+                                        [r for r in ROWS if r not in settings.skip], log)
+    skipped = {label: "left out (--skip)" for label in ROWS if label in settings.skip}
+    skipped.update(NOT_BUDGETED)
+    skipped.update(failed)
+    measures = rows.measures
     log(f"seed {seed}: held-out scores of {len({tuple(c.removed) for c in choices.values()})} distinct choices")
     return {"seed": seed, "rows": scored_rows(rows, choices, held_out), "skipped": skipped,
             "seconds": measures.clock.seconds, "calibration": {"source": measures.calib.source, **measures.calib.info},
@@ -299,15 +310,10 @@ def refresh_budget_seed(settings: BudgetSettings, saved: dict[str, Any], model: 
     """A finished seed with its ``default`` rows chosen and scored again by the code as it is now (``--refresh
     default``: after a change of lmshrink's default pipeline); every other row kept as it was."""
     seed, started = int(saved["seed"]), time.perf_counter()
-    torch.manual_seed(seed)
-    measures = SeedMeasures(settings, seed, model, adapter, tokenizer, texts, settings.granularity)
-    rows = BudgetRows(settings, measures)
-    choices = {}
-    for budget in settings.budget:
-        log(f"seed {seed}, {budget}: default, chosen again")
-        choices[("default", budget)] = rows.choose("default", budget)
+    rows, choices, failed = choose_rows(settings, seed, model, adapter, tokenizer, texts, ["default"], log)
     kept = [r for r in saved["rows"] if r["method"] != "default"]
-    return {**saved, "rows": kept + scored_rows(rows, choices, held_out),
+    skipped = {k: v for k, v in saved.get("skipped", {}).items() if not k.startswith("default at ")}
+    return {**saved, "rows": kept + scored_rows(rows, choices, held_out), "skipped": {**skipped, **failed},
             "refreshed": {"rows": ["default"], "seconds": time.perf_counter() - started}}
 
 
@@ -342,6 +348,7 @@ def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, An
             saved = run_budget_seed(settings, seed, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
         elif settings.refresh:
+            log(f"seed {seed}: choosing the default's rows of {path} again")
             saved = refresh_budget_seed(settings, saved, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
         else:
