@@ -90,16 +90,17 @@ METHODS = {
 }
 
 
-def split_method(spec: str) -> tuple[str, str, str]:
-    """(allocation method, whitening, update) of a method spec such as ``fermigrad+seq+ls``."""
+def split_method(spec: str) -> tuple[str, str, str, bool]:
+    """(allocation method, whitening, update, PivGa) of a method spec such as ``fermigrad+seq+ls`` or
+    ``milp-fisher+seq+pivga``: ``+pivga`` allocates under PivGa's cost r(m+n)−r² and stores gauge-fixed factors."""
     base, *parts = spec.split("+")
     whitening = "sequential" if "seq" in parts else "dense"
     update = next((u for u in ("ls", "joint") if u in parts), "none")
-    if base not in METHODS or any(p not in ("seq", "ls", "joint") for p in parts) or (update != "none"
-                                                                                       and whitening == "dense"):
+    if base not in METHODS or any(p not in ("seq", "ls", "joint", "pivga") for p in parts) or (
+            update != "none" and whitening == "dense") or len(set(parts)) != len(parts):
         raise SystemExit(f"unknown method {spec!r}; methods: {', '.join(METHODS)}, each optionally followed by "
-                         f"+seq, +seq+ls or +seq+joint")
-    return base, whitening, update
+                         f"+seq, +seq+ls or +seq+joint, and +pivga")
+    return base, whitening, update, "pivga" in parts
 
 
 class Methods:
@@ -112,19 +113,20 @@ class Methods:
         self.args = args
         self.oracles: dict[str, Any] = {}
 
-    def options(self, method: str, ratio: float) -> dict[str, Any]:
+    def options(self, method: str, ratio: float, pivga: bool = False) -> dict[str, Any]:
         a = self.args
-        return self.objective.validate({"ratio": ratio, "pivga": a.pivga, "batch_size": a.batch_size, "seed": a.seed,
-                                        "teacher_top_k": a.teacher_top_k, "progress": False, **METHODS[method][1]})
+        return self.objective.validate({"ratio": ratio, "pivga": a.pivga or pivga, "batch_size": a.batch_size,
+                                        "seed": a.seed, "teacher_top_k": a.teacher_top_k, "progress": False,
+                                        **METHODS[method][1]})
 
-    def problem(self, method: str, ratio: float) -> Any:
-        opts = self.options(method, ratio)
+    def problem(self, method: str, ratio: float, pivga: bool = False) -> Any:
+        opts = self.options(method, ratio, pivga)
         return self.objective.pose(self.factors, self.model, self.adapter, self.calibration, opts)
 
-    def error(self, ratio: float, x: Any) -> float:
+    def error(self, ratio: float, x: Any, pivga: bool = False) -> float:
         """The summed whitened truncation error of the ranks ``x`` (the energy with every w_l = 1, so that methods
         whose problem weighs the matrices differently are compared on one scale)."""
-        return self.problem("uniform", ratio).energy(x)
+        return self.problem("uniform", ratio, pivga).energy(x)
 
     def solve(self, method: str, ratio: float, problem: Any) -> Any:
         """The method's SolutionSet for ``problem``."""
@@ -280,19 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     from lmshrink.compress.sequential import sequential_factors
 
     for ratio in args.ratios:
-        solved: dict[str, tuple[Any, Any, float]] = {}  # allocation method → (problem, solutions, seconds)
+        solved: dict[tuple[str, bool], tuple[Any, Any, float]] = {}  # (method, PivGa) → (problem, solutions, s)
         for method in args.methods:
             if ratio >= 1.0:  # nothing to compress: every method keeps every matrix dense
                 rows.append({"method": method, "ratio": ratio, **dense_row})
                 continue
-            alloc, whitening, update = specs[method]
-            if alloc not in solved:
-                problem = methods.problem(alloc, ratio)
+            alloc, whitening, update, pivga = specs[method]
+            if (alloc, pivga) not in solved:
+                problem = methods.problem(alloc, ratio, pivga)
                 t = time.perf_counter()
-                log(f"ratio {ratio}: solving with {alloc}")
+                log(f"ratio {ratio}: solving with {alloc}" + (" (PivGa cost)" if pivga else ""))
                 result = methods.solve(alloc, ratio, problem)
-                solved[alloc] = (problem, result, time.perf_counter() - t)
-            problem, result, solve_s = solved[alloc]
+                solved[alloc, pivga] = (problem, result, time.perf_counter() - t)
+            problem, result, solve_s = solved[alloc, pivga]
             plan = RankPlan.from_solution(problem, result.best.x, source={"method": method})
             t = time.perf_counter()
             used = factors
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                    "nll": ppl["nll"], "vs_dense": ppl["perplexity"] / base["perplexity"],
                    "heldout_perplexity": ppl2["perplexity"] if ppl2 else None,
                    "heldout_vs_dense": ppl2["perplexity"] / base2["perplexity"] if ppl2 else None,
-                   "energy": methods.error(ratio, result.best.x), "solve_s": solve_s, "refit_s": refit_s,
+                   "energy": methods.error(ratio, result.best.x, pivga), "solve_s": solve_s, "refit_s": refit_s,
                    "dense_matrices": sum(1 for m in plan.matrices if m.dense)}
             rows.append(row)
             info = {k: v for k, v in result.info.items() if k not in ("history",)}
