@@ -172,12 +172,16 @@ def test_healed_fitness_wraps_removal_loss(model, ids):
     assert fitness.cross_entropy([2, 3]) is fitness([2, 3])
 
 
-def test_one_healing_per_set_and_meter(model, ids):
-    fit = sample_ids(model, batch=12, seq_len=16, seed=11)
+def test_one_meter_measures_two_healings_of_a_set_apart(model, ids):
     meter = RemovalKL(model, ADAPTER, ids, k=16)
-    HealedFitness(meter, fit)([2, 3])
-    with pytest.raises(ValueError, match="one healing per set"):
-        HealedFitness(meter, fit)([2, 3])
+    first = HealedFitness(meter, sample_ids(model, batch=12, seq_len=16, seed=11))
+    second = HealedFitness(meter, sample_ids(model, batch=12, seq_len=16, seed=12))
+    a, b = first([2, 3]), second([2, 3])
+    assert meter.evaluations == 2 and not np.allclose(a.per_window, b.per_window)
+    fresh = RemovalKL(model, ADAPTER, ids, k=16, reference=meter.reference)
+    np.testing.assert_allclose(b.per_window, fresh.healed([2, 3], second.runs([2, 3])).per_window, rtol=1e-6,
+                               atol=1e-9)
+    np.testing.assert_array_equal(first([2, 3]).per_window, a.per_window)  # asked again: the first fit's values
 
 
 def test_bad_input(model, ids):

@@ -174,8 +174,8 @@ class RemovalKL(TokenWindows):
     (:class:`~lmshrink.evaluate.measured.LossEstimate`: per-window values, mean, se, paired ``minus``),
     ``meter.cross_entropy(removed)`` the CE of the same passes, ``meter.healed(removed, runs)`` the KL with fitted
     linear maps applied by hooks; ``meter.windows(removed, a, b)`` measures windows [a, b) only (what a race
-    uses). Every measured window is kept per set (and per healing), so asking again costs nothing and a longer range
-    measures only the windows missing.
+    uses). Every measured window is kept per set (and per healing: two fits of one set are two measurements), so
+    asking again costs nothing and a longer range measures only the windows missing.
 
     Counters: :attr:`evaluations` — distinct sets measured (the budget unit of searches, as RemovalLoss);
     :attr:`windows_measured` — windows passed through the network, over all sets; :attr:`tokens_spent` — those
@@ -203,8 +203,10 @@ class RemovalKL(TokenWindows):
         #: the dense model: KL 0 on every window, and its CE
         self.base = LossEstimate(np.zeros(n))
         self.base_ce = LossEstimate(reference.ce.copy())
-        self._values: dict[tuple[str, frozenset[int]], np.ndarray] = {}  # (2, windows): KL and CE, NaN = not yet
-        self._runs: dict[frozenset[int], list[Any]] = {}
+        #: (2, windows): KL and CE, NaN = not yet; keyed by ("plain", set) or ("healed", set, the runs' identities)
+        self._values: dict[tuple[Any, ...], np.ndarray] = {}
+        #: the healings measured, kept referenced so that the identities in their keys stay theirs
+        self._healings: dict[tuple[Any, ...], list[Any]] = {}
 
     # --- the RemovalLoss interface ------------------------------------------------------------------------------
     @property
@@ -227,7 +229,7 @@ class RemovalKL(TokenWindows):
 
     def healed(self, removed: Iterable[int], runs: Sequence[Any]) -> LossEstimate:
         """The KL with ``removed`` gated off and the linear-healing maps of ``runs`` applied
-        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set); one healing per set and meter."""
+        (:class:`lmshrink.heal.linear.HealedRun`, fitted for this set); each healing of a set measured apart."""
         return self.estimate(removed, runs=runs)
 
     def estimate(self, removed: Iterable[int], *, runs: Sequence[Any] | None = None,
@@ -263,13 +265,9 @@ class RemovalKL(TokenWindows):
         row = MEASURES.index(measure)
         if not s:
             return (self.base if measure == "kl" else self.base_ce).per_window[a:b].copy()
-        kind = "healed" if runs else "plain"
-        key = (kind, s)
+        key: tuple[Any, ...] = ("healed", s, tuple(id(r) for r in runs)) if runs else ("plain", s)
         if runs:
-            known = self._runs.setdefault(s, list(runs))
-            if len(known) != len(runs) or any(x is not y for x, y in zip(known, runs)):
-                raise ValueError("this meter holds another healing of the set already (one healing per set and "
-                                 "meter)")
+            self._healings.setdefault(key, list(runs))
         values = self._values.get(key)
         if values is None:
             values = self._values[key] = np.full((2, n), np.nan)
