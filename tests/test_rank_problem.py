@@ -258,3 +258,62 @@ def test_lmshrink_solve_reads_a_rank_problem(tmp_path, capsys, solver):
     assert out["solver"] == "rank-" + solver.removeprefix("rank-")  # the alias names the rank solver
     assert p.is_feasible(x)
     assert out["solutions"][0]["energy"] == pytest.approx(p.energy(x))
+
+
+def error_table_problem(seed=3, ratio=0.5, pivga=False):
+    """SHAPES with a random, non-monotone error per rank (errors[k] = 0), a stand-in for a measured loss table."""
+    rng = np.random.default_rng(seed)
+    base = random_rank_problem(SHAPES, ratio, seed=seed, pivga=pivga)
+    errors = [np.append(rng.uniform(0, 3, min(m, n)), 0.0) for m, n in SHAPES]
+    return RankAllocationProblem(base.names, base.shapes, base.singular_values, budget=base.budget, pivga=pivga,
+                                 weights=np.arange(1.0, 6.0), errors=errors)
+
+
+def test_an_error_table_replaces_the_whitened_tails():
+    p = error_table_problem()
+    x = np.array([1, 2, 0, 3, 3])
+    want = sum((l + 1.0) * (0.0 if p.is_dense(l, r) else p.errors[l][r]) for l, r in enumerate(x))
+    assert p.energy(x) == pytest.approx(want, rel=1e-12)
+    from lmshrink.core.rank import marginal_values
+
+    v = marginal_values(p)
+    assert np.allclose(v[1], 2.0 * (p.errors[1][:-1] - p.errors[1][1:]))
+    with pytest.raises(LmshrinkError, match="errors of w0 must be 5 finite"):
+        RankAllocationProblem(p.names, p.shapes, p.singular_values, budget=p.budget,
+                              errors=[np.zeros(4)] + p.errors[1:])
+    with pytest.raises(LmshrinkError, match="non-negative"):
+        RankAllocationProblem(p.names, p.shapes, p.singular_values, budget=p.budget,
+                              errors=[-np.ones(5)] + p.errors[1:])
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_an_error_table_is_written_as_format_2_and_read_back(tmp_path, suffix):
+    p = error_table_problem()
+    path = p.save(tmp_path / f"p{suffix}")
+    if suffix == ".json":
+        assert json.loads(path.read_text())["format"] == "lmshrink.rank_allocation/2"
+    q = load_problem(path)
+    for a, b in zip(p.errors, q.errors):
+        np.testing.assert_array_equal(a, b)
+    x = [1, 2, 0, 3, 3]
+    assert q.energy(x) == p.energy(x)
+    plain = random_rank_problem(SHAPES, 0.5)
+    assert plain.to_dict()["format"] == "lmshrink.rank_allocation/1" and "errors" not in plain.to_dict()
+    data = p.to_dict()
+    data["errors"] = data["errors"][:-1]
+    with pytest.raises(LmshrinkError, match="errors has 23 entries, the shapes need 24"):
+        RankAllocationProblem.from_dict(data)
+
+
+@pytest.mark.parametrize("pivga", [False, True])
+def test_milp_on_an_error_table_equals_brute_force(pivga):
+    pytest.importorskip("pyomo")
+    p = error_table_problem(seed=4, pivga=pivga)
+    best = np.inf
+    for x in itertools.product(*[p.allowed_ranks(l) for l in range(p.num_matrices)]):
+        if p.cost(x) <= p.budget:
+            best = min(best, sum((l + 1.0) * (0.0 if p.is_dense(l, r) else p.errors[l][r]) for l, r in enumerate(x)))
+    result = get_solver("milp", p).solve(p, grid_step=1, mip_gap=1e-9)
+    assert result.best.energy == pytest.approx(best, rel=1e-9)
+    x = repair_ranks(p, result.best.x)
+    assert p.cost(x) <= p.budget

@@ -75,3 +75,58 @@ def test_benchmark_method_specs_name_the_allocation_whitening_and_update():
     for bad in ("fermigrad+ls", "nope+seq", "milp+twice"):
         with pytest.raises(SystemExit):
             run.split_method(bad)
+
+
+def test_aligned_fisher_errors_equal_the_fisher_form_on_each_ranks_output_error(tiny):
+    from lmshrink.compress.factoring import svd_factors
+    from lmshrink.objectives.rank import aligned_fisher_errors
+
+    model, linears, ids = tiny
+    factors = svd_factors(model, linears, ids, progress=False, dtype=torch.float64)
+    got = aligned_fisher_errors(model, linears, factors, ids, batch_size=2)
+    # direct: inputs and output gradients of every matrix in one pass, then ½ Σ_t (g_tᵀ (W_r − W) x_t)² per rank
+    ins, outs = {}, {}
+
+    def keep(name):
+        def fn(module, args, output):
+            ins[name], outs[name] = args[0], output
+
+        return fn
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in linears.items()]
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    for h in hooks:
+        h.remove()
+    names = list(outs)
+    grads = torch.autograd.grad(token_nll(logits, ids).sum(), [outs[n] for n in names])
+    for n, g in zip(names, grads):
+        f = factors.factors[n]
+        W = linears[n].weight.detach().double()
+        x = ins[n].detach().double().reshape(-1, W.shape[1])
+        g = g.double().reshape(-1, W.shape[0])
+        assert got[n].shape == (f.max_rank + 1,) and got[n][-1] == 0.0
+        for r in (0, 1, f.max_rank // 2, f.max_rank - 1):
+            A, B = f.truncated(r)
+            dy = x @ (A @ B - W).T
+            want = 0.5 * float(((g * dy).sum(-1) ** 2).sum())
+            assert got[n][r] == pytest.approx(want, rel=1e-4, abs=1e-9)
+    assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
+
+
+def test_aligned_errors_enter_the_problem_as_its_error_table(tiny):
+    from lmshrink.compress.factoring import svd_factors
+    from lmshrink.data import Calibration
+    from lmshrink.objectives.rank import aligned_fisher_errors
+    from lmshrink.plugins import get_objective
+
+    model, linears, ids = tiny
+    factors = svd_factors(model, linears, ids, progress=False, dtype=torch.float64)
+    objective = get_objective("fermi-rank")
+    opts = objective.validate({"ratio": 0.5, "error_weights": "fisher-aligned", "batch_size": 5, "progress": False})
+    problem = objective.pose(factors, model, LlamaAdapter(), Calibration(ids, "test", {}), opts)
+    want = aligned_fisher_errors(model, linears, factors, ids, batch_size=5)
+    assert problem.weights is None
+    for l, n in enumerate(factors.names):
+        be = problem.break_even(l)
+        np.testing.assert_allclose(problem.tail_table(l)[:be], want[n][:be], rtol=1e-12)
+        assert not problem.tail_table(l)[be:].any()

@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a second text, never calibrated on, scored whole as a second held-out column")
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="kept-parameter ratios")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="methods: uniform, milp, milp-normalized, milp-fisher, fermigrad, fermigrad-ce, each optionally "
-                        "followed by +seq, +seq+ls or +seq+joint (default: uniform milp fermigrad)")
+                   help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
+                        "each optionally followed by +seq, +seq+ls or +seq+joint (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16384; quick 8192)")
@@ -85,6 +85,7 @@ METHODS = {
     "milp": ("milp", {}),
     "milp-normalized": ("milp", {"normalize": True}),
     "milp-fisher": ("milp", {"error_weights": "fisher"}),
+    "milp-aligned": ("milp", {"error_weights": "fisher-aligned"}),
     "fermigrad": ("fermigrad", {"target": "kl"}),
     "fermigrad-ce": ("fermigrad", {"target": "ce"}),
 }

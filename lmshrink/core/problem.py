@@ -28,12 +28,15 @@ class Problem:
     """Base class of every problem: a format name and a JSON-compatible dict round trip."""
 
     FORMAT: ClassVar[str] = ""
+    #: further formats :meth:`from_dict` reads (later versions of :attr:`FORMAT`), registered for :func:`load_problem`
+    ALSO_READS: ClassVar[tuple[str, ...]] = ()
     metadata: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.FORMAT:
-            _FORMATS[cls.FORMAT] = cls
+        for fmt in (cls.FORMAT, *cls.ALSO_READS):
+            if fmt:
+                _FORMATS[fmt] = cls
 
     def energies(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         """Energies of the rows of a state matrix."""

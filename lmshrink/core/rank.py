@@ -15,7 +15,9 @@ A state x is the vector of integer ranks r_l. Its energy is the summed whitened 
 with weights w_l = 1 by default. The objective may set w_l = 1 / Σ_i σ_{l,i}² ("normalized": each matrix's
 *relative* output error), because raw errors of different matrices live on different scales (a down projection
 fed by large MLP activations dwarfs an attention projection fed by RMS-normalized inputs) while the network is
-not proportionally more sensitive to them.
+not proportionally more sensitive to them. A problem may instead carry its own error table: ``errors[l][r]``, any
+non-negative estimate of what rank r of matrix l costs (for instance the loss increase it causes), which then
+replaces the tail Σ_{i≥r} σ_{l,i}² in (2); such a problem is written as format ``lmshrink.rank_allocation/2``.
 
 Cost (stored numbers) of rank r: a plain factorization W_r = A·B stores r(m + n); the PivGa gauge-fixed form
 stores r(m + n) − r² (see :mod:`lmshrink.compress.pivga`). Where that reaches the dense m·n the matrix is kept
@@ -88,6 +90,13 @@ def cost_table(m: int, n: int, pivga: bool = False) -> np.ndarray:
     return cost
 
 
+def error_table(errors: np.ndarray, break_even: int) -> np.ndarray:
+    """A given per-rank error table (r = 0..k) with the ranks from ``break_even`` on (kept dense) set to 0."""
+    tail = np.array(errors, dtype=np.float64)
+    tail[break_even:] = 0.0
+    return tail
+
+
 def tail_table(singular_values: np.ndarray, break_even: int) -> np.ndarray:
     """tail[r] = Σ_{i≥r} σ_i² for r = 0..k below ``break_even`` (0 from it on: kept dense), summed from the small
     end for accuracy."""
@@ -105,10 +114,13 @@ class RankAllocationProblem(Problem):
     min(m, n), descending) describe matrix l. ``budget`` is the most stored numbers the decomposed matrices may keep
     in total. ``pivga`` selects the cost r(m+n) − r² instead of r(m+n). ``grid`` optionally lists the allowed ranks
     per matrix (before break-even filtering); without it every rank from ``min_rank`` up is allowed. The dense
-    rank k = min(m, n) is always allowed.
+    rank k = min(m, n) is always allowed. ``errors`` optionally gives per matrix the error of every rank 0..k
+    (k + 1 non-negative numbers), used in the energy instead of the whitened tail Σ_{i≥r} σ_i².
     """
 
     FORMAT: ClassVar[str] = "lmshrink.rank_allocation/1"
+    FORMAT_ERRORS: ClassVar[str] = "lmshrink.rank_allocation/2"
+    ALSO_READS: ClassVar[tuple[str, ...]] = (FORMAT_ERRORS,)
 
     names: list[str]
     shapes: list[tuple[int, int]]
@@ -119,6 +131,7 @@ class RankAllocationProblem(Problem):
     min_rank: int = 1
     weights: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    errors: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         L = len(self.names)
@@ -160,7 +173,20 @@ class RankAllocationProblem(Problem):
         grid = self.grid or [None] * L
         self._allowed = [allowed_ranks(grid[l], self.min_rank, self._be[l], self.max_rank(l)) for l in range(L)]
         self._cost = [cost_table(m, n, self.pivga) for m, n in self.shapes]
-        self._tail = [tail_table(s, be) for s, be in zip(self.singular_values, self._be)]
+        if self.errors is not None:
+            if len(self.errors) != L:
+                raise LmshrinkError(f"errors lists {len(self.errors)} matrices, the problem has {L}.")
+            errors = []
+            for name, (m, n), e in zip(self.names, self.shapes, self.errors):
+                e = np.asarray(e, dtype=np.float64).reshape(-1)
+                if e.size != min(m, n) + 1 or not np.all(np.isfinite(e)) or (e < 0).any():
+                    raise LmshrinkError(f"errors of {name} must be {min(m, n) + 1} finite, non-negative numbers "
+                                        f"(one per rank 0..{min(m, n)}).")
+                errors.append(e)
+            self.errors = errors
+            self._tail = [error_table(e, be) for e, be in zip(self.errors, self._be)]
+        else:
+            self._tail = [tail_table(s, be) for s, be in zip(self.singular_values, self._be)]
         if self.budget < self.min_cost() - 1e-9:
             raise LmshrinkError(
                 f"Budget {self.budget:,.0f} is below the cost {self.min_cost():,} of the smallest allowed ranks."
@@ -199,7 +225,8 @@ class RankAllocationProblem(Problem):
         return self._cost[l]
 
     def tail_table(self, l: int) -> np.ndarray:
-        """tail[r] for r = 0..k: Σ_{i≥r} σ_i² (the truncation error (1)) below break-even, 0 when dense."""
+        """tail[r] for r = 0..k: Σ_{i≥r} σ_i² (the truncation error (1)), or ``errors[l][r]`` where the problem
+        carries an error table, below break-even; 0 when dense."""
         return self._tail[l]
 
     def allowed_ranks(self, l: int) -> np.ndarray:
@@ -317,7 +344,7 @@ class RankAllocationProblem(Problem):
     def to_dict(self) -> dict[str, Any]:
         """Plain data; the singular values are concatenated in matrix order (matrix l has min(m_l, n_l) of them)."""
         return {
-            "format": self.FORMAT,
+            "format": self.FORMAT if self.errors is None else self.FORMAT_ERRORS,
             "names": list(self.names),
             "shapes": [list(s) for s in self.shapes],
             "singular_values": np.concatenate(self.singular_values) if self.singular_values else np.zeros(0),
@@ -327,12 +354,14 @@ class RankAllocationProblem(Problem):
             "min_rank": self.min_rank,
             "weights": self.weights,
             "metadata": self.metadata,
+            **({} if self.errors is None else {"errors": np.concatenate(self.errors)}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RankAllocationProblem:
-        if data.get("format", cls.FORMAT) != cls.FORMAT:
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r}, got {data.get('format')!r}.")
+        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_ERRORS):
+            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_ERRORS!r}, got "
+                                f"{data.get('format')!r}.")
         shapes = [(int(m), int(n)) for m, n in data["shapes"]]
         flat = np.asarray(data["singular_values"], dtype=np.float64).reshape(-1)
         sizes = [min(m, n) for m, n in shapes]
@@ -341,6 +370,15 @@ class RankAllocationProblem(Problem):
         svs = np.split(flat, np.cumsum(sizes)[:-1]) if shapes else []
         weights = data.get("weights")
         grid = data.get("grid")
+        errors = data.get("errors")
+        if errors is not None and np.asarray(errors).ndim != 0:
+            flat_e = np.asarray(errors, dtype=np.float64).reshape(-1)
+            if flat_e.size != sum(sizes) + len(sizes):
+                raise LmshrinkError(f"errors has {flat_e.size} entries, the shapes need {sum(sizes) + len(sizes)} "
+                                    "(one per rank 0..k of every matrix).")
+            errors = np.split(flat_e, np.cumsum([k + 1 for k in sizes])[:-1]) if shapes else []
+        else:
+            errors = None
         return cls(
             names=list(data["names"]),
             shapes=shapes,
@@ -351,6 +389,7 @@ class RankAllocationProblem(Problem):
             min_rank=int(data.get("min_rank", 1)),
             weights=None if weights is None or np.asarray(weights).ndim == 0 else np.asarray(weights),
             metadata=dict(data.get("metadata", {})),
+            errors=errors,
         )
 
     def with_budget(self, budget: float) -> RankAllocationProblem:
@@ -367,7 +406,10 @@ class RankAllocationProblem(Problem):
 
 # --- helpers shared by the rank solvers -------------------------------------------------------------------------
 def marginal_values(problem: RankAllocationProblem) -> list[np.ndarray]:
-    """v_{l,i} = w_l σ_{l,i}²: the energy (2) that keeping singular value i of matrix l removes."""
+    """v_{l,i} = w_l σ_{l,i}²: the energy (2) that keeping singular value i of matrix l removes (with an error
+    table, w_l (errors[l][i] − errors[l][i+1]), which may be negative)."""
+    if problem.errors is not None:
+        return [problem.weight(l) * -np.diff(problem.errors[l]) for l in range(problem.num_matrices)]
     return [problem.weight(l) * problem.singular_values[l] ** 2 for l in range(problem.num_matrices)]
 
 

@@ -4,7 +4,9 @@ The objective poses the rank allocation of the whitened SVDs (:mod:`lmshrink.com
 whitened singular values σ_{l,i}, one global budget ``ratio · Σ_l m_l n_l``, and the energy
 Σ_l w_l Σ_{i≥r_l} σ_{l,i}² (the summed calibration truncation error; w_l = 1, or 1/Σ_i σ_{l,i}² with
 ``normalize`` or ``error_weights="relative"``, or ½ f_l with ``error_weights="fisher"``: then each term estimates the
-calibration loss increase of truncating that matrix, :func:`~lmshrink.objectives.rank.output_sensitivity`).
+calibration loss increase of truncating that matrix, :func:`~lmshrink.objectives.rank.output_sensitivity`). With
+``error_weights="fisher-aligned"`` each matrix's tail is replaced by the Fisher estimate of the loss increase of each
+rank on its own output errors (:func:`~lmshrink.objectives.rank.aligned_fisher_errors`).
 
 That energy treats every matrix's output error alike, although the network is not equally sensitive to each. So
 the objective also builds a *loss oracle* (:class:`SoftTruncationLoss`, a :class:`~lmshrink.core.rank.LossOracle`,
@@ -35,7 +37,7 @@ import numpy as np
 
 from ..core import option
 from ..core.rank import RankAllocationProblem
-from .rank import ERROR_WEIGHTS, RankObjective, RankOptions, output_sensitivity, rank_problem
+from .rank import ERROR_WEIGHTS, RankObjective, RankOptions, aligned_fisher_errors, output_sensitivity, rank_problem
 
 
 class SoftTruncationLoss:
@@ -176,7 +178,8 @@ class FermiRankOptions(RankOptions):
     teacher_top_k: int = option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)")
     normalize: bool = option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy")
     error_weights: str = option("plain", "weight of each matrix's whitened error in the energy: plain (1), relative "
-                                         "(1/‖WX‖², as normalize) or fisher (the loss's sensitivity to its outputs)",
+                                         "(1/‖WX‖², as normalize), fisher (the loss's sensitivity to its outputs) or "
+                                         "fisher-aligned (each rank's Fisher loss estimate on its own output errors)",
                                          choices=ERROR_WEIGHTS)
     min_rank: int = option(1, "smallest rank allowed")
     seed: int = option(0, "seed of the oracle's minibatch order")
@@ -204,11 +207,14 @@ class FermiRankObjective(RankObjective):
             "calibration": {"source": calibration.source, **calibration.info},
             "whitening": factors.info.get("whitening", {}),
         }
-        weights = None
+        weights = errors = None
         if o["error_weights"] == "fisher":
             weights = [f * 0.5 for f in self.sensitivity(model, adapter, calibration, o, factors.names)]
+        elif o["error_weights"] == "fisher-aligned":
+            errors = self.aligned_errors(model, adapter, calibration, o, factors)
         return rank_problem(factors, o["ratio"], pivga=o["pivga"], normalize=o["normalize"] or
-                            o["error_weights"] == "relative", min_rank=o["min_rank"], metadata=meta, weights=weights)
+                            o["error_weights"] == "relative", min_rank=o["min_rank"], metadata=meta, weights=weights,
+                            errors=errors)
 
     def sensitivity(self, model: Any, adapter: Any, calibration: Any, options: Mapping[str, Any],
                     names: Sequence[str]) -> list[float]:
@@ -221,6 +227,18 @@ class FermiRankObjective(RankObjective):
                                                    batch_size=options["batch_size"], progress=options["progress"])
             self._sensitivity_key = key
         return [self._sensitivity[n] for n in names]
+
+    def aligned_errors(self, model: Any, adapter: Any, calibration: Any, options: Mapping[str, Any],
+                       factors: Any) -> list[Any]:
+        """:func:`~lmshrink.objectives.rank.aligned_fisher_errors` of ``factors`` on the calibration samples, kept
+        for the same model, samples and factors (every ratio of a run poses with the same table)."""
+        key = (id(model), calibration.fingerprint(), id(factors))
+        if getattr(self, "_aligned_key", None) != key:
+            linears = {n: m for n, m in adapter.linear_layers(model).items() if n in factors.factors}
+            self._aligned = aligned_fisher_errors(model, linears, factors, calibration.input_ids,
+                                                  batch_size=options["batch_size"], progress=options["progress"])
+            self._aligned_key = key
+        return [self._aligned[n] for n in factors.names]
 
     def loss_oracle(self, model: Any, factors: Any, problem: RankAllocationProblem, calibration: Any,
                     options: Mapping[str, Any]) -> SoftTruncationLoss | None:

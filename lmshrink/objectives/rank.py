@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from ..compress.factoring import SvdFactors
 
 
-#: how each matrix's whitened truncation error is weighted in the energy: ``plain`` (w_l = 1), ``relative``
-#: (w_l = 1/‖W_l X_l‖² = 1/Σ_i σ_{l,i}²) or ``fisher`` (w_l = the loss's mean squared gradient per output entry,
-#: :func:`output_sensitivity`)
-ERROR_WEIGHTS = ("plain", "relative", "fisher")
+#: how each matrix's truncation error is weighted in the energy: ``plain`` (w_l = 1), ``relative``
+#: (w_l = 1/‖W_l X_l‖² = 1/Σ_i σ_{l,i}²), ``fisher`` (w_l = the loss's mean squared gradient per output entry,
+#: :func:`output_sensitivity`) or ``fisher-aligned`` (each rank's error replaced by the Fisher estimate of its loss
+#: increase, :func:`aligned_fisher_errors`)
+ERROR_WEIGHTS = ("plain", "relative", "fisher", "fisher-aligned")
 
 
 def rank_problem(
@@ -41,10 +42,12 @@ def rank_problem(
     min_rank: int = 1,
     metadata: dict[str, Any] | None = None,
     weights: Sequence[float] | None = None,
+    errors: Sequence[np.ndarray] | None = None,
 ) -> RankAllocationProblem:
     """The rank-allocation problem of ``factors`` at ``ratio``: the whitened singular values of every matrix, one
     budget ⌊ratio · Σ_l m_l n_l⌋; with ``normalize`` each matrix's error weighted by 1/Σ_i σ_{l,i}², with
-    ``weights`` (one per matrix, in the factors' order) by those."""
+    ``weights`` (one per matrix, in the factors' order) by those; ``errors`` (per matrix, the error of every rank
+    0..k) replaces the whitened tails."""
     names = factors.names
     shapes = [factors.factors[n].shape for n in names]
     sigmas = [factors.factors[n].sigma for n in names]
@@ -66,36 +69,30 @@ def rank_problem(
         min_rank=min_rank,
         weights=weights,
         metadata=meta,
+        errors=None if errors is None else [np.asarray(e, dtype=np.float64) for e in errors],
     )
 
 
-def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *, batch_size: int = 4,
-                       progress: bool = False) -> dict[str, float]:
-    """Per matrix, how much the calibration loss reacts to an error in its outputs.
-
-    With L the summed next-token NLL and y_t a matrix's output at token t, a small output error Δy changes the loss
-    by about ½ Σ_t Δy_tᵀ F_t Δy_t (second order, F_t ≈ E[g_t g_tᵀ] with g_t = ∂L/∂y_t, the Fisher approximation of
-    the Hessian). Taking F_t isotropic with the mean of its diagonal, f_l = Σ_t ‖g_t‖² / (N m_l) over the N
-    calibration tokens and m_l outputs, gives ΔL ≈ ½ f_l ‖ΔW X‖², so f_l · (whitened truncation error) estimates
-    each matrix's loss increase on one scale. One forward and backward pass per batch; weights get no gradients.
-    """
+def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: Any, on_output: Any, *,
+                            batch_size: int, progress: bool, desc: str) -> int:
+    """Forward and backward passes of the summed next-token NLL over ``input_ids`` in batches, calling
+    ``on_output(name, x, y)`` for every listed linear's input x and output y (y requires grad: register tensor
+    hooks on it to read ∂L/∂y). The weights get no gradients. Returns the number of tokens."""
     import torch
 
     from ..evaluate.loss import model_inputs, token_nll
 
-    sums = {name: 0.0 for name in linears}
-    handles = []
-
     def keep(name: str):
         def fn(module: Any, args: tuple, output: Any) -> None:
             if output.requires_grad:
-                output.register_hook(lambda g: sums.__setitem__(name, sums[name] + float(g.double().pow(2).sum())))
+                on_output(name, args[0], output)
 
         return fn
 
     flags = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     model.eval()
+    handles = []
     tokens = 0
     try:
         for p, _ in flags:
@@ -103,7 +100,7 @@ def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *
         handles = [module.register_forward_hook(keep(name)) for name, module in linears.items()]
         embed = model.get_input_embeddings()
         starts = range(0, int(input_ids.shape[0]), batch_size)
-        for s in tqdm(starts, desc="output sensitivity", disable=not progress, leave=False):
+        for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
             ids = model_inputs(model, input_ids[s : s + batch_size])
             with torch.enable_grad():
                 h = embed(ids).detach().requires_grad_(True)
@@ -116,7 +113,61 @@ def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
+    return tokens
+
+
+def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *, batch_size: int = 4,
+                       progress: bool = False) -> dict[str, float]:
+    """Per matrix, how much the calibration loss reacts to an error in its outputs.
+
+    With L the summed next-token NLL and y_t a matrix's output at token t, a small output error Δy changes the loss
+    by about ½ Σ_t Δy_tᵀ F_t Δy_t (second order, F_t ≈ E[g_t g_tᵀ] with g_t = ∂L/∂y_t, the Fisher approximation of
+    the Hessian). Taking F_t isotropic with the mean of its diagonal, f_l = Σ_t ‖g_t‖² / (N m_l) over the N
+    calibration tokens and m_l outputs, gives ΔL ≈ ½ f_l ‖ΔW X‖², so f_l · (whitened truncation error) estimates
+    each matrix's loss increase on one scale. One forward and backward pass per batch; weights get no gradients.
+    """
+    sums = {name: 0.0 for name in linears}
+
+    def on_output(name: str, x: Any, y: Any) -> None:
+        y.register_hook(lambda g: sums.__setitem__(name, sums[name] + float(g.double().pow(2).sum())))
+
+    tokens = _output_gradient_passes(model, linears, input_ids, on_output, batch_size=batch_size,
+                                     progress=progress, desc="output sensitivity")
     return {name: sums[name] / (tokens * module.out_features) for name, module in linears.items()}
+
+
+def aligned_fisher_errors(model: Any, linears: Mapping[str, Any], factors: SvdFactors, input_ids: Any, *,
+                          batch_size: int = 4, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per matrix and rank r = 0..k, the loss increase that truncating it to rank r causes, by the Fisher
+    quadratic form on the truncation's own output errors.
+
+    A matrix's whitened SVD is W = Σ_i a_i b_iᵀ (``left``/``right`` of its factors). Truncated to rank r, its output
+    at token t moves by Δy_t = −Σ_{i≥r} a_i (b_iᵀ x_t), and with g_t = ∂L/∂y_t (L the summed next-token NLL) the
+    Fisher approximation of the Hessian gives ΔL ≈ ½ Σ_t (g_tᵀ Δy_t)² = ½ Σ_t (Σ_{i≥r} (g_tᵀ a_i)(b_iᵀ x_t))².
+    Unlike :func:`output_sensitivity`, which takes F_t isotropic, this keeps how the gradient aligns with each
+    component's output direction and how each token's input weighs on it. One forward and backward pass per batch;
+    per batch and matrix, two projections on the factors and a suffix sum over the components.
+    """
+    import torch
+
+    sums = {name: torch.zeros(factors.factors[name].max_rank + 1, dtype=torch.float64) for name in linears}
+
+    def on_output(name: str, x: Any, y: Any) -> None:
+        f = factors.factors[name]
+        right = f.right.to(device=x.device, dtype=torch.float32)
+        proj = x.detach().float().reshape(-1, x.shape[-1]) @ right.T  # (b_iᵀ x_t), tokens × k
+
+        def grad(g: Any) -> None:
+            left = f.left.to(device=g.device, dtype=torch.float32)
+            c = (g.float().reshape(-1, g.shape[-1]) @ left) * proj  # (g_tᵀ a_i)(b_iᵀ x_t)
+            tail = c.flip(-1).cumsum(-1).flip(-1).double()  # Σ_{i≥r}, r = 0..k−1
+            sums[name][:-1] += tail.pow(2).sum(0).cpu()
+
+        y.register_hook(grad)
+
+    _output_gradient_passes(model, linears, input_ids, on_output, batch_size=batch_size, progress=progress,
+                            desc="aligned Fisher errors")
+    return {name: 0.5 * sums[name].numpy() for name in linears}
 
 
 @dataclass(frozen=True)
@@ -162,4 +213,5 @@ class RankObjective(Objective):
         return self.pose(factors, model, adapter, calibration, options)
 
 
-__all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "output_sensitivity", "rank_problem"]
+__all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "aligned_fisher_errors", "output_sensitivity",
+           "rank_problem"]
