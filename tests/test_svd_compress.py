@@ -376,6 +376,23 @@ def test_cli_svd_smoke(tmp_path, tiny_model_dir, text_file):
     assert torch.equal(logits(inputs.model, probe), logits(model, probe))
 
 
+def test_cli_svd_milp_on_the_aligned_fisher_table(tmp_path, tiny_model_dir, text_file):
+    pytest.importorskip("pyomo")
+    out = tmp_path / "out"
+    rc = main(["svd", "--model", str(tiny_model_dir), "--data", str(text_file), "--ratio", "0.6", "--solver", "milp",
+               "--objective-option", "error_weights=fisher-aligned", "--samples", "8", "--seq-len", "32",
+               "--eval-tokens", "512", "--out", str(out), "--quiet"])
+    assert rc == 0
+    problem = load_problem(out / "problem.json")
+    assert json.loads((out / "problem.json").read_text())["format"] == "lmshrink.rank_allocation/2"
+    assert problem.errors is not None and problem.metadata["options"]["error_weights"] == "fisher-aligned"
+    report = json.loads((out / "report.json").read_text())
+    ranks = [r["rank"] for r in report["per_matrix"]]
+    assert report["energy"] == pytest.approx(problem.energy(ranks), rel=1e-9)
+    assert problem.cost(ranks) <= problem.budget
+    assert main(["solve", str(out / "problem.json"), "--solver", "milp", "--top-k", "1", "--json"]) == 0
+
+
 def test_svd_output_is_checked_first_and_written_whole_or_not_at_all(tmp_path, tiny_model_dir, text_file, capsys,
                                                                      monkeypatch):
     import lmshrink.compress.io as io

@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="kept-parameter ratios")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
+                        "fermigrad-aligned, "
                         "each optionally followed by +seq, +seq+ls or +seq+joint (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
@@ -86,9 +87,13 @@ METHODS = {
     "milp-normalized": ("milp", {"normalize": True}),
     "milp-fisher": ("milp", {"error_weights": "fisher"}),
     "milp-aligned": ("milp", {"error_weights": "fisher-aligned"}),
+    "fermigrad-aligned": ("fermigrad", {"target": "kl", "error_weights": "fisher-aligned"}),
     "fermigrad": ("fermigrad", {"target": "kl"}),
     "fermigrad-ce": ("fermigrad", {"target": "ce"}),
 }
+#: solver options of a method beyond the run's (fermigrad-aligned starts from the greedy optimum of the aligned
+#: Fisher table, which is milp-aligned's allocation up to the last rank step)
+SOLVER_OPTIONS = {"fermigrad-aligned": {"init": "greedy"}}
 
 
 def split_method(spec: str) -> tuple[str, str, str, bool]:
@@ -142,7 +147,8 @@ class Methods:
         if opts["target"] not in self.oracles:  # its teacher cache is shared by every ratio
             self.oracles[opts["target"]] = self.objective.loss_oracle(self.model, self.factors, problem,
                                                                       self.calibration, opts)
-        extra: dict[str, Any] = {"steps": self.args.steps, "progress": True, "init": self.args.init}
+        extra: dict[str, Any] = {"steps": self.args.steps, "progress": True, "init": self.args.init,
+                                 **SOLVER_OPTIONS.get(method, {})}
         if self.args.lr is not None:
             extra["lr"] = self.args.lr
         return solver.solve(problem, seed=self.args.seed, loss=self.oracles[opts["target"]], **extra)
