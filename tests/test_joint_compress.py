@@ -74,6 +74,29 @@ def test_round_trip_through_a_file(tmp_path):
     assert q.energy(x) == p.energy(x) and q.cost(x) == p.cost(x)
 
 
+def _error_tables(p: JointCompressionProblem) -> list[np.ndarray]:
+    """A random, non-monotone loss per rank of each matrix (0 at the dense rank)."""
+    rng = np.random.default_rng(7)
+    return [np.append(rng.uniform(0, 1.5, p.max_rank(m)), 0.0) for m in range(p.num_matrices)]
+
+
+@pytest.mark.parametrize("budget", [7, 12, 20, 27])
+def test_an_error_table_replaces_the_truncation_term_and_milp_equals_brute_force(budget, tmp_path):
+    from lmshrink.plugins import get_solver
+
+    base = tiny_problem(budget)
+    p = tiny_problem(budget, errors=_error_tables(base))
+    x = p.state([1, 0], [1, 2, 3])
+    assert p.energy(x) == pytest.approx(0.5 + p.errors[0][1])  # a.o at rank 2 is dense: no term
+    best, _ = brute_force(p)
+    sol = get_solver("joint-milp", JointCompressionProblem).solve(p, grid_step=1, mip_gap=0.0)
+    assert p.is_feasible(sol.best.x) and sol.best.energy == pytest.approx(best, abs=1e-9)
+    q = load_problem(p.save(tmp_path / "joint.json"))
+    assert q.to_dict()["format"] == "lmshrink.joint_compression/2" and q.energy(x) == p.energy(x)
+    with pytest.raises(LmshrinkError, match="errors of a.q must be 3 finite"):
+        tiny_problem(budget, errors=[np.zeros(2)] + p.errors[1:])
+
+
 def test_bad_input_is_refused():
     with pytest.raises(LmshrinkError, match="removal_loss"):
         tiny_problem().with_settings().__class__(branches=["a"], removal_loss=[1, 2], matrices=[], shapes=[],
@@ -104,8 +127,9 @@ def test_compress_removes_and_factors_and_reloads_identically(tmp_path):
     from lmshrink import load_compressed
     from lmshrink.adapters.sublayer import removed_branches
 
-    # at half the budget the optimum on this tiny model (seed 0) removes branches and factors matrices
-    result = _run(tmp_path, ratio=0.5)
+    # at half the budget the optimum on this tiny model (seed 0) with the probes' truncation term removes branches
+    # and factors matrices
+    result = _run(tmp_path, ratio=0.5, truncation="probes")
     assert result.removed and result.report["factored"]
     problem, x = result.problem, result.solutions.best.x
     assert problem.is_feasible(x) and problem.cost(x) <= 0.5 * problem.total_dense
@@ -157,7 +181,7 @@ def test_measurements_equal_whole_passes_on_modified_copies():
     net = _tiny_loaded(3).model
     adapter = find_adapter(net)
     ids = torch.randint(0, 320, (4, 24), generator=torch.Generator().manual_seed(1))
-    m = measure_joint(net, adapter, ids, probe_layers=1, probe_fractions=(0.5,))
+    m = measure_joint(net, adapter, ids, probe_layers=1, probe_fractions=(0.5,), truncation="probes")
     with torch.no_grad():
         base = per_sample_loss(net, ids).double().mean().item()
         gone = adapter.remove(copy.deepcopy(net), [3], "sublayer")  # layer 1's MLP
@@ -177,3 +201,23 @@ def test_measurements_equal_whole_passes_on_modified_copies():
     assert point["delta_loss"] == pytest.approx(truncated - base, abs=1e-5)
     e, d = point["relative_error"], point["delta_loss"]
     assert m.sensitivity["down_proj"] == pytest.approx(max(d / e, 0.0))  # (3) with one point: the ratio
+
+
+def test_the_fisher_truncation_term_is_the_aligned_table_per_predicted_token():
+    import torch
+
+    from lmshrink.objectives.joint import joint_problem, measure_joint
+    from lmshrink.objectives.rank import aligned_fisher_errors
+    from lmshrink.plugins import find_adapter
+
+    net = _tiny_loaded(3).model
+    adapter = find_adapter(net)
+    ids = torch.randint(0, 320, (4, 24), generator=torch.Generator().manual_seed(1))
+    m = measure_joint(net, adapter, ids)
+    assert m.truncation == "fisher" and m.to_dict()["truncation"] == "fisher"
+    table = aligned_fisher_errors(net, adapter.linear_layers(net), m.factors, ids)
+    p = joint_problem(m, 0.6)
+    for i, name in enumerate(m.matrices):
+        np.testing.assert_allclose(p.errors[i], table[name] / (4 * 23), rtol=1e-6)
+    with pytest.raises(LmshrinkError, match="truncation must be one of fisher, probes"):
+        measure_joint(net, adapter, ids, truncation="slopes")

@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import LmshrinkError
 from .problem import Problem
-from .rank import allowed_ranks, break_even_rank, cost_table, tail_table
+from .rank import allowed_ranks, break_even_rank, cost_table, error_table, tail_table
 
 
 @dataclass
@@ -51,6 +51,8 @@ class JointCompressionProblem(Problem):
     """
 
     FORMAT: ClassVar[str] = "lmshrink.joint_compression/1"
+    FORMAT_ERRORS: ClassVar[str] = "lmshrink.joint_compression/2"
+    ALSO_READS: ClassVar[tuple[str, ...]] = (FORMAT_ERRORS,)
 
     branches: list[str]
     removal_loss: np.ndarray
@@ -66,6 +68,7 @@ class JointCompressionProblem(Problem):
     allow_removal: bool = True
     allow_factoring: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
+    errors: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.branches = [str(b) for b in self.branches]
@@ -94,6 +97,17 @@ class JointCompressionProblem(Problem):
         self.singular_values = svs
         self.budget, self.pivga, self.min_rank = float(self.budget), bool(self.pivga), int(self.min_rank)
         self.allow_removal, self.allow_factoring = bool(self.allow_removal), bool(self.allow_factoring)
+        if self.errors is not None:
+            if len(self.errors) != M:
+                raise LmshrinkError(f"errors lists {len(self.errors)} matrices, the problem has {M}.")
+            errors = []
+            for name, (r, c), e in zip(self.matrices, self.shapes, self.errors):
+                e = np.asarray(e, dtype=np.float64).reshape(-1)
+                if e.size != min(r, c) + 1 or not np.isfinite(e).all() or (e < 0).any():
+                    raise LmshrinkError(f"errors of {name} must be {min(r, c) + 1} finite, non-negative numbers "
+                                        f"(one per rank 0..{min(r, c)}).")
+                errors.append(e)
+            self.errors = errors
         if self.grid is not None:
             if len(self.grid) != M:
                 raise LmshrinkError(f"grid lists {len(self.grid)} matrices, the problem has {M}.")
@@ -136,7 +150,8 @@ class JointCompressionProblem(Problem):
         return self._cost[m]
 
     def error_table(self, m: int) -> np.ndarray:
-        """err[r], r = 0..k: c_m · tail_m(r) / Σσ², the truncation term of (1) (0 when dense)."""
+        """err[r], r = 0..k: c_m · tail_m(r) / Σσ², the truncation term of (1), or the problem's own ``errors[m]``
+        where it carries them (0 when dense)."""
         return self._err[m]
 
     def is_dense(self, m: int, r: int) -> bool:
@@ -150,6 +165,8 @@ class JointCompressionProblem(Problem):
         return allowed_ranks(base, self.min_rank, break_even_rank(*self.shapes[m], self.pivga), k)
 
     def _compute_error(self, m: int) -> np.ndarray:
+        if self.errors is not None:
+            return error_table(self.errors[m], break_even_rank(*self.shapes[m], self.pivga))
         tail = tail_table(self.singular_values[m], break_even_rank(*self.shapes[m], self.pivga))
         return self.sensitivity[m] * tail / max(float((self.singular_values[m] ** 2).sum()), 1e-300)
 
@@ -242,7 +259,7 @@ class JointCompressionProblem(Problem):
     # --- files -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": self.FORMAT,
+            "format": self.FORMAT if self.errors is None else self.FORMAT_ERRORS,
             "branches": list(self.branches),
             "removal_loss": self.removal_loss,
             "matrices": list(self.matrices),
@@ -257,18 +274,29 @@ class JointCompressionProblem(Problem):
             "allow_removal": self.allow_removal,
             "allow_factoring": self.allow_factoring,
             "metadata": self.metadata,
+            **({} if self.errors is None else {"errors": np.concatenate(self.errors)}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JointCompressionProblem:
-        if data.get("format", cls.FORMAT) != cls.FORMAT:
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r}, got {data.get('format')!r}.")
+        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_ERRORS):
+            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_ERRORS!r}, got "
+                                f"{data.get('format')!r}.")
         shapes = [(int(r), int(c)) for r, c in data["shapes"]]
         flat = np.asarray(data["singular_values"], dtype=np.float64).reshape(-1)
         sizes = [min(s) for s in shapes]
         if flat.size != sum(sizes):
             raise LmshrinkError(f"singular_values has {flat.size} entries, the shapes need {sum(sizes)}.")
         grid = data.get("grid")
+        errors = data.get("errors")
+        if errors is not None and np.asarray(errors).ndim != 0:
+            flat_e = np.asarray(errors, dtype=np.float64).reshape(-1)
+            if flat_e.size != sum(sizes) + len(sizes):
+                raise LmshrinkError(f"errors has {flat_e.size} entries, the shapes need {sum(sizes) + len(sizes)} "
+                                    "(one per rank 0..k of every matrix).")
+            errors = np.split(flat_e, np.cumsum([k + 1 for k in sizes])[:-1]) if shapes else []
+        else:
+            errors = None
         return cls(
             branches=list(data["branches"]),
             removal_loss=np.asarray(data["removal_loss"], dtype=np.float64),
@@ -284,6 +312,7 @@ class JointCompressionProblem(Problem):
             allow_removal=bool(data.get("allow_removal", True)),
             allow_factoring=bool(data.get("allow_factoring", True)),
             metadata=dict(data.get("metadata", {})),
+            errors=errors,
         )
 
     def with_settings(self, *, budget: float | None = None, allow_removal: bool | None = None,

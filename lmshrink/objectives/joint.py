@@ -4,8 +4,13 @@ Both terms of its energy (1) are calibration-loss increases in nats per token, m
 
 - **removal**: ΔL_b = L(model without branch b) − L(model), one mid-stack pass per branch
   (:class:`~lmshrink.evaluate.measured.RemovalLoss` at ``sublayer`` granularity);
-- **truncation**: the whitened error of matrix m at rank r relative to its total, e_m(r) = tail_m(r) / Σ_i σ_{m,i}²,
-  is turned into a loss by one sensitivity factor c per matrix *kind* (q_proj, k_proj, ..., down_proj). To
+- **truncation** (``truncation="fisher"``, the default): ΔL_m(r) ≈ ½ Σ_t (g_tᵀ Δy_t)² / N, the Fisher estimate of
+  the loss increase of matrix m at rank r on its own output errors Δy_t, per predicted token
+  (:func:`~lmshrink.objectives.rank.aligned_fisher_errors`; one forward and backward pass), carried by the problem
+  as its error table;
+- **truncation** (``truncation="probes"``): the whitened error of matrix m at rank r relative to its total,
+  e_m(r) = tail_m(r) / Σ_i σ_{m,i}², is turned into a loss by one sensitivity factor c per matrix *kind* (q_proj,
+  k_proj, ..., down_proj). To
   calibrate c, a few matrices of that kind (in ``probe_layers`` layers spread over the stack) are truncated alone
   to a few ranks (``probe_fractions`` of their break-even rank), the real loss increase ΔL is measured for each,
   and c is the least-squares slope through the origin of ΔL against e:
@@ -35,7 +40,12 @@ from ..core.joint import JointCompressionProblem
 from ..core.rank import break_even_rank
 from ..evaluate.measured import RemovalLoss
 from ..evaluate.midstack import loss_from_hidden
+from .rank import aligned_fisher_errors
 from ..torch_utils import frozen
+
+
+#: how the truncation term of (1) is estimated: ``fisher`` (each rank's Fisher loss estimate) or ``probes`` (3)
+TRUNCATION_TERMS = ("fisher", "probes")
 
 
 @dataclass
@@ -54,6 +64,9 @@ class JointMeasurements:
     sensitivity: dict[str, float]
     fits: dict[str, dict[str, Any]] = field(default_factory=dict)
     windows: int = 0
+    #: per matrix, the truncation term of every rank 0..k in nats per token (``truncation="fisher"``), or None
+    errors: list[np.ndarray] | None = None
+    truncation: str = "probes"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON of the measurements (the factors left out)."""
@@ -64,6 +77,7 @@ class JointMeasurements:
                         for b, l, d, s in zip(self.branches, self.branch_layers, self.removal_loss, self.removal_se)],
             "sensitivity": dict(self.sensitivity),
             "fits": self.fits,
+            "truncation": self.truncation,
         }
 
 
@@ -136,10 +150,14 @@ def calibrate_sensitivity(model: Any, adapter: Any, meter: Any, factors: Any, ma
 
 def measure_joint(model: Any, adapter: Any, calibration_ids: Any, *, loss_windows: int | None = None,
                   probe_layers: int = 3, probe_fractions: Sequence[float] = (0.25, 0.6), pivga: bool = False,
-                  gram_batch_size: int = 8, batch_size: int = 8, eps: float = 1e-6,
+                  gram_batch_size: int = 8, batch_size: int = 8, eps: float = 1e-6, truncation: str = "fisher",
                   progress: bool = False) -> JointMeasurements:
-    """Whitened SVDs on ``calibration_ids``, then branch-removal losses and kind sensitivities on its first
-    ``loss_windows`` windows (all without it)."""
+    """Whitened SVDs on ``calibration_ids``, then branch-removal losses on its first ``loss_windows`` windows (all
+    without it), and the truncation term: with ``truncation="fisher"`` every rank's Fisher loss estimate on its own
+    output errors (:func:`~lmshrink.objectives.rank.aligned_fisher_errors`, on all of ``calibration_ids``, in nats
+    per token), with ``"probes"`` one sensitivity per matrix kind fitted to measured single-matrix truncations (3)."""
+    if truncation not in TRUNCATION_TERMS:
+        raise LmshrinkError(f"truncation must be one of {', '.join(TRUNCATION_TERMS)}, not {truncation!r}.")
     if "sublayer" not in getattr(adapter, "granularities", ()):
         raise LmshrinkError(f"Adapter {adapter.name!r} cannot remove attention and MLP branches apart, which joint "
                             "compression needs.")
@@ -157,16 +175,27 @@ def measure_joint(model: Any, adapter: Any, calibration_ids: Any, *, loss_window
     matrices = list(factors.names)
     branch_of = branch_membership(blocks, matrices)
     layers = [blocks[b].layer for b in branch_of]
-    scale, fits = calibrate_sensitivity(model, adapter, meter, factors, matrices, layers, probe_layers=probe_layers,
-                                        probe_fractions=probe_fractions, pivga=pivga, progress=progress)
     kinds = [matrix_kind(n) for n in matrices]
-    missing = sorted(set(kinds) - set(scale))
-    if missing:
-        raise LmshrinkError(f"No probe measured matrices of kind {missing[0]}; raise probe_layers.")
+    errors = None
+    if truncation == "fisher":
+        # ½ Σ_t (g_tᵀ Δy_t)² is in units of the summed NLL; per predicted token, as the removal losses
+        table = aligned_fisher_errors(model, {n: linears[n] for n in matrices}, factors, calibration_ids,
+                                      batch_size=batch_size, progress=progress)
+        predicted = int(calibration_ids.shape[0]) * (int(calibration_ids.shape[1]) - 1)
+        errors = [table[n] / predicted for n in matrices]
+        scale, fits = {k: 0.0 for k in kinds}, {}
+    else:
+        scale, fits = calibrate_sensitivity(model, adapter, meter, factors, matrices, layers,
+                                            probe_layers=probe_layers, probe_fractions=probe_fractions, pivga=pivga,
+                                            progress=progress)
+        missing = sorted(set(kinds) - set(scale))
+        if missing:
+            raise LmshrinkError(f"No probe measured matrices of kind {missing[0]}; raise probe_layers.")
     return JointMeasurements(factors=factors, branches=[b.name for b in blocks], branch_layers=[b.layer for b in blocks],
                              base_loss=meter.base.mean, removal_loss=np.array([d for d, _ in diffs]),
                              removal_se=np.array([s for _, s in diffs]), matrices=matrices, branch_of=branch_of,
-                             kinds=kinds, sensitivity=scale, fits=fits, windows=int(ids.shape[0]))
+                             kinds=kinds, sensitivity=scale, fits=fits, windows=int(ids.shape[0]), errors=errors,
+                             truncation=truncation)
 
 
 def joint_problem(measured: JointMeasurements, ratio: float, *, pivga: bool = False, min_rank: int = 1,
@@ -185,7 +214,7 @@ def joint_problem(measured: JointMeasurements, ratio: float, *, pivga: bool = Fa
         singular_values=[f[n].sigma for n in measured.matrices], branch_of=measured.branch_of,
         sensitivity=np.array([measured.sensitivity[k] for k in measured.kinds]),
         budget=float(np.floor(ratio * total + 1e-9)), pivga=pivga, min_rank=min_rank, allow_removal=allow_removal,
-        allow_factoring=allow_factoring, metadata=meta)
+        allow_factoring=allow_factoring, metadata=meta, errors=measured.errors)
 
 
 __all__ = ["JointMeasurements", "branch_membership", "calibrate_sensitivity", "joint_problem", "matrix_kind",

@@ -43,6 +43,9 @@ from .svd import verify_reload
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
+#: the truncation estimates of :func:`~lmshrink.objectives.joint.measure_joint` (kept here as names: the CLI reads
+#: these settings without importing torch)
+TRUNCATION_TERMS = ("fisher", "probes")
 
 
 @dataclass
@@ -63,7 +66,10 @@ class CompressConfig(FactoringSettings, RunSettings):
     loss_windows: int | None = setting(16, "calibration samples the removal and truncation losses are measured on "
                                            "(default %(default)s)")
     probe_layers: int = setting(3, "layers whose matrices are truncated to calibrate each matrix kind's sensitivity "
-                                   "(default %(default)s)")
+                                   "(with --truncation probes; default %(default)s)")
+    truncation: str = setting("fisher", "how a truncation's loss is estimated: fisher (each rank's Fisher estimate "
+                                        "on its own output errors, default) or probes (one measured slope per matrix "
+                                        "kind)", choices=TRUNCATION_TERMS)
 
     def check(self) -> None:
         """One sentence for the first setting no run can use."""
@@ -159,7 +165,8 @@ def measure(net: Any, adapter: Any, calibration_ids: Any, config: CompressConfig
 
     _log(config.progress, "measuring whitened SVDs, branch removals and truncation sensitivities")
     return measure_joint(net, adapter, calibration_ids, loss_windows=config.loss_windows,
-                         probe_layers=config.probe_layers, pivga=config.pivga, progress=config.progress)
+                         probe_layers=config.probe_layers, pivga=config.pivga, truncation=config.truncation,
+                         progress=config.progress)
 
 
 def pose(measured: Any, config: CompressConfig, net: Any, adapter: Any) -> JointCompressionProblem:
