@@ -22,18 +22,30 @@ def tiny():
     return model, LlamaAdapter().linear_layers(model), ids
 
 
-def test_output_sensitivity_is_the_mean_squared_output_gradient(tiny):
-    model, linears, ids = tiny
-    got = output_sensitivity(model, linears, ids, batch_size=2)
-    # direct: every output kept, gradients of the summed NLL of the whole batch (one pass) taken with autograd.grad
-    outs = {}
-    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: outs.__setitem__(n, o)) for n, m in linears.items()]
+def inputs_and_output_gradients(model, linears, ids):
+    """Every matrix's input and ∂L/∂(output) of the summed NLL of the whole batch, in one pass with autograd.grad."""
+    ins, outs = {}, {}
+
+    def keep(name):
+        def fn(module, args, output):
+            ins[name], outs[name] = args[0], output
+
+        return fn
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in linears.items()]
     logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
     for h in hooks:
         h.remove()
     names = list(outs)
     grads = torch.autograd.grad(token_nll(logits, ids).sum(), [outs[n] for n in names])
-    for n, g in zip(names, grads):
+    return ins, dict(zip(names, grads))
+
+
+def test_output_sensitivity_is_the_mean_squared_output_gradient(tiny):
+    model, linears, ids = tiny
+    got = output_sensitivity(model, linears, ids, batch_size=2)
+    _, grads = inputs_and_output_gradients(model, linears, ids)
+    for n, g in grads.items():
         want = float(g.double().pow(2).sum()) / (ids.numel() * linears[n].out_features)
         assert got[n] == pytest.approx(want, rel=1e-5)
     assert all(p.requires_grad for p in model.parameters()) and not model.training
@@ -84,22 +96,9 @@ def test_aligned_fisher_errors_equal_the_fisher_form_on_each_ranks_output_error(
     model, linears, ids = tiny
     factors = svd_factors(model, linears, ids, progress=False, dtype=torch.float64)
     got = aligned_fisher_errors(model, linears, factors, ids, batch_size=2)
-    # direct: inputs and output gradients of every matrix in one pass, then ½ Σ_t (g_tᵀ (W_r − W) x_t)² per rank
-    ins, outs = {}, {}
-
-    def keep(name):
-        def fn(module, args, output):
-            ins[name], outs[name] = args[0], output
-
-        return fn
-
-    hooks = [m.register_forward_hook(keep(n)) for n, m in linears.items()]
-    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
-    for h in hooks:
-        h.remove()
-    names = list(outs)
-    grads = torch.autograd.grad(token_nll(logits, ids).sum(), [outs[n] for n in names])
-    for n, g in zip(names, grads):
+    # direct: ½ Σ_t (g_tᵀ (W_r − W) x_t)² per rank from one whole-batch pass
+    ins, grads = inputs_and_output_gradients(model, linears, ids)
+    for n, g in grads.items():
         f = factors.factors[n]
         W = linears[n].weight.detach().double()
         x = ins[n].detach().double().reshape(-1, W.shape[1])

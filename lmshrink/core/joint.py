@@ -36,7 +36,8 @@ import numpy as np
 
 from .errors import LmshrinkError
 from .problem import Problem
-from .rank import allowed_ranks, break_even_rank, cost_table, error_table, tail_table
+from .rank import (allowed_ranks, break_even_rank, check_error_tables, cost_table, error_table, split_error_tables,
+                   tail_table)
 
 
 @dataclass
@@ -98,16 +99,7 @@ class JointCompressionProblem(Problem):
         self.budget, self.pivga, self.min_rank = float(self.budget), bool(self.pivga), int(self.min_rank)
         self.allow_removal, self.allow_factoring = bool(self.allow_removal), bool(self.allow_factoring)
         if self.errors is not None:
-            if len(self.errors) != M:
-                raise LmshrinkError(f"errors lists {len(self.errors)} matrices, the problem has {M}.")
-            errors = []
-            for name, (r, c), e in zip(self.matrices, self.shapes, self.errors):
-                e = np.asarray(e, dtype=np.float64).reshape(-1)
-                if e.size != min(r, c) + 1 or not np.isfinite(e).all() or (e < 0).any():
-                    raise LmshrinkError(f"errors of {name} must be {min(r, c) + 1} finite, non-negative numbers "
-                                        f"(one per rank 0..{min(r, c)}).")
-                errors.append(e)
-            self.errors = errors
+            self.errors = check_error_tables(self.matrices, self.shapes, self.errors)
         if self.grid is not None:
             if len(self.grid) != M:
                 raise LmshrinkError(f"grid lists {len(self.grid)} matrices, the problem has {M}.")
@@ -288,15 +280,7 @@ class JointCompressionProblem(Problem):
         if flat.size != sum(sizes):
             raise LmshrinkError(f"singular_values has {flat.size} entries, the shapes need {sum(sizes)}.")
         grid = data.get("grid")
-        errors = data.get("errors")
-        if errors is not None and np.asarray(errors).ndim != 0:
-            flat_e = np.asarray(errors, dtype=np.float64).reshape(-1)
-            if flat_e.size != sum(sizes) + len(sizes):
-                raise LmshrinkError(f"errors has {flat_e.size} entries, the shapes need {sum(sizes) + len(sizes)} "
-                                    "(one per rank 0..k of every matrix).")
-            errors = np.split(flat_e, np.cumsum([k + 1 for k in sizes])[:-1]) if shapes else []
-        else:
-            errors = None
+        errors = split_error_tables(data.get("errors"), sizes)
         return cls(
             branches=list(data["branches"]),
             removal_loss=np.asarray(data["removal_loss"], dtype=np.float64),

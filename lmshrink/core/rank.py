@@ -106,6 +106,33 @@ def tail_table(singular_values: np.ndarray, break_even: int) -> np.ndarray:
     return tail
 
 
+def check_error_tables(names: Sequence[str], shapes: Sequence[tuple[int, int]],
+                       errors: Sequence[Any]) -> list[np.ndarray]:
+    """Per-rank error tables as float arrays: for each matrix k + 1 finite, non-negative numbers (ranks 0..k)."""
+    if len(errors) != len(names):
+        raise LmshrinkError(f"errors lists {len(errors)} matrices, the problem has {len(names)}.")
+    out = []
+    for name, (m, n), e in zip(names, shapes, errors):
+        e = np.asarray(e, dtype=np.float64).reshape(-1)
+        if e.size != min(m, n) + 1 or not np.all(np.isfinite(e)) or (e < 0).any():
+            raise LmshrinkError(f"errors of {name} must be {min(m, n) + 1} finite, non-negative numbers "
+                                f"(one per rank 0..{min(m, n)}).")
+        out.append(e)
+    return out
+
+
+def split_error_tables(flat: Any, sizes: Sequence[int]) -> list[np.ndarray] | None:
+    """The per-matrix tables of a file's concatenated ``errors`` (None when absent); ``sizes`` are the full ranks."""
+    if flat is None or np.asarray(flat).ndim == 0:
+        return None
+    flat = np.asarray(flat, dtype=np.float64).reshape(-1)
+    need = sum(sizes) + len(sizes)
+    if flat.size != need:
+        raise LmshrinkError(f"errors has {flat.size} entries, the shapes need {need} (one per rank 0..k of every "
+                            "matrix).")
+    return np.split(flat, np.cumsum([k + 1 for k in sizes])[:-1]) if sizes else []
+
+
 @dataclass
 class RankAllocationProblem(Problem):
     """Choose a rank per matrix minimising the summed (weighted) whitened truncation error under a parameter budget.
@@ -174,16 +201,7 @@ class RankAllocationProblem(Problem):
         self._allowed = [allowed_ranks(grid[l], self.min_rank, self._be[l], self.max_rank(l)) for l in range(L)]
         self._cost = [cost_table(m, n, self.pivga) for m, n in self.shapes]
         if self.errors is not None:
-            if len(self.errors) != L:
-                raise LmshrinkError(f"errors lists {len(self.errors)} matrices, the problem has {L}.")
-            errors = []
-            for name, (m, n), e in zip(self.names, self.shapes, self.errors):
-                e = np.asarray(e, dtype=np.float64).reshape(-1)
-                if e.size != min(m, n) + 1 or not np.all(np.isfinite(e)) or (e < 0).any():
-                    raise LmshrinkError(f"errors of {name} must be {min(m, n) + 1} finite, non-negative numbers "
-                                        f"(one per rank 0..{min(m, n)}).")
-                errors.append(e)
-            self.errors = errors
+            self.errors = check_error_tables(self.names, self.shapes, self.errors)
             self._tail = [error_table(e, be) for e, be in zip(self.errors, self._be)]
         else:
             self._tail = [tail_table(s, be) for s, be in zip(self.singular_values, self._be)]
@@ -370,15 +388,7 @@ class RankAllocationProblem(Problem):
         svs = np.split(flat, np.cumsum(sizes)[:-1]) if shapes else []
         weights = data.get("weights")
         grid = data.get("grid")
-        errors = data.get("errors")
-        if errors is not None and np.asarray(errors).ndim != 0:
-            flat_e = np.asarray(errors, dtype=np.float64).reshape(-1)
-            if flat_e.size != sum(sizes) + len(sizes):
-                raise LmshrinkError(f"errors has {flat_e.size} entries, the shapes need {sum(sizes) + len(sizes)} "
-                                    "(one per rank 0..k of every matrix).")
-            errors = np.split(flat_e, np.cumsum([k + 1 for k in sizes])[:-1]) if shapes else []
-        else:
-            errors = None
+        errors = split_error_tables(data.get("errors"), sizes)
         return cls(
             names=list(data["names"]),
             shapes=shapes,
