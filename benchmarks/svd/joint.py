@@ -7,9 +7,12 @@ Fisher table) is shared by every row, so rows differ only in the choice. Per rat
 term plays no part), then SVD only and joint with each truncation term: ``probes`` (one measured slope per matrix
 kind) and ``fisher`` (each rank's Fisher loss estimate on its own output errors), and ``fisher-scaled``: the
 Fisher table times one factor κ, the real calibration-loss increase of the SVD-only Fisher choice at that ratio
-over its estimate (one more pass), so that the truncation term is on the removal losses' measured scale. Each
+over its estimate (one more pass), so that the truncation term is on the removal losses' measured scale; with
+``--unseen-samples N``, also ``fisher-unseen``: the table computed on N further calibration samples that the
+whitening did not use (the factors fit their own calibration tokens, so a table on them understates). Each
 choice is applied to a fresh copy of the model and scored on the held-out texts. Writes ``OUT/rows.json``,
-``OUT/summary.json`` (settings, dense perplexities, rows with estimate, real calibration-loss increase,
+``OUT/summary.json`` (settings, dense perplexities, rows with estimate, real calibration-loss increase (and on
+the unseen samples),
 perplexities, removed branches, factored matrices, solve and apply+eval seconds) and ``OUT/report.md``.
 """
 
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TERMS = ("probes", "fisher", "fisher-scaled")
+TERMS = ("probes", "fisher", "fisher-scaled", "fisher-unseen")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-layers", type=int, default=2, help="layers the per-kind probes truncate (default 2)")
     p.add_argument("--grid-step", type=int, default=8, help="joint-milp rank grid (default 8)")
     p.add_argument("--eval-tokens", type=int, default=2048, help="held-out tokens per text (default 2048)")
+    p.add_argument("--unseen-samples", type=int, default=0,
+                   help="further calibration samples, not whitened on, for the fisher-unseen table (default 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compress-joint"))
@@ -79,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    inputs = load_inputs(args.model, data=args.data, samples=args.samples, seq_len=args.seq_len, seed=args.seed,
-                         timings=Timings(), progress=False)
-    net, adapter, ids = inputs.model, inputs.adapter, inputs.calibration.input_ids
+    inputs = load_inputs(args.model, data=args.data, samples=args.samples + args.unseen_samples, seq_len=args.seq_len,
+                         seed=args.seed, timings=Timings(), progress=False)
+    net, adapter = inputs.model, inputs.adapter
+    ids, unseen = inputs.calibration.input_ids[: args.samples], inputs.calibration.input_ids[args.samples:]
     log(f"measuring on {ids.shape[0]}×{ids.shape[1]} calibration tokens ({inputs.calibration.source})")
     t = time.perf_counter()
     probes = measure_joint(net, adapter, ids, loss_windows=args.loss_windows, probe_layers=args.probe_layers,
@@ -93,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     predicted = int(ids.shape[0]) * (int(ids.shape[1]) - 1)
     fisher = dataclasses.replace(probes, errors=[table[n] / predicted for n in probes.matrices], truncation="fisher")
     table_s = time.perf_counter() - t
+    measures = [("probes", probes), ("fisher", fisher)]
+    if len(unseen):
+        table = aligned_fisher_errors(net, linears, probes.factors, unseen)
+        predicted = int(unseen.shape[0]) * (int(unseen.shape[1]) - 1)
+        measures.append(("fisher-unseen", dataclasses.replace(
+            probes, errors=[table[n] / predicted for n in probes.matrices], truncation="fisher")))
     log(f"measured in {measure_s:.0f} s; aligned Fisher table in {table_s:.0f} s")
 
     texts = {name: evaluation_ids(inputs.tokenizer, load_texts(name), args.eval_tokens) for name in args.heldout}
@@ -106,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return {name: perplexity(model, v, window=512, progress=False)["perplexity"] for name, v in texts.items()}
 
     base = calibration_loss(net)
+    unseen_ids = unseen[: args.loss_windows]
+
+    @torch.no_grad()
+    def unseen_loss(model: Any) -> float | None:
+        return float(per_sample_loss(model, unseen_ids).double().mean()) if len(unseen_ids) else None
+
+    base_unseen = unseen_loss(net)
     dense = scores(net)
     log(f"dense: {', '.join(f'{k} {v:.2f}' for k, v in dense.items())}")
     solver = get_solver("joint-milp", JointCompressionProblem)
@@ -118,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model, summary = apply_choice(copy.deepcopy(net), adapter, probes.factors, problem, x)
         real = calibration_loss(model) - base
+        real_unseen = None if base_unseen is None else unseen_loss(model) - base_unseen
         ppl = scores(model)
         z, r = problem.split(x)
         factored = sum(1 for m in range(problem.num_matrices) if z[problem.branch_of[m]] and not problem.is_dense(m, r[m]))
         row = {"ratio": ratio, "mode": mode, "term": term, "kappa": kappa, "removed": len(problem.removed(x)),
                "factored": factored, "kept": problem.cost(x), "budget": problem.budget,
-               "estimate": float(problem.energy(x)), "real": real, **{f"ppl_{k}": v for k, v in ppl.items()},
+               "estimate": float(problem.energy(x)), "real": real, "real_unseen": real_unseen,
+               **{f"ppl_{k}": v for k, v in ppl.items()},
                **{f"vs_dense_{k}": v / dense[k] for k, v in ppl.items()},
                "solve_s": solve_s, "apply_eval_s": time.perf_counter() - t0}
         rows.append(row)
@@ -133,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for ratio in args.ratios:
         run(ratio, "removal", "-", joint_problem(probes, ratio, **mode_settings("removal")))
-        for term, measured in (("probes", probes), ("fisher", fisher)):
+        for term, measured in measures:
             for mode in ("svd", "joint"):
                 run(ratio, mode, term, joint_problem(measured, ratio, **mode_settings(mode)))
         # the SVD-only Fisher choice's real loss increase over its estimate: the table's scale at this ratio
         svd_fisher = next(r for r in rows if r["ratio"] == ratio and r["mode"] == "svd" and r["term"] == "fisher")
-        kappa = svd_fisher["real"] / max(svd_fisher["estimate"], 1e-12)
+        kappa = max(svd_fisher["real"], 0.0) / max(svd_fisher["estimate"], 1e-12)  # a loss that fell: scale 0
         scaled = dataclasses.replace(fisher, errors=[e * kappa for e in fisher.errors])
         for mode in ("svd", "joint"):
             run(ratio, mode, "fisher-scaled", joint_problem(scaled, ratio, **mode_settings(mode)), kappa)
