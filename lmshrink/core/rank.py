@@ -417,7 +417,7 @@ class RankAllocationProblem(Problem):
 # --- helpers shared by the rank solvers -------------------------------------------------------------------------
 def marginal_values(problem: RankAllocationProblem) -> list[np.ndarray]:
     """v_{l,i} = w_l σ_{l,i}²: the energy (2) that keeping singular value i of matrix l removes (with an error
-    table, w_l (errors[l][i] − errors[l][i+1]), which may be negative)."""
+    table, w_l times the table's drop from rank i to rank i + 1, which may be negative)."""
     if problem.errors is not None:
         return [problem.weight(l) * -np.diff(problem.errors[l]) for l in range(problem.num_matrices)]
     return [problem.weight(l) * problem.singular_values[l] ** 2 for l in range(problem.num_matrices)]
