@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from lmshrink.data import evaluation_ids, load_texts
     from lmshrink.evaluate.loss import per_sample_loss
     from lmshrink.evaluate.perplexity import perplexity
-    from lmshrink.objectives.joint import joint_problem, measure_joint
-    from lmshrink.objectives.rank import aligned_fisher_errors
+    from lmshrink.objectives.joint import fisher_truncation_errors, joint_problem, measure_joint
     from lmshrink.pipeline.compress import apply_choice, mode_settings
     from lmshrink.pipeline.inputs import load_inputs
     from lmshrink.plugins import get_solver
@@ -94,17 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                            truncation="probes")
     measure_s = time.perf_counter() - t
     t = time.perf_counter()
-    linears = {n: m for n, m in adapter.linear_layers(net).items() if n in probes.factors.factors}
-    table = aligned_fisher_errors(net, linears, probes.factors, ids)
-    predicted = int(ids.shape[0]) * (int(ids.shape[1]) - 1)
-    fisher = dataclasses.replace(probes, errors=[table[n] / predicted for n in probes.matrices], truncation="fisher")
+    every = adapter.linear_layers(net)
+    linears = {n: every[n] for n in probes.matrices}
+    fisher = dataclasses.replace(probes, errors=fisher_truncation_errors(net, linears, probes.factors, ids),
+                                 truncation="fisher")
     table_s = time.perf_counter() - t
     measures = [("probes", probes), ("fisher", fisher)]
     if len(unseen):
-        table = aligned_fisher_errors(net, linears, probes.factors, unseen)
-        predicted = int(unseen.shape[0]) * (int(unseen.shape[1]) - 1)
         measures.append(("fisher-unseen", dataclasses.replace(
-            probes, errors=[table[n] / predicted for n in probes.matrices], truncation="fisher")))
+            probes, errors=fisher_truncation_errors(net, linears, probes.factors, unseen), truncation="fisher")))
     log(f"measured in {measure_s:.0f} s; aligned Fisher table in {table_s:.0f} s")
 
     texts = {name: evaluation_ids(inputs.tokenizer, load_texts(name), args.eval_tokens) for name in args.heldout}

@@ -40,8 +40,8 @@ from ..core.joint import JointCompressionProblem
 from ..core.rank import break_even_rank
 from ..evaluate.measured import RemovalLoss
 from ..evaluate.midstack import loss_from_hidden
-from .rank import aligned_fisher_errors
 from ..torch_utils import frozen
+from .rank import aligned_fisher_errors
 
 
 #: how the truncation term of (1) is estimated: ``fisher`` (each rank's Fisher loss estimate) or ``probes`` (3)
@@ -148,6 +148,16 @@ def calibrate_sensitivity(model: Any, adapter: Any, meter: Any, factors: Any, ma
     return scale, fits
 
 
+def fisher_truncation_errors(model: Any, linears: dict[str, Any], factors: Any, ids: Any, *, batch_size: int = 8,
+                             progress: bool = False) -> list[np.ndarray]:
+    """The truncation term of every rank of every matrix of ``linears`` (in their order), in nats per predicted
+    token of ``ids``: :func:`~lmshrink.objectives.rank.aligned_fisher_errors`, whose ½ Σ_t (g_tᵀ Δy_t)² is in units
+    of the summed NLL, divided by the predicted tokens, so that it adds to the removal losses."""
+    table = aligned_fisher_errors(model, linears, factors, ids, batch_size=batch_size, progress=progress)
+    predicted = int(ids.shape[0]) * (int(ids.shape[1]) - 1)
+    return [table[n] / predicted for n in linears]
+
+
 def measure_joint(model: Any, adapter: Any, calibration_ids: Any, *, loss_windows: int | None = None,
                   probe_layers: int = 3, probe_fractions: Sequence[float] = (0.25, 0.6), pivga: bool = False,
                   gram_batch_size: int = 8, batch_size: int = 8, eps: float = 1e-6, truncation: str = "fisher",
@@ -178,11 +188,8 @@ def measure_joint(model: Any, adapter: Any, calibration_ids: Any, *, loss_window
     kinds = [matrix_kind(n) for n in matrices]
     errors = None
     if truncation == "fisher":
-        # ½ Σ_t (g_tᵀ Δy_t)² is in units of the summed NLL; per predicted token, as the removal losses
-        table = aligned_fisher_errors(model, {n: linears[n] for n in matrices}, factors, calibration_ids,
-                                      batch_size=batch_size, progress=progress)
-        predicted = int(calibration_ids.shape[0]) * (int(calibration_ids.shape[1]) - 1)
-        errors = [table[n] / predicted for n in matrices]
+        errors = fisher_truncation_errors(model, {n: linears[n] for n in matrices}, factors, calibration_ids,
+                                          batch_size=batch_size, progress=progress)
         scale, fits = {k: 0.0 for k in kinds}, {}
     else:
         scale, fits = calibrate_sensitivity(model, adapter, meter, factors, matrices, layers,
@@ -217,5 +224,6 @@ def joint_problem(measured: JointMeasurements, ratio: float, *, pivga: bool = Fa
         allow_factoring=allow_factoring, metadata=meta, errors=measured.errors)
 
 
-__all__ = ["JointMeasurements", "branch_membership", "calibrate_sensitivity", "joint_problem", "matrix_kind",
+__all__ = ["JointMeasurements", "branch_membership", "calibrate_sensitivity", "fisher_truncation_errors",
+           "joint_problem", "matrix_kind",
            "measure_joint"]

@@ -69,7 +69,7 @@ def rank_problem(
         min_rank=min_rank,
         weights=weights,
         metadata=meta,
-        errors=None if errors is None else [np.asarray(e, dtype=np.float64) for e in errors],
+        errors=None if errors is None else list(errors),
     )
 
 
