@@ -10,11 +10,13 @@ from benchmarks.svd.run import split_method
 from benchmarks.svd.seeds import main, read_seed, summarise
 
 
-def test_method_specs_name_the_whitening_the_update_and_the_cost_model():
-    assert split_method("milp-fisher+seq+pivga") == ("milp-fisher", "sequential", "none", True)
-    assert split_method("fermigrad+seq+ls") == ("fermigrad", "sequential", "ls", False)
-    assert split_method("uniform+pivga") == ("uniform", "dense", "none", True)
-    for bad in ("uniform+pivga+pivga", "milp+ls", "nope", "milp+fast"):
+def test_method_specs_name_the_whitening_the_update_the_cost_model_and_the_healing():
+    assert split_method("milp-fisher+seq+pivga") == ("milp-fisher", "sequential", "none", True, "none")
+    assert split_method("fermigrad+seq+ls") == ("fermigrad", "sequential", "ls", False, "none")
+    assert split_method("uniform+pivga") == ("uniform", "dense", "none", True, "none")
+    spec = split_method("milp-aligned+seq+pivga+kd")
+    assert (spec.allocation, spec.whitening, spec.pivga, spec.heal) == ("milp-aligned", "sequential", True, "kd")
+    for bad in ("uniform+pivga+pivga", "milp+ls", "nope", "milp+fast", "milp+kd+kd"):
         with pytest.raises(SystemExit):
             split_method(bad)
 
@@ -67,3 +69,25 @@ def test_two_seeds_on_a_tiny_model_are_run_read_back_and_summarised(tiny_model_d
     assert main(argv) == 0
     assert (out / "seed-0" / "results.csv").stat().st_mtime_ns == before
     assert "uniform+pivga" in (out / "report.md").read_text()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_kd_row_heals_the_factored_model_its_sibling_row_scores(tmp_path, tiny_model_dir, text_file):
+    """``+kd`` shares the allocation and the sequential factors of its un-healed sibling and distils the result."""
+    import json
+
+    from benchmarks.svd.run import main as run_main
+
+    out = tmp_path / "run"
+    assert run_main(["--model", str(tiny_model_dir), "--data", str(text_file), "--heldout-data", str(text_file),
+                     "--ratios", "1.0", "0.6", "--methods", "uniform+seq+pivga", "uniform+seq+pivga+kd",
+                     "--samples", "4", "--seq-len", "24", "--eval-tokens", "96",
+                     "--kd-option", "steps=3", "batch_size=2", "lr=0.01", "--out", str(out)]) == 0
+    rows = {r["method"]: r for r in read_seed(out) if r["ratio"] == 0.6}
+    plain, healed = rows["uniform+seq+pivga"], rows["uniform+seq+pivga+kd"]
+    assert plain["kept_ratio"] == healed["kept_ratio"] and plain["heal_s"] == 0.0 < healed["heal_s"]
+    assert healed["refit_s"] == plain["refit_s"]  # one sequential refit for both rows
+    assert healed["perplexity"] != plain["perplexity"]
+    runs = {r["method"]: r for r in json.loads((out / "runs.json").read_text())}
+    assert runs["uniform+seq+pivga+kd"]["kd"]["config"]["steps"] == 3
+    assert "kd" not in runs["uniform+seq+pivga"]

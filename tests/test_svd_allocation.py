@@ -81,9 +81,9 @@ def test_benchmark_method_specs_name_the_allocation_whitening_and_update():
     spec = importlib.util.spec_from_file_location("svd_bench_run", path)
     run = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run)
-    assert run.split_method("fermigrad") == ("fermigrad", "dense", "none", False)
-    assert run.split_method("milp-fisher+seq+ls") == ("milp-fisher", "sequential", "ls", False)
-    assert run.split_method("uniform+seq+joint") == ("uniform", "sequential", "joint", False)
+    assert run.split_method("fermigrad") == ("fermigrad", "dense", "none", False, "none")
+    assert run.split_method("milp-fisher+seq+ls") == ("milp-fisher", "sequential", "ls", False, "none")
+    assert run.split_method("uniform+seq+joint") == ("uniform", "sequential", "joint", False, "none")
     for bad in ("fermigrad+ls", "nope+seq", "milp+twice"):
         with pytest.raises(SystemExit):
             run.split_method(bad)

@@ -27,7 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
                         "fermigrad-aligned, "
-                        "each optionally followed by +seq, +seq+ls or +seq+joint (default: uniform milp fermigrad)")
+                        "each optionally followed by +seq, +seq+ls or +seq+joint, +pivga and +kd (default: uniform milp "
+                        "fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16384; quick 8192)")
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", default="uniform", help="fermigrad start: uniform or greedy")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pivga", action="store_true", help="cost model r(m+n)−r² (PivGa) instead of r(m+n)")
+    p.add_argument("--kd-option", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="settings of the +kd rows' distillation (lmshrink svd's --heal-option: steps, lr, lora_rank, …)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--factors-cache", default=None,
                    help="safetensors file (+ a .json side file) to keep the whitened SVDs in between runs")
@@ -96,17 +99,27 @@ METHODS = {
 SOLVER_OPTIONS = {"fermigrad-aligned": {"init": "greedy"}}
 
 
-def split_method(spec: str) -> tuple[str, str, str, bool]:
-    """(allocation method, whitening, update, PivGa) of a method spec such as ``fermigrad+seq+ls`` or
-    ``milp-fisher+seq+pivga``: ``+pivga`` allocates under PivGa's cost r(m+n)−r² and stores gauge-fixed factors."""
+class MethodSpec(NamedTuple):
+    """What a method spec such as ``milp-aligned+seq+pivga+kd`` names."""
+
+    allocation: str  #: the allocation method (a key of :data:`METHODS`)
+    whitening: str  #: "dense" (one pass over the dense model) or "sequential" (+seq)
+    update: str  #: "none", "ls" or "joint": the least-squares refit of the kept factors
+    pivga: bool  #: allocate under PivGa's cost r(m+n)−r² and store gauge-fixed factors
+    heal: str  #: "none" or "kd" (distillation from the dense model, factors kept factored)
+
+
+def split_method(spec: str) -> MethodSpec:
+    """The :class:`MethodSpec` of ``spec``: an allocation method followed by any of ``+seq``, ``+seq+ls`` /
+    ``+seq+joint``, ``+pivga`` and ``+kd``."""
     base, *parts = spec.split("+")
     whitening = "sequential" if "seq" in parts else "dense"
     update = next((u for u in ("ls", "joint") if u in parts), "none")
-    if base not in METHODS or any(p not in ("seq", "ls", "joint", "pivga") for p in parts) or (
+    if base not in METHODS or any(p not in ("seq", "ls", "joint", "pivga", "kd") for p in parts) or (
             update != "none" and whitening == "dense") or len(set(parts)) != len(parts):
         raise SystemExit(f"unknown method {spec!r}; methods: {', '.join(METHODS)}, each optionally followed by "
-                         f"+seq, +seq+ls or +seq+joint, and +pivga")
-    return base, whitening, update, "pivga" in parts
+                         f"+seq, +seq+ls or +seq+joint, +pivga and +kd")
+    return MethodSpec(base, whitening, update, "pivga" in parts, "kd" if "kd" in parts else "none")
 
 
 class Methods:
@@ -152,6 +165,29 @@ class Methods:
         if self.args.lr is not None:
             extra["lr"] = self.args.lr
         return solver.solve(problem, seed=self.args.seed, loss=self.oracles[opts["target"]], **extra)
+
+
+class Healing:
+    """Distillation of the +kd rows (:func:`lmshrink.heal.kd.distill`, as ``lmshrink svd --heal kd``): the dense
+    model's top-k targets on the calibration windows, computed once for the whole run."""
+
+    def __init__(self, model: Any, input_ids: Any, args: argparse.Namespace) -> None:
+        from lmshrink.core.options import parse_option_strings
+        from lmshrink.pipeline.config import kd_config, kd_option_specs
+
+        self.config = kd_config(args.seed, parse_option_strings("KD healing", kd_option_specs(), args.kd_option))
+        self.model, self.input_ids = model, input_ids
+        self.targets: Any = None
+
+    def heal(self, net: Any) -> tuple[Any, dict[str, Any]]:
+        """The distilled ``net`` and the distillation's report (as a dict)."""
+        from lmshrink.heal.kd import distill, teacher_targets
+
+        if self.targets is None:
+            self.targets = teacher_targets(self.model, self.input_ids, top_k=self.config.top_k,
+                                           temperature=self.config.temperature)
+        healed, report = distill(net, self.targets, self.config, progress=False)
+        return healed, report.to_dict()
 
 
 def whitened_factors(objective: Any, model: Any, adapter: Any, calibration: Any, cache: Path | None,
@@ -222,13 +258,14 @@ def markdown(rows: list[dict[str, Any]], ratios: list[float], methods: list[str]
 
 def detail_table(rows: list[dict[str, Any]]) -> str:
     """One line per (ratio, method): both held-out perplexities, their ratios to dense, and the wall times."""
-    lines = ["| ratio | method | held-out ppl | second text ppl | × dense | × dense (second) | solve s | refit s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| ratio | method | held-out ppl | second text ppl | × dense | × dense (second) | solve s | refit s "
+             "| heal s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["ratio"] >= 1.0:
             continue
         lines.append(f"| {r['ratio']:.1f} | {r['method']} | {r['perplexity']:.3f} | {r['heldout_perplexity']:.3f} | "
-                     f"{r['vs_dense']:.3f} | {r['heldout_vs_dense']:.3f} | {r['solve_s']:.0f} | {r['refit_s']:.0f} |")
+                     f"{r['vs_dense']:.3f} | {r['heldout_vs_dense']:.3f} | {r['solve_s']:.0f} | {r['refit_s']:.0f} | "
+                     f"{r['heal_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -285,16 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     dense_row = {"kept_ratio": 1.0, "kept_ratio_pivga": 1.0, "perplexity": base["perplexity"], "nll": base["nll"],
                  "vs_dense": 1.0, "heldout_perplexity": base2["perplexity"] if base2 else None,
                  "heldout_vs_dense": 1.0 if base2 else None, "energy": 0.0, "solve_s": 0.0, "refit_s": 0.0,
-                 "dense_matrices": len(factors.names)}
+                 "heal_s": 0.0, "dense_matrices": len(factors.names)}
     from lmshrink.compress.sequential import sequential_factors
 
+    healing = Healing(model, calibration.input_ids, args) if any(s.heal == "kd" for s in specs.values()) else None
     for ratio in args.ratios:
         solved: dict[tuple[str, bool], tuple[Any, Any, float]] = {}  # (method, PivGa) → (problem, solutions, s)
+        refitted: dict[tuple[Any, ...], tuple[Any, float]] = {}  # variants that differ only by +kd share factors
         for method in args.methods:
             if ratio >= 1.0:  # nothing to compress: every method keeps every matrix dense
                 rows.append({"method": method, "ratio": ratio, **dense_row})
                 continue
-            alloc, whitening, update, pivga = specs[method]
+            alloc, whitening, update, pivga, heal = specs[method]
             if (alloc, pivga) not in solved:
                 problem = methods.problem(alloc, ratio, pivga)
                 t = time.perf_counter()
@@ -303,17 +342,23 @@ def main(argv: list[str] | None = None) -> int:
                 solved[alloc, pivga] = (problem, result, time.perf_counter() - t)
             problem, result, solve_s = solved[alloc, pivga]
             plan = RankPlan.from_solution(problem, result.best.x, source={"method": method})
-            t = time.perf_counter()
-            used = factors
-            if whitening == "sequential":
-                log(f"ratio {ratio} {method}: sequential whitening (update {update})")
-                ranks = {m.name: m.rank for m in plan.matrices if not m.dense}
-                used = sequential_factors(model, adapter, adapter.linear_layers(model), calibration.input_ids, ranks,
-                                          update=update, progress=False)
-            refit_s = time.perf_counter() - t
+            if (alloc, pivga, whitening, update) not in refitted:
+                t = time.perf_counter()
+                used = factors
+                if whitening == "sequential":
+                    log(f"ratio {ratio} {method}: sequential whitening (update {update})")
+                    ranks = {m.name: m.rank for m in plan.matrices if not m.dense}
+                    used = sequential_factors(model, adapter, adapter.linear_layers(model), calibration.input_ids,
+                                              ranks, update=update, progress=False)
+                refitted[alloc, pivga, whitening, update] = (used, time.perf_counter() - t)
+            used, refit_s = refitted[alloc, pivga, whitening, update]
             net = copy.deepcopy(model)
             summary = apply_plan(net, used, plan)
-            del used
+            heal_s, kd = 0.0, None
+            if heal == "kd":
+                log(f"ratio {ratio} {method}: distillation from the dense model")
+                net, kd = healing.heal(net)
+                heal_s = kd["seconds"]
             ppl = perplexity(net, eval_ids, progress=False)
             ppl2 = perplexity(net, second, progress=False) if second is not None else None
             del net
@@ -324,16 +369,19 @@ def main(argv: list[str] | None = None) -> int:
                    "heldout_perplexity": ppl2["perplexity"] if ppl2 else None,
                    "heldout_vs_dense": ppl2["perplexity"] / base2["perplexity"] if ppl2 else None,
                    "energy": methods.error(ratio, result.best.x, pivga), "solve_s": solve_s, "refit_s": refit_s,
-                   "dense_matrices": sum(1 for m in plan.matrices if m.dense)}
+                   "heal_s": heal_s, "dense_matrices": sum(1 for m in plan.matrices if m.dense)}
             rows.append(row)
             info = {k: v for k, v in result.info.items() if k not in ("history",)}
-            runs.append({**row, "ranks": plan.ranks, "solver_info": info, "history": result.info.get("history")})
+            runs.append({**row, "ranks": plan.ranks, "solver_info": info, "history": result.info.get("history"),
+                         **({"kd": {k: v for k, v in kd.items() if k != "losses"}} if kd else {})})
             log(f"ratio {ratio} {method}: perplexity {ppl['perplexity']:.3f} ({row['vs_dense']:.3f}x dense)"
                 + (f", second text {ppl2['perplexity']:.3f} ({row['heldout_vs_dense']:.3f}x)" if ppl2 else "")
                 + f" (kept {row['kept_ratio']:.4f}, energy {row['energy']:.4g}, solve {solve_s:.0f} s, "
-                  f"refit {refit_s:.0f} s)")
+                  f"refit {refit_s:.0f} s" + (f", heal {heal_s:.0f} s" if heal_s else "") + ")")
             with open(args.out / "runs.json", "w") as fh:
                 json.dump(runs, fh, indent=1, default=str)
+        del refitted
+        gc.collect()
 
     fields = list(rows[0])
     with open(args.out / "results.csv", "w", newline="") as fh:

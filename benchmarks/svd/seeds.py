@@ -79,6 +79,7 @@ def summarise(by_seed: dict[int, list[dict[str, Any]]], texts: tuple[str, str | 
         costs.append({"method": method, "ratio": ratio,
                       "solve_s": statistics.fmean(f["solve_s"] for f in found),
                       "refit_s": statistics.fmean(f["refit_s"] for f in found),
+                      "heal_s": statistics.fmean(f.get("heal_s") or 0.0 for f in found),  # absent: run before +kd
                       "kept_ratio": statistics.fmean(f["kept_ratio"] for f in found)})
     best = []
     for ratio in dict.fromkeys(r for _, r in keys):
@@ -98,8 +99,8 @@ def report(summary: dict[str, Any], settings: list[str]) -> str:
              "mean over the seeds (per-seed range; ratio to the dense model). Dense: "
              + ", ".join(f"{t} {summary['dense'][t]:.2f}" for t in texts) + ".", ""]
     costs = {(c["method"], c["ratio"]): c for c in summary["costs"]}
-    head = "| ratio | method | kept | " + " | ".join(texts) + " | solve s | refit s |"
-    lines += [head, "|---|---|---|" + "---|" * len(texts) + "---|---|"]
+    head = "| ratio | method | kept | " + " | ".join(texts) + " | solve s | refit s | heal s |"
+    lines += [head, "|---|---|---|" + "---|" * len(texts) + "---|---|---|"]
     by = {(r["method"], r["ratio"], r["text"]): r for r in summary["rows"]}
     for method, ratio in costs:
         cells = []
@@ -108,7 +109,7 @@ def report(summary: dict[str, Any], settings: list[str]) -> str:
             cells.append(f"{r['mean']:.2f} ({r['min']:.2f}–{r['max']:.2f}; {r['vs_dense']:.2f}×)")
         c = costs[method, ratio]
         lines.append(f"| {ratio:.2f} | {method} | {c['kept_ratio']:.4f} | " + " | ".join(cells)
-                     + f" | {c['solve_s']:.0f} | {c['refit_s']:.0f} |")
+                     + f" | {c['solve_s']:.0f} | {c['refit_s']:.0f} | {c.get('heal_s', 0.0):.0f} |")
     lines += ["", "Best row per ratio and text:", "", "| ratio | text | method | perplexity | × dense |",
               "|---|---|---|---|---|"]
     lines += [f"| {b['ratio']:.2f} | {b['text']} | {b['method']} | {b['mean']:.2f} | {b['vs_dense']:.3f} |"
