@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")
     p.add_argument("--model", default=None, help="model (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--data", nargs="+", default=None, help="calibration text (default: pydoc topics)")
+    p.add_argument("--data", nargs="+", default=None, help="calibration text (default: lmshrink's, mix when Debian's fortunes is installed, else pydoc)")
     p.add_argument("--eval-data", nargs="+", default=None,
                    help="text whose evaluation split is the first held-out column (default: --data's)")
     p.add_argument("--heldout-data", nargs="+", default=None,
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     import lmshrink
     from lmshrink.compress.apply import apply_plan
     from lmshrink.core import RankPlan
-    from lmshrink.data import evaluation_ids, load_texts, make_calibration
+    from lmshrink.data import default_calibration, evaluation_ids, load_texts, make_calibration
     from lmshrink.evaluate.perplexity import perplexity
     from lmshrink.models import load_model
     from lmshrink.torch_utils import model_identity
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = loaded.model, loaded.tokenizer
     adapter = find_adapter(model)
     objective = get_objective("fermi-rank")
-    texts = load_texts(args.data)
+    texts = load_texts(args.data or default_calibration())
     calibration = make_calibration(tokenizer, texts, args.samples, args.seq_len, args.seed)
     eval_texts = load_texts(args.eval_data) if args.eval_data else texts
     eval_ids = evaluation_ids(tokenizer, eval_texts, args.eval_tokens)
