@@ -37,7 +37,8 @@ TERMS = ("probes", "fisher", "fisher-scaled", "fisher-unseen")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--data", nargs="+", default=None, help="calibration text (default: lmshrink's, mix when Debian's fortunes is installed, else pydoc)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="calibration text (default: lmshrink's, mix when Debian's fortunes is installed, else pydoc)")
     p.add_argument("--heldout", nargs="+", default=["pydoc", "literature"],
                    help="held-out texts, each scored on its evaluation split (default: pydoc literature)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.75, 0.6], help="kept-parameter ratios")
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    inputs = load_inputs(args.model, data=args.data or default_calibration(), samples=args.samples + args.unseen_samples, seq_len=args.seq_len,
+    inputs = load_inputs(args.model, data=args.data or default_calibration(),
+                         samples=args.samples + args.unseen_samples, seq_len=args.seq_len,
                          seed=args.seed, timings=Timings(), progress=False)
     net, adapter = inputs.model, inputs.adapter
     ids, unseen = inputs.calibration.input_ids[: args.samples], inputs.calibration.input_ids[args.samples:]

@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")
     p.add_argument("--model", default=None, help="model (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--data", nargs="+", default=None, help="calibration text (default: lmshrink's, mix when Debian's fortunes is installed, else pydoc)")
+    p.add_argument("--data", nargs="+", default=None,
+                   help="calibration text (default: lmshrink's, mix when Debian's fortunes is installed, else pydoc)")
     p.add_argument("--eval-data", nargs="+", default=None,
                    help="text whose evaluation split is the first held-out column (default: --data's)")
     p.add_argument("--heldout-data", nargs="+", default=None,
