@@ -271,9 +271,7 @@ class JointCompressionProblem(Problem):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JointCompressionProblem:
-        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_ERRORS):
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_ERRORS!r}, got "
-                                f"{data.get('format')!r}.")
+        cls.check_format(data)
         shapes = [(int(r), int(c)) for r, c in data["shapes"]]
         flat = np.asarray(data["singular_values"], dtype=np.float64).reshape(-1)
         sizes = [min(s) for s in shapes]

@@ -38,6 +38,14 @@ class Problem:
             if fmt:
                 _FORMATS[fmt] = cls
 
+    @classmethod
+    def check_format(cls, data: dict[str, Any]) -> None:
+        """Refuse ``data`` whose ``format`` is neither :attr:`FORMAT` nor one of :attr:`ALSO_READS` (absent: read
+        as :attr:`FORMAT`)."""
+        known = (cls.FORMAT, *cls.ALSO_READS)
+        if data.get("format", cls.FORMAT) not in known:
+            raise LmshrinkError(f"Expected format {' or '.join(map(repr, known))}, got {data.get('format')!r}.")
+
     def energies(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         """Energies of the rows of a state matrix."""
         raise NotImplementedError
@@ -404,6 +412,7 @@ class BinaryQuadraticProblem(Problem):
     FORMAT: ClassVar[str] = "lmshrink.binary_quadratic/1"
     #: the format written when a constraint is a weighted band
     FORMAT_WEIGHTED: ClassVar[str] = "lmshrink.binary_quadratic/2"
+    ALSO_READS: ClassVar[tuple[str, ...]] = (FORMAT_WEIGHTED,)
 
     variables: list[str]
     linear: np.ndarray
@@ -615,9 +624,7 @@ class BinaryQuadraticProblem(Problem):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BinaryQuadraticProblem:
-        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_WEIGHTED):
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_WEIGHTED!r}, got "
-                                f"{data.get('format')!r}.")
+        cls.check_format(data)
         missing = [k for k in ("variables", "linear", "quadratic") if k not in data]
         if missing:
             raise LmshrinkError(f"The problem lacks the key{'s' if len(missing) > 1 else ''} "
@@ -642,8 +649,6 @@ class BinaryQuadraticProblem(Problem):
         cons = ", ".join(c.short_text() for c in self.constraints)
         return f"BinaryQuadraticProblem(N={self.num_variables}, constraints=[{cons}])"
 
-
-_FORMATS[BinaryQuadraticProblem.FORMAT_WEIGHTED] = BinaryQuadraticProblem
 
 _CONSTRAINT_KEYS = ("indices", "equals", "name", "weights", "lower", "upper")
 _CONSTRAINT_HELP = ("a constraint has 'indices' and either 'equals' (a cardinality) or 'weights' with 'lower' and/or "

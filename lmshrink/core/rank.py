@@ -377,9 +377,7 @@ class RankAllocationProblem(Problem):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RankAllocationProblem:
-        if data.get("format", cls.FORMAT) not in (cls.FORMAT, cls.FORMAT_ERRORS):
-            raise LmshrinkError(f"Expected format {cls.FORMAT!r} or {cls.FORMAT_ERRORS!r}, got "
-                                f"{data.get('format')!r}.")
+        cls.check_format(data)
         shapes = [(int(m), int(n)) for m, n in data["shapes"]]
         flat = np.asarray(data["singular_values"], dtype=np.float64).reshape(-1)
         sizes = [min(m, n) for m, n in shapes]
