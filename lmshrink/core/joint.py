@@ -40,6 +40,11 @@ from .rank import (allowed_ranks, break_even_rank, check_error_tables, cost_tabl
                    tail_table)
 
 
+#: how the truncation term of (1) is estimated (:func:`lmshrink.objectives.joint.measure_joint`): ``fisher`` (each
+#: rank's Fisher loss estimate, an error table) or ``probes`` (one measured slope per matrix kind)
+TRUNCATION_TERMS = ("fisher", "probes")
+
+
 @dataclass
 class JointCompressionProblem(Problem):
     """Remove branches and choose ranks for the matrices of the kept ones, minimising (1) under the budget (2).
@@ -313,4 +318,4 @@ class JointCompressionProblem(Problem):
                 f"budget={self.budget:,.0f}/{self.total_dense:,} ({self.ratio:.3f}))")
 
 
-__all__ = ["JointCompressionProblem"]
+__all__ = ["TRUNCATION_TERMS", "JointCompressionProblem"]

@@ -36,16 +36,12 @@ from tqdm.auto import tqdm
 
 from ..compress.factoring import svd_factors
 from ..core.errors import LmshrinkError
-from ..core.joint import JointCompressionProblem
+from ..core.joint import TRUNCATION_TERMS, JointCompressionProblem
 from ..core.rank import break_even_rank
 from ..evaluate.measured import RemovalLoss
 from ..evaluate.midstack import loss_from_hidden
 from ..torch_utils import frozen
 from .rank import aligned_fisher_errors
-
-
-#: how the truncation term of (1) is estimated: ``fisher`` (each rank's Fisher loss estimate) or ``probes`` (3)
-TRUNCATION_TERMS = ("fisher", "probes")
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import LmshrinkError
-from ..core.joint import JointCompressionProblem
+from ..core.joint import TRUNCATION_TERMS, JointCompressionProblem
 from ..core.plan import RankPlan
 from ..plugins import get_solver
 from ..report import Timings, default_out_dir, write_json
@@ -43,9 +43,6 @@ from .svd import verify_reload
 from .settings import DataSettings, FactoringSettings, RunSettings, like, setting, with_typed_options
 
 MODES = ("joint", "removal", "svd")
-#: the truncation estimates of :func:`~lmshrink.objectives.joint.measure_joint` (kept here as names: the CLI reads
-#: these settings without importing torch)
-TRUNCATION_TERMS = ("fisher", "probes")
 
 
 @dataclass
