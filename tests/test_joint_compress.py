@@ -88,6 +88,7 @@ def test_an_error_table_replaces_the_truncation_term_and_milp_equals_brute_force
     p = tiny_problem(budget, errors=_error_tables(base))
     x = p.state([1, 0], [1, 2, 3])
     assert p.energy(x) == pytest.approx(0.5 + p.errors[0][1])  # a.o at rank 2 is dense: no term
+    assert p.factored(x) == ["a.q"] and p.removed(x) == ["b"]
     best, _ = brute_force(p)
     sol = get_solver("joint-milp", JointCompressionProblem).solve(p, grid_step=1, mip_gap=0.0)
     assert p.is_feasible(sol.best.x) and sol.best.energy == pytest.approx(best, abs=1e-9)

@@ -109,21 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     texts = {name: evaluation_ids(inputs.tokenizer, load_texts(name), args.eval_tokens) for name in args.heldout}
     loss_ids = ids[: args.loss_windows]
 
+    unseen_ids = unseen[: args.loss_windows]
+
     @torch.no_grad()
-    def calibration_loss(model: Any) -> float:
-        return float(per_sample_loss(model, loss_ids).double().mean())
+    def mean_loss(model: Any, windows: Any) -> float | None:
+        """The mean next-token loss of ``model`` over ``windows`` (None for no windows)."""
+        return float(per_sample_loss(model, windows).double().mean()) if len(windows) else None
 
     def scores(model: Any) -> dict[str, float]:
         return {name: perplexity(model, v, window=512, progress=False)["perplexity"] for name, v in texts.items()}
 
-    base = calibration_loss(net)
-    unseen_ids = unseen[: args.loss_windows]
-
-    @torch.no_grad()
-    def unseen_loss(model: Any) -> float | None:
-        return float(per_sample_loss(model, unseen_ids).double().mean()) if len(unseen_ids) else None
-
-    base_unseen = unseen_loss(net)
+    base = mean_loss(net, loss_ids)
+    base_unseen = mean_loss(net, unseen_ids)
     dense = scores(net)
     log(f"dense: {', '.join(f'{k} {v:.2f}' for k, v in dense.items())}")
     solver = get_solver("joint-milp", JointCompressionProblem)
@@ -135,11 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         solve_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, summary = apply_choice(copy.deepcopy(net), adapter, probes.factors, problem, x)
-        real = calibration_loss(model) - base
-        real_unseen = None if base_unseen is None else unseen_loss(model) - base_unseen
+        real = mean_loss(model, loss_ids) - base
+        real_unseen = None if base_unseen is None else mean_loss(model, unseen_ids) - base_unseen
         ppl = scores(model)
-        z, r = problem.split(x)
-        factored = sum(1 for m in range(problem.num_matrices) if z[problem.branch_of[m]] and not problem.is_dense(m, r[m]))
+        factored = len(problem.factored(x))
         row = {"ratio": ratio, "mode": mode, "term": term, "kappa": kappa, "removed": len(problem.removed(x)),
                "factored": factored, "kept": problem.cost(x), "budget": problem.budget,
                "estimate": float(problem.energy(x)), "real": real, "real_unseen": real_unseen,

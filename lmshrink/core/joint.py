@@ -246,11 +246,15 @@ class JointCompressionProblem(Problem):
         z, r = self.split(x)
         return {self.matrices[m]: int(r[m]) for m in range(self.num_matrices) if z[self.branch_of[m]]}
 
-    def describe(self, x: Sequence[int]) -> str:
+    def factored(self, x: Sequence[int] | np.ndarray) -> list[str]:
+        """Names of the matrices a state factors: in kept branches, below their dense rank."""
         z, r = self.split(x)
-        factored = sum(1 for m in range(self.num_matrices) if z[self.branch_of[m]] and not self.is_dense(m, r[m]))
+        return [self.matrices[m] for m in range(self.num_matrices)
+                if z[self.branch_of[m]] and not self.is_dense(m, r[m])]
+
+    def describe(self, x: Sequence[int]) -> str:
         gone = self.removed(x)
-        return (f"removes {len(gone)} branches [{', '.join(gone)}], factors {factored} matrices; "
+        return (f"removes {len(gone)} branches [{', '.join(gone)}], factors {len(self.factored(x))} matrices; "
                 f"cost {self.cost(x):,}/{self.budget:,.0f}")
 
     # --- files -------------------------------------------------------------------------------------------------
