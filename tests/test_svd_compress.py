@@ -452,3 +452,23 @@ def test_dense_when_slower_keeps_dense_the_matrices_above_their_time_break_even(
     assert report["params"]["kept_plain"] == before["kept_plain"] + extra
     assert all(not isinstance(timed.model.get_submodule(n), LowRankLinear) for n in slow)
     assert "factoring them was slower" in (timed.out / "report.md").read_text()
+
+
+def test_cli_svd_trust_region_refines_the_aligned_allocation_on_the_model(tmp_path, tiny_model_dir, text_file):
+    pytest.importorskip("pyomo")
+    out = tmp_path / "out"
+    rc = main(["svd", "--model", str(tiny_model_dir), "--data", str(text_file), "--ratio", "0.5", "--solver",
+               "trust-region", "--option", "rounds=2", "--option", "grid_step=1",
+               "--objective-option", "error_weights=fisher-aligned", "--samples", "8", "--seq-len", "32",
+               "--eval-tokens", "512", "--out", str(out), "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    info = report["solver"]["info"]
+    assert report["solver"]["name"] == "rank-trust-region" and info["probe"].startswith("RelinearizedProbe(")
+    assert info["options"]["probe"] == info["probe"] and info["options"]["rounds"] == 2
+    kept = [h["loss"] for h in info["trust_region"] if h.get("accepted")]
+    assert kept == sorted(kept, reverse=True) and info["measured_loss"] == kept[-1]
+    assert 2 <= info["probes"] <= 3
+    assert "## Allocation refined on the model (trust region)" in (out / "report.md").read_text()
+    problem = load_problem(out / "problem.json")
+    assert problem.cost([r["rank"] for r in report["per_matrix"]]) <= problem.budget

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=None, help="kept-parameter ratios")
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
-                        "fermigrad-aligned, "
+                        "fermigrad-aligned, milp-tr (milp-aligned refined by trust-region probes of the KL), milp-tr-ce (of the CE), "
                         "each optionally followed by +seq, +seq+ls or +seq+joint, +pivga and +kd (default: uniform milp "
                         "fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="fermigrad learning rate (default: the solver's)")
     p.add_argument("--teacher-top-k", type=int, default=128, help="fermigrad KL: cached teacher top-K (0: full)")
     p.add_argument("--init", default="uniform", help="fermigrad start: uniform or greedy")
+    p.add_argument("--tr-rounds", type=int, default=4, help="milp-tr: candidates probed after milp-aligned's (4)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pivga", action="store_true", help="cost model r(m+n)−r² (PivGa) instead of r(m+n)")
     p.add_argument("--kd-option", nargs="+", default=[], metavar="KEY=VALUE",
@@ -94,6 +95,8 @@ METHODS = {
     "fermigrad-aligned": ("fermigrad", {"target": "kl", "error_weights": "fisher-aligned"}),
     "fermigrad": ("fermigrad", {"target": "kl"}),
     "fermigrad-ce": ("fermigrad", {"target": "ce"}),
+    "milp-tr": ("trust-region", {"error_weights": "fisher-aligned", "target": "kl"}),
+    "milp-tr-ce": ("trust-region", {"error_weights": "fisher-aligned", "target": "ce"}),
 }
 #: solver options of a method beyond the run's (fermigrad-aligned starts from the greedy optimum of the aligned
 #: Fisher table, which is milp-aligned's allocation up to the last rank step)
@@ -155,6 +158,10 @@ class Methods:
 
         name, _ = METHODS[method]
         solver = get_solver(name, RankAllocationProblem)
+        if "probe" in solver.options:  # trust-region: milp-aligned refined on the model by measured probes
+            probe = self.objective.allocation_probe(self.model, self.factors, problem, self.calibration,
+                                                    self.options(method, ratio))
+            return solver.solve(problem, probe=probe, rounds=self.args.tr_rounds)
         if "loss" not in solver.options:
             return solver.solve(problem)
         opts = self.options(method, ratio)

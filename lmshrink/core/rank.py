@@ -19,15 +19,18 @@ not proportionally more sensitive to them. A problem may instead carry its own e
 non-negative estimate of what rank r of matrix l costs (for instance the loss increase it causes), which then
 replaces the tail Σ_{i≥r} σ_{l,i}² in (2); such a problem is written as format ``lmshrink.rank_allocation/2``.
 
-Cost (stored numbers) of rank r: a plain factorization W_r = A·B stores r(m + n); the PivGa gauge-fixed form
-stores r(m + n) − r² (see :mod:`lmshrink.compress.pivga`). Where that reaches the dense m·n the matrix is kept
-dense, unchanged, at cost m·n and error 0. The *break-even* rank is the smallest r whose factored cost is ≥ m·n;
-every rank from it up to k means "dense", so the allowed ranks are the factored ones below break-even plus k
-itself (one canonical "dense" state). A state is feasible iff every rank is allowed and Σ_l cost_l(r_l) ≤ budget.
+Cost (stored numbers) of rank r: a plain factorization W_r = A·B stores r(m + n); the PivGa gauge-fixed form stores
+r(m + n) − r² (see :mod:`lmshrink.compress.pivga`). Where that reaches the dense m·n the matrix is kept dense,
+unchanged, at cost m·n and error 0 (a given table's rank-k entry). The *break-even* rank is the smallest r whose
+factored cost is ≥ m·n; every rank from it up to k means "dense", so the allowed ranks are the factored ones below
+break-even plus k itself (one canonical "dense" state). A state is feasible iff every rank is allowed and Σ_l
+cost_l(r_l) ≤ budget.
 
 A problem is plain data, the same whether built from a model or read from a file. A solver that can use the
 model's own calibration loss (``fermigrad``) takes it apart from the problem, as a :class:`LossOracle` the
 objective builds and the pipeline hands over (the solver option ``loss``); without one it optimises the energy (2).
+Likewise an :class:`AllocationProbe` measures a hard allocation on the model (the ``trust-region`` composite's
+option ``probe``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,33 @@ class LossOracle(Protocol):
     def __call__(self, masks: Sequence[Any]) -> Any: ...
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What an :class:`AllocationProbe` measures at one allocation r⁰.
+
+    ``loss`` is the calibration loss per token of the model with every matrix truncated to r⁰; ``tables[l][r]``
+    (r = 0..k_l) estimates how that loss changes when matrix l alone moves from r⁰_l to r (so
+    ``tables[l][r⁰_l] == 0``; entries may be negative); ``info`` holds facts for the report.
+    """
+
+    loss: float
+    tables: list[np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AllocationProbe(Protocol):
+    """Measures a hard rank allocation on the model: called with one rank per matrix (the problem's order), it
+    returns a :class:`Probe`. A probe may have ``names``, the matrices it covers. The ``fermi-rank`` objective
+    builds :class:`~lmshrink.objectives.rank.RelinearizedProbe`; any callable of that signature is one."""
+
+    def __init__(self, text: Any) -> None:
+        # reached only when a command line gives the option as text (Option.parse calls its type)
+        raise ValueError("a probe is a Python object that the objective builds, not text")
+
+    def __call__(self, ranks: Sequence[int]) -> Probe: ...
+
+
 def factored_cost(m: int, n: int, r: Any, pivga: bool = False) -> Any:
     """Numbers a rank-r factorization of an m × n matrix stores: r(m + n), or r(m + n) − r² gauge-fixed (PivGa)."""
     r = np.asarray(r, dtype=np.int64)
@@ -91,9 +121,11 @@ def cost_table(m: int, n: int, pivga: bool = False) -> np.ndarray:
 
 
 def error_table(errors: np.ndarray, break_even: int) -> np.ndarray:
-    """A given per-rank error table (r = 0..k) with the ranks from ``break_even`` on (kept dense) set to 0."""
+    """A given per-rank error table (r = 0..k) with the ranks from ``break_even`` on (kept dense) set to the error
+    of rank k (0 for a truncation error; a table measured around another allocation may give the dense matrix a
+    value of its own)."""
     tail = np.array(errors, dtype=np.float64)
-    tail[break_even:] = 0.0
+    tail[break_even:] = tail[-1]
     return tail
 
 

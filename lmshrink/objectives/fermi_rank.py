@@ -37,7 +37,8 @@ import numpy as np
 
 from ..core import option
 from ..core.rank import RankAllocationProblem
-from .rank import ERROR_WEIGHTS, RankObjective, RankOptions, aligned_fisher_errors, output_sensitivity, rank_problem
+from .rank import (ERROR_WEIGHTS, RankObjective, RankOptions, RelinearizedProbe, aligned_fisher_errors,
+                   output_sensitivity, rank_problem)
 
 
 class SoftTruncationLoss:
@@ -171,9 +172,10 @@ class SoftTruncationLoss:
 
 @dataclass(frozen=True)
 class FermiRankOptions(RankOptions):
-    target: str = option("kl", "oracle loss: kl (to the uncompressed model) or ce (next-token)", choices=("kl", "ce"))
-    oracle: bool = option(True, "build the soft-truncation loss oracle for solvers that take one (runtime only, "
-                                "never saved)")
+    target: str = option("kl", "oracle and probe loss: kl (to the uncompressed model) or ce (next-token)",
+                         choices=("kl", "ce"))
+    oracle: bool = option(True, "build the soft-truncation loss oracle and the allocation probe for solvers that "
+                                "take them (runtime only, never saved)")
     batch_size: int = option(2, "calibration samples per oracle call")
     teacher_top_k: int = option(128, "kl: cache the teacher's top-K tokens per sample (0: full teacher every call)")
     normalize: bool = option(False, "weight each matrix's error by 1/Σσ² (relative error) in the energy")
@@ -248,6 +250,15 @@ class FermiRankObjective(RankObjective):
         return SoftTruncationLoss(model, factors, problem.names, calibration.input_ids, target=options["target"],
                                   batch_size=options["batch_size"], seed=options["seed"],
                                   teacher_top_k=options["teacher_top_k"])
+
+    def allocation_probe(self, model: Any, factors: Any, problem: RankAllocationProblem, calibration: Any,
+                         options: Mapping[str, Any]) -> RelinearizedProbe | None:
+        """The relinearized probe (R) of ``model`` over ``problem``'s matrices (None with ``oracle=False``)."""
+        if not options["oracle"]:
+            return None
+        return RelinearizedProbe(model, factors, problem.names, calibration.input_ids,
+                                 batch_size=options["batch_size"], progress=options["progress"],
+                                 target=options["target"], top_k=options["teacher_top_k"] or 128)
 
 
 __all__ = ["FermiRankObjective", "SoftTruncationLoss", "rank_problem"]

@@ -4,7 +4,9 @@
    the compression later applies the chosen ranks to these very factors;
 2. :meth:`RankObjective.pose`: the :class:`~lmshrink.core.RankAllocationProblem` (plain data) of those factors;
 3. :meth:`RankObjective.loss_oracle`: optionally, a :class:`~lmshrink.core.rank.LossOracle` (the model's
-   differentiable calibration loss under soft truncation), handed by the pipeline to solvers that take one.
+   differentiable calibration loss under soft truncation), handed by the pipeline to solvers that take one;
+   :meth:`RankObjective.allocation_probe` likewise an :class:`~lmshrink.core.rank.AllocationProbe` (a hard
+   allocation's measured loss and relinearized tables, :class:`RelinearizedProbe`).
 
 :meth:`Objective.build` (whiten, then pose) gives the problem alone, as for every objective.
 """
@@ -14,13 +16,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core import LmshrinkError, Objective, option
-from ..core.rank import LossOracle, RankAllocationProblem
+from ..core.rank import LossOracle, Probe, RankAllocationProblem
 
 if TYPE_CHECKING:
     from ..compress.factoring import SvdFactors
@@ -73,11 +75,20 @@ def rank_problem(
     )
 
 
+class PassTotals(NamedTuple):
+    """What :func:`_output_gradient_passes` counted: input tokens, predicted tokens and their summed loss."""
+
+    tokens: int
+    predicted: int
+    nll: float
+
+
 def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: Any, on_output: Any, *,
-                            batch_size: int, progress: bool, desc: str) -> int:
-    """Forward and backward passes of the summed next-token NLL over ``input_ids`` in batches, calling
-    ``on_output(name, x, y)`` for every listed linear's input x and output y (y requires grad: register tensor
-    hooks on it to read ∂L/∂y). The weights get no gradients. Returns the number of tokens."""
+                            batch_size: int, progress: bool, desc: str, loss: Any = None) -> PassTotals:
+    """Forward and backward passes of the summed next-token NLL (or of ``loss(logits, ids, start)``, a per-position
+    loss of the batch of samples from ``start`` on) over ``input_ids`` in batches, calling ``on_output(name, x, y)``
+    for every listed linear's input x and output y (y requires grad: register tensor hooks on it to read ∂L/∂y).
+    The weights get no gradients."""
     import torch
 
     from ..evaluate.loss import model_inputs, token_nll
@@ -93,7 +104,8 @@ def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: A
     was_training = model.training
     model.eval()
     handles = []
-    tokens = 0
+    tokens = predicted = 0
+    nll = 0.0
     try:
         for p, _ in flags:
             p.requires_grad_(False)
@@ -105,15 +117,18 @@ def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: A
             with torch.enable_grad():
                 h = embed(ids).detach().requires_grad_(True)
                 logits = model(inputs_embeds=h, use_cache=False).logits[:, :-1]
-                token_nll(logits, ids).sum().backward()
+                total = (token_nll(logits, ids) if loss is None else loss(logits, ids, s)).sum()
+                total.backward()
             tokens += int(ids.numel())
+            predicted += int(ids[:, 1:].numel())
+            nll += float(total.detach())
     finally:
         for h_ in handles:
             h_.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
-    return tokens
+    return PassTotals(tokens, predicted, nll)
 
 
 def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *, batch_size: int = 4,
@@ -132,7 +147,7 @@ def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *
         y.register_hook(lambda g: sums.__setitem__(name, sums[name] + float(g.double().pow(2).sum())))
 
     tokens = _output_gradient_passes(model, linears, input_ids, on_output, batch_size=batch_size,
-                                     progress=progress, desc="output sensitivity")
+                                     progress=progress, desc="output sensitivity").tokens
     return {name: sums[name] / (tokens * module.out_features) for name, module in linears.items()}
 
 
@@ -168,6 +183,116 @@ def aligned_fisher_errors(model: Any, linears: Mapping[str, Any], factors: SvdFa
     _output_gradient_passes(model, linears, input_ids, on_output, batch_size=batch_size, progress=progress,
                             desc="aligned Fisher errors")
     return {name: 0.5 * sums[name].numpy() for name in linears}
+
+
+class RelinearizedProbe:
+    """An :class:`~lmshrink.core.rank.AllocationProbe`: the calibration loss of the model truncated to an allocation,
+    and every matrix's second-order table around it.
+
+    With the model truncated to ranks r⁰ (each matrix W = Σ_i a_i b_iᵀ cut to its first r⁰_l components, the
+    ``left``/``right`` of its whitened SVD), moving matrix l alone to rank r moves its output at token t by
+    Δy_t = Σ_{i<r} a_i b_iᵀx_t − Σ_{i<r⁰} a_i b_iᵀx_t. With g_t = ∂L/∂y_t (L the summed next-token NLL) and
+    S_t(r) = g_tᵀΔy_t = P_t(r) − P_t(r⁰), P_t(r) = Σ_{i<r} (g_tᵀa_i)(b_iᵀx_t), the loss changes by about
+
+        Δ_l(r) = [Σ_t S_t(r) + ½ Σ_t S_t(r)²] / N                                                          (R)
+
+    (first order plus the empirical-Fisher second order, per predicted token; N the predicted tokens). At the dense
+    model the first-order term of a truncation is small and (R) is :func:`aligned_fisher_errors`; around a
+    compressed model it is not, and it is what a trust-region step needs. With ``target="kl"`` L is instead the
+    KL divergence from the uncompressed model's next-token distribution (its top-``top_k`` summary, computed once;
+    :func:`~lmshrink.evaluate.kl.topk_kl`), whose gradients carry the whole teacher distribution rather than one
+    sampled next token. One forward and backward pass over the calibration samples per call, with the matrices
+    swapped for their truncations (restored after).
+    """
+
+    def __init__(self, model: Any, factors: SvdFactors, names: Sequence[str], input_ids: Any, *,
+                 batch_size: int = 4, progress: bool = False, target: str = "ce", top_k: int = 128) -> None:
+        if target not in ("ce", "kl"):
+            raise LmshrinkError(f"The probe's target is ce or kl, not {target!r}.")
+        self.model = model
+        self.names = list(names)
+        self.factors = factors
+        self.input_ids = input_ids
+        self.batch_size = max(1, int(batch_size))
+        self.progress = progress
+        self.target, self.top_k = target, int(top_k)
+        self._teacher: dict[int, tuple[Any, Any, Any]] = {}
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        loss = "next-token NLL" if self.target == "ce" else f"KL to the uncompressed model (top-{self.top_k})"
+        return (f"RelinearizedProbe({len(self.names)} matrices, {int(self.input_ids.shape[0])} calibration samples, "
+                f"{loss}, first + second order)")
+
+    def _teacher_summaries(self) -> None:
+        """The uncompressed model's top-k summary of every batch, once (before any layer is swapped)."""
+        import torch
+
+        from ..evaluate.kl import summarize
+        from ..evaluate.loss import model_inputs
+
+        if self._teacher:
+            return
+        with torch.no_grad():
+            for s in range(0, int(self.input_ids.shape[0]), self.batch_size):
+                ids = model_inputs(self.model, self.input_ids[s: s + self.batch_size])
+                self._teacher[s] = summarize(self.model(input_ids=ids, use_cache=False).logits[:, :-1], self.top_k)
+
+    def _kl(self, logits: Any, ids: Any, start: int) -> Any:
+        from ..evaluate.kl import topk_kl
+
+        return topk_kl(logits, *self._teacher[start])
+
+    def __call__(self, ranks: Sequence[int]) -> Probe:
+        import torch
+
+        from ..compress.low_rank import SoftTruncatedLinear, replace_module
+
+        if len(ranks) != len(self.names):
+            raise LmshrinkError(f"{len(ranks)} ranks for {len(self.names)} matrices.")
+        at = {n: int(r) for n, r in zip(self.names, ranks)}
+        if self.target == "kl":
+            self._teacher_summaries()
+        s1 = {n: torch.zeros(self.factors.factors[n].max_rank + 1, dtype=torch.float64) for n in self.names}
+        s2 = {n: torch.zeros_like(s1[n]) for n in self.names}
+        parts: dict[str, tuple[Any, Any]] = {}
+
+        def on_output(name: str, x: Any, y: Any) -> None:
+            left, right = parts[name]
+            proj = x.detach().to(right.dtype).reshape(-1, x.shape[-1]) @ right.T  # (b_iᵀ x_t), tokens × k
+
+            def grad(g: Any) -> None:
+                c = (g.to(left.dtype).reshape(-1, g.shape[-1]) @ left) * proj  # (g_tᵀ a_i)(b_iᵀ x_t)
+                prefix = torch.nn.functional.pad(c.cumsum(-1), (1, 0)).double()  # P_t(r), r = 0..k
+                step = prefix - prefix[:, at[name]: at[name] + 1]  # S_t(r)
+                s1[name] += step.sum(0).cpu()
+                s2[name] += step.pow(2).sum(0).cpu()
+
+            y.register_hook(grad)
+
+        saved = []
+        try:
+            for name in self.names:
+                f = self.factors.factors[name]
+                weight = self.model.get_submodule(name).weight
+                left = f.left.to(device=weight.device, dtype=torch.float32)
+                right = f.right.to(device=weight.device, dtype=torch.float32)
+                parts[name] = (left, right)
+                mask = (torch.arange(f.max_rank, device=weight.device) < at[name]).to(weight.dtype)
+                bias = None if f.bias is None else f.bias.to(device=weight.device, dtype=weight.dtype)
+                layer = SoftTruncatedLinear(left.to(weight.dtype), right.to(weight.dtype), mask, bias)
+                saved.append((name, replace_module(self.model, name, layer)))
+            linears = {name: self.model.get_submodule(name) for name in self.names}
+            totals = _output_gradient_passes(self.model, linears, self.input_ids, on_output,
+                                             batch_size=self.batch_size, progress=self.progress, desc="probe",
+                                             loss=self._kl if self.target == "kl" else None)
+        finally:
+            for name, module in reversed(saved):
+                replace_module(self.model, name, module)
+        self.calls += 1
+        n = max(totals.predicted, 1)
+        tables = [((s1[name] + 0.5 * s2[name]) / n).numpy() for name in self.names]
+        return Probe(loss=totals.nll / n, tables=tables)
 
 
 @dataclass(frozen=True)
@@ -208,10 +333,15 @@ class RankObjective(Objective):
         """A differentiable calibration loss of soft keep-masks over ``problem``'s matrices, or None (the default)."""
         return None
 
+    def allocation_probe(self, model: Any, factors: SvdFactors, problem: RankAllocationProblem, calibration: Any,
+                         options: Mapping[str, Any]) -> Any:
+        """An :class:`~lmshrink.core.rank.AllocationProbe` over ``problem``'s matrices, or None (the default)."""
+        return None
+
     def build_problem(self, model: Any, adapter: Any, calibration: Any, **options: Any) -> RankAllocationProblem:
         factors = self.whiten(model, adapter, calibration, options)
         return self.pose(factors, model, adapter, calibration, options)
 
 
-__all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "aligned_fisher_errors", "output_sensitivity",
-           "rank_problem"]
+__all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "RelinearizedProbe", "aligned_fisher_errors",
+           "output_sensitivity", "rank_problem"]

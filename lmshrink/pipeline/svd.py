@@ -3,12 +3,13 @@ evaluate (after) → save (with the report). With ``heal="kd"`` the dense model'
 whitening, and the compressed model is distilled towards them (:mod:`lmshrink.heal.kd`, the factors kept factored)
 before the evaluation after.
 
-The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the
-matrices the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down
-of every Llama block) and poses the :class:`~lmshrink.core.RankAllocationProblem`; the rank solver solves it (a
-solver that declares the option ``loss``, such as ``fermigrad``, gets the objective's loss oracle); the best
-solution becomes a :class:`~lmshrink.core.RankPlan`, and the compression applies the plan to the whitened
-factors. ``ratio`` is the fraction of the decomposed matrices' parameters the compressed model keeps.
+The objective (``fermi-rank`` by default, any :class:`~lmshrink.objectives.rank.RankObjective`) whitens the matrices
+the adapter lists (:meth:`~lmshrink.core.ArchitectureAdapter.linear_layers`: q, k, v, o, gate, up, down of every
+Llama block) and poses the :class:`~lmshrink.core.RankAllocationProblem`; the rank solver solves it (a solver that
+declares the option ``loss``, such as ``fermigrad``, gets the objective's loss oracle, one that declares ``probe``,
+such as ``trust-region``, its allocation probe); the best solution becomes a :class:`~lmshrink.core.RankPlan`, and
+the compression applies the plan to the whitened factors. ``ratio`` is the fraction of the decomposed matrices'
+parameters the compressed model keeps.
 
 The output directory is checked before any slow work and written last: ``problem.json``, ``plan.json``,
 ``model/`` (and ``dense/``), ``report.json`` and ``report.md`` go into a temporary directory next to it, which is
@@ -310,7 +311,8 @@ def pose(plugins: Plugins, factors: Any, inputs: Inputs, timings: Timings) -> Ra
 
 def solve(plugins: Plugins, problem: RankAllocationProblem, factors: Any, inputs: Inputs, config: SvdConfig,
           timings: Timings) -> SolutionSet:
-    """The solver's allocations; a solver with a ``loss`` option gets the objective's loss oracle."""
+    """The solver's allocations; a solver with a ``loss`` option gets the objective's loss oracle, one with a
+    ``probe`` option its allocation probe."""
     options = dict(plugins.solver_options)
     with timings("solve"):
         if "loss" in plugins.solver.options and options.get("loss") is None:
@@ -318,13 +320,19 @@ def solve(plugins: Plugins, problem: RankAllocationProblem, factors: Any, inputs
                                                    plugins.objective_options)
             if oracle is not None:
                 options["loss"] = oracle
+        if "probe" in plugins.solver.options and options.get("probe") is None:
+            probe = plugins.objective.allocation_probe(inputs.model, factors, problem, inputs.calibration,
+                                                       plugins.objective_options)
+            if probe is not None:
+                options["probe"] = probe
         _log(config.progress, f"allocating ranks with {config.solver} (budget {problem.budget:,.0f} of "
                               f"{problem.total_dense:,})")
         solutions = plugins.solver.solve(problem, seed=config.seed, time_limit=config.time_limit, **options)
     recorded = solutions.info.get("options")
-    if isinstance(recorded, dict) and recorded.get("loss") is not None:
-        # the oracle holds the model and the factors: the record keeps its description, not the object
-        solutions.info["options"] = {**recorded, "loss": repr(recorded["loss"])}
+    if isinstance(recorded, dict):
+        # the oracle and the probe hold the model and the factors: the record keeps their description
+        solutions.info["options"] = {**recorded, **{key: repr(recorded[key]) for key in ("loss", "probe")
+                                                    if recorded.get(key) is not None}}
     return solutions
 
 

@@ -27,6 +27,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "rank-fermigrad": "lmshrink.solvers.rank_fermigrad:RankFermiGradSolver",
         "rank-milp": "lmshrink.solvers.rank_milp:RankMilpSolver",
         "rank-uniform": "lmshrink.solvers.uniform:UniformSolver",
+        "rank-trust-region": "lmshrink.solvers.rank_trust_region:RankTrustRegionSolver",
         # one budget over branch removal and SVD ranks
         "joint-milp": "lmshrink.solvers.joint_milp:JointMilpSolver",
     },
@@ -51,7 +52,8 @@ BUILTINS: dict[str, dict[str, str]] = {
 }
 #: canonical name → the short names it also answers to (shared across problem types)
 ALIASES: dict[str, tuple[str, ...]] = {"rank-fermigrad": ("fermigrad",), "rank-milp": ("milp",),
-                                       "rank-uniform": ("uniform",), "joint-milp": ("milp",)}
+                                       "rank-uniform": ("uniform",), "joint-milp": ("milp",),
+                                       "rank-trust-region": ("trust-region",)}
 
 
 def _registers(kind: str) -> Callable[[Any], None]:

@@ -54,6 +54,7 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                                   ["after", a["perplexity"], a["nll"], a["tokens"]]]), ""]
     lines += other_texts_section(report.other_texts)
     lines += healing_section(report.healing, report.perplexity_after, "compression")
+    lines += trust_region_section((report.solver.get("info") or {}).get("trust_region"))
     w = report.whitening or {}
     lines += [
         "## Settings", "",
@@ -77,6 +78,19 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
                                r["params_plain"], r["params_pivga"], r["relative_error"]]
                               for r in report.per_matrix]), ""]
     return "\n".join(lines)
+
+
+def trust_region_section(rounds: Any) -> list[str]:
+    """The rounds of a ``trust-region`` allocation (none for other solvers): radius, ranks moved, the predicted and
+    the measured change of the calibration loss, and whether the candidate was kept."""
+    if not rounds:
+        return []
+    rows = [[h["round"], h.get("radius", ""), h.get("moved", ""), h.get("predicted_change", ""), h.get("loss", ""),
+             h.get("change", ""), "start" if h["round"] == 0 else ("yes" if h.get("accepted") else
+                                                                  h.get("stopped", "no"))] for h in rounds]
+    return ["## Allocation refined on the model (trust region)", "",
+            markdown_table(["round", "radius", "ranks moved", "predicted change", "calibration loss", "change",
+                            "kept"], rows), ""]
 
 
 def svd_summary(report: SvdReport) -> list[str]:
