@@ -194,6 +194,9 @@ def test_objective_poses_a_plain_problem_and_builds_the_oracle_apart(tiny):
     oracle = objective.loss_oracle(model, factors, staged, calibration, options)
     assert isinstance(oracle, SoftTruncationLoss) and oracle.names == staged.names and oracle.target == "kl"
     assert objective.loss_oracle(model, factors, staged, calibration, {**options, "oracle": False}) is None
+    probe = objective.allocation_probe(model, factors, staged, calibration, options)
+    assert probe.names == staged.names and probe.target == "kl" and probe.top_k == options["teacher_top_k"]
+    assert objective.allocation_probe(model, factors, staged, calibration, {**options, "oracle": False}) is None
 
 
 def _plan_of(factors, ratio, pivga):

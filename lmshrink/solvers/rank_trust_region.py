@@ -53,7 +53,8 @@ def check_probe(probe: Any, problem: RankAllocationProblem) -> None:
                             f"{problem.num_matrices} (in order).")
 
 
-def region_problem(problem: RankAllocationProblem, at: np.ndarray, probe: Probe, radius: float) -> RankAllocationProblem:
+def region_problem(problem: RankAllocationProblem, at: np.ndarray, probe: Probe,
+                   radius: float) -> RankAllocationProblem:
     """The child's problem of one round: the probe's tables (shifted to min 0, which moves no argmin: every matrix
     takes one rank) as errors, and every matrix's allowed ranks within ±max(1, ⌊radius·k⌋) of ``at`` (of its
     break-even rank when ``at`` keeps it dense; the dense state stays allowed)."""
