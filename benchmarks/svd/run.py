@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-top-k", type=int, default=128, help="fermigrad KL: cached teacher top-K (0: full)")
     p.add_argument("--init", default="uniform", help="fermigrad start: uniform or greedy")
     p.add_argument("--tr-rounds", type=int, default=4, help="milp-tr: candidates probed after milp-aligned's (4)")
+    p.add_argument("--tr-radius", type=float, default=0.125,
+                   help="milp-tr: initial trust region, as a fraction of each matrix's full rank (0.125)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pivga", action="store_true", help="cost model r(m+n)−r² (PivGa) instead of r(m+n)")
     p.add_argument("--kd-option", nargs="+", default=[], metavar="KEY=VALUE",
@@ -161,7 +163,7 @@ class Methods:
         if "probe" in solver.options:  # trust-region: milp-aligned refined on the model by measured probes
             probe = self.objective.allocation_probe(self.model, self.factors, problem, self.calibration,
                                                     self.options(method, ratio))
-            return solver.solve(problem, probe=probe, rounds=self.args.tr_rounds)
+            return solver.solve(problem, probe=probe, rounds=self.args.tr_rounds, radius=self.args.tr_radius)
         if "loss" not in solver.options:
             return solver.solve(problem)
         opts = self.options(method, ratio)

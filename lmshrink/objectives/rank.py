@@ -80,7 +80,7 @@ class PassTotals(NamedTuple):
 
     tokens: int
     predicted: int
-    nll: float
+    loss: float
 
 
 def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: Any, on_output: Any, *,
@@ -105,7 +105,7 @@ def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: A
     model.eval()
     handles = []
     tokens = predicted = 0
-    nll = 0.0
+    summed = 0.0
     try:
         for p, _ in flags:
             p.requires_grad_(False)
@@ -121,14 +121,14 @@ def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: A
                 total.backward()
             tokens += int(ids.numel())
             predicted += int(ids[:, 1:].numel())
-            nll += float(total.detach())
+            summed += float(total.detach())
     finally:
         for h_ in handles:
             h_.remove()
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
-    return PassTotals(tokens, predicted, nll)
+    return PassTotals(tokens, predicted, summed)
 
 
 def output_sensitivity(model: Any, linears: Mapping[str, Any], input_ids: Any, *, batch_size: int = 4,
@@ -292,7 +292,7 @@ class RelinearizedProbe:
         self.calls += 1
         n = max(totals.predicted, 1)
         tables = [((s1[name] + 0.5 * s2[name]) / n).numpy() for name in self.names]
-        return Probe(loss=totals.nll / n, tables=tables)
+        return Probe(loss=totals.loss / n, tables=tables)
 
 
 @dataclass(frozen=True)
