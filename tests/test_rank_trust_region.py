@@ -117,8 +117,8 @@ def test_a_table_may_price_the_dense_state():
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("target", ["ce", "kl"])
-def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_truncated_model(target):
+@pytest.mark.parametrize("target,curvature", [("ce", "empirical"), ("kl", "empirical"), ("kl", "sampled")])
+def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_truncated_model(target, curvature):
     from lmshrink.adapters.llama import LlamaAdapter
     from lmshrink.compress.factoring import svd_factors
     from lmshrink.evaluate.loss import token_nll
@@ -136,7 +136,8 @@ def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_tr
 
     with torch.no_grad():
         dense = summarize(model(input_ids=ids, use_cache=False).logits[:, :-1], 16)
-    got = RelinearizedProbe(model, factors, names, ids, batch_size=2, target=target, top_k=16)(at)
+    got = RelinearizedProbe(model, factors, names, ids, batch_size=2 if curvature == "empirical" else 5,
+                            target=target, top_k=16, curvature=curvature, seed=3)(at)
     assert all(torch.equal(linears[n].weight, before[n]) for n in names)  # the model is restored
 
     # direct: the model with each weight set to its rank-r⁰ truncation, inputs and output gradients by autograd
@@ -158,7 +159,12 @@ def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_tr
     for h in hooks:
         h.remove()
     nll = token_nll(logits, ids) if target == "ce" else topk_kl(logits, *dense)
-    grads = dict(zip(names, torch.autograd.grad(nll.sum(), [outs[n] for n in names])))
+    grads = dict(zip(names, torch.autograd.grad(nll.sum(), [outs[n] for n in names], retain_graph=True)))
+    curv = grads
+    if curvature == "sampled":  # ĝ: the gradient of −log q(ŷ), ŷ drawn from q as the probe draws it
+        logq = torch.log_softmax(logits.float(), dim=-1).reshape(-1, logits.shape[-1])
+        drawn = torch.multinomial(logq.detach().exp(), 1, generator=torch.Generator().manual_seed(3))
+        curv = dict(zip(names, torch.autograd.grad(-logq.gather(-1, drawn).sum(), [outs[n] for n in names])))
     with torch.no_grad():
         for n in names:
             linears[n].weight.copy_(before[n])
@@ -168,10 +174,11 @@ def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_tr
         f = factors.factors[n]
         x = ins[n].detach().double().reshape(-1, f.shape[1])
         g = grads[n].double().reshape(-1, f.shape[0])
+        h = curv[n].double().reshape(-1, f.shape[0])
         A0, B0 = truncated[n]
         assert got.tables[l][at[l]] == 0.0 and got.tables[l].shape == (f.max_rank + 1,)
         for r in (0, at[l] + 1, f.max_rank):
             A, B = f.truncated(r)
-            step = (g * (x @ (A @ B - A0 @ B0).T)).sum(-1)
-            want = float(step.sum() + 0.5 * step.pow(2).sum()) / count
+            dy = x @ (A @ B - A0 @ B0).T
+            want = float((g * dy).sum() + 0.5 * (h * dy).sum(-1).pow(2).sum()) / count
             assert got.tables[l][r] == pytest.approx(want, rel=1e-3, abs=1e-7)

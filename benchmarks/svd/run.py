@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
                         "fermigrad-aligned, milp-tr (milp-aligned refined by trust-region probes of the KL), "
-                        "milp-tr-ce (of the CE), each optionally followed by +seq, +seq+ls or +seq+joint, +pivga and "
+                        "milp-tr-ce (of the CE), milp-tr-sampled (KL, sampled Fisher), each optionally followed by +seq, +seq+ls or +seq+joint, +pivga and "
                         "+kd (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
@@ -99,6 +99,8 @@ METHODS = {
     "fermigrad-ce": ("fermigrad", {"target": "ce"}),
     "milp-tr": ("trust-region", {"error_weights": "fisher-aligned", "target": "kl"}),
     "milp-tr-ce": ("trust-region", {"error_weights": "fisher-aligned", "target": "ce"}),
+    "milp-tr-sampled": ("trust-region", {"error_weights": "fisher-aligned", "target": "kl",
+                                         "probe_curvature": "sampled"}),
 }
 #: solver options of a method beyond the run's (fermigrad-aligned starts from the greedy optimum of the aligned
 #: Fisher table, which is milp-aligned's allocation up to the last rank step)

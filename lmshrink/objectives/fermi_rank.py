@@ -183,6 +183,9 @@ class FermiRankOptions(RankOptions):
                                          "(1/‖WX‖², as normalize), fisher (the loss's sensitivity to its outputs) or "
                                          "fisher-aligned (each rank's Fisher loss estimate on its own output errors)",
                                          choices=ERROR_WEIGHTS)
+    probe_curvature: str = option("empirical", "second order of the allocation probe (trust-region): the "
+                                  "empirical Fisher of the loss's own gradients, or sampled (the Fisher of the "
+                                  "truncated model's own predictions)", choices=("empirical", "sampled"))
     min_rank: int = option(1, "smallest rank allowed")
     seed: int = option(0, "seed of the oracle's minibatch order")
 
@@ -258,7 +261,8 @@ class FermiRankObjective(RankObjective):
             return None
         return RelinearizedProbe(model, factors, problem.names, calibration.input_ids,
                                  batch_size=options["batch_size"], progress=options["progress"],
-                                 target=options["target"], top_k=options["teacher_top_k"] or 128)
+                                 target=options["target"], top_k=options["teacher_top_k"] or 128,
+                                 curvature=options["probe_curvature"], seed=options["seed"])
 
 
 __all__ = ["FermiRankObjective", "SoftTruncationLoss", "rank_problem"]

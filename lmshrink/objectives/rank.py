@@ -84,11 +84,13 @@ class PassTotals(NamedTuple):
 
 
 def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: Any, on_output: Any, *,
-                            batch_size: int, progress: bool, desc: str, loss: Any = None) -> PassTotals:
+                            batch_size: int, progress: bool, desc: str, loss: Any = None,
+                            second: Any = None) -> PassTotals:
     """Forward and backward passes of the summed next-token NLL (or of ``loss(logits, ids, start)``, a per-position
     loss of the batch of samples from ``start`` on) over ``input_ids`` in batches, calling ``on_output(name, x, y)``
     for every listed linear's input x and output y (y requires grad: register tensor hooks on it to read ∂L/∂y).
-    The weights get no gradients."""
+    With ``second`` (same signature) a second backward pass of that loss follows on the same forward pass, so a
+    tensor hook on y fires twice per batch, first with ∂L/∂y. The weights get no gradients."""
     import torch
 
     from ..evaluate.loss import model_inputs, token_nll
@@ -118,7 +120,9 @@ def _output_gradient_passes(model: Any, linears: Mapping[str, Any], input_ids: A
                 h = embed(ids).detach().requires_grad_(True)
                 logits = model(inputs_embeds=h, use_cache=False).logits[:, :-1]
                 total = (token_nll(logits, ids) if loss is None else loss(logits, ids, s)).sum()
-                total.backward()
+                total.backward(retain_graph=second is not None)
+                if second is not None:
+                    second(logits, ids, s).sum().backward()
             tokens += int(ids.numel())
             predicted += int(ids[:, 1:].numel())
             summed += float(total.detach())
@@ -203,12 +207,22 @@ class RelinearizedProbe:
     :func:`~lmshrink.evaluate.kl.topk_kl`), whose gradients carry the whole teacher distribution rather than one
     sampled next token. One forward and backward pass over the calibration samples per call, with the matrices
     swapped for their truncations (restored after).
+
+    The second-order term is the empirical Fisher of L's own gradients (``curvature="empirical"``), or
+    (``"sampled"``) the Fisher of the truncated model's predictive distribution q, the Gauss-Newton curvature of both
+    CE and KL: ½ Σ_t (ĝ_tᵀΔy_t)² with ĝ_t the gradient of −log q(ŷ) for next tokens ŷ drawn from q itself (one
+    draw per position, seeded; a second backward pass). The KL's own gradients vanish as the truncated model nears
+    the dense one, so its empirical Fisher understates the curvature and the steps it predicts overshoot.
     """
 
     def __init__(self, model: Any, factors: SvdFactors, names: Sequence[str], input_ids: Any, *,
-                 batch_size: int = 4, progress: bool = False, target: str = "ce", top_k: int = 128) -> None:
+                 batch_size: int = 4, progress: bool = False, target: str = "ce", top_k: int = 128,
+                 curvature: str = "empirical", seed: int = 0) -> None:
         if target not in ("ce", "kl"):
             raise LmshrinkError(f"The probe's target is ce or kl, not {target!r}.")
+        if curvature not in ("empirical", "sampled"):
+            raise LmshrinkError(f"The probe's curvature is empirical or sampled, not {curvature!r}.")
+        self.curvature, self.seed = curvature, int(seed)
         self.model = model
         self.names = list(names)
         self.factors = factors
@@ -222,7 +236,7 @@ class RelinearizedProbe:
     def __repr__(self) -> str:
         loss = "next-token NLL" if self.target == "ce" else f"KL to the uncompressed model (top-{self.top_k})"
         return (f"RelinearizedProbe({len(self.names)} matrices, {int(self.input_ids.shape[0])} calibration samples, "
-                f"{loss}, first + second order)")
+                f"{loss}, first + second order, {self.curvature} Fisher)")
 
     def _teacher_summaries(self) -> None:
         """The uncompressed model's top-k summary of every batch, once (before any layer is swapped)."""
@@ -243,6 +257,16 @@ class RelinearizedProbe:
 
         return topk_kl(logits, *self._teacher[start])
 
+    def _sampled_nll(self, logits: Any, ids: Any, start: int) -> Any:
+        """−log q(ŷ) per position, ŷ drawn from q = softmax(logits) (seeded by the batch's first sample)."""
+        import torch
+
+        logq = torch.log_softmax(logits.float(), dim=-1)
+        draw = torch.Generator(device="cpu").manual_seed(self.seed + start)
+        probs = logq.detach().exp().reshape(-1, logq.shape[-1]).cpu()
+        sampled = torch.multinomial(probs, 1, generator=draw).to(logq.device)
+        return -logq.reshape(-1, logq.shape[-1]).gather(-1, sampled).reshape(logq.shape[:-1])
+
     def __call__(self, ranks: Sequence[int]) -> Probe:
         import torch
 
@@ -256,17 +280,23 @@ class RelinearizedProbe:
         s1 = {n: torch.zeros(self.factors.factors[n].max_rank + 1, dtype=torch.float64) for n in self.names}
         s2 = {n: torch.zeros_like(s1[n]) for n in self.names}
         parts: dict[str, tuple[Any, Any]] = {}
+        sampled = self._sampled_nll if self.curvature == "sampled" else None
 
         def on_output(name: str, x: Any, y: Any) -> None:
             left, right = parts[name]
             proj = x.detach().to(right.dtype).reshape(-1, x.shape[-1]) @ right.T  # (b_iᵀ x_t), tokens × k
 
+            fired = [0]  # with sampled curvature the hook fires twice: ∂L/∂y, then ∂(−log q(ŷ))/∂y
+
             def grad(g: Any) -> None:
                 c = (g.to(left.dtype).reshape(-1, g.shape[-1]) @ left) * proj  # (g_tᵀ a_i)(b_iᵀ x_t)
                 prefix = torch.nn.functional.pad(c.cumsum(-1), (1, 0)).double()  # P_t(r), r = 0..k
                 step = prefix - prefix[:, at[name]: at[name] + 1]  # S_t(r)
-                s1[name] += step.sum(0).cpu()
-                s2[name] += step.pow(2).sum(0).cpu()
+                if fired[0] == 0:
+                    s1[name] += step.sum(0).cpu()
+                if fired[0] == 1 or sampled is None:
+                    s2[name] += step.pow(2).sum(0).cpu()
+                fired[0] += 1
 
             y.register_hook(grad)
 
@@ -285,7 +315,7 @@ class RelinearizedProbe:
             linears = {name: self.model.get_submodule(name) for name in self.names}
             totals = _output_gradient_passes(self.model, linears, self.input_ids, on_output,
                                              batch_size=self.batch_size, progress=self.progress, desc="probe",
-                                             loss=self._kl if self.target == "kl" else None)
+                                             loss=self._kl if self.target == "kl" else None, second=sampled)
         finally:
             for name, module in reversed(saved):
                 replace_module(self.model, name, module)
