@@ -92,6 +92,17 @@ class AllocationProbe(Protocol):
     def __call__(self, ranks: Sequence[int]) -> Probe: ...
 
 
+def check_covers(runtime: Any, problem: RankAllocationProblem, what: str, called_with: str) -> None:
+    """Refuse a runtime object (a :class:`LossOracle`, an :class:`AllocationProbe`) that is not callable, or whose
+    ``names`` are not the problem's matrices in the problem's order."""
+    if not callable(runtime):
+        raise LmshrinkError(f"The {what} must be callable with {called_with}, not {type(runtime).__name__}.")
+    names = getattr(runtime, "names", None)
+    if names is not None and list(names) != list(problem.names):
+        raise LmshrinkError(f"The {what} covers {len(names)} matrices that are not the problem's "
+                            f"{problem.num_matrices}, in its order.")
+
+
 def factored_cost(m: int, n: int, r: Any, pivga: bool = False) -> Any:
     """Numbers a rank-r factorization of an m × n matrix stores: r(m + n), or r(m + n) − r² gauge-fixed (PivGa)."""
     r = np.asarray(r, dtype=np.int64)

@@ -39,13 +39,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..core import LmshrinkError, Samples, Solver, SolverCapabilities, option
-from ..core.rank import LossOracle, RankAllocationProblem, marginal_values, repair_ranks, uniform_ranks
+from ..core.rank import LossOracle, RankAllocationProblem, check_covers, marginal_values, repair_ranks, uniform_ranks
 
 #: Adam's second-moment decay: short, so steps follow gradients that shrink as μ_l moves into the tail
 BETA2 = 0.9
@@ -86,16 +85,6 @@ def _shift_to_budget(theta: np.ndarray, ks: np.ndarray, idx: np.ndarray, dc: np.
     return np.clip(theta + s, lo_clip, hi_clip)
 
 
-def check_oracle(oracle: Any, problem: RankAllocationProblem) -> None:
-    """Refuse a loss oracle that is not callable, or that covers other matrices than the problem's."""
-    if not callable(oracle):
-        raise LmshrinkError(f"The loss oracle must be callable with one mask per matrix, not {type(oracle).__name__}.")
-    names = getattr(oracle, "names", None)
-    if names is not None and list(names) != list(problem.names):
-        raise LmshrinkError(f"The loss oracle covers {len(names)} matrices that are not the problem's "
-                            f"{problem.num_matrices}, in its order.")
-
-
 @dataclass(frozen=True)
 class RankFermiGradOptions:
     steps: int = option(0, "gradient steps (0: 60 with a loss oracle, 500 on the proxy)")
@@ -132,7 +121,7 @@ class RankFermiGradSolver(Solver):
         L = problem.num_matrices
         oracle = loss if use_loss else None
         if oracle is not None:
-            check_oracle(oracle, problem)
+            check_covers(oracle, problem, "loss oracle", "one mask per matrix")
         steps = steps or (60 if oracle is not None else 500)
         if problem.min_cost() > problem.budget + 1e-9:
             raise LmshrinkError("The budget is below the cost of the smallest allowed ranks.")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..core import Composite, LmshrinkError, Option, Samples, Solver, SolverCapabilities
-from ..core.rank import AllocationProbe, Probe, RankAllocationProblem
+from ..core.rank import AllocationProbe, Probe, RankAllocationProblem, check_covers
 
 
 def energy_probe(problem: RankAllocationProblem) -> Callable[[np.ndarray], Probe]:
@@ -41,16 +41,6 @@ def energy_probe(problem: RankAllocationProblem) -> Callable[[np.ndarray], Probe
 
     probe.names = list(problem.names)  # type: ignore[attr-defined]
     return probe
-
-
-def check_probe(probe: Any, problem: RankAllocationProblem) -> None:
-    """Refuse a probe that is not callable, or that covers other matrices than the problem's."""
-    if not callable(probe):
-        raise LmshrinkError(f"The probe must be callable with one rank per matrix, not {type(probe).__name__}.")
-    names = getattr(probe, "names", None)
-    if names is not None and list(names) != list(problem.names):
-        raise LmshrinkError(f"The probe covers {len(names)} matrices that are not the problem's "
-                            f"{problem.num_matrices} (in order).")
 
 
 def region_problem(problem: RankAllocationProblem, at: np.ndarray, probe: Probe,
@@ -104,7 +94,7 @@ class TrustRegionComposite(Composite):
             raise LmshrinkError("trust-region needs rounds ≥ 0, 0 < radius ≤ 1 and 0 < shrink < 1.")
         probe = options["probe"]
         probe = energy_probe(problem) if probe is None else probe
-        check_probe(probe, problem)
+        check_covers(probe, problem, "probe", "one rank per matrix")
         first = run_child(problem)
         at = np.asarray(first.states, dtype=np.int64).reshape(-1, problem.num_matrices)[0]
         here = probe(at)
@@ -140,4 +130,4 @@ class RankTrustRegionSolver(TrustRegionComposite):
         super().__init__(child or RankMilpSolver())
 
 
-__all__ = ["RankTrustRegionSolver", "TrustRegionComposite", "check_probe", "energy_probe", "region_problem"]
+__all__ = ["RankTrustRegionSolver", "TrustRegionComposite", "energy_probe", "region_problem"]
