@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core import Composite, LmshrinkError, Option, Samples, Solver, SolverCapabilities
 from ..core.rank import AllocationProbe, Probe, RankAllocationProblem, check_covers
+from .rank_milp import RankMilpSolver
 
 
 def energy_probe(problem: RankAllocationProblem) -> Callable[[np.ndarray], Probe]:
@@ -125,8 +126,6 @@ class RankTrustRegionSolver(TrustRegionComposite):
     """``rank-trust-region``: :class:`TrustRegionComposite` around the exact ``rank-milp``."""
 
     def __init__(self, child: Solver | None = None) -> None:
-        from .rank_milp import RankMilpSolver
-
         super().__init__(child or RankMilpSolver())
 
 
