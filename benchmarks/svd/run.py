@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
                         "fermigrad-aligned, milp-tr (milp-aligned refined by trust-region probes of the KL), "
-                        "milp-tr-ce (of the CE), milp-tr-sampled (KL, sampled Fisher), each optionally followed by +seq, +seq+ls or +seq+joint, +pivga and "
-                        "+kd (default: uniform milp fermigrad)")
+                        "milp-tr-ce (of the CE), milp-tr-sampled (KL, sampled Fisher), each optionally followed by "
+                        "+seq, +seq+ls or +seq+joint, +pivga and +kd (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens (default 16384; quick 8192)")

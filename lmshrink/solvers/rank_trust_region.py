@@ -76,7 +76,7 @@ class TrustRegionComposite(Composite):
     # the answer is the lowest *measured* loss found, which no solver proves optimal; deterministic with the exact
     # child and a deterministic probe
     capabilities = SolverCapabilities(problem_types=(RankAllocationProblem,), deterministic=True,
-                                      requires=("pyomo", "highspy"), extra="milp")
+                                      requires=("pyomo.environ", "highspy"), extra="milp")
 
     def composite_options(self) -> dict[str, Option]:
         return {
