@@ -15,8 +15,9 @@ from lmshrink.cli import main
 from lmshrink.compress.io import load_compressed, save_compressed
 from lmshrink.compress.pivga import PivGaLinear
 from lmshrink.compress.svd import LowRankLinear, apply_plan, compress_model, export_dense, svd_factors
-from lmshrink.core import RankAllocationProblem, RankPlan, load_problem
+from lmshrink.core import LmshrinkError, RankAllocationProblem, RankPlan, load_problem
 from lmshrink.objectives.fermi_rank import SoftTruncationLoss, rank_problem
+from lmshrink.objectives.rank import sample_rows
 from lmshrink.plugins import get_solver
 from tiny import tiny_llama
 
@@ -197,6 +198,19 @@ def test_objective_poses_a_plain_problem_and_builds_the_oracle_apart(tiny):
     probe = objective.allocation_probe(model, factors, staged, calibration, options)
     assert probe.names == staged.names and probe.target == "kl" and probe.top_k == options["teacher_top_k"]
     assert objective.allocation_probe(model, factors, staged, calibration, {**options, "oracle": False}) is None
+    assert probe.input_ids is ids  # every calibration sample by default; probe_samples draws a seeded subset
+    fewer = objective.allocation_probe(model, factors, staged, calibration, {**options, "probe_samples": 2})
+    assert torch.equal(fewer.input_ids, sample_rows(ids, 2, options["seed"])) and fewer.input_ids.shape[0] == 2
+
+
+def test_sample_rows_draws_a_seeded_subset_in_order():
+    ids = torch.arange(10).reshape(10, 1)
+    rows = sample_rows(ids, 4, seed=3)[:, 0].tolist()
+    assert len(set(rows)) == 4 and rows == sorted(rows) and rows == sample_rows(ids, 4, seed=3)[:, 0].tolist()
+    assert rows != sample_rows(ids, 4, seed=4)[:, 0].tolist()
+    assert sample_rows(ids, 0) is ids and sample_rows(ids, 10) is ids
+    with pytest.raises(LmshrinkError, match="0 \\(all\\) or positive"):
+        sample_rows(ids, -1)
 
 
 def _plan_of(factors, ratio, pivga):

@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tr-rounds", type=int, default=4, help="milp-tr: candidates probed after milp-aligned's (4)")
     p.add_argument("--tr-radius", type=float, default=0.125,
                    help="milp-tr: initial trust region, as a fraction of each matrix's full rank (0.125)")
+    p.add_argument("--tr-samples", type=int, default=0,
+                   help="milp-tr: calibration samples each probe measures (a seeded draw; 0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--pivga", action="store_true", help="cost model r(m+n)−r² (PivGa) instead of r(m+n)")
     p.add_argument("--kd-option", nargs="+", default=[], metavar="KEY=VALUE",
@@ -144,6 +146,7 @@ class Methods:
         a = self.args
         return self.objective.validate({"ratio": ratio, "pivga": a.pivga or pivga, "batch_size": a.batch_size,
                                         "seed": a.seed, "teacher_top_k": a.teacher_top_k, "progress": False,
+                                        "probe_samples": a.tr_samples,
                                         **METHODS[method][1]})
 
     def problem(self, method: str, ratio: float, pivga: bool = False) -> Any:
@@ -417,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         + f". Calibration {args.samples}×{args.seq_len} tokens of {texts.source}; fermigrad: {args.steps} steps of "
         f"{args.batch_size} samples, KL to the uncompressed model (teacher top-{args.teacher_top_k} cached). "
         + (f"Whitened SVDs read from {cache} (computed once by an earlier run)." if cached
-           else f"Whitened SVDs computed once ({factor_time:.0f} s)."),
+           else f"Whitened SVDs computed once ({factor_time:.0f} s).")
+        + (f" Trust region (milp-tr): {args.tr_rounds} rounds from radius {args.tr_radius}, each probe on "
+           f"{min(args.tr_samples or args.samples, args.samples)} calibration samples."
+           if any(split_method(m).allocation.startswith("milp-tr") for m in args.methods) else ""),
         "",
         table,
         "",

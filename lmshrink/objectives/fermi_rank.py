@@ -38,7 +38,7 @@ import numpy as np
 from ..core import option
 from ..core.rank import RankAllocationProblem
 from .rank import (ERROR_WEIGHTS, RankObjective, RankOptions, RelinearizedProbe, aligned_fisher_errors,
-                   output_sensitivity, rank_problem)
+                   output_sensitivity, rank_problem, sample_rows)
 
 
 class SoftTruncationLoss:
@@ -186,6 +186,8 @@ class FermiRankOptions(RankOptions):
     probe_curvature: str = option("empirical", "second order of the allocation probe (trust-region): the "
                                   "empirical Fisher of the loss's own gradients, or sampled (the Fisher of the "
                                   "truncated model's own predictions)", choices=("empirical", "sampled"))
+    probe_samples: int = option(0, "calibration samples each allocation probe measures (a seeded draw; 0: all): "
+                                   "fewer make each trust-region round cheaper in proportion")
     min_rank: int = option(1, "smallest rank allowed")
     seed: int = option(0, "seed of the oracle's minibatch order")
 
@@ -259,7 +261,8 @@ class FermiRankObjective(RankObjective):
         """The relinearized probe (R) of ``model`` over ``problem``'s matrices (None with ``oracle=False``)."""
         if not options["oracle"]:
             return None
-        return RelinearizedProbe(model, factors, problem.names, calibration.input_ids,
+        return RelinearizedProbe(model, factors, problem.names,
+                                 sample_rows(calibration.input_ids, options["probe_samples"], options["seed"]),
                                  batch_size=options["batch_size"], progress=options["progress"],
                                  target=options["target"], top_k=options["teacher_top_k"] or 128,
                                  curvature=options["probe_curvature"], seed=options["seed"])

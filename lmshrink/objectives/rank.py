@@ -189,6 +189,20 @@ def aligned_fisher_errors(model: Any, linears: Mapping[str, Any], factors: SvdFa
     return {name: 0.5 * sums[name].numpy() for name in linears}
 
 
+def sample_rows(input_ids: Any, count: int, seed: int = 0) -> Any:
+    """``count`` rows of ``input_ids`` drawn without replacement by ``seed``, in their original order (all of them
+    when ``count`` is 0 or not below the number of rows)."""
+    import torch
+
+    n = int(input_ids.shape[0])
+    if count < 0:
+        raise LmshrinkError(f"A sample count is 0 (all) or positive, not {count}.")
+    if count == 0 or count >= n:
+        return input_ids
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:count].sort().values
+    return input_ids[rows.to(input_ids.device)]
+
+
 class RelinearizedProbe:
     """An :class:`~lmshrink.core.rank.AllocationProbe`: the calibration loss of the model truncated to an allocation,
     and every matrix's second-order table around it.
@@ -374,4 +388,4 @@ class RankObjective(Objective):
 
 
 __all__ = ["ERROR_WEIGHTS", "RankObjective", "RankOptions", "RelinearizedProbe", "aligned_fisher_errors",
-           "output_sensitivity", "rank_problem"]
+           "output_sensitivity", "rank_problem", "sample_rows"]
