@@ -62,6 +62,7 @@ def test_with_the_energy_as_probe_it_keeps_the_childs_optimum_which_is_brute_for
     assert got.best.energy == pytest.approx(best, rel=1e-12)
     history = got.info["trust_region"]
     assert history[0]["round"] == 0 and history[-1].get("stopped") == "the child keeps the allocation"
+    assert got.info["solve_time_s"] >= got.info["child_solve_time_s"] > 0  # the whole, and milp's first solve
 
 
 def test_on_a_coupled_loss_it_descends_to_the_brute_force_optimum_and_never_rises():
