@@ -99,12 +99,12 @@ class TrustRegionComposite(Composite):
         check_covers(probe, problem, "probe", "one rank per matrix")
         start = time.perf_counter()
         first = run_child(problem)
-        at = np.asarray(first.states, dtype=np.int64).reshape(-1, problem.num_matrices)[0]
+        at = _first_state(first, problem)
         here = probe(at)
         history: list[dict[str, Any]] = [{"round": 0, "loss": float(here.loss), "accepted": True, **here.info}]
         for j in range(1, rounds + 1):
             child = run_child(region_problem(problem, at, here, radius))
-            cand = np.asarray(child.states, dtype=np.int64).reshape(-1, problem.num_matrices)[0]
+            cand = _first_state(child, problem)
             if np.array_equal(cand, at):
                 history.append({"round": j, "radius": radius, "moved": 0, "stopped": "the child keeps the allocation"})
                 break
@@ -120,10 +120,15 @@ class TrustRegionComposite(Composite):
                 radius *= shrink
         # milp's facts are those of its first solve; solve_time_s is the whole refinement, probes included
         info = {**first.info, "child_solve_time_s": first.info.get("solve_time_s"),
-                "solve_time_s": time.perf_counter() - start, "trust_region": history, "probe": repr(options["probe"]) if options["probe"] else
-                "the problem's energy", "probes": sum(1 for h in history if "loss" in h),
-                "measured_loss": float(here.loss)}
+                "solve_time_s": time.perf_counter() - start, "trust_region": history,
+                "probe": repr(options["probe"]) if options["probe"] else "the problem's energy",
+                "probes": sum(1 for h in history if "loss" in h), "measured_loss": float(here.loss)}
         return Samples(at[None, :], info, stopped_early=first.stopped_early)
+
+
+def _first_state(samples: Samples, problem: RankAllocationProblem) -> np.ndarray:
+    """The child's best allocation (its first state) as one rank per matrix."""
+    return np.asarray(samples.states, dtype=np.int64).reshape(-1, problem.num_matrices)[0]
 
 
 class RankTrustRegionSolver(TrustRegionComposite):
