@@ -11,7 +11,7 @@ import torch
 from lmshrink.core import LmshrinkError, RankAllocationProblem
 from lmshrink.core.rank import Probe
 from lmshrink.plugins import get_solver
-from lmshrink.solvers.rank_trust_region import energy_probe, region_problem
+from lmshrink.solvers.rank_trust_region import energy_probe, fitted_scale, region_problem, scaled_model
 
 
 def small_problem(seed: int = 0, ratio: float = 0.5) -> RankAllocationProblem:
@@ -79,6 +79,43 @@ def test_on_a_coupled_loss_it_descends_to_the_brute_force_optimum_and_never_rise
     assert kept == sorted(kept, reverse=True) and kept[0] == pytest.approx(loss(child))
     assert got.info["measured_loss"] == pytest.approx(loss(got.best.x)) == pytest.approx(true_best, rel=1e-9)
     assert problem.is_feasible(got.best.x) and got.info["probes"] == probe.calls
+
+
+def test_the_fitted_curvature_scale_makes_the_model_predict_the_measured_change():
+    first = [np.array([0.0, -2.0, -3.0]), np.array([1.0, 0.0, -1.0])]
+    curvature = [np.array([0.0, 0.5, 1.0]), np.array([0.25, 0.0, 0.25])]
+    probe = Probe(loss=1.0, tables=[f + c for f, c in zip(first, curvature)], curvature=curvature)
+    cand = np.array([2, 2])  # F = −4, C = 1.25: a measured change of −1.5 needs c = (−1.5 + 4) / 1.25 = 2
+    scale = fitted_scale(probe, cand, measured=-1.5, scale=1.0)
+    assert scale == pytest.approx(2.0)
+    model = scaled_model(probe, scale)
+    assert sum(t[r] for t, r in zip(model.tables, cand)) == pytest.approx(-1.5)
+    assert model.tables[1][0] == pytest.approx(1.0 + 2 * 0.25) and scaled_model(probe, 1.0) is probe
+    assert fitted_scale(probe, cand, measured=-5.0, scale=3.0) == 1.0  # never below the probe's own curvature
+    assert fitted_scale(probe, np.array([0, 1]), measured=-5.0, scale=3.0) == 3.0  # no curvature there: kept
+
+
+def test_on_an_overshooting_model_the_fitted_curvature_reaches_the_optimum_in_fewer_probes():
+    problem = small_problem(seed=3, ratio=0.55)
+    probe, loss = coupled_probe(problem, coupling=0.3)
+
+    def overshooting(ranks):  # exact tables t minus ½|t| (too hopeful), the ½|t| declared curvature: c = 2 is exact
+        got = probe(ranks)
+        half = [0.5 * np.abs(t) for t in got.tables]
+        return Probe(got.loss, [t - h for t, h in zip(got.tables, half)], curvature=half)
+
+    overshooting.names = list(problem.names)
+    true_best = min(loss(x) for x in feasible_states(problem))
+    solver = get_solver("trust-region", RankAllocationProblem)
+    plain = solver.solve(problem, grid_step=1, probe=overshooting, rounds=12, radius=1.0)
+    fitted = solver.solve(problem, grid_step=1, probe=overshooting, rounds=12, radius=1.0, fit_curvature=True)
+    for got in (plain, fitted):
+        kept = [h["loss"] for h in got.info["trust_region"] if h.get("accepted")]
+        assert kept == sorted(kept, reverse=True)
+        assert got.info["measured_loss"] == pytest.approx(true_best, rel=1e-9)
+    scales = [h["curvature_scale"] for h in fitted.info["trust_region"] if "curvature_scale" in h]
+    assert scales[0] == 1.0 and 1.0 < scales[1] <= 2.0  # raised toward the planted 2 after the first candidate
+    assert fitted.info["probes"] == 3 < plain.info["probes"] == 13
 
 
 def test_the_region_problem_prices_each_move_by_the_probe_and_bounds_the_ranks():
@@ -181,5 +218,7 @@ def test_relinearized_probe_equals_first_plus_second_order_by_autograd_on_the_tr
         for r in (0, at[l] + 1, f.max_rank):
             A, B = f.truncated(r)
             dy = x @ (A @ B - A0 @ B0).T
-            want = float((g * dy).sum() + 0.5 * (h * dy).sum(-1).pow(2).sum()) / count
+            second = float(0.5 * (h * dy).sum(-1).pow(2).sum()) / count
+            want = float((g * dy).sum()) / count + second
             assert got.tables[l][r] == pytest.approx(want, rel=1e-3, abs=1e-7)
+            assert got.curvature[l][r] == pytest.approx(second, rel=1e-3, abs=1e-7)

@@ -475,17 +475,21 @@ def test_cli_svd_trust_region_refines_the_aligned_allocation_on_the_model(tmp_pa
     pytest.importorskip("pyomo")
     out = tmp_path / "out"
     rc = main(["svd", "--model", str(tiny_model_dir), "--data", str(text_file), "--ratio", "0.5", "--solver",
-               "trust-region", "--option", "rounds=2", "--option", "grid_step=1",
-               "--objective-option", "error_weights=fisher-aligned", "--samples", "8", "--seq-len", "32",
+               "trust-region", "--option", "rounds=2", "--option", "grid_step=1", "--option", "fit_curvature=true",
+               "--objective-option", "error_weights=fisher-aligned", "--objective-option", "probe_samples=4",
+               "--samples", "8", "--seq-len", "32",
                "--eval-tokens", "512", "--out", str(out), "--quiet"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     info = report["solver"]["info"]
     assert report["solver"]["name"] == "rank-trust-region" and info["probe"].startswith("RelinearizedProbe(")
+    assert "4 calibration samples" in info["probe"] and info["options"]["fit_curvature"] is True
     assert info["options"]["probe"] == info["probe"] and info["options"]["rounds"] == 2
     kept = [h["loss"] for h in info["trust_region"] if h.get("accepted")]
     assert kept == sorted(kept, reverse=True) and info["measured_loss"] == kept[-1]
     assert 2 <= info["probes"] <= 3
-    assert "## Allocation refined on the model (trust region)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Allocation refined on the model (trust region)" in md
+    assert ("| curvature weight |" in md) == any("curvature_scale" in h for h in info["trust_region"])
     problem = load_problem(out / "problem.json")
     assert problem.cost([r["rank"] for r in report["per_matrix"]]) <= problem.budget

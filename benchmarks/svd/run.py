@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None,
                    help="methods: uniform, milp, milp-normalized, milp-fisher, milp-aligned, fermigrad, fermigrad-ce, "
                         "fermigrad-aligned, milp-tr (milp-aligned refined by trust-region probes of the KL), "
-                        "milp-tr-ce (of the CE), milp-tr-sampled (KL, sampled Fisher), each optionally followed by "
+                        "milp-tr-ce (of the CE), milp-tr-sampled (KL, sampled Fisher), milp-tr-fit (KL, curvature "
+                        "refitted to each measured step), each optionally followed by "
                         "+seq, +seq+ls or +seq+joint, +pivga and +kd (default: uniform milp fermigrad)")
     p.add_argument("--samples", type=int, default=None, help="calibration samples (default 64; quick 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
@@ -103,10 +104,11 @@ METHODS = {
     "milp-tr-ce": ("trust-region", {"error_weights": "fisher-aligned", "target": "ce"}),
     "milp-tr-sampled": ("trust-region", {"error_weights": "fisher-aligned", "target": "kl",
                                          "probe_curvature": "sampled"}),
+    "milp-tr-fit": ("trust-region", {"error_weights": "fisher-aligned", "target": "kl"}),
 }
 #: solver options of a method beyond the run's (fermigrad-aligned starts from the greedy optimum of the aligned
-#: Fisher table, which is milp-aligned's allocation up to the last rank step)
-SOLVER_OPTIONS = {"fermigrad-aligned": {"init": "greedy"}}
+#: Fisher table, which is milp-aligned's allocation up to the last rank step; milp-tr-fit refits the curvature)
+SOLVER_OPTIONS = {"fermigrad-aligned": {"init": "greedy"}, "milp-tr-fit": {"fit_curvature": True}}
 
 
 class MethodSpec(NamedTuple):
@@ -168,7 +170,8 @@ class Methods:
         if "probe" in solver.options:  # trust-region: milp-aligned refined on the model by measured probes
             probe = self.objective.allocation_probe(self.model, self.factors, problem, self.calibration,
                                                     self.options(method, ratio))
-            return solver.solve(problem, probe=probe, rounds=self.args.tr_rounds, radius=self.args.tr_radius)
+            return solver.solve(problem, probe=probe, rounds=self.args.tr_rounds, radius=self.args.tr_radius,
+                                **SOLVER_OPTIONS.get(method, {}))
         if "loss" not in solver.options:
             return solver.solve(problem)
         opts = self.options(method, ratio)

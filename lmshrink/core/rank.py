@@ -71,12 +71,15 @@ class Probe:
 
     ``loss`` is the calibration loss per token of the model with every matrix truncated to r⁰; ``tables[l][r]``
     (r = 0..k_l) estimates how that loss changes when matrix l alone moves from r⁰_l to r (so
-    ``tables[l][r⁰_l] == 0``; entries may be negative); ``info`` holds facts for the report.
+    ``tables[l][r⁰_l] == 0``; entries may be negative); ``info`` holds facts for the report. ``curvature``, where the
+    probe separates it, is the second-order part of ``tables`` (same shapes), for a solver that rescales the model's
+    curvature to what it measures.
     """
 
     loss: float
     tables: list[np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+    curvature: list[np.ndarray] | None = None
 
 
 @runtime_checkable

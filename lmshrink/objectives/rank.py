@@ -335,8 +335,9 @@ class RelinearizedProbe:
                 replace_module(self.model, name, module)
         self.calls += 1
         n = max(totals.predicted, 1)
-        tables = [((s1[name] + 0.5 * s2[name]) / n).numpy() for name in self.names]
-        return Probe(loss=totals.loss / n, tables=tables)
+        curvature = [(0.5 * s2[name] / n).numpy() for name in self.names]
+        tables = [(s1[name] / n).numpy() + c for name, c in zip(self.names, curvature)]
+        return Probe(loss=totals.loss / n, tables=tables, curvature=curvature)
 
 
 @dataclass(frozen=True)

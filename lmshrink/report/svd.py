@@ -81,16 +81,18 @@ def render_svd_markdown(report: SvdReport | Mapping[str, Any]) -> str:
 
 
 def trust_region_section(rounds: Any) -> list[str]:
-    """The rounds of a ``trust-region`` allocation (none for other solvers): radius, ranks moved, the predicted and
-    the measured change of the calibration loss, and whether the candidate was kept."""
+    """The rounds of a ``trust-region`` allocation (none for other solvers): radius, ranks moved (the curvature
+    weight with ``fit_curvature``), the predicted and the measured change of the calibration loss, and whether the
+    candidate was kept."""
     if not rounds:
         return []
-    rows = [[h["round"], h.get("radius", ""), h.get("moved", ""), h.get("predicted_change", ""), h.get("loss", ""),
-             h.get("change", ""), "start" if h["round"] == 0 else ("yes" if h.get("accepted") else
-                                                                  h.get("stopped", "no"))] for h in rounds]
+    fitted = any("curvature_scale" in h for h in rounds)  # fit_curvature: the model's curvature weight c
+    rows = [[h["round"], h.get("radius", ""), h.get("moved", ""), *([h.get("curvature_scale", "")] if fitted else []),
+             h.get("predicted_change", ""), h.get("loss", ""), h.get("change", ""),
+             "start" if h["round"] == 0 else ("yes" if h.get("accepted") else h.get("stopped", "no"))] for h in rounds]
     return ["## Allocation refined on the model (trust region)", "",
-            markdown_table(["round", "radius", "ranks moved", "predicted change", "calibration loss", "change",
-                            "kept"], rows), ""]
+            markdown_table(["round", "radius", "ranks moved", *(["curvature weight"] if fitted else []),
+                            "predicted change", "calibration loss", "change", "kept"], rows), ""]
 
 
 def svd_summary(report: SvdReport) -> list[str]:

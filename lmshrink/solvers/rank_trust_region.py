@@ -13,6 +13,10 @@ AllocationProbe` (option ``probe``; ``lmshrink svd`` hands over the objective's)
 3. probe the candidate; accept it when L fell, else shrink ρ by ``shrink``. Stop after ``rounds`` candidates, or
    when the child keeps r⁰.
 
+With ``fit_curvature`` the model is Σ_l [F_l(r_l) + c·C_l(r_l)], the probe's first- and second-order parts, with c
+refitted after each candidate so that the model predicts the change just measured (c ≥ 1): a relinearized model
+that overshoots raises its own curvature and takes shorter steps, without a second backward pass.
+
 The answer is one allocation, the accepted one of lowest measured loss, so it is never worse on the calibration
 loss than the child's own. Without a probe (a problem read from a file), the problem's energy is the probe
 (Δ_l(r) = e_l(r) − e_l(r⁰_l), exact for an additive energy), and the child's optimum is kept.
@@ -87,6 +91,9 @@ class TrustRegionComposite(Composite):
             "radius": Option(0.125, "initial trust region: each rank moves by at most this fraction of its full "
                                     "rank", float, nullable=False),
             "shrink": Option(0.5, "factor on the radius after a rejected candidate", float, nullable=False),
+            "fit_curvature": Option(False, "rescale the probe's second-order part after each candidate so that the "
+                                           "model predicts the change just measured (c ≥ 1; probes that give "
+                                           "their curvature)", bool, nullable=False),
         }
 
     def transform(self, problem: RankAllocationProblem, run_child: Callable[[Any], Samples], options: dict[str, Any],
@@ -102,18 +109,23 @@ class TrustRegionComposite(Composite):
         at = _first_state(first, problem)
         here = probe(at)
         history: list[dict[str, Any]] = [{"round": 0, "loss": float(here.loss), "accepted": True, **here.info}]
+        scale = 1.0  # the factor on the probe's second-order part (fit_curvature)
         for j in range(1, rounds + 1):
-            child = run_child(region_problem(problem, at, here, radius))
+            model = scaled_model(here, scale)
+            child = run_child(region_problem(problem, at, model, radius))
             cand = _first_state(child, problem)
             if np.array_equal(cand, at):
                 history.append({"round": j, "radius": radius, "moved": 0, "stopped": "the child keeps the allocation"})
                 break
-            predicted = float(sum(np.asarray(here.tables[l])[cand[l]] for l in range(problem.num_matrices)))
+            predicted = _at(model.tables, cand)
             there = probe(cand)
             accepted = bool(there.loss < here.loss)
             history.append({"round": j, "radius": radius, "moved": int(np.abs(cand - at).sum()),
                             "predicted_change": predicted, "loss": float(there.loss),
                             "change": float(there.loss - here.loss), "accepted": accepted, **there.info})
+            if options["fit_curvature"] and here.curvature is not None:
+                history[-1]["curvature_scale"] = scale
+                scale = fitted_scale(here, cand, float(there.loss - here.loss), scale)
             if accepted:
                 at, here = cand, there
             else:
@@ -124,6 +136,34 @@ class TrustRegionComposite(Composite):
                 "probe": repr(options["probe"]) if options["probe"] else "the problem's energy",
                 "probes": sum(1 for h in history if "loss" in h), "measured_loss": float(here.loss)}
         return Samples(at[None, :], info, stopped_early=first.stopped_early)
+
+
+def scaled_model(probe: Probe, scale: float) -> Probe:
+    """``probe`` with its second-order part multiplied by ``scale`` (itself when 1 or the probe gives none)."""
+    if scale == 1.0 or probe.curvature is None:
+        return probe
+    tables = [np.asarray(t, dtype=np.float64) + (scale - 1.0) * np.asarray(c, dtype=np.float64)
+              for t, c in zip(probe.tables, probe.curvature)]
+    return replace(probe, tables=tables)
+
+
+def fitted_scale(probe: Probe, cand: np.ndarray, measured: float, scale: float, largest: float = 1e3) -> float:
+    """The factor c on ``probe``'s second-order part C(cand) for which its first-order part F(cand) plus c·C(cand)
+    equals the ``measured`` change, within [1, ``largest``]; ``scale`` where the second-order part is 0.
+
+    (The relinearized model m(r) = F(r) + c·C(r), with C ≥ 0, is the quadratic model of a trust region with an
+    adaptive curvature weight: a step that measured less than predicted raises c, which shortens the next one.)"""
+    assert probe.curvature is not None
+    curv = _at(probe.curvature, cand)
+    if curv <= 0:
+        return scale
+    first = _at(probe.tables, cand) - curv
+    return float(np.clip((measured - first) / curv, 1.0, largest))
+
+
+def _at(tables: list[np.ndarray], ranks: np.ndarray) -> float:
+    """Σ_l tables[l][ranks[l]]: the model's predicted change at ``ranks``."""
+    return float(sum(np.asarray(t)[int(r)] for t, r in zip(tables, ranks)))
 
 
 def _first_state(samples: Samples, problem: RankAllocationProblem) -> np.ndarray:
@@ -138,4 +178,5 @@ class RankTrustRegionSolver(TrustRegionComposite):
         super().__init__(child or RankMilpSolver())
 
 
-__all__ = ["RankTrustRegionSolver", "TrustRegionComposite", "energy_probe", "region_problem"]
+__all__ = ["RankTrustRegionSolver", "TrustRegionComposite", "energy_probe", "fitted_scale", "region_problem",
+           "scaled_model"]
