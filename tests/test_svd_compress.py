@@ -201,6 +201,8 @@ def test_objective_poses_a_plain_problem_and_builds_the_oracle_apart(tiny):
     assert probe.input_ids is ids  # every calibration sample by default; probe_samples draws a seeded subset
     fewer = objective.allocation_probe(model, factors, staged, calibration, {**options, "probe_samples": 2})
     assert torch.equal(fewer.input_ids, sample_rows(ids, 2, options["seed"])) and fewer.input_ids.shape[0] == 2
+    with pytest.raises(LmshrinkError, match="probe_samples"):
+        objective.validate({"ratio": 0.7, "probe_samples": -1})
 
 
 def test_sample_rows_draws_a_seeded_subset_in_order():

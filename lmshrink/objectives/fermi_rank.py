@@ -187,7 +187,7 @@ class FermiRankOptions(RankOptions):
                                   "empirical Fisher of the loss's own gradients, or sampled (the Fisher of the "
                                   "truncated model's own predictions)", choices=("empirical", "sampled"))
     probe_samples: int = option(0, "calibration samples each allocation probe measures (a seeded draw; 0: all): "
-                                   "fewer make each trust-region round cheaper in proportion")
+                                   "fewer make each trust-region round cheaper in proportion", minimum=0)
     min_rank: int = option(1, "smallest rank allowed")
     seed: int = option(0, "seed of the oracle's minibatch order")
 
