@@ -109,6 +109,7 @@ def test_budget_study_has_every_row_on_both_texts_and_its_ratios(tiny_model_dir,
     assert timeless(again["rows"]) == timeless(stored["rows"])
     assert [r for r in again["rows"] if r["method"] != "default"] == [
         r for r in stored["rows"] if r["method"] != "default"]
+    assert "Rows `default` were chosen and scored again" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("budget, words", [
@@ -135,10 +136,13 @@ def test_budget_flags_and_count_flags_do_not_mix(capsys):
     assert isinstance(settings, BudgetSettings) and settings.budget == ["25%", "37.5%"]
     assert settings.out == BUDGET_OUT and settings.granularity == "sublayer" and settings.heldout_data == "literature"
     assert type(parse_args([])) is Settings and parse_args([]).out == Settings.out
+    assert parse_args(["--budget", "25%", "--refresh", "surrogate-race,default"]).refresh == "default,surrogate-race"
     for argv, words in ((["--granularity", "layer"], "--granularity applies to runs with --budget"),
                         (["--budget", "25%", "--remove", "6"], "--remove applies to runs of totals M"),
                         (["--budget", "25%", "--skip", "fisher"], "Unknown row 'fisher'"),
-                        (["--budget", "25%", "--refresh"], "--refresh default does")):
+                        (["--budget", "25%", "--refresh"], "--refresh default does"),
+                        (["--budget", "25%", "--refresh", "surogate-race"], "Unknown row 'surogate-race' in --refresh"),
+                        (["--refresh", "sleb"], "--refresh takes pipelines or default")):
         with pytest.raises(SystemExit) as exc:
             parse_args(argv)
         assert exc.value.code == 2 and words in capsys.readouterr().err, argv

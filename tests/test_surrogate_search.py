@@ -10,9 +10,10 @@ import pytest
 
 from lmshrink.adapters.llama import LlamaAdapter
 from lmshrink.baselines import get_method
-from lmshrink.core import Constraint
+from lmshrink.core import BinaryQuadraticProblem, Block, Constraint
+from lmshrink.core.removal import ParameterBudget, budget_constraint
 from lmshrink.evaluate.measured import LossEstimate, RemovalLoss
-from lmshrink.search.surrogate_search import SurrogateSearch, sleb_budget
+from lmshrink.search.surrogate_search import SurrogateSearch, layer_aligned, sleb_budget
 from lmshrink.testing import sample_ids, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,3 +100,24 @@ def test_bad_budget_is_one_sentence():
     model = tiny_llama(layers=4)
     with pytest.raises(LmshrinkError, match="budget"):
         get_method("surrogate").select(model, ADAPTER, Calib(sample_ids(model, 4, 8)), 1, budget=0, prior="none")
+
+
+def test_a_layer_aligned_start_takes_whole_layers_by_energy_then_what_still_fits():
+    # four layers of an attention (1 parameter) and an MLP (3): a band of [6, 7] parameters
+    blocks = [Block(2 * layer + k, f"l{layer}.{kind}", kind, layer)
+              for layer in range(4) for k, kind in enumerate(("attention", "mlp"))]
+    weights = [1, 3] * 4
+    band = budget_constraint("remove", list(range(8)), weights, ParameterBudget(parameters=6), 16.0,
+                             [b.name for b in blocks])
+    assert (band.lower, band.upper) == (6.0, 7.0)
+    linear = np.array([0.5, 0.5, 0.1, 0.2, 2.0, 2.0, 0.2, 0.3])
+    Q = np.zeros((8, 8))
+    Q[0, 1] = Q[1, 0] = 0.5  # removing layer 0 whole costs 0.5 + 0.5 + 2·0.5 = 2: ranked after layer 3 (0.5)
+    problem = BinaryQuadraticProblem([b.name for b in blocks], linear, Q, 0.0, [band])
+    # by hand: layer 1 (0.3) whole, layer 3 (0.5): its attention fits (5), its MLP would not (8 > 7); then the
+    # attention of layer 0 (next: 2.0, before layer 2's 4.0) reaches the band's lower bound 6
+    assert layer_aligned(problem, blocks) == (0, 2, 3, 6)
+    assert problem.is_feasible(np.isin(np.arange(8), [0, 2, 3, 6]).astype(int))
+    # in whole layers, there is nothing to align
+    whole = [Block(i, f"l{i}", "layer", i) for i in range(8)]
+    assert layer_aligned(problem, whole) is None

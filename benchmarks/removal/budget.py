@@ -307,19 +307,21 @@ def run_budget_seed(settings: BudgetSettings, seed: int, model: Any, adapter: An
 
 def refresh_budget_seed(settings: BudgetSettings, saved: dict[str, Any], model: Any, adapter: Any, tokenizer: Any,
                         texts: Any, held_out: dict[str, RemovalLoss], log: Log) -> dict[str, Any]:
-    """A finished seed with its ``default`` rows chosen and scored again by the code as it is now (``--refresh
-    default``: after a change of lmshrink's default pipeline); every other row kept as it was."""
+    """A finished seed with the rows ``settings.refresh`` names (comma-separated, e.g. ``default`` after a change
+    of lmshrink's default pipeline) chosen and scored again by the code as it is now; every other row kept as it
+    was."""
     seed, started = int(saved["seed"]), time.perf_counter()
-    rows, choices, failed = choose_rows(settings, seed, model, adapter, tokenizer, texts, ["default"], log)
-    kept = [r for r in saved["rows"] if r["method"] != "default"]
-    skipped = {k: v for k, v in saved.get("skipped", {}).items() if not k.startswith("default at ")}
+    again = [r for r in settings.refresh.split(",") if r]
+    rows, choices, failed = choose_rows(settings, seed, model, adapter, tokenizer, texts, again, log)
+    kept = [r for r in saved["rows"] if r["method"] not in again]
+    skipped = {k: v for k, v in saved.get("skipped", {}).items() if k.split(" at ")[0] not in again}
     return {**saved, "rows": kept + scored_rows(rows, choices, held_out), "skipped": {**skipped, **failed},
-            "refreshed": {"rows": ["default"], "seconds": time.perf_counter() - started}}
+            "refreshed": {"rows": again, "seconds": time.perf_counter() - started}}
 
 
 def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, Any]:
     """Run every seed of the budget mode (each written to ``seed-<s>.json`` as it ends, and reused when its settings
-    match, its default rows chosen again with ``refresh``), then the report. A budget the model cannot give is
+    match, the rows ``refresh`` names chosen again), then the report. A budget the model cannot give is
     refused before any seed runs."""
     log = log or Log()
     out = Path(settings.out)
@@ -348,7 +350,7 @@ def run_budget(settings: BudgetSettings, log: Log | None = None) -> dict[str, An
             saved = run_budget_seed(settings, seed, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
         elif settings.refresh:
-            log(f"seed {seed}: choosing the default's rows of {path} again")
+            log(f"seed {seed}: choosing the rows {settings.refresh} of {path} again")
             saved = refresh_budget_seed(settings, saved, model, adapter, tok, texts, held_out, log)
             write_json(path, saved)
         else:

@@ -77,11 +77,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                                               "baseline or objective")
     p.add_argument("--kd", default=None, help="M values whose heal-aware choice gets KD healing (default 6)")
     p.add_argument("--kd-steps", type=int, default=None, help="KD healing steps (default 60)")
-    p.add_argument("--refresh", nargs="?", const="pipelines", default="", choices=("pipelines", "default"),
+    p.add_argument("--refresh", nargs="?", const="pipelines", default="",
                    help="for seeds already in --out: choose the pipeline rows (default, portfolios; or only the "
                         "default's with --refresh default) again with the code as it is now, the portfolios from "
                         "each seed's stored candidates; baselines, objectives and searches are kept (with --budget: "
-                        "--refresh default only)")
+                        "the rows named, comma-separated, e.g. --refresh default,surrogate-race)")
     p.add_argument("--budget", default=None,
                    help="budgets in parameters instead of totals M: shares of the decoder's parameters or numbers of "
                         "parameters, comma-separated (e.g. 25%%,37.5%%; quick 25%%); see benchmarks/README.md")
@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     a = p.parse_args(argv)
     if a.budget is not None:
         return _budget_settings(p, a)
+    if a.refresh not in ("", "pipelines", "default"):
+        p.error(f"--refresh takes pipelines or default in runs of totals M, not {a.refresh!r}")
     budget_only = [f for f, v in (("--granularity", a.granularity), ("--heldout-data", a.heldout_data),
                                   ("--search-tokens", a.search_tokens)) if v is not None]
     if budget_only:
@@ -132,6 +134,7 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
                 + (" (--refresh default does)" if counts_only[0] == "--refresh pipelines" else ""))
     try:
         skip = _skips(a.skip, False, BUDGET_ROWS)
+        refresh = ",".join(_skips(a.refresh, False, BUDGET_ROWS, flag="--refresh"))
     except ValueError as exc:
         p.error(str(exc))
     base, own = (QUICK, BUDGET_QUICK) if a.quick else (FULL, BUDGET_FULL)
@@ -140,14 +143,14 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
         model=a.model, data=_calibration(a.data), out=a.out or BUDGET_OUT, seeds=_ints(pick(a.seeds, "seeds")),
         samples=pick(a.samples, "samples"), seq_len=pick(a.seq_len, "seq_len"),
         validation=pick(a.validation, "validation"), eval_tokens=pick(a.eval_tokens, "eval_tokens"),
-        eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick, refresh=a.refresh,
+        eval_window=pick(a.eval_window, "eval_window"), skip=skip, quick=a.quick, refresh=refresh,
         budget=parse_budgets(a.budget or own["budget"]), granularity=a.granularity or "sublayer",
         heldout_data=a.heldout_data or "literature",
         search_tokens=own["search_tokens"] if a.search_tokens is None else a.search_tokens)
 
 
-def _skips(text: str, no_pairs: bool, known: tuple[str, ...] | None = None) -> list[str]:
-    """The rows ``--skip`` names (and ``pairs`` with ``--no-pairs``), checked against ``known`` (default: the rows
+def _skips(text: str, no_pairs: bool, known: tuple[str, ...] | None = None, flag: str = "--skip") -> list[str]:
+    """The rows ``flag`` names (and ``pairs`` with ``--no-pairs``), checked against ``known`` (default: the rows
     of the count study)."""
     from lmshrink.core.errors import did_you_mean
 
@@ -157,7 +160,7 @@ def _skips(text: str, no_pairs: bool, known: tuple[str, ...] | None = None) -> l
     names = [v.strip() for v in text.split(",") if v.strip()] + (["pairs"] if no_pairs else [])
     for name in names:
         if name not in known:
-            raise ValueError(f"Unknown row {name!r} in --skip.{did_you_mean(name, known)} Known: "
+            raise ValueError(f"Unknown row {name!r} in {flag}.{did_you_mean(name, known)} Known: "
                              f"{', '.join(known)}.")
     return sorted(set(names))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..baselines.base import greedy_order
 from ..core import BinaryQuadraticProblem, Constraint, option
 from ..core.errors import LmshrinkError
 from ..core.method import RemovalMethod, Selection
@@ -39,6 +40,28 @@ def sleb_budget(constraints: Sequence[Constraint]) -> int:
         left[k] -= 1
         size[k] -= 1
     return total
+
+
+def layer_aligned(problem: BinaryQuadraticProblem, blocks: Sequence[Any]) -> tuple[int, ...] | None:
+    """A start in whole layers for a search in units finer than layers (sub-layers); ``None`` in layer units.
+
+    Each layer L is ranked by the energy of removing its units alone, E(x_L) − E(0) (for a first-order objective
+    the sum of its units' scores, the score of the layer's own gate), and units are added layer by layer in that
+    order while the problem's constraints leave room (:func:`~lmshrink.baselines.base.greedy_order`): whole layers
+    first, then the units of the next layers that still fit the budget. A search whose proposals come from a
+    sub-layer objective alone tends to drop many small units (attention sub-layers) whose sum costs more than a
+    few whole layers; this start gives it the whole-layer choice to improve on."""
+    layers: dict[int, list[int]] = {}
+    for b in blocks:
+        layers.setdefault(int(b.layer), []).append(int(b.index))
+    if len(layers) == len(blocks) or not problem.constraints:
+        return None
+    zero = problem.energy(np.zeros(len(blocks)))
+    cost = {L: problem.energy(_state(units, len(blocks))) - zero for L, units in layers.items()}
+    rank = {L: r for r, L in enumerate(sorted(layers, key=lambda L: (cost[L], L)))}
+    order = {i: rank[L] + k / (len(units) + 1) for L, units in layers.items() for k, i in enumerate(units)}
+    removed, _ = greedy_order(problem.constraints, lambda done, allowed: {i: order[i] for i in allowed})
+    return tuple(sorted(removed))
 
 
 def _state(indices: Sequence[int], n: int) -> np.ndarray:
@@ -155,13 +178,15 @@ class SurrogateSearch(RemovalMethod):
 
     def _initial(self, prior_w, seeds, model, adapter, calibration, blocks, constraints, granularity, proposer,
                  batch, seed) -> list[tuple[int, ...]]:
-        """The prior's lowest states and the seed objectives' lowest states, distinct, in that order."""
+        """The prior's lowest states and the seed objectives' lowest states, each followed (in units finer than
+        layers) by its :func:`layer_aligned` start, distinct, in that order."""
         n = len(blocks)
         states: list[tuple[int, ...]] = []
         if prior_w is not None:
             lin, Q, c = weights_to_qubo(prior_w, n)
-            states += self._lowest(BinaryQuadraticProblem([b.name for b in blocks], lin, Q, c, list(constraints)),
-                                   batch, proposer, seed, set())
+            problem = BinaryQuadraticProblem([b.name for b in blocks], lin, Q, c, list(constraints))
+            states += self._lowest(problem, batch, proposer, seed, set())
+            states += [s for s in [layer_aligned(problem, blocks)] if s is not None]
         for name in [s.strip() for s in str(seeds or "").split(",") if s.strip()]:
             try:
                 objective = get_objective(name)
@@ -173,6 +198,7 @@ class SurrogateSearch(RemovalMethod):
             problem = BinaryQuadraticProblem(problem.variables, problem.linear, problem.quadratic, problem.offset,
                                              list(constraints))
             states += self._lowest(problem, 1, proposer, seed, set(states))
+            states += [s for s in [layer_aligned(problem, blocks)] if s is not None]
         return list(dict.fromkeys(states))
 
     def _lowest(self, problem: BinaryQuadraticProblem, k: int, proposer: str, seed: int,
