@@ -136,3 +136,23 @@ def test_bad_settings_get_one_sentence(tiny):
     with pytest.raises(LmshrinkError, match="at least 2 calibration windows"):
         SurrogateRace().select(model, adapter, SimpleNamespace(input_ids=calibration.input_ids[:5]), "40%",
                                granularity="sublayer", healed=True, heal_samples=4, prior="none", seeds="")
+
+
+def test_a_whole_layer_objective_seeds_a_sub_layer_search_with_its_layers_filled_to_the_budget():
+    from lmshrink.data import Calibration
+    from lmshrink.plugins import get_objective
+
+    model, adapter = tiny_llama(layers=3, tie=False), LlamaAdapter()
+    calibration = Calibration(sample_ids(model, batch=10, seq_len=16, seed=2), "random tokens")
+    blocks = adapter.blocks(model, "sublayer")
+    constraints, _, _ = model_constraints(adapter, model, blocks, parse_remove("40%"), None)
+    starts = SurrogateRace()._initial(None, "block-influence", model, adapter, calibration, blocks, constraints,
+                                      "sublayer", "exact", 4, 0)
+    # block influence refuses sub-layers; in layers it ranks them, and the start takes the lowest layer whole, then
+    # the next layer's units while the band [40% of the decoder, + one attention] leaves room
+    bi = get_objective("block-influence").build(model, adapter, calibration, granularity="layer", progress=False)
+    first, second = np.argsort(bi.linear)[:2]
+    weights = [3072, 6144] * 3  # attention and MLP of the tiny model
+    (c,) = constraints
+    assert list(c.weight_array()) == weights and 3072 + 6144 < c.lower <= 2 * 3072 + 6144  # a layer and an attention
+    assert starts == [tuple(sorted((2 * first, 2 * first + 1, 2 * second)))]

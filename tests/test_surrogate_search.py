@@ -13,7 +13,7 @@ from lmshrink.baselines import get_method
 from lmshrink.core import BinaryQuadraticProblem, Block, Constraint
 from lmshrink.core.removal import ParameterBudget, budget_constraint
 from lmshrink.evaluate.measured import LossEstimate, RemovalLoss
-from lmshrink.search.surrogate_search import SurrogateSearch, layer_aligned, sleb_budget
+from lmshrink.search.surrogate_search import SurrogateSearch, layer_aligned, layer_costs, layers_of, sleb_budget
 from lmshrink.testing import sample_ids, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,8 +116,10 @@ def test_a_layer_aligned_start_takes_whole_layers_by_energy_then_what_still_fits
     problem = BinaryQuadraticProblem([b.name for b in blocks], linear, Q, 0.0, [band])
     # by hand: layer 1 (0.3) whole, layer 3 (0.5): its attention fits (5), its MLP would not (8 > 7); then the
     # attention of layer 0 (next: 2.0, before layer 2's 4.0) reaches the band's lower bound 6
-    assert layer_aligned(problem, blocks) == (0, 2, 3, 6)
+    costs = layer_costs(problem, layers_of(blocks))
+    assert costs == pytest.approx({0: 2.0, 1: 0.3, 2: 4.0, 3: 0.5})
+    assert layer_aligned(costs, blocks, [band]) == (0, 2, 3, 6)
     assert problem.is_feasible(np.isin(np.arange(8), [0, 2, 3, 6]).astype(int))
     # in whole layers, there is nothing to align
     whole = [Block(i, f"l{i}", "layer", i) for i in range(8)]
-    assert layer_aligned(problem, whole) is None
+    assert layer_aligned(costs, whole, [band]) is None

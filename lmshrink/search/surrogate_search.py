@@ -42,25 +42,37 @@ def sleb_budget(constraints: Sequence[Constraint]) -> int:
     return total
 
 
-def layer_aligned(problem: BinaryQuadraticProblem, blocks: Sequence[Any]) -> tuple[int, ...] | None:
-    """A start in whole layers for a search in units finer than layers (sub-layers); ``None`` in layer units.
-
-    Each layer L is ranked by the energy of removing its units alone, E(x_L) − E(0) (for a first-order objective
-    the sum of its units' scores, the score of the layer's own gate), and units are added layer by layer in that
-    order while the problem's constraints leave room (:func:`~lmshrink.baselines.base.greedy_order`): whole layers
-    first, then the units of the next layers that still fit the budget. A search whose proposals come from a
-    sub-layer objective alone tends to drop many small units (attention sub-layers) whose sum costs more than a
-    few whole layers; this start gives it the whole-layer choice to improve on."""
+def layers_of(blocks: Sequence[Any]) -> dict[int, list[int]]:
+    """The unit indices of each decoder layer, in block order."""
     layers: dict[int, list[int]] = {}
     for b in blocks:
         layers.setdefault(int(b.layer), []).append(int(b.index))
-    if len(layers) == len(blocks) or not problem.constraints:
+    return layers
+
+
+def layer_costs(problem: BinaryQuadraticProblem, groups: dict[int, list[int]]) -> dict[int, float]:
+    """Each layer's cost E(x_L) − E(0): the energy of removing its variables ``groups[L]`` alone (for a first-order
+    objective the sum of its units' scores, the score of the layer's own gate)."""
+    zero = problem.energy(np.zeros(problem.num_variables))
+    return {L: problem.energy(_state(units, problem.num_variables)) - zero for L, units in groups.items()}
+
+
+def layer_aligned(costs: dict[int, float], blocks: Sequence[Any],
+                  constraints: Sequence[Constraint]) -> tuple[int, ...] | None:
+    """A start in whole layers for a search in units finer than layers (sub-layers); ``None`` in layer units.
+
+    Layers are ranked by ``costs`` (:func:`layer_costs`, of a sub-layer objective or of a layer objective such as
+    block influence) and units are added layer by layer in that order while ``constraints`` leave room
+    (:func:`~lmshrink.baselines.base.greedy_order`): whole layers first, then the units of the next layers that
+    still fit the budget. A search whose proposals come from a sub-layer objective alone tends to drop many small
+    units (attention sub-layers) whose sum costs more than a few whole layers; this start gives it the whole-layer
+    choice to improve on."""
+    layers = layers_of(blocks)
+    if len(layers) == len(blocks) or not constraints:
         return None
-    zero = problem.energy(np.zeros(len(blocks)))
-    cost = {L: problem.energy(_state(units, len(blocks))) - zero for L, units in layers.items()}
-    rank = {L: r for r, L in enumerate(sorted(layers, key=lambda L: (cost[L], L)))}
+    rank = {L: r for r, L in enumerate(sorted(layers, key=lambda L: (costs.get(L, np.inf), L)))}
     order = {i: rank[L] + k / (len(units) + 1) for L, units in layers.items() for k, i in enumerate(units)}
-    removed, _ = greedy_order(problem.constraints, lambda done, allowed: {i: order[i] for i in allowed})
+    removed, _ = greedy_order(constraints, lambda done, allowed: {i: order[i] for i in allowed})
     return tuple(sorted(removed))
 
 
@@ -179,27 +191,43 @@ class SurrogateSearch(RemovalMethod):
     def _initial(self, prior_w, seeds, model, adapter, calibration, blocks, constraints, granularity, proposer,
                  batch, seed) -> list[tuple[int, ...]]:
         """The prior's lowest states and the seed objectives' lowest states, each followed (in units finer than
-        layers) by its :func:`layer_aligned` start, distinct, in that order."""
+        layers) by its :func:`layer_aligned` start, distinct, in that order. A seed objective that works in whole
+        layers only (block influence, norm ratio) gives its layer-aligned start alone."""
         n = len(blocks)
+        layers = layers_of(blocks)
+        finer = len(layers) < n
         states: list[tuple[int, ...]] = []
+
+        def aligned(problem: BinaryQuadraticProblem, groups: dict[int, list[int]]) -> list[tuple[int, ...]]:
+            start = layer_aligned(layer_costs(problem, groups), blocks, constraints) if finer else None
+            return [start] if start is not None else []
+
         if prior_w is not None:
             lin, Q, c = weights_to_qubo(prior_w, n)
             problem = BinaryQuadraticProblem([b.name for b in blocks], lin, Q, c, list(constraints))
-            states += self._lowest(problem, batch, proposer, seed, set())
-            states += [s for s in [layer_aligned(problem, blocks)] if s is not None]
+            states += self._lowest(problem, batch, proposer, seed, set()) + aligned(problem, layers)
         for name in [s.strip() for s in str(seeds or "").split(",") if s.strip()]:
+            objective = get_objective(name)
             try:
-                objective = get_objective(name)
-                opts = {k: v for k, v in (("granularity", granularity), ("progress", False))
-                        if k in objective.options}
-                problem = objective.build(model, adapter, calibration, **opts)
+                problem = objective.build(model, adapter, calibration, **self._build_options(objective, granularity))
             except LmshrinkError:
-                continue  # a baseline that does not apply here (e.g. at sub-layer granularity)
+                if not finer:
+                    continue  # a baseline that does not apply here
+                try:  # an objective of whole layers: its layers ranked, filled in the search's units
+                    problem = objective.build(model, adapter, calibration, **self._build_options(objective, "layer"))
+                except LmshrinkError:
+                    continue
+                states += aligned(problem, {L: [k] for k, L in enumerate(sorted(layers))})
+                continue
             problem = BinaryQuadraticProblem(problem.variables, problem.linear, problem.quadratic, problem.offset,
                                              list(constraints))
-            states += self._lowest(problem, 1, proposer, seed, set(states))
-            states += [s for s in [layer_aligned(problem, blocks)] if s is not None]
+            states += self._lowest(problem, 1, proposer, seed, set(states)) + aligned(problem, layers)
         return list(dict.fromkeys(states))
+
+    @staticmethod
+    def _build_options(objective: Any, granularity: str) -> dict[str, Any]:
+        """The build options an objective takes, of granularity and progress."""
+        return {k: v for k, v in (("granularity", granularity), ("progress", False)) if k in objective.options}
 
     def _lowest(self, problem: BinaryQuadraticProblem, k: int, proposer: str, seed: int,
                 skip: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
