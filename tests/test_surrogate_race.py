@@ -16,6 +16,7 @@ from lmshrink.core import LmshrinkError
 from lmshrink.core.removal import ParameterBudget, budget_constraint, model_constraints, parse_remove
 from lmshrink.evaluate.kl import RemovalKL
 from lmshrink.heal.fitness import HealedFitness
+from lmshrink.search.surrogate import weights_to_qubo
 from lmshrink.search.surrogate_race import SurrogateRace
 from lmshrink.testing import sample_ids, tiny_llama
 
@@ -59,12 +60,13 @@ def feasible_sets(constraint, n):
             yield tuple(i for i in range(n) if bits[i])
 
 
-def test_it_finds_the_planted_optimum_inside_a_parameter_band_and_counts_every_token():
+@pytest.mark.parametrize("near", [0, 2])
+def test_it_finds_the_planted_optimum_inside_a_parameter_band_and_counts_every_token(near):
     c = band(0.25)
     fit = Planted()
     best = min(feasible_sets(c, 12), key=fit.value)
     result = SurrogateRace().search([c], 12, fit, WINDOWS, tokens_per_window=TOKENS_PER_WINDOW,
-                                    max_tokens=4000, batch=6, keep=2, first=4, proposer="exact",
+                                    max_tokens=4000, batch=6, near=near, keep=2, first=4, proposer="exact",
                                     rng=np.random.default_rng(0))
     assert result.ranked[0] == best
     assert all(c.satisfied(np.isin(np.arange(12), s)[None, :])[0] for s in result.ranked)
@@ -76,6 +78,7 @@ def test_it_finds_the_planted_optimum_inside_a_parameter_band_and_counts_every_t
     assert result.means[0] == pytest.approx(np.mean(Planted()(best, 0, WINDOWS)))
     # each round after the first predicted its proposals before measuring them
     assert len(result.rounds) > 2 and all(r["fit"]["n"] == len(r["proposed"]) for r in result.rounds[1:])
+    assert all(len(r["near"]) == near for r in result.rounds[1:])
 
 
 def test_a_budget_too_small_for_a_round_stops_after_the_first_race():
@@ -156,3 +159,23 @@ def test_a_whole_layer_objective_seeds_a_sub_layer_search_with_its_layers_filled
     (c,) = constraints
     assert list(c.weight_array()) == weights and 3072 + 6144 < c.lower <= 2 * 3072 + 6144  # a layer and an attention
     assert starts == [tuple(sorted((2 * first, 2 * first + 1, 2 * second)))]
+
+
+def test_near_proposals_are_the_lowest_states_of_the_surrogate_plus_a_hamming_term_by_brute_force():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=1 + 12 + 66)  # offset, 12 linear, 66 pairwise weights (the surrogate's layout)
+    lin, Q, c = weights_to_qubo(w, 12)
+    band_ = band(0.25)
+    every = list(feasible_sets(band_, 12))
+    best = min(every, key=lambda s: lin[list(s)].sum() + Q[np.ix_(list(s), list(s))].sum())
+    skip = {best}
+    got = SurrogateRace()._near(SimpleNamespace(mean_weights=w), best, [band_], 12, 2, set(skip), "exact",
+                                np.random.default_rng(0))
+    s = float(np.mean(np.abs(lin)))
+    for j, found in enumerate(got):
+        def energy(t, lam=s / 2**j):
+            x = np.isin(np.arange(12), t).astype(float)
+            return c + x @ lin + x @ Q @ x + lam * len(set(t) ^ set(best))
+        taken = skip | set(got[:j])
+        assert found == min((t for t in every if t not in taken), key=energy)
+    assert len(got) == 2 and best not in got

@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from ..baselines.evopress import feasible, mutate, random_order
-from ..core import option
+from ..core import BinaryQuadraticProblem, option
 from ..core.errors import LmshrinkError
 from ..core.method import Selection
 from ..evaluate.racing import race
 from ..report import log
-from .surrogate import PairwiseSurrogate, fit_quality
+from .surrogate import PairwiseSurrogate, fit_quality, weights_to_qubo
 from .surrogate_search import SurrogateSearch, _state
 
 #: ``evaluate(removed, a, b)``: the per-window increase over the dense model of windows [a, b)
@@ -140,6 +140,8 @@ class SurrogateRaceOptions:
     ridge: float = option(1e-3, "with healed: linear healing's ridge", minimum=0.0)
     top_k: int = option(64, "with kl: most likely dense tokens kept per position", minimum=1)
     batch: int = option(8, "states proposed per round", minimum=1)
+    near: int = option(2, "of those, states proposed near the best set so far (a proximity term on the surrogate)",
+                       minimum=0)
     keep: int = option(2, "best sets raced again each round, and confirmed on every window at the end", minimum=1)
     first: int = option(8, "windows every proposal is measured on before racing drops any", minimum=2)
     z: float = option(2.5, "racing's drop threshold, in standard errors of the paired difference", minimum=0.1)
@@ -162,7 +164,7 @@ class SurrogateRace(SurrogateSearch):
     budgets = True
 
     def run(self, model, adapter, calibration, blocks, constraints, *, granularity, progress, fitness, healed,
-            max_tokens, windows, heal_samples, ridge, top_k, batch, keep, first, z, prior, proposer, seeds,
+            max_tokens, windows, heal_samples, ridge, top_k, batch, near, keep, first, z, prior, proposer, seeds,
             batch_size, seed):
         from ..evaluate.kl import RemovalKL  # torch: this module is listed by `lmshrink plugins`
         from ..heal.fitness import HealedFitness
@@ -194,7 +196,8 @@ class SurrogateRace(SurrogateSearch):
         upfront = ((prior != "none") + bool(str(seeds or "").strip())) * int(ids.numel())
         fitted = (lambda: source.fits * heal_samples * seq_len) if healed else (lambda: 0)
         result = self.search(constraints, len(blocks), evaluate, n_windows, tokens_per_window=seq_len,
-                             max_tokens=budget, prior=prior_w, initial=initial, batch=batch, keep=keep, first=first,
+                             max_tokens=budget, prior=prior_w, initial=initial, batch=batch, near=near, keep=keep,
+                             first=first,
                              z=z, proposer=proposer, rng=rng, progress=progress,
                              extra_tokens=lambda: upfront + fitted())
         info = {"fitness": fitness, "healed": healed, "windows": n_windows, "seq_len": seq_len,
@@ -210,12 +213,13 @@ class SurrogateRace(SurrogateSearch):
 
     def search(self, constraints: Sequence[Any], num_units: int, evaluate: WindowMeasure, num_windows: int, *,
                tokens_per_window: int, max_tokens: int, prior: np.ndarray | None = None,
-               initial: Sequence[tuple[int, ...]] = (), batch: int = 8, keep: int = 2, first: int = 8,
+               initial: Sequence[tuple[int, ...]] = (), batch: int = 8, near: int = 0, keep: int = 2, first: int = 8,
                z: float = 2.5, proposer: str = "auto", rng: np.random.Generator | None = None,
                progress: bool = False, extra_tokens: Callable[[], int] | None = None) -> RaceSearchResult:
         """The search loop on any per-window fitness ``evaluate`` (module docstring); no model needed.
 
-        ``initial`` are the first round's states (filled up to ``batch`` with random feasible sets); ``prior`` the
+        ``initial`` are the first round's states (filled up to ``batch`` with random feasible sets); ``near`` of each
+        round's ``batch`` proposals come from :meth:`_near` around the best set so far; ``prior`` the
         surrogate's prior weights (:func:`~.surrogate.qubo_weights`); ``extra_tokens()`` what the fitness spent
         besides the windows (healing fits), added to the count."""
         start = time.perf_counter()
@@ -243,7 +247,12 @@ class SurrogateRace(SurrogateSearch):
         log(progress, f"surrogate-race: {len(states)} initial sets, budget {max_tokens:,} tokens")
         while spent() + batch * first * tokens_per_window + reserve <= max_tokens:
             surrogate = self._fitted(measured, num_units, prior)
-            proposals = self._propose(surrogate, constraints, num_units, batch, measured.values, proposer, rng)
+            local = min(near, batch)
+            proposals = self._propose(surrogate, constraints, num_units, batch - local, measured.values, proposer,
+                                      rng) if batch > local else []
+            nearby = self._near(surrogate, measured.best(1)[0], constraints, num_units, local,
+                                set(measured.values) | set(proposals), proposer, rng)
+            proposals += nearby
             proposals = [p for p in proposals if p not in measured.values]
             if not proposals:
                 break
@@ -254,6 +263,7 @@ class SurrogateRace(SurrogateSearch):
                            tokens_per_window=tokens_per_window)
             observed = [measured.estimates()[p][0] for p in proposals]  # measured after the prediction
             rounds.append({"round": len(rounds), "proposed": [list(p) for p in proposals],
+                           "near": [list(p) for p in nearby],
                            "predicted": predicted.tolist(), "measured": observed,
                            "fit": fit_quality(predicted, observed), "tokens": spent(),
                            "survivors": [list(entrants[c]) for c in outcome.survivors],
@@ -267,6 +277,25 @@ class SurrogateRace(SurrogateSearch):
         ranked = sorted(measured.values, key=lambda s: (not full(s), est[s][0], s))  # the choice has every window
         return RaceSearchResult(ranked, [est[s][0] for s in ranked], [int(measured.values[s].size) for s in ranked],
                                 spent(), len(measured.values), time.perf_counter() - start, rounds)
+
+    def _near(self, surrogate: PairwiseSurrogate, best: tuple[int, ...], constraints: Sequence[Any], n: int,
+              want: int, skip: set[tuple[int, ...]], proposer: str, rng: np.random.Generator) -> list[tuple[int, ...]]:
+        """Up to ``want`` unmeasured states near the best set so far x*: the lowest state of the posterior mean plus
+        a proximity term λ·d(x, x*), d the Hamming distance, Σ_i x_i (1 − 2x*_i) + |x*| (linear in x), for
+        λ = s, s/2, s/4, … with s the mean magnitude of the mean's linear weights. A soft trust region that the
+        proposer solves under the removal constraints: the global proposals explore, these refine the leader."""
+        lin, Q, c = weights_to_qubo(surrogate.mean_weights, n)
+        star = _state(best, n).astype(np.float64)
+        scale = float(np.mean(np.abs(lin))) or 1.0
+        names = [f"x{i}" for i in range(n)]
+        out: list[tuple[int, ...]] = []
+        for j in range(want):
+            lam = scale / 2**j
+            problem = BinaryQuadraticProblem(names, lin + lam * (1.0 - 2.0 * star), Q, c + lam * float(star.sum()),
+                                             list(constraints))
+            found = self._lowest(problem, 1, proposer, int(rng.integers(2**31)), skip | set(out))
+            out += found[:1]
+        return out
 
     @staticmethod
     def _leader(measured: _Measured) -> dict[str, Any]:
