@@ -217,7 +217,8 @@ class SurrogateSearch(RemovalMethod):
                     problem = objective.build(model, adapter, calibration, **self._build_options(objective, "layer"))
                 except LmshrinkError:
                     continue
-                states += aligned(problem, {L: [k] for k, L in enumerate(sorted(layers))})
+                if problem.num_variables == len(layers):  # variable k is the k-th layer
+                    states += aligned(problem, {L: [k] for k, L in enumerate(sorted(layers))})
                 continue
             problem = BinaryQuadraticProblem(problem.variables, problem.linear, problem.quadratic, problem.offset,
                                              list(constraints))
