@@ -127,7 +127,7 @@ def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any
         f"parameters. Calibration seeds {s['seeds']} (each draws {s['samples']} samples × {s['seq_len']} tokens from "
         f"{first['calibration']['source']}). Held-out: {held}. Every search (sleb, blockpruner, evopress, "
         f"surrogate-race) may spend {s['search_tokens']:,} tokens measuring candidates. "
-        f"Run time {summary['total_seconds'] / 60:.1f} min"
+        f"This run took {summary['total_seconds'] / 60:.1f} min"
         + (" (quick mode)" if s["quick"] else "") + "; each seed's own run: "
         + ", ".join(_seed_time(sd) for sd in summary["seeds"]) + "." + _refreshed_rows(summary["seeds"]), "",
         "Rows in layers (block-influence, block-influence-iterative, angular, sleb, and the default at "
