@@ -197,8 +197,7 @@ class SurrogateRace(SurrogateSearch):
         fitted = (lambda: source.fits * heal_samples * seq_len) if healed else (lambda: 0)
         result = self.search(constraints, len(blocks), evaluate, n_windows, tokens_per_window=seq_len,
                              max_tokens=budget, prior=prior_w, initial=initial, batch=batch, near=near, keep=keep,
-                             first=first,
-                             z=z, proposer=proposer, rng=rng, progress=progress,
+                             first=first, z=z, proposer=proposer, rng=rng, progress=progress,
                              extra_tokens=lambda: upfront + fitted())
         info = {"fitness": fitness, "healed": healed, "windows": n_windows, "seq_len": seq_len,
                 "tokens_spent": result.tokens, "token_budget": budget, "tokens_prior_and_seeds": upfront,
@@ -213,7 +212,7 @@ class SurrogateRace(SurrogateSearch):
 
     def search(self, constraints: Sequence[Any], num_units: int, evaluate: WindowMeasure, num_windows: int, *,
                tokens_per_window: int, max_tokens: int, prior: np.ndarray | None = None,
-               initial: Sequence[tuple[int, ...]] = (), batch: int = 8, near: int = 0, keep: int = 2, first: int = 8,
+               initial: Sequence[tuple[int, ...]] = (), batch: int = 8, near: int = 2, keep: int = 2, first: int = 8,
                z: float = 2.5, proposer: str = "auto", rng: np.random.Generator | None = None,
                progress: bool = False, extra_tokens: Callable[[], int] | None = None) -> RaceSearchResult:
         """The search loop on any per-window fitness ``evaluate`` (module docstring); no model needed.
