@@ -9,7 +9,7 @@ import numpy as np
 
 from ..common import table, write_csv, write_json
 from .settings import BUDGET_ROWS
-from .report import _cell, _compare, _mean_sd, _ratio, _seed_time, aggregate, footer
+from .report import _cell, _compare, _mean_sd, _ratio, _refreshed, _seed_time, aggregate, footer
 
 #: what the budget mode aggregates over seeds by
 KEYS = ("method", "budget", "text", "healed")
@@ -103,17 +103,6 @@ def _budget_section(budget: str, texts: list[str], agg: dict, ratios: list[dict[
     ]
 
 
-def _refreshed_rows(seeds: list[dict[str, Any]]) -> str:
-    """The sentence naming the rows ``--refresh`` chose again, and on which seeds (empty if none)."""
-    done = [sd for sd in seeds if (sd.get("refreshed") or {}).get("rows")]
-    if not done:
-        return ""
-    rows = sorted({r for sd in done for r in sd["refreshed"]["rows"]})
-    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " were chosen and scored again with the code as it is "
-            "now (`--refresh`; every other row as first run): "
-            + ", ".join(f"seed {sd['seed']} {sd['refreshed']['seconds'] / 60:.1f} min" for sd in done) + ".")
-
-
 def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any]],
                   costs: list[dict[str, Any]]) -> str:
     """report.md of a budget run."""
@@ -129,7 +118,9 @@ def render_budget(summary: dict[str, Any], agg: dict, ratios: list[dict[str, Any
         f"surrogate-race) may spend {s['search_tokens']:,} tokens measuring candidates. "
         f"This run took {summary['total_seconds'] / 60:.1f} min"
         + (" (quick mode)" if s["quick"] else "") + "; each seed's own run: "
-        + ", ".join(_seed_time(sd) for sd in summary["seeds"]) + "." + _refreshed_rows(summary["seeds"]), "",
+        + ", ".join(_seed_time(sd) for sd in summary["seeds"]) + "."
+        + _refreshed(summary["seeds"], "were chosen and scored again with the code as it is now (`--refresh`; every "
+                                       "other row as first run)"), "",
         "Rows in layers (block-influence, block-influence-iterative, angular, sleb, and the default at "
         "`lmshrink prune`'s own granularity) are scored in the study's units; `angular` removes the fewest "
         "consecutive layers that hold the budget, so its share may be larger. Healed: least-squares maps per run of "

@@ -180,16 +180,17 @@ def _seed_time(seed: dict[str, Any]) -> str:
         + (f"; rows {', '.join(p['rows'])}" if p.get("rows") else "") + ")" for p in parts)
 
 
-def _refreshed(seeds: list[dict[str, Any]]) -> str:
-    """The sentence saying which seeds' pipeline rows were chosen again by ``--refresh`` (empty if none)."""
+def _refreshed(seeds: list[dict[str, Any]],
+               how: str = "of {seeds} were chosen again with the pipeline as it is now (`--refresh`, from each seed's "
+                          "stored candidates; the other rows as first run)") -> str:
+    """The sentence naming the rows ``--refresh`` chose again, ``how`` (``{seeds}`` stands for which seeds), and the
+    minutes each seed's refresh took (empty if none)."""
     done = [sd for sd in seeds if (sd.get("refreshed") or {}).get("rows")]
     if not done:
         return ""
     rows = sorted({r for sd in done for r in sd["refreshed"]["rows"]})
-    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " of " + _seeds([sd["seed"] for sd in done])
-            + " were chosen again with the pipeline as it is now "
-            "(`--refresh`, from each seed's stored candidates; the other rows as first run): "
-            + ", ".join(f"seed {sd['seed']} {sd['refreshed']['seconds'] / 60:.1f} min" for sd in done) + ".")
+    return (" Rows " + ", ".join(f"`{r}`" for r in rows) + " " + how.format(seeds=_seeds([sd["seed"] for sd in done]))
+            + ": " + ", ".join(f"seed {sd['seed']} {sd['refreshed']['seconds'] / 60:.1f} min" for sd in done) + ".")
 
 
 def render(summary: dict[str, Any], agg: dict, rat: list[dict[str, Any]], kd: list[dict[str, Any]],

@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if budget_only:
         p.error(f"{budget_only[0]} applies to runs with --budget")
     try:
-        skip = _skips(a.skip, a.no_pairs)
+        skip = _named_rows(a.skip, a.no_pairs)
     except ValueError as exc:
         p.error(str(exc))
     base = QUICK if a.quick else FULL
@@ -133,8 +133,8 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
         p.error(f"{counts_only[0]} applies to runs of totals M, not to --budget"
                 + (" (--refresh default does)" if counts_only[0] == "--refresh pipelines" else ""))
     try:
-        skip = _skips(a.skip, False, BUDGET_ROWS)
-        refresh = ",".join(_skips(a.refresh, False, BUDGET_ROWS, flag="--refresh"))
+        skip = _named_rows(a.skip, False, BUDGET_ROWS)
+        refresh = ",".join(_named_rows(a.refresh, False, BUDGET_ROWS, flag="--refresh"))
     except ValueError as exc:
         p.error(str(exc))
     base, own = (QUICK, BUDGET_QUICK) if a.quick else (FULL, BUDGET_FULL)
@@ -149,7 +149,7 @@ def _budget_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> Budge
         search_tokens=own["search_tokens"] if a.search_tokens is None else a.search_tokens)
 
 
-def _skips(text: str, no_pairs: bool, known: tuple[str, ...] | None = None, flag: str = "--skip") -> list[str]:
+def _named_rows(text: str, no_pairs: bool, known: tuple[str, ...] | None = None, flag: str = "--skip") -> list[str]:
     """The rows ``flag`` names (and ``pairs`` with ``--no-pairs``), checked against ``known`` (default: the rows
     of the count study)."""
     from lmshrink.core.errors import did_you_mean
